@@ -1,0 +1,215 @@
+//! In-memory indices fed by watch events.
+//!
+//! Shaped like kube-runtime's watcher output (and linkerd's policy indices): `apply` for an added or
+//! modified object, `delete` for a removed one, `reset` for a full relist. Each mutation returns
+//! exactly what changed, so the caller can requeue just the affected objects. Backed by `DashMap`:
+//! `Send + Sync`, lock-striped, cheap to share in an `Arc`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+
+use crate::keys::{HostKey, VirtualKey};
+use crate::references::RefTarget;
+
+/// Which pods reference which objects, in both directions.
+///
+/// Pods with no references are not stored, so the state after any sequence of events equals the
+/// state built from scratch from the surviving pods.
+///
+/// Locking: a mutation holds the pod's entry while it updates the target side, so concurrent events
+/// for the same pod cannot interleave; locks are always taken pod side first, and readers take only
+/// one side, so there is no lock-order inversion.
+#[derive(Debug, Default)]
+pub struct ReferenceIndex {
+    by_pod: DashMap<VirtualKey, BTreeSet<RefTarget>>,
+    by_target: DashMap<RefTarget, BTreeSet<VirtualKey>>,
+}
+
+impl ReferenceIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `pod` references exactly `refs` (an empty set is the same as [`Self::delete`]).
+    ///
+    /// Returns the targets whose set of referencing pods changed (the pod started or stopped
+    /// referencing them), sorted, each once. Re-applying the same references returns nothing.
+    pub fn apply(&self, pod: VirtualKey, refs: BTreeSet<RefTarget>) -> Vec<RefTarget> {
+        match self.by_pod.entry(pod) {
+            Entry::Occupied(mut entry) => {
+                if *entry.get() == refs {
+                    return Vec::new();
+                }
+                let changed = self.relink(entry.key(), entry.get(), &refs);
+                if refs.is_empty() {
+                    entry.remove();
+                } else {
+                    *entry.get_mut() = refs;
+                }
+                changed
+            }
+            Entry::Vacant(entry) => {
+                if refs.is_empty() {
+                    return Vec::new();
+                }
+                let changed = self.relink(entry.key(), &BTreeSet::new(), &refs);
+                entry.insert(refs);
+                changed
+            }
+        }
+    }
+
+    /// Forgets `pod`. Returns the targets that lost it, sorted.
+    pub fn delete(&self, pod: &VirtualKey) -> Vec<RefTarget> {
+        match self.by_pod.entry(pod.clone()) {
+            Entry::Occupied(entry) => {
+                let changed = self.relink(entry.key(), entry.get(), &BTreeSet::new());
+                entry.remove();
+                changed
+            }
+            Entry::Vacant(_) => Vec::new(),
+        }
+    }
+
+    /// Replaces the whole state with `pods` (a relist). If a pod appears more than once, the last
+    /// occurrence wins. Returns every target whose set of referencing pods differs from before,
+    /// sorted, each once.
+    ///
+    /// Implemented as deletes of the pods that are gone plus applies of the listed ones: each
+    /// (pod, target) link is then added or removed at most once, so a target is reported exactly
+    /// when its set really changed.
+    pub fn reset(&self, pods: impl IntoIterator<Item = (VirtualKey, BTreeSet<RefTarget>)>) -> Vec<RefTarget> {
+        let pods: HashMap<VirtualKey, BTreeSet<RefTarget>> = pods.into_iter().collect();
+        let stale: Vec<VirtualKey> = self
+            .by_pod
+            .iter()
+            .map(|e| e.key().clone())
+            .filter(|pod| !pods.contains_key(pod))
+            .collect();
+        let mut changed = BTreeSet::new();
+        for pod in &stale {
+            changed.extend(self.delete(pod));
+        }
+        for (pod, refs) in pods {
+            changed.extend(self.apply(pod, refs));
+        }
+        changed.into_iter().collect()
+    }
+
+    /// Whether any pod references `target`.
+    pub fn is_referenced(&self, target: &RefTarget) -> bool {
+        self.by_target.contains_key(target)
+    }
+
+    /// The pods referencing `target`, sorted.
+    pub fn referencing_pods(&self, target: &RefTarget) -> Vec<VirtualKey> {
+        self.by_target
+            .get(target)
+            .map(|pods| pods.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The references recorded for `pod` (empty if unknown).
+    pub fn references_of(&self, pod: &VirtualKey) -> BTreeSet<RefTarget> {
+        self.by_pod.get(pod).map(|refs| refs.clone()).unwrap_or_default()
+    }
+
+    /// Every target referenced by at least one pod, sorted: what has to exist on the host.
+    pub fn referenced_targets(&self) -> Vec<RefTarget> {
+        let mut targets: Vec<RefTarget> = self.by_target.iter().map(|e| e.key().clone()).collect();
+        targets.sort();
+        targets
+    }
+
+    /// Number of pods with at least one reference.
+    pub fn len(&self) -> usize {
+        self.by_pod.len()
+    }
+
+    /// Whether no pod is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.by_pod.is_empty()
+    }
+
+    /// Moves `pod`'s links on the target side from `old` to `new`; returns the symmetric difference.
+    /// Called with the pod's entry held.
+    fn relink(
+        &self,
+        pod: &VirtualKey,
+        old: &BTreeSet<RefTarget>,
+        new: &BTreeSet<RefTarget>,
+    ) -> Vec<RefTarget> {
+        let mut changed = Vec::new();
+        for target in old.difference(new) {
+            if let Entry::Occupied(mut pods) = self.by_target.entry(target.clone()) {
+                pods.get_mut().remove(pod);
+                if pods.get().is_empty() {
+                    pods.remove();
+                }
+            }
+            changed.push(target.clone());
+        }
+        for target in new.difference(old) {
+            self.by_target
+                .entry(target.clone())
+                .or_default()
+                .insert(pod.clone());
+            changed.push(target.clone());
+        }
+        changed.sort();
+        changed
+    }
+}
+
+/// Host key -> virtual key, for mapping host events back to the virtual objects they belong to
+/// without parsing host names (hashed names cannot be parsed).
+#[derive(Debug, Default)]
+pub struct NameIndex {
+    map: DashMap<HostKey, VirtualKey>,
+}
+
+impl NameIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that the host object `host` belongs to `virt`, replacing any previous mapping.
+    pub fn apply(&self, host: HostKey, virt: VirtualKey) {
+        self.map.insert(host, virt);
+    }
+
+    /// Forgets the host object `host`.
+    pub fn delete(&self, host: &HostKey) {
+        self.map.remove(host);
+    }
+
+    /// Replaces the whole state with `entries` (a relist); the last mapping of a repeated host key
+    /// wins. New entries are written before stale ones are removed, so concurrent readers never see
+    /// a surviving entry missing.
+    pub fn reset(&self, entries: impl IntoIterator<Item = (HostKey, VirtualKey)>) {
+        let entries: BTreeMap<HostKey, VirtualKey> = entries.into_iter().collect();
+        for (host, virt) in &entries {
+            self.map.insert(host.clone(), virt.clone());
+        }
+        self.map.retain(|host, _| entries.contains_key(host));
+    }
+
+    /// The virtual key of the host object `host`, if known.
+    pub fn get(&self, host: &HostKey) -> Option<VirtualKey> {
+        self.map.get(host).map(|v| v.clone())
+    }
+
+    /// Number of host objects recorded.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no host object is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}

@@ -1,0 +1,206 @@
+//! Host names for virtual objects.
+//!
+//! Every virtual namespace lands in one host namespace, so a host name has to encode both the
+//! virtual namespace and the virtual name, and must stay a DNS-1123 label (at most 63 characters).
+//! The scheme has two forms:
+//!
+//! * **plain** `<name>-x-<namespace>` (cluster-scoped: `vcsync-<instance>-x-<name>`), used only when
+//!   both parts are DNS-1123 labels, the result fits in 63 characters and the result contains the
+//!   separator `-x-` exactly once (overlapping occurrences counted, so `a-x-x-b` contains it twice);
+//! * **hashed** `<readable prefix>-<hash>`, everything else: the prefix is the parts joined by `-`
+//!   ('.' and other characters outside the label alphabet become `-`), cut to fit, and written so
+//!   that it never contains `-x-`; the hash is 10 hex characters of SHA-256 over the parts joined by
+//!   NUL (which no Kubernetes name contains), so it is stable across runs, releases and platforms.
+//!
+//! Why this is injective:
+//! * plain vs plain: a plain name contains `-x-` exactly once, so the position of the separator,
+//!   and therefore both parts, can be read back from the name; equal names mean equal keys.
+//! * plain vs hashed: a plain name contains `-x-` once, a hashed name never; they cannot be equal.
+//! * hashed vs hashed: distinct keys hash distinct SHA-256 inputs; two names are equal only if the
+//!   40-bit hash suffixes collide *and* the readable prefixes are equal. That is "injective for all
+//!   practical purposes", and the syncer still detects it: the host object's annotations name the
+//!   virtual object it belongs to.
+//!
+//! The host name starts with the first character of the virtual name (plain and hashed), so a
+//! virtual name that is a DNS-1035 label (Service names) gives a host name that is one too.
+
+use sha2::{Digest, Sha256};
+
+/// Maximum length of a DNS-1123 label, and so of every host name and label value produced here.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Hex characters of SHA-256 kept in a hashed name: 40 bits, readable and short enough to leave
+/// most of the 63 characters to the readable prefix.
+const HASH_LEN: usize = 10;
+
+/// Separator between the two parts of a plain name. Chosen because it is rare in real names and
+/// visibly not part of either ("web-x-default").
+const SEPARATOR: &str = "-x-";
+
+/// First part of every cluster-scoped host name: cluster-scoped host objects are shared by every
+/// virtual cluster on the host, so they say who made them.
+const CLUSTER_PREFIX: &str = "vcsync";
+
+/// Prefix of a hashed name whose readable part came out empty (only for invalid input).
+const EMPTY_PREFIX: &str = "h";
+
+/// Host name of the namespaced virtual object `namespace/name`, in the single host namespace.
+///
+/// `("default", "web")` gives `web-x-default`; long, dotted or ambiguous keys get a hashed form
+/// such as `my-app-config-default-1a2b3c4d5e`. Always a DNS-1123 label, deterministic, and injective
+/// over (namespace, name) (see the module documentation). Any input is accepted; names that are not
+/// valid Kubernetes names simply take the hashed form.
+pub fn host_name(namespace: &str, name: &str) -> String {
+    if is_dns_label(namespace) && is_dns_label(name) {
+        let plain = format!("{name}{SEPARATOR}{namespace}");
+        if plain.len() <= MAX_NAME_LEN && separator_count(&plain) == 1 {
+            return plain;
+        }
+    }
+    hashed_dns_label(&[name, namespace], &digest(&[namespace, name]))
+}
+
+/// Host name of the cluster-scoped virtual object `name` of vcsync instance `instance`.
+///
+/// `("team-a", "fast")` gives `vcsync-team-a-x-fast`; otherwise a hashed form such as
+/// `vcsync-team-a-fast-ssd-1a2b3c4d5e`. Cluster-scoped host objects are shared by every virtual
+/// cluster, so the instance is part of the name and the mapping is injective over (instance, name):
+/// two instances never collide. The fixed `vcsync-` prefix ends in `-`, so an instance starting with
+/// `x-` adds a second `-x-` and forces the hashed form; the decoding argument of the module
+/// documentation therefore holds unchanged.
+pub fn host_cluster_name(instance: &str, name: &str) -> String {
+    if is_dns_label(instance) && is_dns_label(name) {
+        let plain = format!("{CLUSTER_PREFIX}-{instance}{SEPARATOR}{name}");
+        if plain.len() <= MAX_NAME_LEN && separator_count(&plain) == 1 {
+            return plain;
+        }
+    }
+    hashed_dns_label(&[CLUSTER_PREFIX, instance, name], &digest(&[instance, name]))
+}
+
+/// `value` made into a valid label value: at most 63 characters of `[A-Za-z0-9._-]`, starting and
+/// ending with an alphanumeric character (or empty).
+///
+/// A valid value is returned unchanged, unless it ends in `-` followed by 10 lowercase hex
+/// characters: that is the shape of a hashed value, so such values are hashed too, which keeps the
+/// mapping injective (an unchanged value never equals the hashed form of another). Everything else
+/// becomes `<sanitized prefix>-<10 hex of SHA-256(value)>`.
+pub fn safe_label_value(value: &str) -> String {
+    if is_label_value(value) && !looks_hashed(value) {
+        return value.to_owned();
+    }
+    let budget = MAX_NAME_LEN - 1 - HASH_LEN;
+    let sanitized: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(budget)
+        .collect();
+    let prefix = sanitized.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let prefix = if prefix.is_empty() { EMPTY_PREFIX } else { prefix };
+    format!("{prefix}-{}", digest(&[value]))
+}
+
+/// Whether `s` is a DNS-1123 label: 1 to 63 characters of `[a-z0-9-]`, alphanumeric at both ends.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Whether `s` is a valid label value: empty, or 1 to 63 characters of `[A-Za-z0-9._-]` that start
+/// and end with an alphanumeric character.
+pub fn is_label_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return true;
+    }
+    b.len() <= MAX_NAME_LEN
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Whether a label value has the shape of [`safe_label_value`]'s hashed form: `-` and 10 lowercase
+/// hex characters at the end.
+fn looks_hashed(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() > HASH_LEN
+        && b[b.len() - HASH_LEN - 1] == b'-'
+        && b[b.len() - HASH_LEN..]
+            .iter()
+            .all(|&c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+/// Occurrences of [`SEPARATOR`] in `s`, overlapping ones included.
+fn separator_count(s: &str) -> usize {
+    s.as_bytes()
+        .windows(SEPARATOR.len())
+        .filter(|w| *w == SEPARATOR.as_bytes())
+        .count()
+}
+
+/// First [`HASH_LEN`] hex characters of SHA-256 over `parts` joined by NUL.
+fn digest(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            hasher.update([0u8]);
+        }
+        hasher.update(part.as_bytes());
+    }
+    let hash = hasher.finalize();
+    let mut hex = String::with_capacity(HASH_LEN);
+    for byte in hash.iter().take(HASH_LEN.div_ceil(2)) {
+        hex.push_str(&format!("{byte:02x}"));
+    }
+    hex.truncate(HASH_LEN);
+    hex
+}
+
+/// `<readable prefix>-<hash>` where the prefix is `parts` joined by `-`, cut so the whole fits in
+/// 63 characters, and guaranteed to produce no `-x-` anywhere in the result.
+///
+/// To keep `-x-` out, every `x` that has a `-` on both sides (the `-` before the hash counts) is
+/// dropped: `a-x-b` reads `a--b`. Dropping such an `x` cannot create a new `-x-`, because its
+/// neighbours are dashes, not other `x`s; and trimming trailing dashes afterwards cannot expose a
+/// final `-x` either, since that `x` was followed by a dash and would have been dropped.
+fn hashed_dns_label(parts: &[&str], hash: &str) -> String {
+    let budget = MAX_NAME_LEN - 1 - HASH_LEN;
+    let mut raw: Vec<u8> = Vec::with_capacity(budget);
+    'parts: for (i, part) in parts.iter().enumerate() {
+        for c in (if i > 0 { "-" } else { "" }).chars().chain(part.chars()) {
+            if raw.len() == budget {
+                break 'parts;
+            }
+            raw.push(match c {
+                'a'..='z' | '0'..='9' => c as u8,
+                'A'..='Z' => c.to_ascii_lowercase() as u8,
+                _ => b'-',
+            });
+        }
+    }
+    let start = raw.iter().position(|&c| c != b'-').unwrap_or(raw.len());
+    let raw = &raw[start..];
+    let mut prefix = String::with_capacity(raw.len());
+    for (i, &c) in raw.iter().enumerate() {
+        let after_dash = i > 0 && raw[i - 1] == b'-';
+        let before_dash = raw.get(i + 1).is_none_or(|&n| n == b'-');
+        if !(c == b'x' && after_dash && before_dash) {
+            prefix.push(c as char);
+        }
+    }
+    let prefix = prefix.trim_end_matches('-');
+    let prefix = if prefix.is_empty() { EMPTY_PREFIX } else { prefix };
+    format!("{prefix}-{hash}")
+}

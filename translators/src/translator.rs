@@ -1,0 +1,144 @@
+//! Name translators: the mapping between virtual keys and host keys for one kind of object.
+//!
+//! The forward direction is a pure function of the key ([`crate::names`]); the backward direction
+//! reads the annotations vcsync wrote on the host object, so no mapping store is needed and a
+//! restarted syncer rebuilds everything from a host list.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::keys::{HostKey, VirtualKey};
+use crate::labels::{host_annotations, host_labels};
+use crate::names::{host_cluster_name, host_name};
+use crate::ownership::{OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, Ownership};
+
+/// Maps virtual objects of one kind to host objects and back. Shared by the controllers of a
+/// syncer, hence `Send + Sync + 'static`.
+pub trait NameTranslator: Send + Sync + 'static {
+    /// The host key of a virtual object. Pure and deterministic: the same key on every replica and
+    /// after every restart, so a restart finds the objects it created.
+    fn host_key(&self, virtual_key: &VirtualKey) -> HostKey;
+
+    /// The virtual key a host object belongs to, read from its annotations; None unless the object
+    /// is owned by this instance.
+    fn virtual_key(&self, host: &ObjectMeta) -> Option<VirtualKey>;
+
+    /// The ownership marker of this instance.
+    fn ownership(&self) -> &Ownership;
+
+    /// Full host metadata for a virtual object: name/namespace from host_key, labels via host_labels,
+    /// annotations via host_annotations; nothing else (no uid, resourceVersion, ownerReferences,
+    /// finalizers, managedFields), because those belong to the host API server or to the syncer.
+    fn host_metadata(&self, kind: &str, virtual_meta: &ObjectMeta) -> ObjectMeta {
+        let virtual_key = VirtualKey {
+            namespace: virtual_meta.namespace.clone(),
+            name: virtual_meta.name.clone().unwrap_or_default(),
+        };
+        let host_key = self.host_key(&virtual_key);
+        ObjectMeta {
+            name: Some(host_key.name),
+            namespace: host_key.namespace,
+            labels: Some(host_labels(
+                self.ownership(),
+                virtual_meta.namespace.as_deref(),
+                virtual_meta.labels.as_ref(),
+            )),
+            annotations: Some(host_annotations(kind, virtual_meta)),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// Translator for namespaced kinds: every virtual namespace lands in one host namespace, names
+/// through [`host_name`].
+#[derive(Clone, Debug)]
+pub struct NamespacedTranslator {
+    ownership: Ownership,
+    host_namespace: String,
+}
+
+impl NamespacedTranslator {
+    /// Translator into `host_namespace` (the namespace the virtual cluster runs in) for `ownership`.
+    pub fn new(ownership: Ownership, host_namespace: impl Into<String>) -> Self {
+        Self {
+            ownership,
+            host_namespace: host_namespace.into(),
+        }
+    }
+
+    /// The host namespace all virtual namespaces land in.
+    pub fn host_namespace(&self) -> &str {
+        &self.host_namespace
+    }
+}
+
+impl NameTranslator for NamespacedTranslator {
+    /// `ns/name` -> `<host namespace>/host_name(ns, name)`. A key without a namespace (a bug in
+    /// the caller) is treated as namespace `""`: it gets a hashed name that cannot collide with any
+    /// real key.
+    fn host_key(&self, virtual_key: &VirtualKey) -> HostKey {
+        let ns = virtual_key.namespace.as_deref().unwrap_or_default();
+        HostKey::namespaced(self.host_namespace.clone(), host_name(ns, &virtual_key.name))
+    }
+
+    /// Requires the ownership label and both the object-name and object-namespace annotations.
+    fn virtual_key(&self, host: &ObjectMeta) -> Option<VirtualKey> {
+        let (name, namespace) = owned_annotations(&self.ownership, host)?;
+        Some(VirtualKey::namespaced(namespace?, name))
+    }
+
+    fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+}
+
+/// Translator for cluster-scoped kinds: names through [`host_cluster_name`], no host namespace.
+#[derive(Clone, Debug)]
+pub struct ClusterScopedTranslator {
+    ownership: Ownership,
+}
+
+impl ClusterScopedTranslator {
+    /// Translator for `ownership`; the instance name is part of every host name, because
+    /// cluster-scoped host objects are shared by all virtual clusters on the host.
+    pub fn new(ownership: Ownership) -> Self {
+        Self { ownership }
+    }
+}
+
+impl NameTranslator for ClusterScopedTranslator {
+    /// `name` -> `host_cluster_name(instance, name)`; a namespace on the key is ignored, since
+    /// cluster-scoped kinds have none.
+    fn host_key(&self, virtual_key: &VirtualKey) -> HostKey {
+        HostKey::cluster(host_cluster_name(self.ownership.instance(), &virtual_key.name))
+    }
+
+    /// Requires the ownership label and the object-name annotation; an object-namespace annotation
+    /// means the object was made for a namespaced kind, so it is not ours to map here.
+    fn virtual_key(&self, host: &ObjectMeta) -> Option<VirtualKey> {
+        match owned_annotations(&self.ownership, host)? {
+            (name, None) => Some(VirtualKey::cluster(name)),
+            (_, Some(_)) => None,
+        }
+    }
+
+    fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+}
+
+/// Object name and namespace annotations of a host object owned by `own`; None if not owned or
+/// the name annotation is missing or empty. An empty namespace annotation counts as absent.
+fn owned_annotations(own: &Ownership, host: &ObjectMeta) -> Option<(String, Option<String>)> {
+    if !own.owns(host) {
+        return None;
+    }
+    let annotations = host.annotations.as_ref()?;
+    let name = annotations
+        .get(OBJECT_NAME_ANNOTATION)
+        .filter(|n| !n.is_empty())?;
+    let namespace = annotations
+        .get(OBJECT_NAMESPACE_ANNOTATION)
+        .filter(|n| !n.is_empty())
+        .cloned();
+    Some((name.clone(), namespace))
+}
