@@ -1,1 +1,12 @@
-fn main() {}
+//! The `vcsync` binary: command line, logging and wiring; the work happens in the crates.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod clients;
+mod dev;
+mod logging;
+mod sidecar;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

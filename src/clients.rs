@@ -1,0 +1,53 @@
+//! Kubernetes clients from the configuration, and waiting for an API server to answer.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::{
+    Client,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use vcsync_syncer::{Side, config::ClusterConfig};
+
+/// A client for one side: the configured kubeconfig, or in-cluster / the usual inference.
+pub async fn client_for(side: Side, cluster: &ClusterConfig) -> anyhow::Result<Client> {
+    let config = match &cluster.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the {side} kubeconfig {}", path.display()))?;
+            let options = KubeConfigOptions {
+                context: cluster.context.clone(),
+                ..KubeConfigOptions::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .with_context(|| format!("loading the {side} kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.with_context(|| {
+            format!("no kubeconfig configured for the {side} cluster and none could be inferred")
+        })?,
+    };
+    let url = config.cluster_url.clone();
+    let client = Client::try_from(config).with_context(|| format!("building the {side} client for {url}"))?;
+    wait_until_reachable(side, &url.to_string(), &client).await;
+    Ok(client)
+}
+
+/// Retries until the API server answers, saying clearly in the log what it waits for;
+/// an API server that starts after the sidecar is normal in a pod.
+async fn wait_until_reachable(side: Side, url: &str, client: &Client) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match client.apiserver_version().await {
+            Ok(version) => {
+                tracing::info!(%side, url, version = %version.git_version, "API server reachable");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(%side, url, error = %err, retry_in = ?delay, "API server not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

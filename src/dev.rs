@@ -1,0 +1,101 @@
+//! `vcsync dev`: two embedded API servers (host and virtual) and the syncer between them, in
+//! one process, for trying vcsync with kubectl. Not a production setup: see the README.
+
+use std::path::Path;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, Client, api::PostParams};
+use vcsync_apiserver::{ApiServer, ServerConfig};
+use vcsync_syncer::Config;
+
+use crate::cli::DevArgs;
+
+/// The host namespace of the dev setup.
+const DEV_NAMESPACE: &str = "vcsync-dev";
+
+/// Runs the dev setup until Ctrl-C.
+pub async fn run(args: DevArgs, file_config: Option<Config>) -> anyhow::Result<()> {
+    let host = ApiServer::start(ServerConfig {
+        name: "host".into(),
+        ..ServerConfig::default()
+    })
+    .await
+    .context("starting the host API server")?;
+    let virt = ApiServer::start(ServerConfig {
+        name: "virtual".into(),
+        ..ServerConfig::default()
+    })
+    .await
+    .context("starting the virtual API server")?;
+
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    let host_kubeconfig = args.dir.join("host.kubeconfig");
+    let virtual_kubeconfig = args.dir.join("virtual.kubeconfig");
+    write(&host_kubeconfig, &host.kubeconfig())?;
+    write(&virtual_kubeconfig, &virt.kubeconfig())?;
+
+    let host_client = client(&host.url())?;
+    let virtual_client = client(&virt.url())?;
+    Api::<Namespace>::all(host_client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(DEV_NAMESPACE.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .context("creating the host namespace")?;
+
+    let mut config = file_config.unwrap_or_else(|| Config::new("dev", DEV_NAMESPACE));
+    config.instance = if config.instance.is_empty() {
+        "dev".into()
+    } else {
+        config.instance
+    };
+    config.host_namespace = DEV_NAMESPACE.into();
+    config.host.kubeconfig = Some(host_kubeconfig.clone());
+    config.virtual_cluster.kubeconfig = Some(virtual_kubeconfig.clone());
+
+    print_welcome(&host, &virt, &host_kubeconfig, &virtual_kubeconfig);
+    let result = crate::sidecar::run_with_clients(
+        config,
+        virtual_client,
+        host_client,
+        crate::sidecar::shutdown_signal(),
+    )
+    .await;
+    virt.shutdown().await;
+    host.shutdown().await;
+    result
+}
+
+fn client(url: &str) -> anyhow::Result<Client> {
+    let config = kube::Config::new(url.parse().context("embedded server URL")?);
+    Client::try_from(config).context("building a client for the embedded server")
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn print_welcome(host: &ApiServer, virt: &ApiServer, host_kc: &Path, virtual_kc: &Path) {
+    let (h, v) = (host_kc.display(), virtual_kc.display());
+    println!(
+        "vcsync dev is running (Ctrl-C to stop).\n\
+         \n  virtual API server: {}   kubeconfig: {v}\
+         \n  host API server:    {}   kubeconfig: {h}\
+         \n  host namespace:     {DEV_NAMESPACE}\n\
+         \nTry, in another terminal:\
+         \n  export KUBECONFIG={v}\
+         \n  kubectl create configmap app-config --from-literal=greeting=hello\
+         \n  kubectl run web --image=nginx --overrides='{{\"spec\":{{\"volumes\":[{{\"name\":\"c\",\"configMap\":{{\"name\":\"app-config\"}}}}]}}}}'\
+         \n  kubectl --kubeconfig {h} -n {DEV_NAMESPACE} get configmaps --show-labels\n",
+        virt.url(),
+        host.url(),
+    );
+}

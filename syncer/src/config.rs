@@ -1,0 +1,306 @@
+//! `vcsync.yaml`: the sidecar's configuration file.
+//!
+//! Unknown keys and wrong types are rejected with the file, line and column, so a typo never
+//! silently falls back to a default.
+
+use std::{fmt, path::Path, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Name of this virtual cluster; the value of the ownership label on every host object.
+    pub instance: String,
+    /// Host namespace all namespaced virtual objects land in.
+    pub host_namespace: String,
+    /// How to reach the host API server.
+    #[serde(default)]
+    pub host: ClusterConfig,
+    /// How to reach the virtual API server.
+    #[serde(default, rename = "virtual")]
+    pub virtual_cluster: ClusterConfig,
+    /// Which kinds are synced and how.
+    #[serde(default)]
+    pub sync: SyncConfig,
+    /// Controller options shared by all syncers.
+    #[serde(default)]
+    pub controllers: ControllersConfig,
+    /// Log format and level.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Connection to one API server.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Path of a kubeconfig file; when absent the in-cluster service account (or the usual
+    /// kubeconfig inference: `$KUBECONFIG`, `~/.kube/config`) is used.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use instead of the current one.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Sustained client requests per second.
+    #[serde(default = "default_qps")]
+    pub qps: u32,
+    /// Requests allowed in a burst above `qps`.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_qps() -> u32 {
+    100
+}
+
+fn default_burst() -> u32 {
+    200
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            context: None,
+            qps: default_qps(),
+            burst: default_burst(),
+        }
+    }
+}
+
+/// Per-kind sync switches.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncConfig {
+    /// ConfigMaps (virtual -> host).
+    #[serde(default)]
+    pub config_maps: ReferencedKindConfig,
+    /// Secrets (virtual -> host).
+    #[serde(default)]
+    pub secrets: ReferencedKindConfig,
+}
+
+/// Switches of a kind that is synced when pods reference it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReferencedKindConfig {
+    /// Whether the syncer runs at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Sync every object of the kind, not only the ones virtual pods reference.
+    #[serde(default)]
+    pub all: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for ReferencedKindConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            all: false,
+        }
+    }
+}
+
+/// Options of every syncer's controller.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControllersConfig {
+    /// Reconciles a controller runs at once (0 = unbounded).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u16,
+}
+
+fn default_concurrency() -> u16 {
+    16
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `vcsync_syncer=debug,info`, ...
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".to_string()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_level(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration that could not be read or is invalid; `Display` is one line with the
+/// location when the file has one.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, or `<inline>`.
+    pub file: String,
+    /// 1-based line and column of the problem, when known.
+    pub location: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl Config {
+    /// A configuration with defaults for everything but the two required names.
+    pub fn new(instance: &str, host_namespace: &str) -> Self {
+        Self {
+            instance: instance.to_string(),
+            host_namespace: host_namespace.to_string(),
+            host: ClusterConfig::default(),
+            virtual_cluster: ClusterConfig::default(),
+            sync: SyncConfig::default(),
+            controllers: ControllersConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+
+    /// Reads and validates a file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            file: file.clone(),
+            location: None,
+            message: format!("cannot read: {err}"),
+        })?;
+        Self::from_yaml(&text, &file)
+    }
+
+    /// Parses and validates YAML text; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let config: Config = serde_yaml_ng::from_str(text).map_err(|err| ConfigError {
+            file: file.to_string(),
+            location: err.location().map(|l| (l.line(), l.column())),
+            message: strip_location(&err.to_string()),
+        })?;
+        config.validate().map_err(|message| ConfigError {
+            file: file.to_string(),
+            location: None,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: names that must be valid Kubernetes names.
+    pub fn validate(&self) -> Result<(), String> {
+        vcsync_translators::Ownership::new(&self.instance).map_err(|err| format!("instance: {err}"))?;
+        if !is_dns_label(&self.host_namespace) {
+            return Err(format!(
+                "hostNamespace: {:?} is not a valid namespace name (lowercase letters, digits and '-', \
+                 at most 63 characters, starting and ending with a letter or digit)",
+                self.host_namespace
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// serde_yaml puts " at line L column C" into its messages; we print the location ourselves.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let config = Config::from_yaml("instance: demo\nhostNamespace: vc-demo\n", "f.yaml").unwrap();
+        assert_eq!(config, Config::new("demo", "vc-demo"));
+        assert!(config.sync.config_maps.enabled && !config.sync.config_maps.all);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = "instance: demo\nhostNamespace: vc-demo\nhost:\n  kubeconfig: /h.yaml\n  qps: 5\n\
+                    virtual:\n  kubeconfig: /v.yaml\nsync:\n  configMaps:\n    all: true\n  secrets:\n    enabled: false\n\
+                    controllers:\n  concurrency: 4\nlog:\n  format: json\n  level: debug\n";
+        let config = Config::from_yaml(text, "f.yaml").unwrap();
+        assert_eq!(config.host.kubeconfig.as_deref(), Some(Path::new("/h.yaml")));
+        assert_eq!(config.host.qps, 5);
+        assert!(config.sync.config_maps.all);
+        assert!(!config.sync.secrets.enabled);
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[rstest]
+    #[case::unknown_key(
+        "instance: a\nhostNamespace: b\nsyncc: {}\n",
+        "f.yaml:3:1: unknown field `syncc`"
+    )]
+    #[case::wrong_type(
+        "instance: a\nhostNamespace: b\ncontrollers:\n  concurrency: many\n",
+        "f.yaml:4:16: controllers.concurrency: invalid type"
+    )]
+    #[case::missing("instance: a\n", "f.yaml:1:1: missing field `hostNamespace`")]
+    #[case::bad_namespace(
+        "instance: a\nhostNamespace: Not_Valid\n",
+        "f.yaml: hostNamespace: \"Not_Valid\" is not a valid"
+    )]
+    #[case::bad_yaml("instance: [a\n", "f.yaml:2:1:")]
+    fn invalid_files_are_one_clear_line(#[case] text: &str, #[case] expected_start: &str) {
+        let err = Config::from_yaml(text, "f.yaml").unwrap_err().to_string();
+        assert!(err.starts_with(expected_start), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+}

@@ -1,0 +1,541 @@
+//! One kube-runtime `Controller` per syncer, keyed by the virtual object's key.
+//!
+//! kube-runtime only reconciles keys present in its store, but a syncer must also act when
+//! only the host object is left (the virtual one was deleted). So the controller's store is
+//! a store of keys ([`SyncKey`]): the union of the virtual objects and, mapped back through
+//! the translator, this instance's host objects. Both informers feed it under one lock, which
+//! makes "is either object still there?" decisions atomic with the key's removal.
+
+use std::{
+    borrow::Cow,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use futures::{
+    FutureExt, Stream, StreamExt,
+    future::{BoxFuture, Shared},
+    stream::BoxStream,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{
+    Resource,
+    runtime::{
+        Controller,
+        controller::{Action, Config as ControllerConfig},
+        reflector::{self, ObjectRef, Store, store::Writer},
+        watcher,
+    },
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use vcsync_translators::VirtualKey;
+
+use crate::{
+    error::{Error, Result},
+    informer::InformerEvent,
+    sdk::SyncResource,
+};
+
+/// Quick retry after an optimistic-concurrency conflict: someone else wrote first, the
+/// cache will catch up within milliseconds.
+const CONFLICT_RETRY: Duration = Duration::from_millis(50);
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A reconcile key as a kube `Resource`, so kube-runtime can queue, deduplicate and
+/// serialise reconciles per key. Holds only the virtual namespace and name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SyncKey {
+    metadata: ObjectMeta,
+}
+
+impl SyncKey {
+    fn new(key: &VirtualKey) -> Self {
+        Self {
+            metadata: ObjectMeta {
+                name: Some(key.name.clone()),
+                namespace: key.namespace.clone(),
+                ..ObjectMeta::default()
+            },
+        }
+    }
+
+    /// The virtual key this stands for.
+    pub fn virtual_key(&self) -> VirtualKey {
+        VirtualKey {
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl Resource for SyncKey {
+    type DynamicType = ();
+    type Scope = k8s_openapi::NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "SyncKey".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "vcsync.dev".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "synckeys".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The virtual key of a virtual object.
+pub fn virtual_key_of<K: Resource>(obj: &K) -> VirtualKey {
+    VirtualKey {
+        namespace: obj.meta().namespace.clone(),
+        name: obj.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+/// Options and extra triggers of one syncer's controller, handed to
+/// [`ControllerModifier`](crate::ControllerModifier).
+pub struct ControllerBuilder {
+    name: String,
+    concurrency: u16,
+    triggers: Vec<BoxStream<'static, VirtualKey>>,
+}
+
+impl ControllerBuilder {
+    pub(crate) fn new(name: &str, concurrency: u16) -> Self {
+        Self {
+            name: name.to_string(),
+            concurrency,
+            triggers: Vec::new(),
+        }
+    }
+
+    /// Name of the syncer whose controller this is.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Also reconcile the virtual keys this stream yields (objects referenced by pods, say).
+    pub fn watches(mut self, keys: impl Stream<Item = VirtualKey> + Send + 'static) -> Self {
+        self.triggers.push(keys.boxed());
+        self
+    }
+
+    /// Reconciles run at once (0 = unbounded).
+    pub fn concurrency(mut self, concurrency: u16) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+}
+
+/// Resolves when the manager shuts down; cloneable and shareable across controllers.
+pub(crate) type Shutdown = Shared<BoxFuture<'static, ()>>;
+
+/// A controller ready to run once caches are synced.
+pub(crate) struct PreparedController {
+    pub name: String,
+    pub run: Box<dyn FnOnce(Shutdown) -> BoxFuture<'static, ()> + Send>,
+}
+
+/// What a controller does with one key.
+#[async_trait::async_trait]
+pub(crate) trait KeyHandler: Send + Sync + 'static {
+    /// Syncer name, for logs.
+    fn name(&self) -> &str;
+    /// Whether any object behind `key` still exists (else the key may be forgotten).
+    fn exists(&self, key: &VirtualKey) -> bool;
+    /// Reconciles `key`.
+    async fn handle(&self, key: &VirtualKey) -> Result<Action>;
+}
+
+/// The key store of one controller and the channel that triggers reconciles.
+pub(crate) struct KeyQueue<H: KeyHandler> {
+    handler: Arc<H>,
+    writer: Mutex<Writer<SyncKey>>,
+    keys: Store<SyncKey>,
+    trigger: mpsc::UnboundedSender<SyncKey>,
+    failures: DashMap<VirtualKey, u32>,
+}
+
+impl<H: KeyHandler> KeyQueue<H> {
+    fn new(handler: Arc<H>) -> (Arc<Self>, mpsc::UnboundedReceiver<SyncKey>) {
+        let (keys, writer) = reflector::store::<SyncKey>();
+        let (trigger, rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(Self {
+            handler,
+            writer: Mutex::new(writer),
+            keys,
+            trigger,
+            failures: DashMap::new(),
+        });
+        (queue, rx)
+    }
+
+    fn enqueue(&self, key: &VirtualKey) {
+        let sync_key = SyncKey::new(key);
+        self.writer
+            .lock()
+            .expect("key writer lock")
+            .apply_watcher_event(&watcher::Event::Apply(sync_key.clone()));
+        let _ = self.trigger.send(sync_key);
+    }
+
+    fn forget_if_gone(&self, key: &VirtualKey) {
+        let mut writer = self.writer.lock().expect("key writer lock");
+        if !self.handler.exists(key) {
+            writer.apply_watcher_event(&watcher::Event::Delete(SyncKey::new(key)));
+        }
+    }
+
+    fn forget_or_enqueue(&self, key: &VirtualKey) {
+        let mut writer = self.writer.lock().expect("key writer lock");
+        if self.handler.exists(key) {
+            writer.apply_watcher_event(&watcher::Event::Apply(SyncKey::new(key)));
+            let _ = self.trigger.send(SyncKey::new(key));
+        } else {
+            writer.apply_watcher_event(&watcher::Event::Delete(SyncKey::new(key)));
+        }
+    }
+
+    /// Replaces all keys after a re-list (deletions during a watch gap left no event) and
+    /// reconciles every key, which for synced pairs writes nothing.
+    fn rebuild(&self, all: impl IntoIterator<Item = VirtualKey>) {
+        let mut writer = self.writer.lock().expect("key writer lock");
+        let mut queued = self
+            .keys
+            .state()
+            .iter()
+            .map(|k| k.virtual_key())
+            .collect::<Vec<_>>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for key in all {
+            writer.apply_watcher_event(&watcher::Event::InitApply(SyncKey::new(&key)));
+            queued.push(key);
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        drop(writer);
+        for key in queued {
+            let _ = self.trigger.send(SyncKey::new(&key));
+        }
+    }
+
+    async fn reconcile(key: Arc<SyncKey>, queue: Arc<Self>) -> Result<Action> {
+        let vkey = key.virtual_key();
+        let span = tracing::info_span!("reconcile", syncer = queue.handler.name(), key = %vkey);
+        async {
+            let action = queue.handler.handle(&vkey).await?;
+            queue.failures.remove(&vkey);
+            queue.forget_if_gone(&vkey);
+            Ok(action)
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn error_policy(key: Arc<SyncKey>, err: &Error, queue: Arc<Self>) -> Action {
+        let vkey = key.virtual_key();
+        if err.is_conflict() {
+            tracing::debug!(syncer = queue.handler.name(), key = %vkey, "conflict; retrying");
+            return Action::requeue(CONFLICT_RETRY);
+        }
+        let attempt = {
+            let mut entry = queue.failures.entry(vkey.clone()).or_insert(0);
+            *entry += 1;
+            *entry
+        };
+        let delay = FIRST_BACKOFF
+            .saturating_mul(1 << attempt.min(12).saturating_sub(1))
+            .min(MAX_BACKOFF);
+        tracing::warn!(syncer = queue.handler.name(), key = %vkey, attempt, retry_in = ?delay, error = %err, "reconcile failed");
+        Action::requeue(delay)
+    }
+
+    /// Runs the kube-runtime controller over the key store until `shutdown` resolves.
+    async fn run(
+        self: Arc<Self>,
+        triggers: mpsc::UnboundedReceiver<SyncKey>,
+        concurrency: u16,
+        shutdown: Shutdown,
+    ) {
+        let name = self.handler.name().to_string();
+        let trigger_stream =
+            tokio_stream::wrappers::UnboundedReceiverStream::new(triggers).map(Ok::<_, watcher::Error>);
+        Controller::for_stream(trigger_stream, self.keys.clone())
+            .with_config(ControllerConfig::default().concurrency(concurrency))
+            .graceful_shutdown_on(shutdown)
+            .run(Self::reconcile, Self::error_policy, self)
+            .for_each(|result| {
+                if let Err(err) = result {
+                    // Keys that vanished between trigger and reconcile are expected.
+                    if !matches!(err, kube::runtime::controller::Error::ObjectNotFound(_)) {
+                        tracing::debug!(syncer = %name, error = %err, "controller event");
+                    }
+                }
+                futures::future::ready(())
+            })
+            .await;
+    }
+}
+
+/// The handler of a [`Syncer`](crate::Syncer): dispatches a key on which of its two objects exist.
+pub(crate) struct PairHandler<S: crate::Syncer> {
+    pub syncer: S,
+    pub ctx: crate::SyncContext<S::Resource>,
+}
+
+impl<S: crate::Syncer> PairHandler<S> {
+    fn virtual_object(&self, key: &VirtualKey) -> Option<Arc<S::Resource>> {
+        self.ctx
+            .virtual_store()
+            .get(&object_ref(key.namespace.as_deref(), &key.name))
+    }
+
+    fn host_object(&self, key: &VirtualKey) -> Option<Arc<S::Resource>> {
+        let translator = self.syncer.translator();
+        let host_key = translator.host_key(key);
+        self.ctx
+            .host_store()
+            .get(&object_ref(host_key.namespace.as_deref(), &host_key.name))
+            // A host object only counts as this key's twin if its annotations say so.
+            .filter(|host| translator.virtual_key(host.meta()).as_ref() == Some(key))
+    }
+}
+
+fn object_ref<K: Resource<DynamicType = ()>>(namespace: Option<&str>, name: &str) -> ObjectRef<K> {
+    let obj_ref = ObjectRef::new(name);
+    match namespace {
+        Some(ns) => obj_ref.within(ns),
+        None => obj_ref,
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
+    fn name(&self) -> &str {
+        self.syncer.name()
+    }
+
+    fn exists(&self, key: &VirtualKey) -> bool {
+        self.virtual_object(key).is_some() || self.host_object(key).is_some()
+    }
+
+    async fn handle(&self, key: &VirtualKey) -> Result<Action> {
+        if let Some(starter) = self.syncer.starter() {
+            let skip = starter.reconcile_start(&self.ctx, key).await;
+            if skip.as_ref().is_ok_and(|skip| *skip) || skip.is_err() {
+                starter.reconcile_end(key);
+                return skip.map(|_| Action::await_change());
+            }
+        }
+        let result = match (self.virtual_object(key), self.host_object(key)) {
+            (Some(virt), host) if virt.meta().deletion_timestamp.is_some() => match host {
+                Some(host) => crate::delete_object(&self.ctx, &host).await,
+                None => Ok(Action::await_change()),
+            },
+            (Some(virt), None) => self.syncer.sync_down(&self.ctx, virt).await,
+            (Some(virt), Some(host)) => self.syncer.sync(&self.ctx, host, virt).await,
+            (None, Some(host)) => match self.syncer.up_syncer() {
+                Some(up) => up.sync_up(&self.ctx, host).await,
+                None => crate::delete_object(&self.ctx, &host).await,
+            },
+            (None, None) => Ok(Action::await_change()),
+        };
+        if let Some(starter) = self.syncer.starter() {
+            starter.reconcile_end(key);
+        }
+        result
+    }
+}
+
+/// The handler of a [`FakeSyncer`](crate::FakeSyncer): creates what is missing, maintains what exists.
+pub(crate) struct FakeHandler<F: crate::FakeSyncer> {
+    pub syncer: F,
+    pub ctx: crate::SyncContext<F::Resource>,
+}
+
+#[async_trait::async_trait]
+impl<F: crate::FakeSyncer> KeyHandler for FakeHandler<F> {
+    fn name(&self) -> &str {
+        self.syncer.name()
+    }
+
+    fn exists(&self, key: &VirtualKey) -> bool {
+        self.ctx
+            .virtual_store()
+            .get(&object_ref(key.namespace.as_deref(), &key.name))
+            .is_some()
+    }
+
+    async fn handle(&self, key: &VirtualKey) -> Result<Action> {
+        if let Some(starter) = self.syncer.starter() {
+            let skip = starter.reconcile_start(&self.ctx, key).await;
+            if skip.as_ref().is_ok_and(|skip| *skip) || skip.is_err() {
+                starter.reconcile_end(key);
+                return skip.map(|_| Action::await_change());
+            }
+        }
+        let result = match self
+            .ctx
+            .virtual_store()
+            .get(&object_ref(key.namespace.as_deref(), &key.name))
+        {
+            Some(virt) => self.syncer.fake_sync(&self.ctx, virt).await,
+            None => self.syncer.fake_sync_up(&self.ctx, key).await,
+        };
+        if let Some(starter) = self.syncer.starter() {
+            starter.reconcile_end(key);
+        }
+        result
+    }
+}
+
+/// Wires a pair syncer's informers and triggers into a key queue and returns the runnable.
+pub(crate) fn prepare_pair<S: crate::Syncer>(
+    handler: PairHandler<S>,
+    virtual_events: mpsc::UnboundedReceiver<InformerEvent<S::Resource>>,
+    host_events: mpsc::UnboundedReceiver<InformerEvent<S::Resource>>,
+    builder: ControllerBuilder,
+) -> PreparedController {
+    let name = builder.name.clone();
+    let run = move |shutdown: Shutdown| {
+        async move {
+            let handler = Arc::new(handler);
+            let (queue, triggers) = KeyQueue::new(handler.clone());
+            let mut feeders = tokio::task::JoinSet::new();
+            feeders.spawn(feed_virtual(queue.clone(), virtual_events, {
+                let handler = handler.clone();
+                move || all_keys(&handler)
+            }));
+            feeders.spawn(feed_host(queue.clone(), host_events, handler.clone()));
+            for keys in builder.triggers {
+                feeders.spawn(feed_existing_keys(queue.clone(), keys));
+            }
+            queue.run(triggers, builder.concurrency, shutdown).await;
+            feeders.abort_all();
+        }
+        .boxed()
+    };
+    PreparedController {
+        name,
+        run: Box::new(run),
+    }
+}
+
+/// Wires a fake syncer's informer and triggers into a key queue and returns the runnable.
+pub(crate) fn prepare_fake<F: crate::FakeSyncer>(
+    handler: FakeHandler<F>,
+    virtual_events: mpsc::UnboundedReceiver<InformerEvent<F::Resource>>,
+    builder: ControllerBuilder,
+) -> PreparedController {
+    let name = builder.name.clone();
+    let run = move |shutdown: Shutdown| {
+        async move {
+            let handler = Arc::new(handler);
+            let (queue, triggers) = KeyQueue::new(handler.clone());
+            let mut feeders = tokio::task::JoinSet::new();
+            let store = handler.ctx.virtual_store().clone();
+            feeders.spawn(feed_virtual(queue.clone(), virtual_events, move || {
+                store.state().iter().map(|o| virtual_key_of(o.as_ref())).collect()
+            }));
+            for keys in builder.triggers {
+                feeders.spawn(feed_any_keys(queue.clone(), keys));
+            }
+            queue.run(triggers, builder.concurrency, shutdown).await;
+            feeders.abort_all();
+        }
+        .boxed()
+    };
+    PreparedController {
+        name,
+        run: Box::new(run),
+    }
+}
+
+fn all_keys<S: crate::Syncer>(handler: &PairHandler<S>) -> Vec<VirtualKey> {
+    let translator = handler.syncer.translator();
+    let mut keys: Vec<VirtualKey> = handler
+        .ctx
+        .virtual_store()
+        .state()
+        .iter()
+        .map(|o| virtual_key_of(o.as_ref()))
+        .collect();
+    keys.extend(
+        handler
+            .ctx
+            .host_store()
+            .state()
+            .iter()
+            .filter_map(|h| translator.virtual_key(h.meta())),
+    );
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+async fn feed_virtual<K: SyncResource, H: KeyHandler>(
+    queue: Arc<KeyQueue<H>>,
+    mut events: mpsc::UnboundedReceiver<InformerEvent<K>>,
+    all_keys: impl Fn() -> Vec<VirtualKey> + Send + 'static,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            InformerEvent::Applied(obj) => queue.enqueue(&virtual_key_of(obj.as_ref())),
+            InformerEvent::Deleted(obj) => queue.forget_or_enqueue(&virtual_key_of(obj.as_ref())),
+            InformerEvent::Relisted => queue.rebuild(all_keys()),
+        }
+    }
+}
+
+async fn feed_host<S: crate::Syncer>(
+    queue: Arc<KeyQueue<PairHandler<S>>>,
+    mut events: mpsc::UnboundedReceiver<InformerEvent<S::Resource>>,
+    handler: Arc<PairHandler<S>>,
+) {
+    while let Some(event) = events.recv().await {
+        let key_of = |host: &S::Resource| handler.syncer.translator().virtual_key(host.meta());
+        match event {
+            InformerEvent::Applied(host) => {
+                if let Some(key) = key_of(&host) {
+                    queue.enqueue(&key);
+                }
+            }
+            InformerEvent::Deleted(host) => {
+                if let Some(key) = key_of(&host) {
+                    queue.forget_or_enqueue(&key);
+                }
+            }
+            InformerEvent::Relisted => queue.rebuild(all_keys(&handler)),
+        }
+    }
+}
+
+/// Triggers from other kinds only matter for keys whose objects exist.
+async fn feed_existing_keys<H: KeyHandler>(
+    queue: Arc<KeyQueue<H>>,
+    mut keys: BoxStream<'static, VirtualKey>,
+) {
+    while let Some(key) = keys.next().await {
+        if queue.handler.exists(&key) {
+            queue.enqueue(&key);
+        }
+    }
+}
+
+/// A fake syncer's triggers name objects that may not exist yet: that is the point.
+async fn feed_any_keys<H: KeyHandler>(queue: Arc<KeyQueue<H>>, mut keys: BoxStream<'static, VirtualKey>) {
+    while let Some(key) = keys.next().await {
+        queue.enqueue(&key);
+    }
+}

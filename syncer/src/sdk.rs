@@ -1,0 +1,230 @@
+//! The plugin-facing SDK: the capabilities a syncer can have.
+//!
+//! Capabilities are additive. Everything registered has a [`Base`] name; a [`Syncer`] mirrors
+//! one kind between the virtual and the host cluster, a [`FakeSyncer`] creates virtual objects
+//! that something else needs, and the optional traits ([`UpSyncer`], [`Starter`],
+//! [`Initializer`], [`IndicesRegisterer`], [`ControllerModifier`]) are reached through
+//! accessor methods that return `None` unless a syncer opts in. Before a controller is built
+//! the manager calls, in this order, `Initializer::init`, `IndicesRegisterer::register_indices`
+//! and `ControllerModifier::modify_controller`.
+
+use std::{fmt::Debug, sync::Arc};
+
+use async_trait::async_trait;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use kube::{Api, Client, Resource, runtime::controller::Action};
+use serde::{Serialize, de::DeserializeOwned};
+use vcsync_translators::{NameTranslator, VirtualKey};
+
+use crate::{
+    context::{RegisterContext, SyncContext},
+    controller::ControllerBuilder,
+    error::Result,
+};
+
+/// The bounds every kind handled by a syncer meets (all k8s-openapi types do).
+pub trait SyncResource:
+    Resource<DynamicType = (), Scope: ScopeOf>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> SyncResource for T where
+    T: Resource<DynamicType = (), Scope: ScopeOf>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Namespaced or cluster-scoped: lets generic code build the right [`Api`] for a kind.
+pub trait ScopeOf: Sized {
+    /// True for namespaced kinds.
+    const NAMESPACED: bool;
+
+    /// An `Api` in `namespace` for namespaced kinds (all namespaces when `None`); the cluster
+    /// scope for cluster-scoped kinds, whatever `namespace` says.
+    fn api<K: Resource<DynamicType = (), Scope = Self>>(client: Client, namespace: Option<&str>) -> Api<K>;
+}
+
+impl ScopeOf for NamespaceResourceScope {
+    const NAMESPACED: bool = true;
+
+    fn api<K: Resource<DynamicType = (), Scope = Self>>(client: Client, namespace: Option<&str>) -> Api<K> {
+        match namespace {
+            Some(ns) => Api::namespaced(client, ns),
+            None => Api::all(client),
+        }
+    }
+}
+
+impl ScopeOf for ClusterResourceScope {
+    const NAMESPACED: bool = false;
+
+    fn api<K: Resource<DynamicType = (), Scope = Self>>(client: Client, _namespace: Option<&str>) -> Api<K> {
+        Api::all(client)
+    }
+}
+
+/// The `Api` of kind `K` in `namespace` (ignored for cluster-scoped kinds).
+pub fn api_in<K: SyncResource>(client: Client, namespace: Option<&str>) -> Api<K> {
+    <K::Scope as ScopeOf>::api::<K>(client, namespace)
+}
+
+/// Identity of anything registered with the manager; names appear in logs, metrics and events.
+pub trait Base: Send + Sync + 'static {
+    /// A short, unique, stable name such as `configmaps`.
+    fn name(&self) -> &str;
+}
+
+/// Mirrors one kind between the virtual cluster and the host.
+///
+/// The manager runs one controller per syncer, keyed by the virtual object's key. It calls
+/// [`Syncer::sync_down`] when only the virtual object exists, [`Syncer::sync`] when both exist
+/// and either changed, and for a host object without a virtual twin either
+/// [`UpSyncer::sync_up`] or, by default, a guarded delete of the host object.
+#[async_trait]
+pub trait Syncer: Base {
+    /// The kind this syncer mirrors; namespaced and cluster-scoped kinds both work.
+    type Resource: SyncResource;
+
+    /// How virtual keys map to host names and back.
+    fn translator(&self) -> &dyn NameTranslator;
+
+    /// Only the virtual object exists: usually create its translated copy on the host.
+    async fn sync_down(&self, ctx: &SyncContext<Self::Resource>, virt: Arc<Self::Resource>)
+    -> Result<Action>;
+
+    /// Both objects exist and one of them changed; the syncer must not care which. Spec flows
+    /// down, status flows up, and equal objects are left alone (no write).
+    async fn sync(
+        &self,
+        ctx: &SyncContext<Self::Resource>,
+        host: Arc<Self::Resource>,
+        virt: Arc<Self::Resource>,
+    ) -> Result<Action>;
+
+    /// Takes over the case of a host object without a virtual twin.
+    fn up_syncer(&self) -> Option<&dyn UpSyncer<Self::Resource>> {
+        None
+    }
+
+    /// Runs around every reconcile.
+    fn starter(&self) -> Option<&dyn Starter<Self::Resource>> {
+        None
+    }
+
+    /// Runs once before the controller is built.
+    fn initializer(&self) -> Option<&dyn Initializer> {
+        None
+    }
+
+    /// Registers the indices this syncer reads.
+    fn indices_registerer(&self) -> Option<&dyn IndicesRegisterer> {
+        None
+    }
+
+    /// Adds triggers to, or changes options of, this syncer's controller.
+    fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {
+        None
+    }
+}
+
+/// Handles a host object whose virtual twin does not exist.
+///
+/// Without it the host object is deleted, and only if it carries this instance's ownership
+/// marker. Syncers that mirror host objects into the virtual cluster (nodes, say) implement it.
+#[async_trait]
+pub trait UpSyncer<K: SyncResource>: Send + Sync {
+    /// Only the host object exists.
+    async fn sync_up(&self, ctx: &SyncContext<K>, host: Arc<K>) -> Result<Action>;
+}
+
+/// Creates and maintains virtual objects that others need but that have no host twin to
+/// mirror, such as a node for a pod's `spec.nodeName`.
+#[async_trait]
+pub trait FakeSyncer: Base {
+    /// The kind of the fake objects.
+    type Resource: SyncResource;
+
+    /// The object `key` is expected to exist in the virtual cluster but does not.
+    async fn fake_sync_up(&self, ctx: &SyncContext<Self::Resource>, key: &VirtualKey) -> Result<Action>;
+
+    /// The object exists, and it or something related changed: update or remove it.
+    async fn fake_sync(&self, ctx: &SyncContext<Self::Resource>, virt: Arc<Self::Resource>)
+    -> Result<Action>;
+
+    /// Runs around every reconcile.
+    fn starter(&self) -> Option<&dyn Starter<Self::Resource>> {
+        None
+    }
+
+    /// Runs once before the controller is built.
+    fn initializer(&self) -> Option<&dyn Initializer> {
+        None
+    }
+
+    /// Registers the indices this fake syncer reads.
+    fn indices_registerer(&self) -> Option<&dyn IndicesRegisterer> {
+        None
+    }
+
+    /// Fake syncers are usually driven by other kinds: this is where they add those triggers.
+    fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {
+        None
+    }
+}
+
+/// Runs before and after every reconcile of a syncer or fake syncer.
+#[async_trait]
+pub trait Starter<K: SyncResource>: Send + Sync {
+    /// Returns true to skip the rest of this reconcile; an error fails it and retries later.
+    async fn reconcile_start(&self, ctx: &SyncContext<K>, key: &VirtualKey) -> Result<bool>;
+
+    /// Runs after the reconcile, whether it failed or not.
+    fn reconcile_end(&self, key: &VirtualKey);
+}
+
+/// One-time setup before a syncer's controller exists (install CRDs, apply manifests, ...).
+///
+/// Informers are not running yet: use the clients of the context for any reads.
+#[async_trait]
+pub trait Initializer: Send + Sync {
+    /// Runs once, first.
+    async fn init(&self, ctx: &RegisterContext) -> Result<()>;
+}
+
+/// Registers indices (through [`RegisterContext::indices`]) that syncers read.
+pub trait IndicesRegisterer: Send + Sync {
+    /// Runs after [`Initializer::init`].
+    fn register_indices(&self, ctx: &RegisterContext) -> Result<()>;
+}
+
+/// Changes a syncer's controller before it starts: extra triggers, concurrency.
+pub trait ControllerModifier: Send + Sync {
+    /// Runs last, with the builder of this syncer's controller.
+    fn modify_controller(
+        &self,
+        ctx: &RegisterContext,
+        builder: ControllerBuilder,
+    ) -> Result<ControllerBuilder>;
+}
+
+/// A free-form controller for what the syncer abstraction does not fit. It is registered
+/// with [`register_controller_starter`](crate::register_controller_starter) and usually
+/// spawns its work through [`RegisterContext::spawn`].
+#[async_trait]
+pub trait ControllerStarter: Base {
+    /// Sets the controller up.
+    async fn register(&self, ctx: &RegisterContext) -> Result<()>;
+}

@@ -1,0 +1,160 @@
+//! Writes to the host cluster that keep the rules: never touch a foreign object, delete only
+//! with a UID precondition, and report name collisions on the virtual object.
+
+use std::time::Duration;
+
+use kube::{
+    Resource, ResourceExt,
+    api::{DeleteParams, PostParams, Preconditions},
+    runtime::controller::Action,
+};
+
+use crate::{
+    context::SyncContext,
+    error::{Error, Result, Side, api_error, status_code},
+    events::EventType,
+    sdk::SyncResource,
+};
+
+/// Field manager recorded on every write, so owners of fields are visible on the server.
+pub const FIELD_MANAGER: &str = "vcsync";
+
+/// A foreign object will not go away by itself soon; look again now and then.
+const FOREIGN_RETRY: Duration = Duration::from_secs(300);
+
+fn display_key<K: Resource>(obj: &K) -> String {
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", obj.name_any()),
+        None => obj.name_any(),
+    }
+}
+
+/// Deletes a host object gracefully, only if it carries this instance's ownership marker,
+/// with a UID precondition so that a newer object of the same name is never hit.
+pub async fn delete_object<K: SyncResource>(ctx: &SyncContext<K>, host: &K) -> Result<Action> {
+    let ownership = ctx.register_context().ownership();
+    if !ownership.owns(host.meta()) {
+        tracing::warn!(host = %display_key(host), "refusing to delete a host object this instance does not own");
+        return Ok(Action::await_change());
+    }
+    let kind = K::kind(&());
+    let key = display_key(host);
+    let params = DeleteParams {
+        preconditions: host.meta().uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match ctx.host_api().delete(&host.name_any(), &params).await {
+        Ok(_) => {
+            tracing::info!(host = %key, "deleted host object");
+            Ok(Action::await_change())
+        }
+        // Already gone: the goal is reached.
+        Err(err) if status_code(&err) == Some(404) => Ok(Action::await_change()),
+        Err(err) => Err(api_error(Side::Host, "delete", &kind, &key)(err)),
+    }
+}
+
+/// Creates `desired` on the host. If a foreign object already holds the name, nothing is
+/// written: the virtual object gets a Warning event and the key is retried much later.
+pub async fn create_host_object<K: SyncResource>(
+    ctx: &SyncContext<K>,
+    virt: &K,
+    desired: &K,
+) -> Result<Action> {
+    let kind = K::kind(&());
+    let key = display_key(desired);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    match ctx.host_api().create(&params, desired).await {
+        Ok(_) => {
+            tracing::info!(host = %key, "created host object");
+            Ok(Action::await_change())
+        }
+        Err(err) if status_code(&err) == Some(409) => {
+            let existing = ctx
+                .host_api()
+                .get_opt(&desired.name_any())
+                .await
+                .map_err(api_error(Side::Host, "get", &kind, &key))?;
+            match existing {
+                Some(existing) if !ctx.register_context().ownership().owns(existing.meta()) => {
+                    let error = Error::ForeignHostObject {
+                        host: key,
+                        instance: ctx.register_context().ownership().instance().to_string(),
+                    };
+                    tracing::warn!(error = %error, "name collision with a foreign host object");
+                    ctx.events()
+                        .publish(
+                            &virt.object_ref(&()),
+                            EventType::Warning,
+                            "HostNameCollision",
+                            &error.to_string(),
+                        )
+                        .await;
+                    Ok(Action::requeue(FOREIGN_RETRY))
+                }
+                // Ours (the cache is behind) or gone again: look again once the cache caught up.
+                _ => Ok(Action::requeue(Duration::from_millis(100))),
+            }
+        }
+        Err(err) => {
+            let error = api_error(Side::Host, "create", &kind, &key)(err);
+            record_rejection(ctx, virt, &error).await;
+            Err(error)
+        }
+    }
+}
+
+/// Replaces a host object with `desired`, which must carry the observed resourceVersion
+/// (a stale one fails with a conflict and is retried quickly).
+pub async fn update_host_object<K: SyncResource>(
+    ctx: &SyncContext<K>,
+    virt: &K,
+    desired: &K,
+) -> Result<Action> {
+    let kind = K::kind(&());
+    let key = display_key(desired);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    match ctx
+        .host_api()
+        .replace(&desired.name_any(), &params, desired)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(host = %key, "updated host object");
+            Ok(Action::await_change())
+        }
+        Err(err) => {
+            let error = api_error(Side::Host, "update", &kind, &key)(err);
+            if !error.is_conflict() {
+                record_rejection(ctx, virt, &error).await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The host refused a translated object (invalid, forbidden, quota): tell the tenant.
+async fn record_rejection<K: SyncResource>(ctx: &SyncContext<K>, virt: &K, error: &Error) {
+    if let Error::Api { source, .. } = error
+        && let kube::Error::Api(status) = source.as_ref()
+        && (400..500).contains(&status.code)
+    {
+        ctx.events()
+            .publish(
+                &virt.object_ref(&()),
+                EventType::Warning,
+                "SyncFailed",
+                &error.to_string(),
+            )
+            .await;
+    }
+}
