@@ -1,1 +1,190 @@
+//! An in-memory, Kubernetes-compatible API server over plain HTTP on loopback, for `vcsync dev`,
+//! tests and benchmarks. Real clients (kube-rs, kubectl) accept it: discovery, CRUD, list and
+//! watch with resourceVersion semantics, selectors, patches, finalizers, subresources.
+//!
+//! It is not a production control plane: no authentication, no persistence, no controllers.
+//! See the crate README for what is supported and the deliberate simplifications.
+//!
+//! ```no_run
+//! # async fn demo() -> vcsync_apiserver::Result<()> {
+//! let server = vcsync_apiserver::ApiServer::start(Default::default()).await?;
+//! std::fs::write("/tmp/kubeconfig", server.kubeconfig()).ok();
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+mod admission;
+mod counters;
+mod deletion;
+mod discovery;
+mod errors;
+mod http;
+mod kubeconfig;
+mod objects;
+mod patch;
+mod query;
+mod resources;
+mod selectors;
+mod service_alloc;
+mod status;
+mod store;
+mod table;
+mod watch;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+pub use counters::RequestCounters;
+pub use errors::{Error, Result};
+
+/// Configuration of an [`ApiServer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Name of the server, used for the kubeconfig cluster, user and context (e.g. "host").
+    pub name: String,
+    /// IPv4 CIDR from which Service cluster IPs are allocated.
+    pub service_cidr: String,
+    /// Events kept per resource for watches from an older resourceVersion.
+    pub watch_history: usize,
+    /// Address to listen on; port 0 picks a free port. Use loopback.
+    pub bind: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            name: "vcsync".to_string(),
+            service_cidr: "10.96.0.0/12".to_string(),
+            watch_history: 10_000,
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        }
+    }
+}
+
+/// Handle to a running server; cheap to clone.
+#[derive(Clone)]
+pub struct ApiServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ServerConfig,
+    addr: SocketAddr,
+    shared: Arc<http::Shared>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("name", &self.inner.config.name)
+            .field("addr", &self.inner.addr)
+            .finish()
+    }
+}
+
+impl ApiServer {
+    /// Binds, spawns the serving task on the current tokio runtime, and returns once the server
+    /// accepts connections.
+    pub async fn start(config: ServerConfig) -> Result<ApiServer> {
+        let allocator = service_alloc::ServiceAllocator::new(&config.service_cidr).map_err(|reason| {
+            Error::InvalidServiceCidr {
+                cidr: config.service_cidr.clone(),
+                reason,
+            }
+        })?;
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let objects = Arc::new(objects::Objects::new(
+            resources::Registry::builtin(),
+            config.watch_history,
+            allocator,
+        ));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let shared = Arc::new(http::Shared {
+            objects,
+            counters: counters::LiveCounters::default(),
+            shutdown: stopped.clone(),
+            addr,
+        });
+        let app = http::router(shared.clone());
+        let mut signal = stopped;
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "API server stopped with an error");
+            }
+        });
+        tracing::info!(name = %config.name, %addr, "API server listening");
+        Ok(ApiServer {
+            inner: Arc::new(Inner {
+                config,
+                addr,
+                shared,
+                stop,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    /// Base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Kubeconfig YAML pointing at this server; cluster, user and context are named after
+    /// `ServerConfig::name`, which is also the current context.
+    pub fn kubeconfig(&self) -> String {
+        kubeconfig::render(&self.inner.config.name, &self.url())
+    }
+
+    /// A snapshot of the request counters.
+    pub fn counters(&self) -> RequestCounters {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// Sets all request counters to zero.
+    pub fn reset_counters(&self) {
+        self.inner.shared.counters.reset();
+    }
+
+    /// Drops all watch history and closes open watches, so that every resourceVersion handed out
+    /// so far is answered with 410 Gone when watched from (clients then re-list), as after an etcd
+    /// compaction.
+    pub fn compact(&self) {
+        self.inner.shared.objects.store.lock().compact();
+    }
+
+    /// Stops accepting connections, ends open watches, and waits (up to a few seconds) for
+    /// in-flight requests to finish.
+    pub async fn shutdown(self) {
+        let _ = self.inner.stop.send(true);
+        self.inner.shared.objects.store.lock().close_watches();
+        let task = self.inner.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task
+            && tokio::time::timeout(Duration::from_secs(5), task).await.is_err()
+        {
+            tracing::warn!("API server did not stop within 5s");
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Per-kind defaulting and validation, as the real API server's registry strategies and default
+//! admission plugins do it, reduced to the fields clients commonly rely on.
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+use crate::resources::ResourceDef;
+
+/// Validates `metadata.name` for the kind: DNS-1123 labels for namespaces and services, DNS-1123
+/// subdomains for everything else. Returns the field error text.
+pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Result<(), String> {
+    let label_only = matches!(def.kind.as_str(), "Namespace" | "Service");
+    let (ok, max, what) = if label_only {
+        (is_dns1123_label(name), 63, "a lowercase RFC 1123 label")
+    } else {
+        (
+            name.split('.').all(is_dns1123_label),
+            253,
+            "a lowercase RFC 1123 subdomain",
+        )
+    };
+    if name.is_empty() {
+        return Err("metadata.name: Required value: name or generateName is required".to_string());
+    }
+    if !ok || name.len() > max {
+        return Err(format!(
+            "metadata.name: Invalid value: \"{name}\": must be {what}: it must consist of lower case \
+             alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+        ));
+    }
+    Ok(())
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// Defaults applied on create only (status is reset, as the registries do).
+pub(crate) fn default_on_create(def: &ResourceDef, object: &mut Value) {
+    match (def.group.as_str(), def.kind.as_str()) {
+        ("", "Pod") => {
+            let qos = pod_qos_class(&object["spec"]);
+            object["status"] = json!({ "phase": "Pending", "qosClass": qos });
+        }
+        ("", "Namespace") => {
+            let name = object["metadata"]["name"].clone();
+            ensure_map(&mut object["metadata"], "labels").insert("kubernetes.io/metadata.name".into(), name);
+            object["status"] = json!({ "phase": "Active" });
+        }
+        ("", "Service") => object["status"] = json!({ "loadBalancer": {} }),
+        ("", "PersistentVolumeClaim") => object["status"] = json!({ "phase": "Pending" }),
+        ("", "PersistentVolume") => object["status"] = json!({ "phase": "Pending" }),
+        ("apps", "Deployment") => object["status"] = json!({}),
+        _ => {}
+    }
+}
+
+/// Defaults applied on every write (create, update, patch): fields the API server fills when a
+/// client leaves them out.
+pub(crate) fn default_on_write(def: &ResourceDef, object: &mut Value) {
+    if !def.group.is_empty() {
+        if def.kind == "Deployment" {
+            default_deployment(object);
+        }
+        return;
+    }
+    match def.kind.as_str() {
+        "Secret" => default_secret(object),
+        "Pod" => default_pod_spec(&mut object["spec"]),
+        "Service" => default_service(object),
+        _ => {}
+    }
+}
+
+fn ensure_map<'a>(parent: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+    if !parent[key].is_object() {
+        parent[key] = Value::Object(Map::new());
+    }
+    parent[key].as_object_mut().expect("just made an object")
+}
+
+fn set_default(object: &mut Value, key: &str, value: Value) {
+    if object.get(key).is_none_or(Value::is_null) {
+        object[key] = value;
+    }
+}
+
+/// `stringData` is write-only: merged into `data` as base64 and dropped.
+fn default_secret(secret: &mut Value) {
+    set_default(secret, "type", json!("Opaque"));
+    let Some(Value::Object(string_data)) = secret.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    let data = ensure_map(secret, "data");
+    for (key, value) in string_data {
+        let text = value
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        data.insert(key, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+    }
+}
+
+fn default_pod_spec(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "enableServiceLinks", json!(true));
+    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    set_default(spec, "priority", json!(0));
+    for list in ["containers", "initContainers"] {
+        let Some(Value::Array(containers)) = spec.get_mut(list) else {
+            continue;
+        };
+        for container in containers {
+            set_default(container, "terminationMessagePath", json!("/dev/termination-log"));
+            set_default(container, "terminationMessagePolicy", json!("File"));
+            let image = container["image"].as_str().unwrap_or_default();
+            let tag = image.rsplit('/').next().unwrap_or_default();
+            let latest = !tag.contains(':') && !image.contains('@') || tag.ends_with(":latest");
+            set_default(
+                container,
+                "imagePullPolicy",
+                json!(if latest { "Always" } else { "IfNotPresent" }),
+            );
+            if let Some(Value::Array(ports)) = container.get_mut("ports") {
+                for port in ports {
+                    set_default(port, "protocol", json!("TCP"));
+                }
+            }
+        }
+    }
+}
+
+fn default_service(service: &mut Value) {
+    let spec = &mut service["spec"];
+    if !spec.is_object() {
+        *spec = json!({});
+    }
+    set_default(spec, "type", json!("ClusterIP"));
+    set_default(spec, "sessionAffinity", json!("None"));
+    if spec["type"] != "ExternalName" {
+        set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+        set_default(spec, "ipFamilies", json!(["IPv4"]));
+        set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+    }
+    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+        for port in ports {
+            set_default(port, "protocol", json!("TCP"));
+            let number = port["port"].clone();
+            set_default(port, "targetPort", number);
+        }
+    }
+}
+
+fn default_deployment(deployment: &mut Value) {
+    let spec = &mut deployment["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    set_default(spec, "replicas", json!(1));
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    set_default(spec, "progressDeadlineSeconds", json!(600));
+    set_default(
+        spec,
+        "strategy",
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+    );
+    default_pod_spec(&mut spec["template"]["spec"]);
+}
+
+/// BestEffort without any requests/limits; Guaranteed when every container has cpu and memory
+/// limits equal to its requests; Burstable otherwise.
+fn pod_qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| spec[k].as_array())
+        .flatten()
+        .collect();
+    let resources = |c: &Value, what: &str, res: &str| c["resources"][what][res].clone();
+    let any = containers.iter().any(|c| {
+        ["requests", "limits"]
+            .iter()
+            .any(|w| c["resources"][w].as_object().is_some_and(|m| !m.is_empty()))
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = resources(c, "limits", r);
+            let request = resources(c, "requests", r);
+            !limit.is_null() && (request.is_null() || request == limit)
+        })
+    });
+    if guaranteed { "Guaranteed" } else { "Burstable" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::Registry;
+
+    #[test]
+    fn names() {
+        let registry = Registry::builtin();
+        let cm = registry.find("", "v1", "configmaps").unwrap();
+        let svc = registry.find("", "v1", "services").unwrap();
+        assert!(validate_name(&cm, "a.b-c").is_ok());
+        assert!(validate_name(&svc, "a.b").is_err());
+        for bad in ["", "A", "-a", "a-", "a_b"] {
+            assert!(validate_name(&cm, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secret_string_data_becomes_data() {
+        let registry = Registry::builtin();
+        let def = registry.find("", "v1", "secrets").unwrap();
+        let mut secret = json!({"data": {"a": "eA=="}, "stringData": {"b": "hello"}});
+        default_on_write(&def, &mut secret);
+        assert_eq!(
+            secret,
+            json!({"type": "Opaque", "data": {"a": "eA==", "b": "aGVsbG8="}})
+        );
+    }
+
+    #[test]
+    fn pod_defaults_and_qos() {
+        let registry = Registry::builtin();
+        let def = registry.find("", "v1", "pods").unwrap();
+        let mut pod = json!({"spec": {"containers": [{"name": "a", "image": "nginx",
+            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        default_on_write(&def, &mut pod);
+        default_on_create(&def, &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(
+            pod["status"],
+            json!({"phase": "Pending", "qosClass": "Guaranteed"})
+        );
+        assert_eq!(
+            pod_qos_class(&json!({"containers": [{"name": "a"}]})),
+            "BestEffort"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Deletion: preconditions, finalizers and graceful deletion via `deletionTimestamp`, namespace
+//! termination, and delete-collection.
+//!
+//! Namespace deletion is a simplified version of the namespace controller: the namespace is
+//! marked Terminating (deletionTimestamp set, status.phase Terminating), every object in it is
+//! deleted at once by the same rules as a single delete, and the namespace disappears as soon as
+//! it holds no objects (immediately, unless objects with finalizers remain; then when the last one
+//! goes). Pods are deleted immediately (there is no kubelet to confirm a graceful termination);
+//! objects with finalizers wait for them to be removed.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::objects::{NAMESPACES, Objects, now_rfc3339};
+use crate::resources::ResourceDef;
+use crate::selectors::Selectors;
+use crate::status::{ApiError, ApiResult};
+use crate::store::State;
+
+/// DeleteOptions, from the body or the query.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeleteOptions {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub grace_period_seconds: Option<i64>,
+}
+
+impl DeleteOptions {
+    /// Reads a DeleteOptions body (possibly empty); `query_grace` is the query parameter.
+    pub fn parse(body: &[u8], query_grace: Option<i64>) -> ApiResult<Self> {
+        let mut options = DeleteOptions {
+            grace_period_seconds: query_grace,
+            ..Default::default()
+        };
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(options);
+        }
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions body: {e}")))?;
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        options.uid = text(&value["preconditions"]["uid"]);
+        options.resource_version = text(&value["preconditions"]["resourceVersion"]);
+        if let Some(grace) = value["gracePeriodSeconds"].as_i64() {
+            options.grace_period_seconds = Some(grace);
+        }
+        Ok(options)
+    }
+}
+
+impl Objects {
+    /// DELETE of one object: returns the object as last stored (deleted or marked for deletion).
+    pub fn delete(
+        &self,
+        def: &ResourceDef,
+        namespace: &str,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> ApiResult<Arc<Value>> {
+        let mut state = self.store.lock();
+        let old = state
+            .get(&def.store_key(), namespace, name)
+            .ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))?;
+        let meta = &old["metadata"];
+        if let Some(uid) = &options.uid
+            && meta["uid"] != uid.as_str()
+        {
+            let why = format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                meta["uid"].as_str().unwrap_or_default()
+            );
+            return Err(ApiError::conflict(&def.group, &def.plural, name, &why));
+        }
+        if let Some(rv) = &options.resource_version
+            && meta["resourceVersion"] != rv.as_str()
+        {
+            let why = format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                meta["resourceVersion"].as_str().unwrap_or_default()
+            );
+            return Err(ApiError::conflict(&def.group, &def.plural, name, &why));
+        }
+        if def.store_key() == NAMESPACES {
+            return Ok(self.terminate_namespace(&mut state, def, name, &old));
+        }
+        Ok(self.delete_in(&mut state, def, namespace, name, &old))
+    }
+
+    /// Deletes or, with finalizers, marks for deletion.
+    fn delete_in(
+        &self,
+        state: &mut State,
+        def: &ResourceDef,
+        namespace: &str,
+        name: &str,
+        old: &Arc<Value>,
+    ) -> Arc<Value> {
+        let has_finalizers = old["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if !old["metadata"]["deletionTimestamp"].is_null() {
+                return old.clone();
+            }
+            let mut marked = Value::clone(old);
+            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            return state.put(&def.store_key(), marked);
+        }
+        remove_now(self, state, def, namespace, name).unwrap_or_else(|| old.clone())
+    }
+
+    fn terminate_namespace(
+        &self,
+        state: &mut State,
+        def: &ResourceDef,
+        name: &str,
+        old: &Arc<Value>,
+    ) -> Arc<Value> {
+        let mut current = old.clone();
+        if old["metadata"]["deletionTimestamp"].is_null() {
+            let mut marked = Value::clone(old);
+            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            marked["status"]["phase"] = json!("Terminating");
+            current = state.put(&def.store_key(), marked);
+        }
+        let namespaced: Vec<Arc<ResourceDef>> =
+            self.registry.all().filter(|d| d.namespaced).cloned().collect();
+        for kind in &namespaced {
+            let victims: Vec<(String, Arc<Value>)> = state
+                .list(&kind.store_key(), Some(name), None)
+                .map(|((_, n), o)| (n.clone(), o.clone()))
+                .collect();
+            for (object_name, object) in victims {
+                self.delete_in(state, kind, name, &object_name, &object);
+            }
+        }
+        // delete_in may already have removed the namespace when its last object went.
+        finish_namespace(self, state, name).unwrap_or(current)
+    }
+
+    /// DELETE on a collection: deletes every matching object, returning them as a List.
+    pub fn delete_collection(
+        &self,
+        def: &ResourceDef,
+        namespace: Option<&str>,
+        selectors: &Selectors,
+        options: &DeleteOptions,
+    ) -> ApiResult<Value> {
+        let keys: Vec<(String, String)> = {
+            let state = self.store.lock();
+            state
+                .list(&def.store_key(), namespace, None)
+                .filter(|(_, o)| selectors.matches(o))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let mut items = Vec::new();
+        for (ns, name) in keys {
+            match self.delete(def, &ns, &name, options) {
+                Ok(object) => items.push(Value::clone(&object)),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let rv = self.store.lock().resource_version();
+        Ok(json!({
+            "kind": format!("{}List", def.kind),
+            "apiVersion": def.api_version(),
+            "metadata": { "resourceVersion": rv.to_string() },
+            "items": items,
+        }))
+    }
+}
+
+/// Removes an object now, releasing what it held, and completes the termination of its namespace
+/// if it was the last object there.
+pub(crate) fn remove_now(
+    objects: &Objects,
+    state: &mut State,
+    def: &ResourceDef,
+    namespace: &str,
+    name: &str,
+) -> Option<Arc<Value>> {
+    let removed = state.remove(&def.store_key(), namespace, name)?;
+    if def.kind == "Service" && def.group.is_empty() {
+        objects.allocator().release(&removed);
+    }
+    if def.namespaced {
+        finish_namespace(objects, state, namespace);
+    }
+    Some(removed)
+}
+
+/// Removes a Terminating namespace once it is empty and has no finalizers of its own.
+fn finish_namespace(objects: &Objects, state: &mut State, namespace: &str) -> Option<Arc<Value>> {
+    let ns = state.get(NAMESPACES, "", namespace)?;
+    let terminating = !ns["metadata"]["deletionTimestamp"].is_null();
+    let finalizers = ns["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty());
+    if !terminating || finalizers {
+        return None;
+    }
+    let empty = !objects
+        .registry
+        .all()
+        .any(|d| d.namespaced && state.any_in_namespace(&d.store_key(), namespace));
+    if empty {
+        state.remove(NAMESPACES, "", namespace)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_options_from_body_and_query() {
+        let body = br#"{"kind":"DeleteOptions","apiVersion":"v1","preconditions":{"uid":"u1","resourceVersion":"7"},"propagationPolicy":"Background"}"#;
+        let options = DeleteOptions::parse(body, Some(5)).unwrap();
+        assert_eq!(options.uid.as_deref(), Some("u1"));
+        assert_eq!(options.resource_version.as_deref(), Some("7"));
+        assert_eq!(options.grace_period_seconds, Some(5));
+        assert!(DeleteOptions::parse(b"", None).unwrap().uid.is_none());
+        assert!(DeleteOptions::parse(b"{", None).is_err());
+    }
+}

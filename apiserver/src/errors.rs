@@ -1,0 +1,29 @@
+//! Errors returned by the public API of the crate (starting the server).
+//!
+//! Errors returned to HTTP clients are Kubernetes `Status` objects; see [`crate::status`].
+
+use std::net::SocketAddr;
+
+/// Errors from starting or configuring an [`crate::ApiServer`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listening socket could not be bound.
+    #[error("failed to bind the API server to {addr}: {source}")]
+    Bind {
+        /// The address that was requested.
+        addr: SocketAddr,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// `ServerConfig::service_cidr` is not an IPv4 CIDR such as `10.96.0.0/12`.
+    #[error("invalid service CIDR {cidr:?}: {reason}")]
+    InvalidServiceCidr {
+        /// The CIDR as configured.
+        cidr: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+/// Result type of the crate's public API.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

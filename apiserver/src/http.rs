@@ -1,0 +1,323 @@
+//! HTTP front end: URL routing, verbs, content negotiation, request counting, responses.
+//!
+//! One fallback handler parses Kubernetes URL shapes itself (`/api/v1/namespaces/{ns}/{plural}/
+//! {name}/{sub}`, `/apis/{group}/{version}/...`, legacy `/watch/` prefixes), which is simpler than
+//! expressing every shape as an axum route.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, StatusCode, header};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::counters::LiveCounters;
+use crate::deletion::DeleteOptions;
+use crate::discovery;
+use crate::objects::Objects;
+use crate::patch::PatchKind;
+use crate::query::Query;
+use crate::resources::ResourceDef;
+use crate::status::{ApiError, ApiResult, success};
+use crate::table;
+use crate::watch::{self as watching, WatchRequest};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// State shared by all requests.
+pub(crate) struct Shared {
+    pub objects: Arc<Objects>,
+    pub counters: LiveCounters,
+    pub shutdown: watch::Receiver<bool>,
+    pub addr: SocketAddr,
+}
+
+/// The router: everything goes through [`handle`].
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(e) => {
+            return error(ApiError::bad_request(format!(
+                "failed to read the request body: {e}"
+            )));
+        }
+    };
+    let path = parts.uri.path().trim_end_matches('/');
+    tracing::debug!(method = %parts.method, uri = %parts.uri, "request");
+    let result = match non_resource(&shared, &parts.method, path) {
+        Some(response) => Ok(response),
+        None => resource(
+            &shared,
+            &parts.method,
+            path,
+            parts.uri.query(),
+            &parts.headers,
+            body,
+        ),
+    };
+    result.unwrap_or_else(error)
+}
+
+fn error(e: ApiError) -> Response {
+    tracing::debug!(code = e.code, reason = e.reason, message = %e.message, "request failed");
+    json_response(
+        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &e.to_status(),
+    )
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn text_response(text: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// Discovery, health and metrics endpoints.
+fn non_resource(shared: &Shared, method: &Method, path: &str) -> Option<Response> {
+    if method != Method::GET && method != Method::HEAD {
+        return None;
+    }
+    let registry = &shared.objects.registry;
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let ok = |v: Value| Some(json_response(StatusCode::OK, &v));
+    match segments.as_slice() {
+        ["version"] => ok(discovery::version()),
+        [probe, ..] if matches!(*probe, "healthz" | "readyz" | "livez") => Some(text_response("ok".into())),
+        ["metrics"] => Some(text_response(shared.counters.prometheus())),
+        ["api"] => ok(discovery::core_versions(shared.addr)),
+        ["api", version] => ok(discovery::resources(registry, "", version)?),
+        ["apis"] => ok(discovery::groups(registry)),
+        ["apis", group] => ok(discovery::group(registry, group)?),
+        ["apis", group, version] => ok(discovery::resources(registry, group, version)?),
+        _ => None,
+    }
+}
+
+/// A parsed resource URL.
+struct Target {
+    def: Arc<ResourceDef>,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+    legacy_watch: bool,
+}
+
+fn parse_target(objects: &Objects, path: &str) -> ApiResult<Target> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, mut rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(ApiError::no_route(path)),
+    };
+    let legacy_watch = rest.first() == Some(&"watch");
+    if legacy_watch {
+        rest = &rest[1..];
+    }
+    let registry = &objects.registry;
+    let scoped = rest.len() >= 3
+        && rest[0] == "namespaces"
+        && registry
+            .find(group, version, rest[2])
+            .is_some_and(|d| d.namespaced);
+    let (namespace, rest) = if scoped {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
+    let (plural, name, sub) = match rest {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(name.to_string()), None),
+        [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
+        _ => return Err(ApiError::no_route(path)),
+    };
+    let def = registry
+        .find(group, version, plural)
+        .ok_or_else(|| ApiError::no_route(path))?;
+    if let Some(sub) = &sub
+        && !def.has_subresource(sub)
+    {
+        return Err(ApiError::no_route(path));
+    }
+    Ok(Target {
+        def,
+        namespace,
+        name,
+        sub,
+        legacy_watch,
+    })
+}
+
+fn resource(
+    shared: &Arc<Shared>,
+    method: &Method,
+    path: &str,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let objects = &shared.objects;
+    let target = parse_target(objects, path)?;
+    let mut query = Query::parse(raw_query)?;
+    query.watch |= target.legacy_watch;
+    let def = target.def.clone();
+    let resource_name = match &target.sub {
+        Some(sub) => format!("{}/{sub}", def.plural),
+        None => def.plural.clone(),
+    };
+    let namespace = if def.namespaced {
+        target.namespace.clone()
+    } else {
+        None
+    };
+    let ns = namespace.as_deref().unwrap_or_default();
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let as_table = table::wants_table(accept);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let needs_namespace = || -> ApiResult<()> {
+        if def.namespaced && namespace.is_none() {
+            return Err(ApiError::method_not_allowed(format!(
+                "{} must be addressed in a namespace: /namespaces/{{namespace}}/{}",
+                def.plural, def.plural
+            )));
+        }
+        Ok(())
+    };
+    let verb = match (method.clone(), target.name.is_some()) {
+        (Method::GET, _) if query.watch => "watch",
+        (Method::GET, true) => "get",
+        (Method::GET, false) => "list",
+        (Method::POST, _) => "create",
+        (Method::PUT, _) => "update",
+        (Method::PATCH, _) => "patch",
+        (Method::DELETE, true) => "delete",
+        (Method::DELETE, false) => "deletecollection",
+        _ => {
+            return Err(ApiError::method_not_allowed(format!(
+                "method {method} is not supported"
+            )));
+        }
+    };
+    shared.counters.record(verb, &resource_name);
+    let ok = |object: &Value| Ok(json_response(StatusCode::OK, object));
+    match (verb, target.name.as_deref()) {
+        ("watch", name) => {
+            if let Some(name) = name {
+                let by_name = format!("metadata.name={name}");
+                query.selectors.fields =
+                    crate::selectors::FieldSelector::parse(&by_name).map_err(ApiError::bad_request)?;
+            }
+            let request = WatchRequest {
+                def,
+                namespace,
+                query,
+                table: as_table,
+            };
+            let body: Body = watching::start(objects.clone(), shared.shutdown.clone(), request)?;
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
+        }
+        ("get", Some(name)) => {
+            let object = objects.get(&def, ns, name)?;
+            if as_table {
+                let rv = object["metadata"]["resourceVersion"].clone();
+                return ok(&table::render(
+                    &def,
+                    &[&object],
+                    serde_json::json!({"resourceVersion": rv}),
+                    true,
+                ));
+            }
+            ok(&object)
+        }
+        ("list", _) => {
+            let list = objects.list(
+                &def,
+                namespace.as_deref(),
+                &query.selectors,
+                query.limit,
+                query.continue_token.as_deref(),
+            )?;
+            if as_table {
+                let items: Vec<&Value> = list["items"]
+                    .as_array()
+                    .map(|i| i.iter().collect())
+                    .unwrap_or_default();
+                return ok(&table::render(&def, &items, list["metadata"].clone(), true));
+            }
+            ok(&list)
+        }
+        ("create", None) => {
+            needs_namespace()?;
+            let created = objects.create(&def, ns, decode_body(content_type, &body)?)?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        ("create", Some(name)) if target.sub.as_deref() == Some("binding") => {
+            objects.bind(&def, ns, name, &decode_body(content_type, &body)?)?;
+            Ok(json_response(StatusCode::CREATED, &success(201, None)))
+        }
+        ("update", Some(name)) => {
+            needs_namespace()?;
+            let updated = objects.update(
+                &def,
+                ns,
+                name,
+                target.sub.as_deref(),
+                decode_body(content_type, &body)?,
+            )?;
+            ok(&updated)
+        }
+        ("patch", Some(name)) => {
+            needs_namespace()?;
+            let kind = PatchKind::from_content_type(content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+            ok(&*objects.patch(&def, ns, name, target.sub.as_deref(), kind, &body)?)
+        }
+        ("delete", Some(name)) => {
+            needs_namespace()?;
+            let options = DeleteOptions::parse(&body, query.grace_period_seconds)?;
+            ok(&*objects.delete(&def, ns, name, &options)?)
+        }
+        ("deletecollection", None) => {
+            let options = DeleteOptions::parse(&body, query.grace_period_seconds)?;
+            ok(&objects.delete_collection(&def, namespace.as_deref(), &query.selectors, &options)?)
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{verb} is not supported on {path}"
+        ))),
+    }
+}
+
+/// Decodes a JSON (or YAML) request body; protobuf and CBOR are refused.
+fn decode_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    match essence {
+        "" | "application/json" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}"))),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding the request body as YAML: {e}"))),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}

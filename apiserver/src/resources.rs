@@ -1,0 +1,239 @@
+//! The table of served resource types: one row per kind, so adding a kind (or a CRD later) is one
+//! line or one `Registry::add` call.
+
+use std::sync::Arc;
+
+/// One served resource type (group, version, kind, plural, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResourceDef {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+    pub singular: String,
+    pub namespaced: bool,
+    pub short_names: Vec<String>,
+    /// Subresources such as `status` or `binding`.
+    pub subresources: Vec<String>,
+    /// Categories for `kubectl get all`.
+    pub categories: Vec<String>,
+}
+
+impl ResourceDef {
+    /// `apiVersion` of objects of this type: `v1` or `group/version`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Key of this type in the store: independent of the version.
+    pub fn store_key(&self) -> String {
+        format!("{}/{}", self.group, self.plural)
+    }
+
+    /// Whether the type has a `status` subresource (main-resource writes then ignore status).
+    pub fn has_status(&self) -> bool {
+        self.has_subresource("status")
+    }
+
+    /// Whether `sub` is a subresource of this type.
+    pub fn has_subresource(&self, sub: &str) -> bool {
+        self.subresources.iter().any(|s| s == sub)
+    }
+}
+
+/// Row of the built-in table: (group, version, kind, plural, namespaced, shortNames, subresources,
+/// categories).
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+/// The built-in kinds. Verbs are the full set for every kind.
+const BUILTIN: &[Row] = &[
+    (
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        false,
+        &["ns"],
+        &["status", "finalize"],
+        &[],
+    ),
+    ("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[], &[]),
+    ("", "v1", "Secret", "secrets", true, &[], &[], &[]),
+    (
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        true,
+        &["po"],
+        &["status", "binding"],
+        &["all"],
+    ),
+    (
+        "",
+        "v1",
+        "Service",
+        "services",
+        true,
+        &["svc"],
+        &["status"],
+        &["all"],
+    ),
+    (
+        "",
+        "v1",
+        "ServiceAccount",
+        "serviceaccounts",
+        true,
+        &["sa"],
+        &[],
+        &[],
+    ),
+    ("", "v1", "Endpoints", "endpoints", true, &["ep"], &[], &[]),
+    ("", "v1", "Event", "events", true, &["ev"], &[], &[]),
+    ("", "v1", "Node", "nodes", false, &["no"], &["status"], &[]),
+    (
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        true,
+        &["pvc"],
+        &["status"],
+        &[],
+    ),
+    (
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        false,
+        &["pv"],
+        &["status"],
+        &[],
+    ),
+    (
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        true,
+        &[],
+        &[],
+        &[],
+    ),
+    (
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        true,
+        &[],
+        &[],
+        &[],
+    ),
+    (
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        true,
+        &["deploy"],
+        &["status", "scale"],
+        &["all"],
+    ),
+];
+
+/// The standard verbs of every main resource.
+pub(crate) const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// All served resource types.
+#[derive(Debug, Clone)]
+pub(crate) struct Registry {
+    defs: Vec<Arc<ResourceDef>>,
+}
+
+impl Registry {
+    /// The registry holding the built-in kinds.
+    pub fn builtin() -> Self {
+        let mut registry = Registry { defs: Vec::new() };
+        for (group, version, kind, plural, namespaced, short, subs, categories) in BUILTIN {
+            registry.add(ResourceDef {
+                group: group.to_string(),
+                version: version.to_string(),
+                kind: kind.to_string(),
+                plural: plural.to_string(),
+                singular: kind.to_lowercase(),
+                namespaced: *namespaced,
+                short_names: short.iter().map(|s| s.to_string()).collect(),
+                subresources: subs.iter().map(|s| s.to_string()).collect(),
+                categories: categories.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+        registry
+    }
+
+    /// Adds a resource type.
+    pub fn add(&mut self, def: ResourceDef) {
+        self.defs.push(Arc::new(def));
+    }
+
+    /// The type served at `/apis/{group}/{version}/{plural}` (or `/api/v1/{plural}`).
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDef>> {
+        self.defs
+            .iter()
+            .find(|d| d.group == group && d.version == version && d.plural == plural)
+            .cloned()
+    }
+
+    /// All types, in table order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<ResourceDef>> {
+        self.defs.iter()
+    }
+
+    /// Whether `group/version` is served.
+    pub fn serves(&self, group: &str, version: &str) -> bool {
+        self.defs.iter().any(|d| d.group == group && d.version == version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_builtin_types() {
+        let registry = Registry::builtin();
+        let pods = registry.find("", "v1", "pods").expect("pods");
+        assert_eq!(pods.kind, "Pod");
+        assert!(pods.has_status() && pods.has_subresource("binding"));
+        assert_eq!(
+            registry.find("apps", "v1", "deployments").unwrap().api_version(),
+            "apps/v1"
+        );
+        assert!(registry.find("apps", "v1", "pods").is_none());
+        assert!(!registry.find("", "v1", "nodes").unwrap().namespaced);
+    }
+}

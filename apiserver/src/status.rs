@@ -1,0 +1,167 @@
+//! API errors as Kubernetes `Status` objects (kind Status, apiVersion v1).
+//!
+//! Messages follow the wording of the real API server so that clients which match on them
+//! (kubectl, client libraries) behave the same.
+
+use serde_json::{Value, json};
+
+/// An error answered to an HTTP client as a `Status` body with the same HTTP code.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    /// `details.name`, `details.group` and `details.kind` (resource plural, or Kind for Invalid).
+    pub details: Option<(String, String, String)>,
+}
+
+/// Result of request handling.
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    fn with_details(mut self, name: &str, group: &str, kind: &str) -> Self {
+        self.details = Some((name.to_string(), group.to_string(), kind.to_string()));
+        self
+    }
+
+    /// 404 for an object of `resource` (plural) in `group`.
+    pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
+        let qualified = qualified(group, resource);
+        Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found"))
+            .with_details(name, group, resource)
+    }
+
+    /// 404 for a URL that names no resource.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+    }
+
+    /// 409 AlreadyExists on create.
+    pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
+        let qualified = qualified(group, resource);
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{qualified} \"{name}\" already exists"),
+        )
+        .with_details(name, group, resource)
+    }
+
+    /// 409 Conflict: stale resourceVersion or failed precondition.
+    pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let qualified = qualified(group, resource);
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {qualified} \"{name}\": {why}"),
+        )
+        .with_details(name, group, resource)
+    }
+
+    /// 409 Conflict for an update with a stale resourceVersion.
+    pub fn stale(group: &str, resource: &str, name: &str) -> Self {
+        Self::conflict(
+            group,
+            resource,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    /// 422 Invalid: `kind` is the object's Kind, as in Kubernetes.
+    pub fn invalid(group: &str, kind: &str, name: &str, field_error: impl Into<String>) -> Self {
+        let field_error = field_error.into();
+        Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {field_error}"),
+        )
+        .with_details(name, group, kind)
+    }
+
+    /// 400 BadRequest.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    /// 403 Forbidden.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
+    /// 405 MethodNotAllowed.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(405, "MethodNotAllowed", message)
+    }
+
+    /// 410 Expired: a resourceVersion older than the kept watch history.
+    pub fn expired(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    /// 415 UnsupportedMediaType.
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format: {content_type}"),
+        )
+    }
+
+    /// The `Status` object for this error.
+    pub fn to_status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some((name, group, kind)) = &self.details {
+            let mut details = json!({ "name": name, "kind": kind });
+            if !group.is_empty() {
+                details["group"] = json!(group);
+            }
+            status["details"] = details;
+        }
+        status
+    }
+}
+
+/// A `Status` with status Success, as returned by some deletes and by bindings.
+pub(crate) fn success(code: u16, details: Option<(&str, &str, &str)>) -> Value {
+    let mut status = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "code": code,
+    });
+    if let Some((name, group, kind)) = details {
+        status["details"] = json!({ "name": name, "group": group, "kind": kind });
+    }
+    status
+}
+
+fn qualified(group: &str, resource: &str) -> String {
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
+}

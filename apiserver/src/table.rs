@@ -1,0 +1,156 @@
+//! Server-side printing: `meta.k8s.io/v1` Table responses, which kubectl asks for with
+//! `Accept: application/json;as=Table;v=v1;g=meta.k8s.io`. Columns are NAME, a few per-kind
+//! columns for the common kinds, and AGE.
+
+use serde_json::{Value, json};
+
+use crate::resources::ResourceDef;
+
+/// Whether an Accept header asks for a Table.
+pub(crate) fn wants_table(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
+}
+
+type Cell = fn(&Value) -> Value;
+
+/// Extra (name, type, cell) columns between NAME and AGE.
+fn columns(def: &ResourceDef) -> Vec<(&'static str, &'static str, Cell)> {
+    match (def.group.as_str(), def.kind.as_str()) {
+        ("", "Pod") => vec![
+            ("Ready", "string", |o| {
+                let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
+                let ready = o["status"]["containerStatuses"]
+                    .as_array()
+                    .map_or(0, |s| s.iter().filter(|c| c["ready"] == true).count());
+                json!(format!("{ready}/{total}"))
+            }),
+            ("Status", "string", |o| {
+                if o["metadata"]["deletionTimestamp"].is_null() {
+                    o["status"]["phase"].clone()
+                } else {
+                    json!("Terminating")
+                }
+            }),
+            ("Restarts", "integer", |o| {
+                let restarts: i64 = o["status"]["containerStatuses"]
+                    .as_array()
+                    .map_or(0, |s| s.iter().filter_map(|c| c["restartCount"].as_i64()).sum());
+                json!(restarts)
+            }),
+        ],
+        ("", "ConfigMap") | ("", "Secret") => vec![("Data", "integer", |o| {
+            let count = |k: &str| o[k].as_object().map_or(0, |m| m.len());
+            json!(count("data") + count("binaryData"))
+        })],
+        ("", "Namespace") | ("", "Node") | ("", "PersistentVolumeClaim") => {
+            vec![("Status", "string", |o| o["status"]["phase"].clone())]
+        }
+        ("", "Service") => vec![
+            ("Type", "string", |o| o["spec"]["type"].clone()),
+            ("Cluster-IP", "string", |o| o["spec"]["clusterIP"].clone()),
+            ("Port(s)", "string", |o| {
+                let ports: Vec<String> = o["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+                    .collect();
+                json!(if ports.is_empty() {
+                    "<none>".to_string()
+                } else {
+                    ports.join(",")
+                })
+            }),
+        ],
+        ("apps", "Deployment") => vec![
+            ("Ready", "string", |o| {
+                let ready = o["status"]["readyReplicas"].as_i64().unwrap_or(0);
+                json!(format!("{ready}/{}", o["spec"]["replicas"].as_i64().unwrap_or(0)))
+            }),
+            ("Up-to-date", "integer", |o| {
+                json!(o["status"]["updatedReplicas"].as_i64().unwrap_or(0))
+            }),
+            ("Available", "integer", |o| {
+                json!(o["status"]["availableReplicas"].as_i64().unwrap_or(0))
+            }),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// A Table of `objects`. `with_columns` is false for watch events after the first, as the real
+/// server sends column definitions once per watch.
+pub(crate) fn render(def: &ResourceDef, objects: &[&Value], metadata: Value, with_columns: bool) -> Value {
+    let extra = columns(def);
+    let now = jiff::Timestamp::now();
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|object| {
+            let mut cells = vec![object["metadata"]["name"].clone()];
+            cells.extend(extra.iter().map(|(_, _, cell)| cell(object)));
+            cells.push(json!(age(now, &object["metadata"]["creationTimestamp"])));
+            json!({
+                "cells": cells,
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": object["metadata"],
+                },
+            })
+        })
+        .collect();
+    let mut table =
+        json!({ "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "rows": rows });
+    if with_columns {
+        let mut definitions = vec![
+            json!({"name": "Name", "type": "string", "format": "name", "priority": 0,
+            "description": "Name must be unique within a namespace."}),
+        ];
+        definitions.extend(extra.iter().map(|(name, kind, _)| {
+            json!({"name": name, "type": kind, "format": "", "priority": 0, "description": ""})
+        }));
+        definitions.push(json!({"name": "Age", "type": "string", "format": "", "priority": 0,
+            "description": "CreationTimestamp is a timestamp representing the server time when this object was created."}));
+        table["columnDefinitions"] = json!(definitions);
+    }
+    table
+}
+
+/// kubectl-style short age: 45s, 3m, 5h, 2d.
+fn age(now: jiff::Timestamp, created: &Value) -> String {
+    let Some(created) = created.as_str().and_then(|s| s.parse::<jiff::Timestamp>().ok()) else {
+        return "<unknown>".to_string();
+    };
+    let seconds = now.as_second().saturating_sub(created.as_second()).max(0);
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 3600 * 2 => format!("{}m", s / 60),
+        s if s < 86400 * 2 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::Registry;
+
+    #[test]
+    fn renders_rows_with_per_kind_columns() {
+        let registry = Registry::builtin();
+        let def = registry.find("", "v1", "configmaps").unwrap();
+        let cm = json!({"metadata": {"name": "x", "creationTimestamp": "2020-01-01T00:00:00Z"}, "data": {"a": "1"}});
+        let table = render(&def, &[&cm], json!({}), true);
+        assert_eq!(table["columnDefinitions"].as_array().unwrap().len(), 3);
+        assert_eq!(table["rows"][0]["cells"][0], "x");
+        assert_eq!(table["rows"][0]["cells"][1], 1);
+        assert!(table["rows"][0]["cells"][2].as_str().unwrap().ends_with('d'));
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
+        assert!(!wants_table("application/json"));
+    }
+}
