@@ -19,6 +19,7 @@ use crate::counters::LiveCounters;
 use crate::deletion::DeleteOptions;
 use crate::discovery;
 use crate::objects::Objects;
+use crate::openapi;
 use crate::patch::PatchKind;
 use crate::query::Query;
 use crate::resources::ResourceDef;
@@ -107,6 +108,9 @@ fn non_resource(shared: &Shared, method: &Method, path: &str) -> Option<Response
         ["apis"] => ok(discovery::groups(registry)),
         ["apis", group] => ok(discovery::group(registry, group)?),
         ["apis", group, version] => ok(discovery::resources(registry, group, version)?),
+        ["openapi", "v3"] => ok(openapi::root(registry)),
+        ["openapi", "v3", "api", version] => ok(openapi::group_version(registry, "", version)?),
+        ["openapi", "v3", "apis", group, version] => ok(openapi::group_version(registry, group, version)?),
         _ => None,
     }
 }
@@ -310,12 +314,14 @@ fn resource(
     }
 }
 
-/// Decodes a JSON (or YAML) request body; protobuf and CBOR are refused.
+/// Decodes a JSON, YAML or (for a few kinds) protobuf request body; CBOR is refused.
 fn decode_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     let essence = content_type.split(';').next().unwrap_or_default().trim();
     match essence {
         "" | "application/json" | "*/*" => serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding the request body as JSON: {e}"))),
+        "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(body)
+            .map_err(|e| ApiError::unsupported_media_type(&format!("{essence} ({e})"))),
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding the request body as YAML: {e}"))),
         other => Err(ApiError::unsupported_media_type(other)),
