@@ -80,7 +80,8 @@ pub fn host_map_selector(
 /// A `LabelSelector` (Deployments, PDBs, affinity, network policies) of `virtual_namespace`,
 /// translated for the host.
 ///
-/// `matchLabels` and `matchExpressions` are kept without reserved keys, and `matchLabels` gains the
+/// `matchLabels` and `matchExpressions` are kept without reserved keys (an expression list left
+/// empty becomes None, as the API server would return it), and `matchLabels` gains the
 /// namespace and ownership labels, so the host selector matches exactly the translated objects of
 /// that virtual namespace. An empty virtual selector (everything in the namespace) becomes "every
 /// object of this virtual namespace".
@@ -91,13 +92,16 @@ pub fn host_label_selector(
 ) -> LabelSelector {
     let mut match_labels = without_reserved(selector.match_labels.as_ref());
     add_markers(&mut match_labels, own, Some(virtual_namespace));
-    let match_expressions = selector.match_expressions.as_ref().map(|exprs| {
-        exprs
-            .iter()
-            .filter(|e| !is_reserved_key(&e.key))
-            .cloned()
-            .collect()
-    });
+    let match_expressions: Vec<_> = selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .filter(|e| !is_reserved_key(&e.key))
+        .cloned()
+        .collect();
+    // The API server omits an empty list, so an empty one here would never compare equal to the
+    // observed host object and every reconcile would write.
+    let match_expressions = (!match_expressions.is_empty()).then_some(match_expressions);
     LabelSelector {
         match_labels: Some(match_labels),
         match_expressions,

@@ -244,6 +244,16 @@ fn requirement(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequi
     map(&[("app", "web")]),
     Some(vec![requirement("tier", "Exists", &[])]),
 )]
+#[case::empty_expressions_are_omitted(
+    LabelSelector { match_labels: None, match_expressions: Some(vec![]) },
+    map(&[]),
+    None,
+)]
+#[case::only_reserved_expressions(
+    LabelSelector { match_labels: None, match_expressions: Some(vec![requirement(MANAGED_BY_LABEL, "Exists", &[])]) },
+    map(&[]),
+    None,
+)]
 fn label_selectors(
     #[case] selector: LabelSelector,
     #[case] expected_labels: BTreeMap<String, String>,
