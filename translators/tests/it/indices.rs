@@ -3,8 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
 use proptest::prelude::*;
-use vcsync_translators::{HostKey, NameIndex, RefKind, RefTarget, ReferenceIndex, VirtualKey};
+use vcsync_translators::{
+    HostKey, NameIndex, RefKind, RefTarget, ReferenceIndex, VirtualKey, pod_references,
+};
 
 fn pod(name: &str) -> VirtualKey {
     VirtualKey::namespaced("shop", name)
@@ -193,6 +196,32 @@ fn index_is_shareable_across_threads() {
     assert_eq!(index.referencing_pods(&cm("shared")).len(), 100);
     assert!(!index.is_referenced(&cm("c0")));
     assert_eq!(index.referencing_pods(&cm("c1")).len(), 4);
+}
+
+/// The way the syncer feeds the index: pod events through `pod_references`.
+#[test]
+fn fed_from_pod_references() {
+    let pod_json = |sa: &str| {
+        serde_json::from_value::<Pod>(serde_json::json!({
+            "metadata": { "name": "web", "namespace": "shop" },
+            "spec": {
+                "serviceAccountName": sa,
+                "containers": [{ "name": "c", "envFrom": [{ "configMapRef": { "name": "a" } }] }],
+            },
+        }))
+        .unwrap()
+    };
+    let sa = |name: &str| RefTarget::new(RefKind::ServiceAccount, "shop", name);
+    let index = ReferenceIndex::new();
+    assert_eq!(
+        index.apply(pod("web"), pod_references(&pod_json("one"))),
+        vec![cm("a"), sa("one")]
+    );
+    assert_eq!(
+        index.apply(pod("web"), pod_references(&pod_json("two"))),
+        vec![sa("one"), sa("two")]
+    );
+    assert_eq!(index.delete(&pod("web")), vec![cm("a"), sa("two")]);
 }
 
 #[derive(Clone, Debug)]

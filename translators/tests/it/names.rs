@@ -122,6 +122,29 @@ fn hashed_names_are_not_plain_names_of_other_keys() {
     }
 }
 
+/// The same for cluster-scoped names: no split of a hashed name after `vcsync-` gives a key whose
+/// plain form is that name.
+#[test]
+fn hashed_cluster_names_are_not_plain_names_of_other_keys() {
+    let keys = [
+        ("a-x-b", "c"),
+        ("x-b", "c"),
+        ("team.a", "fast"),
+        ("t", "system:controller:x"),
+    ];
+    for (instance, name) in keys {
+        let hashed = check_cluster_name(instance, name);
+        let rest = hashed.strip_prefix("vcsync-").unwrap();
+        for (i, _) in rest.match_indices('-') {
+            let (left, right) = (&rest[..i], &rest[i + 1..]);
+            assert_ne!(host_cluster_name(left, right), hashed);
+            if let Some(right) = right.strip_prefix("x-") {
+                assert_ne!(host_cluster_name(left, right), hashed);
+            }
+        }
+    }
+}
+
 /// All DNS labels over {a, x, -} up to `max_len` characters: the alphabet that provokes `-x-`.
 fn small_labels(max_len: usize) -> Vec<String> {
     let mut all = vec![String::new()];
