@@ -1,0 +1,11 @@
+//! Behaviour tests of the API server through real clients (kube-rs, kubectl). They run against
+//! the embedded server, or against a real cluster when `VCSYNC_TEST_KUBECONFIG` is set.
+
+mod crud;
+mod deletion;
+mod env;
+mod kinds;
+mod kubectl;
+mod patches;
+mod selectors;
+mod watch;

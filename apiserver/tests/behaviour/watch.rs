@@ -1,0 +1,283 @@
+//! Watches: raw event streams, bookmarks, selectors, 410 Gone, and kube-runtime's watcher,
+//! reflector and Controller.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use serde_json::json;
+use tokio::time::timeout;
+
+use crate::env::{Env, TestResult, object};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config_map(name: &str, labels: serde_json::Value) -> ConfigMap {
+    object(json!({"metadata": {"name": name, "labels": labels}, "data": {"v": "1"}}))
+}
+
+async fn touch(api: &Api<ConfigMap>, name: &str, value: &str) -> kube::Result<ConfigMap> {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"v": value}})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn raw_watch_sees_every_change_and_bookmarks() -> TestResult {
+    let env = Env::new("watch").await;
+    let api = env.api::<ConfigMap>();
+    api.create(&PostParams::default(), &config_map("before", json!({})))
+        .await?;
+    let mut events = api.watch(&WatchParams::default(), "0").await?.boxed();
+    let first = timeout(WAIT, events.try_next()).await??.unwrap();
+    assert!(matches!(first, WatchEvent::Added(ref cm) if cm.metadata.name.as_deref() == Some("before")));
+
+    api.create(&PostParams::default(), &config_map("w", json!({})))
+        .await?;
+    touch(&api, "w", "2").await?;
+    api.delete("w", &DeleteParams::default()).await?;
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        match timeout(WAIT, events.try_next()).await??.expect("stream open") {
+            WatchEvent::Added(_) => kinds.push("ADDED"),
+            WatchEvent::Modified(_) => kinds.push("MODIFIED"),
+            WatchEvent::Deleted(_) => kinds.push("DELETED"),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => panic!("watch error {e:?}"),
+        }
+    }
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"]);
+    if env.server().is_some() {
+        // The embedded server sends a bookmark about every second.
+        let bookmark = timeout(Duration::from_secs(3), async {
+            loop {
+                if let Some(WatchEvent::Bookmark(b)) = events.try_next().await.unwrap() {
+                    return b;
+                }
+            }
+        })
+        .await?;
+        assert!(!bookmark.metadata.resource_version.is_empty());
+    }
+    env.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn watch_from_resource_version_and_selector_transitions() -> TestResult {
+    let env = Env::new("watch-rv").await;
+    let api = env.api::<ConfigMap>();
+    let created = api
+        .create(&PostParams::default(), &config_map("s", json!({"app": "x"})))
+        .await?;
+    let rv = created.metadata.resource_version.clone().unwrap();
+    touch(&api, "s", "2").await?;
+    // Replayed from history: the modification after `rv`.
+    let params = WatchParams::default().labels("app=x").disable_bookmarks();
+    let mut events = api.watch(&params, &rv).await?.boxed();
+    let replayed = timeout(WAIT, events.try_next()).await??.unwrap();
+    assert!(matches!(replayed, WatchEvent::Modified(ref cm) if cm.data.as_ref().unwrap()["v"] == "2"));
+    // Losing the label turns into DELETED for this filtered watch; regaining it into ADDED.
+    api.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "y"}}})),
+    )
+    .await?;
+    let gone = timeout(WAIT, events.try_next()).await??.unwrap();
+    assert!(matches!(gone, WatchEvent::Deleted(_)), "{gone:?}");
+    api.patch(
+        "s",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "x"}}})),
+    )
+    .await?;
+    let back = timeout(WAIT, events.try_next()).await??.unwrap();
+    assert!(matches!(back, WatchEvent::Added(_)), "{back:?}");
+    env.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn streaming_list_ends_with_initial_events_bookmark() -> TestResult {
+    let env = Env::new("sendinitial").await;
+    let api = env.api::<ConfigMap>();
+    for name in ["a", "b"] {
+        api.create(&PostParams::default(), &config_map(name, json!({})))
+            .await?;
+    }
+    let mut events = api.watch(&WatchParams::streaming_lists(), "0").await?.boxed();
+    let mut added = 0;
+    loop {
+        match timeout(WAIT, events.try_next()).await??.expect("stream open") {
+            WatchEvent::Added(_) => added += 1,
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(
+                    b.metadata
+                        .annotations
+                        .get("k8s.io/initial-events-end")
+                        .map(String::as_str),
+                    Some("true")
+                );
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(added, 2);
+    env.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn watch_timeout_closes_the_stream() -> TestResult {
+    let env = Env::new("watch-timeout").await;
+    let api = env.api::<ConfigMap>();
+    let mut events = api
+        .watch(&WatchParams::default().timeout(1).disable_bookmarks(), "0")
+        .await?
+        .boxed();
+    let ended = timeout(Duration::from_secs(5), async {
+        while events.try_next().await.ok().flatten().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch must end after timeoutSeconds");
+    env.finish().await;
+    Ok(())
+}
+
+/// Runs a kube-runtime watcher and checks it reports create, update and delete.
+async fn watcher_sees_changes(env: &Env, config: watcher::Config) -> TestResult {
+    let api = env.api::<ConfigMap>();
+    let mut stream = watcher(api.clone(), config).boxed();
+    // Wait until the initial list is done before writing.
+    timeout(WAIT, async {
+        while let Some(event) = stream.next().await {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                break;
+            }
+        }
+    })
+    .await?;
+    api.create(&PostParams::default(), &config_map("rt", json!({})))
+        .await?;
+    touch(&api, "rt", "2").await?;
+    api.delete("rt", &DeleteParams::default()).await?;
+    let mut seen = Vec::new();
+    timeout(WAIT, async {
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Apply(cm)) => seen.push(format!("apply:{}", cm.data.unwrap()["v"])),
+                Ok(watcher::Event::Delete(_)) => {
+                    seen.push("delete".to_string());
+                    break;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await?;
+    assert_eq!(seen, ["apply:1", "apply:2", "delete"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn runtime_watcher_list_watch() -> TestResult {
+    let env = Env::new("watcher").await;
+    watcher_sees_changes(&env, watcher::Config::default()).await?;
+    env.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn runtime_watcher_streaming_lists() -> TestResult {
+    let env = Env::new("watcher-stream").await;
+    watcher_sees_changes(&env, watcher::Config::default().streaming_lists()).await?;
+    env.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn gone_after_compaction_and_watcher_recovers() -> TestResult {
+    let env = Env::new("compact").await;
+    let Some(server) = env.server() else { return Ok(()) };
+    let api = env.api::<ConfigMap>();
+    let created = api
+        .create(&PostParams::default(), &config_map("old", json!({})))
+        .await?;
+    server.compact();
+    let rv = created.metadata.resource_version.unwrap();
+    let mut events = api.watch(&WatchParams::default(), &rv).await?.boxed();
+    match timeout(WAIT, events.try_next()).await??.expect("an event") {
+        WatchEvent::Error(status) => {
+            assert_eq!(status.code, 410);
+            assert!(
+                status.message.contains("too old resource version"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+
+    // A running watcher is cut off by compaction, gets 410 on re-watch, re-lists and carries on.
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let stream = reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default()).default_backoff(),
+    );
+    let task = tokio::spawn(stream.applied_objects().for_each(|_| async {}));
+    timeout(WAIT, reader.wait_until_ready()).await??;
+    assert_eq!(reader.state().len(), 1);
+    server.compact();
+    api.create(&PostParams::default(), &config_map("new", json!({})))
+        .await?;
+    timeout(WAIT, async {
+        while reader.state().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    task.abort();
+    env.finish().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn controller_reconciles_objects() -> TestResult {
+    let env = Env::new("controller").await;
+    let api = env.api::<ConfigMap>();
+    for name in ["one", "two"] {
+        api.create(&PostParams::default(), &config_map(name, json!({})))
+            .await?;
+    }
+    let reconciled = Arc::new(AtomicUsize::new(0));
+    let controller = Controller::new(api.clone(), watcher::Config::default())
+        .run(
+            |_cm: Arc<ConfigMap>, count: Arc<AtomicUsize>| async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, kube::Error>(Action::await_change())
+            },
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            reconciled.clone(),
+        )
+        .for_each(|_| async {});
+    let task = tokio::spawn(controller);
+    timeout(WAIT, async {
+        while reconciled.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    task.abort();
+    env.finish().await;
+    Ok(())
+}
