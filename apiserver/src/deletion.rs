@@ -193,7 +193,7 @@ pub(crate) fn remove_now(
 }
 
 /// Removes a Terminating namespace once it is empty and has no finalizers of its own.
-fn finish_namespace(objects: &Objects, state: &mut State, namespace: &str) -> Option<Arc<Value>> {
+pub(crate) fn finish_namespace(objects: &Objects, state: &mut State, namespace: &str) -> Option<Arc<Value>> {
     let ns = state.get(NAMESPACES, "", namespace)?;
     let terminating = !ns["metadata"]["deletionTimestamp"].is_null();
     let finalizers = ns["metadata"]["finalizers"]

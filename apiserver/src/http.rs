@@ -77,7 +77,7 @@ fn error(e: ApiError) -> Response {
     )
 }
 
-fn json_response(code: StatusCode, value: &Value) -> Response {
+fn json_response(code: StatusCode, value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_default();
     (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -226,6 +226,12 @@ fn resource(
         }
     };
     shared.counters.record(verb, &resource_name);
+    if query.dry_run && !matches!(verb, "get" | "list" | "watch") {
+        // Refused rather than ignored: ignoring would make a dry run write for real.
+        return Err(ApiError::bad_request(
+            "dryRun is not supported by the vcsync embedded API server",
+        ));
+    }
     let ok = |object: &Value| Ok(json_response(StatusCode::OK, object));
     match (verb, target.name.as_deref()) {
         ("watch", name) => {
@@ -265,13 +271,10 @@ fn resource(
                 query.continue_token.as_deref(),
             )?;
             if as_table {
-                let items: Vec<&Value> = list["items"]
-                    .as_array()
-                    .map(|i| i.iter().collect())
-                    .unwrap_or_default();
-                return ok(&table::render(&def, &items, list["metadata"].clone(), true));
+                let items: Vec<&Value> = list.items.iter().map(|i| &**i).collect();
+                return ok(&table::render(&def, &items, list.metadata.clone(), true));
             }
-            ok(&list)
+            Ok(json_response(StatusCode::OK, &list))
         }
         ("create", None) => {
             needs_namespace()?;

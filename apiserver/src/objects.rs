@@ -24,6 +24,17 @@ pub(crate) struct Objects {
     allocator: Mutex<ServiceAllocator>,
 }
 
+/// One page of a LIST. Items are shared with the store, so a large list costs no deep copies;
+/// it is serialized straight from them.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ListPage {
+    pub kind: String,
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub metadata: Value,
+    pub items: Vec<Arc<Value>>,
+}
+
 /// The store key of the namespaces table.
 pub(crate) const NAMESPACES: &str = "/namespaces";
 
@@ -69,7 +80,7 @@ impl Objects {
         selectors: &Selectors,
         limit: Option<usize>,
         continue_token: Option<&str>,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<ListPage> {
         let after = continue_token.map(decode_continue).transpose()?;
         let state = self.store.lock();
         let mut items = Vec::new();
@@ -78,7 +89,7 @@ impl Objects {
             .list(&def.store_key(), namespace, after.as_ref())
             .filter(|(_, object)| selectors.matches(object));
         for (key, object) in matching.by_ref() {
-            items.push(Value::clone(object));
+            items.push(object.clone());
             if limit.is_some_and(|l| items.len() >= l) {
                 next = Some(key.clone());
                 break;
@@ -90,12 +101,12 @@ impl Objects {
             metadata["continue"] = json!(encode_continue(&key));
             metadata["remainingItemCount"] = json!(remaining);
         }
-        Ok(json!({
-            "kind": format!("{}List", def.kind),
-            "apiVersion": def.api_version(),
-            "metadata": metadata,
-            "items": items,
-        }))
+        Ok(ListPage {
+            kind: format!("{}List", def.kind),
+            api_version: def.api_version(),
+            metadata,
+            items,
+        })
     }
 
     /// POST: creates an object in `namespace` (empty for cluster-scoped kinds).
@@ -287,11 +298,17 @@ impl Objects {
         }
         let finalized = !new["metadata"]["deletionTimestamp"].is_null()
             && new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
-        if finalized {
+        let is_namespace = def.store_key() == NAMESPACES;
+        if finalized && !is_namespace {
             return Ok(crate::deletion::remove_now(self, state, def, &namespace, &name)
                 .unwrap_or_else(|| old.clone()));
         }
-        Ok(state.put(&def.store_key(), new))
+        let stored = state.put(&def.store_key(), new);
+        // A Terminating namespace whose own finalizers were just removed may now be done.
+        if is_namespace && let Some(removed) = crate::deletion::finish_namespace(self, state, &name) {
+            return Ok(removed);
+        }
+        Ok(stored)
     }
 
     /// POST pods/{name}/binding: assigns the pod to a node.

@@ -123,3 +123,56 @@ async fn namespace_deletion_removes_its_objects() -> TestResult {
     env.finish().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn terminating_namespace_waits_for_finalized_objects() -> TestResult {
+    let env = Env::new("nsfinal").await;
+    let namespaces: Api<Namespace> = Api::all(env.client.clone());
+    let name = format!("{}-held", env.ns);
+    let ns: Namespace = object(json!({"metadata": {"name": name}}));
+    namespaces.create(&PostParams::default(), &ns).await?;
+    let api: Api<ConfigMap> = Api::namespaced(env.client.clone(), &name);
+    let held: ConfigMap = object(json!({"metadata": {"name": "held", "finalizers": ["vcsync.dev/test"]}}));
+    api.create(&PostParams::default(), &held).await?;
+    namespaces.delete(&name, &DeleteParams::default()).await?;
+    let terminating = namespaces.get(&name).await?;
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    let late: ConfigMap = object(json!({"metadata": {"name": "late"}}));
+    assert_eq!(
+        status_code(&api.create(&PostParams::default(), &late).await.unwrap_err()),
+        403
+    );
+    // Wait for the (real or embedded) namespace controller to mark the held object.
+    let marked = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            if api
+                .get("held")
+                .await
+                .is_ok_and(|cm| cm.metadata.deletion_timestamp.is_some())
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(marked.is_ok());
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await?;
+    let gone = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while namespaces.get_opt(&name).await.ok().flatten().is_some() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "namespace {name} must go once its last object is finalized"
+    );
+    env.finish().await;
+    Ok(())
+}
