@@ -67,7 +67,7 @@ const BUILTIN: &[Row] = &[
         "namespaces",
         false,
         &["ns"],
-        &["status", "finalize"],
+        &["status"],
         &[],
     ),
     ("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[], &[]),
@@ -152,7 +152,7 @@ const BUILTIN: &[Row] = &[
         "deployments",
         true,
         &["deploy"],
-        &["status", "scale"],
+        &["status"],
         &["all"],
     ),
 ];
