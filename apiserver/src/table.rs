@@ -45,7 +45,20 @@ fn columns(def: &ResourceDef) -> Vec<(&'static str, &'static str, Cell)> {
             let count = |k: &str| o[k].as_object().map_or(0, |m| m.len());
             json!(count("data") + count("binaryData"))
         })],
-        ("", "Namespace") | ("", "Node") | ("", "PersistentVolumeClaim") => {
+        ("", "Node") => vec![
+            ("Status", "string", |o| {
+                let ready = o["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                json!(if ready { "Ready" } else { "NotReady" })
+            }),
+            ("Version", "string", |o| {
+                o["status"]["nodeInfo"]["kubeletVersion"].clone()
+            }),
+        ],
+        ("", "Namespace") | ("", "PersistentVolumeClaim") => {
             vec![("Status", "string", |o| o["status"]["phase"].clone())]
         }
         ("", "Service") => vec![

@@ -281,3 +281,20 @@ async fn controller_reconciles_objects() -> TestResult {
     env.finish().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_watches() -> TestResult {
+    let server = vcsync_apiserver::ApiServer::start(Default::default()).await?;
+    let client = kube::Client::try_from(kube::Config::new(server.url().parse()?))?;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut events = api.watch(&WatchParams::default(), "0").await?.boxed();
+    let stopped = tokio::spawn(server.clone().shutdown());
+    let ended = timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = events.try_next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch must end at shutdown");
+    timeout(Duration::from_secs(6), stopped).await??;
+    assert!(api.list(&Default::default()).await.is_err(), "no longer serving");
+    Ok(())
+}
