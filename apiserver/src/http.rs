@@ -22,6 +22,7 @@ use crate::objects::Objects;
 use crate::openapi;
 use crate::patch::PatchKind;
 use crate::query::Query;
+use crate::representation::{self, Format};
 use crate::resources::ResourceDef;
 use crate::status::{ApiError, ApiResult, success};
 use crate::table;
@@ -196,7 +197,7 @@ fn resource(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let as_table = table::wants_table(accept);
+    let format = Format::from_accept(accept);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -244,23 +245,26 @@ fn resource(
                 def,
                 namespace,
                 query,
-                table: as_table,
+                format,
             };
             let body: Body = watching::start(objects.clone(), shared.shutdown.clone(), request)?;
             Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())
         }
         ("get", Some(name)) => {
             let object = objects.get(&def, ns, name)?;
-            if as_table {
-                let rv = object["metadata"]["resourceVersion"].clone();
-                return ok(&table::render(
-                    &def,
-                    &[&object],
-                    serde_json::json!({"resourceVersion": rv}),
-                    true,
-                ));
+            match format {
+                Format::Table => {
+                    let rv = object["metadata"]["resourceVersion"].clone();
+                    ok(&table::render(
+                        &def,
+                        &[&object],
+                        serde_json::json!({"resourceVersion": rv}),
+                        true,
+                    ))
+                }
+                Format::Metadata => ok(&representation::partial(&object)),
+                Format::Object => ok(&object),
             }
-            ok(&object)
         }
         ("list", _) => {
             let list = objects.list(
@@ -270,11 +274,14 @@ fn resource(
                 query.limit,
                 query.continue_token.as_deref(),
             )?;
-            if as_table {
-                let items: Vec<&Value> = list.items.iter().map(|i| &**i).collect();
-                return ok(&table::render(&def, &items, list.metadata.clone(), true));
+            match format {
+                Format::Table => {
+                    let items: Vec<&Value> = list.items.iter().map(|i| &**i).collect();
+                    ok(&table::render(&def, &items, list.metadata.clone(), true))
+                }
+                Format::Metadata => ok(&representation::partial_list(&list)),
+                Format::Object => Ok(json_response(StatusCode::OK, &list)),
             }
-            Ok(json_response(StatusCode::OK, &list))
         }
         ("create", None) => {
             needs_namespace()?;

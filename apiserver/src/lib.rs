@@ -26,6 +26,7 @@ mod openapi;
 mod patch;
 mod protobuf;
 mod query;
+mod representation;
 mod resources;
 mod selectors;
 mod service_alloc;

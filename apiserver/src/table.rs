@@ -6,14 +6,6 @@ use serde_json::{Value, json};
 
 use crate::resources::ResourceDef;
 
-/// Whether an Accept header asks for a Table.
-pub(crate) fn wants_table(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table"))
-}
-
 type Cell = fn(&Value) -> Value;
 
 /// Extra (name, type, cell) columns between NAME and AGE.
@@ -161,9 +153,5 @@ mod tests {
         assert_eq!(table["rows"][0]["cells"][0], "x");
         assert_eq!(table["rows"][0]["cells"][1], 1);
         assert!(table["rows"][0]["cells"][2].as_str().unwrap().ends_with('d'));
-        assert!(wants_table(
-            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
-        ));
-        assert!(!wants_table("application/json"));
     }
 }

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::objects::Objects;
 use crate::query::Query;
+use crate::representation::{self, Format};
 use crate::resources::ResourceDef;
 use crate::selectors::Selectors;
 use crate::status::{ApiError, ApiResult};
@@ -31,8 +32,8 @@ pub(crate) struct WatchRequest {
     pub def: Arc<ResourceDef>,
     pub namespace: Option<String>,
     pub query: Query,
-    /// Encode objects as kubectl Tables.
-    pub table: bool,
+    /// Objects, kubectl Tables or metadata only.
+    pub format: Format,
 }
 
 #[derive(Serialize)]
@@ -46,7 +47,7 @@ struct Line<'a> {
 struct Encoder {
     def: Arc<ResourceDef>,
     selectors: Selectors,
-    table: bool,
+    format: Format,
     columns_sent: bool,
     last_rv: u64,
 }
@@ -54,12 +55,18 @@ struct Encoder {
 impl Encoder {
     fn line(&mut self, kind: &str, object: &Value) -> Bytes {
         let rendered;
-        let object = if self.table && kind != "ERROR" && kind != "BOOKMARK" {
-            rendered = table::render(&self.def, &[object], json!({}), !self.columns_sent);
-            self.columns_sent = true;
-            &rendered
-        } else {
-            object
+        let object = match self.format {
+            _ if kind == "ERROR" || kind == "BOOKMARK" => object,
+            Format::Object => object,
+            Format::Table => {
+                rendered = table::render(&self.def, &[object], json!({}), !self.columns_sent);
+                self.columns_sent = true;
+                &rendered
+            }
+            Format::Metadata => {
+                rendered = representation::partial(object);
+                &rendered
+            }
         };
         let mut bytes = serde_json::to_vec(&Line { kind, object }).unwrap_or_default();
         bytes.push(b'\n');
@@ -105,14 +112,14 @@ pub(crate) fn start(
         def,
         namespace,
         query,
-        table,
+        format,
     } = request;
     let from = query.resource_version_number()?;
     let initial = query.send_initial_events || from.is_none();
     let mut encoder = Encoder {
         def: def.clone(),
         selectors: query.selectors.clone(),
-        table,
+        format,
         columns_sent: false,
         last_rv: 0,
     };

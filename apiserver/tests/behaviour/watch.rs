@@ -298,3 +298,29 @@ async fn shutdown_ends_open_watches() -> TestResult {
     assert!(api.list(&Default::default()).await.is_err(), "no longer serving");
     Ok(())
 }
+
+#[tokio::test]
+async fn metadata_watcher_gets_partial_objects() -> TestResult {
+    let env = Env::new("metadata").await;
+    let api = env.api::<ConfigMap>();
+    api.create(&PostParams::default(), &config_map("m", json!({"app": "x"})))
+        .await?;
+    let listed = api.list_metadata(&Default::default()).await?;
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].metadata.name.as_deref(), Some("m"));
+    let metadata: Api<kube::core::PartialObjectMeta<ConfigMap>> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let mut stream = watcher(metadata, watcher::Config::default()).boxed();
+    let first = timeout(WAIT, async {
+        loop {
+            if let Some(Ok(watcher::Event::InitApply(meta))) = stream.next().await {
+                return meta;
+            }
+        }
+    })
+    .await?;
+    assert_eq!(first.types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
+    assert_eq!(first.metadata.labels.unwrap()["app"], "x");
+    env.finish().await;
+    Ok(())
+}
