@@ -319,7 +319,10 @@ async fn metadata_watcher_gets_partial_objects() -> TestResult {
         }
     })
     .await?;
-    assert_eq!(first.types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
+    assert_eq!(
+        first.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
     assert_eq!(first.metadata.labels.unwrap()["app"], "x");
     env.finish().await;
     Ok(())
