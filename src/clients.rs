@@ -9,6 +9,8 @@ use kube::{
 };
 use vcsync_syncer::{Side, config::ClusterConfig};
 
+use crate::rate_limit::TokenBucketLayer;
+
 /// A client for one side: the configured kubeconfig, or in-cluster / the usual inference.
 pub async fn client_for(side: Side, cluster: &ClusterConfig) -> anyhow::Result<Client> {
     let config = match &cluster.kubeconfig {
@@ -28,7 +30,10 @@ pub async fn client_for(side: Side, cluster: &ClusterConfig) -> anyhow::Result<C
         })?,
     };
     let url = config.cluster_url.clone();
-    let client = Client::try_from(config).with_context(|| format!("building the {side} client for {url}"))?;
+    let client = kube::client::ClientBuilder::try_from(config)
+        .with_context(|| format!("building the {side} client for {url}"))?
+        .with_layer(&TokenBucketLayer::new(cluster.qps, cluster.burst))
+        .build();
     wait_until_reachable(side, &url.to_string(), &client).await;
     Ok(client)
 }

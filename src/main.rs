@@ -5,6 +5,7 @@ mod cli;
 mod clients;
 mod dev;
 mod logging;
+mod rate_limit;
 mod sidecar;
 
 fn main() -> std::process::ExitCode {

@@ -228,7 +228,7 @@ impl Config {
     /// Checks what the types cannot: names that must be valid Kubernetes names.
     pub fn validate(&self) -> Result<(), String> {
         vcsync_translators::Ownership::new(&self.instance).map_err(|err| format!("instance: {err}"))?;
-        if !is_dns_label(&self.host_namespace) {
+        if !vcsync_translators::names::is_dns_label(&self.host_namespace) {
             return Err(format!(
                 "hostNamespace: {:?} is not a valid namespace name (lowercase letters, digits and '-', \
                  at most 63 characters, starting and ending with a letter or digit)",
@@ -245,16 +245,6 @@ fn strip_location(message: &str) -> String {
         Some(at) => message[..at].to_string(),
         None => message.to_string(),
     }
-}
-
-fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
 }
 
 #[cfg(test)]

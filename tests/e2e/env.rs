@@ -1,0 +1,284 @@
+//! The test environment: two API servers, a host namespace, and the syncer as a child process.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Resource,
+    api::{DeleteParams, ObjectMeta, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde::de::DeserializeOwned;
+use vcsync_apiserver::{ApiServer, ServerConfig};
+
+/// How long to wait for anything that should happen "within a second" and then some slack
+/// for a loaded CI machine.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// One test's world.
+pub struct Env {
+    /// Embedded servers (None against real clusters).
+    pub servers: Option<(ApiServer, ApiServer)>,
+    /// Client of the host cluster.
+    pub host: Client,
+    /// Client of the virtual cluster.
+    pub virt: Client,
+    /// Host namespace of this test.
+    pub host_ns: String,
+    /// Virtual namespace of this test (default on embedded servers).
+    pub virt_ns: String,
+    /// Instance name of this test's syncer.
+    pub instance: String,
+    dir: tempfile::TempDir,
+    host_kubeconfig: PathBuf,
+    virtual_kubeconfig: PathBuf,
+    syncer: Option<Child>,
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{:x}", nanos ^ std::process::id())
+}
+
+async fn client_from(path: &PathBuf) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => panic!("creating namespace {name}: {err}"),
+    }
+}
+
+impl Env {
+    /// A fresh environment; the syncer is not started yet.
+    pub async fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::env::var("VCSYNC_E2E_HOST_KUBECONFIG")
+            .ok()
+            .zip(std::env::var("VCSYNC_E2E_VIRTUAL_KUBECONFIG").ok());
+        let (servers, host_kubeconfig, virtual_kubeconfig) = match real {
+            Some((host, virt)) => (None, PathBuf::from(host), PathBuf::from(virt)),
+            None => {
+                let host = ApiServer::start(ServerConfig {
+                    name: "host".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                let virt = ApiServer::start(ServerConfig {
+                    name: "virtual".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                let (h, v) = (
+                    dir.path().join("host.kubeconfig"),
+                    dir.path().join("virtual.kubeconfig"),
+                );
+                std::fs::write(&h, host.kubeconfig()).unwrap();
+                std::fs::write(&v, virt.kubeconfig()).unwrap();
+                (Some((host, virt)), h, v)
+            }
+        };
+        let host = client_from(&host_kubeconfig).await;
+        let virt = client_from(&virtual_kubeconfig).await;
+        let real = servers.is_none();
+        let host_ns = if real {
+            unique("vcsync-e2e")
+        } else {
+            "vcsync-host".to_string()
+        };
+        let virt_ns = if real {
+            unique("tenant")
+        } else {
+            "default".to_string()
+        };
+        create_namespace(&host, &host_ns).await;
+        create_namespace(&virt, &virt_ns).await;
+        Env {
+            servers,
+            host,
+            virt,
+            host_ns,
+            virt_ns,
+            instance: unique("e2e"),
+            dir,
+            host_kubeconfig,
+            virtual_kubeconfig,
+            syncer: None,
+        }
+    }
+
+    /// Path of the virtual cluster's kubeconfig (for kubectl).
+    pub fn virtual_kubeconfig(&self) -> &PathBuf {
+        &self.virtual_kubeconfig
+    }
+
+    /// Writes a config file with `extra` YAML appended and starts `vcsync run` on it; returns
+    /// once the syncer logged that its controllers started.
+    pub async fn start_syncer(&mut self, extra: &str) {
+        let path = self.dir.path().join("vcsync.yaml");
+        let config = format!(
+            "instance: {}\nhostNamespace: {}\nhost:\n  kubeconfig: {}\nvirtual:\n  kubeconfig: {}\n{extra}",
+            self.instance,
+            self.host_ns,
+            self.host_kubeconfig.display(),
+            self.virtual_kubeconfig.display()
+        );
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vcsync"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info,vcsync_syncer=debug")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn vcsync");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("controllers started") {
+                    let _ = tx.send(());
+                }
+                if std::env::var_os("VCSYNC_E2E_LOG").is_some() {
+                    eprintln!("[vcsync] {line}");
+                }
+            }
+        });
+        // Poll without blocking: the embedded servers run on this test's runtime.
+        let deadline = Instant::now() + PATIENCE;
+        while rx.try_recv().is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("vcsync exited with {status} before its controllers started");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vcsync did not report its controllers started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.syncer = Some(child);
+    }
+
+    /// Stops the syncer with SIGKILL-free shutdown (SIGTERM) and waits for it.
+    pub async fn stop_syncer(&mut self) {
+        if let Some(mut child) = self.syncer.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + PATIENCE;
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "vcsync exited with {status} on SIGTERM");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let _ = child.kill();
+            panic!("vcsync did not stop within {PATIENCE:?} of SIGTERM");
+        }
+    }
+
+    /// The embedded servers, or None against real clusters (tests of counters skip then).
+    pub fn embedded(&self) -> Option<&(ApiServer, ApiServer)> {
+        self.servers.as_ref()
+    }
+
+    /// Api of `K` in the test's virtual namespace.
+    pub fn virt_api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.virt.clone(), &self.virt_ns)
+    }
+
+    /// Api of `K` in the test's host namespace.
+    pub fn host_api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.host.clone(), &self.host_ns)
+    }
+
+    /// The host name of a virtual object in the test's virtual namespace.
+    pub fn host_name(&self, name: &str) -> String {
+        vcsync_translators::host_name(&self.virt_ns, name)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.syncer.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if self.servers.is_none() {
+            // Real clusters: leave nothing behind.
+            let (host, virt, host_ns, virt_ns) = (
+                self.host.clone(),
+                self.virt.clone(),
+                self.host_ns.clone(),
+                self.virt_ns.clone(),
+            );
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Runtime::new().unwrap().block_on(async {
+                    let _ = Api::<Namespace>::all(host)
+                        .delete(&host_ns, &DeleteParams::default())
+                        .await;
+                    let _ = Api::<Namespace>::all(virt)
+                        .delete(&virt_ns, &DeleteParams::default())
+                        .await;
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// Polls `check` until it returns Some, or panics with `what` after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Gets an object, None if it does not exist.
+pub async fn get<K: Clone + DeserializeOwned + std::fmt::Debug>(api: &Api<K>, name: &str) -> Option<K> {
+    api.get_opt(name).await.expect("get")
+}

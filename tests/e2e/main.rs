@@ -1,0 +1,9 @@
+//! End-to-end tests of the `vcsync` binary: embedded host and virtual API servers by
+//! default, real clusters when `VCSYNC_E2E_HOST_KUBECONFIG` and
+//! `VCSYNC_E2E_VIRTUAL_KUBECONFIG` are set (the same test code runs in both modes).
+
+mod cli;
+mod data_sync;
+mod env;
+mod kubectl;
+mod restart;
