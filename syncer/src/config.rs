@@ -239,12 +239,23 @@ impl Config {
     }
 }
 
-/// serde_yaml puts " at line L column C" into its messages; we print the location ourselves.
+/// serde_yaml puts " at line L column C" into its messages; the location is printed once, up
+/// front, so those phrases are removed (other context, such as "while scanning ...", stays).
 fn strip_location(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(at) => message[..at].to_string(),
-        None => message.to_string(),
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(" at line ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + " at line ".len()..];
+        let skip_digits = |s: &str| s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let after_line = &after[after.len() - skip_digits(after)..];
+        rest = match after_line.strip_prefix(" column ") {
+            Some(column) => &column[column.len() - skip_digits(column)..],
+            None => after_line,
+        };
     }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -287,7 +298,10 @@ mod tests {
         "instance: a\nhostNamespace: Not_Valid\n",
         "f.yaml: hostNamespace: \"Not_Valid\" is not a valid"
     )]
-    #[case::bad_yaml("instance: [a\n", "f.yaml:2:1:")]
+    #[case::bad_yaml(
+        "instance: a\nhostNamespace: \"open\n",
+        "f.yaml:3:1: found unexpected end of stream, while scanning a quoted scalar"
+    )]
     fn invalid_files_are_one_clear_line(#[case] text: &str, #[case] expected_start: &str) {
         let err = Config::from_yaml(text, "f.yaml").unwrap_err().to_string();
         assert!(err.starts_with(expected_start), "{err}");

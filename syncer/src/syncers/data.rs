@@ -210,3 +210,100 @@ impl<K: DataKind> ControllerModifier for DataSyncer<K> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+    use rstest::rstest;
+    use serde_json::json;
+    use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_UID_ANNOTATION, Ownership};
+
+    use super::*;
+
+    fn translator() -> NamespacedTranslator {
+        NamespacedTranslator::new(Ownership::new("tenant-a").unwrap(), "host-ns")
+    }
+
+    fn virtual_config_map() -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": "cfg", "namespace": "team", "uid": "u-1", "resourceVersion": "7",
+                         "labels": {"app": "web", "vcsync.dev/managed-by": "forged"},
+                         "annotations": {"note": "x"}, "finalizers": ["keep"]},
+            "data": {"k": "v"}, "immutable": false
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn desired_config_map_has_translated_metadata_and_the_same_payload() {
+        let desired = desired_host_object(&translator(), &virtual_config_map());
+        let meta = &desired.metadata;
+        assert_eq!(meta.name.as_deref(), Some("cfg-x-team"));
+        assert_eq!(meta.namespace.as_deref(), Some("host-ns"));
+        assert_eq!(meta.labels.as_ref().unwrap()[MANAGED_BY_LABEL], "tenant-a");
+        assert_eq!(meta.annotations.as_ref().unwrap()[OBJECT_UID_ANNOTATION], "u-1");
+        assert_eq!(
+            (
+                meta.uid.as_ref(),
+                meta.resource_version.as_ref(),
+                meta.finalizers.as_ref()
+            ),
+            (None, None, None)
+        );
+        assert!(desired.payload_eq(&virtual_config_map()));
+    }
+
+    #[test]
+    fn secret_string_data_never_goes_down_and_type_defaults_compare_equal() {
+        let virt = Secret {
+            metadata: ObjectMeta {
+                name: Some("s".into()),
+                namespace: Some("n".into()),
+                ..Default::default()
+            },
+            data: Some([("a".to_string(), ByteString(b"1".to_vec()))].into()),
+            string_data: Some([("b".to_string(), "2".to_string())].into()),
+            ..Default::default()
+        };
+        let desired = desired_host_object(&translator(), &virt);
+        assert_eq!(desired.string_data, None);
+        let mut host = desired.clone();
+        host.type_ = Some("Opaque".into());
+        assert!(is_in_sync(&host, &desired));
+    }
+
+    #[rstest]
+    #[case::data(json!({"data": {"k": "other"}}))]
+    #[case::label(json!({"metadata": {"labels": {"app": "db"}}}))]
+    #[case::annotation(json!({"metadata": {"annotations": {"note": "y"}}}))]
+    #[case::immutable(json!({"immutable": true}))]
+    fn any_drift_is_detected(#[case] change: serde_json::Value) {
+        let desired = desired_host_object(&translator(), &virtual_config_map());
+        let mut host_json = serde_json::to_value(&desired).unwrap();
+        json_patch::merge(&mut host_json, &change);
+        let host: ConfigMap = serde_json::from_value(host_json).unwrap();
+        assert!(!is_in_sync(&host, &desired));
+    }
+
+    #[test]
+    fn server_added_metadata_is_not_drift() {
+        let desired = desired_host_object(&translator(), &virtual_config_map());
+        let mut host = desired.clone();
+        host.metadata.uid = Some("host-uid".into());
+        host.metadata.resource_version = Some("99".into());
+        host.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+        assert!(is_in_sync(&host, &desired));
+    }
+
+    #[test]
+    fn service_account_tokens_are_never_synced() {
+        let token = Secret {
+            type_: Some("kubernetes.io/service-account-token".into()),
+            ..Default::default()
+        };
+        assert!(!token.is_syncable());
+        assert!(Secret::default().is_syncable());
+    }
+}
