@@ -71,7 +71,7 @@ impl Default for ClusterConfig {
 }
 
 /// Per-kind sync switches.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SyncConfig {
     /// ConfigMaps (virtual -> host).
@@ -80,6 +80,167 @@ pub struct SyncConfig {
     /// Secrets (virtual -> host).
     #[serde(default)]
     pub secrets: ReferencedKindConfig,
+    /// Pods (virtual -> host, status up).
+    #[serde(default)]
+    pub pods: PodsConfig,
+    /// Services (virtual -> host; cluster IPs, node ports and load-balancer status up) and their
+    /// Endpoints / EndpointSlices.
+    #[serde(default = "enabled")]
+    pub services: KindConfig,
+    /// ServiceAccounts (virtual -> host).
+    #[serde(default = "disabled")]
+    pub service_accounts: KindConfig,
+    /// PersistentVolumeClaims (virtual -> host, bound status up).
+    #[serde(default = "enabled")]
+    pub persistent_volume_claims: KindConfig,
+    /// Ingresses (virtual -> host, backend services and TLS secrets translated).
+    #[serde(default = "disabled")]
+    pub ingresses: KindConfig,
+    /// NetworkPolicies (virtual -> host, selectors translated).
+    #[serde(default = "disabled")]
+    pub network_policies: KindConfig,
+    /// PodDisruptionBudgets (virtual -> host, selectors translated).
+    #[serde(default = "disabled")]
+    pub pod_disruption_budgets: KindConfig,
+    /// PriorityClasses (cluster-scoped, virtual -> host, names prefixed by the instance).
+    #[serde(default = "disabled")]
+    pub priority_classes: KindConfig,
+    /// Events about synced objects (host -> virtual, involvedObject translated).
+    #[serde(default = "enabled")]
+    pub events: KindConfig,
+    /// StorageClasses (host -> virtual, read-only).
+    #[serde(default = "enabled")]
+    pub storage_classes: KindConfig,
+    /// IngressClasses (host -> virtual, read-only).
+    #[serde(default = "enabled")]
+    pub ingress_classes: KindConfig,
+    /// Nodes of the virtual cluster: fake nodes or mirrored host nodes.
+    #[serde(default)]
+    pub nodes: NodesConfig,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            config_maps: ReferencedKindConfig::default(),
+            secrets: ReferencedKindConfig::default(),
+            pods: PodsConfig::default(),
+            services: enabled(),
+            service_accounts: disabled(),
+            persistent_volume_claims: enabled(),
+            ingresses: disabled(),
+            network_policies: disabled(),
+            pod_disruption_budgets: disabled(),
+            priority_classes: disabled(),
+            events: enabled(),
+            storage_classes: enabled(),
+            ingress_classes: enabled(),
+            nodes: NodesConfig::default(),
+        }
+    }
+}
+
+/// The switch of a kind without further options.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KindConfig {
+    /// Whether the syncer runs.
+    pub enabled: bool,
+}
+
+fn enabled() -> KindConfig {
+    KindConfig { enabled: true }
+}
+
+fn disabled() -> KindConfig {
+    KindConfig { enabled: false }
+}
+
+/// Options of the pod syncer.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodsConfig {
+    /// Tolerations added to every host pod (dedicated tenant nodes, say).
+    #[serde(default)]
+    pub extra_tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// Node selector entries added to every host pod.
+    #[serde(default)]
+    pub extra_node_selector: std::collections::BTreeMap<String, String>,
+    /// The virtual cluster's DNS service, `namespace/name`; host pods use its cluster IP as
+    /// their nameserver. Default `kube-system/kube-dns`.
+    #[serde(default)]
+    pub dns_service: Option<String>,
+    /// Host and port at which host pods reach the virtual API server (becomes
+    /// `KUBERNETES_SERVICE_HOST/PORT`); default: the virtual cluster's `default/kubernetes`
+    /// service IP and port.
+    #[serde(default)]
+    pub kubernetes_service: Option<ServiceAddress>,
+}
+
+/// A host:port pair.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceAddress {
+    /// IP or DNS name.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// How the virtual cluster gets its nodes.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodesConfig {
+    /// `fake`: one virtual node per host node in use by virtual pods; `real`: mirror host nodes.
+    #[serde(default)]
+    pub mode: NodeMode,
+    /// Real mode: only host nodes matching this label selector are mirrored.
+    #[serde(default)]
+    pub selector: Option<String>,
+    /// Seconds between Lease renewals of a node (a kubelet's default is 10).
+    #[serde(default = "default_lease_renew")]
+    pub lease_renew_seconds: u32,
+    /// Lease duration in seconds (a kubelet's default is 40).
+    #[serde(default = "default_lease_duration")]
+    pub lease_duration_seconds: u32,
+    /// Seconds between refreshes of a node's status conditions.
+    #[serde(default = "default_status_refresh")]
+    pub status_refresh_seconds: u32,
+}
+
+fn default_lease_renew() -> u32 {
+    10
+}
+
+fn default_lease_duration() -> u32 {
+    40
+}
+
+fn default_status_refresh() -> u32 {
+    60
+}
+
+impl Default for NodesConfig {
+    fn default() -> Self {
+        Self {
+            mode: NodeMode::default(),
+            selector: None,
+            lease_renew_seconds: default_lease_renew(),
+            lease_duration_seconds: default_lease_duration(),
+            status_refresh_seconds: default_status_refresh(),
+        }
+    }
+}
+
+/// Node mode.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeMode {
+    /// Fake nodes for the host nodes virtual pods run on.
+    #[default]
+    Fake,
+    /// Host nodes mirrored.
+    Real,
 }
 
 /// Switches of a kind that is synced when pods reference it.

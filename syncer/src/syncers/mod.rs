@@ -1,6 +1,9 @@
 //! The built-in syncers.
 
 pub mod data;
+pub mod from_host;
+pub mod nodes;
+pub mod pods;
 
 pub use data::{DataKind, DataSyncer};
 
@@ -23,5 +26,8 @@ pub async fn register_builtin(ctx: &RegisterContext) -> Result<()> {
         )
         .await?;
     }
+    pods::register(ctx).await?;
+    nodes::register(ctx).await?;
+    from_host::register(ctx).await?;
     Ok(())
 }
