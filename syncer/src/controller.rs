@@ -42,6 +42,8 @@ use crate::{
 /// Quick retry after an optimistic-concurrency conflict: someone else wrote first, the
 /// cache will catch up within milliseconds.
 const CONFLICT_RETRY: Duration = Duration::from_millis(50);
+/// Retry when the cache has not caught up with the API server yet.
+const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -301,6 +303,23 @@ impl<S: crate::Syncer> PairHandler<S> {
             .get(&object_ref(key.namespace.as_deref(), &key.name))
     }
 
+    /// Asks the virtual API server itself, bypassing the cache; one GET per host deletion.
+    async fn virtual_exists_live(&self, key: &VirtualKey) -> Result<bool> {
+        let api =
+            crate::sdk::api_in::<S::Resource>(self.ctx.virtual_client().clone(), key.namespace.as_deref());
+        let kind = S::Resource::kind(&());
+        let found = api
+            .get_metadata_opt(&key.name)
+            .await
+            .map_err(crate::error::api_error(
+                crate::Side::Virtual,
+                "get",
+                &kind,
+                &key.to_string(),
+            ))?;
+        Ok(found.is_some())
+    }
+
     fn host_object(&self, key: &VirtualKey) -> Option<Arc<S::Resource>> {
         let translator = self.syncer.translator();
         let host_key = translator.host_key(key);
@@ -347,6 +366,10 @@ impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
             (Some(virt), Some(host)) => self.syncer.sync(&self.ctx, host, virt).await,
             (None, Some(host)) => match self.syncer.up_syncer() {
                 Some(up) => up.sync_up(&self.ctx, host).await,
+                None if self.virtual_exists_live(key).await? => {
+                    // The cache is behind (a recreate, say): never delete on stale knowledge.
+                    Ok(Action::requeue(CACHE_LAG_RETRY))
+                }
                 None => crate::delete_object(&self.ctx, &host).await,
             },
             (None, None) => Ok(Action::await_change()),
