@@ -83,7 +83,12 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Builds an [`Error::Api`]; used with `map_err` on client calls.
-pub fn api_error(side: Side, verb: &'static str, kind: &str, key: &str) -> impl FnOnce(kube::Error) -> Error {
+pub fn api_error(
+    side: Side,
+    verb: &'static str,
+    kind: &str,
+    key: &str,
+) -> impl FnOnce(kube::Error) -> Error + use<> {
     let (kind, key) = (kind.to_string(), key.to_string());
     move |source| Error::Api {
         side,

@@ -19,6 +19,16 @@ use crate::{
 /// Field manager recorded on every write, so owners of fields are visible on the server.
 pub const FIELD_MANAGER: &str = "vcsync";
 
+/// Whether two objects carry the same labels and annotations (absent and empty are equal);
+/// the metadata part of "is the host object already what we want?".
+pub fn labels_and_annotations_match(
+    a: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    b: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> bool {
+    let or_empty = |map: &Option<std::collections::BTreeMap<String, String>>| map.clone().unwrap_or_default();
+    or_empty(&a.labels) == or_empty(&b.labels) && or_empty(&a.annotations) == or_empty(&b.annotations)
+}
+
 /// A foreign object will not go away by itself soon; look again now and then.
 const FOREIGN_RETRY: Duration = Duration::from_secs(300);
 

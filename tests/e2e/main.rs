@@ -7,3 +7,4 @@ mod data_sync;
 mod env;
 mod kubectl;
 mod restart;
+mod services;

@@ -21,7 +21,7 @@ use crate::{
     delete_object,
     indices::PodReferences,
     sdk::{Base, SyncResource},
-    writes::{create_host_object, update_host_object},
+    writes::{create_host_object, labels_and_annotations_match, update_host_object},
 };
 
 /// A kind whose objects hold data that pods consume.
@@ -106,10 +106,7 @@ pub fn desired_host_object<K: DataKind>(translator: &dyn NameTranslator, virt: &
 
 /// Whether `host` already is what `desired` describes (payload, labels, annotations).
 pub fn is_in_sync<K: DataKind>(host: &K, desired: &K) -> bool {
-    let (h, d) = (host.meta(), desired.meta());
-    host.payload_eq(desired)
-        && h.labels.clone().unwrap_or_default() == d.labels.clone().unwrap_or_default()
-        && h.annotations.clone().unwrap_or_default() == d.annotations.clone().unwrap_or_default()
+    host.payload_eq(desired) && labels_and_annotations_match(host.meta(), desired.meta())
 }
 
 /// Syncs a [`DataKind`] down to the host.

@@ -4,6 +4,7 @@ pub mod data;
 pub mod from_host;
 pub mod nodes;
 pub mod pods;
+pub mod services;
 
 pub use data::{DataKind, DataSyncer};
 
@@ -27,6 +28,7 @@ pub async fn register_builtin(ctx: &RegisterContext) -> Result<()> {
         .await?;
     }
     pods::register(ctx).await?;
+    services::register(ctx).await?;
     nodes::register(ctx).await?;
     from_host::register(ctx).await?;
     Ok(())

@@ -1,0 +1,373 @@
+//! Services and their endpoints.
+//!
+//! - Services go down with their selector translated; the host allocates cluster IPs and node
+//!   ports. The virtual service is recreated once with the host's cluster IPs (the field is
+//!   immutable; name, labels, annotations and spec are kept, so clients see the same service),
+//!   node ports and load-balancer status come back up.
+//! - Endpoints of selector services are mirrored up from the host with pod references
+//!   translated to the virtual pods. The virtual control plane should run without its own
+//!   endpoints controller (as `deploy/` configures it), or the two would take turns.
+//! - Endpoints of selector-less services are the tenant's: they go down (see [`endpoints`]).
+//! - `default/kubernetes` is the virtual API server's own service and is never synced.
+
+pub mod endpoints;
+pub mod translate;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dashmap::DashSet;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceSpec};
+use kube::{
+    Resource, ResourceExt,
+    api::{DeleteParams, PostParams, Preconditions},
+    runtime::{controller::Action, reflector::Store},
+};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use vcsync_translators::{NameTranslator, NamespacedTranslator, VirtualKey};
+
+use crate::{
+    ControllerBuilder, ControllerModifier, RegisterContext, Result, Side, SyncContext, Syncer,
+    controller::virtual_key_of,
+    error::api_error,
+    events::EventType,
+    informer::{InformerEvent, Scope},
+    register_syncer,
+    sdk::Base,
+    writes::{FIELD_MANAGER, create_host_object, labels_and_annotations_match, update_host_object},
+};
+
+use translate::{
+    MIRRORED_LABEL, desired_host_spec, mirrored_endpoints_labels, needs_host_cluster_ip, node_ports_up,
+    recreated_virtual_service, virtual_endpoints_subsets,
+};
+
+/// Registers the service and endpoints syncers when services are enabled.
+pub async fn register(ctx: &RegisterContext) -> Result<()> {
+    if !ctx.config().sync.services.enabled {
+        return Ok(());
+    }
+    register_syncer(ctx, ServiceSyncer::new(ctx)).await?;
+    register_syncer(ctx, endpoints::EndpointsSyncer::new(ctx)).await
+}
+
+/// Whether a virtual service is synced at all.
+fn is_synced(service: &Service) -> bool {
+    !(service.metadata.namespace.as_deref() == Some("default")
+        && service.metadata.name.as_deref() == Some("kubernetes"))
+}
+
+/// Syncs Services down and their cluster IPs, node ports, load-balancer status and endpoints up.
+pub struct ServiceSyncer {
+    translator: NamespacedTranslator,
+    host_services: Store<Service>,
+    host_endpoints: Store<Endpoints>,
+    virtual_endpoints: Store<Endpoints>,
+    host_pods: Store<Pod>,
+    /// Services whose host cluster IP the virtual API server refused (CIDR mismatch): not
+    /// retried until vcsync restarts, so a misconfiguration cannot cause a delete loop.
+    adoption_failed: DashSet<VirtualKey>,
+}
+
+impl ServiceSyncer {
+    /// A syncer over the shared informers of `ctx`.
+    pub fn new(ctx: &RegisterContext) -> Self {
+        Self {
+            translator: NamespacedTranslator::new(ctx.ownership().clone(), ctx.host_namespace()),
+            host_services: ctx.host_informer::<Service>().store(),
+            host_endpoints: host_endpoints_informer(ctx).store(),
+            virtual_endpoints: ctx.virtual_informer::<Endpoints>().store(),
+            host_pods: ctx.host_informer::<Pod>().store(),
+            adoption_failed: DashSet::new(),
+        }
+    }
+
+    async fn adopt_host_cluster_ip(
+        &self,
+        ctx: &SyncContext<Service>,
+        virt: &Service,
+        host: &ServiceSpec,
+    ) -> Result<()> {
+        let key = virtual_key_of(virt);
+        let api = ctx.virtual_api_for(virt);
+        let delete = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: virt.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let kind = "Service";
+        api.delete(&virt.name_any(), &delete).await.map_err(api_error(
+            Side::Virtual,
+            "delete",
+            kind,
+            &key.to_string(),
+        ))?;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        match api.create(&params, &recreated_virtual_service(virt, host)).await {
+            Ok(created) => {
+                tracing::info!(cluster_ip = ?host.cluster_ip, "virtual service recreated with the host's cluster IP");
+                ctx.events()
+                    .publish(
+                        &created.object_ref(&()),
+                        EventType::Normal,
+                        "ClusterIPAdopted",
+                        "recreated with the host service's cluster IP",
+                    )
+                    .await;
+                Ok(())
+            }
+            Err(err) => {
+                self.adoption_failed.insert(key.clone());
+                let mut restore = recreated_virtual_service(virt, host);
+                if let Some(spec) = restore.spec.as_mut() {
+                    spec.cluster_ip = virt.spec.as_ref().and_then(|s| s.cluster_ip.clone());
+                    spec.cluster_ips = virt.spec.as_ref().and_then(|s| s.cluster_ips.clone());
+                }
+                let restored = api.create(&params, &restore).await.map_err(api_error(
+                    Side::Virtual,
+                    "create",
+                    kind,
+                    &key.to_string(),
+                ))?;
+                let message = format!(
+                    "the virtual API server refused the host cluster IP {}: {err}; run the virtual API server \
+                     with the host cluster's service CIDR (--service-cluster-ip-range)",
+                    host.cluster_ip.as_deref().unwrap_or_default()
+                );
+                tracing::warn!(%message, "service CIDR mismatch");
+                ctx.events()
+                    .publish(
+                        &restored.object_ref(&()),
+                        EventType::Warning,
+                        "ServiceCIDRMismatch",
+                        &message,
+                    )
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Mirrors the host Endpoints of a selector service up; returns whether it wrote.
+    async fn mirror_endpoints(
+        &self,
+        ctx: &SyncContext<Service>,
+        virt: &Service,
+        host: &Service,
+    ) -> Result<bool> {
+        if virt.spec.as_ref().and_then(|s| s.selector.as_ref()).is_none() {
+            return Ok(false);
+        }
+        let key = virtual_key_of(virt);
+        let host_endpoints = self
+            .host_endpoints
+            .get(&kube::runtime::reflector::ObjectRef::new(&host.name_any()).within(ctx.host_namespace()));
+        let subsets = host_endpoints.as_ref().and_then(|h| {
+            virtual_endpoints_subsets(h, |pod| {
+                let pod = self
+                    .host_pods
+                    .get(&kube::runtime::reflector::ObjectRef::new(pod).within(ctx.host_namespace()))?;
+                self.translator.virtual_key(pod.meta())
+            })
+        });
+        let observed = self.virtual_endpoints.get(
+            &kube::runtime::reflector::ObjectRef::new(&key.name)
+                .within(key.namespace.as_deref().unwrap_or_default()),
+        );
+        let labels = mirrored_endpoints_labels(virt);
+        let api: kube::Api<Endpoints> = kube::Api::namespaced(
+            ctx.virtual_client().clone(),
+            key.namespace.as_deref().unwrap_or_default(),
+        );
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        let write = |verb| api_error(Side::Virtual, verb, "Endpoints", &key.to_string());
+        match observed {
+            None if subsets.is_none() => Ok(false),
+            None => {
+                let mut endpoints = Endpoints {
+                    subsets,
+                    ..Endpoints::default()
+                };
+                endpoints.metadata.name = Some(key.name.clone());
+                endpoints.metadata.namespace = key.namespace.clone();
+                endpoints.metadata.labels = Some(labels);
+                api.create(&params, &endpoints).await.map_err(write("create"))?;
+                Ok(true)
+            }
+            Some(current)
+                if current.subsets == subsets && current.metadata.labels.as_ref() == Some(&labels) =>
+            {
+                Ok(false)
+            }
+            Some(current) => {
+                let mut endpoints = (*current).clone();
+                endpoints.subsets = subsets;
+                endpoints.metadata.labels = Some(labels);
+                api.replace(&key.name, &params, &endpoints)
+                    .await
+                    .map_err(write("update"))?;
+                Ok(true)
+            }
+        }
+    }
+}
+
+fn host_endpoints_informer(ctx: &RegisterContext) -> Arc<crate::informer::Informer<Endpoints>> {
+    // Not filtered by ownership: the host's endpoints controller creates these, not vcsync.
+    ctx.informers().get::<Endpoints>(Scope::Custom {
+        side: Side::Host,
+        namespace: Some(ctx.host_namespace().to_string()),
+        labels: String::new(),
+    })
+}
+
+impl Base for ServiceSyncer {
+    fn name(&self) -> &str {
+        "services"
+    }
+}
+
+#[async_trait]
+impl Syncer for ServiceSyncer {
+    type Resource = Service;
+
+    fn translator(&self) -> &dyn NameTranslator {
+        &self.translator
+    }
+
+    async fn sync_down(&self, ctx: &SyncContext<Service>, virt: Arc<Service>) -> Result<Action> {
+        if !is_synced(&virt) {
+            return Ok(Action::await_change());
+        }
+        let desired = Service {
+            metadata: self.translator.host_metadata("Service", &virt.metadata),
+            spec: Some(desired_host_spec(&self.translator, &virt, None)),
+            status: None,
+        };
+        create_host_object(ctx, &virt, &desired).await
+    }
+
+    async fn sync(
+        &self,
+        ctx: &SyncContext<Service>,
+        host: Arc<Service>,
+        virt: Arc<Service>,
+    ) -> Result<Action> {
+        let host_spec = host.spec.clone().unwrap_or_default();
+        let desired_spec = desired_host_spec(&self.translator, &virt, Some(&host_spec));
+        let desired_meta = self.translator.host_metadata("Service", &virt.metadata);
+        if desired_spec != host_spec || !labels_and_annotations_match(&host.metadata, &desired_meta) {
+            let mut desired = (*host).clone();
+            desired.metadata.labels = desired_meta.labels;
+            desired.metadata.annotations = desired_meta.annotations;
+            desired.spec = Some(desired_spec);
+            return update_host_object(ctx, &virt, &desired).await;
+        }
+
+        let key = virtual_key_of(virt.as_ref());
+        let virt_spec = virt.spec.clone().unwrap_or_default();
+        if needs_host_cluster_ip(&virt_spec, &host_spec) && !self.adoption_failed.contains(&key) {
+            self.adopt_host_cluster_ip(ctx, &virt, &host_spec).await?;
+            return Ok(Action::await_change());
+        }
+        let api = ctx.virtual_api_for(&virt);
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PostParams::default()
+        };
+        if let Some(ports) = node_ports_up(&virt_spec, &host_spec) {
+            let mut updated = (*virt).clone();
+            updated.spec.get_or_insert_with(Default::default).ports = Some(ports);
+            api.replace(&virt.name_any(), &params, &updated)
+                .await
+                .map_err(api_error(Side::Virtual, "update", "Service", &key.to_string()))?;
+            return Ok(Action::await_change());
+        }
+        let host_lb = host.status.as_ref().and_then(|s| s.load_balancer.clone());
+        let virt_lb = virt.status.as_ref().and_then(|s| s.load_balancer.clone());
+        if host_lb.unwrap_or_default() != virt_lb.unwrap_or_default() {
+            let mut updated = (*virt).clone();
+            updated.status.get_or_insert_with(Default::default).load_balancer =
+                host.status.as_ref().and_then(|s| s.load_balancer.clone());
+            api.replace_status(&virt.name_any(), &params, &updated)
+                .await
+                .map_err(api_error(
+                    Side::Virtual,
+                    "update status",
+                    "Service",
+                    &key.to_string(),
+                ))?;
+            return Ok(Action::await_change());
+        }
+        self.mirror_endpoints(ctx, &virt, &host).await?;
+        Ok(Action::await_change())
+    }
+
+    fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {
+        Some(self)
+    }
+}
+
+impl ControllerModifier for ServiceSyncer {
+    /// Endpoints changing on either side reconcile their service.
+    fn modify_controller(
+        &self,
+        ctx: &RegisterContext,
+        builder: ControllerBuilder,
+    ) -> Result<ControllerBuilder> {
+        let host_services = self.host_services.clone();
+        let translator = self.translator.clone();
+        let host_ns = ctx.host_namespace().to_string();
+        let host_keys =
+            UnboundedReceiverStream::new(host_endpoints_informer(ctx).subscribe()).flat_map(move |event| {
+                let names: Vec<String> = match event {
+                    InformerEvent::Applied(e) | InformerEvent::Deleted(e) => vec![e.name_any()],
+                    InformerEvent::Relisted => host_services.state().iter().map(|s| s.name_any()).collect(),
+                };
+                let keys: Vec<VirtualKey> = names
+                    .iter()
+                    .filter_map(|name| {
+                        host_services.get(&kube::runtime::reflector::ObjectRef::new(name).within(&host_ns))
+                    })
+                    .filter_map(|service| translator.virtual_key(service.meta()))
+                    .collect();
+                futures::stream::iter(keys)
+            });
+        let virtual_keys = UnboundedReceiverStream::new(ctx.virtual_informer::<Endpoints>().subscribe())
+            .filter_map(|event| async move {
+                match event {
+                    InformerEvent::Applied(e) | InformerEvent::Deleted(e)
+                        if e.labels().get(MIRRORED_LABEL).is_some() =>
+                    {
+                        Some(virtual_key_of(e.as_ref()))
+                    }
+                    _ => None,
+                }
+            });
+        Ok(builder.watches(host_keys).watches(virtual_keys))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_virtual_api_servers_own_service_is_never_synced() {
+        let mut service = Service::default();
+        service.metadata.namespace = Some("default".into());
+        service.metadata.name = Some("kubernetes".into());
+        assert!(!is_synced(&service));
+        service.metadata.namespace = Some("other".into());
+        assert!(is_synced(&service));
+    }
+}

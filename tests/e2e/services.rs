@@ -1,0 +1,167 @@
+//! Services: down with translated selectors, cluster IPs and node ports up, endpoints mirrored.
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+use vcsync_translators::{MANAGED_BY_LABEL, NAMESPACE_LABEL};
+
+use crate::env::{Env, eventually, get};
+
+fn service(value: serde_json::Value) -> Service {
+    serde_json::from_value(value).unwrap()
+}
+
+#[tokio::test]
+async fn service_goes_down_and_the_virtual_one_takes_the_host_cluster_ip_and_node_port() {
+    let mut env = Env::new().await;
+    // Occupy an address on the host so that its allocations differ from the virtual server's.
+    let placeholder = service(json!({"metadata": {"name": "placeholder"}, "spec": {"ports": [{"port": 1}]}}));
+    env.host_api::<Service>()
+        .create(&PostParams::default(), &placeholder)
+        .await
+        .unwrap();
+    env.start_syncer("").await;
+
+    let web = service(json!({"metadata": {"name": "web", "labels": {"tier": "front"}},
+        "spec": {"type": "NodePort", "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}));
+    let created = env
+        .virt_api::<Service>()
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+
+    let host = eventually("host service", || async {
+        get(&env.host_api::<Service>(), &env.host_name("web")).await
+    })
+    .await;
+    let host_spec = host.spec.unwrap();
+    let selector = host_spec.selector.unwrap();
+    assert_eq!(selector["app"], "web");
+    assert_eq!(selector[NAMESPACE_LABEL], env.virt_ns);
+    assert_eq!(selector[MANAGED_BY_LABEL], env.instance);
+    let host_ip = host_spec.cluster_ip.unwrap();
+    let host_node_port = host_spec.ports.unwrap()[0].node_port.unwrap();
+
+    let virt = eventually(
+        "virtual service with the host's cluster IP and node port",
+        || async {
+            get(&env.virt_api::<Service>(), "web").await.filter(|s| {
+                let spec = s.spec.as_ref().unwrap();
+                spec.cluster_ip.as_deref() == Some(host_ip.as_str())
+                    && spec.ports.as_ref().unwrap()[0].node_port == Some(host_node_port)
+            })
+        },
+    )
+    .await;
+    if env.embedded().is_some() {
+        assert_ne!(
+            created.spec.unwrap().cluster_ip.as_deref(),
+            Some(host_ip.as_str()),
+            "test setup: IPs must differ"
+        );
+    }
+    assert_eq!(
+        virt.metadata.labels.unwrap()["tier"],
+        "front",
+        "labels survive the recreate"
+    );
+    let still = get(&env.host_api::<Service>(), &env.host_name("web"))
+        .await
+        .unwrap();
+    assert_eq!(
+        still.metadata.uid, host.metadata.uid,
+        "the host service must survive the virtual recreate"
+    );
+}
+
+#[tokio::test]
+async fn host_endpoints_of_a_selector_service_are_mirrored_up_with_virtual_pod_references() {
+    let mut env = Env::new().await;
+    env.start_syncer("").await;
+    let web = service(
+        json!({"metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}, "ports": [{"port": 80}]}}),
+    );
+    env.virt_api::<Service>()
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    let host_name = env.host_name("api");
+    eventually("host service", || async {
+        get(&env.host_api::<Service>(), &host_name).await
+    })
+    .await;
+
+    // What the host's endpoints controller would write (an address without a pod reference,
+    // so that it does not depend on the pod syncer).
+    let endpoints: Endpoints = serde_json::from_value(json!({"metadata": {"name": host_name},
+        "subsets": [{"addresses": [{"ip": "10.244.1.7"}], "ports": [{"port": 8080}]}]}))
+    .unwrap();
+    env.host_api::<Endpoints>()
+        .create(&PostParams::default(), &endpoints)
+        .await
+        .unwrap();
+
+    let mirrored = eventually("endpoints mirrored into the virtual cluster", || async {
+        get(&env.virt_api::<Endpoints>(), "api")
+            .await
+            .filter(|e| e.subsets.is_some())
+    })
+    .await;
+    assert_eq!(
+        mirrored.subsets.unwrap()[0].addresses.as_ref().unwrap()[0].ip,
+        "10.244.1.7"
+    );
+}
+
+#[tokio::test]
+async fn endpoints_of_a_selector_less_service_go_down() {
+    let mut env = Env::new().await;
+    env.start_syncer("").await;
+    let external = service(json!({"metadata": {"name": "db"}, "spec": {"ports": [{"port": 5432}]}}));
+    env.virt_api::<Service>()
+        .create(&PostParams::default(), &external)
+        .await
+        .unwrap();
+    let endpoints: Endpoints = serde_json::from_value(json!({"metadata": {"name": "db"},
+        "subsets": [{"addresses": [{"ip": "192.0.2.10"}], "ports": [{"port": 5432}]}]}))
+    .unwrap();
+    env.virt_api::<Endpoints>()
+        .create(&PostParams::default(), &endpoints)
+        .await
+        .unwrap();
+    let host = eventually("tenant endpoints on the host", || async {
+        get(&env.host_api::<Endpoints>(), &env.host_name("db")).await
+    })
+    .await;
+    assert_eq!(
+        host.subsets.unwrap()[0].addresses.as_ref().unwrap()[0].ip,
+        "192.0.2.10"
+    );
+    assert_eq!(host.metadata.labels.unwrap()[MANAGED_BY_LABEL], env.instance);
+}
+
+#[tokio::test]
+async fn the_virtual_api_servers_own_service_never_reaches_the_host() {
+    let mut env = Env::new().await;
+    env.start_syncer("").await;
+    let marker = service(json!({"metadata": {"name": "marker"}, "spec": {"ports": [{"port": 1}]}}));
+    env.virt_api::<Service>()
+        .create(&PostParams::default(), &marker)
+        .await
+        .unwrap();
+    eventually("a later service synced", || async {
+        get(&env.host_api::<Service>(), &env.host_name("marker")).await
+    })
+    .await;
+    let names: Vec<String> = env
+        .host_api::<Service>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    let kubernetes = vcsync_translators::host_name("default", "kubernetes");
+    assert!(!names.contains(&kubernetes), "{names:?}");
+}
