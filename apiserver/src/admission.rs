@@ -58,6 +58,18 @@ pub(crate) fn default_on_create(def: &ResourceDef, object: &mut Value) {
         ("", "PersistentVolumeClaim") => object["status"] = json!({ "phase": "Pending" }),
         ("", "PersistentVolume") => object["status"] = json!({ "phase": "Pending" }),
         ("apps", "Deployment") => object["status"] = json!({}),
+        // The statuses an empty Go status struct serializes to (non-omitempty counters).
+        ("apps", "ReplicaSet") => object["status"] = json!({ "replicas": 0 }),
+        ("apps", "StatefulSet") => object["status"] = json!({ "replicas": 0, "availableReplicas": 0 }),
+        ("apps", "DaemonSet") => {
+            object["status"] = json!({ "currentNumberScheduled": 0, "numberMisscheduled": 0,
+                "desiredNumberScheduled": 0, "numberReady": 0 })
+        }
+        ("networking.k8s.io", "Ingress") => object["status"] = json!({ "loadBalancer": {} }),
+        ("policy", "PodDisruptionBudget") => {
+            object["status"] = json!({ "disruptionsAllowed": 0, "currentHealthy": 0,
+                "desiredHealthy": 0, "expectedPods": 0 })
+        }
         _ => {}
     }
 }
@@ -66,8 +78,20 @@ pub(crate) fn default_on_create(def: &ResourceDef, object: &mut Value) {
 /// client leaves them out.
 pub(crate) fn default_on_write(def: &ResourceDef, object: &mut Value) {
     if !def.group.is_empty() {
-        if def.kind == "Deployment" {
-            default_deployment(object);
+        match (def.group.as_str(), def.kind.as_str()) {
+            ("apps", "Deployment") => default_deployment(object),
+            ("apps", "ReplicaSet") => default_replica_set(object),
+            ("apps", "StatefulSet") => default_stateful_set(object),
+            ("apps", "DaemonSet") => default_daemon_set(object),
+            ("storage.k8s.io", "StorageClass") => {
+                set_default(object, "reclaimPolicy", json!("Delete"));
+                set_default(object, "volumeBindingMode", json!("Immediate"));
+            }
+            ("networking.k8s.io", "NetworkPolicy") => default_network_policy(object),
+            ("scheduling.k8s.io", "PriorityClass") => {
+                set_default(object, "preemptionPolicy", json!("PreemptLowerPriority"))
+            }
+            _ => {}
         }
         return;
     }
@@ -156,6 +180,12 @@ fn default_service(service: &mut Value) {
         set_default(spec, "ipFamilies", json!(["IPv4"]));
         set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
     }
+    if matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer")) {
+        set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if spec["type"] == "LoadBalancer" {
+        set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
     if let Some(Value::Array(ports)) = spec.get_mut("ports") {
         for port in ports {
             set_default(port, "protocol", json!("TCP"));
@@ -179,6 +209,65 @@ fn default_deployment(deployment: &mut Value) {
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
     );
     default_pod_spec(&mut spec["template"]["spec"]);
+}
+
+fn default_replica_set(replica_set: &mut Value) {
+    let spec = &mut replica_set["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    set_default(spec, "replicas", json!(1));
+    default_pod_spec(&mut spec["template"]["spec"]);
+}
+
+fn default_stateful_set(stateful_set: &mut Value) {
+    let spec = &mut stateful_set["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    set_default(spec, "replicas", json!(1));
+    set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    set_default(
+        spec,
+        "updateStrategy",
+        json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+    );
+    set_default(
+        spec,
+        "persistentVolumeClaimRetentionPolicy",
+        json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+    );
+    default_pod_spec(&mut spec["template"]["spec"]);
+}
+
+fn default_daemon_set(daemon_set: &mut Value) {
+    let spec = &mut daemon_set["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    set_default(
+        spec,
+        "updateStrategy",
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+    );
+    default_pod_spec(&mut spec["template"]["spec"]);
+}
+
+/// `policyTypes` defaults to Ingress, plus Egress when egress rules are given.
+fn default_network_policy(policy: &mut Value) {
+    let spec = &mut policy["spec"];
+    if !spec.is_object() {
+        return;
+    }
+    let egress = spec.get("egress").is_some_and(|e| !e.is_null());
+    let types = if egress {
+        json!(["Ingress", "Egress"])
+    } else {
+        json!(["Ingress"])
+    };
+    set_default(spec, "policyTypes", types);
 }
 
 /// BestEffort without any requests/limits; Guaranteed when every container has cpu and memory

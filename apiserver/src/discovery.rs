@@ -102,19 +102,27 @@ pub(crate) fn resources(registry: &Registry, group: &str, version: &str) -> Opti
         }
         resources.push(main);
         for sub in &def.subresources {
-            let (kind, verbs): (&str, &[&str]) = match sub.as_str() {
-                "binding" => ("Binding", &["create"]),
-                "scale" => ("Scale", &["get", "patch", "update"]),
-                "finalize" => (def.kind.as_str(), &["update"]),
-                _ => (def.kind.as_str(), &["get", "patch", "update"]),
+            // (group, version) is set for subresources whose kind lives in another group.
+            let (kind, verbs, other_group): (&str, &[&str], Option<(&str, &str)>) = match sub.as_str() {
+                "binding" => ("Binding", &["create"], None),
+                "eviction" => ("Eviction", &["create"], Some(("policy", "v1"))),
+                "token" => ("TokenRequest", &["create"], Some(("authentication.k8s.io", "v1"))),
+                "scale" => ("Scale", &["get", "patch", "update"], None),
+                "finalize" => (def.kind.as_str(), &["update"], None),
+                _ => (def.kind.as_str(), &["get", "patch", "update"], None),
             };
-            resources.push(json!({
+            let mut entry = json!({
                 "name": format!("{}/{sub}", def.plural),
                 "singularName": "",
                 "namespaced": def.namespaced,
                 "kind": kind,
                 "verbs": verbs,
-            }));
+            });
+            if let Some((group, version)) = other_group {
+                entry["group"] = json!(group);
+                entry["version"] = json!(version);
+            }
+            resources.push(entry);
         }
     }
     let group_version = if group.is_empty() {
@@ -144,7 +152,18 @@ mod tests {
             .iter()
             .map(|g| g["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["coordination.k8s.io", "discovery.k8s.io", "apps"]);
+        assert_eq!(
+            names,
+            [
+                "coordination.k8s.io",
+                "discovery.k8s.io",
+                "apps",
+                "storage.k8s.io",
+                "networking.k8s.io",
+                "policy",
+                "scheduling.k8s.io"
+            ]
+        );
         let core = resources(&registry, "", "v1").unwrap();
         let pods_status = core["resources"]
             .as_array()

@@ -64,9 +64,9 @@ const BUILTIN: &[Row] = &[
     ("", "v1", "Namespace", "namespaces", false, &["ns"], &["status"], &[]),
     ("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[], &[]),
     ("", "v1", "Secret", "secrets", true, &[], &[], &[]),
-    ("", "v1", "Pod", "pods", true, &["po"], &["status", "binding"], &["all"]),
+    ("", "v1", "Pod", "pods", true, &["po"], &["status", "binding", "eviction"], &["all"]),
     ("", "v1", "Service", "services", true, &["svc"], &["status"], &["all"]),
-    ("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], &[], &[]),
+    ("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], &["token"], &[]),
     ("", "v1", "Endpoints", "endpoints", true, &["ep"], &[], &[]),
     ("", "v1", "Event", "events", true, &["ev"], &[], &[]),
     ("", "v1", "Node", "nodes", false, &["no"], &["status"], &[]),
@@ -75,6 +75,15 @@ const BUILTIN: &[Row] = &[
     ("coordination.k8s.io", "v1", "Lease", "leases", true, &[], &[], &[]),
     ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, &[], &[], &[]),
     ("apps", "v1", "Deployment", "deployments", true, &["deploy"], &["status"], &["all"]),
+    ("apps", "v1", "ReplicaSet", "replicasets", true, &["rs"], &["status"], &["all"]),
+    ("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"], &["status"], &["all"]),
+    ("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"], &["status"], &["all"]),
+    ("storage.k8s.io", "v1", "StorageClass", "storageclasses", false, &["sc"], &[], &[]),
+    ("networking.k8s.io", "v1", "Ingress", "ingresses", true, &["ing"], &["status"], &[]),
+    ("networking.k8s.io", "v1", "IngressClass", "ingressclasses", false, &[], &[], &[]),
+    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, &["netpol"], &[], &[]),
+    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, &["pdb"], &["status"], &[]),
+    ("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", false, &["pc"], &[], &[]),
 ];
 
 /// The standard verbs of every main resource.

@@ -82,10 +82,88 @@ impl ServiceAllocator {
     }
 
     /// Fills `spec.clusterIP(s)` and node ports of a Service being written. `old` is the stored
-    /// Service on update, whose addresses are kept (they are immutable). Returns a field error.
+    /// Service on update, whose addresses are kept (they are immutable) and whose node ports are
+    /// released when the update drops them. Returns a field error; nothing is allocated then.
     pub fn assign(&mut self, service: &mut Value, old: Option<&Value>) -> Result<(), String> {
+        let kind = service["spec"]["type"]
+            .as_str()
+            .unwrap_or("ClusterIP")
+            .to_string();
+        let old_ports: HashSet<u16> = old.map(node_ports).unwrap_or_default();
+        let wants_node_ports = kind == "NodePort"
+            || (kind == "LoadBalancer" && service["spec"]["allocateLoadBalancerNodePorts"] != false);
+        if matches!(kind.as_str(), "ClusterIP" | "ExternalName") {
+            // As Kubernetes drops type-dependent fields when the type changes away from NodePort.
+            for port in service["spec"]["ports"].as_array_mut().into_iter().flatten() {
+                if let Some(port) = port.as_object_mut() {
+                    port.remove("nodePort");
+                }
+            }
+        }
+        self.check_node_ports(&service["spec"], &old_ports)?;
+        self.assign_cluster_ip(&mut service["spec"], &kind, old)?;
         let spec = &mut service["spec"];
-        let kind = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
+        let previous_ports = old
+            .and_then(|o| o["spec"]["ports"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        let mut kept = HashSet::new();
+        for port in spec["ports"].as_array_mut().into_iter().flatten() {
+            if let Some(n) = port_number(&port["nodePort"]) {
+                self.ports.insert(n);
+                kept.insert(n);
+                continue;
+            }
+            if !wants_node_ports {
+                continue;
+            }
+            let previous = previous_ports
+                .iter()
+                .find(|p| p["port"] == port["port"])
+                .and_then(|p| port_number(&p["nodePort"]))
+                .filter(|n| !kept.contains(n));
+            let n = match previous {
+                Some(n) => n,
+                None => self
+                    .allocate_port()
+                    .ok_or("spec.ports: Internal error: the node port range is full")?,
+            };
+            port["nodePort"] = json!(n);
+            kept.insert(n);
+        }
+        for released in old_ports.difference(&kept) {
+            self.ports.remove(released);
+        }
+        Ok(())
+    }
+
+    /// Explicit node ports must be in range and not held by another Service.
+    fn check_node_ports(&self, spec: &Value, old_ports: &HashSet<u16>) -> Result<(), String> {
+        for (i, port) in spec["ports"].as_array().into_iter().flatten().enumerate() {
+            let value = &port["nodePort"];
+            if value.is_null() {
+                continue;
+            }
+            let n = port_number(value)
+                .filter(|n| NODE_PORTS.contains(n))
+                .ok_or_else(|| {
+                    format!(
+                        "spec.ports[{i}].nodePort: Invalid value: {value}: provided port is not in the valid \
+                     range. The range of valid ports is {}-{}",
+                        NODE_PORTS.start(),
+                        NODE_PORTS.end()
+                    )
+                })?;
+            if self.ports.contains(&n) && !old_ports.contains(&n) {
+                return Err(format!(
+                    "spec.ports[{i}].nodePort: Invalid value: {n}: provided port is already allocated"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn assign_cluster_ip(&mut self, spec: &mut Value, kind: &str, old: Option<&Value>) -> Result<(), String> {
         let old_ip = old
             .and_then(|o| o["spec"]["clusterIP"].as_str())
             .map(str::to_string);
@@ -122,35 +200,6 @@ impl ServiceAllocator {
         if let Some(ip) = spec["clusterIP"].as_str().map(str::to_string) {
             spec["clusterIPs"] = json!([ip]);
         }
-        if matches!(kind.as_str(), "NodePort" | "LoadBalancer") {
-            let old_ports = old
-                .and_then(|o| o["spec"]["ports"].as_array())
-                .cloned()
-                .unwrap_or_default();
-            if let Some(Value::Array(ports)) = spec.get_mut("ports") {
-                for port in ports {
-                    if port.get("nodePort").is_some_and(|p| !p.is_null()) {
-                        if let Some(n) = port["nodePort"].as_u64().and_then(|n| u16::try_from(n).ok()) {
-                            self.ports.insert(n);
-                        }
-                        continue;
-                    }
-                    let previous = old_ports
-                        .iter()
-                        .find(|p| p["port"] == port["port"])
-                        .map(|p| p["nodePort"].clone());
-                    match previous.filter(|p| !p.is_null()) {
-                        Some(n) => port["nodePort"] = n,
-                        None => {
-                            let n = self
-                                .allocate_port()
-                                .ok_or("spec.ports: node port range is full")?;
-                            port["nodePort"] = json!(n);
-                        }
-                    }
-                }
-            }
-        }
         Ok(())
     }
 
@@ -161,12 +210,24 @@ impl ServiceAllocator {
         {
             self.ips.remove(&offset);
         }
-        for port in service["spec"]["ports"].as_array().into_iter().flatten() {
-            if let Some(n) = port["nodePort"].as_u64().and_then(|n| u16::try_from(n).ok()) {
-                self.ports.remove(&n);
-            }
+        for n in node_ports(service) {
+            self.ports.remove(&n);
         }
     }
+}
+
+/// The node ports a Service holds.
+fn node_ports(service: &Value) -> HashSet<u16> {
+    service["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| port_number(&p["nodePort"]))
+        .collect()
+}
+
+fn port_number(value: &Value) -> Option<u16> {
+    value.as_u64().and_then(|n| u16::try_from(n).ok())
 }
 
 #[cfg(test)]
@@ -213,5 +274,39 @@ mod tests {
         assert_eq!(update["spec"]["ports"][0]["nodePort"], 30000);
         let mut changed = json!({"spec": {"clusterIP": "10.96.0.99"}});
         assert!(alloc.assign(&mut changed, Some(&svc)).is_err());
+    }
+
+    #[test]
+    fn node_ports_are_checked_and_released() {
+        let mut alloc = ServiceAllocator::new("10.96.0.0/12").unwrap();
+        let node_port =
+            |n: u64| json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": n}]}});
+        let mut a = node_port(30080);
+        alloc.assign(&mut a, None).unwrap();
+        let taken = alloc.assign(&mut node_port(30080), None).unwrap_err();
+        assert!(taken.contains("already allocated"), "{taken}");
+        let range = alloc.assign(&mut node_port(80), None).unwrap_err();
+        assert!(range.contains("valid range"), "{range}");
+        // Nothing leaked from the refused requests: the next cluster IP is the second one.
+        let mut b = json!({"spec": {"type": "LoadBalancer", "ports": [{"port": 80}, {"port": 81}]}});
+        alloc.assign(&mut b, None).unwrap();
+        assert_eq!(b["spec"]["clusterIP"], "10.96.0.2");
+        assert_eq!(b["spec"]["ports"][0]["nodePort"], 30000);
+        assert_eq!(b["spec"]["ports"][1]["nodePort"], 30001);
+        // Re-sending the own node port is fine; switching to ClusterIP drops and frees them.
+        let mut same = node_port(30080);
+        alloc.assign(&mut same, Some(&a)).unwrap();
+        let mut cluster_ip =
+            json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "nodePort": 30080}]}});
+        alloc.assign(&mut cluster_ip, Some(&a)).unwrap();
+        assert!(cluster_ip["spec"]["ports"][0].get("nodePort").is_none());
+        alloc.assign(&mut node_port(30080), None).unwrap();
+        // Without allocateLoadBalancerNodePorts a LoadBalancer gets none.
+        let mut bare = json!({"spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+            "ports": [{"port": 80}]}});
+        alloc.assign(&mut bare, None).unwrap();
+        assert!(bare["spec"]["ports"][0].get("nodePort").is_none());
+        alloc.release(&b);
+        alloc.assign(&mut node_port(30001), None).unwrap();
     }
 }
