@@ -5,14 +5,19 @@
 //! marked Terminating (deletionTimestamp set, status.phase Terminating), every object in it is
 //! deleted at once by the same rules as a single delete, and the namespace disappears as soon as
 //! it holds no objects (immediately, unless objects with finalizers remain; then when the last one
-//! goes). Pods are deleted immediately (there is no kubelet to confirm a graceful termination);
-//! objects with finalizers wait for them to be removed.
+//! goes). Objects with finalizers wait for them to be removed.
+//!
+//! Pods are deleted gracefully, as Kubernetes does: a scheduled pod deleted with a grace period
+//! (by default its `terminationGracePeriodSeconds`) gets `deletionTimestamp` (now + grace) and
+//! `deletionGracePeriodSeconds` and stays until someone (a kubelet, the simulator's node agent)
+//! deletes it with grace period 0. A repeated delete may only shorten the grace period. Unscheduled
+//! and terminated pods go at once. Namespace termination deletes pods with grace period 0.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::objects::{NAMESPACES, Objects, now_rfc3339};
+use crate::objects::{DEFAULT_SERVICE_ACCOUNT, NAMESPACES, Objects, format_timestamp, now_rfc3339};
 use crate::resources::ResourceDef;
 use crate::selectors::Selectors;
 use crate::status::{ApiError, ApiResult};
@@ -38,13 +43,24 @@ impl DeleteOptions {
         }
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions body: {e}")))?;
-        let text = |v: &Value| v.as_str().map(str::to_string);
-        options.uid = text(&value["preconditions"]["uid"]);
-        options.resource_version = text(&value["preconditions"]["resourceVersion"]);
-        if let Some(grace) = value["gracePeriodSeconds"].as_i64() {
-            options.grace_period_seconds = Some(grace);
-        }
+        options.merge(&value);
         Ok(options)
+    }
+
+    /// DeleteOptions from a JSON object (the `deleteOptions` of an Eviction, say).
+    pub fn from_value(value: &Value) -> Self {
+        let mut options = DeleteOptions::default();
+        options.merge(value);
+        options
+    }
+
+    fn merge(&mut self, value: &Value) {
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        self.uid = text(&value["preconditions"]["uid"]);
+        self.resource_version = text(&value["preconditions"]["resourceVersion"]);
+        if let Some(grace) = value["gracePeriodSeconds"].as_i64() {
+            self.grace_period_seconds = Some(grace);
+        }
     }
 }
 
@@ -83,10 +99,26 @@ impl Objects {
         if def.store_key() == NAMESPACES {
             return Ok(self.terminate_namespace(&mut state, def, name, &old));
         }
-        Ok(self.delete_in(&mut state, def, namespace, name, &old))
+        let grace = options.grace_period_seconds;
+        Ok(self.delete_in(&mut state, def, namespace, name, &old, grace))
     }
 
-    /// Deletes or, with finalizers, marks for deletion.
+    /// POST pods/{name}/eviction: a delete with the Eviction's `deleteOptions`. Disruption
+    /// budgets are not consulted (nothing computes their status here).
+    pub fn evict(&self, def: &ResourceDef, namespace: &str, name: &str, body: &Value) -> ApiResult<()> {
+        if let Some(named) = body["metadata"]["name"]
+            .as_str()
+            .filter(|n| !n.is_empty() && n != &name)
+        {
+            return Err(ApiError::bad_request(format!(
+                "name in URL ({name}) does not match name in Eviction object ({named})"
+            )));
+        }
+        let options = DeleteOptions::from_value(&body["deleteOptions"]);
+        self.delete(def, namespace, name, &options).map(|_| ())
+    }
+
+    /// Deletes, or marks for deletion when finalizers or a grace period (pods) hold the object.
     fn delete_in(
         &self,
         state: &mut State,
@@ -94,20 +126,46 @@ impl Objects {
         namespace: &str,
         name: &str,
         old: &Arc<Value>,
+        requested_grace: Option<i64>,
     ) -> Arc<Value> {
-        let has_finalizers = old["metadata"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty());
-        if has_finalizers {
-            if !old["metadata"]["deletionTimestamp"].is_null() {
+        let meta = &old["metadata"];
+        let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let grace = if is_pod(def) {
+            pod_grace_period(old, requested_grace)
+        } else {
+            0
+        };
+        if let Some(marked_at) = deletion_deadline(old) {
+            // Already being deleted: only a shorter grace period changes anything.
+            let current = meta["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
+            if grace >= current {
                 return old.clone();
             }
-            let mut marked = Value::clone(old);
-            marked["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            return state.put(&def.store_key(), marked);
+            if grace == 0 && !has_finalizers {
+                return remove_now(self, state, def, namespace, name).unwrap_or_else(|| old.clone());
+            }
+            let deadline = marked_at - jiff::SignedDuration::from_secs(current - grace);
+            return self.mark_deleted(state, def, old, deadline, grace);
         }
-        remove_now(self, state, def, namespace, name).unwrap_or_else(|| old.clone())
+        if grace == 0 && !has_finalizers {
+            return remove_now(self, state, def, namespace, name).unwrap_or_else(|| old.clone());
+        }
+        let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+        self.mark_deleted(state, def, old, deadline, grace)
+    }
+
+    fn mark_deleted(
+        &self,
+        state: &mut State,
+        def: &ResourceDef,
+        old: &Arc<Value>,
+        deadline: jiff::Timestamp,
+        grace: i64,
+    ) -> Arc<Value> {
+        let mut marked = Value::clone(old);
+        marked["metadata"]["deletionTimestamp"] = json!(format_timestamp(deadline));
+        marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        state.put(&def.store_key(), marked)
     }
 
     fn terminate_namespace(
@@ -132,7 +190,8 @@ impl Objects {
                 .map(|((_, n), o)| (n.clone(), o.clone()))
                 .collect();
             for (object_name, object) in victims {
-                self.delete_in(state, kind, name, &object_name, &object);
+                // Grace period 0: a terminating namespace must not wait for pods' kubelets.
+                self.delete_in(state, kind, name, &object_name, &object, Some(0));
             }
         }
         // delete_in may already have removed the namespace when its last object went.
@@ -173,6 +232,30 @@ impl Objects {
     }
 }
 
+fn is_pod(def: &ResourceDef) -> bool {
+    def.group.is_empty() && def.kind == "Pod"
+}
+
+/// The grace period of a pod deletion, as the pod registry computes it: the requested one, else
+/// the pod's `terminationGracePeriodSeconds`; 0 for unscheduled or terminated pods; negative means 1.
+pub(crate) fn pod_grace_period(pod: &Value, requested: Option<i64>) -> i64 {
+    let scheduled = pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let terminated = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !scheduled || terminated {
+        return 0;
+    }
+    let grace = requested
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(0);
+    if grace < 0 { 1 } else { grace }
+}
+
+/// The `deletionTimestamp` of an object being deleted.
+fn deletion_deadline(object: &Value) -> Option<jiff::Timestamp> {
+    let text = object["metadata"]["deletionTimestamp"].as_str()?;
+    Some(text.parse().unwrap_or_else(|_| jiff::Timestamp::now()))
+}
+
 /// Removes an object now, releasing what it held, and completes the termination of its namespace
 /// if it was the last object there.
 pub(crate) fn remove_now(
@@ -188,6 +271,10 @@ pub(crate) fn remove_now(
     }
     if def.namespaced {
         finish_namespace(objects, state, namespace);
+    }
+    if def.group.is_empty() && def.kind == "ServiceAccount" && name == DEFAULT_SERVICE_ACCOUNT {
+        // The service-account controller puts it back while the namespace lives.
+        objects.ensure_default_service_account(state, namespace);
     }
     Some(removed)
 }
@@ -226,5 +313,18 @@ mod tests {
         assert_eq!(options.grace_period_seconds, Some(5));
         assert!(DeleteOptions::parse(b"", None).unwrap().uid.is_none());
         assert!(DeleteOptions::parse(b"{", None).is_err());
+    }
+
+    #[test]
+    fn pod_grace_periods() {
+        let pod = |node: &str, phase: &str| {
+            json!({"spec": {"nodeName": node, "terminationGracePeriodSeconds": 30},
+                "status": {"phase": phase}})
+        };
+        assert_eq!(pod_grace_period(&pod("n", "Running"), None), 30);
+        assert_eq!(pod_grace_period(&pod("n", "Running"), Some(5)), 5);
+        assert_eq!(pod_grace_period(&pod("n", "Running"), Some(-1)), 1);
+        assert_eq!(pod_grace_period(&pod("", "Pending"), Some(5)), 0);
+        assert_eq!(pod_grace_period(&pod("n", "Succeeded"), None), 0);
     }
 }

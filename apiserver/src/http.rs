@@ -227,6 +227,15 @@ fn resource(
         }
     };
     shared.counters.record(verb, &resource_name);
+    if let Some(sub) = target.sub.as_deref()
+        && sub != "status"
+        && verb != "create"
+    {
+        return Err(ApiError::method_not_allowed(format!(
+            "{verb} is not supported on {}/{sub}",
+            def.plural
+        )));
+    }
     if query.dry_run && !matches!(verb, "get" | "list" | "watch") {
         // Refused rather than ignored: ignoring would make a dry run write for real.
         return Err(ApiError::bad_request(
@@ -291,6 +300,14 @@ fn resource(
         ("create", Some(name)) if target.sub.as_deref() == Some("binding") => {
             objects.bind(&def, ns, name, &decode_body(content_type, &body)?)?;
             Ok(json_response(StatusCode::CREATED, &success(201, None)))
+        }
+        ("create", Some(name)) if target.sub.as_deref() == Some("eviction") => {
+            objects.evict(&def, ns, name, &decode_body(content_type, &body)?)?;
+            Ok(json_response(StatusCode::CREATED, &success(201, None)))
+        }
+        ("create", Some(name)) if target.sub.as_deref() == Some("token") => {
+            let token = objects.request_token(&def, ns, name, decode_body(content_type, &body)?)?;
+            Ok(json_response(StatusCode::CREATED, &token))
         }
         ("update", Some(name)) => {
             needs_namespace()?;

@@ -33,6 +33,7 @@ mod service_alloc;
 mod status;
 mod store;
 mod table;
+mod tokens;
 mod watch;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -38,6 +38,9 @@ pub(crate) struct ListPage {
 /// The store key of the namespaces table.
 pub(crate) const NAMESPACES: &str = "/namespaces";
 
+/// The service account every namespace gets.
+pub(crate) const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+
 impl Objects {
     /// An object layer with the built-in namespaces created.
     pub fn new(registry: Registry, history: usize, allocator: ServiceAllocator) -> Self {
@@ -54,6 +57,19 @@ impl Objects {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             objects.create(&namespaces, "", body).expect("built-in namespace");
         }
+        // The API server's own Service; created first, it gets the first address of the range.
+        let services = objects
+            .registry
+            .find("", "v1", "services")
+            .expect("services are built in");
+        let kubernetes = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP",
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+        objects
+            .create(&services, "default", kubernetes)
+            .expect("the kubernetes service");
         objects
     }
 
@@ -110,7 +126,19 @@ impl Objects {
     }
 
     /// POST: creates an object in `namespace` (empty for cluster-scoped kinds).
-    pub fn create(&self, def: &ResourceDef, namespace: &str, mut body: Value) -> ApiResult<Arc<Value>> {
+    pub fn create(&self, def: &ResourceDef, namespace: &str, body: Value) -> ApiResult<Arc<Value>> {
+        let mut state = self.store.lock();
+        self.create_in(&mut state, def, namespace, body)
+    }
+
+    /// Create under a held store lock.
+    pub(crate) fn create_in(
+        &self,
+        state: &mut State,
+        def: &ResourceDef,
+        namespace: &str,
+        mut body: Value,
+    ) -> ApiResult<Arc<Value>> {
         check_type(def, &mut body)?;
         check_namespace(def, namespace, &mut body)?;
         let meta = &mut body["metadata"];
@@ -137,9 +165,8 @@ impl Objects {
         admission::default_on_create(def, &mut body);
         admission::default_on_write(def, &mut body);
 
-        let mut state = self.store.lock();
         if def.namespaced {
-            check_namespace_open(&state, namespace)?;
+            check_namespace_open(state, namespace)?;
         }
         let name = match (explicit, generate) {
             (Some(name), _) => name,
@@ -163,7 +190,31 @@ impl Objects {
                 .assign(&mut body, None)
                 .map_err(|e| ApiError::invalid("", "Service", &name, e))?;
         }
-        Ok(state.put(&def.store_key(), body))
+        let created = state.put(&def.store_key(), body);
+        if def.store_key() == NAMESPACES {
+            self.ensure_default_service_account(state, &name);
+        }
+        Ok(created)
+    }
+
+    /// Creates the `default` ServiceAccount of a namespace that is open and lacks one, as the
+    /// service-account controller does (synchronously here, so it exists as soon as the namespace).
+    pub(crate) fn ensure_default_service_account(&self, state: &mut State, namespace: &str) {
+        let Some(def) = self.registry.find("", "v1", "serviceaccounts") else {
+            return;
+        };
+        if state
+            .get(&def.store_key(), namespace, DEFAULT_SERVICE_ACCOUNT)
+            .is_some()
+            || check_namespace_open(state, namespace).is_err()
+        {
+            return;
+        }
+        let body = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": DEFAULT_SERVICE_ACCOUNT, "namespace": namespace}});
+        if let Err(e) = self.create_in(state, &def, namespace, body) {
+            tracing::warn!(namespace, error = %e.message, "could not create the default service account");
+        }
     }
 
     /// PUT of the main resource (`sub` None) or of `status`.
@@ -296,8 +347,14 @@ impl Objects {
         if new == **old {
             return Ok(old.clone());
         }
+        // Removing the last finalizer completes a deletion, unless a grace period (a pod's) is
+        // still pending: then the grace-0 delete completes it.
         let finalized = !new["metadata"]["deletionTimestamp"].is_null()
-            && new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+            && new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty)
+            && new["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(0)
+                == 0;
         let is_namespace = def.store_key() == NAMESPACES;
         if finalized && !is_namespace {
             return Ok(crate::deletion::remove_now(self, state, def, &namespace, &name)
@@ -324,20 +381,45 @@ impl Objects {
                     "target.name: Required value: a node name is required",
                 )
             })?;
+        if let Some(named) = body["metadata"]["name"]
+            .as_str()
+            .filter(|n| !n.is_empty() && n != &name)
+        {
+            return Err(ApiError::bad_request(format!(
+                "name in URL ({name}) does not match name in Binding object ({named})"
+            )));
+        }
         let mut state = self.store.lock();
         let old = state
             .get(&def.store_key(), namespace, name)
             .ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))?;
-        if let Some(current) = old["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+        if let Some(uid) = body["metadata"]["uid"].as_str().filter(|u| !u.is_empty())
+            && old["metadata"]["uid"] != uid
+        {
             return Err(ApiError::conflict(
                 "",
                 "pods/binding",
                 name,
-                &format!("pod {name} is already assigned to node \"{current}\""),
+                &format!("Precondition failed: UID in precondition: {uid}"),
+            ));
+        }
+        let refuse = |why: String| Err(ApiError::conflict("", "pods/binding", name, &why));
+        if let Some(current) = old["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            return refuse(format!("pod {name} is already assigned to node \"{current}\""));
+        }
+        if !old["metadata"]["deletionTimestamp"].is_null() {
+            return refuse(format!(
+                "pod {name} is being deleted, cannot be assigned to a host"
             ));
         }
         let mut pod = Value::clone(&old);
         pod["spec"]["nodeName"] = json!(node);
+        // As the pod registry does: the binding's annotations are copied onto the pod.
+        if let Some(annotations) = body["metadata"]["annotations"].as_object() {
+            for (key, value) in annotations {
+                pod["metadata"]["annotations"][key] = value.clone();
+            }
+        }
         let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
             "lastTransitionTime": now_rfc3339()});
         patch::strategic_merge(&mut pod["status"], &json!({ "conditions": [condition] }));
@@ -424,7 +506,12 @@ fn decode_continue(token: &str) -> ApiResult<(String, String)> {
 
 /// The current time as Kubernetes writes timestamps (RFC 3339, seconds, UTC).
 pub(crate) fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    format_timestamp(jiff::Timestamp::now())
+}
+
+/// A timestamp as Kubernetes writes them (RFC 3339, seconds, UTC).
+pub(crate) fn format_timestamp(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// splitmix64 over a process-wide counter seeded from the clock: unique enough for uids and
