@@ -5,6 +5,7 @@
 mod cli;
 mod data_sync;
 mod env;
+mod kinds;
 mod kubectl;
 mod restart;
 mod services;

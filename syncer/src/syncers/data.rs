@@ -1,56 +1,24 @@
-//! ConfigMaps and Secrets: objects that carry data for pods.
+//! ConfigMaps and Secrets: objects that carry data for pods, synced down by
+//! [`DownSyncer`](super::down::DownSyncer).
 //!
 //! By default only the objects virtual pods reference are synced (the reference index says
-//! which); with `all: true` every one is. Data, labels and annotations flow down, host drift
-//! is reverted, and an object no longer wanted is removed from the host.
+//! which); with `all: true` every one is.
 
-use std::{marker::PhantomData, sync::Arc, sync::OnceLock};
-
-use async_trait::async_trait;
 use k8s_openapi::{
-    NamespaceResourceScope,
     api::core::v1::{ConfigMap, Secret},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use kube::{Resource, runtime::controller::Action};
-use vcsync_translators::{NameTranslator, NamespacedTranslator, RefKind};
+use vcsync_translators::{Ownership, RefKind};
 
-use crate::{
-    ControllerBuilder, ControllerModifier, IndicesRegisterer, RegisterContext, Result, SyncContext, Syncer,
-    controller::virtual_key_of,
-    delete_object,
-    indices::PodReferences,
-    sdk::{Base, SyncResource},
-    writes::{create_host_object, labels_and_annotations_match, update_host_object},
-};
+use super::down::DownKind;
+#[cfg(test)]
+use super::down::{desired_host_object, is_in_sync};
 
-/// A kind whose objects hold data that pods consume.
-pub trait DataKind: SyncResource + Resource<Scope = NamespaceResourceScope> {
-    /// Syncer name, also the config key.
-    const NAME: &'static str;
-    /// How pods reference this kind.
-    const REF_KIND: RefKind;
-
-    /// Objects of the kind that must never leave the virtual cluster.
-    fn is_syncable(&self) -> bool {
-        true
-    }
-
-    /// A new object with `meta` and this object's payload (everything but metadata).
-    fn with_payload(&self, meta: ObjectMeta) -> Self;
-
-    /// Whether the payloads are equal.
-    fn payload_eq(&self, other: &Self) -> bool;
-
-    /// Whether the object refuses payload updates (`immutable: true`).
-    fn is_immutable(&self) -> bool;
-}
-
-impl DataKind for ConfigMap {
+impl DownKind for ConfigMap {
     const NAME: &'static str = "configmaps";
-    const REF_KIND: RefKind = RefKind::ConfigMap;
+    const REF_KIND: Option<RefKind> = Some(RefKind::ConfigMap);
 
-    fn with_payload(&self, metadata: ObjectMeta) -> Self {
+    fn with_payload(&self, metadata: ObjectMeta, _ownership: &Ownership) -> Self {
         ConfigMap {
             metadata,
             data: self.data.clone(),
@@ -68,9 +36,9 @@ impl DataKind for ConfigMap {
     }
 }
 
-impl DataKind for Secret {
+impl DownKind for Secret {
     const NAME: &'static str = "secrets";
-    const REF_KIND: RefKind = RefKind::Secret;
+    const REF_KIND: Option<RefKind> = Some(RefKind::Secret);
 
     /// Service account tokens of the virtual cluster are credentials for the virtual API
     /// server; the host has no use for them.
@@ -78,7 +46,7 @@ impl DataKind for Secret {
         self.type_.as_deref() != Some("kubernetes.io/service-account-token")
     }
 
-    fn with_payload(&self, metadata: ObjectMeta) -> Self {
+    fn with_payload(&self, metadata: ObjectMeta, _ownership: &Ownership) -> Self {
         Secret {
             metadata,
             data: self.data.clone(),
@@ -99,115 +67,6 @@ impl DataKind for Secret {
     }
 }
 
-/// The host object a virtual one should have: translated metadata, same payload.
-pub fn desired_host_object<K: DataKind>(translator: &dyn NameTranslator, virt: &K) -> K {
-    virt.with_payload(translator.host_metadata(&K::kind(&()), virt.meta()))
-}
-
-/// Whether `host` already is what `desired` describes (payload, labels, annotations).
-pub fn is_in_sync<K: DataKind>(host: &K, desired: &K) -> bool {
-    host.payload_eq(desired) && labels_and_annotations_match(host.meta(), desired.meta())
-}
-
-/// Syncs a [`DataKind`] down to the host.
-pub struct DataSyncer<K: DataKind> {
-    translator: NamespacedTranslator,
-    sync_all: bool,
-    references: OnceLock<Arc<PodReferences>>,
-    kind: PhantomData<fn() -> K>,
-}
-
-impl<K: DataKind> DataSyncer<K> {
-    /// A syncer for the manager of `ctx`; `sync_all` syncs unreferenced objects too.
-    pub fn new(ctx: &RegisterContext, sync_all: bool) -> Result<Self> {
-        let translator = NamespacedTranslator::new(ctx.ownership().clone(), ctx.host_namespace());
-        Ok(Self {
-            translator,
-            sync_all,
-            references: OnceLock::new(),
-            kind: PhantomData,
-        })
-    }
-
-    fn is_wanted(&self, virt: &K) -> bool {
-        virt.is_syncable()
-            && (self.sync_all
-                || self
-                    .references
-                    .get()
-                    .is_some_and(|refs| refs.is_referenced(K::REF_KIND, &virtual_key_of(virt))))
-    }
-}
-
-impl<K: DataKind> Base for DataSyncer<K> {
-    fn name(&self) -> &str {
-        K::NAME
-    }
-}
-
-#[async_trait]
-impl<K: DataKind> Syncer for DataSyncer<K> {
-    type Resource = K;
-
-    fn translator(&self) -> &dyn NameTranslator {
-        &self.translator
-    }
-
-    async fn sync_down(&self, ctx: &SyncContext<K>, virt: Arc<K>) -> Result<Action> {
-        if !self.is_wanted(&virt) {
-            return Ok(Action::await_change());
-        }
-        create_host_object(ctx, &virt, &desired_host_object(&self.translator, virt.as_ref())).await
-    }
-
-    async fn sync(&self, ctx: &SyncContext<K>, host: Arc<K>, virt: Arc<K>) -> Result<Action> {
-        if !self.is_wanted(&virt) {
-            return delete_object(ctx, &host).await;
-        }
-        let mut desired = desired_host_object(&self.translator, virt.as_ref());
-        if is_in_sync(host.as_ref(), &desired) {
-            return Ok(Action::await_change());
-        }
-        if host.is_immutable() && !host.payload_eq(&desired) {
-            // The API server refuses payload changes of immutable objects: replace the object.
-            return delete_object(ctx, &host).await;
-        }
-        desired.meta_mut().resource_version = host.meta().resource_version.clone();
-        update_host_object(ctx, &virt, &desired).await
-    }
-
-    fn indices_registerer(&self) -> Option<&dyn IndicesRegisterer> {
-        Some(self)
-    }
-
-    fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {
-        (!self.sync_all).then_some(self as &dyn ControllerModifier)
-    }
-}
-
-impl<K: DataKind> IndicesRegisterer for DataSyncer<K> {
-    fn register_indices(&self, ctx: &RegisterContext) -> Result<()> {
-        if !self.sync_all {
-            let _ = self.references.set(ctx.indices().pod_references(ctx));
-        }
-        Ok(())
-    }
-}
-
-impl<K: DataKind> ControllerModifier for DataSyncer<K> {
-    /// A pod starting or ceasing to reference an object reconciles that object.
-    fn modify_controller(
-        &self,
-        _ctx: &RegisterContext,
-        builder: ControllerBuilder,
-    ) -> Result<ControllerBuilder> {
-        Ok(match self.references.get() {
-            Some(refs) => builder.watches(refs.changes(K::REF_KIND)),
-            None => builder,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::ByteString;
@@ -216,6 +75,7 @@ mod tests {
     use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_UID_ANNOTATION, Ownership};
 
     use super::*;
+    use vcsync_translators::NamespacedTranslator;
 
     fn translator() -> NamespacedTranslator {
         NamespacedTranslator::new(Ownership::new("tenant-a").unwrap(), "host-ns")

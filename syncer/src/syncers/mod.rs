@@ -1,12 +1,14 @@
 //! The built-in syncers.
 
 pub mod data;
+pub mod down;
 pub mod from_host;
+pub mod kinds;
 pub mod nodes;
 pub mod pods;
 pub mod services;
 
-pub use data::{DataKind, DataSyncer};
+pub use down::{DownKind, DownSyncer};
 
 use crate::{RegisterContext, Result, register_syncer};
 
@@ -16,20 +18,43 @@ pub async fn register_builtin(ctx: &RegisterContext) -> Result<()> {
     if sync.config_maps.enabled {
         register_syncer(
             ctx,
-            DataSyncer::<k8s_openapi::api::core::v1::ConfigMap>::new(ctx, sync.config_maps.all)?,
+            DownSyncer::<k8s_openapi::api::core::v1::ConfigMap>::new(ctx, sync.config_maps.all)?,
         )
         .await?;
     }
     if sync.secrets.enabled {
         register_syncer(
             ctx,
-            DataSyncer::<k8s_openapi::api::core::v1::Secret>::new(ctx, sync.secrets.all)?,
+            DownSyncer::<k8s_openapi::api::core::v1::Secret>::new(ctx, sync.secrets.all)?,
         )
         .await?;
     }
+    register_down::<k8s_openapi::api::core::v1::ServiceAccount>(ctx, sync.service_accounts.enabled).await?;
+    register_down::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(
+        ctx,
+        sync.persistent_volume_claims.enabled,
+    )
+    .await?;
+    register_down::<k8s_openapi::api::networking::v1::Ingress>(ctx, sync.ingresses.enabled).await?;
+    register_down::<k8s_openapi::api::networking::v1::NetworkPolicy>(ctx, sync.network_policies.enabled)
+        .await?;
+    register_down::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(
+        ctx,
+        sync.pod_disruption_budgets.enabled,
+    )
+    .await?;
+    register_down::<k8s_openapi::api::scheduling::v1::PriorityClass>(ctx, sync.priority_classes.enabled)
+        .await?;
     pods::register(ctx).await?;
     services::register(ctx).await?;
     nodes::register(ctx).await?;
     from_host::register(ctx).await?;
+    Ok(())
+}
+
+async fn register_down<K: DownKind>(ctx: &RegisterContext, enabled: bool) -> Result<()> {
+    if enabled {
+        register_syncer(ctx, DownSyncer::<K>::new(ctx, true)?).await?;
+    }
     Ok(())
 }
