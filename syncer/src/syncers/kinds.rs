@@ -22,7 +22,7 @@ use k8s_openapi::{
         policy::v1::PodDisruptionBudget,
         scheduling::v1::PriorityClass,
     },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use vcsync_translators::{NAMESPACE_LABEL, Ownership, host_label_selector, host_name, safe_label_value};
 
@@ -229,7 +229,7 @@ impl DownKind for PodDisruptionBudget {
         spec.selector = Some(host_label_selector(
             ownership,
             &ns,
-            &spec.selector.unwrap_or_else(LabelSelector::default),
+            &spec.selector.unwrap_or_default(),
         ));
         PodDisruptionBudget {
             metadata,
