@@ -9,3 +9,4 @@ mod kubectl;
 mod patches;
 mod selectors;
 mod watch;
+mod workloads;
