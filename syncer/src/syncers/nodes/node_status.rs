@@ -1,0 +1,643 @@
+//! What a virtual node should look like: pure functions from a host node (or from nothing,
+//! when host nodes cannot be read) to labels and status, and the comparisons that keep
+//! reconciles free of no-op writes.
+//!
+//! Heartbeat timestamps (`lastHeartbeatTime`) are never part of a comparison: they belong to
+//! the heartbeat, which refreshes them on its own schedule. Everything else the syncer owns
+//! (labels, capacity, allocatable, addresses, node info, the conditions' type, status, reason,
+//! message and transition time) is compared exactly.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo},
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Time},
+};
+use vcsync_translators::is_reserved_key;
+
+use crate::{config::NodeMode, syncers::from_host::SYNCED_FROM_HOST_LABEL};
+
+/// Marker label of fake nodes (fake mode); only nodes carrying it or
+/// [`SYNCED_FROM_HOST_LABEL`] are ever updated or deleted.
+pub const FAKE_NODE_LABEL: &str = "vcsync.dev/fake-node";
+
+/// Host labels a fake node carries: identity, platform and placement, which tenants use in
+/// affinities and topology spread constraints. Anything else on a host node (node pools,
+/// other tenants' dedications) is host business and stays there.
+const FAKE_NODE_LABELS: &[&str] = &[
+    "kubernetes.io/hostname",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+    "node.kubernetes.io/instance-type",
+    "beta.kubernetes.io/instance-type",
+];
+
+/// Prefixes of topology labels a fake node carries.
+const FAKE_NODE_LABEL_PREFIXES: &[&str] = &["topology.kubernetes.io/", "failure-domain.beta.kubernetes.io/"];
+
+/// Stable platform labels and the deprecated twins that the node-lifecycle controller keeps
+/// equal to them; setting both avoids fighting that controller.
+const BETA_TWINS: &[(&str, &str)] = &[
+    ("kubernetes.io/os", "beta.kubernetes.io/os"),
+    ("kubernetes.io/arch", "beta.kubernetes.io/arch"),
+];
+
+/// Which nodes this syncer may touch: those carrying either marker.
+pub fn is_vcsync_node(node: &Node) -> bool {
+    node.metadata.labels.as_ref().is_some_and(|labels| {
+        labels.get(FAKE_NODE_LABEL).is_some_and(|v| v == "true")
+            || labels.get(SYNCED_FROM_HOST_LABEL).is_some_and(|v| v == "true")
+    })
+}
+
+/// What a fake node says when the host node cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyntheticNode {
+    /// Reported as the kubelet version (the virtual API server's version, so version-skew
+    /// checks of tools pass).
+    pub kubelet_version: String,
+}
+
+impl Default for SyntheticNode {
+    fn default() -> Self {
+        Self {
+            kubelet_version: "v0.0.0-vcsync".to_string(),
+        }
+    }
+}
+
+/// Labels and status the syncer wants on a virtual node. Condition heartbeat times are left
+/// empty; [`status_for_write`] fills them in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredNode {
+    /// The complete label set.
+    pub labels: BTreeMap<String, String>,
+    /// The status fields the syncer owns.
+    pub status: NodeStatus,
+}
+
+/// The virtual node `name` in `mode`, from its host node if readable.
+///
+/// Real mode always has a host node (it mirrors existing ones); fake mode without one gets
+/// synthetic data.
+pub fn desired_node(
+    name: &str,
+    mode: NodeMode,
+    host: Option<&Node>,
+    synthetic: &SyntheticNode,
+) -> DesiredNode {
+    match (mode, host) {
+        (NodeMode::Real, Some(host)) => DesiredNode {
+            labels: real_node_labels(host),
+            status: status_from_host(host, mode),
+        },
+        (NodeMode::Fake, Some(host)) => DesiredNode {
+            labels: fake_node_labels(name, Some(host)),
+            status: status_from_host(host, mode),
+        },
+        (_, None) => DesiredNode {
+            labels: fake_node_labels(name, None),
+            status: synthetic_status(name, synthetic),
+        },
+    }
+}
+
+/// Fake mode: the host's identity, platform and topology labels plus the marker; without a
+/// host node, the hostname and a linux/amd64 platform.
+pub fn fake_node_labels(name: &str, host: Option<&Node>) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = match host.and_then(|h| h.metadata.labels.as_ref()) {
+        Some(host_labels) => host_labels
+            .iter()
+            .filter(|(key, _)| {
+                FAKE_NODE_LABELS.contains(&key.as_str())
+                    || FAKE_NODE_LABEL_PREFIXES.iter().any(|p| key.starts_with(p))
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        None if host.is_some() => BTreeMap::new(),
+        None => [("kubernetes.io/os", "linux"), ("kubernetes.io/arch", "amd64")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    labels
+        .entry("kubernetes.io/hostname".to_string())
+        .or_insert_with(|| name.to_string());
+    complete_beta_twins(&mut labels);
+    labels.insert(FAKE_NODE_LABEL.to_string(), "true".to_string());
+    labels
+}
+
+/// Real mode: every host label (keys under `vcsync.dev/` excepted) plus the marker.
+pub fn real_node_labels(host: &Node) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = host
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .filter(|(key, _)| !is_reserved_key(key))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    complete_beta_twins(&mut labels);
+    labels.insert(SYNCED_FROM_HOST_LABEL.to_string(), "true".to_string());
+    labels
+}
+
+fn complete_beta_twins(labels: &mut BTreeMap<String, String>) {
+    for (stable, beta) in BETA_TWINS {
+        if let Some(value) = labels.get(*stable).cloned() {
+            labels.entry(beta.to_string()).or_insert(value);
+        }
+    }
+}
+
+/// The owned status fields of a host node: capacity, allocatable, node info, conditions
+/// (without heartbeat times) and addresses (fake mode: only InternalIP and Hostname, which
+/// is what in-cluster tools use; real mode: all).
+///
+/// Deliberately not copied: images (large, and nothing in the virtual cluster pulls),
+/// daemonEndpoints (the host kubelet is not reachable through the virtual API server),
+/// volumes (host business).
+pub fn status_from_host(host: &Node, mode: NodeMode) -> NodeStatus {
+    let empty = NodeStatus::default();
+    let source = host.status.as_ref().unwrap_or(&empty);
+    let addresses = source.addresses.as_ref().map(|addresses| {
+        addresses
+            .iter()
+            .filter(|a| mode == NodeMode::Real || a.type_ == "InternalIP" || a.type_ == "Hostname")
+            .cloned()
+            .collect::<Vec<_>>()
+    });
+    let conditions = source.conditions.as_ref().map(|conditions| {
+        conditions
+            .iter()
+            .map(|c| NodeCondition {
+                last_heartbeat_time: None,
+                ..c.clone()
+            })
+            .collect::<Vec<_>>()
+    });
+    NodeStatus {
+        capacity: source.capacity.clone(),
+        allocatable: source.allocatable.clone(),
+        addresses: addresses.filter(|a| !a.is_empty()),
+        conditions,
+        node_info: source.node_info.clone(),
+        ..NodeStatus::default()
+    }
+}
+
+/// A healthy, roomy node: what a fake node reports when the host node is unknown. The
+/// numbers are placeholders (the host scheduler, not the virtual one, places pods), chosen
+/// large enough that nothing in the virtual cluster considers the node full.
+pub fn synthetic_status(name: &str, synthetic: &SyntheticNode) -> NodeStatus {
+    let resources: BTreeMap<String, Quantity> = [
+        ("cpu", "16"),
+        ("memory", "64Gi"),
+        ("pods", "110"),
+        ("ephemeral-storage", "100Gi"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+    .collect();
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        last_heartbeat_time: None,
+        last_transition_time: None,
+    };
+    NodeStatus {
+        capacity: Some(resources.clone()),
+        allocatable: Some(resources),
+        addresses: Some(vec![NodeAddress {
+            type_: "Hostname".to_string(),
+            address: name.to_string(),
+        }]),
+        conditions: Some(vec![
+            condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "vcsync fake node: host node data not readable",
+            ),
+            condition(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "vcsync fake node: host node data not readable",
+            ),
+            condition(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "vcsync fake node: host node data not readable",
+            ),
+            condition(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "vcsync fake node: host node data not readable",
+            ),
+        ]),
+        node_info: Some(NodeSystemInfo {
+            architecture: "amd64".to_string(),
+            operating_system: "linux".to_string(),
+            kubelet_version: synthetic.kubelet_version.clone(),
+            os_image: "vcsync fake node".to_string(),
+            ..NodeSystemInfo::default()
+        }),
+        ..NodeStatus::default()
+    }
+}
+
+/// Whether the labels of `current` are exactly `desired`.
+pub fn labels_in_sync(current: &Node, desired: &DesiredNode) -> bool {
+    current.metadata.labels.clone().unwrap_or_default() == desired.labels
+}
+
+/// Whether the owned status fields of `current` match `desired`, ignoring heartbeat times
+/// (and transition times where `desired` leaves them to the syncer).
+pub fn status_in_sync(current: Option<&NodeStatus>, desired: &NodeStatus) -> bool {
+    let empty = NodeStatus::default();
+    let current = current.unwrap_or(&empty);
+    current.capacity == desired.capacity
+        && current.allocatable == desired.allocatable
+        && current.addresses == desired.addresses
+        && current.node_info == desired.node_info
+        && conditions_in_sync(current.conditions.as_deref(), desired.conditions.as_deref())
+}
+
+fn conditions_in_sync(current: Option<&[NodeCondition]>, desired: Option<&[NodeCondition]>) -> bool {
+    let (current, desired) = (current.unwrap_or_default(), desired.unwrap_or_default());
+    current.len() == desired.len()
+        && desired.iter().all(|want| {
+            current.iter().any(|have| {
+                have.type_ == want.type_
+                    && have.status == want.status
+                    && have.reason == want.reason
+                    && have.message == want.message
+                    && (want.last_transition_time.is_none()
+                        || have.last_transition_time == want.last_transition_time)
+            })
+        })
+}
+
+/// The status to write: `current` with the owned fields replaced by `desired`, every
+/// condition's heartbeat set to `now`, and transition times taken from `desired`, else kept
+/// from `current` while a condition's status is unchanged, else `now`. Fields the syncer does
+/// not own (set by the virtual control plane, say) are kept.
+pub fn status_for_write(
+    current: Option<&NodeStatus>,
+    desired: &NodeStatus,
+    now: jiff::Timestamp,
+) -> NodeStatus {
+    let mut status = current.cloned().unwrap_or_default();
+    let previous = status.conditions.take().unwrap_or_default();
+    status.capacity = desired.capacity.clone();
+    status.allocatable = desired.allocatable.clone();
+    status.addresses = desired.addresses.clone();
+    status.node_info = desired.node_info.clone();
+    status.conditions = desired.conditions.as_ref().map(|conditions| {
+        conditions
+            .iter()
+            .map(|want| {
+                let transition = want.last_transition_time.clone().or_else(|| {
+                    previous
+                        .iter()
+                        .find(|have| have.type_ == want.type_ && have.status == want.status)
+                        .and_then(|have| have.last_transition_time.clone())
+                });
+                NodeCondition {
+                    last_heartbeat_time: Some(Time(now)),
+                    last_transition_time: Some(transition.unwrap_or(Time(now))),
+                    ..want.clone()
+                }
+            })
+            .collect()
+    });
+    status
+}
+
+/// `status` with every condition's heartbeat set to `now` (the periodic status refresh).
+pub fn with_heartbeat(status: &NodeStatus, now: jiff::Timestamp) -> NodeStatus {
+    let mut status = status.clone();
+    for condition in status.conditions.iter_mut().flatten() {
+        condition.last_heartbeat_time = Some(Time(now));
+    }
+    status
+}
+
+/// The latest heartbeat a node's conditions carry, if any.
+pub fn last_heartbeat(status: Option<&NodeStatus>) -> Option<jiff::Timestamp> {
+    status?
+        .conditions
+        .as_ref()?
+        .iter()
+        .filter_map(|c| c.last_heartbeat_time.as_ref().map(|t| t.0))
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+    use serde_json::json;
+
+    use super::*;
+
+    fn host_node() -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": "worker-1", "labels": {
+                "kubernetes.io/hostname": "worker-1.internal",
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "arm64",
+                "node.kubernetes.io/instance-type": "m7g.large",
+                "topology.kubernetes.io/zone": "eu-west-1a",
+                "topology.kubernetes.io/region": "eu-west-1",
+                "failure-domain.beta.kubernetes.io/zone": "eu-west-1a",
+                "node-pool": "tenants",
+                "vcsync.dev/managed-by": "other",
+            }},
+            "status": {
+                "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110"},
+                "allocatable": {"cpu": "1900m", "memory": "7Gi", "pods": "110"},
+                "addresses": [
+                    {"type": "InternalIP", "address": "10.0.0.7"},
+                    {"type": "ExternalIP", "address": "203.0.113.7"},
+                    {"type": "Hostname", "address": "worker-1.internal"}
+                ],
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ok",
+                     "lastHeartbeatTime": "2025-01-01T00:00:00Z", "lastTransitionTime": "2024-12-01T00:00:00Z"},
+                    {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory",
+                     "lastHeartbeatTime": "2025-01-01T00:00:00Z", "lastTransitionTime": "2024-12-01T00:00:00Z"}
+                ],
+                "nodeInfo": {"architecture": "arm64", "bootID": "b", "containerRuntimeVersion": "containerd://2.0",
+                             "kernelVersion": "6.1", "kubeProxyVersion": "", "kubeletVersion": "v1.36.2",
+                             "machineID": "m", "operatingSystem": "linux", "osImage": "Bottlerocket", "systemUUID": "s"},
+                "images": [{"names": ["nginx"], "sizeBytes": 1}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[rstest]
+    #[case::hostname("kubernetes.io/hostname", Some("worker-1.internal"))]
+    #[case::os("kubernetes.io/os", Some("linux"))]
+    #[case::arch("kubernetes.io/arch", Some("arm64"))]
+    #[case::beta_os_completed("beta.kubernetes.io/os", Some("linux"))]
+    #[case::beta_arch_completed("beta.kubernetes.io/arch", Some("arm64"))]
+    #[case::instance_type("node.kubernetes.io/instance-type", Some("m7g.large"))]
+    #[case::zone("topology.kubernetes.io/zone", Some("eu-west-1a"))]
+    #[case::region("topology.kubernetes.io/region", Some("eu-west-1"))]
+    #[case::legacy_zone("failure-domain.beta.kubernetes.io/zone", Some("eu-west-1a"))]
+    #[case::marker(FAKE_NODE_LABEL, Some("true"))]
+    #[case::host_pool_stays_on_the_host("node-pool", None)]
+    #[case::host_ownership_never_copied("vcsync.dev/managed-by", None)]
+    fn fake_node_labels_from_a_host_node(#[case] key: &str, #[case] value: Option<&str>) {
+        let labels = fake_node_labels("worker-1", Some(&host_node()));
+        assert_eq!(labels.get(key).map(String::as_str), value, "{labels:?}");
+    }
+
+    #[rstest]
+    #[case::hostname("kubernetes.io/hostname", Some("ghost"))]
+    #[case::os("kubernetes.io/os", Some("linux"))]
+    #[case::arch("kubernetes.io/arch", Some("amd64"))]
+    #[case::beta_arch("beta.kubernetes.io/arch", Some("amd64"))]
+    #[case::marker(FAKE_NODE_LABEL, Some("true"))]
+    #[case::no_zone("topology.kubernetes.io/zone", None)]
+    fn synthetic_fake_node_labels(#[case] key: &str, #[case] value: Option<&str>) {
+        let labels = fake_node_labels("ghost", None);
+        assert_eq!(labels.get(key).map(String::as_str), value, "{labels:?}");
+    }
+
+    #[test]
+    fn a_host_node_without_labels_still_gets_hostname_and_marker_but_no_invented_platform() {
+        let mut host = host_node();
+        host.metadata.labels = None;
+        let labels = fake_node_labels("bare", Some(&host));
+        assert_eq!(
+            labels.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["kubernetes.io/hostname", FAKE_NODE_LABEL]
+        );
+    }
+
+    #[test]
+    fn real_mode_mirrors_every_label_but_reserved_ones() {
+        let labels = real_node_labels(&host_node());
+        assert_eq!(labels["node-pool"], "tenants");
+        assert_eq!(labels[SYNCED_FROM_HOST_LABEL], "true");
+        assert!(!labels.contains_key("vcsync.dev/managed-by"));
+        assert!(!labels.contains_key(FAKE_NODE_LABEL));
+    }
+
+    #[rstest]
+    #[case::fake(NodeMode::Fake, vec!["InternalIP", "Hostname"])]
+    #[case::real(NodeMode::Real, vec!["InternalIP", "ExternalIP", "Hostname"])]
+    fn addresses_by_mode(#[case] mode: NodeMode, #[case] types: Vec<&str>) {
+        let status = status_from_host(&host_node(), mode);
+        let got: Vec<&str> = status
+            .addresses
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|a| a.type_.as_str())
+            .collect();
+        assert_eq!(got, types);
+    }
+
+    #[test]
+    fn host_status_is_copied_without_heartbeats_images_or_endpoints() {
+        let status = status_from_host(&host_node(), NodeMode::Fake);
+        assert_eq!(status.capacity.as_ref().unwrap()["cpu"], Quantity("2".into()));
+        assert_eq!(
+            status.allocatable.as_ref().unwrap()["cpu"],
+            Quantity("1900m".into())
+        );
+        assert_eq!(status.node_info.as_ref().unwrap().kubelet_version, "v1.36.2");
+        let conditions = status.conditions.as_ref().unwrap();
+        assert!(conditions.iter().all(|c| c.last_heartbeat_time.is_none()));
+        assert_eq!(
+            conditions[0].last_transition_time,
+            Some(Time(ts("2024-12-01T00:00:00Z")))
+        );
+        assert_eq!(status.images, None);
+        assert_eq!(status.daemon_endpoints, None);
+    }
+
+    #[test]
+    fn synthetic_status_is_ready_and_reports_the_configured_version() {
+        let synthetic = SyntheticNode {
+            kubelet_version: "v1.37.0".into(),
+        };
+        let status = synthetic_status("ghost", &synthetic);
+        let ready = status
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.status, "True");
+        assert_eq!(status.node_info.as_ref().unwrap().kubelet_version, "v1.37.0");
+        assert_eq!(status.addresses.as_ref().unwrap()[0].address, "ghost");
+    }
+
+    #[rstest]
+    #[case::real_with_host(NodeMode::Real, true, SYNCED_FROM_HOST_LABEL)]
+    #[case::fake_with_host(NodeMode::Fake, true, FAKE_NODE_LABEL)]
+    #[case::fake_without_host(NodeMode::Fake, false, FAKE_NODE_LABEL)]
+    fn desired_node_carries_the_marker_of_its_mode(
+        #[case] mode: NodeMode,
+        #[case] with_host: bool,
+        #[case] marker: &str,
+    ) {
+        let host = host_node();
+        let desired = desired_node(
+            "worker-1",
+            mode,
+            with_host.then_some(&host),
+            &SyntheticNode::default(),
+        );
+        assert_eq!(desired.labels[marker], "true");
+        let node = Node {
+            metadata: kube::api::ObjectMeta {
+                labels: Some(desired.labels.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(is_vcsync_node(&node));
+    }
+
+    #[test]
+    fn written_status_is_in_sync_with_what_was_desired() {
+        for desired in [
+            status_from_host(&host_node(), NodeMode::Fake),
+            synthetic_status("n", &SyntheticNode::default()),
+        ] {
+            let written = status_for_write(None, &desired, ts("2025-02-02T00:00:00Z"));
+            assert!(status_in_sync(Some(&written), &desired));
+            assert!(
+                written
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .all(|c| c.last_heartbeat_time == Some(Time(ts("2025-02-02T00:00:00Z"))))
+            );
+        }
+    }
+
+    #[test]
+    fn heartbeat_times_are_not_drift() {
+        let desired = status_from_host(&host_node(), NodeMode::Fake);
+        let written = status_for_write(None, &desired, ts("2025-02-02T00:00:00Z"));
+        let later = with_heartbeat(&written, ts("2025-02-02T00:05:00Z"));
+        assert!(status_in_sync(Some(&later), &desired));
+        assert_eq!(last_heartbeat(Some(&later)), Some(ts("2025-02-02T00:05:00Z")));
+    }
+
+    #[rstest]
+    #[case::capacity(json!({"capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"}}))]
+    #[case::allocatable(json!({"allocatable": {"cpu": "1", "memory": "7Gi", "pods": "110"}}))]
+    #[case::addresses(json!({"addresses": [{"type": "InternalIP", "address": "10.0.0.8"}]}))]
+    #[case::node_info(json!({"nodeInfo": {"kubeletVersion": "v1.37.0"}}))]
+    #[case::ready_false(json!({"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+        "lastTransitionTime": "2024-12-01T00:00:00Z"}, {"type": "MemoryPressure", "status": "False",
+        "reason": "KubeletHasSufficientMemory", "lastTransitionTime": "2024-12-01T00:00:00Z"}]}))]
+    #[case::condition_gone(json!({"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+        "message": "ok", "lastTransitionTime": "2024-12-01T00:00:00Z"}]}))]
+    fn host_status_changes_are_drift(#[case] change: serde_json::Value) {
+        let written = status_for_write(
+            None,
+            &status_from_host(&host_node(), NodeMode::Fake),
+            ts("2025-02-02T00:00:00Z"),
+        );
+        let mut host = serde_json::to_value(host_node()).unwrap();
+        json_patch::merge(&mut host["status"], &change);
+        let changed: Node = serde_json::from_value(host).unwrap();
+        assert!(!status_in_sync(
+            Some(&written),
+            &status_from_host(&changed, NodeMode::Fake)
+        ));
+    }
+
+    #[test]
+    fn virtual_control_plane_marking_a_node_unknown_is_drift_and_is_reverted() {
+        let desired = synthetic_status("n", &SyntheticNode::default());
+        let first = ts("2025-02-02T00:00:00Z");
+        let mut current = status_for_write(None, &desired, first);
+        for c in current.conditions.iter_mut().flatten() {
+            c.status = "Unknown".into();
+            c.reason = Some("NodeStatusUnknown".into());
+        }
+        assert!(!status_in_sync(Some(&current), &desired));
+        let now = ts("2025-02-02T00:10:00Z");
+        let fixed = status_for_write(Some(&current), &desired, now);
+        assert!(status_in_sync(Some(&fixed), &desired));
+        // The status changed, so the transition is now.
+        assert!(
+            fixed
+                .conditions
+                .iter()
+                .flatten()
+                .all(|c| c.last_transition_time == Some(Time(now)))
+        );
+    }
+
+    #[test]
+    fn unchanged_synthetic_conditions_keep_their_transition_time() {
+        let desired = synthetic_status("n", &SyntheticNode::default());
+        let first = ts("2025-02-02T00:00:00Z");
+        let current = status_for_write(None, &desired, first);
+        let rewritten = status_for_write(Some(&current), &desired, ts("2025-02-02T01:00:00Z"));
+        assert!(
+            rewritten
+                .conditions
+                .iter()
+                .flatten()
+                .all(|c| c.last_transition_time == Some(Time(first)))
+        );
+    }
+
+    #[test]
+    fn fields_the_syncer_does_not_own_are_kept_on_write() {
+        let current = NodeStatus {
+            volumes_in_use: Some(vec!["vol".into()]),
+            ..Default::default()
+        };
+        let written = status_for_write(
+            Some(&current),
+            &synthetic_status("n", &SyntheticNode::default()),
+            ts("2025-02-02T00:00:00Z"),
+        );
+        assert_eq!(written.volumes_in_use, Some(vec!["vol".into()]));
+    }
+
+    #[test]
+    fn label_edits_are_drift() {
+        let desired = desired_node("n", NodeMode::Fake, None, &SyntheticNode::default());
+        let mut node = Node {
+            metadata: kube::api::ObjectMeta {
+                labels: Some(desired.labels.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(labels_in_sync(&node, &desired));
+        node.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("tenant".into(), "edit".into());
+        assert!(!labels_in_sync(&node, &desired));
+    }
+}

@@ -1,0 +1,218 @@
+//! The node syncer: a [`FakeSyncer`] of virtual Nodes for both modes.
+//!
+//! - Fake mode: a node is wanted while a virtual pod is bound to its name and, when host nodes
+//!   are readable, while the host node of that name exists.
+//! - Real mode: a node is wanted while the host node exists and matches the selector (the
+//!   host watch is filtered by it, so "in the host cache" is the whole test).
+//!
+//! Keys are node names. Only nodes carrying a vcsync marker are updated or deleted; a node
+//! of the same name created by someone else is left alone. The syncer owns labels and status
+//! of its nodes; annotations, taints and the rest of the spec are the virtual control plane's
+//! (the node-lifecycle controller taints nodes whose heartbeat stops, the TTL controller
+//! annotates them), and vcsync neither sets nor removes them.
+
+use std::{sync::Arc, sync::Mutex, time::Duration};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
+use kube::{
+    Api,
+    api::{DeleteParams, PostParams, Preconditions},
+    runtime::{
+        controller::Action,
+        reflector::{ObjectRef, Store},
+    },
+};
+use vcsync_translators::VirtualKey;
+
+use super::{
+    leases::delete_lease,
+    node_status::{
+        DesiredNode, SyntheticNode, desired_node, is_vcsync_node, labels_in_sync, status_for_write,
+        status_in_sync,
+    },
+    pods_by_node::PodsByNode,
+};
+use crate::{
+    ControllerBuilder, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    config::NodeMode,
+    error::{Side, api_error, status_code},
+    sdk::Base,
+    writes::FIELD_MANAGER,
+};
+
+/// A create raced with the cache: look again once it caught up.
+const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
+
+/// Creates, updates and removes vcsync's virtual nodes.
+pub struct NodeSyncer {
+    mode: NodeMode,
+    /// Host nodes (real mode: only those matching the selector); None when unreadable.
+    host_nodes: Option<Store<Node>>,
+    /// Fake mode: which node names virtual pods are bound to.
+    pods: Option<Arc<PodsByNode>>,
+    leases: Store<Lease>,
+    synthetic: SyntheticNode,
+    triggers: Mutex<Vec<BoxStream<'static, VirtualKey>>>,
+}
+
+impl NodeSyncer {
+    /// A syncer in `mode`; `triggers` are added to its controller.
+    pub fn new(
+        mode: NodeMode,
+        host_nodes: Option<Store<Node>>,
+        pods: Option<Arc<PodsByNode>>,
+        leases: Store<Lease>,
+        synthetic: SyntheticNode,
+        triggers: Vec<BoxStream<'static, VirtualKey>>,
+    ) -> Self {
+        Self {
+            mode,
+            host_nodes,
+            pods,
+            leases,
+            synthetic,
+            triggers: Mutex::new(triggers),
+        }
+    }
+
+    fn host_node(&self, name: &str) -> Option<Arc<Node>> {
+        self.host_nodes.as_ref()?.get(&ObjectRef::new(name))
+    }
+
+    /// The desired node, or None when the node should not exist.
+    fn desired(&self, name: &str) -> Option<DesiredNode> {
+        let host = self.host_node(name);
+        let wanted = match self.mode {
+            NodeMode::Fake => {
+                self.pods.as_ref().is_some_and(|p| p.is_used(name))
+                    && (self.host_nodes.is_none() || host.is_some())
+            }
+            NodeMode::Real => host.is_some(),
+        };
+        wanted.then(|| desired_node(name, self.mode, host.as_deref(), &self.synthetic))
+    }
+
+    async fn create(&self, ctx: &SyncContext<Node>, name: &str, desired: DesiredNode) -> Result<Action> {
+        let node = Node {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some(desired.labels),
+                ..Default::default()
+            },
+            status: Some(status_for_write(None, &desired.status, jiff::Timestamp::now())),
+            ..Node::default()
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        match nodes_api(ctx).create(&params, &node).await {
+            Ok(_) => {
+                tracing::info!(node = name, mode = ?self.mode, "created virtual node");
+                Ok(Action::await_change())
+            }
+            // Ours and the cache is behind, or someone else's, which fake_sync leaves alone.
+            Err(err) if status_code(&err) == Some(409) => Ok(Action::requeue(CACHE_LAG_RETRY)),
+            Err(err) => Err(api_error(Side::Virtual, "create", "Node", name)(err)),
+        }
+    }
+
+    async fn delete(&self, ctx: &SyncContext<Node>, virt: &Node) -> Result<Action> {
+        let name = virt.metadata.name.clone().unwrap_or_default();
+        let params = DeleteParams {
+            preconditions: virt.metadata.uid.clone().map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match nodes_api(ctx).delete(&name, &params).await {
+            Ok(_) => tracing::info!(node = %name, "deleted virtual node"),
+            Err(err) if status_code(&err) == Some(404) => {}
+            Err(err) => return Err(api_error(Side::Virtual, "delete", "Node", &name)(err)),
+        }
+        delete_lease(ctx.virtual_client(), &self.leases, &name).await?;
+        Ok(Action::await_change())
+    }
+}
+
+fn nodes_api(ctx: &SyncContext<Node>) -> Api<Node> {
+    Api::all(ctx.virtual_client().clone())
+}
+
+impl Base for NodeSyncer {
+    fn name(&self) -> &str {
+        "nodes"
+    }
+}
+
+#[async_trait]
+impl FakeSyncer for NodeSyncer {
+    type Resource = Node;
+
+    async fn fake_sync_up(&self, ctx: &SyncContext<Node>, key: &VirtualKey) -> Result<Action> {
+        match self.desired(&key.name) {
+            Some(desired) => self.create(ctx, &key.name, desired).await,
+            None => Ok(Action::await_change()),
+        }
+    }
+
+    async fn fake_sync(&self, ctx: &SyncContext<Node>, virt: Arc<Node>) -> Result<Action> {
+        if !is_vcsync_node(&virt) || virt.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        let name = virt.metadata.name.clone().unwrap_or_default();
+        let Some(desired) = self.desired(&name) else {
+            return self.delete(ctx, &virt).await;
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        if !labels_in_sync(&virt, &desired) {
+            // With the cached resourceVersion; a main-resource write leaves the status alone.
+            let mut updated = (*virt).clone();
+            updated.metadata.labels = Some(desired.labels.clone());
+            nodes_api(ctx)
+                .replace(&name, &params, &updated)
+                .await
+                .map_err(api_error(Side::Virtual, "update labels of", "Node", &name))?;
+            tracing::info!(node = %name, "updated virtual node labels");
+            // The status is looked at again with the new resourceVersion.
+            return Ok(Action::await_change());
+        }
+        if !status_in_sync(virt.status.as_ref(), &desired.status) {
+            let mut updated = (*virt).clone();
+            updated.status = Some(status_for_write(
+                virt.status.as_ref(),
+                &desired.status,
+                jiff::Timestamp::now(),
+            ));
+            nodes_api(ctx)
+                .replace_status(&name, &params, &updated)
+                .await
+                .map_err(api_error(Side::Virtual, "update status of", "Node", &name))?;
+            tracing::info!(node = %name, "updated virtual node status");
+        }
+        Ok(Action::await_change())
+    }
+
+    fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {
+        Some(self)
+    }
+}
+
+impl ControllerModifier for NodeSyncer {
+    /// Pods binding to or leaving a node, host node changes and virtual node deletions
+    /// reconcile the node.
+    fn modify_controller(
+        &self,
+        _ctx: &RegisterContext,
+        builder: ControllerBuilder,
+    ) -> Result<ControllerBuilder> {
+        let triggers = std::mem::take(&mut *self.triggers.lock().expect("triggers lock"));
+        Ok(triggers.into_iter().fold(builder, |b, t| b.watches(t)))
+    }
+}
