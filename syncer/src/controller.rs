@@ -358,10 +358,9 @@ impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
             }
         }
         let result = match (self.virtual_object(key), self.host_object(key)) {
-            (Some(virt), host) if virt.meta().deletion_timestamp.is_some() => match host {
-                Some(host) => crate::delete_object(&self.ctx, &host).await,
-                None => Ok(Action::await_change()),
-            },
+            (Some(virt), host) if virt.meta().deletion_timestamp.is_some() => {
+                self.syncer.sync_terminating(&self.ctx, virt, host).await
+            }
             (Some(virt), None) => self.syncer.sync_down(&self.ctx, virt).await,
             (Some(virt), Some(host)) => self.syncer.sync(&self.ctx, host, virt).await,
             (None, Some(host)) => match self.syncer.up_syncer() {

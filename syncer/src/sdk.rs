@@ -114,6 +114,25 @@ pub trait Syncer: Base {
         virt: Arc<Self::Resource>,
     ) -> Result<Action>;
 
+    /// The virtual object is being deleted (it has a `deletionTimestamp`; finalizers or a
+    /// grace period hold it), and `host` is its host twin if that still exists.
+    ///
+    /// The default deletes the host twin (ownership-guarded, UID precondition) and then waits
+    /// for the virtual object to go. Syncers of kinds whose deletion someone must complete
+    /// (pods: the kubelet's final grace-0 delete) override it.
+    async fn sync_terminating(
+        &self,
+        ctx: &SyncContext<Self::Resource>,
+        virt: Arc<Self::Resource>,
+        host: Option<Arc<Self::Resource>>,
+    ) -> Result<Action> {
+        let _ = virt;
+        match host {
+            Some(host) => crate::delete_object(ctx, &host).await,
+            None => Ok(Action::await_change()),
+        }
+    }
+
     /// Takes over the case of a host object without a virtual twin.
     fn up_syncer(&self) -> Option<&dyn UpSyncer<Self::Resource>> {
         None

@@ -42,6 +42,17 @@ fn display_key<K: Resource>(obj: &K) -> String {
 /// Deletes a host object gracefully, only if it carries this instance's ownership marker,
 /// with a UID precondition so that a newer object of the same name is never hit.
 pub async fn delete_object<K: SyncResource>(ctx: &SyncContext<K>, host: &K) -> Result<Action> {
+    delete_object_with_grace(ctx, host, None).await
+}
+
+/// [`delete_object`] with an explicit grace period in seconds (None: the object's default, for
+/// pods their `terminationGracePeriodSeconds`), so that a virtual pod's graceful deletion reaches
+/// its host twin with the same grace period.
+pub async fn delete_object_with_grace<K: SyncResource>(
+    ctx: &SyncContext<K>,
+    host: &K,
+    grace_period_seconds: Option<u32>,
+) -> Result<Action> {
     let ownership = ctx.register_context().ownership();
     if !ownership.owns(host.meta()) {
         tracing::warn!(host = %display_key(host), "refusing to delete a host object this instance does not own");
@@ -54,6 +65,7 @@ pub async fn delete_object<K: SyncResource>(ctx: &SyncContext<K>, host: &K) -> R
             uid: Some(uid),
             resource_version: None,
         }),
+        grace_period_seconds,
         ..DeleteParams::background()
     };
     match ctx.host_api().delete(&host.name_any(), &params).await {

@@ -1,0 +1,267 @@
+//! Status up: what the host's scheduler and kubelet report about a host pod becomes the status
+//! of its virtual pod, as if a kubelet of the virtual cluster had reported it.
+
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+
+/// Condition types the host's scheduler and kubelet own; the virtual pod shows the host's.
+/// Other types (readiness gates set by controllers of the virtual cluster, DisruptionTarget)
+/// are kept from the virtual pod unless the host reports them too.
+const HOST_CONDITIONS: [&str; 7] = [
+    "PodScheduled",
+    "Initialized",
+    "ContainersReady",
+    "Ready",
+    "PodReadyToStartContainers",
+    "PodResizePending",
+    "PodResizeInProgress",
+];
+
+/// The status the virtual pod should have given its host pod, or None when it already has it
+/// (no write).
+pub fn virtual_status(host: &Pod, virt: &Pod) -> Option<PodStatus> {
+    let observed = virt.status.clone().unwrap_or_default();
+    let desired = desired_status(host, virt);
+    (desired != observed).then_some(desired)
+}
+
+fn desired_status(host: &Pod, virt: &Pod) -> PodStatus {
+    let from = host.status.clone().unwrap_or_default();
+    let mut status = virt.status.clone().unwrap_or_default();
+    // Generations count different objects' changes; "observed the current spec" carries over.
+    let generation = |observed: Option<i64>| match (observed, host.metadata.generation) {
+        (Some(o), Some(g)) if o == g => virt.metadata.generation,
+        _ => None,
+    };
+    status.phase = from.phase;
+    status.message = from.message;
+    status.reason = from.reason;
+    status.host_ip = from.host_ip;
+    status.host_ips = from.host_ips;
+    status.pod_ip = from.pod_ip;
+    status.pod_ips = from.pod_ips;
+    status.start_time = from.start_time;
+    status.init_container_statuses = from.init_container_statuses;
+    status.container_statuses = from.container_statuses;
+    status.resize = from.resize;
+    status.resources = from.resources;
+    status.volume_health = from.volume_health;
+    status.observed_generation = generation(from.observed_generation);
+    if from.qos_class.is_some() {
+        status.qos_class = from.qos_class;
+    }
+
+    let mut conditions: Vec<PodCondition> = from
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut c| {
+            c.observed_generation = generation(c.observed_generation);
+            c
+        })
+        .collect();
+    for own in status.conditions.iter().flatten() {
+        if !HOST_CONDITIONS.contains(&own.type_.as_str()) && !conditions.iter().any(|c| c.type_ == own.type_)
+        {
+            conditions.push(own.clone());
+        }
+    }
+    apply_readiness_gates(virt, &mut conditions);
+    status.conditions = (!conditions.is_empty()).then_some(conditions);
+    status
+}
+
+/// The host pod has no readiness gates (their conditions are set on the virtual pod), so its
+/// Ready says only "containers ready"; the virtual pod is Ready when its gates are true too.
+/// The messages are a kubelet's.
+fn apply_readiness_gates(virt: &Pod, conditions: &mut [PodCondition]) {
+    let gates = virt.spec.iter().flat_map(|s| s.readiness_gates.iter().flatten());
+    let mut unready = Vec::new();
+    for gate in gates {
+        match conditions.iter().find(|c| c.type_ == gate.condition_type) {
+            None => unready.push(format!(
+                "corresponding condition of pod readiness gate \"{}\" does not exist.",
+                gate.condition_type
+            )),
+            Some(c) if c.status != "True" => unready.push(format!(
+                "the status of pod readiness gate \"{}\" is not \"True\", but {}",
+                gate.condition_type, c.status
+            )),
+            Some(_) => {}
+        }
+    }
+    if unready.is_empty() {
+        return;
+    }
+    if let Some(ready) = conditions
+        .iter_mut()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+    {
+        ready.status = "False".into();
+        ready.reason = Some("ReadinessGatesNotReady".into());
+        ready.message = Some(unready.join(", "));
+    }
+}
+
+/// Whether the virtual pod has been running on the host at some point: something only a
+/// synced host pod reports (a condition of the host's scheduler or kubelet, or a binding's,
+/// a start time, an IP, container statuses) is in its status. A virtual pod showing this whose
+/// host pod is gone lost that pod outside vcsync (deleted, evicted); it is not run again.
+pub fn was_running_on_host(virt: &Pod) -> bool {
+    let Some(status) = &virt.status else {
+        return false;
+    };
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| HOST_CONDITIONS.contains(&c.type_.as_str()))
+        || status.start_time.is_some()
+        || status.host_ip.is_some()
+        || status.pod_ip.is_some()
+        || status.container_statuses.as_ref().is_some_and(|s| !s.is_empty())
+}
+
+/// Whether the pod has finished (`Succeeded` or `Failed`): nothing runs it any more.
+pub fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn pod(value: Value) -> Pod {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn running_host() -> Pod {
+        pod(json!({
+            "metadata": {"name": "web-x-team", "generation": 3},
+            "status": {
+                "phase": "Running", "qosClass": "BestEffort", "observedGeneration": 3,
+                "hostIP": "192.168.0.7", "hostIPs": [{"ip": "192.168.0.7"}],
+                "podIP": "10.1.0.5", "podIPs": [{"ip": "10.1.0.5"}],
+                "startTime": "2030-01-01T00:00:00Z",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2030-01-01T00:00:00Z"},
+                    {"type": "Ready", "status": "True", "lastTransitionTime": "2030-01-01T00:00:05Z", "observedGeneration": 3}
+                ],
+                "containerStatuses": [{"name": "app", "image": "app:1", "imageID": "sha256:1", "ready": true,
+                    "restartCount": 0, "started": true, "state": {"running": {"startedAt": "2030-01-01T00:00:04Z"}}}],
+                "initContainerStatuses": [{"name": "init", "image": "init:1", "imageID": "sha256:2", "ready": true,
+                    "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]
+            }
+        }))
+    }
+
+    fn pending_virtual(extra_spec: Value) -> Pod {
+        pod(json!({
+            "metadata": {"name": "web", "namespace": "team", "generation": 1},
+            "spec": extra_spec,
+            "status": {"phase": "Pending", "qosClass": "BestEffort"}
+        }))
+    }
+
+    #[test]
+    fn host_status_comes_up() {
+        let status = virtual_status(&running_host(), &pending_virtual(json!({"containers": []}))).unwrap();
+        let mut expected = serde_json::to_value(running_host().status.unwrap()).unwrap();
+        expected["observedGeneration"] = json!(1);
+        expected["conditions"][1]["observedGeneration"] = json!(1);
+        assert_eq!(serde_json::to_value(status).unwrap(), expected);
+    }
+
+    #[test]
+    fn an_up_to_date_virtual_status_needs_no_write() {
+        let host = running_host();
+        let mut virt = pending_virtual(json!({"containers": []}));
+        virt.status = virtual_status(&host, &virt);
+        assert_eq!(virtual_status(&host, &virt), None);
+    }
+
+    #[test]
+    fn a_fresh_host_pod_changes_nothing_on_a_fresh_virtual_pod() {
+        let host =
+            pod(json!({"metadata": {"name": "h"}, "status": {"phase": "Pending", "qosClass": "BestEffort"}}));
+        assert_eq!(
+            virtual_status(&host, &pending_virtual(json!({"containers": []}))),
+            None
+        );
+    }
+
+    #[test]
+    fn virtual_only_conditions_are_kept() {
+        let mut virt = pending_virtual(json!({"containers": []}));
+        virt.status.as_mut().unwrap().conditions = Some(vec![
+            serde_json::from_value(json!({"type": "DisruptionTarget", "status": "True"})).unwrap(),
+            serde_json::from_value(json!({"type": "Ready", "status": "False"})).unwrap(),
+        ]);
+        let status = virtual_status(&running_host(), &virt).unwrap();
+        let types: Vec<_> = status.conditions.unwrap().into_iter().map(|c| c.type_).collect();
+        assert_eq!(types, ["PodScheduled", "Ready", "DisruptionTarget"]);
+    }
+
+    #[rstest]
+    #[case::gate_missing(
+        None,
+        "False",
+        Some("corresponding condition of pod readiness gate \"lb\" does not exist.")
+    )]
+    #[case::gate_false(
+        Some("False"),
+        "False",
+        Some("the status of pod readiness gate \"lb\" is not \"True\", but False")
+    )]
+    #[case::gate_true(Some("True"), "True", None)]
+    fn readiness_gates_hold_ready_back(
+        #[case] gate: Option<&str>,
+        #[case] ready: &str,
+        #[case] message: Option<&str>,
+    ) {
+        let mut virt =
+            pending_virtual(json!({"containers": [], "readinessGates": [{"conditionType": "lb"}]}));
+        if let Some(gate) = gate {
+            virt.status.as_mut().unwrap().conditions = Some(vec![
+                serde_json::from_value(json!({"type": "lb", "status": gate})).unwrap(),
+            ]);
+        }
+        let status = virtual_status(&running_host(), &virt).unwrap();
+        let condition = status
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(condition.status, ready);
+        assert_eq!(condition.message.as_deref(), message);
+    }
+
+    #[rstest]
+    #[case::fresh(json!({"phase": "Pending"}), false)]
+    #[case::none(Value::Null, false)]
+    #[case::bound(json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}), true)]
+    #[case::gate_condition_only(json!({"phase": "Pending", "conditions": [{"type": "lb", "status": "True"}]}), false)]
+    #[case::started(json!({"phase": "Running", "startTime": "2030-01-01T00:00:00Z"}), true)]
+    #[case::has_ip(json!({"phase": "Pending", "podIP": "10.0.0.1"}), true)]
+    fn running_on_the_host_marker(#[case] status: Value, #[case] expected: bool) {
+        let virt = pod(json!({"metadata": {"name": "p"}, "status": status}));
+        assert_eq!(was_running_on_host(&virt), expected);
+    }
+
+    #[rstest]
+    #[case("Succeeded", true)]
+    #[case("Failed", true)]
+    #[case("Running", false)]
+    fn terminal_phases(#[case] phase: &str, #[case] expected: bool) {
+        assert_eq!(
+            is_terminal(&pod(json!({"metadata": {}, "status": {"phase": phase}}))),
+            expected
+        );
+    }
+}
