@@ -23,6 +23,16 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// A [`crate::SimulatorConfig`] field has a value the simulator cannot use.
+    #[error("invalid simulator configuration: {field} {value:?}: {reason}")]
+    InvalidSimulatorConfig {
+        /// The field, such as `pod_cidr`.
+        field: &'static str,
+        /// The value as configured.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
 }
 
 /// Result type of the crate's public API.

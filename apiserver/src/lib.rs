@@ -30,6 +30,7 @@ mod representation;
 mod resources;
 mod selectors;
 mod service_alloc;
+mod simulator;
 mod status;
 mod store;
 mod table;
@@ -44,6 +45,7 @@ use tokio::task::JoinHandle;
 
 pub use counters::RequestCounters;
 pub use errors::{Error, Result};
+pub use simulator::{Simulator, SimulatorConfig};
 
 /// Configuration of an [`ApiServer`].
 #[derive(Debug, Clone, PartialEq, Eq)]

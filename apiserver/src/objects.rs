@@ -369,7 +369,14 @@ impl Objects {
     }
 
     /// POST pods/{name}/binding: assigns the pod to a node.
-    pub fn bind(&self, def: &ResourceDef, namespace: &str, name: &str, body: &Value) -> ApiResult<()> {
+    /// Returns the bound pod.
+    pub fn bind(
+        &self,
+        def: &ResourceDef,
+        namespace: &str,
+        name: &str,
+        body: &Value,
+    ) -> ApiResult<Arc<Value>> {
         let node = body["target"]["name"]
             .as_str()
             .filter(|n| !n.is_empty())
@@ -423,8 +430,7 @@ impl Objects {
         let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
             "lastTransitionTime": now_rfc3339()});
         patch::strategic_merge(&mut pod["status"], &json!({ "conditions": [condition] }));
-        state.put(&def.store_key(), pod);
-        Ok(())
+        Ok(state.put(&def.store_key(), pod))
     }
 }
 
