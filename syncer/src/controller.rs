@@ -350,34 +350,46 @@ impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
     }
 
     async fn handle(&self, key: &VirtualKey) -> Result<Action> {
-        if let Some(starter) = self.syncer.starter() {
-            let skip = starter.reconcile_start(&self.ctx, key).await;
-            if skip.as_ref().is_ok_and(|skip| *skip) || skip.is_err() {
-                starter.reconcile_end(key);
-                return skip.map(|_| Action::await_change());
-            }
-        }
-        let result = match (self.virtual_object(key), self.host_object(key)) {
-            (Some(virt), host) if virt.meta().deletion_timestamp.is_some() => {
-                self.syncer.sync_terminating(&self.ctx, virt, host).await
-            }
-            (Some(virt), None) => self.syncer.sync_down(&self.ctx, virt).await,
-            (Some(virt), Some(host)) => self.syncer.sync(&self.ctx, host, virt).await,
-            (None, Some(host)) => match self.syncer.up_syncer() {
-                Some(up) => up.sync_up(&self.ctx, host).await,
-                None if self.virtual_exists_live(key).await? => {
-                    // The cache is behind (a recreate, say): never delete on stale knowledge.
-                    Ok(Action::requeue(CACHE_LAG_RETRY))
+        with_starter(self.syncer.starter(), &self.ctx, key, async {
+            match (self.virtual_object(key), self.host_object(key)) {
+                (Some(virt), host) if virt.meta().deletion_timestamp.is_some() => {
+                    self.syncer.sync_terminating(&self.ctx, virt, host).await
                 }
-                None => crate::delete_object(&self.ctx, &host).await,
-            },
-            (None, None) => Ok(Action::await_change()),
-        };
-        if let Some(starter) = self.syncer.starter() {
-            starter.reconcile_end(key);
-        }
-        result
+                (Some(virt), None) => self.syncer.sync_down(&self.ctx, virt).await,
+                (Some(virt), Some(host)) => self.syncer.sync(&self.ctx, host, virt).await,
+                (None, Some(host)) => match self.syncer.up_syncer() {
+                    Some(up) => up.sync_up(&self.ctx, host).await,
+                    None if self.virtual_exists_live(key).await? => {
+                        // The cache is behind (a recreate, say): never delete on stale knowledge.
+                        Ok(Action::requeue(CACHE_LAG_RETRY))
+                    }
+                    None => crate::delete_object(&self.ctx, &host).await,
+                },
+                (None, None) => Ok(Action::await_change()),
+            }
+        })
+        .await
     }
+}
+
+/// Runs `reconcile` between the starter's `reconcile_start` and `reconcile_end`, unless the
+/// starter asks to skip it (or fails).
+async fn with_starter<K: SyncResource>(
+    starter: Option<&dyn crate::Starter<K>>,
+    ctx: &crate::SyncContext<K>,
+    key: &VirtualKey,
+    reconcile: impl Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let Some(starter) = starter else {
+        return reconcile.await;
+    };
+    let result = match starter.reconcile_start(ctx, key).await {
+        Ok(false) => reconcile.await,
+        Ok(true) => Ok(Action::await_change()),
+        Err(err) => Err(err),
+    };
+    starter.reconcile_end(key);
+    result
 }
 
 /// The handler of a [`FakeSyncer`](crate::FakeSyncer): creates what is missing, maintains what exists.
@@ -400,25 +412,41 @@ impl<F: crate::FakeSyncer> KeyHandler for FakeHandler<F> {
     }
 
     async fn handle(&self, key: &VirtualKey) -> Result<Action> {
-        if let Some(starter) = self.syncer.starter() {
-            let skip = starter.reconcile_start(&self.ctx, key).await;
-            if skip.as_ref().is_ok_and(|skip| *skip) || skip.is_err() {
-                starter.reconcile_end(key);
-                return skip.map(|_| Action::await_change());
+        with_starter(self.syncer.starter(), &self.ctx, key, async {
+            match self
+                .ctx
+                .virtual_store()
+                .get(&object_ref(key.namespace.as_deref(), &key.name))
+            {
+                Some(virt) => self.syncer.fake_sync(&self.ctx, virt).await,
+                None => self.syncer.fake_sync_up(&self.ctx, key).await,
             }
+        })
+        .await
+    }
+}
+
+/// A runnable controller over `handler`; `feed` spawns the tasks that fill its key queue.
+fn prepare<H: KeyHandler>(
+    handler: H,
+    concurrency: u16,
+    feed: impl FnOnce(&Arc<KeyQueue<H>>, &Arc<H>, &mut tokio::task::JoinSet<()>) + Send + 'static,
+) -> PreparedController {
+    let name = handler.name().to_string();
+    let run = move |shutdown: Shutdown| {
+        async move {
+            let handler = Arc::new(handler);
+            let (queue, triggers) = KeyQueue::new(handler.clone());
+            let mut feeders = tokio::task::JoinSet::new();
+            feed(&queue, &handler, &mut feeders);
+            queue.run(triggers, concurrency, shutdown).await;
+            feeders.abort_all();
         }
-        let result = match self
-            .ctx
-            .virtual_store()
-            .get(&object_ref(key.namespace.as_deref(), &key.name))
-        {
-            Some(virt) => self.syncer.fake_sync(&self.ctx, virt).await,
-            None => self.syncer.fake_sync_up(&self.ctx, key).await,
-        };
-        if let Some(starter) = self.syncer.starter() {
-            starter.reconcile_end(key);
-        }
-        result
+        .boxed()
+    };
+    PreparedController {
+        name,
+        run: Box::new(run),
     }
 }
 
@@ -429,29 +457,16 @@ pub(crate) fn prepare_pair<S: crate::Syncer>(
     host_events: mpsc::UnboundedReceiver<InformerEvent<S::Resource>>,
     builder: ControllerBuilder,
 ) -> PreparedController {
-    let name = builder.name.clone();
-    let run = move |shutdown: Shutdown| {
-        async move {
-            let handler = Arc::new(handler);
-            let (queue, triggers) = KeyQueue::new(handler.clone());
-            let mut feeders = tokio::task::JoinSet::new();
-            feeders.spawn(feed_virtual(queue.clone(), virtual_events, {
-                let handler = handler.clone();
-                move || all_keys(&handler)
-            }));
-            feeders.spawn(feed_host(queue.clone(), host_events, handler.clone()));
-            for keys in builder.triggers {
-                feeders.spawn(feed_existing_keys(queue.clone(), keys));
-            }
-            queue.run(triggers, builder.concurrency, shutdown).await;
-            feeders.abort_all();
+    prepare(handler, builder.concurrency, move |queue, handler, feeders| {
+        let all = handler.clone();
+        feeders.spawn(feed_virtual(queue.clone(), virtual_events, move || {
+            all_keys(&all)
+        }));
+        feeders.spawn(feed_host(queue.clone(), host_events, handler.clone()));
+        for keys in builder.triggers {
+            feeders.spawn(feed_existing_keys(queue.clone(), keys));
         }
-        .boxed()
-    };
-    PreparedController {
-        name,
-        run: Box::new(run),
-    }
+    })
 }
 
 /// Wires a fake syncer's informer and triggers into a key queue and returns the runnable.
@@ -460,28 +475,15 @@ pub(crate) fn prepare_fake<F: crate::FakeSyncer>(
     virtual_events: mpsc::UnboundedReceiver<InformerEvent<F::Resource>>,
     builder: ControllerBuilder,
 ) -> PreparedController {
-    let name = builder.name.clone();
-    let run = move |shutdown: Shutdown| {
-        async move {
-            let handler = Arc::new(handler);
-            let (queue, triggers) = KeyQueue::new(handler.clone());
-            let mut feeders = tokio::task::JoinSet::new();
-            let store = handler.ctx.virtual_store().clone();
-            feeders.spawn(feed_virtual(queue.clone(), virtual_events, move || {
-                store.state().iter().map(|o| virtual_key_of(o.as_ref())).collect()
-            }));
-            for keys in builder.triggers {
-                feeders.spawn(feed_any_keys(queue.clone(), keys));
-            }
-            queue.run(triggers, builder.concurrency, shutdown).await;
-            feeders.abort_all();
+    prepare(handler, builder.concurrency, move |queue, handler, feeders| {
+        let store = handler.ctx.virtual_store().clone();
+        feeders.spawn(feed_virtual(queue.clone(), virtual_events, move || {
+            store.state().iter().map(|o| virtual_key_of(o.as_ref())).collect()
+        }));
+        for keys in builder.triggers {
+            feeders.spawn(feed_any_keys(queue.clone(), keys));
         }
-        .boxed()
-    };
-    PreparedController {
-        name,
-        run: Box::new(run),
-    }
+    })
 }
 
 fn all_keys<S: crate::Syncer>(handler: &PairHandler<S>) -> Vec<VirtualKey> {

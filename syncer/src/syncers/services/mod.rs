@@ -11,6 +11,7 @@
 //! - `default/kubernetes` is the virtual API server's own service and is never synced.
 
 pub mod endpoints;
+pub mod slices;
 pub mod translate;
 
 use std::sync::Arc;
@@ -18,7 +19,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dashmap::DashSet;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service, ServiceSpec};
+use k8s_openapi::api::{
+    core::v1::{Endpoints, Pod, Service, ServiceSpec},
+    discovery::v1::EndpointSlice,
+};
 use kube::{
     Resource, ResourceExt,
     api::{DeleteParams, PostParams, Preconditions},
@@ -65,6 +69,8 @@ pub struct ServiceSyncer {
     host_endpoints: Store<Endpoints>,
     virtual_endpoints: Store<Endpoints>,
     host_pods: Store<Pod>,
+    host_slices: Store<EndpointSlice>,
+    virtual_slices: Store<EndpointSlice>,
     /// Services whose host cluster IP the virtual API server refused (CIDR mismatch): not
     /// retried until vcsync restarts, so a misconfiguration cannot cause a delete loop.
     adoption_failed: DashSet<VirtualKey>,
@@ -79,6 +85,8 @@ impl ServiceSyncer {
             host_endpoints: host_endpoints_informer(ctx).store(),
             virtual_endpoints: ctx.virtual_informer::<Endpoints>().store(),
             host_pods: ctx.host_informer::<Pod>().store(),
+            host_slices: host_slices_informer(ctx).store(),
+            virtual_slices: ctx.virtual_informer::<EndpointSlice>().store(),
             adoption_failed: DashSet::new(),
         }
     }
@@ -154,6 +162,14 @@ impl ServiceSyncer {
         }
     }
 
+    /// The virtual pod behind a host pod name, if the pod is this instance's.
+    fn host_pod_virtual_key(&self, ctx: &SyncContext<Service>, host_pod: &str) -> Option<VirtualKey> {
+        let pod = self
+            .host_pods
+            .get(&kube::runtime::reflector::ObjectRef::new(host_pod).within(ctx.host_namespace()))?;
+        self.translator.virtual_key(pod.meta())
+    }
+
     /// Mirrors the host Endpoints of a selector service up; returns whether it wrote.
     async fn mirror_endpoints(
         &self,
@@ -168,14 +184,9 @@ impl ServiceSyncer {
         let host_endpoints = self
             .host_endpoints
             .get(&kube::runtime::reflector::ObjectRef::new(&host.name_any()).within(ctx.host_namespace()));
-        let subsets = host_endpoints.as_ref().and_then(|h| {
-            virtual_endpoints_subsets(h, |pod| {
-                let pod = self
-                    .host_pods
-                    .get(&kube::runtime::reflector::ObjectRef::new(pod).within(ctx.host_namespace()))?;
-                self.translator.virtual_key(pod.meta())
-            })
-        });
+        let subsets = host_endpoints
+            .as_ref()
+            .and_then(|h| virtual_endpoints_subsets(h, |pod| self.host_pod_virtual_key(ctx, pod)));
         let observed = self.virtual_endpoints.get(
             &kube::runtime::reflector::ObjectRef::new(&key.name)
                 .within(key.namespace.as_deref().unwrap_or_default()),
@@ -219,6 +230,14 @@ impl ServiceSyncer {
             }
         }
     }
+}
+
+fn host_slices_informer(ctx: &RegisterContext) -> Arc<crate::informer::Informer<EndpointSlice>> {
+    ctx.informers().get::<EndpointSlice>(Scope::Custom {
+        side: Side::Host,
+        namespace: Some(ctx.host_namespace().to_string()),
+        labels: String::new(),
+    })
 }
 
 fn host_endpoints_informer(ctx: &RegisterContext) -> Arc<crate::informer::Informer<Endpoints>> {
@@ -308,7 +327,17 @@ impl Syncer for ServiceSyncer {
                 ))?;
             return Ok(Action::await_change());
         }
-        self.mirror_endpoints(ctx, &virt, &host).await?;
+        if virt.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some() {
+            self.mirror_endpoints(ctx, &virt, &host).await?;
+            let desired = slices::virtual_slices(&virt, &host.name_any(), &self.host_slices.state(), |pod| {
+                self.host_pod_virtual_key(ctx, pod)
+            });
+            let api = kube::Api::namespaced(
+                ctx.virtual_client().clone(),
+                &virt.namespace().unwrap_or_default(),
+            );
+            slices::apply_virtual_slices(&api, &self.virtual_slices, &virt, desired).await?;
+        }
         Ok(Action::await_change())
     }
 
@@ -353,7 +382,46 @@ impl ControllerModifier for ServiceSyncer {
                     _ => None,
                 }
             });
-        Ok(builder.watches(host_keys).watches(virtual_keys))
+        let services = self.host_services.clone();
+        let (translator, host_ns) = (self.translator.clone(), ctx.host_namespace().to_string());
+        let host_slice_keys =
+            UnboundedReceiverStream::new(host_slices_informer(ctx).subscribe()).filter_map(move |event| {
+                let key = match event {
+                    InformerEvent::Applied(s) | InformerEvent::Deleted(s) => {
+                        s.labels().get(slices::SERVICE_NAME_LABEL).and_then(|service| {
+                            let service = services
+                                .get(&kube::runtime::reflector::ObjectRef::new(service).within(&host_ns))?;
+                            translator.virtual_key(service.meta())
+                        })
+                    }
+                    InformerEvent::Relisted => None,
+                };
+                futures::future::ready(key)
+            });
+        let virtual_slice_keys = UnboundedReceiverStream::new(
+            ctx.virtual_informer::<EndpointSlice>().subscribe(),
+        )
+        .filter_map(|event| {
+            let key = match event {
+                InformerEvent::Applied(s) | InformerEvent::Deleted(s)
+                    if s.labels().contains_key(MIRRORED_LABEL) =>
+                {
+                    s.labels()
+                        .get(slices::SERVICE_NAME_LABEL)
+                        .map(|service| VirtualKey {
+                            namespace: s.namespace(),
+                            name: service.clone(),
+                        })
+                }
+                _ => None,
+            };
+            futures::future::ready(key)
+        });
+        Ok(builder
+            .watches(host_keys)
+            .watches(virtual_keys)
+            .watches(host_slice_keys)
+            .watches(virtual_slice_keys))
     }
 }
 

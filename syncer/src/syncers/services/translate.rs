@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec,
+    EndpointAddress, EndpointSubset, Endpoints, ObjectReference, Service, ServicePort, ServiceSpec,
 };
 use vcsync_translators::{NameTranslator, NamespacedTranslator, VirtualKey, host_map_selector};
 
@@ -143,16 +143,7 @@ pub fn virtual_endpoints_subsets(
             .flatten()
             .filter_map(|address| {
                 let mut address = address.clone();
-                if let Some(target) = address.target_ref.as_mut()
-                    && target.kind.as_deref() == Some("Pod")
-                {
-                    let key = virtual_pod(target.name.as_deref()?)?;
-                    target.name = Some(key.name);
-                    target.namespace = key.namespace;
-                    target.uid = None;
-                    target.resource_version = None;
-                }
-                Some(address)
+                pod_reference_up(address.target_ref.as_mut(), &virtual_pod).then_some(address)
             })
             .collect();
         (!translated.is_empty()).then_some(translated)
@@ -171,6 +162,25 @@ pub fn virtual_endpoints_subsets(
     (!subsets.is_empty()).then_some(subsets)
 }
 
+/// Points a host pod reference at the virtual pod it stands for. False when the pod is not
+/// this instance's (the caller drops the address); references to other kinds are kept.
+pub fn pod_reference_up(
+    target: Option<&mut ObjectReference>,
+    virtual_pod: &impl Fn(&str) -> Option<VirtualKey>,
+) -> bool {
+    let Some(target) = target.filter(|t| t.kind.as_deref() == Some("Pod")) else {
+        return true;
+    };
+    let Some(key) = target.name.as_deref().and_then(virtual_pod) else {
+        return false;
+    };
+    target.name = Some(key.name);
+    target.namespace = key.namespace;
+    target.uid = None;
+    target.resource_version = None;
+    true
+}
+
 /// Labels of a mirrored virtual Endpoints object: the service's labels and a marker that says
 /// vcsync maintains it.
 pub fn mirrored_endpoints_labels(service: &Service) -> BTreeMap<String, String> {
@@ -185,7 +195,6 @@ pub const MIRRORED_LABEL: &str = "vcsync.dev/mirrored";
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::ObjectReference;
     use serde_json::json;
     use vcsync_translators::{MANAGED_BY_LABEL, NAMESPACE_LABEL, Ownership};
 
