@@ -441,9 +441,9 @@ impl Simulation {
                     {
                         meta.remove("ownerReferences");
                     }
-                    self.objects.update(def, namespace, name, None, object)
+                    self.write().update(def, namespace, name, None, object)
                 }
-                Err(_) => self.objects.create(def, namespace, desired.clone()),
+                Err(_) => self.write().create(def, namespace, desired.clone()),
             };
             match result {
                 Ok(_) => return,
@@ -468,7 +468,7 @@ impl Simulation {
             uid: existing["metadata"]["uid"].as_str().map(str::to_string),
             ..Default::default()
         };
-        if let Err(e) = self.objects.delete(def, namespace, name, &options) {
+        if let Err(e) = self.write().delete(def, namespace, name, &options) {
             tracing::debug!(namespace, name, kind = %def.kind, error = %e.message, "endpoints delete failed");
         }
     }

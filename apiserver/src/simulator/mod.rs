@@ -21,6 +21,7 @@ mod scheduler;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -131,6 +132,7 @@ pub struct Simulator {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     node_names: Vec<String>,
+    writes: Arc<AtomicU64>,
 }
 
 impl Simulator {
@@ -145,6 +147,12 @@ impl Simulator {
     /// Names of the simulated nodes.
     pub fn node_names(&self) -> Vec<String> {
         self.node_names.clone()
+    }
+
+    /// Write requests (create, update, delete, bind) the simulator has made so far, including
+    /// any the store found to change nothing: for tests that the simulator writes only changes.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 }
 
@@ -163,6 +171,7 @@ impl ApiServer {
         let shared = &self.inner.shared;
         let simulation = Simulation::new(shared.objects.clone(), config);
         let node_names = simulation.nodes.iter().map(|n| n.name.clone()).collect();
+        let writes = simulation.writes.clone();
         let (stop, stopped) = watch::channel(false);
         let shutdown = shared.shutdown.clone();
         let task = tokio::spawn(simulation.run(stopped, shutdown));
@@ -170,6 +179,7 @@ impl ApiServer {
             stop,
             task,
             node_names,
+            writes,
         }
     }
 }
@@ -224,6 +234,8 @@ struct Simulation {
     endpoints: EndpointIndex,
     balancers: LoadBalancers,
     writes_since_yield: usize,
+    /// Write requests made, shared with the handle.
+    writes: Arc<AtomicU64>,
 }
 
 impl Simulation {
@@ -242,6 +254,7 @@ impl Simulation {
             endpoints: EndpointIndex::default(),
             balancers: LoadBalancers::new(),
             writes_since_yield: 0,
+            writes: Arc::new(AtomicU64::new(0)),
             config,
         };
         simulation.register_nodes();
@@ -423,6 +436,12 @@ impl Simulation {
         self.reconcile_balancers().await;
     }
 
+    /// The object layer, for a write: counted in [`Simulator::writes`].
+    fn write(&self) -> &Objects {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        &self.objects
+    }
+
     /// Counts a write and yields to the runtime now and then.
     async fn wrote(&mut self) {
         self.writes_since_yield += 1;
@@ -438,7 +457,7 @@ impl Simulation {
         let (namespace, name) = crate::store::object_key(current);
         let mut body = current.clone();
         body["status"] = status;
-        self.objects.update(def, &namespace, &name, Some("status"), body)
+        self.write().update(def, &namespace, &name, Some("status"), body)
     }
 }
 

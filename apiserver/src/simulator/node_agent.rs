@@ -404,7 +404,7 @@ impl Simulation {
             grace_period_seconds: Some(0),
             ..Default::default()
         };
-        if let Err(e) = self.objects.delete(&self.kinds.pods, &key.0, &key.1, &options) {
+        if let Err(e) = self.write().delete(&self.kinds.pods, &key.0, &key.1, &options) {
             tracing::debug!(pod = ?key, error = %e.message, "could not finish a pod's deletion");
         }
     }

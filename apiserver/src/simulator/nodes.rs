@@ -197,7 +197,7 @@ impl Simulation {
         let now = crate::objects::now_rfc3339();
         for node in &self.nodes {
             let fresh = node.object(&self.config, &now);
-            let stored = match self.objects.create(&self.kinds.nodes, "", fresh.clone()) {
+            let stored = match self.write().create(&self.kinds.nodes, "", fresh.clone()) {
                 Ok(stored) => Some(stored),
                 Err(e) if e.reason == "AlreadyExists" => self
                     .objects
@@ -239,11 +239,11 @@ impl Simulation {
                 lease["spec"]["holderIdentity"] = json!(node.name);
                 lease["spec"]["leaseDurationSeconds"] = json!(LEASE_DURATION_SECONDS);
                 lease["spec"]["renewTime"] = json!(now);
-                self.objects
+                self.write()
                     .update(leases, LEASE_NAMESPACE, &node.name, None, lease)
             }
             Err(_) => self
-                .objects
+                .write()
                 .create(leases, LEASE_NAMESPACE, node.lease(node_uid, &now)),
         };
         if let Err(e) = result {
@@ -261,7 +261,7 @@ impl Simulation {
                     let status = with_heartbeat(&existing, &fresh, &now);
                     self.write_status(&self.kinds.nodes, &existing, status)
                 }
-                Err(_) => self.objects.create(&self.kinds.nodes, "", fresh),
+                Err(_) => self.write().create(&self.kinds.nodes, "", fresh),
             };
             if let Err(e) = result {
                 tracing::debug!(node = %node.name, error = %e.message, "node heartbeat failed; retried next period");

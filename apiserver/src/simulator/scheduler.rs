@@ -249,7 +249,7 @@ impl Simulation {
         let binding = json!({"apiVersion": "v1", "kind": "Binding",
             "metadata": {"name": key.1, "namespace": key.0, "uid": pod["metadata"]["uid"]},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-        match self.objects.bind(&self.kinds.pods, &key.0, &key.1, &binding) {
+        match self.write().bind(&self.kinds.pods, &key.0, &key.1, &binding) {
             // Tracked at once, so the next pod of this flush sees the node's new load.
             Ok(bound) => {
                 self.agent.observe(key, Some(&bound));

@@ -104,3 +104,21 @@ pub fn reason(error: &kube::Error) -> String {
         other => panic!("expected an API error, got {other:?}"),
     }
 }
+
+/// Polls `check` every 10ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: std::time::Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    tokio::time::timeout(limit, async {
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .ok()
+}

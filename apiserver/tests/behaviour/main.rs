@@ -8,5 +8,6 @@ mod kinds;
 mod kubectl;
 mod patches;
 mod selectors;
+mod simulator;
 mod watch;
 mod workloads;

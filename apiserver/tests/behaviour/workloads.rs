@@ -15,7 +15,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Value, json};
 
-use crate::env::{Env, TestResult, object, status_code};
+use crate::env::{Env, TestResult, eventually, object, status_code};
 
 fn pod(name: &str) -> Pod {
     object(json!({"metadata": {"name": name},
@@ -42,24 +42,6 @@ fn grace(seconds: i64) -> DeleteParams {
         grace_period_seconds: Some(seconds as u32),
         ..Default::default()
     }
-}
-
-/// Polls `check` every 20ms until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    tokio::time::timeout(limit, async {
-        loop {
-            if let Some(value) = check().await {
-                return value;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .ok()
 }
 
 #[tokio::test]
