@@ -180,11 +180,24 @@ fn default_service(service: &mut Value) {
         set_default(spec, "ipFamilies", json!(["IPv4"]));
         set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
     }
-    if matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer")) {
+    // Type-dependent fields: defaulted for the types that use them, dropped for the others (as
+    // Kubernetes drops them when the type changes).
+    let external = matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer"));
+    let load_balancer = spec["type"] == "LoadBalancer";
+    if external {
         set_default(spec, "externalTrafficPolicy", json!("Cluster"));
     }
-    if spec["type"] == "LoadBalancer" {
+    if load_balancer {
         set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+    if let Some(spec) = spec.as_object_mut() {
+        if !external {
+            spec.remove("externalTrafficPolicy");
+        }
+        if !load_balancer {
+            spec.remove("allocateLoadBalancerNodePorts");
+            spec.remove("loadBalancerClass");
+        }
     }
     if let Some(Value::Array(ports)) = spec.get_mut("ports") {
         for port in ports {

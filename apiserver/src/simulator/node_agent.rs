@@ -135,7 +135,9 @@ impl NodeAgent {
             .as_str()
             .and_then(|ip| ip.parse().ok())
             .filter(|ip| reported && self.pool.reserve(*ip));
-        let phase = if reported && ip.is_some() {
+        let terminated = matches!(status["phase"].as_str(), Some("Succeeded" | "Failed"));
+        let phase = if terminated || (reported && ip.is_some()) {
+            // A kubelet does not start a pod that has terminated.
             Phase::Started
         } else {
             self.schedule(
@@ -488,6 +490,16 @@ mod tests {
         let due = agent.due(Instant::now());
         assert_eq!(due, [Timer::Finish(key.clone(), "u1".to_string())]);
         assert!(agent.tracked_in(&key, "u1", false).is_some());
+    }
+
+    #[test]
+    fn terminated_pods_are_not_started() {
+        let mut agent = agent(Duration::ZERO);
+        let mut done = pod("u1", "sim-node-0");
+        done["status"]["phase"] = json!("Succeeded");
+        agent.observe(&("ns".to_string(), "p".to_string()), Some(&done));
+        assert!(agent.timers.is_empty());
+        assert_eq!(agent.load("sim-node-0"), 1);
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub(crate) fn wants_scheduling(pod: &Value) -> bool {
     let spec = &pod["spec"];
     spec["nodeName"].as_str().is_none_or(str::is_empty)
         && spec["schedulerName"].as_str().unwrap_or(SCHEDULER_NAME) == SCHEDULER_NAME
+        && spec["schedulingGates"].as_array().is_none_or(Vec::is_empty)
         && pod["metadata"]["deletionTimestamp"].is_null()
         && !matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
 }
@@ -109,6 +110,9 @@ pub(crate) fn pick_node<'a>(
         return Ok(name);
     }
     let reasons: Vec<String> = misfits.iter().map(|(text, n)| format!("{n} {text}")).collect();
+    if reasons.is_empty() {
+        return Err("0/0 nodes are available.".to_string());
+    }
     Err(format!(
         "0/{} nodes are available: {}.",
         nodes.len(),
@@ -367,6 +371,13 @@ mod tests {
         )));
         assert!(!wants_scheduling(&pod(json!({"schedulerName": "other"}))));
         assert!(!wants_scheduling(&pod(json!({"nodeName": "n"}))));
+        assert!(!wants_scheduling(&pod(
+            json!({"schedulingGates": [{"name": "wait"}]})
+        )));
+        assert_eq!(
+            pick_node(&pod(json!({})), &[], |_| 0, 1),
+            Err("0/0 nodes are available.".to_string())
+        );
         let status = unschedulable_status(&pod(json!({})), "no").unwrap();
         assert_eq!(status["conditions"][0]["reason"], "Unschedulable");
         let marked = json!({"status": status});
