@@ -2,8 +2,9 @@
 //! tests and benchmarks. Real clients (kube-rs, kubectl) accept it: discovery, CRUD, list and
 //! watch with resourceVersion semantics, selectors, patches, finalizers, subresources.
 //!
-//! It is not a production control plane: no authentication, no persistence, no controllers.
-//! See the crate README for what is supported and the deliberate simplifications.
+//! It is not a production control plane: no authentication, no persistence, no workload
+//! controllers. An optional [`Simulator`] plays scheduler, kubelets, endpoints and load-balancer
+//! controllers. See the crate README for what is supported and the deliberate simplifications.
 //!
 //! ```no_run
 //! # async fn demo() -> vcsync_apiserver::Result<()> {
