@@ -5,7 +5,10 @@
 mod cli;
 mod data_sync;
 mod env;
+mod from_host;
 mod kinds;
 mod kubectl;
+mod nodes;
+mod pods;
 mod restart;
 mod services;

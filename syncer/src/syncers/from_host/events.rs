@@ -29,7 +29,6 @@ use async_trait::async_trait;
 use dashmap::{DashMap, mapref::entry::Entry};
 use futures::{
     StreamExt,
-    future::BoxFuture,
     stream::{BoxStream, SelectAll},
 };
 use k8s_openapi::{
@@ -238,7 +237,6 @@ impl EventRouter {
 trait OwnedObjects: Send + Sync {
     fn kind(&self) -> &str;
     fn metadata(&self, namespace: &str, name: &str) -> Option<ObjectMeta>;
-    fn ready(&self) -> BoxFuture<'static, ()>;
 }
 
 struct OwnedStore<K: SyncResource> {
@@ -255,13 +253,6 @@ impl<K: SyncResource> OwnedObjects for OwnedStore<K> {
         self.store
             .get(&ObjectRef::new(name).within(namespace))
             .map(|o| o.meta().clone())
-    }
-
-    fn ready(&self) -> BoxFuture<'static, ()> {
-        let store = self.store.clone();
-        Box::pin(async move {
-            let _ = store.wait_until_ready().await;
-        })
     }
 }
 
@@ -294,9 +285,13 @@ fn watch_owned<K: SyncResource>(
     );
 }
 
-/// Feeds the router; sends the keys to reconcile and flips `ready` after the first list of
-/// host events, which it processes only once every object cache is filled (so no mirror is
-/// removed for want of knowledge).
+/// Feeds the router and sends the keys to reconcile. `ready` flips once host events and
+/// every kind of object have been listed, after one more full pass, so no mirror is removed
+/// for want of knowledge.
+///
+/// Readiness comes from the informers' relist events rather than `Store::wait_until_ready`:
+/// kube-runtime wakes only the last of several concurrent waiters of one store, and the
+/// manager already waits on each.
 async fn route(
     router: Arc<EventRouter>,
     host_events: Store<Event>,
@@ -306,8 +301,6 @@ async fn route(
     keys: mpsc::UnboundedSender<VirtualKey>,
     ready: watch::Sender<bool>,
 ) {
-    let _ = host_events.wait_until_ready().await;
-    futures::future::join_all(objects.iter().map(|o| o.ready())).await;
     let host_namespace = router.translator.host_namespace().to_string();
     let lookup = |kind: &str, name: &str| {
         objects
@@ -316,23 +309,32 @@ async fn route(
             .and_then(|o| o.metadata(&host_namespace, name))
     };
     let event_named = |name: &str| host_events.get(&ObjectRef::new(name).within(&host_namespace));
+    let mut unlisted: BTreeSet<String> = objects.iter().map(|o| o.kind().to_string()).collect();
+    let mut events_listed = false;
     loop {
-        let routed = tokio::select! {
+        let mut routed = tokio::select! {
             event = events.recv() => match event {
                 Some(InformerEvent::Applied(event)) => router.apply(&event, &lookup),
                 Some(InformerEvent::Deleted(event)) => router.delete(&event),
                 Some(InformerEvent::Relisted) => {
-                    let routed = router.reset(&host_events.state(), &lookup);
-                    let _ = ready.send(true);
-                    routed
+                    events_listed = true;
+                    router.reset(&host_events.state(), &lookup)
                 }
                 None => break,
             },
             Some((kind, name)) = appearances.next() => match name {
                 Some(name) => router.object_appeared(&kind, &name, &event_named, &lookup),
-                None => router.retry_parked(&kind, &event_named, &lookup),
+                None => {
+                    unlisted.remove(&kind);
+                    router.retry_parked(&kind, &event_named, &lookup)
+                }
             },
         };
+        if events_listed && unlisted.is_empty() && !*ready.borrow() {
+            routed.extend(router.reset(&host_events.state(), &lookup));
+            ready.send_replace(true);
+            tracing::debug!(parked = router.parked_len(), "host events routed");
+        }
         for key in routed {
             let _ = keys.send(key);
         }
