@@ -9,6 +9,5 @@ mod from_host;
 mod kinds;
 mod kubectl;
 mod nodes;
-mod pods;
 mod restart;
 mod services;
