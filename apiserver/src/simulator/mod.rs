@@ -220,6 +220,10 @@ struct Feeds {
     nodes: Subscription,
 }
 
+/// Events handled per resource before acting on them, so that a steady stream of events still
+/// gets flushed.
+const MAX_BATCH: usize = 10_000;
+
 /// Writes between two yields to the runtime, so a large burst does not hog a worker thread.
 const WRITES_PER_YIELD: usize = 64;
 
@@ -278,12 +282,10 @@ impl Simulation {
         loop {
             self.flush().await;
             let deadline = self.agent.next_deadline();
+            // Timers first: a steady stream of events must not hold back starts and deletions.
             let resync = tokio::select! {
                 biased;
                 _ = &mut stopping => break,
-                event = feeds.pods.recv() => self.on_event(Resource::Pods, event),
-                event = feeds.services.recv() => self.on_event(Resource::Services, event),
-                event = feeds.nodes.recv() => self.on_event(Resource::Nodes, event),
                 _ = sleep_until(deadline) => {
                     self.fire_timers().await;
                     false
@@ -296,6 +298,9 @@ impl Simulation {
                     self.heartbeat();
                     false
                 }
+                event = feeds.pods.recv() => self.on_event(Resource::Pods, event),
+                event = feeds.services.recv() => self.on_event(Resource::Services, event),
+                event = feeds.nodes.recv() => self.on_event(Resource::Nodes, event),
             };
             // Take the rest of a burst now, so that it is handled by one flush.
             let resync = resync || self.drain(&mut feeds);
@@ -323,7 +328,7 @@ impl Simulation {
         false
     }
 
-    /// Handles every queued event; true when a channel is closed.
+    /// Handles the queued events (up to a batch); true when a channel is closed.
     fn drain(&mut self, feeds: &mut Feeds) -> bool {
         use tokio::sync::mpsc::error::TryRecvError;
         let mut closed = false;
@@ -333,7 +338,7 @@ impl Simulation {
                 Resource::Services => &mut feeds.services,
                 Resource::Nodes => &mut feeds.nodes,
             };
-            loop {
+            for _ in 0..MAX_BATCH {
                 match channel.try_recv() {
                     Ok(event) => {
                         self.on_event(resource, Some(event));
