@@ -216,3 +216,73 @@ impl ControllerModifier for NodeSyncer {
         Ok(triggers.into_iter().fold(builder, |b, t| b.watches(t)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+
+    use super::*;
+    use crate::syncers::{from_host::SYNCED_FROM_HOST_LABEL, nodes::node_status::FAKE_NODE_LABEL};
+
+    /// A syncer whose host cache holds `host_nodes` (None: host nodes unreadable) and whose
+    /// pods are bound to `used`.
+    fn syncer(mode: NodeMode, host_nodes: Option<&[&str]>, used: &[&str]) -> NodeSyncer {
+        let host = host_nodes.map(|names| {
+            let (store, mut writer) = kube::runtime::reflector::store::<Node>();
+            for name in names {
+                let node = Node {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(name.to_string()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(node));
+            }
+            store
+        });
+        let pods = (mode == NodeMode::Fake).then(|| {
+            let index = Arc::new(PodsByNode::new());
+            for (i, node) in used.iter().enumerate() {
+                index.apply(VirtualKey::namespaced("team", format!("pod-{i}")), Some(node));
+            }
+            index
+        });
+        let (leases, _) = kube::runtime::reflector::store::<Lease>();
+        NodeSyncer::new(mode, host, pods, leases, SyntheticNode::default(), Vec::new())
+    }
+
+    #[rstest]
+    #[case::used_with_host(NodeMode::Fake, Some(&["n1"][..]), &["n1"][..], Some(FAKE_NODE_LABEL))]
+    #[case::used_without_host(NodeMode::Fake, Some(&[][..]), &["n1"][..], None)]
+    #[case::unused_with_host(NodeMode::Fake, Some(&["n1"][..]), &[][..], None)]
+    #[case::used_host_unreadable(NodeMode::Fake, None, &["n1"][..], Some(FAKE_NODE_LABEL))]
+    #[case::unused_host_unreadable(NodeMode::Fake, None, &[][..], None)]
+    #[case::real_host_present(NodeMode::Real, Some(&["n1"][..]), &[][..], Some(SYNCED_FROM_HOST_LABEL))]
+    #[case::real_host_absent(NodeMode::Real, Some(&["n2"][..]), &[][..], None)]
+    fn when_a_node_is_wanted(
+        #[case] mode: NodeMode,
+        #[case] host_nodes: Option<&[&str]>,
+        #[case] used: &[&str],
+        #[case] marker: Option<&str>,
+    ) {
+        let desired = syncer(mode, host_nodes, used).desired("n1");
+        assert_eq!(desired.is_some(), marker.is_some());
+        if let (Some(desired), Some(marker)) = (desired, marker) {
+            assert_eq!(desired.labels[marker], "true");
+        }
+    }
+
+    #[test]
+    fn unreadable_host_nodes_give_synthetic_data() {
+        let desired = syncer(NodeMode::Fake, None, &["n1"]).desired("n1").unwrap();
+        let ready = desired
+            .status
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert!(ready.message.unwrap().contains("not readable"));
+    }
+}
