@@ -97,6 +97,10 @@ pub struct DevArgs {
     /// Log level or tracing filter.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Simulated host nodes that schedule and "run" synced pods (0: no simulator, pods stay
+    /// Pending on the host).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
 }
 
 /// Parses the command line and runs it; returns the process exit code.

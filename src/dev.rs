@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client, api::PostParams};
-use vcsync_apiserver::{ApiServer, ServerConfig};
+use vcsync_apiserver::{ApiServer, ServerConfig, SimulatorConfig};
 use vcsync_syncer::Config;
 
 use crate::cli::DevArgs;
@@ -28,6 +28,14 @@ pub async fn run(args: DevArgs, file_config: Option<Config>) -> anyhow::Result<(
     })
     .await
     .context("starting the virtual API server")?;
+
+    // The host's scheduler and kubelets, so pods become Running with IPs and nodes.
+    let simulator = (args.nodes > 0).then(|| {
+        host.start_simulator(SimulatorConfig {
+            nodes: args.nodes,
+            ..SimulatorConfig::default()
+        })
+    });
 
     std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
     let host_kubeconfig = args.dir.join("host.kubeconfig");
@@ -61,7 +69,7 @@ pub async fn run(args: DevArgs, file_config: Option<Config>) -> anyhow::Result<(
     config.host.kubeconfig = Some(host_kubeconfig.clone());
     config.virtual_cluster.kubeconfig = Some(virtual_kubeconfig.clone());
 
-    print_welcome(&host, &virt, &host_kubeconfig, &virtual_kubeconfig);
+    print_welcome(&host, &virt, &host_kubeconfig, &virtual_kubeconfig, args.nodes);
     let result = crate::sidecar::run_with_clients(
         config,
         virtual_client,
@@ -69,6 +77,9 @@ pub async fn run(args: DevArgs, file_config: Option<Config>) -> anyhow::Result<(
         crate::sidecar::shutdown_signal(),
     )
     .await;
+    if let Some(simulator) = simulator {
+        simulator.stop().await;
+    }
     virt.shutdown().await;
     host.shutdown().await;
     result
@@ -83,18 +94,20 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn print_welcome(host: &ApiServer, virt: &ApiServer, host_kc: &Path, virtual_kc: &Path) {
+fn print_welcome(host: &ApiServer, virt: &ApiServer, host_kc: &Path, virtual_kc: &Path, nodes: usize) {
     let (h, v) = (host_kc.display(), virtual_kc.display());
     println!(
         "vcsync dev is running (Ctrl-C to stop).\n\
          \n  virtual API server: {}   kubeconfig: {v}\
          \n  host API server:    {}   kubeconfig: {h}\
-         \n  host namespace:     {DEV_NAMESPACE}\n\
+         \n  host namespace:     {DEV_NAMESPACE}\
+         \n  simulated host nodes: {nodes}\n\
          \nTry, in another terminal:\
          \n  export KUBECONFIG={v}\
          \n  kubectl create configmap app-config --from-literal=greeting=hello\
          \n  kubectl run web --image=nginx --overrides='{{\"spec\":{{\"volumes\":[{{\"name\":\"c\",\"configMap\":{{\"name\":\"app-config\"}}}}]}}}}'\
-         \n  kubectl --kubeconfig {h} -n {DEV_NAMESPACE} get configmaps --show-labels\n",
+         \n  kubectl --kubeconfig {h} -n {DEV_NAMESPACE} get configmaps --show-labels\
+         \n  kubectl get pods -o wide; kubectl get nodes\n",
         virt.url(),
         host.url(),
     );
