@@ -1,6 +1,6 @@
 //! Decoding of Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) for the
 //! kinds kubectl's typed clients send that way (`kubectl create configmap|secret|namespace|
-//! serviceaccount|service|deployment`). client-go does not fall back to JSON on 415, so these
+//! serviceaccount|service|deployment|token`). client-go does not fall back to JSON on 415, so these
 //! commands need it.
 //!
 //! The envelope is the magic `k8s\0` followed by a `runtime.Unknown` message whose `raw` field is
@@ -174,6 +174,22 @@ const RESOURCES: &Schema = &[
     (1, "limits", false, QuantityMap),
     (2, "requests", false, QuantityMap),
 ];
+const TOKEN_REQUEST: &Schema = &[
+    (1, "metadata", false, Msg(OBJECT_META)),
+    (2, "spec", false, Msg(TOKEN_REQUEST_SPEC)),
+    (3, "status", false, Msg(EMPTY)),
+];
+const TOKEN_REQUEST_SPEC: &Schema = &[
+    (1, "audiences", true, Str),
+    (3, "boundObjectRef", false, Msg(BOUND_OBJECT_REFERENCE)),
+    (4, "expirationSeconds", false, Int),
+];
+const BOUND_OBJECT_REFERENCE: &Schema = &[
+    (1, "kind", false, Str),
+    (2, "apiVersion", false, Str),
+    (3, "name", false, Str),
+    (4, "uid", false, Str),
+];
 const EMPTY: &Schema = &[];
 
 /// The schema of a kind sent as protobuf, by (apiVersion, kind).
@@ -185,6 +201,8 @@ fn schema_for(api_version: &str, kind: &str) -> Option<&'static Schema> {
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("v1", "Service") => SERVICE,
         ("apps/v1", "Deployment") => DEPLOYMENT,
+        // `kubectl create token`.
+        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         _ => return None,
     })
 }
@@ -424,6 +442,19 @@ mod tests {
         assert_eq!(
             value,
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "b"}})
+        );
+    }
+
+    #[test]
+    fn decodes_a_token_request() {
+        let spec = [len(1, b"a"), len(1, b"b"), vec![4 << 3, 0x90, 0x38]].concat();
+        let object = [len(1, &len(1, b"default")), len(2, &spec), len(3, b"")].concat();
+        let type_meta = [len(1, b"authentication.k8s.io/v1"), len(2, b"TokenRequest")].concat();
+        let body = [b"k8s\0".to_vec(), len(1, &type_meta), len(2, &object)].concat();
+        let value = decode(&body).unwrap();
+        assert_eq!(
+            value["spec"],
+            json!({"audiences": ["a", "b"], "expirationSeconds": 7184})
         );
     }
 

@@ -56,12 +56,38 @@ fn columns(def: &ResourceDef) -> Vec<(&'static str, &'static str, Cell)> {
         ("", "Service") => vec![
             ("Type", "string", |o| o["spec"]["type"].clone()),
             ("Cluster-IP", "string", |o| o["spec"]["clusterIP"].clone()),
+            ("External-IP", "string", |o| {
+                let ingress: Vec<&str> = o["status"]["loadBalancer"]["ingress"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
+                    .chain(
+                        o["spec"]["externalIPs"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str),
+                    )
+                    .collect();
+                json!(match (ingress.is_empty(), o["spec"]["type"].as_str()) {
+                    (false, _) => ingress.join(","),
+                    (true, Some("LoadBalancer")) => "<pending>".to_string(),
+                    (true, _) => "<none>".to_string(),
+                })
+            }),
             ("Port(s)", "string", |o| {
                 let ports: Vec<String> = o["spec"]["ports"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+                    .map(|p| {
+                        let protocol = p["protocol"].as_str().unwrap_or("TCP");
+                        match p["nodePort"].as_i64() {
+                            Some(node_port) => format!("{}:{node_port}/{protocol}", p["port"]),
+                            None => format!("{}/{protocol}", p["port"]),
+                        }
+                    })
                     .collect();
                 json!(if ports.is_empty() {
                     "<none>".to_string()
@@ -70,6 +96,43 @@ fn columns(def: &ResourceDef) -> Vec<(&'static str, &'static str, Cell)> {
                 })
             }),
         ],
+        ("", "Endpoints") => vec![("Endpoints", "string", |o| {
+            let endpoints: Vec<String> = o["subsets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|subset| {
+                    let ports: Vec<i64> = subset["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p["port"].as_i64())
+                        .collect();
+                    let ips: Vec<&str> = subset["addresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|a| a["ip"].as_str())
+                        .collect();
+                    ips.into_iter().flat_map(move |ip| {
+                        let ports = if ports.is_empty() {
+                            vec![None]
+                        } else {
+                            ports.iter().map(|p| Some(*p)).collect()
+                        };
+                        ports.into_iter().map(move |p| match p {
+                            Some(p) => format!("{ip}:{p}"),
+                            None => ip.to_string(),
+                        })
+                    })
+                })
+                .collect();
+            json!(match endpoints.len() {
+                0 => "<none>".to_string(),
+                n if n > 3 => format!("{} + {} more...", endpoints[..3].join(","), n - 3),
+                _ => endpoints.join(","),
+            })
+        })],
         ("apps", "Deployment") => vec![
             ("Ready", "string", |o| {
                 let ready = o["status"]["readyReplicas"].as_i64().unwrap_or(0);
@@ -153,5 +216,21 @@ mod tests {
         assert_eq!(table["rows"][0]["cells"][0], "x");
         assert_eq!(table["rows"][0]["cells"][1], 1);
         assert!(table["rows"][0]["cells"][2].as_str().unwrap().ends_with('d'));
+    }
+
+    #[test]
+    fn service_and_endpoints_columns() {
+        let registry = Registry::builtin();
+        let services = registry.find("", "v1", "services").unwrap();
+        let lb = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.5",
+            "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}, "status": {"loadBalancer": {}}});
+        let cells = &render(&services, &[&lb], json!({}), false)["rows"][0]["cells"];
+        assert_eq!(cells[3], "<pending>");
+        assert_eq!(cells[4], "80:30080/TCP");
+        let endpoints = registry.find("", "v1", "endpoints").unwrap();
+        let ep = json!({"metadata": {"name": "web"}, "subsets": [{"addresses": [{"ip": "10.0.0.1"},
+            {"ip": "10.0.0.2"}], "ports": [{"port": 80}, {"port": 81}]}]});
+        let cells = &render(&endpoints, &[&ep], json!({}), false)["rows"][0]["cells"];
+        assert_eq!(cells[1], "10.0.0.1:80,10.0.0.1:81,10.0.0.2:80 + 1 more...");
     }
 }

@@ -181,6 +181,10 @@ async fn kubectl_get_create_apply_label_edit_watch_delete() -> TestResult {
         kubectl.run(&["create", "deployment", "d", "--image=nginx", "--replicas=2"]);
         assert!(kubectl.run(&["get", "deployments"]).contains("d "));
 
+        // `create token` sends a protobuf TokenRequest to the default service account.
+        let token = kubectl.run(&["create", "token", "default", "--duration=2h", "--audience=a"]);
+        assert_eq!(token.trim().split('.').count(), 3, "{token}");
+
         // get -w prints the existing objects, then changes as they happen.
         let mut watch = kubectl
             .command(&["get", "configmaps", "-w"])
