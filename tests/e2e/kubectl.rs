@@ -33,7 +33,7 @@ fn client_minor(kubectl: &PathBuf) -> Option<u32> {
 }
 
 /// Runs kubectl on a blocking thread: the embedded servers share this test's runtime.
-async fn run(env: &Env, args: &[&str], stdin: Option<&str>) -> String {
+pub async fn run(env: &Env, args: &[&str], stdin: Option<&str>) -> String {
     let kubeconfig = env.virtual_kubeconfig().clone();
     let namespace = env.virt_ns.clone();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();

@@ -9,5 +9,7 @@ mod from_host;
 mod kinds;
 mod kubectl;
 mod nodes;
+mod pods;
 mod restart;
 mod services;
+mod workloads;
