@@ -145,13 +145,14 @@ impl Objects {
                 return remove_now(self, state, def, namespace, name).unwrap_or_else(|| old.clone());
             }
             let deadline = marked_at - jiff::SignedDuration::from_secs(current - grace);
-            return self.mark_deleted(state, def, old, deadline, grace);
+            return self.mark_deleted(state, def, old, deadline, grace, false);
         }
         if grace == 0 && !has_finalizers {
             return remove_now(self, state, def, namespace, name).unwrap_or_else(|| old.clone());
         }
         let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-        self.mark_deleted(state, def, old, deadline, grace)
+        // As for every kind with graceful deletion, marking a pod bumps its generation.
+        self.mark_deleted(state, def, old, deadline, grace, is_pod(def))
     }
 
     fn mark_deleted(
@@ -161,10 +162,17 @@ impl Objects {
         old: &Arc<Value>,
         deadline: jiff::Timestamp,
         grace: i64,
+        bump_generation: bool,
     ) -> Arc<Value> {
         let mut marked = Value::clone(old);
         marked["metadata"]["deletionTimestamp"] = json!(format_timestamp(deadline));
         marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        if let Some(generation) = old["metadata"]["generation"]
+            .as_i64()
+            .filter(|g| bump_generation && *g > 0)
+        {
+            marked["metadata"]["generation"] = json!(generation + 1);
+        }
         state.put(&def.store_key(), marked)
     }
 

@@ -59,6 +59,13 @@ async fn graceful_pod_deletion() -> TestResult {
     let meta = &marked.metadata;
     assert!(meta.deletion_timestamp.is_some());
     assert_eq!(meta.deletion_grace_period_seconds, Some(30));
+    if env.server().is_some() {
+        assert_eq!(
+            meta.generation,
+            Some(2),
+            "marking a pod for deletion bumps its generation"
+        );
+    }
     let stored = api.get("p").await?;
     assert_eq!(stored.metadata.deletion_grace_period_seconds, Some(30));
     assert_eq!(
