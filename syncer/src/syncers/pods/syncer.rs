@@ -55,6 +55,8 @@ pub struct PodSyncer {
     pods: PodTranslator,
     config: PodsConfig,
     services: Store<Service>,
+    service_accounts: Store<ServiceAccount>,
+    config_maps: Store<ConfigMap>,
     host_secrets: Store<Secret>,
     secret_events: Mutex<Option<mpsc::UnboundedReceiver<InformerEvent<Secret>>>>,
 }
@@ -72,6 +74,8 @@ impl PodSyncer {
             pods,
             config: sync.pods.clone(),
             services: ctx.virtual_informer::<Service>().store(),
+            service_accounts: ctx.virtual_informer::<ServiceAccount>().store(),
+            config_maps: ctx.virtual_informer::<ConfigMap>().store(),
             host_secrets: secrets.store(),
             secret_events: Mutex::new(Some(secrets.subscribe())),
         }
@@ -144,7 +148,7 @@ impl PodSyncer {
             return Ok((None, false));
         };
         let mut default_mount = wants_default_mount(virt);
-        if default_mount && self.service_account_opts_out(ctx, virt).await? {
+        if default_mount && self.service_account_opts_out(virt) {
             default_mount = false;
         }
         let audiences = token_audiences(spec, default_mount);
@@ -176,19 +180,11 @@ impl PodSyncer {
 
     /// Whether the pod's service account says `automountServiceAccountToken: false` (a real API
     /// server's admission would then have mounted nothing).
-    async fn service_account_opts_out(&self, ctx: &SyncContext<Pod>, virt: &Pod) -> Result<bool> {
+    fn service_account_opts_out(&self, virt: &Pod) -> bool {
         let ns = virt.namespace().unwrap_or_default();
-        let name = service_account_of(virt);
-        let account = Api::<ServiceAccount>::namespaced(ctx.virtual_client().clone(), &ns)
-            .get_opt(name)
-            .await
-            .map_err(api_error(
-                Side::Virtual,
-                "get",
-                "ServiceAccount",
-                &format!("{ns}/{name}"),
-            ))?;
-        Ok(account.is_some_and(|a| a.automount_service_account_token == Some(false)))
+        self.service_accounts
+            .get(&ObjectRef::new(service_account_of(virt)).within(&ns))
+            .is_some_and(|a| a.automount_service_account_token == Some(false))
     }
 
     /// The token Secret of `virt` holding tokens for `audiences`, renewed (and written) only if
@@ -336,12 +332,10 @@ impl PodSyncer {
         }
         if with_ca {
             // The CA bundle the root-CA publisher keeps in every namespace; optional.
-            let root_ca = Api::<ConfigMap>::namespaced(ctx.virtual_client().clone(), &ns)
-                .get_opt("kube-root-ca.crt")
-                .await
-                .ok()
-                .flatten();
-            issued.ca_cert = root_ca.and_then(|cm| cm.data?.get("ca.crt").cloned());
+            issued.ca_cert = self
+                .config_maps
+                .get(&ObjectRef::new("kube-root-ca.crt").within(&ns))
+                .and_then(|cm| cm.data.as_ref()?.get("ca.crt").cloned());
         }
         Ok(issued)
     }
@@ -417,15 +411,15 @@ impl PodSyncer {
         }
     }
 
-    /// Binds the virtual pod to the node the host scheduled its twin on.
-    async fn bind(&self, ctx: &SyncContext<Pod>, host: &Pod, virt: &Pod) -> Result<()> {
+    /// Binds the virtual pod to the node the host scheduled its twin on; true if it did now.
+    async fn bind(&self, ctx: &SyncContext<Pod>, host: &Pod, virt: &Pod) -> Result<bool> {
         let Some(node) = host
             .spec
             .as_ref()
             .and_then(|s| s.node_name.as_deref())
             .filter(|n| !n.is_empty())
         else {
-            return Ok(());
+            return Ok(false);
         };
         let bound = virt
             .spec
@@ -433,7 +427,7 @@ impl PodSyncer {
             .and_then(|s| s.node_name.as_deref())
             .is_some_and(|n| !n.is_empty());
         if bound || virt.metadata.deletion_timestamp.is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let binding = Binding {
             metadata: ObjectMeta {
@@ -456,12 +450,12 @@ impl PodSyncer {
         match result {
             Ok(_) => {
                 tracing::info!(pod = %display_key(virt), node, "bound virtual pod");
-                Ok(())
+                Ok(true)
             }
             // Bound meanwhile, replaced, or gone: the cache will tell.
             Err(err) if matches!(status_code(&err), Some(404 | 409)) => {
                 tracing::debug!(pod = %display_key(virt), error = %err, "binding refused");
-                Ok(())
+                Ok(false)
             }
             Err(err) => Err(api_error(Side::Virtual, "bind", "Pod", &display_key(virt))(err)),
         }
@@ -664,8 +658,11 @@ impl Syncer for PodSyncer {
                 action = Action::requeue(delay);
             }
         }
-        self.status_up(ctx, &host, &virt).await?;
-        self.bind(ctx, &host, &virt).await?;
+        // Binding first: it changes the virtual pod (and its PodScheduled condition), whose
+        // update brings the next reconcile, which writes the status once against it.
+        if !self.bind(ctx, &host, &virt).await? {
+            self.status_up(ctx, &host, &virt).await?;
+        }
         Ok(action)
     }
 
