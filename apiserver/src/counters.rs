@@ -7,6 +7,8 @@ use std::sync::Mutex;
 ///
 /// Verbs are `get list watch create update patch delete deletecollection`; the resource is the
 /// plural name, with `/status`, `/binding`, ... appended for subresources (`pods/status`).
+/// Only HTTP requests are counted: the [`crate::Simulator`]'s writes are not, so that a benchmark
+/// counts its client's requests alone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestCounters {
     counts: BTreeMap<(String, String), u64>,
