@@ -527,3 +527,53 @@ async fn restart_over_synced_pods_writes_nothing() {
     create_pod(&env, &simple_pod("after-restart")).await;
     host_pod(&env, "after-restart").await;
 }
+
+#[tokio::test]
+async fn a_token_secret_deleted_on_the_host_is_issued_again() {
+    let mut env = Env::new().await;
+    env.start_syncer("").await;
+    create_pod(&env, &simple_pod("tokened")).await;
+    host_pod(&env, "tokened").await;
+    let name = format!("{}.sa-token", env.host_name("tokened"));
+    let first = eventually("token secret", || async {
+        get(&env.host_api::<Secret>(), &name).await
+    })
+    .await;
+    env.host_api::<Secret>()
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("token secret issued again", || async {
+        get(&env.host_api::<Secret>(), &name)
+            .await
+            .filter(|s| s.metadata.uid != first.metadata.uid)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replacement_pod_of_the_same_name_gets_a_host_pod_of_its_own() {
+    let mut env = Env::new().await;
+    env.start_syncer("").await;
+    let old = create_pod(&env, &simple_pod("web-0")).await;
+    host_pod(&env, "web-0").await;
+    // Unscheduled, so deleted at once; its replacement follows right away (a StatefulSet's way).
+    env.virt_api::<Pod>()
+        .delete("web-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    let new = create_pod(&env, &simple_pod("web-0")).await;
+    assert_ne!(old.metadata.uid, new.metadata.uid);
+    eventually("host pod of the replacement", || async {
+        get(&env.host_api::<Pod>(), &env.host_name("web-0"))
+            .await
+            .filter(|p| {
+                p.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("vcsync.dev/object-uid"))
+                    == new.metadata.uid.as_ref()
+            })
+    })
+    .await;
+}

@@ -713,9 +713,12 @@ impl UpSyncer<Pod> for PodSyncer {
     /// The virtual pod is gone (deleted at once: unscheduled, or by a force delete): the host
     /// pod goes with its own grace period, and its tokens with it.
     async fn sync_up(&self, ctx: &SyncContext<Pod>, host: Arc<Pod>) -> Result<Action> {
-        let action = delete_object(ctx, &host).await?;
+        // Already terminating: deleting again would only write.
+        if host.metadata.deletion_timestamp.is_none() {
+            delete_object(ctx, &host).await?;
+        }
         self.delete_tokens(ctx, &host.name_any()).await?;
-        Ok(action)
+        Ok(Action::await_change())
     }
 }
 
