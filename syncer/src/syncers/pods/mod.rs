@@ -39,9 +39,10 @@
 //!   `namespaceSelector` means all of this virtual cluster's namespaces; a non-empty one, which
 //!   would need the virtual namespaces' labels, counts as the pod's own namespace).
 //!   `priorityClassName` is dropped unless the PriorityClass syncer is enabled; then it is
-//!   translated like a cluster-scoped name, except `system-node-critical` and
-//!   `system-cluster-critical`, which every cluster has and are kept (whether tenants may use
-//!   them is the host's quota policy). `priority`, `preemptionPolicy` and `overhead` are left to
+//!   translated like any cluster-scoped name, `system-node-critical` and
+//!   `system-cluster-critical` included: the PriorityClass syncer copies those too, capped below
+//!   the host's system range, so a tenant's "critical" pod never outranks the host's system pods
+//!   (kept by name, they would). `priority`, `preemptionPolicy` and `overhead` are left to
 //!   the host's admission, ephemeral containers (not creatable with a pod) and readiness gates
 //!   (evaluated on the virtual pod, see [`status`]) stay virtual.
 //! - **Node names**: `spec.nodeName` is never copied down; the host schedules. A virtual pod

@@ -27,8 +27,6 @@ use crate::config::PodsConfig;
 pub const MANAGED_ANNOTATIONS: &str = "vcsync.dev/managed-annotations";
 /// Annotation on host pods listing the tenant label keys vcsync copied (comma-separated).
 pub const MANAGED_LABELS: &str = "vcsync.dev/managed-labels";
-/// Priority classes every cluster has; kept by name when priority classes are synced.
-const SYSTEM_PRIORITY_CLASSES: [&str; 2] = ["system-node-critical", "system-cluster-critical"];
 /// The service account of a pod that names none.
 const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
@@ -235,14 +233,13 @@ impl PodTranslator {
             }
             retain_tenant_keys(&mut constraint.match_label_keys);
         }
+        // System classes too: the PriorityClass syncer copies them like any other, with the
+        // value capped below the host's system range, so a tenant never outranks host system pods.
         spec.priority_class_name = spec
             .priority_class_name
             .take()
             .filter(|_| self.priority_classes)
-            .map(|class| match SYSTEM_PRIORITY_CLASSES.contains(&class.as_str()) {
-                true => class,
-                false => host_cluster_name(self.translator.ownership().instance(), &class),
-            });
+            .map(|class| host_cluster_name(self.translator.ownership().instance(), &class));
     }
 
     fn translate_affinity(&self, ns: &str, affinity: &mut Affinity) {

@@ -171,8 +171,16 @@ fn synced_service_accounts_are_translated() {
 #[rstest]
 #[case::dropped_when_not_synced(false, Some("gold"), None)]
 #[case::translated(true, Some("gold"), Some("vcsync-tenant-a-x-gold"))]
-#[case::system_node_critical_kept(true, Some("system-node-critical"), Some("system-node-critical"))]
-#[case::system_cluster_critical_kept(true, Some("system-cluster-critical"), Some("system-cluster-critical"))]
+#[case::system_node_critical_translated(
+    true,
+    Some("system-node-critical"),
+    Some("vcsync-tenant-a-x-system-node-critical")
+)]
+#[case::system_cluster_critical_translated(
+    true,
+    Some("system-cluster-critical"),
+    Some("vcsync-tenant-a-x-system-cluster-critical")
+)]
 #[case::system_dropped_when_not_synced(false, Some("system-node-critical"), None)]
 #[case::none(true, None, None)]
 fn priority_classes(#[case] synced: bool, #[case] class: Option<&str>, #[case] expected: Option<&str>) {
