@@ -83,6 +83,7 @@ pub mod references;
 pub mod status;
 mod syncer;
 pub mod token;
+mod token_secrets;
 pub mod translate;
 pub mod update;
 
@@ -94,9 +95,6 @@ use crate::{RegisterContext, Result, register_syncer};
 /// Registers the pod syncer (pods are always synced) and its token-Secret sweeper.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
     let syncer = PodSyncer::new(ctx);
-    ctx.spawn(
-        "pod-token-secret-sweeper",
-        syncer::sweep_token_secrets(ctx.clone()),
-    );
+    ctx.spawn("pod-token-secret-sweeper", token_secrets::sweep(ctx.clone()));
     register_syncer(ctx, syncer).await
 }
