@@ -45,6 +45,9 @@
 //!   (kept by name, they would). `priority`, `preemptionPolicy` and `overhead` are left to
 //!   the host's admission, ephemeral containers (not creatable with a pod) and readiness gates
 //!   (evaluated on the virtual pod, see [`status`]) stay virtual.
+//! - **Privileges**: hostNetwork, hostPID, hostPath volumes, privileged containers and the like
+//!   are passed as they are; what tenants may run is the host's Pod Security admission's call
+//!   (the host namespace's labels), not vcsync's.
 //! - **Node names**: `spec.nodeName` is never copied down; the host schedules. A virtual pod
 //!   created with a node name gets a node affinity to that node instead, so the host scheduler
 //!   places it there (virtual nodes carry host node names). DaemonSet pods need nothing special:

@@ -89,8 +89,11 @@ impl PodSyncer {
                 .filter_map(|s| ServiceLink::from_service(s))
                 .collect();
         }
-        let (dns_ns, dns_name) = match self.config.dns_service.as_deref().and_then(|s| s.split_once('/')) {
-            Some((ns, name)) => (ns, name),
+        // `namespace/name`; a bare name is looked for where DNS services live, in kube-system.
+        let (dns_ns, dns_name) = match self.config.dns_service.as_deref() {
+            Some(service) => service
+                .split_once('/')
+                .unwrap_or((DEFAULT_DNS_SERVICE.0, service)),
             None => DEFAULT_DNS_SERVICE,
         };
         let dns_server = service(dns_ns, dns_name)
