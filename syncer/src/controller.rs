@@ -210,8 +210,10 @@ impl<H: KeyHandler> KeyQueue<H> {
         }
     }
 
-    /// Replaces all keys after a re-list (deletions during a watch gap left no event) and
-    /// reconciles every key, which for synced pairs writes nothing.
+    /// Adds the keys of a re-list (deletions during a watch gap left no event) and reconciles
+    /// every key, which for synced pairs writes nothing. Keys already queued stay until their
+    /// reconcile: a fake syncer's triggers name objects that do not exist yet, and a key whose
+    /// objects are really gone is forgotten after its (no-op) reconcile.
     fn rebuild(&self, all: impl IntoIterator<Item = VirtualKey>) {
         let mut writer = self.writer.lock().expect("key writer lock");
         let mut queued = self
@@ -221,6 +223,9 @@ impl<H: KeyHandler> KeyQueue<H> {
             .map(|k| k.virtual_key())
             .collect::<Vec<_>>();
         writer.apply_watcher_event(&watcher::Event::Init);
+        for key in &queued {
+            writer.apply_watcher_event(&watcher::Event::InitApply(SyncKey::new(key)));
+        }
         for key in all {
             writer.apply_watcher_event(&watcher::Event::InitApply(SyncKey::new(&key)));
             queued.push(key);
@@ -459,9 +464,12 @@ pub(crate) fn prepare_pair<S: crate::Syncer>(
 ) -> PreparedController {
     prepare(handler, builder.concurrency, move |queue, handler, feeders| {
         let all = handler.clone();
-        feeders.spawn(feed_virtual(queue.clone(), virtual_events, move || {
-            all_keys(&all)
-        }));
+        feeders.spawn(feed_virtual(
+            queue.clone(),
+            virtual_events,
+            move || all_keys(&all),
+            false,
+        ));
         feeders.spawn(feed_host(queue.clone(), host_events, handler.clone()));
         for keys in builder.triggers {
             feeders.spawn(feed_existing_keys(queue.clone(), keys));
@@ -477,9 +485,12 @@ pub(crate) fn prepare_fake<F: crate::FakeSyncer>(
 ) -> PreparedController {
     prepare(handler, builder.concurrency, move |queue, handler, feeders| {
         let store = handler.ctx.virtual_store().clone();
-        feeders.spawn(feed_virtual(queue.clone(), virtual_events, move || {
-            store.state().iter().map(|o| virtual_key_of(o.as_ref())).collect()
-        }));
+        feeders.spawn(feed_virtual(
+            queue.clone(),
+            virtual_events,
+            move || store.state().iter().map(|o| virtual_key_of(o.as_ref())).collect(),
+            true,
+        ));
         for keys in builder.triggers {
             feeders.spawn(feed_any_keys(queue.clone(), keys));
         }
@@ -508,14 +519,19 @@ fn all_keys<S: crate::Syncer>(handler: &PairHandler<S>) -> Vec<VirtualKey> {
     keys
 }
 
+/// Feeds virtual informer events into `queue`. A deleted object's key is forgotten unless
+/// something else still exists behind it, or, with `reconcile_deleted` (fake syncers, which
+/// may have to recreate it), reconciled once and forgotten afterwards if still gone.
 async fn feed_virtual<K: SyncResource, H: KeyHandler>(
     queue: Arc<KeyQueue<H>>,
     mut events: mpsc::UnboundedReceiver<InformerEvent<K>>,
     all_keys: impl Fn() -> Vec<VirtualKey> + Send + 'static,
+    reconcile_deleted: bool,
 ) {
     while let Some(event) = events.recv().await {
         match event {
             InformerEvent::Applied(obj) => queue.enqueue(&virtual_key_of(obj.as_ref())),
+            InformerEvent::Deleted(obj) if reconcile_deleted => queue.enqueue(&virtual_key_of(obj.as_ref())),
             InformerEvent::Deleted(obj) => queue.forget_or_enqueue(&virtual_key_of(obj.as_ref())),
             InformerEvent::Relisted => queue.rebuild(all_keys()),
         }

@@ -262,6 +262,19 @@ async fn host_node_changes_reach_the_fake_node() {
         })
     })
     .await;
+
+    // A tenant deleting a fake node still in use gets it back.
+    let before = get(&nodes(&env.virt), "worker-c").await.unwrap();
+    nodes(&env.virt)
+        .delete("worker-c", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deleted fake node recreated", || async {
+        get(&nodes(&env.virt), "worker-c")
+            .await
+            .filter(|n| n.metadata.uid != before.metadata.uid)
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -237,7 +237,8 @@ impl<K: MirroredKind> FakeSyncer for HostMirror<K> {
 }
 
 impl<K: MirroredKind> ControllerModifier for HostMirror<K> {
-    /// Host changes and virtual deletions reconcile the object of that name.
+    /// Host changes reconcile the object of that name (virtual deletions do through the fake
+    /// syncer's own watch).
     fn modify_controller(
         &self,
         _ctx: &RegisterContext,
@@ -275,31 +276,25 @@ pub async fn register<K: MirroredKind>(ctx: &RegisterContext) -> Result<()> {
     });
     let virtual_informer = ctx.virtual_informer::<K>();
     let (host_store, virtual_store) = (host.store(), virtual_informer.store());
-    let triggers = vec![
-        informer_keys(host.subscribe(), move |event| match event {
-            InformerEvent::Applied(obj) | InformerEvent::Deleted(obj) => {
-                vec![VirtualKey::cluster(obj.name_any())]
-            }
-            // Host objects deleted during a watch gap left no event: look at every mirror too.
-            InformerEvent::Relisted => host_store
-                .state()
-                .iter()
-                .map(|o| o.name_any())
-                .chain(
-                    virtual_store
-                        .state()
-                        .iter()
-                        .filter(|o| is_synced_from_host(o.meta()))
-                        .map(|o| o.name_any()),
-                )
-                .map(VirtualKey::cluster)
-                .collect(),
-        }),
-        informer_keys(virtual_informer.subscribe(), |event| match event {
-            InformerEvent::Deleted(obj) => vec![VirtualKey::cluster(obj.name_any())],
-            _ => Vec::new(),
-        }),
-    ];
+    let triggers = vec![informer_keys(host.subscribe(), move |event| match event {
+        InformerEvent::Applied(obj) | InformerEvent::Deleted(obj) => {
+            vec![VirtualKey::cluster(obj.name_any())]
+        }
+        // Host objects deleted during a watch gap left no event: look at every mirror too.
+        InformerEvent::Relisted => host_store
+            .state()
+            .iter()
+            .map(|o| o.name_any())
+            .chain(
+                virtual_store
+                    .state()
+                    .iter()
+                    .filter(|o| is_synced_from_host(o.meta()))
+                    .map(|o| o.name_any()),
+            )
+            .map(VirtualKey::cluster)
+            .collect(),
+    })];
     register_fake_syncer(
         ctx,
         HostMirror::<K> {

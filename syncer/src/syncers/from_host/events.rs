@@ -15,9 +15,9 @@
 //!   timestamp and message are updated only when they changed.
 //! - A host event whose object is not (yet) in the cache waits, parked under the object's
 //!   name, until the object appears: events often arrive before the watch of their object.
-//! - A mirror is removed when its host event is removed (the host's event TTL thus applies to
-//!   the virtual cluster too). A mirror a tenant deleted is not recreated until the host event
-//!   changes again: deleting events to clean up is a normal thing to do.
+//! - A mirror is removed when its host event is removed, so the host's event TTL applies to
+//!   the virtual cluster too; like every mirror, one deleted in the virtual cluster is
+//!   recreated while its host event exists.
 
 use std::{
     collections::BTreeSet,

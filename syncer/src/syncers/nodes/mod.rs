@@ -42,7 +42,7 @@ use k8s_openapi::api::{
     coordination::v1::Lease,
     core::v1::{Node, Pod},
 };
-use kube::ResourceExt;
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
 use tokio::sync::{mpsc, watch};
 use vcsync_translators::VirtualKey;
 
@@ -74,34 +74,9 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
         labels: format!("{NODE_LEASE_LABEL}=true"),
     });
 
-    // A node deleted by someone else is recreated if still wanted (the controller forgets
-    // the keys of deleted objects unless told).
-    let mut triggers = vec![informer_keys(virtual_nodes.subscribe(), |event| match event {
-        InformerEvent::Deleted(node) => vec![VirtualKey::cluster(node.name_any())],
-        _ => Vec::new(),
-    })];
-    if let Some(host) = &host_nodes {
-        let (host_store, virtual_store) = (host.store(), virtual_nodes.store());
-        triggers.push(informer_keys(host.subscribe(), move |event| match event {
-            InformerEvent::Applied(node) | InformerEvent::Deleted(node) => {
-                vec![VirtualKey::cluster(node.name_any())]
-            }
-            // Host nodes deleted during a watch gap left no event: look at all of ours too.
-            InformerEvent::Relisted => host_store
-                .state()
-                .iter()
-                .map(|n| n.name_any())
-                .chain(
-                    virtual_store
-                        .state()
-                        .iter()
-                        .filter(|n| is_vcsync_node(n))
-                        .map(|n| n.name_any()),
-                )
-                .map(VirtualKey::cluster)
-                .collect(),
-        }));
-    }
+    // (A node deleted by someone else comes back through the fake syncer's own virtual
+    // watch: its deleted keys are reconciled, and recreated if still wanted.)
+    let mut triggers = Vec::new();
     let pods = match config.mode {
         NodeMode::Fake => {
             let (index, changes) = pods_by_node_index(ctx);
@@ -110,6 +85,40 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
         }
         NodeMode::Real => None,
     };
+    if let Some(host) = &host_nodes {
+        let (host_store, virtual_store, in_use) = (host.store(), virtual_nodes.store(), pods.clone());
+        // Fake mode looks only at host nodes that virtual pods use or that have a virtual
+        // node: a large host's node status updates cost nothing otherwise.
+        let relevant = move |name: &str| {
+            in_use.as_ref().is_none_or(|pods| pods.is_used(name))
+                || virtual_store.get(&ObjectRef::new(name)).is_some()
+        };
+        let ours = virtual_nodes.store();
+        triggers.push(informer_keys(host.subscribe(), move |event| match event {
+            InformerEvent::Applied(node) | InformerEvent::Deleted(node) => {
+                let name = node.name_any();
+                if relevant(&name) {
+                    vec![VirtualKey::cluster(name)]
+                } else {
+                    Vec::new()
+                }
+            }
+            // Host nodes deleted during a watch gap left no event: look at all of ours too.
+            InformerEvent::Relisted => host_store
+                .state()
+                .iter()
+                .map(|n| n.name_any())
+                .filter(|name| relevant(name))
+                .chain(
+                    ours.state()
+                        .iter()
+                        .filter(|n| is_vcsync_node(n))
+                        .map(|n| n.name_any()),
+                )
+                .map(VirtualKey::cluster)
+                .collect(),
+        }));
+    }
     let synthetic = match (&host_nodes, config.mode) {
         (None, NodeMode::Fake) => synthetic_node(ctx).await,
         _ => SyntheticNode::default(),
