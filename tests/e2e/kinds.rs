@@ -57,8 +57,13 @@ async fn service_accounts_sync_only_when_switched_on() {
 /// Create, update, host drift and delete of one namespaced kind: the update (a JSON merge
 /// patch of the virtual object) must reach the host (`updated` says so), a conflicting edit
 /// of the host copy (`drift`) must be reverted, and the virtual delete must remove the host copy.
-async fn lifecycle<K>(env: &Env, object: serde_json::Value, update: serde_json::Value, drift: serde_json::Value, updated: impl Fn(&K) -> bool)
-where
+async fn lifecycle<K>(
+    env: &Env,
+    object: serde_json::Value,
+    update: serde_json::Value,
+    drift: serde_json::Value,
+    updated: impl Fn(&K) -> bool,
+) where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
@@ -69,23 +74,41 @@ where
     let kind = K::kind(&());
     let (virt, host) = (env.virt_api::<K>(), env.host_api::<K>());
     let host_name = env.host_name(&name);
-    virt.create(&PostParams::default(), &serde_json::from_value(object).unwrap()).await.unwrap();
-    eventually(&format!("{kind} on the host"), || async { get(&host, &host_name).await }).await;
+    virt.create(&PostParams::default(), &serde_json::from_value(object).unwrap())
+        .await
+        .unwrap();
+    eventually(&format!("{kind} on the host"), || async {
+        get(&host, &host_name).await
+    })
+    .await;
 
-    virt.patch(&name, &PatchParams::default(), &Patch::Merge(update)).await.unwrap();
-    eventually(&format!("{kind} update on the host"), || async { get(&host, &host_name).await.filter(|o| updated(o)) }).await;
+    virt.patch(&name, &PatchParams::default(), &Patch::Merge(update))
+        .await
+        .unwrap();
+    eventually(&format!("{kind} update on the host"), || async {
+        get(&host, &host_name).await.filter(|o| updated(o))
+    })
+    .await;
 
-    host.patch(&host_name, &PatchParams::default(), &Patch::Merge(drift)).await.unwrap();
-    eventually(&format!("{kind} drift reverted"), || async { get(&host, &host_name).await.filter(|o| updated(o)) }).await;
+    host.patch(&host_name, &PatchParams::default(), &Patch::Merge(drift))
+        .await
+        .unwrap();
+    eventually(&format!("{kind} drift reverted"), || async {
+        get(&host, &host_name).await.filter(|o| updated(o))
+    })
+    .await;
 
     virt.delete(&name, &Default::default()).await.unwrap();
-    eventually(&format!("{kind} removed from the host"), || async { get(&host, &host_name).await.is_none().then_some(()) })
-        .await;
+    eventually(&format!("{kind} removed from the host"), || async {
+        get(&host, &host_name).await.is_none().then_some(())
+    })
+    .await;
 }
 
 const ALL_KINDS: &str = "sync:\n  serviceAccounts:\n    enabled: true\n  ingresses:\n    enabled: true\n  \
                          networkPolicies:\n    enabled: true\n  podDisruptionBudgets:\n    enabled: true\n  \
-                         priorityClasses:\n    enabled: true\n";
+                         priorityClasses:\n    enabled: true\n  configMaps:\n    all: true\n  \
+                         secrets:\n    all: true\n";
 
 #[tokio::test]
 async fn every_namespaced_kind_goes_through_create_update_drift_and_delete() {
@@ -97,6 +120,38 @@ async fn every_namespaced_kind_goes_through_create_update_drift_and_delete() {
         json!({"spec": {"ports": [{"port": 81}]}}),
         json!({"spec": {"ports": [{"port": 82}]}}),
         |s| s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port == 81,
+    )
+    .await;
+    lifecycle::<k8s_openapi::api::core::v1::ConfigMap>(
+        &env,
+        json!({"metadata": {"name": "cm"}, "data": {"k": "1"}}),
+        json!({"data": {"k": "2"}}),
+        json!({"data": {"k": "tampered"}}),
+        |c| c.data.as_ref().unwrap()["k"] == "2",
+    )
+    .await;
+    lifecycle::<k8s_openapi::api::core::v1::Secret>(
+        &env,
+        json!({"metadata": {"name": "sec"}, "stringData": {"k": "1"}}),
+        json!({"stringData": {"k": "2"}}),
+        json!({"stringData": {"k": "tampered"}}),
+        |s| s.data.as_ref().unwrap()["k"].0 == b"2",
+    )
+    .await;
+    // Endpoints are the tenant's only for a selector-less service.
+    let external: k8s_openapi::api::core::v1::Service =
+        serde_json::from_value(json!({"metadata": {"name": "ext"}, "spec": {"ports": [{"port": 5432}]}}))
+            .unwrap();
+    env.virt_api()
+        .create(&PostParams::default(), &external)
+        .await
+        .unwrap();
+    lifecycle::<k8s_openapi::api::core::v1::Endpoints>(
+        &env,
+        json!({"metadata": {"name": "ext"}, "subsets": [{"addresses": [{"ip": "192.0.2.1"}], "ports": [{"port": 5432}]}]}),
+        json!({"subsets": [{"addresses": [{"ip": "192.0.2.2"}], "ports": [{"port": 5432}]}]}),
+        json!({"subsets": [{"addresses": [{"ip": "192.0.2.99"}], "ports": [{"port": 5432}]}]}),
+        |e| e.subsets.as_ref().unwrap()[0].addresses.as_ref().unwrap()[0].ip == "192.0.2.2",
     )
     .await;
     lifecycle::<ServiceAccount>(
@@ -150,16 +205,36 @@ async fn priority_classes_go_down_prefixed_capped_and_come_back_after_drift() {
     use k8s_openapi::api::scheduling::v1::PriorityClass;
     let mut env = Env::new().await;
     env.start_syncer(ALL_KINDS).await;
-    let class: PriorityClass =
-        serde_json::from_value(json!({"metadata": {"name": "urgent"}, "value": 2_000_000_000, "globalDefault": true})).unwrap();
-    let (virt, host) = (kube::Api::<PriorityClass>::all(env.virt.clone()), kube::Api::<PriorityClass>::all(env.host.clone()));
+    let class: PriorityClass = serde_json::from_value(
+        json!({"metadata": {"name": "urgent"}, "value": 2_000_000_000, "globalDefault": true}),
+    )
+    .unwrap();
+    let (virt, host) = (
+        kube::Api::<PriorityClass>::all(env.virt.clone()),
+        kube::Api::<PriorityClass>::all(env.host.clone()),
+    );
     virt.create(&PostParams::default(), &class).await.unwrap();
     let host_name = vcsync_translators::host_cluster_name(&env.instance, "urgent");
-    let copy = eventually("priority class on the host", || async { get(&host, &host_name).await }).await;
+    let copy = eventually("priority class on the host", || async {
+        get(&host, &host_name).await
+    })
+    .await;
     assert_eq!(copy.value, Some(1_000_000_000));
     assert_eq!(copy.global_default, Some(false));
-    host.patch(&host_name, &PatchParams::default(), &Patch::Merge(json!({"description": "tampered"}))).await.unwrap();
-    eventually("drift reverted", || async { get(&host, &host_name).await.filter(|c| c.description.is_none()) }).await;
+    host.patch(
+        &host_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"description": "tampered"})),
+    )
+    .await
+    .unwrap();
+    eventually("drift reverted", || async {
+        get(&host, &host_name).await.filter(|c| c.description.is_none())
+    })
+    .await;
     virt.delete("urgent", &Default::default()).await.unwrap();
-    eventually("removed from the host", || async { get(&host, &host_name).await.is_none().then_some(()) }).await;
+    eventually("removed from the host", || async {
+        get(&host, &host_name).await.is_none().then_some(())
+    })
+    .await;
 }
