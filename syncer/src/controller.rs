@@ -168,6 +168,10 @@ pub(crate) struct KeyQueue<H: KeyHandler> {
     keys: Store<SyncKey>,
     trigger: mpsc::UnboundedSender<SyncKey>,
     failures: DashMap<VirtualKey, u32>,
+    /// Enqueues per key since its last reconcile ended: a key enqueued while it is being
+    /// reconciled is not forgotten by that reconcile, since the pending run must still find it
+    /// (a fake syncer's trigger names an object that does not exist yet).
+    enqueued: DashMap<VirtualKey, u64>,
 }
 
 impl<H: KeyHandler> KeyQueue<H> {
@@ -180,21 +184,31 @@ impl<H: KeyHandler> KeyQueue<H> {
             keys,
             trigger,
             failures: DashMap::new(),
+            enqueued: DashMap::new(),
         });
         (queue, rx)
     }
 
     fn enqueue(&self, key: &VirtualKey) {
         let sync_key = SyncKey::new(key);
-        self.writer
-            .lock()
-            .expect("key writer lock")
-            .apply_watcher_event(&watcher::Event::Apply(sync_key.clone()));
+        let mut writer = self.writer.lock().expect("key writer lock");
+        *self.enqueued.entry(key.clone()).or_insert(0) += 1;
+        writer.apply_watcher_event(&watcher::Event::Apply(sync_key.clone()));
+        drop(writer);
         let _ = self.trigger.send(sync_key);
     }
 
-    fn forget_if_gone(&self, key: &VirtualKey) {
+    fn enqueued_count(&self, key: &VirtualKey) -> u64 {
+        self.enqueued.get(key).map(|c| *c).unwrap_or(0)
+    }
+
+    /// After a reconcile that started having seen `enqueued` enqueues of `key`.
+    fn forget_if_gone(&self, key: &VirtualKey, enqueued: u64) {
         let mut writer = self.writer.lock().expect("key writer lock");
+        if self.enqueued_count(key) != enqueued {
+            return;
+        }
+        self.enqueued.remove(key);
         if !self.handler.exists(key) {
             writer.apply_watcher_event(&watcher::Event::Delete(SyncKey::new(key)));
         }
@@ -206,6 +220,7 @@ impl<H: KeyHandler> KeyQueue<H> {
             writer.apply_watcher_event(&watcher::Event::Apply(SyncKey::new(key)));
             let _ = self.trigger.send(SyncKey::new(key));
         } else {
+            self.enqueued.remove(key);
             writer.apply_watcher_event(&watcher::Event::Delete(SyncKey::new(key)));
         }
     }
@@ -241,9 +256,10 @@ impl<H: KeyHandler> KeyQueue<H> {
         let vkey = key.virtual_key();
         let span = tracing::info_span!("reconcile", syncer = queue.handler.name(), key = %vkey);
         async {
+            let enqueued = queue.enqueued_count(&vkey);
             let action = queue.handler.handle(&vkey).await?;
             queue.failures.remove(&vkey);
-            queue.forget_if_gone(&vkey);
+            queue.forget_if_gone(&vkey, enqueued);
             Ok(action)
         }
         .instrument(span)
@@ -577,5 +593,72 @@ async fn feed_existing_keys<H: KeyHandler>(
 async fn feed_any_keys<H: KeyHandler>(queue: Arc<KeyQueue<H>>, mut keys: BoxStream<'static, VirtualKey>) {
     while let Some(key) = keys.next().await {
         queue.enqueue(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake syncer's view: nothing exists; each reconcile waits until released.
+    struct Waiting {
+        release: tokio::sync::Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyHandler for Waiting {
+        fn name(&self) -> &str {
+            "waiting"
+        }
+
+        fn exists(&self, _key: &VirtualKey) -> bool {
+            false
+        }
+
+        async fn handle(&self, _key: &VirtualKey) -> Result<Action> {
+            self.release.acquire().await.expect("open").forget();
+            Ok(Action::await_change())
+        }
+    }
+
+    fn queued(queue: &KeyQueue<Waiting>, key: &VirtualKey) -> bool {
+        queue
+            .keys
+            .get(&object_ref(key.namespace.as_deref(), &key.name))
+            .is_some()
+    }
+
+    #[tokio::test]
+    async fn a_key_enqueued_during_its_reconcile_is_not_forgotten_by_it() {
+        let (queue, _triggers) = KeyQueue::new(Arc::new(Waiting {
+            release: tokio::sync::Semaphore::new(0),
+        }));
+        let key = VirtualKey::cluster("n1");
+        queue.enqueue(&key);
+        let running = tokio::spawn(KeyQueue::reconcile(Arc::new(SyncKey::new(&key)), queue.clone()));
+        tokio::task::yield_now().await;
+        queue.enqueue(&key);
+        queue.handler.release.add_permits(1);
+        running.await.unwrap().unwrap();
+        assert!(queued(&queue, &key), "the pending run would not find its key");
+
+        // The pending run, with nothing enqueued meanwhile, forgets the key of a missing object.
+        queue.handler.release.add_permits(1);
+        KeyQueue::reconcile(Arc::new(SyncKey::new(&key)), queue.clone())
+            .await
+            .unwrap();
+        assert!(!queued(&queue, &key));
+        assert!(queue.enqueued.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_relist_keeps_keys_queued_for_objects_that_do_not_exist_yet() {
+        let (queue, _triggers) = KeyQueue::new(Arc::new(Waiting {
+            release: tokio::sync::Semaphore::new(0),
+        }));
+        let (wanted, listed) = (VirtualKey::cluster("wanted"), VirtualKey::cluster("listed"));
+        queue.enqueue(&wanted);
+        queue.rebuild([listed.clone()]);
+        assert!(queued(&queue, &wanted) && queued(&queue, &listed));
     }
 }
