@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::{
     api::{
         coordination::v1::{Lease, LeaseSpec},
-        core::v1::Node,
+        core::v1::{Namespace, Node},
     },
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference},
 };
@@ -145,7 +145,13 @@ impl VirtualHeartbeat {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..PostParams::default()
         };
-        match leases_api(&self.client).create(&params, &lease).await {
+        let mut result = leases_api(&self.client).create(&params, &lease).await;
+        if result.as_ref().is_err_and(|err| status_code(err) == Some(404)) {
+            // A control plane that has not made the namespace (real ones do at start).
+            self.create_namespace().await?;
+            result = leases_api(&self.client).create(&params, &lease).await;
+        }
+        match result {
             Ok(_) => {
                 tracing::info!(node = %name, "created node lease");
                 Ok(())
@@ -158,6 +164,39 @@ impl VirtualHeartbeat {
                 "create",
                 "Lease",
                 &format!("{NODE_LEASE_NAMESPACE}/{name}"),
+            )(err)),
+        }
+    }
+
+    async fn create_namespace(&self) -> Result<()> {
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(NODE_LEASE_NAMESPACE.to_string()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        match Api::<Namespace>::all(self.client.clone())
+            .create(&params, &namespace)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    namespace = NODE_LEASE_NAMESPACE,
+                    "created the node lease namespace"
+                );
+                Ok(())
+            }
+            Err(err) if status_code(&err) == Some(409) => Ok(()),
+            Err(err) => Err(api_error(
+                Side::Virtual,
+                "create",
+                "Namespace",
+                NODE_LEASE_NAMESPACE,
             )(err)),
         }
     }
