@@ -15,6 +15,7 @@
 //! manager's queue, per-key serialisation, backoff and the wait for full caches.
 
 pub mod classes;
+pub mod event_router;
 pub mod event_translation;
 pub mod events;
 
