@@ -30,6 +30,9 @@ pub struct Config {
     /// Log format and level.
     #[serde(default)]
     pub log: LogConfig,
+    /// Plugin sections, by plugin name (see [`crate::plugin`]).
+    #[serde(default)]
+    pub plugins: std::collections::BTreeMap<String, crate::plugin::PluginSection>,
 }
 
 /// Connection to one API server.
@@ -357,6 +360,7 @@ impl Config {
             sync: SyncConfig::default(),
             controllers: ControllersConfig::default(),
             log: LogConfig::default(),
+            plugins: Default::default(),
         }
     }
 
@@ -402,7 +406,7 @@ impl Config {
 
 /// serde_yaml puts " at line L column C" into its messages; the location is printed once, up
 /// front, so those phrases are removed (other context, such as "while scanning ...", stays).
-fn strip_location(message: &str) -> String {
+pub(crate) fn strip_location(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(at) = rest.find(" at line ") {

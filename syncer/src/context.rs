@@ -11,6 +11,7 @@ use crate::{
     config::Config,
     controller::PreparedController,
     events::EventRecorder,
+    hooks::Hooks,
     indices::Indices,
     informer::{Informer, Informers, Scope},
     sdk::{SyncResource, api_in},
@@ -30,6 +31,7 @@ struct RegisterInner {
     informers: Informers,
     indices: Indices,
     events: EventRecorder,
+    hooks: Hooks,
     controllers: Mutex<Vec<PreparedController>>,
     background: Mutex<Vec<BoxFuture<'static, ()>>>,
     leader_tasks: Mutex<Vec<(String, BoxFuture<'static, ()>)>>,
@@ -56,6 +58,7 @@ impl RegisterContext {
                 informers,
                 indices: Indices::default(),
                 events,
+                hooks: Hooks::default(),
                 controllers: Mutex::default(),
                 background: Mutex::default(),
                 leader_tasks: Mutex::default(),
@@ -112,6 +115,11 @@ impl RegisterContext {
     /// Records events on virtual objects.
     pub fn events(&self) -> &EventRecorder {
         &self.inner.events
+    }
+
+    /// The hooks plugins registered; syncers apply them to what they are about to write.
+    pub fn hooks(&self) -> &Hooks {
+        &self.inner.hooks
     }
 
     /// Runs `task` from the start of the manager on, on every replica (feeding an index, say).

@@ -10,9 +10,11 @@ pub mod context;
 pub mod controller;
 pub mod error;
 pub mod events;
+pub mod hooks;
 pub mod indices;
 pub mod informer;
 pub mod manager;
+pub mod plugin;
 pub mod sdk;
 pub mod syncers;
 pub mod writes;
@@ -21,6 +23,8 @@ pub use config::Config;
 pub use context::{RegisterContext, SyncContext};
 pub use controller::ControllerBuilder;
 pub use error::{Error, Result, Side};
+pub use hooks::{Hook, Hooks};
+pub use plugin::{Plugin, PluginConfig};
 pub use sdk::{
     Base, ControllerModifier, ControllerStarter, FakeSyncer, IndicesRegisterer, Initializer, Starter,
     SyncResource, Syncer, UpSyncer,
