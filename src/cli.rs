@@ -3,7 +3,9 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use vcsync_syncer::{Config, config::LogFormat};
+use std::sync::Arc;
+
+use vcsync_syncer::{Config, Plugin, config::LogFormat};
 
 /// Exit code for bad input (invalid config, flags): the same as clap's usage errors.
 pub const EXIT_BAD_INPUT: u8 = 2;
@@ -103,8 +105,44 @@ pub struct DevArgs {
     pub nodes: usize,
 }
 
-/// Parses the command line and runs it; returns the process exit code.
-pub fn main() -> ExitCode {
+/// Where a configuration came from, for plugins to read their sections with locations.
+pub struct ConfigSource {
+    /// File name as given.
+    pub file: String,
+    /// The whole text.
+    pub text: String,
+}
+
+fn read_config(path: &std::path::Path) -> Result<(Config, ConfigSource), String> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|err| format!("{file}: cannot read: {err}"))?;
+    let config = Config::from_yaml(&text, &file).map_err(|err| err.to_string())?;
+    Ok((config, ConfigSource { file, text }))
+}
+
+/// Every `plugins:` section must name a plugin of this binary.
+fn check_plugin_names(
+    config: &Config,
+    source: &ConfigSource,
+    plugins: &[Arc<dyn Plugin>],
+) -> Result<(), String> {
+    let known: Vec<&str> = plugins.iter().map(|p| p.name()).collect();
+    match config.plugins.keys().find(|name| !known.contains(&name.as_str())) {
+        Some(name) => Err(format!(
+            "{}: plugins.{name}: this binary has no such plugin (it has: {})",
+            source.file,
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Parses the command line and runs it with `plugins`; returns the process exit code.
+pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -112,26 +150,38 @@ pub fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = match cli.command {
         Command::Run(args) => {
-            let mut config = match args.config {
-                Some(path) => match Config::from_file(&path) {
-                    Ok(config) => config,
-                    Err(err) => return bad_input(&err.to_string()),
+            let (mut config, source) = match args.config {
+                Some(path) => match read_config(&path) {
+                    Ok(read) => read,
+                    Err(err) => return bad_input(&err),
                 },
-                None => Config::new("", ""),
+                None => (
+                    Config::new("", ""),
+                    ConfigSource {
+                        file: "flags".into(),
+                        text: String::new(),
+                    },
+                ),
             };
+            if let Err(err) = check_plugin_names(&config, &source, &plugins) {
+                return bad_input(&err);
+            }
             args.overrides.apply(&mut config);
             if let Err(err) = config.validate() {
                 let file = "configuration";
                 return bad_input(&format!("{file}: {err}"));
             }
             crate::logging::init(&config.log);
-            runtime.block_on(crate::sidecar::run(config))
+            runtime.block_on(crate::sidecar::run(config, source, plugins))
         }
         Command::Dev(args) => {
             let config = match &args.config {
-                Some(path) => match Config::from_file(path) {
-                    Ok(config) => Some(config),
-                    Err(err) => return bad_input(&err.to_string()),
+                Some(path) => match read_config(path) {
+                    Ok((config, source)) => match check_plugin_names(&config, &source, &plugins) {
+                        Ok(()) => Some((config, source)),
+                        Err(err) => return bad_input(&err),
+                    },
+                    Err(err) => return bad_input(&err),
                 },
                 None => None,
             };
@@ -139,11 +189,15 @@ pub fn main() -> ExitCode {
                 format: LogFormat::Text,
                 level: args.log_level.clone(),
             });
-            runtime.block_on(crate::dev::run(args, config))
+            runtime.block_on(crate::dev::run(args, config, plugins))
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A plugin found its section invalid: bad input, like any config error.
+        Err(err) if matches!(err.downcast_ref(), Some(vcsync_syncer::Error::Config(_))) => {
+            bad_input(&err.to_string())
+        }
         Err(err) => {
             eprintln!("vcsync: {err:#}");
             ExitCode::FAILURE

@@ -9,13 +9,31 @@ use kube::{Api, Client, api::PostParams};
 use vcsync_apiserver::{ApiServer, ServerConfig, SimulatorConfig};
 use vcsync_syncer::Config;
 
-use crate::cli::DevArgs;
+use std::sync::Arc;
+
+use vcsync_syncer::Plugin;
+
+use crate::cli::{ConfigSource, DevArgs};
 
 /// The host namespace of the dev setup.
 const DEV_NAMESPACE: &str = "vcsync-dev";
 
 /// Runs the dev setup until Ctrl-C.
-pub async fn run(args: DevArgs, file_config: Option<Config>) -> anyhow::Result<()> {
+pub async fn run(
+    args: DevArgs,
+    file_config: Option<(Config, ConfigSource)>,
+    plugins: Vec<Arc<dyn Plugin>>,
+) -> anyhow::Result<()> {
+    let (file_config, source) = match file_config {
+        Some((config, source)) => (Some(config), source),
+        None => (
+            None,
+            ConfigSource {
+                file: "dev".into(),
+                text: String::new(),
+            },
+        ),
+    };
     let host = ApiServer::start(ServerConfig {
         name: "host".into(),
         ..ServerConfig::default()
@@ -72,6 +90,8 @@ pub async fn run(args: DevArgs, file_config: Option<Config>) -> anyhow::Result<(
     print_welcome(&host, &virt, &host_kubeconfig, &virtual_kubeconfig, args.nodes);
     let result = crate::sidecar::run_with_clients(
         config,
+        &source,
+        &plugins,
         virtual_client,
         host_client,
         crate::sidecar::shutdown_signal(),

@@ -1,13 +1,6 @@
-//! The `vcsync` binary: command line, logging and wiring; the work happens in the crates.
+//! The stock `vcsync` binary: the command line with the built-in plugins.
 #![forbid(unsafe_code)]
 
-mod cli;
-mod clients;
-mod dev;
-mod logging;
-mod rate_limit;
-mod sidecar;
-
 fn main() -> std::process::ExitCode {
-    cli::main()
+    vcsync::main_with_plugins(vcsync::builtin_plugins())
 }

@@ -3,20 +3,32 @@
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client};
-use vcsync_syncer::{Config, RegisterContext, Side, manager, syncers};
+use std::sync::Arc;
 
-use crate::clients::client_for;
+use vcsync_syncer::{Config, Plugin, PluginConfig, RegisterContext, Side, manager, syncers};
+
+use crate::{cli::ConfigSource, clients::client_for};
 
 /// Connects to both clusters and runs the syncer until a shutdown signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, source: ConfigSource, plugins: Vec<Arc<dyn Plugin>>) -> anyhow::Result<()> {
     let virtual_client = client_for(Side::Virtual, &config.virtual_cluster).await?;
     let host_client = client_for(Side::Host, &config.host).await?;
-    run_with_clients(config, virtual_client, host_client, shutdown_signal()).await
+    run_with_clients(
+        config,
+        &source,
+        &plugins,
+        virtual_client,
+        host_client,
+        shutdown_signal(),
+    )
+    .await
 }
 
 /// Runs the syncer over ready clients until `shutdown` resolves.
 pub async fn run_with_clients(
     config: Config,
+    source: &ConfigSource,
+    plugins: &[Arc<dyn Plugin>],
     virtual_client: Client,
     host_client: Client,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -35,6 +47,13 @@ pub async fn run_with_clients(
     tracing::info!(instance = %config.instance, host_namespace = %config.host_namespace, "starting vcsync");
     let ctx = RegisterContext::new(virtual_client, host_client, config)?;
     syncers::register_builtin(&ctx).await?;
+    for plugin in plugins {
+        let plugin_config = PluginConfig::new(plugin.name(), &source.file, &source.text);
+        if plugin_config.is_enabled().map_err(vcsync_syncer::Error::from)? {
+            tracing::info!(plugin = plugin.name(), "registering plugin");
+            plugin.register(&ctx, &plugin_config).await?;
+        }
+    }
     manager::run(ctx, shutdown).await;
     tracing::info!("vcsync stopped");
     Ok(())

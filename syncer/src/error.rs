@@ -65,6 +65,9 @@ pub enum Error {
         /// What went wrong, with the address.
         reason: String,
     },
+    /// A configuration section (a plugin's, say) is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The translators refused an input.
     #[error(transparent)]
     Translate(#[from] vcsync_translators::Error),

@@ -1,0 +1,33 @@
+//! The `vcsync` command as a library, so that a custom binary is vcsync's main plus a list of
+//! plugins:
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     let mut plugins = vcsync::builtin_plugins();
+//!     // plugins.push(std::sync::Arc::new(my_plugin::MyPlugin));
+//!     vcsync::main_with_plugins(plugins)
+//! }
+//! ```
+#![forbid(unsafe_code)]
+
+mod cli;
+mod clients;
+mod dev;
+mod logging;
+mod rate_limit;
+mod sidecar;
+
+use std::{process::ExitCode, sync::Arc};
+
+use vcsync_syncer::Plugin;
+
+/// The plugins of the stock `vcsync` binary; each runs only when its section of `vcsync.yaml`
+/// is present and not switched off.
+pub fn builtin_plugins() -> Vec<Arc<dyn Plugin>> {
+    Vec::new()
+}
+
+/// Parses the command line and runs it with `plugins`; returns the process exit code.
+pub fn main_with_plugins(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
+    cli::main(plugins)
+}
