@@ -60,8 +60,12 @@ fn invalid_instance_name_is_rejected_with_exit_2() {
 
 #[test]
 fn a_section_for_a_plugin_this_binary_lacks_is_rejected_with_exit_2() {
-    let (code, stderr) = run_with_config("instance: a\nhostNamespace: b\nplugins:\n  no-such-plugin:\n    config: {}\n");
+    let (code, stderr) =
+        run_with_config("instance: a\nhostNamespace: b\nplugins:\n  no-such-plugin:\n    config: {}\n");
     assert_eq!(code, 2);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("plugins.no-such-plugin: this binary has no such plugin"), "{stderr}");
+    assert!(
+        stderr.contains("plugins.no-such-plugin: this binary has no such plugin"),
+        "{stderr}"
+    );
 }
