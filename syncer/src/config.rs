@@ -438,7 +438,8 @@ mod tests {
 
     #[test]
     fn the_example_in_deploy_parses_and_matches_the_defaults() {
-        let config = Config::from_yaml(include_str!("../../deploy/vcsync.yaml"), "deploy/vcsync.yaml").unwrap();
+        let config =
+            Config::from_yaml(include_str!("../../deploy/vcsync.yaml"), "deploy/vcsync.yaml").unwrap();
         let mut expected = Config::new("my-vcluster", "vcluster-my-vcluster");
         expected.virtual_cluster.kubeconfig = Some("/data/virtual.kubeconfig".into());
         assert_eq!(config, expected, "the example documents the defaults");
