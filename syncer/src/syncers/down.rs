@@ -142,12 +142,9 @@ impl<K: DownKind> Syncer for DownSyncer<K> {
         if !self.is_wanted(&virt) {
             return Ok(Action::await_change());
         }
-        create_host_object(
-            ctx,
-            &virt,
-            &desired_host_object(self.translator.as_ref(), virt.as_ref()),
-        )
-        .await
+        let mut desired = desired_host_object(self.translator.as_ref(), virt.as_ref());
+        ctx.register_context().hooks().apply(Side::Host, &mut desired);
+        create_host_object(ctx, &virt, &desired).await
     }
 
     async fn sync(&self, ctx: &SyncContext<K>, host: Arc<K>, virt: Arc<K>) -> Result<Action> {
@@ -155,6 +152,9 @@ impl<K: DownKind> Syncer for DownSyncer<K> {
             return delete_object(ctx, &host).await;
         }
         let mut desired = desired_host_object(self.translator.as_ref(), virt.as_ref());
+        // Hooks change the desired object before the comparison: their changes are part of
+        // what is in sync, never a reason to write again.
+        ctx.register_context().hooks().apply(Side::Host, &mut desired);
         if is_in_sync(host.as_ref(), &desired) {
             return self.status_up(ctx, &host, &virt).await;
         }

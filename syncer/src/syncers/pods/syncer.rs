@@ -1,6 +1,9 @@
 //! The [`PodSyncer`]: the I/O around the pure translation, status and update rules.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use async_trait::async_trait;
 use k8s_openapi::{
@@ -13,14 +16,14 @@ use kube::{
     runtime::{controller::Action, reflector::ObjectRef, reflector::Store},
 };
 use tokio::sync::mpsc;
-use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION};
+use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, is_reserved_key};
 
 use super::{
     environment::ServiceLink,
     status::{is_terminal, virtual_status, was_running_on_host},
     token::TokenMount,
     token_secrets::TokenSecrets,
-    translate::{PodEnvironment, PodTranslator},
+    translate::{MANAGED_ANNOTATIONS, MANAGED_LABELS, MutableFields, PodEnvironment, PodTranslator},
     update::host_update,
 };
 use crate::{
@@ -105,6 +108,34 @@ impl PodSyncer {
             dns_server,
             token,
             default_token_mount,
+        }
+    }
+
+    /// The fields of the host pod that follow the virtual pod, with the hooks' changes: the
+    /// hooks see the host pod as created (but for its environment, which they must not
+    /// depend on), so what they added at creation is desired on every update too and never
+    /// causes a write. Only the mutable fields are taken: a hook's node selector, say,
+    /// matters at creation only (the host refuses changes of it afterwards).
+    fn mutable_fields(&self, ctx: &SyncContext<Pod>, virt: &Pod) -> MutableFields {
+        let hooks = ctx.register_context().hooks();
+        if hooks.is_empty() {
+            return self.pods.mutable_fields(virt);
+        }
+        let mut pod = self.pods.host_pod(virt, &PodEnvironment::default());
+        apply_hooks(ctx.register_context(), &mut pod);
+        let spec = pod.spec.unwrap_or_default();
+        MutableFields {
+            labels: pod.metadata.labels.unwrap_or_default(),
+            annotations: pod.metadata.annotations.unwrap_or_default(),
+            images: spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+                .collect(),
+            active_deadline_seconds: spec.active_deadline_seconds,
+            tolerations: spec.tolerations.unwrap_or_default(),
+            scheduling_gates: spec.scheduling_gates.unwrap_or_default(),
         }
     }
 
@@ -241,6 +272,35 @@ impl PodSyncer {
     }
 }
 
+/// Runs the hooks over a desired host pod, and lists the label and annotation keys they added
+/// among the managed ones, so that a key a hook no longer adds is removed by the next update.
+fn apply_hooks(ctx: &RegisterContext, pod: &mut Pod) {
+    let hooks = ctx.hooks();
+    if hooks.is_empty() {
+        return;
+    }
+    hooks.apply(Side::Host, pod);
+    let tenant_keys = |map: Option<&BTreeMap<String, String>>| {
+        map.into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+            .filter(|k| !is_reserved_key(k))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let labels = tenant_keys(pod.metadata.labels.as_ref());
+    let annotations = tenant_keys(pod.metadata.annotations.as_ref());
+    let map = pod.metadata.annotations.get_or_insert_default();
+    for (key, keys) in [(MANAGED_ANNOTATIONS, annotations), (MANAGED_LABELS, labels)] {
+        if keys.is_empty() {
+            map.remove(key);
+        } else {
+            map.insert(key.to_string(), keys);
+        }
+    }
+}
+
 fn display_key(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
@@ -280,7 +340,8 @@ impl Syncer for PodSyncer {
             .for_new_pod(ctx, &virt, &self.host_pod_name(&virt))
             .await?;
         let env = self.environment(&virt, token, default_mount);
-        let desired = self.pods.host_pod(&virt, &env);
+        let mut desired = self.pods.host_pod(&virt, &env);
+        apply_hooks(ctx.register_context(), &mut desired);
         create_host_object(ctx, &virt, &desired).await
     }
 
@@ -294,7 +355,7 @@ impl Syncer for PodSyncer {
         }
         let mut action = Action::await_change();
         if host.metadata.deletion_timestamp.is_none() {
-            if let Some(update) = host_update(&host, &self.pods.mutable_fields(&virt)) {
+            if let Some(update) = host_update(&host, &self.mutable_fields(ctx, &virt)) {
                 match update_host_object(ctx, &virt, &update).await {
                     Ok(_) => {}
                     // Refused (an immutable field, say): the Warning event is recorded; status

@@ -267,11 +267,12 @@ impl Syncer for ServiceSyncer {
         if !is_synced(&virt) {
             return Ok(Action::await_change());
         }
-        let desired = Service {
+        let mut desired = Service {
             metadata: self.translator.host_metadata("Service", &virt.metadata),
             spec: Some(desired_host_spec(&self.translator, &virt, None)),
             status: None,
         };
+        ctx.register_context().hooks().apply(Side::Host, &mut desired);
         create_host_object(ctx, &virt, &desired).await
     }
 
@@ -282,8 +283,15 @@ impl Syncer for ServiceSyncer {
         virt: Arc<Service>,
     ) -> Result<Action> {
         let host_spec = host.spec.clone().unwrap_or_default();
-        let desired_spec = desired_host_spec(&self.translator, &virt, Some(&host_spec));
-        let desired_meta = self.translator.host_metadata("Service", &virt.metadata);
+        let mut hooked = Service {
+            metadata: self.translator.host_metadata("Service", &virt.metadata),
+            spec: Some(desired_host_spec(&self.translator, &virt, Some(&host_spec))),
+            status: None,
+        };
+        // Hooks change the desired service before the comparison, so they never cause
+        // repeated writes.
+        ctx.register_context().hooks().apply(Side::Host, &mut hooked);
+        let (desired_meta, desired_spec) = (hooked.metadata, hooked.spec.unwrap_or_default());
         if desired_spec != host_spec || !labels_and_annotations_match(&host.metadata, &desired_meta) {
             let mut desired = (*host).clone();
             desired.metadata.labels = desired_meta.labels;
