@@ -190,8 +190,7 @@ impl Objects {
             marked["status"]["phase"] = json!("Terminating");
             current = state.put(&def.store_key(), marked);
         }
-        let namespaced: Vec<Arc<ResourceDef>> =
-            self.registry.all().filter(|d| d.namespaced).cloned().collect();
+        let namespaced: Vec<Arc<ResourceDef>> = self.registry.all().filter(|d| d.namespaced).collect();
         for kind in &namespaced {
             let victims: Vec<(String, Arc<Value>)> = state
                 .list(&kind.store_key(), Some(name), None)
@@ -276,6 +275,9 @@ pub(crate) fn remove_now(
     let removed = state.remove(&def.store_key(), namespace, name)?;
     if def.kind == "Service" && def.group.is_empty() {
         objects.allocator().release(&removed);
+    }
+    if crate::crd::is_crd(def) {
+        objects.registry.set_crd(name, Vec::new());
     }
     if def.namespaced {
         finish_namespace(objects, state, namespace);

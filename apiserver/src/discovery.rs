@@ -161,7 +161,8 @@ mod tests {
                 "storage.k8s.io",
                 "networking.k8s.io",
                 "policy",
-                "scheduling.k8s.io"
+                "scheduling.k8s.io",
+                "apiextensions.k8s.io"
             ]
         );
         let core = resources(&registry, "", "v1").unwrap();

@@ -17,6 +17,7 @@
 
 mod admission;
 mod counters;
+mod crd;
 mod deletion;
 mod discovery;
 mod errors;

@@ -190,7 +190,11 @@ impl Objects {
                 .assign(&mut body, None)
                 .map_err(|e| ApiError::invalid("", "Service", &name, e))?;
         }
+        let crd_types = self.check_crd(def, &name, &mut body)?;
         let created = state.put(&def.store_key(), body);
+        if let Some(types) = crd_types {
+            self.registry.set_crd(&name, types);
+        }
         if def.store_key() == NAMESPACES {
             self.ensure_default_service_account(state, &name);
         }
@@ -339,6 +343,7 @@ impl Objects {
                 .assign(&mut new, Some(old))
                 .map_err(|e| ApiError::invalid("", "Service", &name, e))?;
         }
+        let crd_types = self.check_crd(def, &name, &mut new)?;
         if new.get("spec") != old.get("spec") {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = json!(generation);
@@ -361,11 +366,31 @@ impl Objects {
                 .unwrap_or_else(|| old.clone()));
         }
         let stored = state.put(&def.store_key(), new);
+        if let Some(types) = crd_types {
+            self.registry.set_crd(&name, types);
+        }
         // A Terminating namespace whose own finalizers were just removed may now be done.
         if is_namespace && let Some(removed) = crate::deletion::finish_namespace(self, state, &name) {
             return Ok(removed);
         }
         Ok(stored)
+    }
+
+    /// For a CustomResourceDefinition: validates it, marks it established and returns the
+    /// types it defines (registered once it is stored). None for other kinds.
+    fn check_crd(
+        &self,
+        def: &ResourceDef,
+        name: &str,
+        body: &mut Value,
+    ) -> ApiResult<Option<Vec<ResourceDef>>> {
+        if !crate::crd::is_crd(def) {
+            return Ok(None);
+        }
+        let types =
+            crate::crd::defs_of(body).map_err(|e| ApiError::invalid(&def.group, &def.kind, name, e))?;
+        crate::crd::accept(body);
+        Ok(Some(types))
     }
 
     /// POST pods/{name}/binding: assigns the pod to a node.

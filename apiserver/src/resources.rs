@@ -1,7 +1,7 @@
 //! The table of served resource types: one row per kind, so adding a kind (or a CRD later) is one
 //! line or one `Registry::add` call.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// One served resource type (group, version, kind, plural, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub(crate) struct ResourceDef {
     pub subresources: Vec<String>,
     /// Categories for `kubectl get all`.
     pub categories: Vec<String>,
+    /// Name of the CustomResourceDefinition that defines the type; None for built-in kinds.
+    pub crd: Option<String>,
 }
 
 impl ResourceDef {
@@ -84,6 +86,7 @@ const BUILTIN: &[Row] = &[
     ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, &["netpol"], &[], &[]),
     ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, &["pdb"], &["status"], &[]),
     ("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", false, &["pc"], &[], &[]),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false, &["crd", "crds"], &["status"], &["api-extensions"]),
 ];
 
 /// The standard verbs of every main resource.
@@ -98,16 +101,20 @@ pub(crate) const VERBS: &[&str] = &[
     "watch",
 ];
 
-/// All served resource types.
-#[derive(Debug, Clone)]
+/// All served resource types: the built-in ones plus those of the CustomResourceDefinitions
+/// created so far (which come and go while the server runs, hence the lock; no method hands
+/// out a guard, so it is never held across other locks).
+#[derive(Debug)]
 pub(crate) struct Registry {
-    defs: Vec<Arc<ResourceDef>>,
+    defs: RwLock<Vec<Arc<ResourceDef>>>,
 }
 
 impl Registry {
     /// The registry holding the built-in kinds.
     pub fn builtin() -> Self {
-        let mut registry = Registry { defs: Vec::new() };
+        let registry = Registry {
+            defs: RwLock::new(Vec::new()),
+        };
         for (group, version, kind, plural, namespaced, short, subs, categories) in BUILTIN {
             registry.add(ResourceDef {
                 group: group.to_string(),
@@ -119,32 +126,60 @@ impl Registry {
                 short_names: short.iter().map(|s| s.to_string()).collect(),
                 subresources: subs.iter().map(|s| s.to_string()).collect(),
                 categories: categories.iter().map(|s| s.to_string()).collect(),
+                crd: None,
             });
         }
         registry
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<ResourceDef>>> {
+        self.defs.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Adds a resource type.
-    pub fn add(&mut self, def: ResourceDef) {
-        self.defs.push(Arc::new(def));
+    pub fn add(&self, def: ResourceDef) {
+        self.defs
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Arc::new(def));
+    }
+
+    /// Replaces the types defined by CustomResourceDefinition `crd` with `defs` (none: the CRD
+    /// is gone). A type another definition or a built-in kind already serves is not taken over.
+    pub fn set_crd(&self, crd: &str, defs: Vec<ResourceDef>) {
+        let mut all = self.defs.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.retain(|d| d.crd.as_deref() != Some(crd));
+        for def in defs {
+            let taken = all
+                .iter()
+                .any(|d| d.group == def.group && d.version == def.version && d.plural == def.plural);
+            if !taken {
+                all.push(Arc::new(ResourceDef {
+                    crd: Some(crd.to_string()),
+                    ..def
+                }));
+            }
+        }
     }
 
     /// The type served at `/apis/{group}/{version}/{plural}` (or `/api/v1/{plural}`).
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceDef>> {
-        self.defs
+        self.read()
             .iter()
             .find(|d| d.group == group && d.version == version && d.plural == plural)
             .cloned()
     }
 
-    /// All types, in table order.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<ResourceDef>> {
-        self.defs.iter()
+    /// All types, in table order (CRD-defined ones last), as a snapshot.
+    pub fn all(&self) -> std::vec::IntoIter<Arc<ResourceDef>> {
+        self.read().clone().into_iter()
     }
 
     /// Whether `group/version` is served.
     pub fn serves(&self, group: &str, version: &str) -> bool {
-        self.defs.iter().any(|d| d.group == group && d.version == version)
+        self.read()
+            .iter()
+            .any(|d| d.group == group && d.version == version)
     }
 }
 

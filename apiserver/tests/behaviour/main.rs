@@ -1,6 +1,7 @@
 //! Behaviour tests of the API server through real clients (kube-rs, kubectl). They run against
 //! the embedded server, or against a real cluster when `VCSYNC_TEST_KUBECONFIG` is set.
 
+mod crd;
 mod crud;
 mod deletion;
 mod env;
