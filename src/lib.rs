@@ -23,8 +23,12 @@ use vcsync_syncer::Plugin;
 
 /// The plugins of the stock `vcsync` binary; each runs only when its section of `vcsync.yaml`
 /// is present and not switched off.
+/// (`vcsync_plugin_template` is an example to copy, not a built-in.)
 pub fn builtin_plugins() -> Vec<Arc<dyn Plugin>> {
-    Vec::new()
+    vec![
+        Arc::new(vcsync_plugin_pod_hooks::PodHooksPlugin),
+        Arc::new(vcsync_plugin_import_secrets::ImportSecretsPlugin),
+    ]
 }
 
 /// Parses the command line and runs it with `plugins`; returns the process exit code.
