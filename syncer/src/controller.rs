@@ -42,8 +42,9 @@ use crate::{
 /// Quick retry after an optimistic-concurrency conflict: someone else wrote first, the
 /// cache will catch up within milliseconds.
 const CONFLICT_RETRY: Duration = Duration::from_millis(50);
-/// Retry when the cache has not caught up with the API server yet.
-const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
+/// Retry when the cache has not caught up with the API server yet (a create that raced
+/// with the cache, a recreate in flight).
+pub const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -444,6 +445,29 @@ impl<F: crate::FakeSyncer> KeyHandler for FakeHandler<F> {
             }
         })
         .await
+    }
+}
+
+/// Extra triggers a syncer has from the moment it is built. As the syncer's
+/// [`ControllerModifier`](crate::ControllerModifier), they are handed to its controller.
+#[derive(Default)]
+pub struct Triggers(Mutex<Vec<BoxStream<'static, VirtualKey>>>);
+
+impl Triggers {
+    /// The triggers `streams`.
+    pub fn new(streams: Vec<BoxStream<'static, VirtualKey>>) -> Self {
+        Self(Mutex::new(streams))
+    }
+}
+
+impl crate::ControllerModifier for Triggers {
+    fn modify_controller(
+        &self,
+        _ctx: &crate::RegisterContext,
+        builder: ControllerBuilder,
+    ) -> Result<ControllerBuilder> {
+        let streams = std::mem::take(&mut *self.0.lock().expect("triggers lock"));
+        Ok(streams.into_iter().fold(builder, ControllerBuilder::watches))
     }
 }
 

@@ -13,10 +13,9 @@
 //! Kinds the host or the virtual API server does not serve, or that vcsync may not read on
 //! the host, are skipped at start with a log line.
 
-use std::{marker::PhantomData, sync::Arc, sync::Mutex, time::Duration};
+use std::{marker::PhantomData, sync::Arc};
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
 use k8s_openapi::{
     ClusterResourceScope,
     api::{networking::v1::IngressClass, storage::v1::StorageClass},
@@ -34,16 +33,14 @@ use vcsync_translators::{VirtualKey, is_reserved_key};
 
 use super::{Readable, SYNCED_FROM_HOST_LABEL, informer_keys, is_synced_from_host, probe};
 use crate::{
-    ControllerBuilder, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    controller::{CACHE_LAG_RETRY, Triggers},
     error::{Side, api_error, status_code},
     informer::{InformerEvent, Scope},
     register_fake_syncer,
     sdk::{Base, SyncResource},
     writes::FIELD_MANAGER,
 };
-
-/// A create raced with the cache: look again once it caught up.
-const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
 
 /// A cluster-scoped kind mirrored from the host.
 pub trait MirroredKind: SyncResource + Resource<Scope = ClusterResourceScope> {
@@ -145,7 +142,7 @@ pub fn mirror_in_sync<K: MirroredKind>(current: &K, desired: &K) -> bool {
 /// Mirrors the host's objects of `K` into the virtual cluster.
 pub struct HostMirror<K: MirroredKind> {
     host: Store<K>,
-    triggers: Mutex<Vec<BoxStream<'static, VirtualKey>>>,
+    triggers: Triggers,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -232,20 +229,7 @@ impl<K: MirroredKind> FakeSyncer for HostMirror<K> {
     }
 
     fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {
-        Some(self)
-    }
-}
-
-impl<K: MirroredKind> ControllerModifier for HostMirror<K> {
-    /// Host changes reconcile the object of that name (virtual deletions do through the fake
-    /// syncer's own watch).
-    fn modify_controller(
-        &self,
-        _ctx: &RegisterContext,
-        builder: ControllerBuilder,
-    ) -> Result<ControllerBuilder> {
-        let triggers = std::mem::take(&mut *self.triggers.lock().expect("triggers lock"));
-        Ok(triggers.into_iter().fold(builder, |b, t| b.watches(t)))
+        Some(&self.triggers)
     }
 }
 
@@ -299,7 +283,7 @@ pub async fn register<K: MirroredKind>(ctx: &RegisterContext) -> Result<()> {
         ctx,
         HostMirror::<K> {
             host: host.store(),
-            triggers: Mutex::new(triggers),
+            triggers: Triggers::new(triggers),
             kind: PhantomData,
         },
     )

@@ -19,11 +19,7 @@
 //!   the virtual cluster too; like every mirror, one deleted in the virtual cluster is
 //!   recreated while its host event exists.
 
-use std::{
-    collections::BTreeSet,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeSet, sync::Arc};
 
 use async_trait::async_trait;
 use futures::{
@@ -53,17 +49,15 @@ use super::{
     is_synced_from_host,
 };
 use crate::{
-    ControllerBuilder, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
     controller::virtual_key_of,
+    controller::{CACHE_LAG_RETRY, Triggers},
     error::{Side, api_error, status_code},
     informer::{InformerEvent, Scope},
     register_fake_syncer,
     sdk::{Base, SyncResource},
     writes::FIELD_MANAGER,
 };
-
-/// A create raced with the cache: look again once it caught up.
-const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
 
 /// This instance's host objects of one kind, type-erased for the router.
 trait OwnedObjects: Send + Sync {
@@ -178,7 +172,7 @@ pub struct EventSyncer {
     router: Arc<EventRouter>,
     host_events: Store<Event>,
     host_namespace: String,
-    triggers: Mutex<Vec<BoxStream<'static, VirtualKey>>>,
+    triggers: Triggers,
 }
 
 impl EventSyncer {
@@ -285,19 +279,7 @@ impl FakeSyncer for EventSyncer {
     }
 
     fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {
-        Some(self)
-    }
-}
-
-impl ControllerModifier for EventSyncer {
-    /// Host events (through the router) reconcile their virtual mirrors.
-    fn modify_controller(
-        &self,
-        _ctx: &RegisterContext,
-        builder: ControllerBuilder,
-    ) -> Result<ControllerBuilder> {
-        let triggers = std::mem::take(&mut *self.triggers.lock().expect("triggers lock"));
-        Ok(triggers.into_iter().fold(builder, |b, t| b.watches(t)))
+        Some(&self.triggers)
     }
 }
 
@@ -350,7 +332,7 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
             router,
             host_events: host_events.store(),
             host_namespace: ctx.host_namespace().to_string(),
-            triggers: Mutex::new(vec![
+            triggers: Triggers::new(vec![
                 tokio_stream::wrappers::UnboundedReceiverStream::new(keys_rx).boxed(),
             ]),
         },

@@ -11,7 +11,7 @@
 //! (the node-lifecycle controller taints nodes whose heartbeat stops, the TTL controller
 //! annotates them), and vcsync neither sets nor removes them.
 
-use std::{sync::Arc, sync::Mutex, time::Duration};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -35,15 +35,13 @@ use super::{
     pods_by_node::PodsByNode,
 };
 use crate::{
-    ControllerBuilder, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    ControllerModifier, FakeSyncer, Result, SyncContext,
     config::NodeMode,
+    controller::{CACHE_LAG_RETRY, Triggers},
     error::{Side, api_error, status_code},
     sdk::Base,
     writes::FIELD_MANAGER,
 };
-
-/// A create raced with the cache: look again once it caught up.
-const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
 
 /// Creates, updates and removes vcsync's virtual nodes.
 pub struct NodeSyncer {
@@ -54,7 +52,7 @@ pub struct NodeSyncer {
     pods: Option<Arc<PodsByNode>>,
     leases: Store<Lease>,
     synthetic: SyntheticNode,
-    triggers: Mutex<Vec<BoxStream<'static, VirtualKey>>>,
+    triggers: Triggers,
 }
 
 impl NodeSyncer {
@@ -73,7 +71,7 @@ impl NodeSyncer {
             pods,
             leases,
             synthetic,
-            triggers: Mutex::new(triggers),
+            triggers: Triggers::new(triggers),
         }
     }
 
@@ -200,20 +198,7 @@ impl FakeSyncer for NodeSyncer {
     }
 
     fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {
-        Some(self)
-    }
-}
-
-impl ControllerModifier for NodeSyncer {
-    /// Pods binding to or leaving a node, host node changes and virtual node deletions
-    /// reconcile the node.
-    fn modify_controller(
-        &self,
-        _ctx: &RegisterContext,
-        builder: ControllerBuilder,
-    ) -> Result<ControllerBuilder> {
-        let triggers = std::mem::take(&mut *self.triggers.lock().expect("triggers lock"));
-        Ok(triggers.into_iter().fold(builder, |b, t| b.watches(t)))
+        Some(&self.triggers)
     }
 }
 
