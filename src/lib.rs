@@ -28,6 +28,7 @@ pub fn builtin_plugins() -> Vec<Arc<dyn Plugin>> {
     vec![
         Arc::new(vcsync_plugin_pod_hooks::PodHooksPlugin),
         Arc::new(vcsync_plugin_import_secrets::ImportSecretsPlugin),
+        Arc::new(vcsync_plugin_crd_sync::CrdSyncPlugin),
     ]
 }
 

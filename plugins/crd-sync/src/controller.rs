@@ -1,0 +1,477 @@
+//! One dynamic controller per configured resource: a watch of the virtual objects and one of
+//! the host objects (this instance's, in the host namespace for namespaced kinds), both into
+//! reflector caches, feeding a keyed work queue of virtual keys. The queue is worked on the
+//! writing replica only, after every cache has listed once; a key is reconciled by one
+//! reconcile at a time; conflicts are retried after 50 ms, other errors back off per key.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, DynamicObject, PostParams, Preconditions},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tokio::sync::mpsc;
+use vcsync_syncer::{
+    Error, RegisterContext, Result, Side,
+    error::{api_error, status_code},
+    events::EventType,
+    writes::FIELD_MANAGER,
+};
+use vcsync_translators::{
+    ClusterScopedTranslator, MANAGED_BY_LABEL, NameTranslator, NamespacedTranslator, VirtualKey,
+};
+
+use crate::{
+    config::{Direction, ResourceConfig},
+    crd::Served,
+    translate::{desired_host, desired_mirror, in_sync, is_mirror, set_status, status},
+};
+
+/// A conflict: someone wrote in between; look again soon.
+const CONFLICT_RETRY: Duration = Duration::from_millis(50);
+/// A cache is behind a write that just happened.
+const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
+/// A foreign object holds the name; it will not go away soon.
+const FOREIGN_RETRY: Duration = Duration::from_secs(300);
+/// First and last backoff of a failing key.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(300));
+
+/// One resource's controller state.
+struct Sync {
+    ctx: RegisterContext,
+    config: ResourceConfig,
+    served: Served,
+    translator: Arc<dyn NameTranslator>,
+    virtual_store: Store<DynamicObject>,
+    host_store: Store<DynamicObject>,
+}
+
+/// Starts the watches of `config` (on every replica) and queues its controller.
+pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
+    let translator: Arc<dyn NameTranslator> = if served.namespaced {
+        Arc::new(NamespacedTranslator::new(
+            ctx.ownership().clone(),
+            ctx.host_namespace(),
+        ))
+    } else {
+        Arc::new(ClusterScopedTranslator::new(ctx.ownership().clone()))
+    };
+    let ar = served.resource.clone();
+    let virtual_api: Api<DynamicObject> = Api::all_with(ctx.virtual_client().clone(), &ar);
+    let host_api = host_api(ctx.host_client(), ctx.host_namespace(), &served);
+    let host_watch = match config.direction {
+        Direction::ToHost => watcher::Config::default().labels(&ctx.ownership().label_selector()),
+        // vcsync's own copies are not the host's objects.
+        Direction::FromHost => watcher::Config::default().labels(&format!("!{MANAGED_BY_LABEL}")),
+    };
+    let (tx, rx) = mpsc::unbounded_channel::<VirtualKey>();
+    let (virtual_store, virtual_events) = cache(ctx, virtual_api, watcher::Config::default(), &ar);
+    let (host_store, host_events) = cache(ctx, host_api, host_watch, &ar);
+    let sync = Arc::new(Sync {
+        ctx: ctx.clone(),
+        config,
+        served,
+        translator,
+        virtual_store,
+        host_store,
+    });
+    for (events, host) in [(virtual_events, false), (host_events, true)] {
+        let (sync, tx) = (sync.clone(), tx.clone());
+        ctx.spawn_background(events.for_each(move |event| {
+            let keys = match event {
+                Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => sync.keys_of(&obj, host),
+                // After a (re)list, deletions missed during a watch gap show only as absence.
+                Ok(watcher::Event::InitDone) => sync.all_keys(),
+                Ok(_) => Vec::new(),
+                Err(err) => {
+                    tracing::debug!(error = %err, kind = %sync.served.resource.kind, "watch error; retrying");
+                    Vec::new()
+                }
+            };
+            for key in keys {
+                let _ = tx.send(key);
+            }
+            futures::future::ready(())
+        }));
+    }
+    let name = format!("{}/{}", crate::NAME, sync.served.resource.plural);
+    ctx.spawn(&name, work(sync, tx, rx));
+}
+
+fn host_api(client: &Client, host_namespace: &str, served: &Served) -> Api<DynamicObject> {
+    if served.namespaced {
+        Api::namespaced_with(client.clone(), host_namespace, &served.resource)
+    } else {
+        Api::all_with(client.clone(), &served.resource)
+    }
+}
+
+type Events =
+    futures::stream::BoxStream<'static, std::result::Result<watcher::Event<DynamicObject>, watcher::Error>>;
+
+/// A reflector cache over `api`; the manager waits for its first list before controllers run.
+fn cache(
+    ctx: &RegisterContext,
+    api: Api<DynamicObject>,
+    config: watcher::Config,
+    ar: &kube::api::ApiResource,
+) -> (Store<DynamicObject>, Events) {
+    let writer = reflector::store::Writer::new(ar.clone());
+    let store = writer.as_reader();
+    let ready = store.clone();
+    ctx.add_readiness(async move {
+        let _ = ready.wait_until_ready().await;
+    });
+    let events = reflector(
+        writer,
+        watcher(api, config)
+            .default_backoff()
+            .modify(|obj| obj.managed_fields_mut().clear()),
+    )
+    .boxed();
+    (store, events)
+}
+
+use kube::runtime::reflector::reflector;
+
+/// Works the queue: batches of distinct keys, one reconcile per key at a time.
+async fn work(
+    sync: Arc<Sync>,
+    tx: mpsc::UnboundedSender<VirtualKey>,
+    mut rx: mpsc::UnboundedReceiver<VirtualKey>,
+) {
+    for key in sync.all_keys() {
+        let _ = tx.send(key);
+    }
+    let mut failures: HashMap<VirtualKey, u32> = HashMap::new();
+    while let Some(first) = rx.recv().await {
+        let mut batch = BTreeSet::from([first]);
+        while let Ok(key) = rx.try_recv() {
+            batch.insert(key);
+        }
+        for key in batch {
+            let retry = match sync.reconcile(&key).await {
+                Ok(retry) => {
+                    failures.remove(&key);
+                    retry
+                }
+                Err(err) if err.is_conflict() => Some(CONFLICT_RETRY),
+                Err(err) => {
+                    let attempts = failures.entry(key.clone()).or_default();
+                    *attempts += 1;
+                    let delay = BACKOFF
+                        .0
+                        .saturating_mul(1 << (*attempts - 1).min(16))
+                        .min(BACKOFF.1);
+                    tracing::warn!(error = %err, key = ?key, retry_in = ?delay, "reconcile failed");
+                    Some(delay)
+                }
+            };
+            if let Some(delay) = retry {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(key);
+                });
+            }
+        }
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    }
+}
+
+fn delete_params(obj: &DynamicObject) -> DeleteParams {
+    DeleteParams {
+        preconditions: obj.metadata.uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    }
+}
+
+fn display(key: &VirtualKey) -> String {
+    match &key.namespace {
+        Some(ns) => format!("{ns}/{}", key.name),
+        None => key.name.clone(),
+    }
+}
+
+impl Sync {
+    fn kind(&self) -> &str {
+        &self.served.resource.kind
+    }
+
+    /// The virtual keys an object of either side concerns.
+    fn keys_of(&self, obj: &DynamicObject, host: bool) -> Vec<VirtualKey> {
+        let key = match (host, self.config.direction) {
+            (true, Direction::ToHost) => self.translator.virtual_key(&obj.metadata),
+            (true, Direction::FromHost) => Some(self.mirror_key(&obj.name_any())),
+            (false, _) => Some(VirtualKey {
+                namespace: obj.metadata.namespace.clone(),
+                name: obj.name_any(),
+            }),
+        };
+        key.into_iter().collect()
+    }
+
+    fn all_keys(&self) -> Vec<VirtualKey> {
+        let virt = self
+            .virtual_store
+            .state()
+            .into_iter()
+            .flat_map(|o| self.keys_of(&o, false));
+        let host = self
+            .host_store
+            .state()
+            .into_iter()
+            .flat_map(|o| self.keys_of(&o, true));
+        virt.chain(host).collect()
+    }
+
+    /// fromHost: the virtual key of the mirror of host object `name`.
+    fn mirror_key(&self, name: &str) -> VirtualKey {
+        VirtualKey {
+            namespace: self
+                .served
+                .namespaced
+                .then(|| self.config.virtual_namespace.clone()),
+            name: name.to_string(),
+        }
+    }
+
+    fn virtual_object(&self, key: &VirtualKey) -> Option<Arc<DynamicObject>> {
+        let mut r = ObjectRef::new_with(&key.name, self.served.resource.clone());
+        if let Some(ns) = &key.namespace {
+            r = r.within(ns);
+        }
+        self.virtual_store.get(&r)
+    }
+
+    fn host_object(&self, name: &str) -> Option<Arc<DynamicObject>> {
+        let mut r = ObjectRef::new_with(name, self.served.resource.clone());
+        if self.served.namespaced {
+            r = r.within(self.ctx.host_namespace());
+        }
+        self.host_store.get(&r)
+    }
+
+    fn host_api(&self) -> Api<DynamicObject> {
+        host_api(self.ctx.host_client(), self.ctx.host_namespace(), &self.served)
+    }
+
+    fn virtual_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
+        let client = self.ctx.virtual_client().clone();
+        match namespace {
+            Some(ns) => Api::namespaced_with(client, ns, &self.served.resource),
+            None => Api::all_with(client, &self.served.resource),
+        }
+    }
+
+    async fn reconcile(&self, key: &VirtualKey) -> Result<Option<Duration>> {
+        match self.config.direction {
+            Direction::ToHost => self.sync_to_host(key).await,
+            Direction::FromHost => self.sync_from_host(key).await,
+        }
+    }
+
+    async fn sync_to_host(&self, key: &VirtualKey) -> Result<Option<Duration>> {
+        let host_name = self.translator.host_key(key).name;
+        let virt = self
+            .virtual_object(key)
+            .filter(|v| v.metadata.deletion_timestamp.is_none());
+        let host = self.host_object(&host_name);
+        match (virt, host) {
+            (None, None) => Ok(None),
+            (None, Some(host)) => self.delete_host(&host).await,
+            (Some(virt), None) => self.create_host(&virt).await,
+            (Some(virt), Some(host)) => {
+                if !self.ctx.ownership().owns(&host.metadata) {
+                    return Ok(None);
+                }
+                let desired = desired_host(&virt, self.kind(), self.translator.as_ref(), &self.references());
+                if !in_sync(&host, &desired) {
+                    let mut update = desired;
+                    update.metadata.resource_version = host.metadata.resource_version.clone();
+                    set_status(&mut update, status(&host).cloned());
+                    self.host_api()
+                        .replace(&host_name, &post_params(), &update)
+                        .await
+                        .map_err(api_error(Side::Host, "update", self.kind(), &host_name))?;
+                    tracing::info!(host = %host_name, kind = %self.kind(), "updated host object");
+                }
+                if self.config.status_up
+                    && let Some(host_status) = status(&host)
+                    && status(&virt) != Some(host_status)
+                {
+                    let mut up = DynamicObject::clone(&virt);
+                    set_status(&mut up, Some(host_status.clone()));
+                    let api = self.virtual_api(virt.metadata.namespace.as_deref());
+                    let name = virt.name_any();
+                    let written = if self.served.has_status {
+                        api.replace_status(&name, &post_params(), &up).await
+                    } else {
+                        api.replace(&name, &post_params(), &up).await
+                    };
+                    written.map_err(api_error(
+                        Side::Virtual,
+                        "update status of",
+                        self.kind(),
+                        &display(key),
+                    ))?;
+                    tracing::info!(key = %display(key), kind = %self.kind(), "status synced up");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn references(&self) -> Vec<String> {
+        self.config.references.iter().map(|r| r.path.clone()).collect()
+    }
+
+    async fn create_host(&self, virt: &DynamicObject) -> Result<Option<Duration>> {
+        let desired = desired_host(virt, self.kind(), self.translator.as_ref(), &self.references());
+        let name = desired.name_any();
+        match self.host_api().create(&post_params(), &desired).await {
+            Ok(_) => {
+                tracing::info!(host = %name, kind = %self.kind(), "created host object");
+                Ok(None)
+            }
+            Err(err) if status_code(&err) == Some(409) => {
+                let existing = self.host_api().get_opt(&name).await.map_err(api_error(
+                    Side::Host,
+                    "get",
+                    self.kind(),
+                    &name,
+                ))?;
+                match existing {
+                    Some(existing) if !self.ctx.ownership().owns(&existing.metadata) => {
+                        let error = Error::ForeignHostObject {
+                            host: name,
+                            instance: self.ctx.ownership().instance().to_string(),
+                        };
+                        tracing::warn!(error = %error, "name collision with a foreign host object");
+                        self.ctx
+                            .events()
+                            .publish(
+                                &virt.object_ref(&self.served.resource),
+                                EventType::Warning,
+                                "HostNameCollision",
+                                &error.to_string(),
+                            )
+                            .await;
+                        Ok(Some(FOREIGN_RETRY))
+                    }
+                    _ => Ok(Some(CACHE_LAG_RETRY)),
+                }
+            }
+            Err(err) => {
+                let error = api_error(Side::Host, "create", self.kind(), &name)(err);
+                if let Error::Api { source, .. } = &error
+                    && let kube::Error::Api(status) = source.as_ref()
+                    && (400..500).contains(&status.code)
+                {
+                    self.ctx
+                        .events()
+                        .publish(
+                            &virt.object_ref(&self.served.resource),
+                            EventType::Warning,
+                            "SyncFailed",
+                            &error.to_string(),
+                        )
+                        .await;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Deletes a host copy whose virtual object is gone: only ours, only that very object.
+    async fn delete_host(&self, host: &DynamicObject) -> Result<Option<Duration>> {
+        if !self.ctx.ownership().owns(&host.metadata) {
+            return Ok(None);
+        }
+        let name = host.name_any();
+        match self.host_api().delete(&name, &delete_params(host)).await {
+            Ok(_) => tracing::info!(host = %name, kind = %self.kind(), "deleted host object"),
+            Err(err) if status_code(&err) == Some(404) => {}
+            Err(err) => return Err(api_error(Side::Host, "delete", self.kind(), &name)(err)),
+        }
+        Ok(None)
+    }
+
+    async fn sync_from_host(&self, key: &VirtualKey) -> Result<Option<Duration>> {
+        let host = self
+            .host_object(&key.name)
+            .filter(|h| !h.labels().contains_key(MANAGED_BY_LABEL));
+        let virt = self.virtual_object(key);
+        let api = self.virtual_api(key.namespace.as_deref());
+        let kind = self.kind().to_string();
+        match (host, virt) {
+            (_, Some(virt)) if !is_mirror(&virt.metadata) || virt.metadata.deletion_timestamp.is_some() => {
+                Ok(None)
+            }
+            (None, None) => Ok(None),
+            (None, Some(virt)) => {
+                match api.delete(&key.name, &delete_params(&virt)).await {
+                    Ok(_) => tracing::info!(key = %display(key), %kind, "removed virtual mirror"),
+                    Err(err) if status_code(&err) == Some(404) => {}
+                    Err(err) => return Err(api_error(Side::Virtual, "delete", &kind, &display(key))(err)),
+                }
+                Ok(None)
+            }
+            (Some(host), None) => {
+                let desired = desired_mirror(&host, key.namespace.as_deref());
+                match api.create(&post_params(), &desired).await {
+                    Ok(_) => {
+                        tracing::info!(key = %display(key), %kind, "mirrored host object into the virtual cluster");
+                        Ok(None)
+                    }
+                    Err(err) if status_code(&err) == Some(409) => Ok(Some(CACHE_LAG_RETRY)),
+                    Err(err) => Err(api_error(Side::Virtual, "create", &kind, &display(key))(err)),
+                }
+            }
+            (Some(host), Some(virt)) => {
+                let desired = desired_mirror(&host, key.namespace.as_deref());
+                let status_differs = status(&virt) != status(&desired);
+                if !in_sync(&virt, &desired) || (status_differs && !self.served.has_status) {
+                    let mut update = desired.clone();
+                    update.metadata.resource_version = virt.metadata.resource_version.clone();
+                    if self.served.has_status {
+                        set_status(&mut update, status(&virt).cloned());
+                    }
+                    api.replace(&key.name, &post_params(), &update)
+                        .await
+                        .map_err(api_error(Side::Virtual, "update", &kind, &display(key)))?;
+                    tracing::info!(key = %display(key), %kind, "reverted the virtual mirror to the host object");
+                    // The status (if it differs too) follows on the update's event.
+                    return Ok(None);
+                }
+                if status_differs {
+                    let mut update = DynamicObject::clone(&virt);
+                    set_status(&mut update, status(&desired).cloned());
+                    api.replace_status(&key.name, &post_params(), &update)
+                        .await
+                        .map_err(api_error(Side::Virtual, "update status of", &kind, &display(key)))?;
+                }
+                Ok(None)
+            }
+        }
+    }
+}
