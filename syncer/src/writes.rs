@@ -29,6 +29,15 @@ pub fn labels_and_annotations_match(
     or_empty(&a.labels) == or_empty(&b.labels) && or_empty(&a.annotations) == or_empty(&b.annotations)
 }
 
+/// Parameters of every create and update vcsync makes: its field manager, so that the
+/// owners of fields are visible on the server.
+pub fn write_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    }
+}
+
 /// A foreign object will not go away by itself soon; look again now and then.
 const FOREIGN_RETRY: Duration = Duration::from_secs(300);
 
@@ -88,10 +97,7 @@ pub async fn create_host_object<K: SyncResource>(
 ) -> Result<Action> {
     let kind = K::kind(&());
     let key = display_key(desired);
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PostParams::default()
-    };
+    let params = write_params();
     match ctx.host_api().create(&params, desired).await {
         Ok(_) => {
             tracing::info!(host = %key, "created host object");
@@ -141,10 +147,7 @@ pub async fn update_host_object<K: SyncResource>(
 ) -> Result<Action> {
     let kind = K::kind(&());
     let key = display_key(desired);
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PostParams::default()
-    };
+    let params = write_params();
     match ctx
         .host_api()
         .replace(&desired.name_any(), &params, desired)

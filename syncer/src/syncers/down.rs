@@ -10,7 +10,7 @@ use std::{marker::PhantomData, sync::Arc, sync::OnceLock};
 
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{ResourceExt, api::PostParams, runtime::controller::Action};
+use kube::{ResourceExt, runtime::controller::Action};
 use vcsync_translators::{ClusterScopedTranslator, NameTranslator, NamespacedTranslator, Ownership, RefKind};
 
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
     error::api_error,
     indices::PodReferences,
     sdk::{Base, ScopeOf, SyncResource},
-    writes::{FIELD_MANAGER, create_host_object, labels_and_annotations_match, update_host_object},
+    writes::{create_host_object, labels_and_annotations_match, update_host_object, write_params},
 };
 
 /// A kind that goes down with translated metadata and a translated payload.
@@ -111,10 +111,7 @@ impl<K: DownKind> DownSyncer<K> {
     async fn status_up(&self, ctx: &SyncContext<K>, host: &K, virt: &K) -> Result<Action> {
         if let Some(updated) = virt.status_up(host) {
             let key = virtual_key_of(virt).to_string();
-            let params = PostParams {
-                field_manager: Some(FIELD_MANAGER.to_string()),
-                ..PostParams::default()
-            };
+            let params = write_params();
             ctx.virtual_api_for(virt)
                 .replace_status(&virt.name_any(), &params, &updated)
                 .await

@@ -23,7 +23,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, PostParams, Preconditions},
+    api::{DeleteParams, Preconditions},
     runtime::{
         controller::Action,
         reflector::{ObjectRef, Store},
@@ -39,7 +39,7 @@ use crate::{
     informer::{InformerEvent, Scope},
     register_fake_syncer,
     sdk::{Base, SyncResource},
-    writes::FIELD_MANAGER,
+    writes::write_params,
 };
 
 /// A cluster-scoped kind mirrored from the host.
@@ -171,10 +171,7 @@ impl<K: MirroredKind> FakeSyncer for HostMirror<K> {
             return Ok(Action::await_change());
         };
         let kind = K::kind(&());
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         match api(ctx).create(&params, &desired_mirror(host.as_ref())).await {
             Ok(_) => {
                 tracing::info!(kind = %kind, name = %key.name, "mirrored host object into the virtual cluster");
@@ -197,10 +194,7 @@ impl<K: MirroredKind> FakeSyncer for HostMirror<K> {
             Some(desired) if mirror_in_sync(virt.as_ref(), &desired) => Ok(Action::await_change()),
             Some(mut desired) if virt.immutable_eq(&desired) => {
                 desired.meta_mut().resource_version = virt.meta().resource_version.clone();
-                let params = PostParams {
-                    field_manager: Some(FIELD_MANAGER.to_string()),
-                    ..PostParams::default()
-                };
+                let params = write_params();
                 api(ctx)
                     .replace(&name, &params, &desired)
                     .await

@@ -32,7 +32,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api,
-    api::{DeleteParams, PostParams, Preconditions},
+    api::{DeleteParams, Preconditions},
     runtime::{
         controller::Action,
         reflector::{ObjectRef, Store},
@@ -56,7 +56,7 @@ use crate::{
     informer::{InformerEvent, Scope},
     register_fake_syncer,
     sdk::{Base, SyncResource},
-    writes::FIELD_MANAGER,
+    writes::write_params,
 };
 
 /// This instance's host objects of one kind, type-erased for the router.
@@ -188,13 +188,6 @@ impl Base for EventSyncer {
     }
 }
 
-fn params() -> PostParams {
-    PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PostParams::default()
-    }
-}
-
 #[async_trait]
 impl FakeSyncer for EventSyncer {
     type Resource = Event;
@@ -209,7 +202,7 @@ impl FakeSyncer for EventSyncer {
         let desired = desired_virtual_event(&host, &target);
         let namespace = key.namespace.clone().unwrap_or_default();
         match Api::<Event>::namespaced(ctx.virtual_client().clone(), &namespace)
-            .create(&params(), &desired)
+            .create(&write_params(), &desired)
             .await
         {
             Ok(_) => {
@@ -271,7 +264,7 @@ impl FakeSyncer for EventSyncer {
             return Ok(Action::await_change());
         }
         desired.metadata.resource_version = virt.metadata.resource_version.clone();
-        api.replace(&key.name, &params(), &desired)
+        api.replace(&key.name, &write_params(), &desired)
             .await
             .map_err(api_error(Side::Virtual, "update", "Event", &key.to_string()))?;
         tracing::debug!(event = %key, "updated mirrored host event");

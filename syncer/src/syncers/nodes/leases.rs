@@ -18,7 +18,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions},
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
     runtime::reflector::{ObjectRef, Store},
 };
 
@@ -28,7 +28,7 @@ use super::{
 };
 use crate::{
     error::{Result, Side, api_error, status_code},
-    writes::FIELD_MANAGER,
+    writes::{FIELD_MANAGER, write_params},
 };
 
 /// The namespace of node Leases.
@@ -141,10 +141,7 @@ impl VirtualHeartbeat {
     async fn create_lease(&self, node: &Node, now: Timestamp) -> Result<()> {
         let lease = node_lease(node, self.config.lease_duration_seconds, now);
         let name = lease.metadata.name.clone().unwrap_or_default();
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         let mut result = leases_api(&self.client).create(&params, &lease).await;
         if result.as_ref().is_err_and(|err| status_code(err) == Some(404)) {
             // A control plane that has not made the namespace (real ones do at start).
@@ -176,10 +173,7 @@ impl VirtualHeartbeat {
             },
             ..Namespace::default()
         };
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         match Api::<Namespace>::all(self.client.clone())
             .create(&params, &namespace)
             .await
@@ -267,10 +261,7 @@ impl HeartbeatTarget for VirtualHeartbeat {
         };
         let mut refreshed = (*node).clone();
         refreshed.status = Some(with_heartbeat(status, now));
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         // With the cached resourceVersion: a concurrent status write (the syncer's, or the
         // node-lifecycle controller's) wins and this refresh retries at the next tick.
         match Api::<Node>::all(self.client.clone())

@@ -18,7 +18,7 @@ use futures::stream::BoxStream;
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
 use kube::{
     Api,
-    api::{DeleteParams, PostParams, Preconditions},
+    api::{DeleteParams, Preconditions},
     runtime::{
         controller::Action,
         reflector::{ObjectRef, Store},
@@ -40,7 +40,7 @@ use crate::{
     controller::{CACHE_LAG_RETRY, Triggers},
     error::{Side, api_error, status_code},
     sdk::Base,
-    writes::FIELD_MANAGER,
+    writes::write_params,
 };
 
 /// Creates, updates and removes vcsync's virtual nodes.
@@ -102,10 +102,7 @@ impl NodeSyncer {
             status: Some(status_for_write(None, &desired.status, jiff::Timestamp::now())),
             ..Node::default()
         };
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         match nodes_api(ctx).create(&params, &node).await {
             Ok(_) => {
                 tracing::info!(node = name, mode = ?self.mode, "created virtual node");
@@ -165,10 +162,7 @@ impl FakeSyncer for NodeSyncer {
         let Some(desired) = self.desired(&name) else {
             return self.delete(ctx, &virt).await;
         };
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         if !labels_in_sync(&virt, &desired) {
             // With the cached resourceVersion; a main-resource write leaves the status alone.
             let mut updated = (*virt).clone();

@@ -34,9 +34,7 @@ use crate::{
     events::EventType,
     informer::InformerEvent,
     sdk::Base,
-    writes::{
-        FIELD_MANAGER, create_host_object, delete_object, delete_object_with_grace, update_host_object,
-    },
+    writes::{create_host_object, delete_object, delete_object_with_grace, update_host_object, write_params},
 };
 
 /// Default DNS service of the virtual cluster.
@@ -161,10 +159,7 @@ impl PodSyncer {
         };
         let mut updated = virt.clone();
         updated.status = Some(status);
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         match ctx
             .virtual_api_for(virt)
             .replace_status(&virt.name_any(), &params, &updated)

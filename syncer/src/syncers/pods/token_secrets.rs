@@ -33,7 +33,7 @@ use crate::{
     error::{Error, Side, api_error, status_code},
     events::EventType,
     informer::InformerEvent,
-    writes::FIELD_MANAGER,
+    writes::write_params,
 };
 
 /// How often orphaned token Secrets are looked for, and how old one must be to count.
@@ -166,10 +166,7 @@ impl TokenSecrets {
             uid: virt.metadata.uid.as_deref().unwrap_or_default(),
         };
         let mut desired = token_secret(owner, &issued);
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         match existing {
             Some(secret) => {
                 desired.metadata.resource_version = secret.metadata.resource_version.clone();

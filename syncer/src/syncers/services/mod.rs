@@ -25,7 +25,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Resource, ResourceExt,
-    api::{DeleteParams, PostParams, Preconditions},
+    api::{DeleteParams, Preconditions},
     runtime::{controller::Action, reflector::Store},
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -39,7 +39,7 @@ use crate::{
     informer::{InformerEvent, Scope},
     register_syncer,
     sdk::Base,
-    writes::{FIELD_MANAGER, create_host_object, labels_and_annotations_match, update_host_object},
+    writes::{create_host_object, labels_and_annotations_match, update_host_object, write_params},
 };
 
 use translate::{
@@ -113,10 +113,7 @@ impl ServiceSyncer {
             kind,
             &key.to_string(),
         ))?;
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         match api.create(&params, &recreated_virtual_service(virt, host)).await {
             Ok(created) => {
                 tracing::info!(cluster_ip = ?host.cluster_ip, "virtual service recreated with the host's cluster IP");
@@ -196,10 +193,7 @@ impl ServiceSyncer {
             ctx.virtual_client().clone(),
             key.namespace.as_deref().unwrap_or_default(),
         );
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         let write = |verb| api_error(Side::Virtual, verb, "Endpoints", &key.to_string());
         match observed {
             None if subsets.is_none() => Ok(false),
@@ -307,10 +301,7 @@ impl Syncer for ServiceSyncer {
             return Ok(Action::await_change());
         }
         let api = ctx.virtual_api_for(&virt);
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
+        let params = write_params();
         if let Some(ports) = node_ports_up(&virt_spec, &host_spec) {
             let mut updated = (*virt).clone();
             updated.spec.get_or_insert_with(Default::default).ports = Some(ports);

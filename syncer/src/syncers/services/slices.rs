@@ -3,15 +3,11 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
-use kube::{
-    Api, ResourceExt,
-    api::{DeleteParams, PostParams},
-    runtime::reflector::Store,
-};
+use kube::{Api, ResourceExt, api::DeleteParams, runtime::reflector::Store};
 use vcsync_translators::VirtualKey;
 
 use super::translate::{MIRRORED_LABEL, pod_reference_up};
-use crate::{Result, Side, error::api_error, writes::FIELD_MANAGER};
+use crate::{Result, Side, error::api_error, writes::write_params};
 
 /// The label that ties a slice to its service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -86,10 +82,7 @@ pub async fn apply_virtual_slices(
             && slice.labels().contains_key(MIRRORED_LABEL)
     });
     let key = |slice: &EndpointSlice| format!("{namespace}/{}", slice.name_any());
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
+    let params = write_params();
     let mut wrote = false;
     for slice in &desired {
         match observed.iter().find(|o| o.name_any() == slice.name_any()) {
