@@ -3,6 +3,7 @@
 //! `VCSYNC_E2E_VIRTUAL_KUBECONFIG` are set (the same test code runs in both modes).
 
 mod cli;
+mod crd_sync;
 mod data_sync;
 mod env;
 mod from_host;

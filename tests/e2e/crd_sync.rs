@@ -1,0 +1,288 @@
+//! The crd-sync plugin: CRDs from the host become available in the virtual cluster; custom
+//! resources flow down translated, status flows up, drift is reverted, foreign objects are
+//! left alone, a restart writes nothing; a bad config section is exit 2 with a location.
+
+use std::time::Duration;
+
+use k8s_openapi::{
+    api::core::v1::Event, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api,
+    api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION};
+
+use crate::env::{Env, eventually, get};
+
+const GROUP: &str = "e2e.vcsync.dev";
+
+fn widgets() -> ApiResource {
+    ApiResource {
+        group: GROUP.into(),
+        version: "v1".into(),
+        api_version: format!("{GROUP}/v1"),
+        kind: "Widget".into(),
+        plural: "widgets".into(),
+    }
+}
+
+fn widget_crd() -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("widgets.{GROUP}"), "labels": {"team": "platform"}},
+        "spec": {"group": GROUP, "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                "subresources": {"status": {}}}]}}))
+    .unwrap()
+}
+
+fn widget(name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({"apiVersion": format!("{GROUP}/v1"), "kind": "Widget",
+        "metadata": {"name": name, "labels": {"app": "shop"}}, "spec": spec}))
+    .unwrap()
+}
+
+const CONFIG: &str = "plugins:\n  crd-sync:\n    config:\n      resources:\n      - group: e2e.vcsync.dev\n        version: v1\n        kind: Widget\n        references:\n        - path: spec.configMapName\n          kind: ConfigMap\n";
+
+async fn create_host_crd(env: &Env) {
+    let crds: Api<CustomResourceDefinition> = Api::all(env.host.clone());
+    match crds.create(&PostParams::default(), &widget_crd()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => panic!("creating the host CRD: {err}"),
+    }
+}
+
+#[tokio::test]
+async fn crd_sync_to_host_round_trip() {
+    let mut env = Env::new().await;
+    create_host_crd(&env).await;
+    env.start_syncer(CONFIG).await;
+
+    // The CRD is available in the virtual cluster.
+    let virtual_crds: Api<CustomResourceDefinition> = Api::all(env.virt.clone());
+    let copied = get(&virtual_crds, &format!("widgets.{GROUP}"))
+        .await
+        .expect("CRD copied");
+    assert_eq!(copied.spec.names.kind, "Widget");
+    assert_eq!(copied.metadata.labels.unwrap()["team"], "platform");
+
+    let virt: Api<DynamicObject> = Api::namespaced_with(env.virt.clone(), &env.virt_ns, &widgets());
+    let host: Api<DynamicObject> = Api::namespaced_with(env.host.clone(), &env.host_ns, &widgets());
+    let pp = PostParams::default();
+    virt.create(&pp, &widget("w1", json!({"configMapName": "cfg", "size": 1})))
+        .await
+        .unwrap();
+    let host_name = env.host_name("w1");
+    let copy = eventually("the widget on the host", || async {
+        get(&host, &host_name).await
+    })
+    .await;
+    let labels = copy.metadata.labels.clone().unwrap();
+    assert_eq!(labels[MANAGED_BY_LABEL], env.instance);
+    assert_eq!(labels["app"], "shop");
+    let annotations = copy.metadata.annotations.clone().unwrap();
+    assert_eq!(annotations[OBJECT_NAME_ANNOTATION], "w1");
+    assert_eq!(annotations[OBJECT_NAMESPACE_ANNOTATION], env.virt_ns);
+    assert_eq!(copy.data["spec"]["configMapName"], env.host_name("cfg"));
+    assert_eq!(copy.data["spec"]["size"], 1);
+
+    // An edit flows down.
+    let merge = |v: Value| Patch::Merge(v);
+    virt.patch(
+        "w1",
+        &PatchParams::default(),
+        &merge(json!({"spec": {"size": 2}})),
+    )
+    .await
+    .unwrap();
+    let size_is = |n: i64| {
+        let (host, host_name) = (host.clone(), host_name.clone());
+        async move {
+            get(&host, &host_name)
+                .await
+                .filter(|o| o.data["spec"]["size"] == n)
+        }
+    };
+    eventually("the edit on the host", || size_is(2)).await;
+
+    // Host drift is reverted.
+    host.patch(
+        &host_name,
+        &PatchParams::default(),
+        &merge(json!({"spec": {"size": 99}})),
+    )
+    .await
+    .unwrap();
+    eventually("the drift reverted", || size_is(2)).await;
+
+    // Status set on the host comes up.
+    host.patch_status(
+        &host_name,
+        &PatchParams::default(),
+        &merge(json!({"status": {"phase": "Ready"}})),
+    )
+    .await
+    .unwrap();
+    eventually("status up", || async {
+        get(&virt, "w1")
+            .await
+            .filter(|o| o.data["status"]["phase"] == "Ready")
+    })
+    .await;
+
+    // A restart over the synced state writes nothing. (Before the collision below: a key that
+    // collides with a foreign object is retried with a create, which the server refuses.)
+    if let Some((host_server, virt_server)) = env.embedded().cloned() {
+        env.stop_syncer().await;
+        host_server.reset_counters();
+        virt_server.reset_counters();
+        env.start_syncer(CONFIG).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            host_server.counters().writes(),
+            0,
+            "host writes after restart: {:?}",
+            host_server.counters()
+        );
+        assert_eq!(
+            virt_server.counters().writes(),
+            0,
+            "virtual writes after restart: {:?}",
+            virt_server.counters()
+        );
+        assert!(
+            host_server.counters().get("list", "widgets") >= 1,
+            "the restarted syncer did not list widgets"
+        );
+    }
+
+    // A foreign host object of the translated name is left alone; the tenant is told.
+    let foreign_name = env.host_name("w2");
+    let mut foreign = widget(&foreign_name, json!({"owner": "someone else"}));
+    foreign.metadata.labels = None;
+    let foreign = host.create(&pp, &foreign).await.unwrap();
+    virt.create(&pp, &widget("w2", json!({"size": 5}))).await.unwrap();
+    eventually("a HostNameCollision event", || async {
+        let events: Api<Event> = Api::namespaced(env.virt.clone(), &env.virt_ns);
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("HostNameCollision")
+                    && e.involved_object.name.as_deref() == Some("w2")
+            })
+    })
+    .await;
+    let after = get(&host, &foreign_name)
+        .await
+        .expect("foreign object still there");
+    assert_eq!(after.metadata.resource_version, foreign.metadata.resource_version);
+
+    // Deleting the virtual object removes the host copy, and only that.
+    virt.delete("w1", &Default::default()).await.unwrap();
+    eventually("the host copy removed", || async {
+        get(&host, &host_name).await.is_none().then_some(())
+    })
+    .await;
+    virt.delete("w2", &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        get(&host, &foreign_name).await.is_some(),
+        "a foreign object was deleted"
+    );
+}
+
+#[tokio::test]
+async fn crd_sync_from_host_mirrors_read_only() {
+    let mut env = Env::new().await;
+    create_host_crd(&env).await;
+    let host: Api<DynamicObject> = Api::namespaced_with(env.host.clone(), &env.host_ns, &widgets());
+    let mut shared = widget("shared", json!({"size": 3}));
+    shared.data["status"] = json!({"phase": "Up"});
+    host.create(&PostParams::default(), &shared).await.unwrap();
+    env.start_syncer(&format!(
+        "plugins:\n  crd-sync:\n    config:\n      resources:\n      - group: {GROUP}\n        version: v1\n        kind: Widget\n        direction: fromHost\n        virtualNamespace: {}\n",
+        env.virt_ns
+    ))
+    .await;
+    let virt: Api<DynamicObject> = Api::namespaced_with(env.virt.clone(), &env.virt_ns, &widgets());
+    let mirror = eventually("the mirror", || async { get(&virt, "shared").await }).await;
+    assert_eq!(mirror.data["spec"]["size"], 3);
+    assert_eq!(
+        mirror.metadata.labels.unwrap()["vcsync.dev/synced-from-host"],
+        "true"
+    );
+    eventually("status mirrored", || async {
+        get(&virt, "shared")
+            .await
+            .filter(|o| o.data["status"]["phase"] == "Up")
+    })
+    .await;
+    // A tenant's edit is reverted.
+    virt.patch(
+        "shared",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"size": 7}})),
+    )
+    .await
+    .unwrap();
+    eventually("the edit reverted", || async {
+        get(&virt, "shared").await.filter(|o| o.data["spec"]["size"] == 3)
+    })
+    .await;
+    // Gone on the host: gone in the virtual cluster.
+    host.delete("shared", &Default::default()).await.unwrap();
+    eventually("the mirror removed", || async {
+        get(&virt, "shared").await.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn crd_sync_bad_config_section_is_exit_2_with_location() {
+    let env = Env::new().await;
+    let Some((host, virt)) = env.embedded().cloned() else {
+        eprintln!("skipped: needs the embedded servers");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (h, v, config) = (
+        dir.path().join("host.kubeconfig"),
+        dir.path().join("virtual.kubeconfig"),
+        dir.path().join("vcsync.yaml"),
+    );
+    std::fs::write(&h, host.kubeconfig()).unwrap();
+    std::fs::write(&v, virt.kubeconfig()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "instance: bad\nhostNamespace: {}\nhost:\n  kubeconfig: {}\nvirtual:\n  kubeconfig: {}\nplugins:\n  crd-sync:\n    config:\n      resources:\n      - group: {GROUP}\n        version: v1\n        kind: Widget\n        direction: sideways\n",
+            env.host_ns,
+            h.display(),
+            v.display()
+        ),
+    )
+    .unwrap();
+    let path = config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vcsync"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let expected = format!("{}:14:20:", config.display());
+    assert!(stderr.contains(&expected), "expected {expected} in: {stderr}");
+    assert!(stderr.contains("sideways"), "{stderr}");
+}
