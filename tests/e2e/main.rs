@@ -10,6 +10,7 @@ mod from_host;
 mod kinds;
 mod kubectl;
 mod nodes;
+mod plugins;
 mod pods;
 mod restart;
 mod services;
