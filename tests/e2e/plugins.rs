@@ -328,7 +328,7 @@ async fn imported_host_secrets_are_kept_read_only_in_the_virtual_namespaces() {
 }
 
 #[tokio::test]
-async fn an_import_removed_from_the_config_is_removed_from_the_virtual_cluster() {
+async fn an_import_is_written_once_and_removed_with_its_config_entry() {
     let mut env = Env::new().await;
     env.host_api::<Secret>()
         .create(&PostParams::default(), &secret("shared", "x"))
@@ -344,6 +344,24 @@ async fn an_import_removed_from_the_config_is_removed_from_the_virtual_cluster()
     })
     .await;
     env.stop_syncer().await;
+    if let Some((host, virt)) = env.embedded().cloned() {
+        // Unchanged configuration: a restart writes nothing.
+        host.reset_counters();
+        virt.reset_counters();
+        env.start_syncer(&config).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            writes(host.counters()),
+            Vec::<String>::new(),
+            "host writes after restart"
+        );
+        assert_eq!(
+            writes(virt.counters()),
+            Vec::<String>::new(),
+            "virtual writes after restart"
+        );
+        env.stop_syncer().await;
+    }
     env.start_syncer("plugins:\n  import-secrets:\n    config:\n      imports: []\n")
         .await;
     eventually("copy removed", || async {
