@@ -192,3 +192,91 @@ pub async fn ensure_crd(ctx: &RegisterContext, resource: &ResourceConfig) -> Res
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rstest::rstest;
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::{Direction, ResourceConfig};
+
+    fn host_crd() -> CustomResourceDefinition {
+        serde_json::from_value(json!({
+            "metadata": {"name": "widgets.example.com", "uid": "u", "resourceVersion": "5",
+                "creationTimestamp": "2026-01-01T00:00:00Z", "generation": 2,
+                "labels": {"team": "a", "vcsync.dev/managed-by": "other"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "kind": "Widget"},
+                "versions": [
+                    {"name": "v1", "served": true, "storage": true, "subresources": {"status": {}}},
+                    {"name": "v2", "served": true, "storage": false},
+                    {"name": "v0", "served": false, "storage": false}]},
+            "status": {"acceptedNames": {"plural": "widgets", "kind": "Widget"}, "storedVersions": ["v1"]}
+        }))
+        .unwrap()
+    }
+
+    fn resource(version: &str, plural: Option<&str>) -> ResourceConfig {
+        ResourceConfig {
+            group: "example.com".into(),
+            version: version.into(),
+            kind: "Widget".into(),
+            plural: plural.map(str::to_string),
+            direction: Direction::ToHost,
+            crd_source: CrdSource::Host,
+            crd_file: None,
+            status_up: true,
+            virtual_namespace: "default".into(),
+            references: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_virtual_copy_has_no_server_fields_or_status() {
+        let copy = desired_crd(&host_crd());
+        assert_eq!(copy.metadata.name.as_deref(), Some("widgets.example.com"));
+        assert_eq!(copy.metadata.uid, None);
+        assert_eq!(copy.metadata.resource_version, None);
+        assert_eq!(copy.metadata.creation_timestamp, None);
+        assert_eq!(copy.metadata.managed_fields, None);
+        assert_eq!(copy.metadata.annotations, None);
+        assert_eq!(
+            copy.metadata.labels.unwrap().into_iter().collect::<Vec<_>>(),
+            [("team".to_string(), "a".to_string())]
+        );
+        assert!(copy.status.is_none());
+        assert_eq!(copy.spec, host_crd().spec);
+    }
+
+    #[rstest]
+    #[case::status_version("v1", None, true, true)]
+    #[case::plain_version("v2", Some("widgets"), true, false)]
+    #[case::not_served("v0", None, false, false)]
+    #[case::unknown("v9", None, false, false)]
+    fn served_types(
+        #[case] version: &str,
+        #[case] plural: Option<&str>,
+        #[case] found: bool,
+        #[case] status: bool,
+    ) {
+        let served = served(&host_crd(), &resource(version, plural));
+        assert_eq!(served.is_some(), found);
+        if let Some(served) = served {
+            assert_eq!(served.resource.api_version, format!("example.com/{version}"));
+            assert_eq!(served.resource.plural, "widgets");
+            assert!(served.namespaced);
+            assert_eq!(served.has_status, status);
+        }
+    }
+
+    #[rstest]
+    #[case(None, true)]
+    #[case(Some("widgets"), true)]
+    #[case(Some("gadgets"), false)]
+    fn a_configured_plural_must_match(#[case] plural: Option<&str>, #[case] expected: bool) {
+        assert_eq!(matches(&host_crd(), &resource("v1", plural)), expected);
+    }
+}
