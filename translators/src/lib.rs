@@ -20,13 +20,15 @@ pub use labels::{
     host_annotations, host_label_selector, host_labels, host_map_selector, is_reserved_key,
     virtual_labels_from_host,
 };
-pub use names::{MAX_NAME_LEN, host_cluster_name, host_name, safe_label_value};
+pub use names::{MAX_NAME_LEN, host_cluster_name, host_name, host_namespace_name, safe_label_value};
 pub use ownership::{
     MANAGED_BY_LABEL, NAMESPACE_LABEL, OBJECT_KIND_ANNOTATION, OBJECT_NAME_ANNOTATION,
     OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION, Ownership, RESERVED_PREFIX,
 };
 pub use references::{RefKind, RefTarget, pod_references};
-pub use translator::{ClusterScopedTranslator, NameTranslator, NamespacedTranslator};
+pub use translator::{
+    ClusterScopedTranslator, NameTranslator, NamespaceMapping, NamespacedTranslator, PerNamespaceTranslator,
+};
 
 /// Errors of this crate. Translation itself cannot fail (every input maps to a valid host name);
 /// only configuration, such as the instance name, is validated.

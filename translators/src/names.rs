@@ -78,6 +78,23 @@ pub fn host_cluster_name(instance: &str, name: &str) -> String {
     hashed_dns_label(&[CLUSTER_PREFIX, instance, name], &digest(&[instance, name]))
 }
 
+/// Host namespace of the virtual namespace `namespace` of vcsync instance `instance` in the
+/// per-namespace mapping (each virtual namespace gets a host namespace of its own).
+///
+/// `("team-a", "default")` gives `team-a-x-default`; otherwise a hashed form such as
+/// `team-a-my-long-namespace-1a2b3c4d5e`. The same scheme as [`host_name`] with the instance first,
+/// so it is a DNS-1123 label (a valid namespace name), deterministic, and injective over
+/// (instance, namespace): two instances on one host never share a namespace.
+pub fn host_namespace_name(instance: &str, namespace: &str) -> String {
+    if is_dns_label(instance) && is_dns_label(namespace) {
+        let plain = format!("{instance}{SEPARATOR}{namespace}");
+        if plain.len() <= MAX_NAME_LEN && separator_count(&plain) == 1 {
+            return plain;
+        }
+    }
+    hashed_dns_label(&[instance, namespace], &digest(&["ns", instance, namespace]))
+}
+
 /// `value` made into a valid label value: at most 63 characters of `[A-Za-z0-9._-]`, starting and
 /// ending with an alphanumeric character (or empty).
 ///

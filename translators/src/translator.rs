@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::keys::{HostKey, VirtualKey};
 use crate::labels::{host_annotations, host_labels};
-use crate::names::{host_cluster_name, host_name};
+use crate::names::{host_cluster_name, host_name, host_namespace_name};
 use crate::ownership::{OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, Ownership};
 
 /// Maps virtual objects of one kind to host objects and back. Shared by the controllers of a
@@ -81,6 +81,99 @@ impl NameTranslator for NamespacedTranslator {
     }
 
     /// Requires the ownership label and both the object-name and object-namespace annotations.
+    fn virtual_key(&self, host: &ObjectMeta) -> Option<VirtualKey> {
+        let (name, namespace) = owned_annotations(&self.ownership, host)?;
+        Some(VirtualKey::namespaced(namespace?, name))
+    }
+
+    fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+}
+
+/// Where the namespaced virtual objects of a virtual cluster land on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamespaceMapping {
+    /// Every virtual namespace lands in `host_namespace`; names through [`host_name`].
+    Single {
+        /// The one host namespace (the namespace the virtual cluster runs in).
+        host_namespace: String,
+    },
+    /// Each virtual namespace lands in a host namespace of its own
+    /// ([`host_namespace_name`]`(instance, namespace)`); object names are kept.
+    PerNamespace {
+        /// The vcsync instance name, first part of every host namespace name.
+        instance: String,
+    },
+}
+
+impl NamespaceMapping {
+    /// Host namespace of the objects of `virtual_namespace`.
+    pub fn host_namespace(&self, virtual_namespace: &str) -> String {
+        match self {
+            Self::Single { host_namespace } => host_namespace.clone(),
+            Self::PerNamespace { instance } => host_namespace_name(instance, virtual_namespace),
+        }
+    }
+
+    /// Host name of the namespaced virtual object `virtual_namespace/name`.
+    pub fn host_object_name(&self, virtual_namespace: &str, name: &str) -> String {
+        match self {
+            Self::Single { .. } => host_name(virtual_namespace, name),
+            Self::PerNamespace { .. } => name.to_owned(),
+        }
+    }
+
+    /// Host key of the namespaced virtual object `virtual_namespace/name`.
+    pub fn host_key(&self, virtual_namespace: &str, name: &str) -> HostKey {
+        HostKey::namespaced(
+            self.host_namespace(virtual_namespace),
+            self.host_object_name(virtual_namespace, name),
+        )
+    }
+
+    /// Whether each virtual namespace has a host namespace of its own.
+    pub fn is_per_namespace(&self) -> bool {
+        matches!(self, Self::PerNamespace { .. })
+    }
+
+    /// The translator for namespaced kinds in this mapping.
+    pub fn translator(&self, ownership: Ownership) -> Box<dyn NameTranslator> {
+        match self {
+            Self::Single { host_namespace } => {
+                Box::new(NamespacedTranslator::new(ownership, host_namespace.clone()))
+            }
+            Self::PerNamespace { .. } => Box::new(PerNamespaceTranslator::new(ownership)),
+        }
+    }
+}
+
+/// Translator for namespaced kinds in the per-namespace mapping: `ns/name` lands in
+/// `host_namespace_name(instance, ns)` under its own name.
+#[derive(Clone, Debug)]
+pub struct PerNamespaceTranslator {
+    ownership: Ownership,
+}
+
+impl PerNamespaceTranslator {
+    /// Translator for `ownership`; the instance of `ownership` is part of every host namespace.
+    pub fn new(ownership: Ownership) -> Self {
+        Self { ownership }
+    }
+}
+
+impl NameTranslator for PerNamespaceTranslator {
+    /// `ns/name` -> `host_namespace_name(instance, ns)/name`. A key without a namespace (a bug in
+    /// the caller) is treated as namespace `""`, which gets a hashed namespace no real one has.
+    fn host_key(&self, virtual_key: &VirtualKey) -> HostKey {
+        let ns = virtual_key.namespace.as_deref().unwrap_or_default();
+        HostKey::namespaced(
+            host_namespace_name(self.ownership.instance(), ns),
+            virtual_key.name.clone(),
+        )
+    }
+
+    /// Same as [`NamespacedTranslator`]: the ownership label and both object annotations.
     fn virtual_key(&self, host: &ObjectMeta) -> Option<VirtualKey> {
         let (name, namespace) = owned_annotations(&self.ownership, host)?;
         Some(VirtualKey::namespaced(namespace?, name))

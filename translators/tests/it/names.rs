@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 use rstest::rstest;
 use vcsync_translators::names::{is_dns_label, is_label_value};
-use vcsync_translators::{MAX_NAME_LEN, host_cluster_name, host_name, safe_label_value};
+use vcsync_translators::{MAX_NAME_LEN, host_cluster_name, host_name, host_namespace_name, safe_label_value};
 
 /// Whether `s` ends in `-` and 10 lowercase hex characters, the hash suffix of hashed names.
 fn has_hash_suffix(s: &str) -> bool {
@@ -322,5 +322,53 @@ proptest! {
     fn valid_label_values_are_kept(value in "[a-zA-Z0-9]([a-zA-Z0-9._-]{0,40}[a-zA-Z0-9])?") {
         prop_assume!(!has_hash_suffix(&value));
         prop_assert_eq!(safe_label_value(&value), value);
+    }
+}
+
+/// Host namespaces of the per-namespace mapping: readable when possible, always a DNS-1123 label.
+#[rstest]
+#[case::plain("team-a", "default", "team-a-x-default")]
+#[case::plain_kube_system("t", "kube-system", "t-x-kube-system")]
+fn host_namespace_names(#[case] instance: &str, #[case] ns: &str, #[case] expected: &str) {
+    assert_eq!(host_namespace_name(instance, ns), expected);
+}
+
+#[rstest]
+#[case::too_long("team-a", &"n".repeat(60))]
+#[case::second_separator("team-a", "x-y")]
+#[case::separator_in_instance("a-x-b", "default")]
+fn host_namespace_names_hashed(#[case] instance: &str, #[case] ns: &str) {
+    let host = host_namespace_name(instance, ns);
+    assert!(has_hash_suffix(&host), "{host:?}");
+    assert!(is_dns_label(&host), "{host:?}");
+    assert_eq!(separator_count(&host), 0, "{host:?}");
+    assert!(host.starts_with(&instance[..1]), "{host:?} is not readable");
+}
+
+fn check_namespace_name(instance: &str, ns: &str) -> String {
+    let host = host_namespace_name(instance, ns);
+    assert!(is_dns_label(&host), "{host:?} of {instance}/{ns}");
+    assert_eq!(host, host_namespace_name(instance, ns), "not deterministic");
+    host
+}
+
+proptest! {
+    #[test]
+    fn host_namespace_names_are_valid_and_injective(
+        keys in prop::collection::vec((any_namespace(), any_namespace()), 2..60),
+    ) {
+        assert_injective(keys.iter().map(|(i, ns)| (check_namespace_name(i, ns), (i.as_str(), ns.as_str()))));
+    }
+
+    #[test]
+    fn adversarial_namespaces_are_injective(
+        keys in prop::collection::vec((adversarial_label(), adversarial_label()), 2..100),
+    ) {
+        assert_injective(keys.iter().map(|(i, ns)| (check_namespace_name(i, ns), (i.as_str(), ns.as_str()))));
+    }
+
+    #[test]
+    fn arbitrary_input_gives_valid_namespaces(i in "\\PC{0,80}", ns in "\\PC{0,80}") {
+        check_namespace_name(&i, &ns);
     }
 }

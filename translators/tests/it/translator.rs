@@ -6,8 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectM
 use proptest::prelude::*;
 use rstest::rstest;
 use vcsync_translators::{
-    ClusterScopedTranslator, HostKey, MANAGED_BY_LABEL, NameTranslator, NamespacedTranslator,
-    OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, Ownership, VirtualKey,
+    ClusterScopedTranslator, HostKey, MANAGED_BY_LABEL, NameTranslator, NamespaceMapping,
+    NamespacedTranslator, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, Ownership,
+    PerNamespaceTranslator, VirtualKey,
 };
 
 fn namespaced() -> NamespacedTranslator {
@@ -177,5 +178,67 @@ proptest! {
         let host = cluster().host_metadata("PersistentVolume", &cluster_meta);
         prop_assert_eq!(host.namespace.as_ref(), None);
         prop_assert_eq!(cluster().virtual_key(&host), Some(VirtualKey::cluster(name)));
+    }
+}
+
+fn per_namespace() -> PerNamespaceTranslator {
+    PerNamespaceTranslator::new(Ownership::new("tenant-a").unwrap())
+}
+
+#[test]
+fn per_namespace_keeps_names_and_maps_namespaces() {
+    let key = VirtualKey::namespaced("shop", "web");
+    assert_eq!(
+        per_namespace().host_key(&key),
+        HostKey::namespaced("tenant-a-x-shop", "web")
+    );
+    let host = per_namespace().host_metadata("ConfigMap", &sample_meta());
+    assert_eq!(host.name.as_deref(), Some("web-7d4b9c8f6-abcde"));
+    assert_eq!(host.namespace.as_deref(), Some("tenant-a-x-shop"));
+}
+
+#[rstest]
+#[case::owned(host_meta(&[OURS], &[(OBJECT_NAME_ANNOTATION, "web"), (OBJECT_NAMESPACE_ANNOTATION, "default")]), Some(VirtualKey::namespaced("default", "web")))]
+#[case::other_instance(host_meta(&[(MANAGED_BY_LABEL, "tenant-b")], &[(OBJECT_NAME_ANNOTATION, "web"), (OBJECT_NAMESPACE_ANNOTATION, "default")]), None)]
+#[case::no_namespace(host_meta(&[OURS], &[(OBJECT_NAME_ANNOTATION, "web")]), None)]
+#[case::empty_name(host_meta(&[OURS], &[(OBJECT_NAME_ANNOTATION, ""), (OBJECT_NAMESPACE_ANNOTATION, "default")]), None)]
+fn per_namespace_virtual_keys(#[case] host: ObjectMeta, #[case] expected: Option<VirtualKey>) {
+    assert_eq!(per_namespace().virtual_key(&host), expected);
+}
+
+#[rstest]
+#[case::single(
+    NamespaceMapping::Single { host_namespace: "vcluster-a".into() },
+    "vcluster-a",
+    "web-x-shop"
+)]
+#[case::per_namespace(
+    NamespaceMapping::PerNamespace { instance: "tenant-a".into() },
+    "tenant-a-x-shop",
+    "web"
+)]
+fn namespace_mappings(#[case] mapping: NamespaceMapping, #[case] ns: &str, #[case] name: &str) {
+    assert_eq!(mapping.host_namespace("shop"), ns);
+    assert_eq!(mapping.host_object_name("shop", "web"), name);
+    assert_eq!(mapping.host_key("shop", "web"), HostKey::namespaced(ns, name));
+    let translator = mapping.translator(Ownership::new("tenant-a").unwrap());
+    assert_eq!(
+        translator.host_key(&VirtualKey::namespaced("shop", "web")),
+        mapping.host_key("shop", "web")
+    );
+    assert_eq!(mapping.is_per_namespace(), ns != "vcluster-a");
+}
+
+proptest! {
+    /// The per-namespace round trip, as for the single namespace.
+    #[test]
+    fn per_namespace_round_trip(ns in "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", name in "[a-z0-9]([a-z0-9.-]{0,80}[a-z0-9])?") {
+        let key = VirtualKey::namespaced(ns.clone(), name.clone());
+        let meta = ObjectMeta { name: Some(name.clone()), namespace: Some(ns), ..ObjectMeta::default() };
+        let host = per_namespace().host_metadata("ConfigMap", &meta);
+        let host_key = per_namespace().host_key(&key);
+        prop_assert_eq!(host.name.as_ref(), Some(&name));
+        prop_assert_eq!(host.namespace.as_ref(), host_key.namespace.as_ref());
+        prop_assert_eq!(per_namespace().virtual_key(&host), Some(key));
     }
 }
