@@ -13,8 +13,13 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Name of this virtual cluster; the value of the ownership label on every host object.
     pub instance: String,
-    /// Host namespace all namespaced virtual objects land in.
+    /// Host namespace vcsync runs in; in the `single` mapping all namespaced virtual objects land
+    /// in it.
     pub host_namespace: String,
+    /// Where namespaced virtual objects land: `single` (all in `hostNamespace`, names translated)
+    /// or `perNamespace` (one host namespace per virtual namespace, names kept).
+    #[serde(default)]
+    pub namespace_mapping: NamespaceMappingMode,
     /// How to reach the host API server.
     #[serde(default)]
     pub host: ClusterConfig,
@@ -33,6 +38,17 @@ pub struct Config {
     /// Plugin sections, by plugin name (see [`crate::plugin`]).
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, crate::plugin::PluginSection>,
+}
+
+/// The `namespaceMapping` key: see [`vcsync_translators::NamespaceMapping`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum NamespaceMappingMode {
+    /// Every virtual namespace lands in `hostNamespace`, names `<name>-x-<namespace>`.
+    #[default]
+    Single,
+    /// Each virtual namespace gets a host namespace `<instance>-x-<namespace>`, names kept.
+    PerNamespace,
 }
 
 /// Connection to one API server.
@@ -355,12 +371,25 @@ impl Config {
         Self {
             instance: instance.to_string(),
             host_namespace: host_namespace.to_string(),
+            namespace_mapping: NamespaceMappingMode::default(),
             host: ClusterConfig::default(),
             virtual_cluster: ClusterConfig::default(),
             sync: SyncConfig::default(),
             controllers: ControllersConfig::default(),
             log: LogConfig::default(),
             plugins: Default::default(),
+        }
+    }
+
+    /// The namespace mapping this configuration selects.
+    pub fn namespace_mapping(&self) -> vcsync_translators::NamespaceMapping {
+        match self.namespace_mapping {
+            NamespaceMappingMode::Single => vcsync_translators::NamespaceMapping::Single {
+                host_namespace: self.host_namespace.clone(),
+            },
+            NamespaceMappingMode::PerNamespace => vcsync_translators::NamespaceMapping::PerNamespace {
+                instance: self.instance.clone(),
+            },
         }
     }
 
@@ -459,6 +488,32 @@ mod tests {
     }
 
     #[rstest]
+    #[case::default("", NamespaceMappingMode::Single, "vc-demo")]
+    #[case::single("namespaceMapping: single\n", NamespaceMappingMode::Single, "vc-demo")]
+    #[case::per_namespace(
+        "namespaceMapping: perNamespace\n",
+        NamespaceMappingMode::PerNamespace,
+        "demo-x-shop"
+    )]
+    fn namespace_mapping_modes(
+        #[case] extra: &str,
+        #[case] mode: NamespaceMappingMode,
+        #[case] shop_host_namespace: &str,
+    ) {
+        let text = format!("instance: demo\nhostNamespace: vc-demo\n{extra}");
+        let config = Config::from_yaml(&text, "f.yaml").unwrap();
+        assert_eq!(config.namespace_mapping, mode);
+        assert_eq!(
+            config.namespace_mapping().host_namespace("shop"),
+            shop_host_namespace
+        );
+    }
+
+    #[rstest]
+    #[case::bad_mapping(
+        "instance: a\nhostNamespace: b\nnamespaceMapping: perNamespaces\n",
+        "f.yaml:3:19: namespaceMapping: unknown variant `perNamespaces`"
+    )]
     #[case::unknown_key(
         "instance: a\nhostNamespace: b\nsyncc: {}\n",
         "f.yaml:3:1: unknown field `syncc`"
