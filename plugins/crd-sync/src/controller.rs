@@ -16,11 +16,11 @@ use kube::{
     api::{DeleteParams, DynamicObject, PostParams, Preconditions},
     runtime::{
         WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, ObjectRef, Store, reflector},
         watcher,
     },
 };
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use vcsync_syncer::{
     Error, RegisterContext, Result, Side,
     error::{api_error, status_code},
@@ -74,7 +74,7 @@ pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
         // vcsync's own copies are not the host's objects.
         Direction::FromHost => watcher::Config::default().labels(&format!("!{MANAGED_BY_LABEL}")),
     };
-    let (tx, rx) = mpsc::unbounded_channel::<VirtualKey>();
+    let queue = Arc::new(Queue::default());
     let (virtual_store, virtual_events) = cache(ctx, virtual_api, watcher::Config::default(), &ar);
     let (host_store, host_events) = cache(ctx, host_api, host_watch, &ar);
     let sync = Arc::new(Sync {
@@ -86,7 +86,7 @@ pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
         host_store,
     });
     for (events, host) in [(virtual_events, false), (host_events, true)] {
-        let (sync, tx) = (sync.clone(), tx.clone());
+        let (sync, queue) = (sync.clone(), queue.clone());
         ctx.spawn_background(events.for_each(move |event| {
             let keys = match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => sync.keys_of(&obj, host),
@@ -98,14 +98,12 @@ pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
                     Vec::new()
                 }
             };
-            for key in keys {
-                let _ = tx.send(key);
-            }
+            queue.add(keys);
             futures::future::ready(())
         }));
     }
     let name = format!("{}/{}", crate::NAME, sync.served.resource.plural);
-    ctx.spawn(&name, work(sync, tx, rx));
+    ctx.spawn(&name, work(sync, queue));
 }
 
 fn host_api(client: &Client, host_namespace: &str, served: &Served) -> Api<DynamicObject> {
@@ -142,24 +140,42 @@ fn cache(
     (store, events)
 }
 
-use kube::runtime::reflector::reflector;
+/// Keys waiting for a reconcile: a set, so that a replica that does not write (or a busy one)
+/// holds each key once however many events arrive.
+#[derive(Default)]
+struct Queue {
+    pending: std::sync::Mutex<BTreeSet<VirtualKey>>,
+    wake: Notify,
+}
+
+impl Queue {
+    fn add(&self, keys: impl IntoIterator<Item = VirtualKey>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let before = pending.len();
+        pending.extend(keys);
+        if pending.len() > before {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits for keys and takes them all.
+    async fn take(&self) -> BTreeSet<VirtualKey> {
+        loop {
+            let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            if !batch.is_empty() {
+                return batch;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
 
 /// Works the queue: batches of distinct keys, one reconcile per key at a time.
-async fn work(
-    sync: Arc<Sync>,
-    tx: mpsc::UnboundedSender<VirtualKey>,
-    mut rx: mpsc::UnboundedReceiver<VirtualKey>,
-) {
-    for key in sync.all_keys() {
-        let _ = tx.send(key);
-    }
+async fn work(sync: Arc<Sync>, queue: Arc<Queue>) {
+    queue.add(sync.all_keys());
     let mut failures: HashMap<VirtualKey, u32> = HashMap::new();
-    while let Some(first) = rx.recv().await {
-        let mut batch = BTreeSet::from([first]);
-        while let Ok(key) = rx.try_recv() {
-            batch.insert(key);
-        }
-        for key in batch {
+    loop {
+        for key in queue.take().await {
             let retry = match sync.reconcile(&key).await {
                 Ok(retry) => {
                     failures.remove(&key);
@@ -178,10 +194,10 @@ async fn work(
                 }
             };
             if let Some(delay) = retry {
-                let tx = tx.clone();
+                let queue = queue.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    let _ = tx.send(key);
+                    queue.add([key]);
                 });
             }
         }
@@ -473,5 +489,26 @@ impl Sync {
                 Ok(None)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_queue_holds_each_key_once_and_wakes_the_worker() {
+        let queue = Arc::new(Queue::default());
+        let key = |n: &str| VirtualKey::namespaced("ns", n);
+        queue.add([key("a"), key("b"), key("a")]);
+        queue.add([key("a")]);
+        assert_eq!(queue.take().await, BTreeSet::from([key("a"), key("b")]));
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.take().await }
+        });
+        tokio::task::yield_now().await;
+        queue.add([key("c")]);
+        assert_eq!(waiting.await.unwrap(), BTreeSet::from([key("c")]));
     }
 }
