@@ -286,3 +286,63 @@ async fn crd_sync_bad_config_section_is_exit_2_with_location() {
     assert!(stderr.contains(&expected), "expected {expected} in: {stderr}");
     assert!(stderr.contains("sideways"), "{stderr}");
 }
+
+#[tokio::test]
+async fn crd_sync_cluster_scoped_kinds_get_instance_prefixed_host_names() {
+    let mut env = Env::new().await;
+    let mut crd = widget_crd();
+    crd.metadata.name = Some(format!("gadgets.{GROUP}"));
+    crd.spec.scope = "Cluster".into();
+    crd.spec.names.plural = "gadgets".into();
+    crd.spec.names.singular = Some("gadget".into());
+    crd.spec.names.kind = "Gadget".into();
+    crd.spec.names.list_kind = Some("GadgetList".into());
+    crd.spec.versions[0].subresources = None;
+    Api::<CustomResourceDefinition>::all(env.host.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    env.start_syncer(&format!(
+        "plugins:\n  crd-sync:\n    config:\n      resources:\n      - group: {GROUP}\n        version: v1\n        kind: Gadget\n        plural: gadgets\n        references:\n        - path: spec.parents[]\n          kind: Gadget\n"
+    ))
+    .await;
+    let resource = ApiResource {
+        kind: "Gadget".into(),
+        plural: "gadgets".into(),
+        ..widgets()
+    };
+    let virt: Api<DynamicObject> = Api::all_with(env.virt.clone(), &resource);
+    let host: Api<DynamicObject> = Api::all_with(env.host.clone(), &resource);
+    let mut gadget = widget("g1", json!({"parents": ["p1", "p2"]}));
+    gadget.types.as_mut().unwrap().kind = "Gadget".into();
+    virt.create(&PostParams::default(), &gadget).await.unwrap();
+    let host_name = vcsync_translators::host_cluster_name(&env.instance, "g1");
+    let copy = eventually("the gadget on the host", || async {
+        get(&host, &host_name).await
+    })
+    .await;
+    assert_eq!(
+        copy.data["spec"]["parents"],
+        json!([
+            vcsync_translators::host_cluster_name(&env.instance, "p1"),
+            vcsync_translators::host_cluster_name(&env.instance, "p2")
+        ])
+    );
+    // No status subresource: status comes up through a full update.
+    host.patch(
+        &host_name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"ok": true}})),
+    )
+    .await
+    .unwrap();
+    eventually("status up", || async {
+        get(&virt, "g1").await.filter(|o| o.data["status"]["ok"] == true)
+    })
+    .await;
+    virt.delete("g1", &Default::default()).await.unwrap();
+    eventually("the host copy removed", || async {
+        get(&host, &host_name).await.is_none().then_some(())
+    })
+    .await;
+}
