@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use kube::{Api, Client, runtime::reflector::Store};
-use vcsync_translators::Ownership;
+use vcsync_translators::{NameTranslator, NamespaceMapping, Ownership};
 
 use crate::{
     config::Config,
@@ -27,6 +27,7 @@ struct RegisterInner {
     virtual_client: Client,
     host_client: Client,
     ownership: Ownership,
+    mapping: NamespaceMapping,
     config: Arc<Config>,
     informers: Informers,
     indices: Indices,
@@ -42,10 +43,11 @@ impl RegisterContext {
     /// A context over the two clients; fails when the configured instance name is invalid.
     pub fn new(virtual_client: Client, host_client: Client, config: Config) -> crate::Result<Self> {
         let ownership = Ownership::new(&config.instance)?;
+        let mapping = config.namespace_mapping();
         let informers = Informers::new(
             virtual_client.clone(),
             host_client.clone(),
-            &config.host_namespace,
+            (!mapping.is_per_namespace()).then_some(config.host_namespace.as_str()),
             &ownership.label_selector(),
         );
         let events = EventRecorder::new(virtual_client.clone(), "vcsync");
@@ -54,6 +56,7 @@ impl RegisterContext {
                 virtual_client,
                 host_client,
                 ownership,
+                mapping,
                 config: Arc::new(config),
                 informers,
                 indices: Indices::default(),
@@ -77,9 +80,25 @@ impl RegisterContext {
         &self.inner.host_client
     }
 
-    /// The host namespace namespaced virtual objects land in.
+    /// The host namespace vcsync runs in; in the single mapping all namespaced virtual objects
+    /// land in it. Where a given virtual object lands: [`Self::namespace_mapping`].
     pub fn host_namespace(&self) -> &str {
         &self.inner.config.host_namespace
+    }
+
+    /// Where namespaced virtual objects land on the host (`namespaceMapping` in the config).
+    pub fn namespace_mapping(&self) -> &NamespaceMapping {
+        &self.inner.mapping
+    }
+
+    /// Host namespace of the objects of virtual namespace `virtual_namespace`.
+    pub fn host_namespace_of(&self, virtual_namespace: &str) -> String {
+        self.inner.mapping.host_namespace(virtual_namespace)
+    }
+
+    /// The name translator for namespaced kinds in the configured mapping.
+    pub fn namespaced_translator(&self) -> Box<dyn NameTranslator> {
+        self.inner.mapping.translator(self.inner.ownership.clone())
     }
 
     /// This instance's ownership marker.
@@ -239,9 +258,18 @@ impl<K: SyncResource> SyncContext<K> {
         self.register.host_namespace()
     }
 
-    /// The `Api` of `K` for writes on the host (the host namespace for namespaced kinds).
+    /// The `Api` of `K` in the single host namespace (the cluster scope for cluster-scoped kinds).
+    /// For writes of a given host object use [`Self::host_api_for`], which also works in the
+    /// per-namespace mapping.
     pub fn host_api(&self) -> Api<K> {
         api_in::<K>(self.host_client().clone(), Some(self.host_namespace()))
+    }
+
+    /// The `Api` of `K` on the host in the namespace of the host object `host` (the single host
+    /// namespace when it has none set; ignored for cluster-scoped kinds).
+    pub fn host_api_for(&self, host: &K) -> Api<K> {
+        let namespace = host.meta().namespace.as_deref().unwrap_or(self.host_namespace());
+        api_in::<K>(self.host_client().clone(), Some(namespace))
     }
 
     /// The `Api` of `K` in the virtual cluster, in the namespace of `virt`.

@@ -116,7 +116,8 @@ fn strip_unread_fields<K: SyncResource>(obj: &mut K) {
 pub enum Scope {
     /// Every namespace of the virtual cluster (or the cluster scope for cluster-scoped kinds).
     VirtualAll,
-    /// The host namespace (or cluster scope), only objects carrying this instance's ownership label.
+    /// The host namespace (all namespaces in the per-namespace mapping; the cluster scope for
+    /// cluster-scoped kinds), only objects carrying this instance's ownership label.
     HostOwned,
     /// Any other collection: cluster, namespace (None = all) and label selector.
     Custom {
@@ -135,7 +136,7 @@ type Starter = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 pub struct Informers {
     virtual_client: Client,
     host_client: Client,
-    host_namespace: String,
+    host_namespace: Option<String>,
     owner_selector: String,
     informers: Mutex<HashMap<(TypeId, Scope), Arc<dyn Any + Send + Sync>>>,
     starters: Mutex<Vec<Starter>>,
@@ -144,16 +145,18 @@ pub struct Informers {
 
 impl Informers {
     /// An empty set; `owner_selector` filters host watches (`vcsync.dev/managed-by=<instance>`).
+    /// `host_namespace` is the namespace [`Scope::HostOwned`] watches: the single host namespace,
+    /// or None (all namespaces) in the per-namespace mapping.
     pub fn new(
         virtual_client: Client,
         host_client: Client,
-        host_namespace: &str,
+        host_namespace: Option<&str>,
         owner_selector: &str,
     ) -> Self {
         Self {
             virtual_client,
             host_client,
-            host_namespace: host_namespace.to_string(),
+            host_namespace: host_namespace.map(str::to_string),
             owner_selector: owner_selector.to_string(),
             informers: Mutex::default(),
             starters: Mutex::default(),
@@ -200,7 +203,7 @@ impl Informers {
                 Side::Virtual,
             ),
             Scope::HostOwned => {
-                let api = api_in::<K>(self.host_client.clone(), Some(&self.host_namespace));
+                let api = api_in::<K>(self.host_client.clone(), self.host_namespace.as_deref());
                 (
                     api,
                     watcher::Config::default().labels(&self.owner_selector),

@@ -77,7 +77,7 @@ pub async fn delete_object_with_grace<K: SyncResource>(
         grace_period_seconds,
         ..DeleteParams::background()
     };
-    match ctx.host_api().delete(&host.name_any(), &params).await {
+    match ctx.host_api_for(host).delete(&host.name_any(), &params).await {
         Ok(_) => {
             tracing::info!(host = %key, "deleted host object");
             Ok(Action::await_change())
@@ -98,14 +98,14 @@ pub async fn create_host_object<K: SyncResource>(
     let kind = K::kind(&());
     let key = display_key(desired);
     let params = write_params();
-    match ctx.host_api().create(&params, desired).await {
+    match ctx.host_api_for(desired).create(&params, desired).await {
         Ok(_) => {
             tracing::info!(host = %key, "created host object");
             Ok(Action::await_change())
         }
         Err(err) if status_code(&err) == Some(409) => {
             let existing = ctx
-                .host_api()
+                .host_api_for(desired)
                 .get_opt(&desired.name_any())
                 .await
                 .map_err(api_error(Side::Host, "get", &kind, &key))?;
@@ -149,7 +149,7 @@ pub async fn update_host_object<K: SyncResource>(
     let key = display_key(desired);
     let params = write_params();
     match ctx
-        .host_api()
+        .host_api_for(desired)
         .replace(&desired.name_any(), &params, desired)
         .await
     {

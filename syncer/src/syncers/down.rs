@@ -11,7 +11,7 @@ use std::{marker::PhantomData, sync::Arc, sync::OnceLock};
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{ResourceExt, runtime::controller::Action};
-use vcsync_translators::{ClusterScopedTranslator, NameTranslator, NamespacedTranslator, Ownership, RefKind};
+use vcsync_translators::{ClusterScopedTranslator, NameTranslator, Ownership, RefKind};
 
 use crate::{
     ControllerBuilder, ControllerModifier, IndicesRegisterer, RegisterContext, Result, Side, SyncContext,
@@ -80,10 +80,7 @@ impl<K: DownKind> DownSyncer<K> {
     /// without `REF_KIND` always sync every object).
     pub fn new(ctx: &RegisterContext, sync_all: bool) -> Result<Self> {
         let translator: Box<dyn NameTranslator> = if <K::Scope as ScopeOf>::NAMESPACED {
-            Box::new(NamespacedTranslator::new(
-                ctx.ownership().clone(),
-                ctx.host_namespace(),
-            ))
+            ctx.namespaced_translator()
         } else {
             Box::new(ClusterScopedTranslator::new(ctx.ownership().clone()))
         };
