@@ -1,14 +1,14 @@
 //! References inside a pod spec, renamed for the host: the objects a pod names (config maps,
 //! secrets, claims) and the downward-API fields that would otherwise show host values.
 //!
-//! Names go through [`host_name`], the function that names the referenced objects on the host,
+//! Names go through [`NamespaceMapping::host_object_name`], the function that names the referenced objects on the host,
 //! so a reference resolves to the copy the ConfigMap / Secret / PVC syncers keep there.
 
 use k8s_openapi::api::core::v1::{
     Container, DownwardAPIVolumeFile, EnvFromSource, EnvVar, ObjectFieldSelector, PodSpec, Volume,
 };
 use vcsync_translators::{
-    OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION, host_name,
+    NamespaceMapping, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION,
 };
 
 /// Annotation on host pods holding the virtual pod's service account, for downward-API
@@ -23,31 +23,31 @@ pub const SERVICE_ACCOUNT_ANNOTATION: &str = "vcsync.dev/service-account-name";
 /// flexVolume, scaleIO, storageos and azureFile volumes, `env[].valueFrom` (configMapKeyRef,
 /// secretKeyRef, fieldRef) and `envFrom` of containers and init containers, imagePullSecrets.
 /// Service-account token projections are handled by [`super::token`].
-pub fn translate_references(ns: &str, spec: &mut PodSpec) {
+pub fn translate_references(mapping: &NamespaceMapping, ns: &str, spec: &mut PodSpec) {
     let rename = |name: &mut String| {
         if !name.is_empty() {
-            *name = host_name(ns, name);
+            *name = mapping.host_object_name(ns, name);
         }
     };
     for secret in spec.image_pull_secrets.iter_mut().flatten() {
         rename(&mut secret.name);
     }
     for volume in spec.volumes.iter_mut().flatten() {
-        translate_volume(ns, volume);
+        translate_volume(mapping, ns, volume);
     }
     for container in spec
         .containers
         .iter_mut()
         .chain(spec.init_containers.iter_mut().flatten())
     {
-        translate_container(ns, container);
+        translate_container(mapping, ns, container);
     }
 }
 
-fn translate_volume(ns: &str, volume: &mut Volume) {
+fn translate_volume(mapping: &NamespaceMapping, ns: &str, volume: &mut Volume) {
     let rename = |name: &mut String| {
         if !name.is_empty() {
-            *name = host_name(ns, name);
+            *name = mapping.host_object_name(ns, name);
         }
     };
     if let Some(cm) = volume.config_map.as_mut() {
@@ -105,44 +105,44 @@ fn translate_volume(ns: &str, volume: &mut Volume) {
     }
 }
 
-fn translate_container(ns: &str, container: &mut Container) {
+fn translate_container(mapping: &NamespaceMapping, ns: &str, container: &mut Container) {
     for var in container.env.iter_mut().flatten() {
-        translate_env_var(ns, var);
+        translate_env_var(mapping, ns, var);
     }
     for source in container.env_from.iter_mut().flatten() {
-        translate_env_from(ns, source);
+        translate_env_from(mapping, ns, source);
     }
 }
 
-fn translate_env_var(ns: &str, var: &mut EnvVar) {
+fn translate_env_var(mapping: &NamespaceMapping, ns: &str, var: &mut EnvVar) {
     let Some(source) = var.value_from.as_mut() else {
         return;
     };
     if let Some(cm) = source.config_map_key_ref.as_mut()
         && !cm.name.is_empty()
     {
-        cm.name = host_name(ns, &cm.name);
+        cm.name = mapping.host_object_name(ns, &cm.name);
     }
     if let Some(secret) = source.secret_key_ref.as_mut()
         && !secret.name.is_empty()
     {
-        secret.name = host_name(ns, &secret.name);
+        secret.name = mapping.host_object_name(ns, &secret.name);
     }
     if let Some(field) = source.field_ref.as_mut() {
         translate_field(field);
     }
 }
 
-fn translate_env_from(ns: &str, source: &mut EnvFromSource) {
+fn translate_env_from(mapping: &NamespaceMapping, ns: &str, source: &mut EnvFromSource) {
     if let Some(cm) = source.config_map_ref.as_mut()
         && !cm.name.is_empty()
     {
-        cm.name = host_name(ns, &cm.name);
+        cm.name = mapping.host_object_name(ns, &cm.name);
     }
     if let Some(secret) = source.secret_ref.as_mut()
         && !secret.name.is_empty()
     {
-        secret.name = host_name(ns, &secret.name);
+        secret.name = mapping.host_object_name(ns, &secret.name);
     }
 }
 
@@ -186,7 +186,10 @@ mod tests {
             serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "team"}, "spec": spec}))
                 .unwrap();
         let mut spec = pod.spec.unwrap();
-        translate_references("team", &mut spec);
+        let mapping = NamespaceMapping::Single {
+            host_namespace: "host".into(),
+        };
+        translate_references(&mapping, "team", &mut spec);
         serde_json::to_value(spec).unwrap()
     }
 

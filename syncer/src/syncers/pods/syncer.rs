@@ -54,6 +54,7 @@ impl PodSyncer {
         let sync = &ctx.config().sync;
         let translator = NamespacedTranslator::new(ctx.ownership().clone(), ctx.host_namespace());
         let pods = PodTranslator::new(translator, sync.pods.clone())
+            .with_mapping(ctx.namespace_mapping().clone())
             .with_priority_classes(sync.priority_classes.enabled)
             .with_service_accounts(sync.service_accounts.enabled);
         let secrets = ctx.host_informer::<Secret>();
@@ -139,6 +140,14 @@ impl PodSyncer {
 
     fn host_pod_name(&self, virt: &Pod) -> String {
         self.pods.translator().host_key(&virtual_key_of(virt)).name
+    }
+
+    fn host_pod_namespace(&self, virt: &Pod) -> String {
+        self.pods
+            .translator()
+            .host_key(&virtual_key_of(virt))
+            .namespace
+            .unwrap_or_default()
     }
 
     /// Whether `host` was made for this very virtual pod, not for an earlier one of the same
@@ -249,7 +258,7 @@ impl PodSyncer {
     async fn host_pod_lost(&self, ctx: &SyncContext<Pod>, virt: &Pod) -> Result<Action> {
         let message = format!(
             "host pod {}/{} was deleted outside vcsync; deleting this pod so that its controller can replace it",
-            ctx.host_namespace(),
+            self.host_pod_namespace(virt),
             self.host_pod_name(virt)
         );
         tracing::info!(pod = %display_key(virt), "{message}");
@@ -261,7 +270,9 @@ impl PodSyncer {
                 &message,
             )
             .await;
-        self.tokens.delete(ctx, &self.host_pod_name(virt)).await?;
+        self.tokens
+            .delete(ctx, &self.host_pod_namespace(virt), &self.host_pod_name(virt))
+            .await?;
         self.delete_virtual_now(ctx, virt).await?;
         Ok(Action::await_change())
     }
@@ -396,7 +407,9 @@ impl Syncer for PodSyncer {
                 Ok(Action::await_change())
             }
             None => {
-                self.tokens.delete(ctx, &self.host_pod_name(&virt)).await?;
+                self.tokens
+                    .delete(ctx, &self.host_pod_namespace(&virt), &self.host_pod_name(&virt))
+                    .await?;
                 if virt.metadata.deletion_grace_period_seconds != Some(0) {
                     self.delete_virtual_now(ctx, &virt).await?;
                     tracing::info!(pod = %display_key(&virt), "finished deleting the virtual pod");
@@ -424,7 +437,9 @@ impl UpSyncer<Pod> for PodSyncer {
         if host.metadata.deletion_timestamp.is_none() {
             delete_object(ctx, &host).await?;
         }
-        self.tokens.delete(ctx, &host.name_any()).await?;
+        self.tokens
+            .delete(ctx, &host.namespace().unwrap_or_default(), &host.name_any())
+            .await?;
         Ok(Action::await_change())
     }
 }

@@ -121,12 +121,12 @@ impl TokenSecrets {
         with_ca: bool,
     ) -> Result<(TokenMount, jiff::Timestamp)> {
         let name = token_secret_name(host_pod);
-        let secrets: Api<Secret> = Api::namespaced(ctx.host_client().clone(), ctx.host_namespace());
-        let key = format!("{}/{name}", ctx.host_namespace());
-        let existing = match self
-            .host_secrets
-            .get(&ObjectRef::new(&name).within(ctx.host_namespace()))
-        {
+        let host_ns = ctx
+            .register_context()
+            .host_namespace_of(&virt.namespace().unwrap_or_default());
+        let secrets: Api<Secret> = Api::namespaced(ctx.host_client().clone(), &host_ns);
+        let key = format!("{host_ns}/{name}");
+        let existing = match self.host_secrets.get(&ObjectRef::new(&name).within(&host_ns)) {
             Some(secret) => Some((*secret).clone()),
             // Just written and not yet seen by the watch: read it rather than issue again.
             None => secrets
@@ -159,7 +159,7 @@ impl TokenSecrets {
         let ns = virt.namespace().unwrap_or_default();
         let owner = TokenOwner {
             ownership,
-            host_namespace: ctx.host_namespace(),
+            host_namespace: &host_ns,
             host_pod,
             namespace: &ns,
             name: &virt.name_any(),
@@ -266,9 +266,8 @@ impl TokenSecrets {
         if !mounts_secret(host, &name) {
             return Ok(None);
         }
-        let cached = self
-            .host_secrets
-            .get(&ObjectRef::new(&name).within(ctx.host_namespace()));
+        let host_ns = host.namespace().unwrap_or_default();
+        let cached = self.host_secrets.get(&ObjectRef::new(&name).within(&host_ns));
         let state = cached.as_deref().map(TokenSecretState::of);
         let audiences = match &state {
             Some(state) if !state.audiences.is_empty() => state.audiences.clone(),
@@ -289,12 +288,12 @@ impl TokenSecrets {
         ))
     }
 
-    /// Deletes the token Secret of host pod `host_pod`, if there is one of ours.
-    pub async fn delete(&self, ctx: &SyncContext<Pod>, host_pod: &str) -> Result<()> {
+    /// Deletes the token Secret of host pod `host_namespace/host_pod`, if there is one of ours.
+    pub async fn delete(&self, ctx: &SyncContext<Pod>, host_namespace: &str, host_pod: &str) -> Result<()> {
         let name = token_secret_name(host_pod);
         let Some(secret) = self
             .host_secrets
-            .get(&ObjectRef::new(&name).within(ctx.host_namespace()))
+            .get(&ObjectRef::new(&name).within(host_namespace))
         else {
             return Ok(());
         };
@@ -329,7 +328,10 @@ async fn delete_token_secret(ctx: &RegisterContext, secret: &Secret) -> Result<(
     if !ctx.ownership().owns(&secret.metadata) {
         return Ok(());
     }
-    let key = format!("{}/{}", ctx.host_namespace(), secret.name_any());
+    let host_ns = secret
+        .namespace()
+        .unwrap_or_else(|| ctx.host_namespace().to_string());
+    let key = format!("{host_ns}/{}", secret.name_any());
     let params = DeleteParams {
         preconditions: secret.metadata.uid.clone().map(|uid| Preconditions {
             uid: Some(uid),
@@ -337,7 +339,7 @@ async fn delete_token_secret(ctx: &RegisterContext, secret: &Secret) -> Result<(
         }),
         ..DeleteParams::background()
     };
-    match Api::<Secret>::namespaced(ctx.host_client().clone(), ctx.host_namespace())
+    match Api::<Secret>::namespaced(ctx.host_client().clone(), &host_ns)
         .delete(&secret.name_any(), &params)
         .await
     {
@@ -376,7 +378,7 @@ pub async fn sweep(ctx: RegisterContext) {
                 .as_ref()
                 .is_none_or(|t| t.0 > cutoff);
             let pod_exists = host_pods
-                .get(&ObjectRef::new(host_pod).within(ctx.host_namespace()))
+                .get(&ObjectRef::new(host_pod).within(&secret.namespace().unwrap_or_default()))
                 .is_some()
                 || token_pod_key(&secret).is_some_and(|key| {
                     virtual_pods

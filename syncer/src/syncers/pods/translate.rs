@@ -10,9 +10,11 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, ObjectMeta},
 };
+use std::sync::Arc;
+
 use vcsync_translators::{
-    NAMESPACE_LABEL, NameTranslator, NamespacedTranslator, host_cluster_name, host_label_selector, host_name,
-    is_reserved_key, safe_label_value,
+    NAMESPACE_LABEL, NameTranslator, NamespaceMapping, NamespacedTranslator, host_cluster_name,
+    host_label_selector, is_reserved_key, safe_label_value,
 };
 
 use super::{
@@ -64,9 +66,10 @@ pub struct MutableFields {
 }
 
 /// Translates virtual pods into host pods for one instance and configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PodTranslator {
-    translator: NamespacedTranslator,
+    translator: Arc<dyn NameTranslator>,
+    mapping: NamespaceMapping,
     config: PodsConfig,
     priority_classes: bool,
     service_accounts: bool,
@@ -76,11 +79,21 @@ impl PodTranslator {
     /// A translator into the host namespace of `translator`, with the pod options of `config`.
     pub fn new(translator: NamespacedTranslator, config: PodsConfig) -> Self {
         Self {
-            translator,
+            mapping: NamespaceMapping::Single {
+                host_namespace: translator.host_namespace().to_string(),
+            },
+            translator: Arc::new(translator),
             config,
             priority_classes: false,
             service_accounts: false,
         }
+    }
+
+    /// Translate for `mapping` (names and namespaces of the pods and of everything they reference).
+    pub fn with_mapping(mut self, mapping: NamespaceMapping) -> Self {
+        self.translator = Arc::from(mapping.translator(self.translator.ownership().clone()));
+        self.mapping = mapping;
+        self
     }
 
     /// Priority classes are synced: translate `priorityClassName` instead of dropping it.
@@ -97,8 +110,13 @@ impl PodTranslator {
     }
 
     /// The name translator.
-    pub fn translator(&self) -> &NamespacedTranslator {
-        &self.translator
+    pub fn translator(&self) -> &dyn NameTranslator {
+        self.translator.as_ref()
+    }
+
+    /// Where namespaced virtual objects land.
+    pub fn mapping(&self) -> &NamespaceMapping {
+        &self.mapping
     }
 
     /// The fields of the host pod that follow the virtual pod after creation.
@@ -166,7 +184,7 @@ impl PodTranslator {
         spec.readiness_gates = None;
 
         spec.service_account_name = Some(if self.service_accounts {
-            host_name(ns, service_account_of(virt))
+            self.mapping.host_object_name(ns, service_account_of(virt))
         } else {
             DEFAULT_SERVICE_ACCOUNT.into()
         });
@@ -174,7 +192,7 @@ impl PodTranslator {
         let links = spec.enable_service_links != Some(false);
         spec.enable_service_links = Some(false);
 
-        translate_references(ns, &mut spec);
+        translate_references(&self.mapping, ns, &mut spec);
         mount_tokens(&mut spec, env.token.as_ref(), env.default_token_mount);
         let vars = service_env(env.kubernetes.as_ref(), &env.services, links);
         for container in spec
@@ -194,7 +212,7 @@ impl PodTranslator {
             spec.hostname = pod_hostname(name);
         }
         if let Some(subdomain) = spec.subdomain.as_mut().filter(|s| !s.is_empty()) {
-            *subdomain = host_name(ns, subdomain);
+            *subdomain = self.mapping.host_object_name(ns, subdomain);
         }
 
         self.translate_scheduling(ns, &mut spec, virtual_node.as_deref());
