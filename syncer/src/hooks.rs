@@ -42,24 +42,25 @@ impl Hooks {
         self.len() == 0
     }
 
+    /// The hooks that want objects of `kind` written to `side`, in order.
+    fn applicable(&self, side: Side, kind: &str) -> Vec<Arc<dyn Hook>> {
+        let hooks = self.hooks.read().expect("hooks lock");
+        hooks
+            .iter()
+            .filter(|h| h.applies_to(side, kind))
+            .cloned()
+            .collect()
+    }
+
     /// Runs every hook that applies to `K` on `side` over `object`.
     pub fn apply<K: SyncResource>(&self, side: Side, object: &mut K) {
         let kind = K::kind(&());
-        let hooks: Vec<Arc<dyn Hook>> = self
-            .hooks
-            .read()
-            .expect("hooks lock")
-            .iter()
-            .filter(|h| h.applies_to(side, &kind))
-            .cloned()
-            .collect();
+        let hooks = self.applicable(side, &kind);
         if hooks.is_empty() {
             return;
         }
         let mut json = serde_json::to_value(&*object).expect("Kubernetes objects serialize");
-        for hook in &hooks {
-            hook.mutate(side, &kind, &mut json);
-        }
+        run(&hooks, side, &kind, &mut json);
         match serde_json::from_value(json) {
             Ok(mutated) => *object = mutated,
             Err(err) => tracing::warn!(
@@ -69,6 +70,18 @@ impl Hooks {
                 "a hook produced an invalid object; ignoring the hooks' changes"
             ),
         }
+    }
+
+    /// Runs every hook that applies to `kind` on `side` over an untyped object (custom
+    /// resources, say).
+    pub fn apply_json(&self, side: Side, kind: &str, object: &mut serde_json::Value) {
+        run(&self.applicable(side, kind), side, kind, object);
+    }
+}
+
+fn run(hooks: &[Arc<dyn Hook>], side: Side, kind: &str, object: &mut serde_json::Value) {
+    for hook in hooks {
+        hook.mutate(side, kind, object);
     }
 }
 
@@ -106,5 +119,16 @@ mod tests {
         let mut config_map = ConfigMap::default();
         hooks.apply(Side::Host, &mut config_map);
         assert!(config_map.metadata.labels.is_none());
+    }
+
+    #[test]
+    fn untyped_objects_get_the_same_hooks() {
+        let hooks = Hooks::default();
+        hooks.add(Arc::new(AddLabel("team", "a")));
+        let mut object = serde_json::json!({"metadata": {"name": "x"}});
+        hooks.apply_json(Side::Host, "Pod", &mut object);
+        assert_eq!(object["metadata"]["labels"]["team"], "a");
+        hooks.apply_json(Side::Host, "Widget", &mut object);
+        assert_eq!(object["metadata"]["labels"].as_object().unwrap().len(), 1);
     }
 }
