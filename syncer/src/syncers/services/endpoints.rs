@@ -13,7 +13,7 @@ use kube::{
     runtime::{controller::Action, reflector::ObjectRef, reflector::Store},
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use vcsync_translators::{NameTranslator, NamespacedTranslator, host_name};
+use vcsync_translators::{NameTranslator, NamespaceMapping};
 
 use super::translate::MIRRORED_LABEL;
 use crate::{
@@ -27,7 +27,8 @@ use crate::{
 
 /// Syncs the Endpoints of selector-less virtual services down.
 pub struct EndpointsSyncer {
-    translator: NamespacedTranslator,
+    translator: Box<dyn NameTranslator>,
+    mapping: NamespaceMapping,
     virtual_services: Store<Service>,
 }
 
@@ -35,7 +36,8 @@ impl EndpointsSyncer {
     /// A syncer over the shared informers of `ctx`.
     pub fn new(ctx: &RegisterContext) -> Self {
         Self {
-            translator: NamespacedTranslator::new(ctx.ownership().clone(), ctx.host_namespace()),
+            translator: ctx.namespaced_translator(),
+            mapping: ctx.namespace_mapping().clone(),
             virtual_services: ctx.virtual_informer::<Service>().store(),
         }
     }
@@ -63,8 +65,11 @@ impl EndpointsSyncer {
             if let Some(target) = address.target_ref.as_mut()
                 && target.kind.as_deref() == Some("Pod")
             {
-                target.name = target.name.as_deref().map(|name| host_name(&namespace, name));
-                target.namespace = Some(self.translator.host_namespace().to_string());
+                target.name = target
+                    .name
+                    .as_deref()
+                    .map(|name| self.mapping.host_object_name(&namespace, name));
+                target.namespace = Some(self.mapping.host_namespace(&namespace));
                 target.uid = None;
                 target.resource_version = None;
             }
@@ -106,7 +111,7 @@ impl Syncer for EndpointsSyncer {
     type Resource = Endpoints;
 
     fn translator(&self) -> &dyn NameTranslator {
-        &self.translator
+        self.translator.as_ref()
     }
 
     async fn sync_down(&self, ctx: &SyncContext<Endpoints>, virt: Arc<Endpoints>) -> Result<Action> {

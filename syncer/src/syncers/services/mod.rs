@@ -29,7 +29,7 @@ use kube::{
     runtime::{controller::Action, reflector::Store},
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use vcsync_translators::{NameTranslator, NamespacedTranslator, VirtualKey};
+use vcsync_translators::{NameTranslator, VirtualKey};
 
 use crate::{
     ControllerBuilder, ControllerModifier, RegisterContext, Result, Side, SyncContext, Syncer,
@@ -64,7 +64,7 @@ fn is_synced(service: &Service) -> bool {
 
 /// Syncs Services down and their cluster IPs, node ports, load-balancer status and endpoints up.
 pub struct ServiceSyncer {
-    translator: NamespacedTranslator,
+    translator: Arc<dyn NameTranslator>,
     host_services: Store<Service>,
     host_endpoints: Store<Endpoints>,
     virtual_endpoints: Store<Endpoints>,
@@ -80,7 +80,7 @@ impl ServiceSyncer {
     /// A syncer over the shared informers of `ctx`.
     pub fn new(ctx: &RegisterContext) -> Self {
         Self {
-            translator: NamespacedTranslator::new(ctx.ownership().clone(), ctx.host_namespace()),
+            translator: Arc::from(ctx.namespaced_translator()),
             host_services: ctx.host_informer::<Service>().store(),
             host_endpoints: host_endpoints_informer(ctx).store(),
             virtual_endpoints: ctx.virtual_informer::<Endpoints>().store(),
@@ -160,10 +160,10 @@ impl ServiceSyncer {
     }
 
     /// The virtual pod behind a host pod name, if the pod is this instance's.
-    fn host_pod_virtual_key(&self, ctx: &SyncContext<Service>, host_pod: &str) -> Option<VirtualKey> {
+    fn host_pod_virtual_key(&self, host_ns: &str, host_pod: &str) -> Option<VirtualKey> {
         let pod = self
             .host_pods
-            .get(&kube::runtime::reflector::ObjectRef::new(host_pod).within(ctx.host_namespace()))?;
+            .get(&kube::runtime::reflector::ObjectRef::new(host_pod).within(host_ns))?;
         self.translator.virtual_key(pod.meta())
     }
 
@@ -178,12 +178,13 @@ impl ServiceSyncer {
             return Ok(false);
         }
         let key = virtual_key_of(virt);
+        let host_ns = host.namespace().unwrap_or_default();
         let host_endpoints = self
             .host_endpoints
-            .get(&kube::runtime::reflector::ObjectRef::new(&host.name_any()).within(ctx.host_namespace()));
+            .get(&kube::runtime::reflector::ObjectRef::new(&host.name_any()).within(&host_ns));
         let subsets = host_endpoints
             .as_ref()
-            .and_then(|h| virtual_endpoints_subsets(h, |pod| self.host_pod_virtual_key(ctx, pod)));
+            .and_then(|h| virtual_endpoints_subsets(h, |pod| self.host_pod_virtual_key(&host_ns, pod)));
         let observed = self.virtual_endpoints.get(
             &kube::runtime::reflector::ObjectRef::new(&key.name)
                 .within(key.namespace.as_deref().unwrap_or_default()),
@@ -226,10 +227,16 @@ impl ServiceSyncer {
     }
 }
 
+/// The host namespace the host's own endpoints and slices are watched in: the single host
+/// namespace, or all namespaces in the per-namespace mapping.
+fn host_watch_namespace(ctx: &RegisterContext) -> Option<String> {
+    (!ctx.namespace_mapping().is_per_namespace()).then(|| ctx.host_namespace().to_string())
+}
+
 fn host_slices_informer(ctx: &RegisterContext) -> Arc<crate::informer::Informer<EndpointSlice>> {
     ctx.informers().get::<EndpointSlice>(Scope::Custom {
         side: Side::Host,
-        namespace: Some(ctx.host_namespace().to_string()),
+        namespace: host_watch_namespace(ctx),
         labels: String::new(),
     })
 }
@@ -238,7 +245,7 @@ fn host_endpoints_informer(ctx: &RegisterContext) -> Arc<crate::informer::Inform
     // Not filtered by ownership: the host's endpoints controller creates these, not vcsync.
     ctx.informers().get::<Endpoints>(Scope::Custom {
         side: Side::Host,
-        namespace: Some(ctx.host_namespace().to_string()),
+        namespace: host_watch_namespace(ctx),
         labels: String::new(),
     })
 }
@@ -254,7 +261,7 @@ impl Syncer for ServiceSyncer {
     type Resource = Service;
 
     fn translator(&self) -> &dyn NameTranslator {
-        &self.translator
+        self.translator.as_ref()
     }
 
     async fn sync_down(&self, ctx: &SyncContext<Service>, virt: Arc<Service>) -> Result<Action> {
@@ -263,7 +270,7 @@ impl Syncer for ServiceSyncer {
         }
         let mut desired = Service {
             metadata: self.translator.host_metadata("Service", &virt.metadata),
-            spec: Some(desired_host_spec(&self.translator, &virt, None)),
+            spec: Some(desired_host_spec(self.translator.as_ref(), &virt, None)),
             status: None,
         };
         ctx.register_context().hooks().apply(Side::Host, &mut desired);
@@ -279,7 +286,11 @@ impl Syncer for ServiceSyncer {
         let host_spec = host.spec.clone().unwrap_or_default();
         let mut hooked = Service {
             metadata: self.translator.host_metadata("Service", &virt.metadata),
-            spec: Some(desired_host_spec(&self.translator, &virt, Some(&host_spec))),
+            spec: Some(desired_host_spec(
+                self.translator.as_ref(),
+                &virt,
+                Some(&host_spec),
+            )),
             status: None,
         };
         // Hooks change the desired service before the comparison, so they never cause
@@ -328,8 +339,15 @@ impl Syncer for ServiceSyncer {
         }
         if virt.spec.as_ref().and_then(|s| s.selector.as_ref()).is_some() {
             self.mirror_endpoints(ctx, &virt, &host).await?;
-            let desired = slices::virtual_slices(&virt, &host.name_any(), &self.host_slices.state(), |pod| {
-                self.host_pod_virtual_key(ctx, pod)
+            let host_ns = host.namespace().unwrap_or_default();
+            let host_slices: Vec<_> = self
+                .host_slices
+                .state()
+                .into_iter()
+                .filter(|slice| slice.namespace().as_deref() == Some(host_ns.as_str()))
+                .collect();
+            let desired = slices::virtual_slices(&virt, &host.name_any(), &host_slices, |pod| {
+                self.host_pod_virtual_key(&host_ns, pod)
             });
             let api = kube::Api::namespaced(
                 ctx.virtual_client().clone(),
@@ -354,17 +372,22 @@ impl ControllerModifier for ServiceSyncer {
     ) -> Result<ControllerBuilder> {
         let host_services = self.host_services.clone();
         let translator = self.translator.clone();
-        let host_ns = ctx.host_namespace().to_string();
         let host_keys =
             UnboundedReceiverStream::new(host_endpoints_informer(ctx).subscribe()).flat_map(move |event| {
-                let names: Vec<String> = match event {
-                    InformerEvent::Applied(e) | InformerEvent::Deleted(e) => vec![e.name_any()],
-                    InformerEvent::Relisted => host_services.state().iter().map(|s| s.name_any()).collect(),
+                let names: Vec<(String, String)> = match event {
+                    InformerEvent::Applied(e) | InformerEvent::Deleted(e) => {
+                        vec![(e.namespace().unwrap_or_default(), e.name_any())]
+                    }
+                    InformerEvent::Relisted => host_services
+                        .state()
+                        .iter()
+                        .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+                        .collect(),
                 };
                 let keys: Vec<VirtualKey> = names
                     .iter()
-                    .filter_map(|name| {
-                        host_services.get(&kube::runtime::reflector::ObjectRef::new(name).within(&host_ns))
+                    .filter_map(|(ns, name)| {
+                        host_services.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
                     })
                     .filter_map(|service| translator.virtual_key(service.meta()))
                     .collect();
@@ -382,12 +405,13 @@ impl ControllerModifier for ServiceSyncer {
                 }
             });
         let services = self.host_services.clone();
-        let (translator, host_ns) = (self.translator.clone(), ctx.host_namespace().to_string());
+        let translator = self.translator.clone();
         let host_slice_keys =
             UnboundedReceiverStream::new(host_slices_informer(ctx).subscribe()).filter_map(move |event| {
                 let key = match event {
                     InformerEvent::Applied(s) | InformerEvent::Deleted(s) => {
                         s.labels().get(slices::SERVICE_NAME_LABEL).and_then(|service| {
+                            let host_ns = s.namespace().unwrap_or_default();
                             let service = services
                                 .get(&kube::runtime::reflector::ObjectRef::new(service).within(&host_ns))?;
                             translator.virtual_key(service.meta())

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointSubset, Endpoints, ObjectReference, Service, ServicePort, ServiceSpec,
 };
-use vcsync_translators::{NameTranslator, NamespacedTranslator, VirtualKey, host_map_selector};
+use vcsync_translators::{NameTranslator, VirtualKey, host_map_selector};
 
 /// The host spec a virtual service should have, given the host object observed (if any).
 pub fn desired_host_spec(
-    translator: &NamespacedTranslator,
+    translator: &dyn NameTranslator,
     virt: &Service,
     host: Option<&ServiceSpec>,
 ) -> ServiceSpec {
@@ -196,7 +196,7 @@ pub const MIRRORED_LABEL: &str = "vcsync.dev/mirrored";
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use vcsync_translators::{MANAGED_BY_LABEL, NAMESPACE_LABEL, Ownership};
+    use vcsync_translators::{MANAGED_BY_LABEL, NAMESPACE_LABEL, NamespacedTranslator, Ownership};
 
     use super::*;
 
