@@ -8,7 +8,7 @@ use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use vcsync_translators::{Ownership, RefKind};
+use vcsync_translators::{NameTranslator, RefKind};
 
 use super::down::DownKind;
 #[cfg(test)]
@@ -18,7 +18,7 @@ impl DownKind for ConfigMap {
     const NAME: &'static str = "configmaps";
     const REF_KIND: Option<RefKind> = Some(RefKind::ConfigMap);
 
-    fn with_payload(&self, metadata: ObjectMeta, _ownership: &Ownership) -> Self {
+    fn with_payload(&self, metadata: ObjectMeta, _translator: &dyn NameTranslator) -> Self {
         ConfigMap {
             metadata,
             data: self.data.clone(),
@@ -46,7 +46,7 @@ impl DownKind for Secret {
         self.type_.as_deref() != Some("kubernetes.io/service-account-token")
     }
 
-    fn with_payload(&self, metadata: ObjectMeta, _ownership: &Ownership) -> Self {
+    fn with_payload(&self, metadata: ObjectMeta, _translator: &dyn NameTranslator) -> Self {
         Secret {
             metadata,
             data: self.data.clone(),

@@ -11,7 +11,7 @@ use std::{marker::PhantomData, sync::Arc, sync::OnceLock};
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{ResourceExt, runtime::controller::Action};
-use vcsync_translators::{ClusterScopedTranslator, NameTranslator, Ownership, RefKind};
+use vcsync_translators::{ClusterScopedTranslator, NameTranslator, RefKind};
 
 use crate::{
     ControllerBuilder, ControllerModifier, IndicesRegisterer, RegisterContext, Result, Side, SyncContext,
@@ -37,8 +37,8 @@ pub trait DownKind: SyncResource {
     }
 
     /// A new object with `meta` and this object's payload (everything but metadata and
-    /// status), with references inside it translated for the host.
-    fn with_payload(&self, meta: ObjectMeta, ownership: &Ownership) -> Self;
+    /// status), with references inside it translated for the host by `translator`.
+    fn with_payload(&self, meta: ObjectMeta, translator: &dyn NameTranslator) -> Self;
 
     /// Whether the payloads are equal (fields the host API server defaults count as equal).
     fn payload_eq(&self, other: &Self) -> bool;
@@ -56,10 +56,7 @@ pub trait DownKind: SyncResource {
 
 /// The host object a virtual one should have: translated metadata, same payload.
 pub fn desired_host_object<K: DownKind>(translator: &dyn NameTranslator, virt: &K) -> K {
-    virt.with_payload(
-        translator.host_metadata(&K::kind(&()), virt.meta()),
-        translator.ownership(),
-    )
+    virt.with_payload(translator.host_metadata(&K::kind(&()), virt.meta()), translator)
 }
 
 /// Whether `host` already is what `desired` describes (payload, labels, annotations).

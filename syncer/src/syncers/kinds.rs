@@ -24,7 +24,9 @@ use k8s_openapi::{
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use vcsync_translators::{NAMESPACE_LABEL, Ownership, host_label_selector, host_name, safe_label_value};
+use vcsync_translators::{
+    NAMESPACE_LABEL, NameTranslator, Ownership, VirtualKey, host_label_selector, safe_label_value,
+};
 
 use super::down::DownKind;
 
@@ -43,14 +45,14 @@ impl DownKind for ServiceAccount {
     const NAME: &'static str = "serviceaccounts";
 
     /// Host pods never mount the host copy's token (the pod syncer mounts a virtual token).
-    fn with_payload(&self, metadata: ObjectMeta, _ownership: &Ownership) -> Self {
+    fn with_payload(&self, metadata: ObjectMeta, translator: &dyn NameTranslator) -> Self {
         let ns = namespace_of(&self.metadata).to_string();
         ServiceAccount {
             image_pull_secrets: self.image_pull_secrets.as_ref().map(|secrets| {
                 secrets
                     .iter()
                     .map(|s| LocalObjectReference {
-                        name: host_name(&ns, &s.name),
+                        name: host_ref(translator, &ns, &s.name),
                     })
                     .collect()
             }),
@@ -70,7 +72,8 @@ impl DownKind for PersistentVolumeClaim {
     const NAME: &'static str = "persistentvolumeclaims";
 
     /// The claim as the tenant wrote it; a statically named volume is the host's business.
-    fn with_payload(&self, metadata: ObjectMeta, ownership: &Ownership) -> Self {
+    fn with_payload(&self, metadata: ObjectMeta, translator: &dyn NameTranslator) -> Self {
+        let ownership = translator.ownership();
         let ns = namespace_of(&self.metadata).to_string();
         let mut spec = self.spec.clone().unwrap_or_default();
         spec.volume_name = None;
@@ -100,10 +103,15 @@ impl DownKind for PersistentVolumeClaim {
     }
 }
 
-fn host_backend(backend: &IngressBackend, ns: &str) -> IngressBackend {
+/// Host name of the object `name` in virtual namespace `ns` that a virtual object references.
+fn host_ref(translator: &dyn NameTranslator, ns: &str, name: &str) -> String {
+    translator.host_key(&VirtualKey::namespaced(ns, name)).name
+}
+
+fn host_backend(translator: &dyn NameTranslator, backend: &IngressBackend, ns: &str) -> IngressBackend {
     let mut backend = backend.clone();
     if let Some(service) = backend.service.as_mut() {
-        service.name = host_name(ns, &service.name);
+        service.name = host_ref(translator, ns, &service.name);
     }
     backend
 }
@@ -111,10 +119,13 @@ fn host_backend(backend: &IngressBackend, ns: &str) -> IngressBackend {
 impl DownKind for Ingress {
     const NAME: &'static str = "ingresses";
 
-    fn with_payload(&self, metadata: ObjectMeta, _ownership: &Ownership) -> Self {
+    fn with_payload(&self, metadata: ObjectMeta, translator: &dyn NameTranslator) -> Self {
         let ns = namespace_of(&self.metadata).to_string();
         let mut spec: IngressSpec = self.spec.clone().unwrap_or_default();
-        spec.default_backend = spec.default_backend.as_ref().map(|b| host_backend(b, &ns));
+        spec.default_backend = spec
+            .default_backend
+            .as_ref()
+            .map(|b| host_backend(translator, b, &ns));
         for path in spec
             .rules
             .iter_mut()
@@ -122,10 +133,13 @@ impl DownKind for Ingress {
             .filter_map(|r| r.http.as_mut())
             .flat_map(|h| h.paths.iter_mut())
         {
-            path.backend = host_backend(&path.backend, &ns);
+            path.backend = host_backend(translator, &path.backend, &ns);
         }
         for tls in spec.tls.iter_mut().flatten() {
-            tls.secret_name = tls.secret_name.as_deref().map(|name| host_name(&ns, name));
+            tls.secret_name = tls
+                .secret_name
+                .as_deref()
+                .map(|name| host_ref(translator, &ns, name));
         }
         Ingress {
             metadata,
@@ -189,7 +203,8 @@ fn host_peer(peer: &NetworkPolicyPeer, ownership: &Ownership, ns: &str) -> Netwo
 impl DownKind for NetworkPolicy {
     const NAME: &'static str = "networkpolicies";
 
-    fn with_payload(&self, metadata: ObjectMeta, ownership: &Ownership) -> Self {
+    fn with_payload(&self, metadata: ObjectMeta, translator: &dyn NameTranslator) -> Self {
+        let ownership = translator.ownership();
         let ns = namespace_of(&self.metadata).to_string();
         let mut spec: NetworkPolicySpec = self.spec.clone().unwrap_or_default();
         spec.pod_selector = Some(host_label_selector(
@@ -223,7 +238,8 @@ impl DownKind for NetworkPolicy {
 impl DownKind for PodDisruptionBudget {
     const NAME: &'static str = "poddisruptionbudgets";
 
-    fn with_payload(&self, metadata: ObjectMeta, ownership: &Ownership) -> Self {
+    fn with_payload(&self, metadata: ObjectMeta, translator: &dyn NameTranslator) -> Self {
+        let ownership = translator.ownership();
         let ns = namespace_of(&self.metadata).to_string();
         let mut spec = self.spec.clone().unwrap_or_default();
         spec.selector = Some(host_label_selector(
@@ -257,7 +273,7 @@ impl DownKind for PodDisruptionBudget {
 impl DownKind for PriorityClass {
     const NAME: &'static str = "priorityclasses";
 
-    fn with_payload(&self, metadata: ObjectMeta, _ownership: &Ownership) -> Self {
+    fn with_payload(&self, metadata: ObjectMeta, _translator: &dyn NameTranslator) -> Self {
         PriorityClass {
             metadata,
             value: self.value.map(|value| value.min(MAX_TENANT_PRIORITY)),
@@ -286,12 +302,16 @@ impl DownKind for PriorityClass {
 mod tests {
     use rstest::rstest;
     use serde_json::json;
-    use vcsync_translators::MANAGED_BY_LABEL;
+    use vcsync_translators::{MANAGED_BY_LABEL, host_name};
 
     use super::*;
 
     fn ownership() -> Ownership {
         Ownership::new("t").unwrap()
+    }
+
+    fn translator() -> vcsync_translators::NamespacedTranslator {
+        vcsync_translators::NamespacedTranslator::new(ownership(), "host")
     }
 
     fn meta() -> ObjectMeta {
@@ -311,7 +331,7 @@ mod tests {
                         "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
         }))
         .unwrap();
-        let host = ingress.with_payload(meta(), &ownership());
+        let host = ingress.with_payload(meta(), &translator());
         let spec = host.spec.unwrap();
         assert_eq!(
             spec.default_backend.unwrap().service.unwrap().name,
@@ -355,7 +375,7 @@ mod tests {
             json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": {"podSelector": {}}}),
         )
         .unwrap();
-        let host = policy.with_payload(meta(), &ownership());
+        let host = policy.with_payload(meta(), &translator());
         let labels = host.spec.unwrap().pod_selector.unwrap().match_labels.unwrap();
         assert_eq!(
             (
@@ -373,7 +393,7 @@ mod tests {
             global_default: Some(true),
             ..Default::default()
         };
-        let host = class.with_payload(meta(), &ownership());
+        let host = class.with_payload(meta(), &translator());
         assert_eq!(host.value, Some(MAX_TENANT_PRIORITY));
         assert_eq!(host.global_default, Some(false));
     }
@@ -398,7 +418,7 @@ mod tests {
             json!({"metadata": {"name": "app", "namespace": "n"}, "imagePullSecrets": [{"name": "regcred"}]}),
         )
         .unwrap();
-        let host = sa.with_payload(meta(), &ownership());
+        let host = sa.with_payload(meta(), &translator());
         assert_eq!(host.automount_service_account_token, Some(false));
         assert_eq!(
             host.image_pull_secrets.unwrap()[0].name,
