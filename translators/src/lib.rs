@@ -27,7 +27,8 @@ pub use ownership::{
 };
 pub use references::{RefKind, RefTarget, pod_references};
 pub use translator::{
-    ClusterScopedTranslator, NameTranslator, NamespaceMapping, NamespacedTranslator, PerNamespaceTranslator,
+    ClusterScopedTranslator, HostNamespaceTranslator, NameTranslator, NamespaceMapping, NamespacedTranslator,
+    PerNamespaceTranslator,
 };
 
 /// Errors of this crate. Translation itself cannot fail (every input maps to a valid host name);

@@ -184,6 +184,39 @@ impl NameTranslator for PerNamespaceTranslator {
     }
 }
 
+/// Translator for virtual namespaces in the per-namespace mapping: virtual namespace `ns` is the
+/// host namespace [`host_namespace_name`]`(instance, ns)` (cluster-scoped keys on both sides).
+#[derive(Clone, Debug)]
+pub struct HostNamespaceTranslator {
+    ownership: Ownership,
+}
+
+impl HostNamespaceTranslator {
+    /// Translator for `ownership`.
+    pub fn new(ownership: Ownership) -> Self {
+        Self { ownership }
+    }
+}
+
+impl NameTranslator for HostNamespaceTranslator {
+    /// `ns` -> `host_namespace_name(instance, ns)`, the namespace every object of `ns` lands in.
+    fn host_key(&self, virtual_key: &VirtualKey) -> HostKey {
+        HostKey::cluster(host_namespace_name(self.ownership.instance(), &virtual_key.name))
+    }
+
+    /// As for other cluster-scoped kinds: the ownership label and the object-name annotation only.
+    fn virtual_key(&self, host: &ObjectMeta) -> Option<VirtualKey> {
+        match owned_annotations(&self.ownership, host)? {
+            (name, None) => Some(VirtualKey::cluster(name)),
+            (_, Some(_)) => None,
+        }
+    }
+
+    fn ownership(&self) -> &Ownership {
+        &self.ownership
+    }
+}
+
 /// Translator for cluster-scoped kinds: names through [`host_cluster_name`], no host namespace.
 #[derive(Clone, Debug)]
 pub struct ClusterScopedTranslator {

@@ -90,6 +90,17 @@ impl<K: DownKind> DownSyncer<K> {
         })
     }
 
+    /// A syncer of every object of `K` with a translator of its own (host namespaces of virtual
+    /// namespaces, say).
+    pub fn with_translator(translator: Box<dyn NameTranslator>) -> Self {
+        Self {
+            translator,
+            sync_all: true,
+            references: OnceLock::new(),
+            kind: PhantomData,
+        }
+    }
+
     fn is_wanted(&self, virt: &K) -> bool {
         virt.is_syncable()
             && (self.sync_all

@@ -270,6 +270,25 @@ impl DownKind for PodDisruptionBudget {
     }
 }
 
+/// Virtual namespaces in the per-namespace mapping: each gets its host namespace (registered with
+/// [`HostNamespaceTranslator`](vcsync_translators::HostNamespaceTranslator)). Only the metadata
+/// (ownership label, object annotations) is vcsync's; spec and status belong to the host.
+impl DownKind for k8s_openapi::api::core::v1::Namespace {
+    const NAME: &'static str = "namespaces";
+
+    fn with_payload(&self, metadata: ObjectMeta, _translator: &dyn NameTranslator) -> Self {
+        k8s_openapi::api::core::v1::Namespace {
+            metadata,
+            spec: None,
+            status: None,
+        }
+    }
+
+    fn payload_eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
 impl DownKind for PriorityClass {
     const NAME: &'static str = "priorityclasses";
 

@@ -6,8 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectM
 use proptest::prelude::*;
 use rstest::rstest;
 use vcsync_translators::{
-    ClusterScopedTranslator, HostKey, MANAGED_BY_LABEL, NameTranslator, NamespaceMapping,
-    NamespacedTranslator, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, Ownership,
+    ClusterScopedTranslator, HostKey, HostNamespaceTranslator, MANAGED_BY_LABEL, NameTranslator,
+    NamespaceMapping, NamespacedTranslator, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, Ownership,
     PerNamespaceTranslator, VirtualKey,
 };
 
@@ -241,4 +241,26 @@ proptest! {
         prop_assert_eq!(host.namespace.as_ref(), host_key.namespace.as_ref());
         prop_assert_eq!(per_namespace().virtual_key(&host), Some(key));
     }
+}
+
+#[test]
+fn host_namespaces_of_virtual_namespaces() {
+    let translator = HostNamespaceTranslator::new(Ownership::new("tenant-a").unwrap());
+    assert_eq!(
+        translator.host_key(&VirtualKey::cluster("shop")),
+        HostKey::cluster("tenant-a-x-shop")
+    );
+    let virt = ObjectMeta {
+        name: Some("shop".into()),
+        ..ObjectMeta::default()
+    };
+    let host = translator.host_metadata("Namespace", &virt);
+    assert_eq!(host.name.as_deref(), Some("tenant-a-x-shop"));
+    assert_eq!(host.namespace, None);
+    assert_eq!(translator.virtual_key(&host), Some(VirtualKey::cluster("shop")));
+    // The host namespace is where the per-namespace mapping puts the objects of `shop`.
+    let mapping = NamespaceMapping::PerNamespace {
+        instance: "tenant-a".into(),
+    };
+    assert_eq!(Some(mapping.host_namespace("shop")), host.name);
 }
