@@ -29,8 +29,14 @@ pub struct Env {
     pub host: Client,
     /// Client of the virtual cluster.
     pub virt: Client,
-    /// Host namespace of this test.
+    /// Host namespace of the test's virtual namespace: the syncer's own namespace in the single
+    /// mapping, `<instance>-x-<virt_ns>` (made by the syncer) in the per-namespace mapping.
     pub host_ns: String,
+    /// The namespace the syncer runs in (`hostNamespace` of its config).
+    pub syncer_ns: String,
+    /// The namespace mapping of this run (`VCSYNC_E2E_NAMESPACE_MAPPING`: `single` (default) or
+    /// `perNamespace`).
+    pub mapping: vcsync_translators::NamespaceMapping,
     /// Virtual namespace of this test (default on embedded servers).
     pub virt_ns: String,
     /// Instance name of this test's syncer.
@@ -121,13 +127,25 @@ impl Env {
         };
         create_namespace(&host, &host_ns).await;
         create_namespace(&virt, &virt_ns).await;
+        let instance = unique("e2e");
+        let mapping = match std::env::var("VCSYNC_E2E_NAMESPACE_MAPPING").as_deref() {
+            Ok("perNamespace") => vcsync_translators::NamespaceMapping::PerNamespace {
+                instance: instance.clone(),
+            },
+            Ok("single") | Err(_) => vcsync_translators::NamespaceMapping::Single {
+                host_namespace: host_ns.clone(),
+            },
+            Ok(other) => panic!("VCSYNC_E2E_NAMESPACE_MAPPING={other:?}: expected single or perNamespace"),
+        };
         Env {
             servers,
             host,
             virt,
-            host_ns,
+            host_ns: mapping.host_namespace(&virt_ns),
+            syncer_ns: host_ns,
+            mapping,
             virt_ns,
-            instance: unique("e2e"),
+            instance,
             dir,
             host_kubeconfig,
             virtual_kubeconfig,
@@ -145,9 +163,14 @@ impl Env {
     pub async fn start_syncer(&mut self, extra: &str) {
         let path = self.dir.path().join("vcsync.yaml");
         let config = format!(
-            "instance: {}\nhostNamespace: {}\nhost:\n  kubeconfig: {}\nvirtual:\n  kubeconfig: {}\n{extra}",
+            "instance: {}\nhostNamespace: {}\nnamespaceMapping: {}\nhost:\n  kubeconfig: {}\nvirtual:\n  kubeconfig: {}\n{extra}",
             self.instance,
-            self.host_ns,
+            self.syncer_ns,
+            if self.mapping.is_per_namespace() {
+                "perNamespace"
+            } else {
+                "single"
+            },
             self.host_kubeconfig.display(),
             self.virtual_kubeconfig.display()
         );
@@ -229,7 +252,7 @@ impl Env {
 
     /// The host name of a virtual object in the test's virtual namespace.
     pub fn host_name(&self, name: &str) -> String {
-        vcsync_translators::host_name(&self.virt_ns, name)
+        self.mapping.host_object_name(&self.virt_ns, name)
     }
 }
 
@@ -241,17 +264,23 @@ impl Drop for Env {
         }
         if self.servers.is_none() {
             // Real clusters: leave nothing behind.
-            let (host, virt, host_ns, virt_ns) = (
+            let (host, virt, host_ns, syncer_ns, virt_ns) = (
                 self.host.clone(),
                 self.virt.clone(),
                 self.host_ns.clone(),
+                self.syncer_ns.clone(),
                 self.virt_ns.clone(),
             );
             let _ = std::thread::spawn(move || {
                 tokio::runtime::Runtime::new().unwrap().block_on(async {
-                    let _ = Api::<Namespace>::all(host)
+                    let _ = Api::<Namespace>::all(host.clone())
                         .delete(&host_ns, &DeleteParams::default())
                         .await;
+                    if syncer_ns != host_ns {
+                        let _ = Api::<Namespace>::all(host)
+                            .delete(&syncer_ns, &DeleteParams::default())
+                            .await;
+                    }
                     let _ = Api::<Namespace>::all(virt)
                         .delete(&virt_ns, &DeleteParams::default())
                         .await;
