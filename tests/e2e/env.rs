@@ -137,6 +137,30 @@ impl Env {
             },
             Ok(other) => panic!("VCSYNC_E2E_NAMESPACE_MAPPING={other:?}: expected single or perNamespace"),
         };
+        if mapping.is_per_namespace() {
+            // The host namespace of the test's virtual namespace, as vcsync's namespace syncer
+            // makes it, so that tests can put host objects there before the syncer starts.
+            use vcsync_translators::NameTranslator;
+            let translator = vcsync_translators::HostNamespaceTranslator::new(
+                vcsync_translators::Ownership::new(&instance).unwrap(),
+            );
+            let virtual_namespace = ObjectMeta {
+                name: Some(virt_ns.clone()),
+                ..Default::default()
+            };
+            let ns = Namespace {
+                metadata: translator.host_metadata("Namespace", &virtual_namespace),
+                ..Default::default()
+            };
+            match Api::<Namespace>::all(host.clone())
+                .create(&PostParams::default(), &ns)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(err) => panic!("creating the test's host namespace: {err}"),
+            }
+        }
         Env {
             servers,
             host,
