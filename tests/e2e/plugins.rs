@@ -201,7 +201,7 @@ async fn imported_host_secrets_are_kept_read_only_in_the_virtual_namespaces() {
         .await
         .unwrap();
     let other: Api<Secret> = Api::namespaced(env.virt.clone(), &other_ns);
-    env.host_api::<Secret>()
+    Api::<Secret>::namespaced(env.host.clone(), &env.syncer_ns)
         .create(&pp, &secret("registry", "one"))
         .await
         .unwrap();
@@ -296,7 +296,7 @@ async fn imported_host_secrets_are_kept_read_only_in_the_virtual_namespaces() {
     .await;
 
     // Host updates flow.
-    env.host_api::<Secret>()
+    Api::<Secret>::namespaced(env.host.clone(), &env.syncer_ns)
         .patch(
             "registry",
             &PatchParams::default(),
@@ -310,7 +310,7 @@ async fn imported_host_secrets_are_kept_read_only_in_the_virtual_namespaces() {
     .await;
 
     // The host secret goes: so do the copies, and only they.
-    env.host_api::<Secret>()
+    Api::<Secret>::namespaced(env.host.clone(), &env.syncer_ns)
         .delete("registry", &DeleteParams::default())
         .await
         .unwrap();
@@ -330,7 +330,7 @@ async fn imported_host_secrets_are_kept_read_only_in_the_virtual_namespaces() {
 #[tokio::test]
 async fn an_import_is_written_once_and_removed_with_its_config_entry() {
     let mut env = Env::new().await;
-    env.host_api::<Secret>()
+    Api::<Secret>::namespaced(env.host.clone(), &env.syncer_ns)
         .create(&PostParams::default(), &secret("shared", "x"))
         .await
         .unwrap();

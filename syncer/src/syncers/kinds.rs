@@ -276,7 +276,14 @@ impl DownKind for PodDisruptionBudget {
 impl DownKind for k8s_openapi::api::core::v1::Namespace {
     const NAME: &'static str = "namespaces";
 
-    fn with_payload(&self, metadata: ObjectMeta, _translator: &dyn NameTranslator) -> Self {
+    /// The API server labels every namespace `kubernetes.io/metadata.name=<name>`; the desired
+    /// object says so too, or it would never be in sync.
+    fn with_payload(&self, mut metadata: ObjectMeta, _translator: &dyn NameTranslator) -> Self {
+        let name = metadata.name.clone().unwrap_or_default();
+        metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("kubernetes.io/metadata.name".into(), name);
         k8s_openapi::api::core::v1::Namespace {
             metadata,
             spec: None,
