@@ -65,6 +65,18 @@ async fn restart_over_a_synced_state_makes_zero_writes() {
         (cms == 20 && secrets == 20).then_some(())
     })
     .await;
+    // The pods sync too (token secrets, statuses): stop only once nothing is written any more,
+    // so that the restart starts from a fully synced state.
+    let writes = || host.counters().writes() + virt.counters().writes();
+    let mut last = writes();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = writes();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
 
     env.stop_syncer().await;
     host.reset_counters();
