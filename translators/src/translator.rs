@@ -206,10 +206,7 @@ impl NameTranslator for HostNamespaceTranslator {
 
     /// As for other cluster-scoped kinds: the ownership label and the object-name annotation only.
     fn virtual_key(&self, host: &ObjectMeta) -> Option<VirtualKey> {
-        match owned_annotations(&self.ownership, host)? {
-            (name, None) => Some(VirtualKey::cluster(name)),
-            (_, Some(_)) => None,
-        }
+        cluster_virtual_key(&self.ownership, host)
     }
 
     fn ownership(&self) -> &Ownership {
@@ -241,14 +238,21 @@ impl NameTranslator for ClusterScopedTranslator {
     /// Requires the ownership label and the object-name annotation; an object-namespace annotation
     /// means the object was made for a namespaced kind, so it is not ours to map here.
     fn virtual_key(&self, host: &ObjectMeta) -> Option<VirtualKey> {
-        match owned_annotations(&self.ownership, host)? {
-            (name, None) => Some(VirtualKey::cluster(name)),
-            (_, Some(_)) => None,
-        }
+        cluster_virtual_key(&self.ownership, host)
     }
 
     fn ownership(&self) -> &Ownership {
         &self.ownership
+    }
+}
+
+/// The key of a cluster-scoped virtual object behind an owned host object: the ownership label
+/// and the object-name annotation; an object-namespace annotation means the object was made for
+/// a namespaced kind, so it maps to nothing here.
+fn cluster_virtual_key(own: &Ownership, host: &ObjectMeta) -> Option<VirtualKey> {
+    match owned_annotations(own, host)? {
+        (name, None) => Some(VirtualKey::cluster(name)),
+        (_, Some(_)) => None,
     }
 }
 
