@@ -22,6 +22,7 @@ mod deletion;
 mod discovery;
 mod errors;
 mod http;
+mod ip_pool;
 mod kubeconfig;
 mod objects;
 mod openapi;

@@ -5,13 +5,12 @@ use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
+use crate::ip_pool::IpPool;
+
 /// Allocates cluster IPs from the service CIDR and node ports from 30000-32767.
 #[derive(Debug)]
 pub(crate) struct ServiceAllocator {
-    base: u32,
-    size: u32,
-    next_ip: u32,
-    ips: HashSet<u32>,
+    ips: IpPool,
     next_port: u16,
     ports: HashSet<u16>,
 }
@@ -21,49 +20,22 @@ const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 impl ServiceAllocator {
     /// An allocator for `cidr` (IPv4, such as `10.96.0.0/12`).
     pub fn new(cidr: &str) -> Result<Self, String> {
-        let (addr, bits) = cidr.split_once('/').ok_or("expected ADDRESS/PREFIX")?;
-        let addr: Ipv4Addr = addr.parse().map_err(|e| format!("bad address: {e}"))?;
-        let bits: u32 = bits.parse().map_err(|e| format!("bad prefix length: {e}"))?;
-        if !(1..=30).contains(&bits) {
-            return Err("prefix length must be between 1 and 30".to_string());
-        }
-        let size = 1u32 << (32 - bits);
-        let base = u32::from(addr) & !(size - 1);
         Ok(ServiceAllocator {
-            base,
-            size,
-            next_ip: 1,
-            ips: HashSet::new(),
+            ips: IpPool::new(cidr)?,
             next_port: 30000,
             ports: HashSet::new(),
         })
     }
 
-    fn allocate_ip(&mut self) -> Option<Ipv4Addr> {
-        // Next-fit over the usable offsets 1..size-1 (network and broadcast addresses skipped).
-        for _ in 1..self.size - 1 {
-            let offset = self.next_ip;
-            self.next_ip = if offset + 1 >= self.size - 1 {
-                1
-            } else {
-                offset + 1
-            };
-            if self.ips.insert(offset) {
-                return Some(Ipv4Addr::from(self.base + offset));
-            }
-        }
-        None
-    }
-
-    fn offset_of(&self, ip: &str) -> Result<u32, String> {
-        let ip: Ipv4Addr = ip
+    /// A requested cluster IP, parsed and checked against the service CIDR.
+    fn requested_ip(&self, ip: &str) -> Result<Ipv4Addr, String> {
+        let parsed: Ipv4Addr = ip
             .parse()
             .map_err(|_| format!("{ip:?} is not a valid IPv4 address"))?;
-        let value = u32::from(ip);
-        if value <= self.base || value >= self.base + self.size - 1 {
-            return Err(format!("the provided IP ({ip}) is not in the valid range"));
+        if !self.ips.contains(parsed) {
+            return Err(format!("the provided IP ({parsed}) is not in the valid range"));
         }
-        Ok(value - self.base)
+        Ok(parsed)
     }
 
     fn allocate_port(&mut self) -> Option<u16> {
@@ -181,10 +153,10 @@ impl ServiceAllocator {
             (None, _) if kind == "ExternalName" => {}
             (None, Some(ip)) if ip == "None" => {}
             (None, Some(ip)) => {
-                let offset = self
-                    .offset_of(&ip)
+                let requested = self
+                    .requested_ip(&ip)
                     .map_err(|e| format!("spec.clusterIP: Invalid value: \"{ip}\": {e}"))?;
-                if !self.ips.insert(offset) {
+                if !self.ips.reserve(requested) {
                     return Err(format!(
                         "spec.clusterIP: Invalid value: \"{ip}\": provided IP is already allocated"
                     ));
@@ -192,7 +164,8 @@ impl ServiceAllocator {
             }
             (None, None) => {
                 let ip = self
-                    .allocate_ip()
+                    .ips
+                    .allocate()
                     .ok_or("spec.clusterIP: Internal error: range is full")?;
                 spec["clusterIP"] = json!(ip.to_string());
             }
@@ -206,9 +179,9 @@ impl ServiceAllocator {
     /// Frees the addresses of a deleted Service.
     pub fn release(&mut self, service: &Value) {
         if let Some(ip) = service["spec"]["clusterIP"].as_str()
-            && let Ok(offset) = self.offset_of(ip)
+            && let Ok(ip) = ip.parse::<Ipv4Addr>()
         {
-            self.ips.remove(&offset);
+            self.ips.release(ip);
         }
         for n in node_ports(service) {
             self.ports.remove(&n);

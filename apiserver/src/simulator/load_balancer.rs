@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
-use super::ip_pool::IpPool;
 use super::{KeySet, Simulation};
+use crate::ip_pool::IpPool;
 use crate::store::ObjectKey;
 
 /// Where load-balancer addresses come from.

@@ -13,7 +13,6 @@
 //! made when the object already has the desired content.
 
 mod endpoints;
-mod ip_pool;
 mod load_balancer;
 mod node_agent;
 mod nodes;
@@ -36,8 +35,8 @@ use crate::resources::ResourceDef;
 use crate::status::ApiResult;
 use crate::store::{EventType, ObjectKey, Subscription};
 
+use crate::ip_pool::IpPool;
 use endpoints::EndpointIndex;
-use ip_pool::IpPool;
 use load_balancer::LoadBalancers;
 use node_agent::NodeAgent;
 use nodes::SimNode;

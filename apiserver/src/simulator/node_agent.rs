@@ -14,10 +14,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::ip_pool::IpPool;
 use super::nodes::{SimNode, fnv1a};
 use super::{Simulation, SimulatorConfig};
 use crate::deletion::DeleteOptions;
+use crate::ip_pool::IpPool;
 use crate::objects::now_rfc3339;
 use crate::store::ObjectKey;
 

@@ -1,4 +1,4 @@
-//! IPv4 address pools for pod IPs and load-balancer addresses.
+//! IPv4 address pools: service cluster IPs, and the simulator's pod IPs and load-balancer addresses.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -51,6 +51,11 @@ impl IpPool {
     /// or already taken.
     pub fn reserve(&mut self, ip: Ipv4Addr) -> bool {
         self.offset(ip).is_some_and(|offset| self.used.insert(offset))
+    }
+
+    /// Whether `ip` is a usable address of the pool (taken or not).
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.offset(ip).is_some()
     }
 
     /// Returns an address to the pool.
