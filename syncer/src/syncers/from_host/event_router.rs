@@ -2,83 +2,120 @@
 //!
 //! Fed by the host event informer (`apply`, `delete`, `reset`) and by the informers of the
 //! objects events are about (`object_appeared`, `retry_parked`). Pure apart from the lookups
-//! it is handed, and tested as a data structure.
+//! it is handed, and tested as a data structure. Host events and objects are named by
+//! namespace and name, so the same router serves both namespace mappings.
 
 use std::{collections::BTreeSet, sync::Arc};
 
 use dashmap::{DashMap, mapref::entry::Entry};
 use k8s_openapi::{api::core::v1::Event, apimachinery::pkg::apis::meta::v1::ObjectMeta};
-use vcsync_translators::{NamespacedTranslator, VirtualKey};
+use vcsync_translators::{NameTranslator, NamespaceMapping, VirtualKey};
 
 use super::event_translation::{EventTarget, resolve};
 
-/// Host metadata of this instance's objects by kind and name, for resolving events.
-pub type HostObjectLookup<'a> = &'a dyn Fn(&str, &str) -> Option<ObjectMeta>;
+/// Host metadata of this instance's objects by kind, namespace and name, for resolving events.
+pub type HostObjectLookup<'a> = &'a dyn Fn(&str, &str, &str) -> Option<ObjectMeta>;
+
+/// Host events by namespace and name, for retrying parked ones.
+pub type HostEventLookup<'a> = &'a dyn Fn(&str, &str) -> Option<Arc<Event>>;
+
+/// Namespace and name of a host event.
+pub type HostEventKey = (String, String);
+
+/// Kind, namespace and name of the host object parked events are about.
+type ObjectKey = (String, String, String);
 
 /// Which virtual event each host event becomes, and which host events wait for their object.
 ///
 /// Fed by the host event informer (`apply`, `delete`, `reset`) and by the informers of the
 /// objects events are about (`object_appeared`, `retry_parked`); each call returns the
 /// virtual event keys to reconcile.
-#[derive(Debug)]
 pub struct EventRouter {
-    translator: NamespacedTranslator,
-    resolved: DashMap<String, EventTarget>,
-    by_virtual: DashMap<VirtualKey, String>,
-    parked: DashMap<(String, String), BTreeSet<String>>,
+    translator: Box<dyn NameTranslator>,
+    mapping: NamespaceMapping,
+    resolved: DashMap<HostEventKey, EventTarget>,
+    by_virtual: DashMap<VirtualKey, HostEventKey>,
+    parked: DashMap<ObjectKey, BTreeSet<HostEventKey>>,
+}
+
+impl std::fmt::Debug for EventRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventRouter")
+            .field("mapping", &self.mapping)
+            .field("resolved", &self.resolved.len())
+            .field("parked", &self.parked_len())
+            .finish()
+    }
+}
+
+fn event_key(event: &Event) -> Option<HostEventKey> {
+    Some((
+        event.metadata.namespace.clone().unwrap_or_default(),
+        event.metadata.name.clone()?,
+    ))
 }
 
 impl EventRouter {
-    /// An empty router for `translator`'s instance and host namespace.
-    pub fn new(translator: NamespacedTranslator) -> Self {
+    /// An empty router for this instance's objects in `mapping`.
+    pub fn new(mapping: NamespaceMapping, translator: Box<dyn NameTranslator>) -> Self {
         Self {
             translator,
+            mapping,
             resolved: DashMap::new(),
             by_virtual: DashMap::new(),
             parked: DashMap::new(),
         }
     }
 
+    /// Whether objects of this instance can live in host namespace `namespace`: the host
+    /// namespace in the single mapping, any namespace in the per-namespace one (whose host
+    /// namespaces come and go; ownership is checked on the object itself).
+    fn may_hold_ours(&self, namespace: &str) -> bool {
+        match &self.mapping {
+            NamespaceMapping::Single { host_namespace } => namespace == host_namespace,
+            NamespaceMapping::PerNamespace { .. } => !namespace.is_empty(),
+        }
+    }
+
     /// A host event was added or changed.
     pub fn apply(&self, event: &Event, lookup: HostObjectLookup<'_>) -> Vec<VirtualKey> {
-        let Some(name) = event.metadata.name.as_deref() else {
+        let Some(event_key) = event_key(event) else {
             return Vec::new();
         };
-        if let Some(target) = self.resolved.get(name) {
+        if let Some(target) = self.resolved.get(&event_key) {
             return vec![target.event.clone()];
         }
         let involved = &event.involved_object;
-        if involved.namespace.as_deref() != Some(self.translator.host_namespace()) {
-            // Not in the host namespace: never about an object of this instance.
+        let namespace = involved.namespace.clone().unwrap_or_default();
+        if !self.may_hold_ours(&namespace) {
+            // Never about an object of this instance.
             return Vec::new();
         }
-        let (kind, object) = (
+        let object: ObjectKey = (
             involved.kind.clone().unwrap_or_default(),
+            namespace,
             involved.name.clone().unwrap_or_default(),
         );
-        let meta = lookup(&kind, &object);
-        match resolve(name, involved, meta.as_ref(), &self.translator) {
+        let meta = lookup(&object.0, &object.1, &object.2);
+        match resolve(&event_key.1, involved, meta.as_ref(), self.translator.as_ref()) {
             Some(target) => {
                 match self.by_virtual.entry(target.event.clone()) {
-                    Entry::Occupied(entry) if entry.get() != name => {
-                        tracing::debug!(host_event = name, other = %entry.get(), virtual_event = %target.event,
+                    Entry::Occupied(entry) if *entry.get() != event_key => {
+                        tracing::debug!(host_event = ?event_key, other = ?entry.get(), virtual_event = %target.event,
                             "two host events map to one virtual name; the first one is mirrored");
                         return Vec::new();
                     }
                     entry => {
-                        entry.insert(name.to_string());
+                        entry.insert(event_key.clone());
                     }
                 }
-                self.unpark(&kind, &object, name);
+                self.unpark(&object, &event_key);
                 let key = target.event.clone();
-                self.resolved.insert(name.to_string(), target);
+                self.resolved.insert(event_key, target);
                 vec![key]
             }
             None => {
-                self.parked
-                    .entry((kind, object))
-                    .or_default()
-                    .insert(name.to_string());
+                self.parked.entry(object).or_default().insert(event_key);
                 Vec::new()
             }
         }
@@ -86,30 +123,38 @@ impl EventRouter {
 
     /// A host event was deleted.
     pub fn delete(&self, event: &Event) -> Vec<VirtualKey> {
-        let name = event.metadata.name.clone().unwrap_or_default();
+        let Some(event_key) = event_key(event) else {
+            return Vec::new();
+        };
         let involved = &event.involved_object;
         self.unpark(
-            involved.kind.as_deref().unwrap_or_default(),
-            involved.name.as_deref().unwrap_or_default(),
-            &name,
+            &(
+                involved.kind.clone().unwrap_or_default(),
+                involved.namespace.clone().unwrap_or_default(),
+                involved.name.clone().unwrap_or_default(),
+            ),
+            &event_key,
         );
-        self.forget(&name).into_iter().collect()
+        self.forget(&event_key).into_iter().collect()
     }
 
-    /// The host object `kind`/`name` appeared or changed: its parked events are tried again.
+    /// The host object `kind` `namespace/name` appeared or changed: its parked events are
+    /// tried again.
     pub fn object_appeared(
         &self,
         kind: &str,
+        namespace: &str,
         name: &str,
-        events: &dyn Fn(&str) -> Option<Arc<Event>>,
+        events: HostEventLookup<'_>,
         lookup: HostObjectLookup<'_>,
     ) -> Vec<VirtualKey> {
-        let Some((_, parked)) = self.parked.remove(&(kind.to_string(), name.to_string())) else {
+        let object = (kind.to_string(), namespace.to_string(), name.to_string());
+        let Some((_, parked)) = self.parked.remove(&object) else {
             return Vec::new();
         };
         parked
             .iter()
-            .filter_map(|event| events(event))
+            .filter_map(|(namespace, name)| events(namespace, name))
             .flat_map(|event| self.apply(&event, lookup))
             .collect()
     }
@@ -118,32 +163,32 @@ impl EventRouter {
     pub fn retry_parked(
         &self,
         kind: &str,
-        events: &dyn Fn(&str) -> Option<Arc<Event>>,
+        events: HostEventLookup<'_>,
         lookup: HostObjectLookup<'_>,
     ) -> Vec<VirtualKey> {
-        let objects: Vec<String> = self
+        let objects: Vec<ObjectKey> = self
             .parked
             .iter()
             .filter(|e| e.key().0 == kind)
-            .map(|e| e.key().1.clone())
+            .map(|e| e.key().clone())
             .collect();
         objects
             .iter()
-            .flat_map(|object| self.object_appeared(kind, object, events, lookup))
+            .flat_map(|(kind, namespace, name)| self.object_appeared(kind, namespace, name, events, lookup))
             .collect()
     }
 
     /// Replaces the state with `events` (a relist). Returns every mirrored key and every key
     /// whose host event is gone.
     pub fn reset(&self, events: &[Arc<Event>], lookup: HostObjectLookup<'_>) -> Vec<VirtualKey> {
-        let names: BTreeSet<&str> = events.iter().filter_map(|e| e.metadata.name.as_deref()).collect();
-        let stale: Vec<String> = self
+        let listed: BTreeSet<HostEventKey> = events.iter().filter_map(|e| event_key(e)).collect();
+        let stale: Vec<HostEventKey> = self
             .resolved
             .iter()
             .map(|e| e.key().clone())
-            .filter(|name| !names.contains(name.as_str()))
+            .filter(|key| !listed.contains(key))
             .collect();
-        let mut keys: BTreeSet<VirtualKey> = stale.iter().filter_map(|name| self.forget(name)).collect();
+        let mut keys: BTreeSet<VirtualKey> = stale.iter().filter_map(|key| self.forget(key)).collect();
         self.parked.clear();
         for event in events {
             keys.extend(self.apply(event, lookup));
@@ -151,16 +196,11 @@ impl EventRouter {
         keys.into_iter().collect()
     }
 
-    /// The host namespace whose events are routed.
-    pub fn host_namespace(&self) -> &str {
-        self.translator.host_namespace()
-    }
-
     /// The host event mirrored at the virtual key `key`, and where it goes.
-    pub fn target_of(&self, key: &VirtualKey) -> Option<(String, EventTarget)> {
-        let name = self.by_virtual.get(key)?.clone();
-        let target = self.resolved.get(&name)?.clone();
-        Some((name, target))
+    pub fn target_of(&self, key: &VirtualKey) -> Option<(HostEventKey, EventTarget)> {
+        let event_key = self.by_virtual.get(key)?.clone();
+        let target = self.resolved.get(&event_key)?.clone();
+        Some((event_key, target))
     }
 
     /// Number of host events waiting for their object.
@@ -168,15 +208,15 @@ impl EventRouter {
         self.parked.iter().map(|e| e.value().len()).sum()
     }
 
-    fn forget(&self, host_event: &str) -> Option<VirtualKey> {
+    fn forget(&self, host_event: &HostEventKey) -> Option<VirtualKey> {
         let (_, target) = self.resolved.remove(host_event)?;
         self.by_virtual
-            .remove_if(&target.event, |_, name| name == host_event);
+            .remove_if(&target.event, |_, key| key == host_event);
         Some(target.event)
     }
 
-    fn unpark(&self, kind: &str, object: &str, host_event: &str) {
-        if let Entry::Occupied(mut parked) = self.parked.entry((kind.to_string(), object.to_string())) {
+    fn unpark(&self, object: &ObjectKey, host_event: &HostEventKey) {
+        if let Entry::Occupied(mut parked) = self.parked.entry(object.clone()) {
             parked.get_mut().remove(host_event);
             if parked.get().is_empty() {
                 parked.remove();
@@ -191,17 +231,24 @@ mod tests {
 
     use serde_json::json;
     use vcsync_translators::{
-        MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION,
-        Ownership,
+        MANAGED_BY_LABEL, NamespacedTranslator, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION,
+        OBJECT_UID_ANNOTATION, Ownership, PerNamespaceTranslator,
     };
 
     use super::*;
-    use crate::syncers::from_host::event_translation::translator;
 
     const HOST_NS: &str = "vc-host";
 
     fn router() -> EventRouter {
-        EventRouter::new(translator(&Ownership::new("tenant-a").unwrap(), HOST_NS))
+        EventRouter::new(
+            NamespaceMapping::Single {
+                host_namespace: HOST_NS.into(),
+            },
+            Box::new(NamespacedTranslator::new(
+                Ownership::new("tenant-a").unwrap(),
+                HOST_NS,
+            )),
+        )
     }
 
     fn owned(kind: &str, host_name: &str, virtual_name: &str) -> ((String, String), ObjectMeta) {
@@ -245,12 +292,22 @@ mod tests {
             self
         }
 
-        fn lookup(&self) -> impl Fn(&str, &str) -> Option<ObjectMeta> + '_ {
-            |kind, name| self.objects.get(&(kind.to_string(), name.to_string())).cloned()
+        fn lookup(&self) -> impl Fn(&str, &str, &str) -> Option<ObjectMeta> + '_ {
+            |kind, namespace, name| {
+                self.objects
+                    .get(&(kind.to_string(), name.to_string()))
+                    .filter(|meta| meta.namespace.as_deref() == Some(namespace))
+                    .cloned()
+            }
         }
 
-        fn events(&self) -> impl Fn(&str) -> Option<Arc<Event>> + '_ {
-            |name| self.events.get(name).cloned()
+        fn events(&self) -> impl Fn(&str, &str) -> Option<Arc<Event>> + '_ {
+            |namespace, name| {
+                self.events
+                    .get(name)
+                    .filter(|e| e.metadata.namespace.as_deref() == Some(namespace))
+                    .cloned()
+            }
         }
     }
 
@@ -268,7 +325,7 @@ mod tests {
         );
         assert_eq!(keys, [key("web.1")]);
         let (host, target) = router.target_of(&key("web.1")).unwrap();
-        assert_eq!(host, "web-x-team.1");
+        assert_eq!(host, (HOST_NS.to_string(), "web-x-team.1".to_string()));
         assert_eq!(target.involved.name.as_deref(), Some("web"));
     }
 
@@ -316,7 +373,7 @@ mod tests {
             ..World::new()
         }
         .with_object("Pod", "web-x-team", "web");
-        let keys = router.object_appeared("Pod", "web-x-team", &world.events(), &world.lookup());
+        let keys = router.object_appeared("Pod", HOST_NS, "web-x-team", &world.events(), &world.lookup());
         assert_eq!(keys, [key("web.1")]);
         assert_eq!(router.parked_len(), 0);
     }
@@ -330,7 +387,13 @@ mod tests {
         assert!(router.apply(&e, &world.lookup()).is_empty());
         assert!(
             router
-                .object_appeared("ConfigMap", "web-x-team", &world.events(), &world.lookup())
+                .object_appeared(
+                    "ConfigMap",
+                    HOST_NS,
+                    "web-x-team",
+                    &world.events(),
+                    &world.lookup()
+                )
                 .is_empty()
         );
         assert_eq!(router.parked_len(), 1);
@@ -347,7 +410,7 @@ mod tests {
         // The event is no longer in the host cache either.
         assert!(
             router
-                .object_appeared("Pod", "web-x-team", &world.events(), &world.lookup())
+                .object_appeared("Pod", HOST_NS, "web-x-team", &world.events(), &world.lookup())
                 .is_empty()
         );
     }
@@ -403,7 +466,7 @@ mod tests {
         let clash = event("cfg-x-team.1", "ConfigMap", "cfg-x-team", HOST_NS);
         assert!(router.apply(&clash, &world.lookup()).is_empty());
         let (host, _) = router.target_of(&key("web.1")).unwrap();
-        assert_eq!(host, "web-x-team.1");
+        assert_eq!(host, (HOST_NS.to_string(), "web-x-team.1".to_string()));
         // Once the first is gone, the key is free again.
         assert_eq!(router.delete(&first), [key("web.1")]);
         assert_eq!(router.apply(&clash, &world.lookup()), [key("web.1")]);
@@ -425,5 +488,32 @@ mod tests {
         assert!(router.target_of(&key("a.1")).is_none());
         assert!(router.target_of(&key("b.1")).is_some());
         assert_eq!(router.parked_len(), 0, "parked events that vanished are dropped");
+    }
+
+    #[test]
+    fn in_the_per_namespace_mapping_events_of_each_host_namespace_are_routed() {
+        let router = EventRouter::new(
+            NamespaceMapping::PerNamespace {
+                instance: "tenant-a".into(),
+            },
+            Box::new(PerNamespaceTranslator::new(Ownership::new("tenant-a").unwrap())),
+        );
+        let (_, mut meta) = owned("Pod", "web", "web");
+        meta.namespace = Some("tenant-a-x-team".into());
+        let lookup = |kind: &str, namespace: &str, name: &str| {
+            (kind == "Pod" && namespace == "tenant-a-x-team" && name == "web").then(|| meta.clone())
+        };
+        let mut e = (*event("web.1", "Pod", "web", "tenant-a-x-team")).clone();
+        e.metadata.namespace = Some("tenant-a-x-team".into());
+        assert_eq!(router.apply(&e, &lookup), [key("web.1")]);
+        let (host, _) = router.target_of(&key("web.1")).unwrap();
+        assert_eq!(host, ("tenant-a-x-team".to_string(), "web.1".to_string()));
+        // The same event name in another host namespace is another event.
+        let mut other = e.clone();
+        other.metadata.namespace = Some("tenant-a-x-other".into());
+        other.involved_object.namespace = Some("tenant-a-x-other".into());
+        assert!(router.apply(&other, &lookup).is_empty());
+        assert_eq!(router.parked_len(), 1);
+        assert_eq!(router.delete(&e), [key("web.1")]);
     }
 }

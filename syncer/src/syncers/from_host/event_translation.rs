@@ -7,9 +7,7 @@ use k8s_openapi::{
     api::core::v1::{Event, ObjectReference},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
-use vcsync_translators::{
-    NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, Ownership, VirtualKey,
-};
+use vcsync_translators::{NameTranslator, OBJECT_UID_ANNOTATION, VirtualKey};
 
 use super::SYNCED_FROM_HOST_LABEL;
 
@@ -31,19 +29,20 @@ pub struct EventTarget {
 /// The target of a host event about the object `involved`, given that object's host
 /// metadata (None when not in the cache of this instance's objects).
 ///
-/// None unless the object lies in the host namespace, carries this instance's ownership
-/// marker and annotations, and is the incarnation the event names (same UID, when the event
-/// says one).
+/// None unless the object lies in the namespace the event names, carries this instance's
+/// ownership marker and annotations (as `translator`, the namespaced translator of the
+/// configured namespace mapping, reads them), and is the incarnation the event names (same
+/// UID, when the event says one).
 pub fn resolve(
     host_event_name: &str,
     involved: &ObjectReference,
     host_object: Option<&ObjectMeta>,
-    translator: &NamespacedTranslator,
+    translator: &dyn NameTranslator,
 ) -> Option<EventTarget> {
-    if involved.namespace.as_deref() != Some(translator.host_namespace()) {
+    let host_object = host_object?;
+    if involved.namespace.is_none() || involved.namespace != host_object.namespace {
         return None;
     }
-    let host_object = host_object?;
     if let (Some(event_uid), Some(object_uid)) = (&involved.uid, &host_object.uid)
         && event_uid != object_uid
     {
@@ -72,11 +71,6 @@ pub fn resolve(
             resource_version: None,
         },
     })
-}
-
-/// The translator [`resolve`] expects, for `ownership` in `host_namespace`.
-pub fn translator(ownership: &Ownership, host_namespace: &str) -> NamespacedTranslator {
-    NamespacedTranslator::new(ownership.clone(), host_namespace)
 }
 
 /// The virtual event's name: the virtual object's name with the host event's suffix
@@ -182,7 +176,10 @@ pub fn event_in_sync(current: &Event, desired: &Event) -> bool {
 mod tests {
     use rstest::rstest;
     use serde_json::json;
-    use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION};
+    use vcsync_translators::{
+        MANAGED_BY_LABEL, NamespacedTranslator, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION,
+        Ownership,
+    };
 
     use super::*;
 
@@ -293,6 +290,25 @@ mod tests {
                 &translator()
             )
             .is_some()
+        );
+    }
+
+    #[test]
+    fn in_the_per_namespace_mapping_an_event_resolves_in_its_own_host_namespace() {
+        let translator = vcsync_translators::PerNamespaceTranslator::new(Ownership::new("tenant-a").unwrap());
+        let mut meta = owned_pod_meta();
+        meta.name = Some("web".into());
+        meta.namespace = Some("tenant-a-x-team".into());
+        let mut event = host_event();
+        event.involved_object.name = Some("web".into());
+        event.involved_object.namespace = Some("tenant-a-x-team".into());
+        let target = resolve("web.17f3a", &event.involved_object, Some(&meta), &translator).unwrap();
+        assert_eq!(target.event, VirtualKey::namespaced("team", "web.17f3a"));
+        assert_eq!(target.involved.namespace.as_deref(), Some("team"));
+        event.involved_object.namespace = Some("vc-host".into());
+        assert_eq!(
+            resolve("web.17f3a", &event.involved_object, Some(&meta), &translator),
+            None
         );
     }
 

@@ -2,7 +2,7 @@
 //!
 //! The host's scheduler, kubelets and controllers report on the translated objects (host pod
 //! `web-x-team` was scheduled, pulled, started ...). Tenants look for those events on their
-//! own objects, so each host event in the host namespace whose `involvedObject` is a host
+//! own objects, so each host event in a host namespace of this instance whose `involvedObject` is a host
 //! object owned by this instance (a pod, service, PVC, config map or secret in the host
 //! informers' caches, with the same UID) appears in the virtual object's namespace, about
 //! the virtual object (name, namespace and UID from the host object's annotations), with
@@ -39,13 +39,11 @@ use kube::{
     },
 };
 use tokio::sync::{mpsc, watch};
-use vcsync_translators::VirtualKey;
+use vcsync_translators::{NamespaceMapping, VirtualKey};
 
 use super::{
     event_router::EventRouter,
-    event_translation::{
-        EventTarget, HOST_EVENT_ANNOTATION, desired_virtual_event, event_in_sync, translator,
-    },
+    event_translation::{EventTarget, HOST_EVENT_ANNOTATION, desired_virtual_event, event_in_sync},
     is_synced_from_host,
 };
 use crate::{
@@ -82,8 +80,9 @@ impl<K: SyncResource> OwnedObjects for OwnedStore<K> {
     }
 }
 
-/// A host object of `kind` appeared or changed (`Some(name)`), or its informer re-listed.
-type Appearance = (String, Option<String>);
+/// A host object of `kind` appeared or changed (`Some((namespace, name))`), or its informer
+/// re-listed.
+type Appearance = (String, Option<(String, String)>);
 
 /// Adds the owned host objects of `K` to what events are resolved against.
 fn watch_owned<K: SyncResource>(
@@ -101,7 +100,11 @@ fn watch_owned<K: SyncResource>(
         tokio_stream::wrappers::UnboundedReceiverStream::new(informer.subscribe())
             .filter_map(move |event| {
                 let appearance = match event {
-                    InformerEvent::Applied(obj) => Some((kind.clone(), obj.meta().name.clone())),
+                    InformerEvent::Applied(obj) => {
+                        let meta = obj.meta();
+                        let object = meta.namespace.clone().zip(meta.name.clone());
+                        Some((kind.clone(), object))
+                    }
                     InformerEvent::Relisted => Some((kind.clone(), None)),
                     InformerEvent::Deleted(_) => None,
                 };
@@ -127,14 +130,13 @@ async fn route(
     keys: mpsc::UnboundedSender<VirtualKey>,
     ready: watch::Sender<bool>,
 ) {
-    let host_namespace = router.host_namespace().to_string();
-    let lookup = |kind: &str, name: &str| {
+    let lookup = |kind: &str, namespace: &str, name: &str| {
         objects
             .iter()
             .find(|o| o.kind() == kind)
-            .and_then(|o| o.metadata(&host_namespace, name))
+            .and_then(|o| o.metadata(namespace, name))
     };
-    let event_named = |name: &str| host_events.get(&ObjectRef::new(name).within(&host_namespace));
+    let event_named = |namespace: &str, name: &str| host_events.get(&ObjectRef::new(name).within(namespace));
     let mut unlisted: BTreeSet<String> = objects.iter().map(|o| o.kind().to_string()).collect();
     let mut events_listed = false;
     loop {
@@ -149,7 +151,9 @@ async fn route(
                 None => break,
             },
             Some((kind, name)) = appearances.next() => match name {
-                Some(name) => router.object_appeared(&kind, &name, &event_named, &lookup),
+                Some((namespace, name)) => {
+                    router.object_appeared(&kind, &namespace, &name, &event_named, &lookup)
+                }
                 None => {
                     unlisted.remove(&kind);
                     router.retry_parked(&kind, &event_named, &lookup)
@@ -171,14 +175,13 @@ async fn route(
 pub struct EventSyncer {
     router: Arc<EventRouter>,
     host_events: Store<Event>,
-    host_namespace: String,
+    mapping: NamespaceMapping,
     triggers: Triggers,
 }
 
 impl EventSyncer {
-    fn host_event(&self, name: &str) -> Option<Arc<Event>> {
-        self.host_events
-            .get(&ObjectRef::new(name).within(&self.host_namespace))
+    fn host_event(&self, namespace: &str, name: &str) -> Option<Arc<Event>> {
+        self.host_events.get(&ObjectRef::new(name).within(namespace))
     }
 }
 
@@ -193,10 +196,10 @@ impl FakeSyncer for EventSyncer {
     type Resource = Event;
 
     async fn fake_sync_up(&self, ctx: &SyncContext<Event>, key: &VirtualKey) -> Result<Action> {
-        let Some((host_name, target)) = self.router.target_of(key) else {
+        let Some(((host_namespace, host_name), target)) = self.router.target_of(key) else {
             return Ok(Action::await_change());
         };
-        let Some(host) = self.host_event(&host_name) else {
+        let Some(host) = self.host_event(&host_namespace, &host_name) else {
             return Ok(Action::await_change());
         };
         let desired = desired_virtual_event(&host, &target);
@@ -229,13 +232,17 @@ impl FakeSyncer for EventSyncer {
             key.namespace.as_deref().unwrap_or_default(),
         );
         // The annotation finds the host event even when its object is gone by now (after a
-        // restart the router cannot resolve it any more, but the mirror stays current).
+        // restart the router cannot resolve it any more, but the mirror stays current). The
+        // host event lives in the host namespace of the mirror's namespace.
+        let host_namespace = self
+            .mapping
+            .host_namespace(key.namespace.as_deref().unwrap_or_default());
         let host = virt
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(HOST_EVENT_ANNOTATION))
-            .and_then(|name| self.host_event(name));
+            .and_then(|name| self.host_event(&host_namespace, name));
         let Some(host) = host else {
             let params = DeleteParams {
                 preconditions: virt.metadata.uid.clone().map(|uid| Preconditions {
@@ -276,8 +283,9 @@ impl FakeSyncer for EventSyncer {
     }
 }
 
-/// Registers the event mirror: an unfiltered watch of host events in the host namespace,
-/// resolved against this instance's host objects of the kinds that are synced.
+/// Registers the event mirror: an unfiltered watch of host events in the host namespace (in
+/// every namespace in the per-namespace mapping, whose host namespaces come and go), resolved
+/// against this instance's host objects of the kinds that are synced.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
     let sync = ctx.config().sync.clone();
     let mut objects: Vec<Arc<dyn OwnedObjects>> = Vec::new();
@@ -296,15 +304,13 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
         watch_owned::<Secret>(ctx, &mut objects, &mut appearances);
     }
 
+    let mapping = ctx.namespace_mapping().clone();
     let host_events = ctx.informers().get::<Event>(Scope::Custom {
         side: Side::Host,
-        namespace: Some(ctx.host_namespace().to_string()),
+        namespace: (!mapping.is_per_namespace()).then(|| ctx.host_namespace().to_string()),
         labels: String::new(),
     });
-    let router = Arc::new(EventRouter::new(translator(
-        ctx.ownership(),
-        ctx.host_namespace(),
-    )));
+    let router = Arc::new(EventRouter::new(mapping.clone(), ctx.namespaced_translator()));
     let (keys_tx, keys_rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready_rx) = watch::channel(false);
     ctx.spawn_background(route(
@@ -324,7 +330,7 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
         EventSyncer {
             router,
             host_events: host_events.store(),
-            host_namespace: ctx.host_namespace().to_string(),
+            mapping,
             triggers: Triggers::new(vec![
                 tokio_stream::wrappers::UnboundedReceiverStream::new(keys_rx).boxed(),
             ]),
