@@ -1,6 +1,7 @@
 //! One dynamic controller per configured resource: a watch of the virtual objects and one of
-//! the host objects (this instance's, in the host namespace for namespaced kinds), both into
-//! reflector caches, feeding a keyed work queue of virtual keys. The queue is worked on the
+//! the host objects (toHost: this instance's, in the one host namespace or, in the
+//! per-namespace mapping, in every namespace; fromHost: the host's own, in the host namespace
+//! of `virtualNamespace`), both into reflector caches, feeding a keyed work queue of virtual keys. The queue is worked on the
 //! writing replica only, after every cache has listed once; a key is reconciled by one
 //! reconcile at a time; conflicts are retried after 50 ms, other errors back off per key.
 
@@ -27,14 +28,15 @@ use vcsync_syncer::{
     events::EventType,
     writes::FIELD_MANAGER,
 };
-use vcsync_translators::{
-    ClusterScopedTranslator, MANAGED_BY_LABEL, NameTranslator, NamespacedTranslator, VirtualKey,
-};
+use vcsync_translators::{ClusterScopedTranslator, HostKey, MANAGED_BY_LABEL, NameTranslator, VirtualKey};
 
 use crate::{
     config::{Direction, ResourceConfig},
     crd::Served,
-    translate::{desired_host, desired_mirror, in_sync, is_mirror, set_status, status},
+    translate::{
+        desired_host, desired_mirror, host_watch_namespace, in_sync, is_mirror, set_status, status,
+        with_hooks,
+    },
 };
 
 /// A conflict: someone wrote in between; look again soon.
@@ -51,7 +53,11 @@ struct Sync {
     ctx: RegisterContext,
     config: ResourceConfig,
     served: Served,
+    /// Virtual key -> host key (toHost), in the configured namespace mapping.
     translator: Arc<dyn NameTranslator>,
+    /// The host namespace watched (None: all namespaces, or a cluster-scoped kind); fromHost:
+    /// the namespace mirrored.
+    host_namespace: Option<String>,
     virtual_store: Store<DynamicObject>,
     host_store: Store<DynamicObject>,
 }
@@ -59,16 +65,19 @@ struct Sync {
 /// Starts the watches of `config` (on every replica) and queues its controller.
 pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
     let translator: Arc<dyn NameTranslator> = if served.namespaced {
-        Arc::new(NamespacedTranslator::new(
-            ctx.ownership().clone(),
-            ctx.host_namespace(),
-        ))
+        Arc::from(ctx.namespaced_translator())
     } else {
         Arc::new(ClusterScopedTranslator::new(ctx.ownership().clone()))
     };
+    let host_namespace = host_watch_namespace(
+        ctx.namespace_mapping(),
+        served.namespaced,
+        config.direction,
+        &config.virtual_namespace,
+    );
     let ar = served.resource.clone();
     let virtual_api: Api<DynamicObject> = Api::all_with(ctx.virtual_client().clone(), &ar);
-    let host_api = host_api(ctx.host_client(), ctx.host_namespace(), &served);
+    let host_api = api_in(ctx.host_client(), host_namespace.as_deref(), &ar);
     let host_watch = match config.direction {
         Direction::ToHost => watcher::Config::default().labels(&ctx.ownership().label_selector()),
         // vcsync's own copies are not the host's objects.
@@ -82,6 +91,7 @@ pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
         config,
         served,
         translator,
+        host_namespace,
         virtual_store,
         host_store,
     });
@@ -106,11 +116,11 @@ pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
     ctx.spawn(&name, work(sync, queue));
 }
 
-fn host_api(client: &Client, host_namespace: &str, served: &Served) -> Api<DynamicObject> {
-    if served.namespaced {
-        Api::namespaced_with(client.clone(), host_namespace, &served.resource)
-    } else {
-        Api::all_with(client.clone(), &served.resource)
+/// The `Api` of the resource in `namespace` (None: all namespaces, or a cluster-scoped kind).
+fn api_in(client: &Client, namespace: Option<&str>, ar: &kube::api::ApiResource) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
     }
 }
 
@@ -279,24 +289,38 @@ impl Sync {
         self.virtual_store.get(&r)
     }
 
-    fn host_object(&self, name: &str) -> Option<Arc<DynamicObject>> {
-        let mut r = ObjectRef::new_with(name, self.served.resource.clone());
-        if self.served.namespaced {
-            r = r.within(self.ctx.host_namespace());
+    fn host_object(&self, key: &HostKey) -> Option<Arc<DynamicObject>> {
+        let mut r = ObjectRef::new_with(&key.name, self.served.resource.clone());
+        if let Some(ns) = &key.namespace {
+            r = r.within(ns);
         }
         self.host_store.get(&r)
     }
 
-    fn host_api(&self) -> Api<DynamicObject> {
-        host_api(self.ctx.host_client(), self.ctx.host_namespace(), &self.served)
+    /// The `Api` for the host object `key` (its namespace; the cluster scope when it has none).
+    fn host_api(&self, key: &HostKey) -> Api<DynamicObject> {
+        api_in(
+            self.ctx.host_client(),
+            key.namespace.as_deref(),
+            &self.served.resource,
+        )
     }
 
     fn virtual_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
-        let client = self.ctx.virtual_client().clone();
-        match namespace {
-            Some(ns) => Api::namespaced_with(client, ns, &self.served.resource),
-            None => Api::all_with(client, &self.served.resource),
-        }
+        api_in(self.ctx.virtual_client(), namespace, &self.served.resource)
+    }
+
+    /// The host copy `virt` should have, after the hooks for host objects of this kind.
+    fn desired_host(&self, virt: &DynamicObject) -> DynamicObject {
+        let desired = desired_host(virt, self.kind(), self.translator.as_ref(), &self.references());
+        with_hooks(self.ctx.hooks(), Side::Host, self.kind(), desired)
+    }
+
+    /// The virtual mirror `host` should have at `key`, after the hooks for virtual objects of
+    /// this kind.
+    fn desired_mirror(&self, host: &DynamicObject, key: &VirtualKey) -> DynamicObject {
+        let desired = desired_mirror(host, key.namespace.as_deref());
+        with_hooks(self.ctx.hooks(), Side::Virtual, self.kind(), desired)
     }
 
     async fn reconcile(&self, key: &VirtualKey) -> Result<Option<Duration>> {
@@ -307,11 +331,12 @@ impl Sync {
     }
 
     async fn sync_to_host(&self, key: &VirtualKey) -> Result<Option<Duration>> {
-        let host_name = self.translator.host_key(key).name;
+        let host_key = self.translator.host_key(key);
+        let host_name = host_key.name.clone();
         let virt = self
             .virtual_object(key)
             .filter(|v| v.metadata.deletion_timestamp.is_none());
-        let host = self.host_object(&host_name);
+        let host = self.host_object(&host_key);
         match (virt, host) {
             (None, None) => Ok(None),
             (None, Some(host)) => self.delete_host(&host).await,
@@ -320,12 +345,13 @@ impl Sync {
                 if !self.ctx.ownership().owns(&host.metadata) {
                     return Ok(None);
                 }
-                let desired = desired_host(&virt, self.kind(), self.translator.as_ref(), &self.references());
+                // Hooks changed `desired` already: their changes are in sync, not a reason to write.
+                let desired = self.desired_host(&virt);
                 if !in_sync(&host, &desired) {
                     let mut update = desired;
                     update.metadata.resource_version = host.metadata.resource_version.clone();
                     set_status(&mut update, status(&host).cloned());
-                    self.host_api()
+                    self.host_api(&host_key)
                         .replace(&host_name, &post_params(), &update)
                         .await
                         .map_err(api_error(Side::Host, "update", self.kind(), &host_name))?;
@@ -362,15 +388,19 @@ impl Sync {
     }
 
     async fn create_host(&self, virt: &DynamicObject) -> Result<Option<Duration>> {
-        let desired = desired_host(virt, self.kind(), self.translator.as_ref(), &self.references());
+        let desired = self.desired_host(virt);
+        let host_key = HostKey {
+            namespace: desired.metadata.namespace.clone(),
+            name: desired.name_any(),
+        };
         let name = desired.name_any();
-        match self.host_api().create(&post_params(), &desired).await {
+        match self.host_api(&host_key).create(&post_params(), &desired).await {
             Ok(_) => {
                 tracing::info!(host = %name, kind = %self.kind(), "created host object");
                 Ok(None)
             }
             Err(err) if status_code(&err) == Some(409) => {
-                let existing = self.host_api().get_opt(&name).await.map_err(api_error(
+                let existing = self.host_api(&host_key).get_opt(&name).await.map_err(api_error(
                     Side::Host,
                     "get",
                     self.kind(),
@@ -396,6 +426,11 @@ impl Sync {
                     }
                     _ => Ok(Some(CACHE_LAG_RETRY)),
                 }
+            }
+            // The per-namespace mapping: the host namespace is not there yet (the namespace
+            // syncer makes it); back off without telling the tenant about it.
+            Err(err) if status_code(&err) == Some(404) => {
+                Err(api_error(Side::Host, "create", self.kind(), &name)(err))
             }
             Err(err) => {
                 let error = api_error(Side::Host, "create", self.kind(), &name)(err);
@@ -424,7 +459,11 @@ impl Sync {
             return Ok(None);
         }
         let name = host.name_any();
-        match self.host_api().delete(&name, &delete_params(host)).await {
+        let host_key = HostKey {
+            namespace: host.metadata.namespace.clone(),
+            name: name.clone(),
+        };
+        match self.host_api(&host_key).delete(&name, &delete_params(host)).await {
             Ok(_) => tracing::info!(host = %name, kind = %self.kind(), "deleted host object"),
             Err(err) if status_code(&err) == Some(404) => {}
             Err(err) => return Err(api_error(Side::Host, "delete", self.kind(), &name)(err)),
@@ -433,8 +472,12 @@ impl Sync {
     }
 
     async fn sync_from_host(&self, key: &VirtualKey) -> Result<Option<Duration>> {
+        let host_key = HostKey {
+            namespace: self.host_namespace.clone(),
+            name: key.name.clone(),
+        };
         let host = self
-            .host_object(&key.name)
+            .host_object(&host_key)
             .filter(|h| !h.labels().contains_key(MANAGED_BY_LABEL));
         let virt = self.virtual_object(key);
         let api = self.virtual_api(key.namespace.as_deref());
@@ -453,7 +496,7 @@ impl Sync {
                 Ok(None)
             }
             (Some(host), None) => {
-                let desired = desired_mirror(&host, key.namespace.as_deref());
+                let desired = self.desired_mirror(&host, key);
                 match api.create(&post_params(), &desired).await {
                     Ok(_) => {
                         tracing::info!(key = %display(key), %kind, "mirrored host object into the virtual cluster");
@@ -464,7 +507,7 @@ impl Sync {
                 }
             }
             (Some(host), Some(virt)) => {
-                let desired = desired_mirror(&host, key.namespace.as_deref());
+                let desired = self.desired_mirror(&host, key);
                 let status_differs = status(&virt) != status(&desired);
                 if !in_sync(&virt, &desired) || (status_differs && !self.served.has_status) {
                     let mut update = desired.clone();

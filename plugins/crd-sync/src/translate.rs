@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use kube::api::{DynamicObject, ObjectMeta};
 use serde_json::Value;
-use vcsync_translators::{NameTranslator, is_reserved_key};
+use vcsync_syncer::{Hooks, Side};
+use vcsync_translators::{NameTranslator, NamespaceMapping, VirtualKey, is_reserved_key};
+
+use crate::config::Direction;
 
 /// Top-level fields that are not payload.
 const NOT_PAYLOAD: &[&str] = &["metadata", "status", "apiVersion", "kind"];
@@ -86,16 +89,13 @@ fn with_payload(
     }
 }
 
-/// How reference names are translated.
-pub enum RefNames<'a> {
-    /// Namespaced objects: `host_name(namespace, name)`.
-    Namespaced(&'a str),
-    /// Cluster-scoped objects: `host_cluster_name(instance, name)`.
-    Cluster(&'a str),
-}
-
 /// The host copy of virtual object `virt`: host metadata from the translator, the payload with
 /// the reference paths translated, no status.
+///
+/// A reference names an object of the referencing object's namespace (or a cluster-scoped one),
+/// so it is translated with the same translator: `<name>-x-<namespace>` in the single mapping,
+/// the name kept in the per-namespace mapping (the referenced object lands in the same host
+/// namespace), `vcsync-<instance>-x-<name>` for cluster-scoped kinds.
 pub fn desired_host(
     virt: &DynamicObject,
     kind: &str,
@@ -103,14 +103,15 @@ pub fn desired_host(
     references: &[String],
 ) -> DynamicObject {
     let metadata = translator.host_metadata(kind, &virt.metadata);
-    let names = match virt.metadata.namespace.as_deref() {
-        Some(ns) => RefNames::Namespaced(ns),
-        None => RefNames::Cluster(translator.ownership().instance()),
-    };
     let mut data = Value::Object(payload(virt).into_iter().collect());
-    let translate = |name: &str| match names {
-        RefNames::Namespaced(ns) => vcsync_translators::host_name(ns, name),
-        RefNames::Cluster(instance) => vcsync_translators::host_cluster_name(instance, name),
+    let namespace = virt.metadata.namespace.clone();
+    let translate = |name: &str| {
+        translator
+            .host_key(&VirtualKey {
+                namespace: namespace.clone(),
+                name: name.to_string(),
+            })
+            .name
     };
     for path in references {
         map_path(&mut data, path, &translate);
@@ -120,6 +121,71 @@ pub fn desired_host(
         metadata,
         data,
     }
+}
+
+/// The host namespace whose objects of a resource are watched; None: every namespace (or a
+/// cluster-scoped kind).
+///
+/// - `toHost`: where the copies land: the one host namespace in the single mapping, every
+///   namespace in the per-namespace mapping (filtered by the ownership label).
+/// - `fromHost`: the host namespace of `virtual_namespace` under the mapping, i.e. the host
+///   namespace whose objects appear in `virtual_namespace`: the one host namespace in the single
+///   mapping, `<instance>-x-<virtual_namespace>` in the per-namespace mapping.
+pub fn host_watch_namespace(
+    mapping: &NamespaceMapping,
+    namespaced: bool,
+    direction: Direction,
+    virtual_namespace: &str,
+) -> Option<String> {
+    match (namespaced, direction, mapping) {
+        (false, _, _) => None,
+        (true, Direction::ToHost, NamespaceMapping::Single { host_namespace }) => {
+            Some(host_namespace.clone())
+        }
+        (true, Direction::ToHost, NamespaceMapping::PerNamespace { .. }) => None,
+        (true, Direction::FromHost, _) => Some(mapping.host_namespace(virtual_namespace)),
+    }
+}
+
+/// `obj` after the hooks registered for objects of `kind` written to `side`, so that a hook's
+/// change is part of the desired state (compared, written once). A hook cannot move the object
+/// or take vcsync's marks off it: name, namespace and the `vcsync.dev/` labels and annotations
+/// are restored afterwards. An object a hook made unreadable is used without the hooks' changes.
+pub fn with_hooks(hooks: &Hooks, side: Side, kind: &str, obj: DynamicObject) -> DynamicObject {
+    if hooks.is_empty() {
+        return obj;
+    }
+    let mut json = serde_json::to_value(&obj).expect("objects serialize");
+    hooks.apply_json(side, kind, &mut json);
+    let mut hooked: DynamicObject = match serde_json::from_value(json) {
+        Ok(hooked) => hooked,
+        Err(err) => {
+            tracing::warn!(%kind, error = %err, "a hook produced an invalid object; ignoring the hooks' changes");
+            return obj;
+        }
+    };
+    hooked.metadata.name = obj.metadata.name.clone();
+    hooked.metadata.namespace = obj.metadata.namespace.clone();
+    restore_reserved(&mut hooked.metadata.labels, obj.metadata.labels.as_ref());
+    restore_reserved(
+        &mut hooked.metadata.annotations,
+        obj.metadata.annotations.as_ref(),
+    );
+    hooked
+}
+
+/// Puts the `vcsync.dev/` entries of `original` back into `map` and drops reserved ones that
+/// `original` does not have.
+fn restore_reserved(map: &mut Option<BTreeMap<String, String>>, original: Option<&BTreeMap<String, String>>) {
+    let reserved = original.into_iter().flatten().filter(|(k, _)| is_reserved_key(k));
+    let mut restored: BTreeMap<String, String> = map
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !is_reserved_key(k))
+        .collect();
+    restored.extend(reserved.map(|(k, v)| (k.clone(), v.clone())));
+    *map = (!restored.is_empty() || original.is_some()).then_some(restored);
 }
 
 /// The read-only virtual mirror of host object `host`: same name (in `namespace` for
@@ -232,6 +298,168 @@ mod tests {
         assert_eq!(
             translator.virtual_key(&host.metadata),
             Some(vcsync_translators::VirtualKey::namespaced("team", "w"))
+        );
+    }
+
+    #[test]
+    fn host_copy_of_a_namespaced_object_per_namespace() {
+        let mapping = NamespaceMapping::PerNamespace {
+            instance: "inst".into(),
+        };
+        let translator = mapping.translator(Ownership::new("inst").unwrap());
+        let refs = vec![
+            "spec.configMapName".to_string(),
+            "spec.items[].secret".to_string(),
+        ];
+        let host = desired_host(&widget(), "Widget", translator.as_ref(), &refs);
+        // Own host namespace per virtual namespace, names kept.
+        assert_eq!(host.metadata.name.as_deref(), Some("w"));
+        assert_eq!(host.metadata.namespace.as_deref(), Some("inst-x-team"));
+        let labels = host.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["vcsync.dev/managed-by"], "inst");
+        assert_eq!(labels["app"], "x");
+        let annotations = host.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations["vcsync.dev/object-name"], "w");
+        assert_eq!(annotations["vcsync.dev/object-namespace"], "team");
+        // Referenced objects land in the same host namespace under their own names.
+        assert_eq!(host.data["spec"]["configMapName"], "cfg");
+        assert_eq!(
+            host.data["spec"]["items"],
+            json!([{"secret": "a"}, {"secret": "b"}, {"other": 1}])
+        );
+        assert_eq!(
+            host.data["spec"]["configMapName"],
+            mapping.host_object_name("team", "cfg")
+        );
+        // Reverse mapping: the host copy leads back to its virtual key.
+        assert_eq!(
+            translator.virtual_key(&host.metadata),
+            Some(vcsync_translators::VirtualKey::namespaced("team", "w"))
+        );
+        // ... and the forward mapping of that key is where the copy is.
+        let key = translator.host_key(&vcsync_translators::VirtualKey::namespaced("team", "w"));
+        assert_eq!(key.namespace, host.metadata.namespace);
+        assert_eq!(Some(key.name), host.metadata.name);
+    }
+
+    #[test]
+    fn same_name_in_two_virtual_namespaces_gets_two_host_objects_per_namespace() {
+        let translator = NamespaceMapping::PerNamespace {
+            instance: "inst".into(),
+        }
+        .translator(Ownership::new("inst").unwrap());
+        let mut other = widget();
+        other.metadata.namespace = Some("ops".into());
+        let a = desired_host(&widget(), "Widget", translator.as_ref(), &[]);
+        let b = desired_host(&other, "Widget", translator.as_ref(), &[]);
+        assert_eq!(a.metadata.name, b.metadata.name);
+        assert_ne!(a.metadata.namespace, b.metadata.namespace);
+        assert_eq!(b.metadata.namespace.as_deref(), Some("inst-x-ops"));
+        assert_eq!(
+            translator.virtual_key(&b.metadata),
+            Some(vcsync_translators::VirtualKey::namespaced("ops", "w"))
+        );
+    }
+
+    #[rstest]
+    #[case::to_host_single(true, Direction::ToHost, false, Some("host-ns"))]
+    #[case::to_host_per_namespace(true, Direction::ToHost, true, None)]
+    #[case::from_host_single(true, Direction::FromHost, false, Some("host-ns"))]
+    #[case::from_host_per_namespace(true, Direction::FromHost, true, Some("inst-x-team"))]
+    #[case::cluster_to_host(false, Direction::ToHost, true, None)]
+    #[case::cluster_from_host(false, Direction::FromHost, false, None)]
+    fn host_objects_are_watched_where_the_mapping_puts_them(
+        #[case] namespaced: bool,
+        #[case] direction: Direction,
+        #[case] per_namespace: bool,
+        #[case] expected: Option<&str>,
+    ) {
+        let mapping = if per_namespace {
+            NamespaceMapping::PerNamespace {
+                instance: "inst".into(),
+            }
+        } else {
+            NamespaceMapping::Single {
+                host_namespace: "host-ns".into(),
+            }
+        };
+        assert_eq!(
+            host_watch_namespace(&mapping, namespaced, direction, "team").as_deref(),
+            expected
+        );
+    }
+
+    /// Adds `team=a` to Widgets written to the host, and tries to rename them and take the
+    /// ownership label off.
+    struct Meddler;
+
+    impl vcsync_syncer::Hook for Meddler {
+        fn name(&self) -> &str {
+            "meddler"
+        }
+        fn applies_to(&self, side: Side, kind: &str) -> bool {
+            side == Side::Host && kind == "Widget"
+        }
+        fn mutate(&self, _side: Side, _kind: &str, object: &mut Value) {
+            object["metadata"]["labels"]["team"] = json!("a");
+            object["metadata"]["labels"]
+                .as_object_mut()
+                .unwrap()
+                .remove("vcsync.dev/managed-by");
+            object["metadata"]["name"] = json!("elsewhere");
+            object["spec"]["hooked"] = json!(true);
+        }
+    }
+
+    #[test]
+    fn hooks_change_the_desired_object_before_it_is_compared() {
+        let hooks = Hooks::default();
+        hooks.add(std::sync::Arc::new(Meddler));
+        let translator = NamespaceMapping::PerNamespace {
+            instance: "inst".into(),
+        }
+        .translator(Ownership::new("inst").unwrap());
+        let plain = desired_host(&widget(), "Widget", translator.as_ref(), &[]);
+        let desired = with_hooks(&hooks, Side::Host, "Widget", plain.clone());
+        let labels = desired.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["team"], "a");
+        assert_eq!(desired.data["spec"]["hooked"], true);
+        // vcsync's marks and the place stay.
+        assert_eq!(labels["vcsync.dev/managed-by"], "inst");
+        assert_eq!(desired.metadata.name, plain.metadata.name);
+        assert_eq!(desired.metadata.namespace, plain.metadata.namespace);
+        // A host copy written with the hook's change is in sync: written once, not again.
+        let observed = obj(serde_json::to_value(&desired).unwrap());
+        let again = with_hooks(&hooks, Side::Host, "Widget", plain.clone());
+        assert!(in_sync(&observed, &again));
+        assert!(!in_sync(&observed, &plain));
+        // Other sides and kinds are left alone.
+        assert_eq!(with_hooks(&hooks, Side::Virtual, "Widget", plain.clone()), plain);
+        assert_eq!(with_hooks(&hooks, Side::Host, "Gadget", plain.clone()), plain);
+    }
+
+    struct Breaker;
+
+    impl vcsync_syncer::Hook for Breaker {
+        fn name(&self) -> &str {
+            "breaker"
+        }
+        fn applies_to(&self, _side: Side, _kind: &str) -> bool {
+            true
+        }
+        fn mutate(&self, _side: Side, _kind: &str, object: &mut Value) {
+            object["metadata"] = json!("not metadata");
+        }
+    }
+
+    #[test]
+    fn an_object_a_hook_breaks_is_used_without_the_hooks_changes() {
+        let hooks = Hooks::default();
+        hooks.add(std::sync::Arc::new(Breaker));
+        let mirror = desired_mirror(&widget(), Some("default"));
+        assert_eq!(
+            with_hooks(&hooks, Side::Virtual, "Widget", mirror.clone()),
+            mirror
         );
     }
 
