@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::counters::LiveCounters;
 use crate::deletion::DeleteOptions;
 use crate::discovery;
+use crate::faults::{Faults, RequestInfo};
 use crate::objects::Objects;
 use crate::openapi;
 use crate::patch::PatchKind;
@@ -35,6 +36,7 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 pub(crate) struct Shared {
     pub objects: Arc<Objects>,
     pub counters: LiveCounters,
+    pub faults: Faults,
     pub shutdown: watch::Receiver<bool>,
     pub addr: SocketAddr,
 }
@@ -58,24 +60,34 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     tracing::debug!(method = %parts.method, uri = %parts.uri, "request");
     let result = match non_resource(&shared, &parts.method, path) {
         Some(response) => Ok(response),
-        None => resource(
-            &shared,
-            &parts.method,
-            path,
-            parts.uri.query(),
-            &parts.headers,
-            body,
-        ),
+        None => {
+            resource(
+                &shared,
+                &parts.method,
+                path,
+                parts.uri.query(),
+                &parts.headers,
+                body,
+            )
+            .await
+        }
     };
     result.unwrap_or_else(error)
 }
 
 fn error(e: ApiError) -> Response {
     tracing::debug!(code = e.code, reason = e.reason, message = %e.message, "request failed");
-    json_response(
+    let mut response = json_response(
         StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         &e.to_status(),
-    )
+    );
+    if e.retry_after_seconds > 0 {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            http::HeaderValue::from(e.retry_after_seconds),
+        );
+    }
+    response
 }
 
 fn json_response(code: StatusCode, value: &impl serde::Serialize) -> Response {
@@ -170,7 +182,7 @@ fn parse_target(objects: &Objects, path: &str) -> ApiResult<Target> {
     })
 }
 
-fn resource(
+async fn resource(
     shared: &Arc<Shared>,
     method: &Method,
     path: &str,
@@ -242,6 +254,28 @@ fn resource(
             "dryRun is not supported by the vcsync embedded API server",
         ));
     }
+    let selected_name = query.selectors.fields.equals("metadata.name");
+    let injection = shared.faults.check(&RequestInfo {
+        verb,
+        group: &def.group,
+        resource: &resource_name,
+        namespace: namespace.as_deref(),
+        name: target.name.as_deref().or(selected_name.as_deref()),
+        resource_version: query.resource_version_number().ok().flatten(),
+        has_continue: query.continue_token.is_some(),
+    });
+    if !injection.delay.is_zero() {
+        tokio::time::sleep(injection.delay).await;
+    }
+    if let Some(error) = injection.error {
+        return Err(error);
+    }
+    if injection.gone && verb == "list" {
+        return Err(ApiError::expired(format!(
+            "The provided continue parameter or resourceVersion is too old ({})",
+            query.resource_version.as_deref().unwrap_or_default()
+        )));
+    }
     let ok = |object: &Value| Ok(json_response(StatusCode::OK, object));
     match (verb, target.name.as_deref()) {
         ("watch", name) => {
@@ -250,11 +284,17 @@ fn resource(
                 query.selectors.fields =
                     crate::selectors::FieldSelector::parse(&by_name).map_err(ApiError::bad_request)?;
             }
+            let closer = shared.faults.register_watch(&resource_name, namespace.as_deref());
             let request = WatchRequest {
                 def,
                 namespace,
                 query,
                 format,
+                faults: watching::WatchFaults {
+                    closer: Some(closer),
+                    close_after: injection.close_after,
+                    gone: injection.gone,
+                },
             };
             let body: Body = watching::start(objects.clone(), shared.shutdown.clone(), request)?;
             Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response())

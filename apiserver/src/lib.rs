@@ -21,6 +21,7 @@ mod crd;
 mod deletion;
 mod discovery;
 mod errors;
+mod faults;
 mod http;
 mod ip_pool;
 mod kubeconfig;
@@ -48,6 +49,7 @@ use tokio::task::JoinHandle;
 
 pub use counters::RequestCounters;
 pub use errors::{Error, Result};
+pub use faults::{Fault, FaultAction, FaultRule, Faults, Verb};
 pub use simulator::{Simulator, SimulatorConfig};
 
 /// Configuration of an [`ApiServer`].
@@ -124,6 +126,7 @@ impl ApiServer {
         ));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let shared = Arc::new(http::Shared {
+            faults: faults::Faults::new(objects.clone()),
             objects,
             counters: counters::LiveCounters::default(),
             shutdown: stopped.clone(),
@@ -175,6 +178,12 @@ impl ApiServer {
     /// Sets all request counters to zero.
     pub fn reset_counters(&self) {
         self.inner.shared.counters.reset();
+    }
+
+    /// Fault injection: rules that make matching requests fail (500, 429, 409, 410), slow down or
+    /// end their watches early, and [`Faults::drop_watches`]. See the crate README.
+    pub fn faults(&self) -> Faults {
+        self.inner.shared.faults.clone()
     }
 
     /// Drops all watch history and closes open watches, so that every resourceVersion handed out

@@ -151,6 +151,14 @@ impl FieldSelector {
         Ok(FieldSelector { requirements })
     }
 
+    /// The value `path` must equal, if the selector has such a requirement (`metadata.name=x`).
+    pub fn equals(&self, path: &str) -> Option<String> {
+        self.requirements
+            .iter()
+            .find(|(p, equal, _)| *equal && p.join(".") == path)
+            .map(|(_, _, value)| value.clone())
+    }
+
     /// Whether the object satisfies every requirement. A missing field reads as "", as Kubernetes
     /// field labels do.
     pub fn matches(&self, object: &Value) -> bool {

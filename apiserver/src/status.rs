@@ -13,6 +13,9 @@ pub(crate) struct ApiError {
     pub message: String,
     /// `details.name`, `details.group` and `details.kind` (resource plural, or Kind for Invalid).
     pub details: Option<(String, String, String)>,
+    /// `details.retryAfterSeconds` and the `Retry-After` header (429); 0 for none (a plain `u32`
+    /// keeps the error small).
+    pub retry_after_seconds: u32,
 }
 
 /// Result of request handling.
@@ -25,6 +28,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            retry_after_seconds: 0,
         }
     }
 
@@ -112,6 +116,27 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// 500 InternalError, injected by a fault rule.
+    pub fn injected_internal_error() -> Self {
+        Self::new(
+            500,
+            "InternalError",
+            "Internal error occurred: injected fault (vcsync embedded API server)",
+        )
+    }
+
+    /// 429 TooManyRequests, injected by a fault rule; the body carries `details.retryAfterSeconds`
+    /// (the HTTP `Retry-After` header is added by the HTTP layer).
+    pub fn too_many_requests(retry_after_seconds: u32) -> Self {
+        let mut e = Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later. (injected fault)",
+        );
+        e.retry_after_seconds = retry_after_seconds.max(1);
+        e
+    }
+
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(content_type: &str) -> Self {
         Self::new(
@@ -138,6 +163,9 @@ impl ApiError {
                 details["group"] = json!(group);
             }
             status["details"] = details;
+        }
+        if self.retry_after_seconds > 0 {
+            status["details"]["retryAfterSeconds"] = json!(self.retry_after_seconds);
         }
         status
     }

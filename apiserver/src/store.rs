@@ -250,6 +250,13 @@ impl State {
         }
     }
 
+    /// Moves the resourceVersion counter on by one and returns the new value (fault injection:
+    /// makes every resourceVersion handed out so far "old").
+    pub fn bump_resource_version(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
     /// Closes every watch (shutdown).
     pub fn close_watches(&mut self) {
         for table in self.tables.values_mut() {

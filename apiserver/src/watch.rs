@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::faults::WatchCloser;
 use crate::objects::Objects;
 use crate::query::Query;
 use crate::representation::{self, Format};
@@ -34,6 +35,19 @@ pub(crate) struct WatchRequest {
     pub query: Query,
     /// Objects, kubectl Tables or metadata only.
     pub format: Format,
+    /// Injected faults.
+    pub faults: WatchFaults,
+}
+
+/// Faults injected into one watch (see [`crate::faults`]).
+#[derive(Default)]
+pub(crate) struct WatchFaults {
+    /// Ends the watch when signalled ([`crate::Faults::drop_watches`]).
+    pub closer: Option<WatchCloser>,
+    /// End the watch after this many events.
+    pub close_after: Option<usize>,
+    /// Answer as for an expired resourceVersion.
+    pub gone: bool,
 }
 
 #[derive(Serialize)]
@@ -113,6 +127,7 @@ pub(crate) fn start(
         namespace,
         query,
         format,
+        faults,
     } = request;
     let from = query.resource_version_number()?;
     let initial = query.send_initial_events || from.is_none();
@@ -144,7 +159,14 @@ pub(crate) fn start(
             Some(rx)
         } else {
             let since = from.unwrap_or_default();
-            match state.subscribe(&key, namespace.as_deref(), since) {
+            let subscribed = if faults.gone {
+                Err(crate::store::TooOld {
+                    oldest: state.resource_version(),
+                })
+            } else {
+                state.subscribe(&key, namespace.as_deref(), since)
+            };
+            match subscribed {
                 Ok((backlog, rx)) => {
                     encoder.last_rv = since;
                     first.extend(backlog.iter().filter_map(|e| encoder.event(e)));
@@ -169,6 +191,8 @@ pub(crate) fn start(
         shutdown,
         bookmarks: query.bookmarks,
         timeout: query.timeout,
+        closer: faults.closer,
+        events_left: faults.close_after,
     };
     tokio::spawn(run.serve(first));
     Ok(Body::from_stream(ReceiverStream::new(rx)))
@@ -182,6 +206,9 @@ struct Run {
     shutdown: watch::Receiver<bool>,
     bookmarks: bool,
     timeout: Option<Duration>,
+    closer: Option<WatchCloser>,
+    /// Events still to send before an injected close.
+    events_left: Option<usize>,
 }
 
 impl Run {
@@ -189,15 +216,50 @@ impl Run {
         self.tx.send(Ok(line)).await.is_ok()
     }
 
+    fn is_bookmark(&self, line: &Bytes) -> bool {
+        line.starts_with(br#"{"type":"BOOKMARK""#)
+    }
+
+    /// Sends an event line; false when the watch is to end (client gone, or an injected close
+    /// after this event).
+    async fn send_event(&mut self, line: Bytes) -> bool {
+        if self.events_left == Some(0) {
+            return false;
+        }
+        if !self.send(line).await {
+            return false;
+        }
+        if let Some(left) = &mut self.events_left {
+            *left -= 1;
+            if *left == 0 {
+                return false;
+            }
+        }
+        true
+    }
+
     async fn serve(mut self, first: Vec<Bytes>) {
-        for line in first {
-            if !self.send(line).await {
+        if self.events_left == Some(0) {
+            return;
+        }
+        let initial_events = first.len();
+        for (i, line) in first.into_iter().enumerate() {
+            // The last initial line may be the initial-events-end bookmark, which is no event;
+            // an ERROR line ends the watch anyway.
+            let sent = if self.subscription.is_some() && !(i + 1 == initial_events && self.is_bookmark(&line))
+            {
+                self.send_event(line).await
+            } else {
+                self.send(line).await
+            };
+            if !sent {
                 return;
             }
         }
         let Some(mut events) = self.subscription.take() else {
             return;
         };
+        let mut closer = self.closer.take();
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_INTERVAL, BOOKMARK_INTERVAL);
@@ -209,7 +271,7 @@ impl Run {
                 event = events.recv() => {
                     let Some(event) = event else { return };
                     if let Some(line) = self.encoder.event(&event)
-                        && !self.send(line).await
+                        && !self.send_event(line).await
                     {
                         return;
                     }
@@ -227,7 +289,7 @@ impl Run {
                     };
                     for event in pending {
                         if let Some(line) = self.encoder.event(&event)
-                            && !self.send(line).await
+                            && !self.send_event(line).await
                         {
                             return;
                         }
@@ -240,8 +302,23 @@ impl Run {
                 _ = sleep_until(deadline) => return,
                 _ = self.shutdown.changed() => return,
                 _ = self.tx.closed() => return,
+                _ = closed(&mut closer) => return,
             }
         }
+    }
+}
+
+/// Resolves when [`crate::Faults::drop_watches`] ends this watch (never without a closer).
+async fn closed(closer: &mut Option<WatchCloser>) {
+    match closer {
+        Some(receiver) => {
+            if receiver.await.is_err() {
+                // A dropped sender is no drop request; never poll the receiver again.
+                *closer = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

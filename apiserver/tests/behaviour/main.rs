@@ -5,6 +5,7 @@ mod crd;
 mod crud;
 mod deletion;
 mod env;
+mod faults;
 mod kinds;
 mod kubectl;
 mod patches;
