@@ -58,6 +58,9 @@ pub struct Overrides {
     /// Log level or tracing filter (RUST_LOG takes precedence).
     #[arg(long)]
     log_level: Option<String>,
+    /// Address of /healthz, /readyz and /metrics (`host:port`; port 0: any free port).
+    #[arg(long)]
+    ops_address: Option<std::net::SocketAddr>,
 }
 
 impl Overrides {
@@ -83,6 +86,9 @@ impl Overrides {
         }
         if let Some(level) = self.log_level {
             config.log.level = level;
+        }
+        if let Some(address) = self.ops_address {
+            config.operations.address = Some(address);
         }
     }
 }

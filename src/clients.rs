@@ -1,18 +1,23 @@
 //! Kubernetes clients from the configuration, and waiting for an API server to answer.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use kube::{
     Client,
     config::{KubeConfigOptions, Kubeconfig},
 };
-use vcsync_syncer::{Side, config::ClusterConfig};
+use vcsync_syncer::{Side, config::ClusterConfig, metrics::Metrics};
 
-use crate::rate_limit::TokenBucketLayer;
+use crate::{ops::CountingLayer, rate_limit::TokenBucketLayer};
 
 /// A client for one side: the configured kubeconfig, or in-cluster / the usual inference.
-pub async fn client_for(side: Side, cluster: &ClusterConfig) -> anyhow::Result<Client> {
+/// Its requests are counted into `metrics`.
+pub async fn client_for(
+    side: Side,
+    cluster: &ClusterConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Client> {
     let config = match &cluster.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
@@ -32,6 +37,7 @@ pub async fn client_for(side: Side, cluster: &ClusterConfig) -> anyhow::Result<C
     let url = config.cluster_url.clone();
     let client = kube::client::ClientBuilder::try_from(config)
         .with_context(|| format!("building the {side} client for {url}"))?
+        .with_layer(&CountingLayer::new(side, metrics.clone()))
         .with_layer(&TokenBucketLayer::new(cluster.qps, cluster.burst))
         .build();
     wait_until_reachable(side, &url.to_string(), &client).await;

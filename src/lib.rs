@@ -14,6 +14,7 @@ mod cli;
 mod clients;
 mod dev;
 mod logging;
+mod ops;
 mod rate_limit;
 mod sidecar;
 

@@ -5,20 +5,30 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client};
 use std::sync::Arc;
 
-use vcsync_syncer::{Config, Plugin, PluginConfig, RegisterContext, Side, manager, syncers};
+use vcsync_syncer::{
+    Config, Plugin, PluginConfig, RegisterContext, Side, manager, metrics::Metrics, syncers,
+};
 
 use crate::{cli::ConfigSource, clients::client_for};
 
-/// Connects to both clusters and runs the syncer until a shutdown signal.
+/// Serves the operations endpoints (when configured), connects to both clusters and runs the
+/// syncer until a shutdown signal.
 pub async fn run(config: Config, source: ConfigSource, plugins: Vec<Arc<dyn Plugin>>) -> anyhow::Result<()> {
-    let virtual_client = client_for(Side::Virtual, &config.virtual_cluster).await?;
-    let host_client = client_for(Side::Host, &config.host).await?;
-    run_with_clients(
+    let metrics = Arc::new(Metrics::new());
+    if let Some(address) = config.operations.address {
+        // Before the clients: /healthz answers and /readyz says why not ready while an API
+        // server is still unreachable.
+        crate::ops::serve(address, metrics.clone()).await?;
+    }
+    let virtual_client = client_for(Side::Virtual, &config.virtual_cluster, &metrics).await?;
+    let host_client = client_for(Side::Host, &config.host, &metrics).await?;
+    run_with_metrics(
         config,
         &source,
         &plugins,
         virtual_client,
         host_client,
+        metrics,
         shutdown_signal(),
     )
     .await
@@ -31,6 +41,29 @@ pub async fn run_with_clients(
     plugins: &[Arc<dyn Plugin>],
     virtual_client: Client,
     host_client: Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    run_with_metrics(
+        config,
+        source,
+        plugins,
+        virtual_client,
+        host_client,
+        metrics,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run_with_clients`], recording metrics and readiness into `metrics`.
+pub async fn run_with_metrics(
+    config: Config,
+    source: &ConfigSource,
+    plugins: &[Arc<dyn Plugin>],
+    virtual_client: Client,
+    host_client: Client,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let namespaces: Api<Namespace> = Api::all(host_client.clone());
@@ -54,7 +87,7 @@ pub async fn run_with_clients(
             plugin.register(&ctx, &plugin_config).await?;
         }
     }
-    manager::run(ctx, shutdown).await;
+    manager::run_with_metrics(ctx, metrics, shutdown).await;
     tracing::info!("vcsync stopped");
     Ok(())
 }

@@ -35,6 +35,9 @@ pub struct Config {
     /// Log format and level.
     #[serde(default)]
     pub log: LogConfig,
+    /// The operations endpoints (`/healthz`, `/readyz`, `/metrics`).
+    #[serde(default)]
+    pub operations: OperationsConfig,
     /// Plugin sections, by plugin name (see [`crate::plugin`]).
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, crate::plugin::PluginSection>,
@@ -294,18 +297,37 @@ pub struct ControllersConfig {
     /// Reconciles a controller runs at once (0 = unbounded).
     #[serde(default = "default_concurrency")]
     pub concurrency: u16,
+    /// On shutdown, how long in-flight reconciles may take to finish before they are aborted.
+    #[serde(default = "default_shutdown_timeout_seconds")]
+    pub shutdown_timeout_seconds: u64,
 }
 
 fn default_concurrency() -> u16 {
     16
 }
 
+fn default_shutdown_timeout_seconds() -> u64 {
+    // Below Kubernetes' default termination grace period of 30 s.
+    25
+}
+
 impl Default for ControllersConfig {
     fn default() -> Self {
         Self {
             concurrency: default_concurrency(),
+            shutdown_timeout_seconds: default_shutdown_timeout_seconds(),
         }
     }
+}
+
+/// The operations endpoints.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperationsConfig {
+    /// Address (`host:port`) of the HTTP server with `/healthz`, `/readyz` and `/metrics`;
+    /// port 0 picks a free port (logged). Absent: no server.
+    #[serde(default)]
+    pub address: Option<std::net::SocketAddr>,
 }
 
 /// Logging.
@@ -377,6 +399,7 @@ impl Config {
             sync: SyncConfig::default(),
             controllers: ControllersConfig::default(),
             log: LogConfig::default(),
+            operations: OperationsConfig::default(),
             plugins: Default::default(),
         }
     }

@@ -36,6 +36,7 @@ use vcsync_translators::VirtualKey;
 use crate::{
     error::{Error, Result},
     informer::InformerEvent,
+    metrics::{Metrics, SyncerMetrics},
     sdk::SyncResource,
 };
 
@@ -148,7 +149,7 @@ pub(crate) type Shutdown = Shared<BoxFuture<'static, ()>>;
 /// A controller ready to run once caches are synced.
 pub(crate) struct PreparedController {
     pub name: String,
-    pub run: Box<dyn FnOnce(Shutdown) -> BoxFuture<'static, ()> + Send>,
+    pub run: Box<dyn FnOnce(Shutdown, Arc<Metrics>) -> BoxFuture<'static, ()> + Send>,
 }
 
 /// What a controller does with one key.
@@ -160,6 +161,11 @@ pub(crate) trait KeyHandler: Send + Sync + 'static {
     fn exists(&self, key: &VirtualKey) -> bool;
     /// Reconciles `key`.
     async fn handle(&self, key: &VirtualKey) -> Result<Action>;
+    /// Kind and number of this instance's host objects in the cache, for the
+    /// `vcsync_synced_objects` gauge (None: the syncer has no host objects).
+    fn synced_objects(&self) -> Option<(Cow<'static, str>, usize)> {
+        None
+    }
 }
 
 /// The key store of one controller and the channel that triggers reconciles.
@@ -173,10 +179,13 @@ pub(crate) struct KeyQueue<H: KeyHandler> {
     /// reconciled is not forgotten by that reconcile, since the pending run must still find it
     /// (a fake syncer's trigger names an object that does not exist yet).
     enqueued: DashMap<VirtualKey, u64>,
+    /// Keys triggered whose reconcile has not started yet (the `vcsync_queue_depth` gauge).
+    pending: dashmap::DashSet<VirtualKey>,
+    metrics: SyncerMetrics,
 }
 
 impl<H: KeyHandler> KeyQueue<H> {
-    fn new(handler: Arc<H>) -> (Arc<Self>, mpsc::UnboundedReceiver<SyncKey>) {
+    fn new(handler: Arc<H>, metrics: SyncerMetrics) -> (Arc<Self>, mpsc::UnboundedReceiver<SyncKey>) {
         let (keys, writer) = reflector::store::<SyncKey>();
         let (trigger, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(Self {
@@ -186,8 +195,25 @@ impl<H: KeyHandler> KeyQueue<H> {
             trigger,
             failures: DashMap::new(),
             enqueued: DashMap::new(),
+            pending: dashmap::DashSet::new(),
+            metrics,
         });
         (queue, rx)
+    }
+
+    /// Asks the controller to reconcile `key`.
+    fn trigger(&self, key: SyncKey) {
+        if self.pending.insert(key.virtual_key()) {
+            self.metrics.queue_depth.inc();
+        }
+        let _ = self.trigger.send(key);
+    }
+
+    /// `key`'s reconcile starts, or the controller dropped it (it vanished from the store).
+    fn started(&self, key: &VirtualKey) {
+        if self.pending.remove(key).is_some() {
+            self.metrics.queue_depth.dec();
+        }
     }
 
     fn enqueue(&self, key: &VirtualKey) {
@@ -196,7 +222,7 @@ impl<H: KeyHandler> KeyQueue<H> {
         *self.enqueued.entry(key.clone()).or_insert(0) += 1;
         writer.apply_watcher_event(&watcher::Event::Apply(sync_key.clone()));
         drop(writer);
-        let _ = self.trigger.send(sync_key);
+        self.trigger(sync_key);
     }
 
     fn enqueued_count(&self, key: &VirtualKey) -> u64 {
@@ -219,7 +245,7 @@ impl<H: KeyHandler> KeyQueue<H> {
         let mut writer = self.writer.lock().expect("key writer lock");
         if self.handler.exists(key) {
             writer.apply_watcher_event(&watcher::Event::Apply(SyncKey::new(key)));
-            let _ = self.trigger.send(SyncKey::new(key));
+            self.trigger(SyncKey::new(key));
         } else {
             self.enqueued.remove(key);
             writer.apply_watcher_event(&watcher::Event::Delete(SyncKey::new(key)));
@@ -249,14 +275,16 @@ impl<H: KeyHandler> KeyQueue<H> {
         writer.apply_watcher_event(&watcher::Event::InitDone);
         drop(writer);
         for key in queued {
-            let _ = self.trigger.send(SyncKey::new(&key));
+            self.trigger(SyncKey::new(&key));
         }
     }
 
     async fn reconcile(key: Arc<SyncKey>, queue: Arc<Self>) -> Result<Action> {
         let vkey = key.virtual_key();
         let span = tracing::info_span!("reconcile", syncer = queue.handler.name(), key = %vkey);
-        async {
+        queue.started(&vkey);
+        let mut timer = queue.metrics.start_reconcile();
+        let result = async {
             let enqueued = queue.enqueued_count(&vkey);
             let action = queue.handler.handle(&vkey).await?;
             queue.failures.remove(&vkey);
@@ -264,7 +292,15 @@ impl<H: KeyHandler> KeyQueue<H> {
             Ok(action)
         }
         .instrument(span)
-        .await
+        .await;
+        if result.is_err() {
+            timer.failed();
+        }
+        drop(timer);
+        if let Some((kind, count)) = queue.handler.synced_objects() {
+            queue.metrics.set_synced_objects(&kind, count);
+        }
+        result
     }
 
     fn error_policy(key: Arc<SyncKey>, err: &Error, queue: Arc<Self>) -> Action {
@@ -285,7 +321,8 @@ impl<H: KeyHandler> KeyQueue<H> {
         Action::requeue(delay)
     }
 
-    /// Runs the kube-runtime controller over the key store until `shutdown` resolves.
+    /// Runs the kube-runtime controller over the key store until `shutdown` resolves, then
+    /// lets the reconciles in flight finish (kube-runtime's graceful shutdown).
     async fn run(
         self: Arc<Self>,
         triggers: mpsc::UnboundedReceiver<SyncKey>,
@@ -293,6 +330,10 @@ impl<H: KeyHandler> KeyQueue<H> {
         shutdown: Shutdown,
     ) {
         let name = self.handler.name().to_string();
+        if let Some((kind, count)) = self.handler.synced_objects() {
+            self.metrics.set_synced_objects(&kind, count);
+        }
+        let queue = self.clone();
         let trigger_stream =
             tokio_stream::wrappers::UnboundedReceiverStream::new(triggers).map(Ok::<_, watcher::Error>);
         Controller::for_stream(trigger_stream, self.keys.clone())
@@ -302,7 +343,12 @@ impl<H: KeyHandler> KeyQueue<H> {
             .for_each(|result| {
                 if let Err(err) = result {
                     // Keys that vanished between trigger and reconcile are expected.
-                    if !matches!(err, kube::runtime::controller::Error::ObjectNotFound(_)) {
+                    if let kube::runtime::controller::Error::ObjectNotFound(obj_ref) = &err {
+                        queue.started(&VirtualKey {
+                            namespace: obj_ref.namespace.clone(),
+                            name: obj_ref.name.clone(),
+                        });
+                    } else {
                         tracing::debug!(syncer = %name, error = %err, "controller event");
                     }
                 }
@@ -369,6 +415,13 @@ impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
 
     fn exists(&self, key: &VirtualKey) -> bool {
         self.virtual_object(key).is_some() || self.host_object(key).is_some()
+    }
+
+    fn synced_objects(&self) -> Option<(Cow<'static, str>, usize)> {
+        Some((
+            Cow::Owned(S::Resource::kind(&()).into_owned()),
+            self.ctx.host_store().len(),
+        ))
     }
 
     async fn handle(&self, key: &VirtualKey) -> Result<Action> {
@@ -478,10 +531,10 @@ fn prepare<H: KeyHandler>(
     feed: impl FnOnce(&Arc<KeyQueue<H>>, &Arc<H>, &mut tokio::task::JoinSet<()>) + Send + 'static,
 ) -> PreparedController {
     let name = handler.name().to_string();
-    let run = move |shutdown: Shutdown| {
+    let run = move |shutdown: Shutdown, metrics: Arc<Metrics>| {
         async move {
             let handler = Arc::new(handler);
-            let (queue, triggers) = KeyQueue::new(handler.clone());
+            let (queue, triggers) = KeyQueue::new(handler.clone(), metrics.syncer(handler.name()));
             let mut feeders = tokio::task::JoinSet::new();
             feed(&queue, &handler, &mut feeders);
             queue.run(triggers, concurrency, shutdown).await;
@@ -654,9 +707,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_key_enqueued_during_its_reconcile_is_not_forgotten_by_it() {
-        let (queue, _triggers) = KeyQueue::new(Arc::new(Waiting {
-            release: tokio::sync::Semaphore::new(0),
-        }));
+        let (queue, _triggers) = KeyQueue::new(
+            Arc::new(Waiting {
+                release: tokio::sync::Semaphore::new(0),
+            }),
+            SyncerMetrics::default(),
+        );
         let key = VirtualKey::cluster("n1");
         queue.enqueue(&key);
         let running = tokio::spawn(KeyQueue::reconcile(Arc::new(SyncKey::new(&key)), queue.clone()));
@@ -676,10 +732,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn shutdown_lets_the_reconcile_in_flight_finish() {
+        let (queue, triggers) = KeyQueue::new(
+            Arc::new(Waiting {
+                release: tokio::sync::Semaphore::new(0),
+            }),
+            SyncerMetrics::default(),
+        );
+        let metrics = queue.metrics.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown: Shutdown = stopped.map(|_| ()).boxed().shared();
+        queue.rebuild([VirtualKey::cluster("slow")]);
+        let running = tokio::spawn(queue.clone().run(triggers, 4, shutdown));
+        while metrics.in_flight.get() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(metrics.queue_depth.get(), 0);
+        stop.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!running.is_finished(), "stopped with a reconcile in flight");
+        queue.handler.release.add_permits(1);
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("stops once the reconcile finished")
+            .unwrap();
+        assert_eq!((metrics.reconciles.get(), metrics.in_flight.get()), (1, 0));
+    }
+
+    #[tokio::test]
     async fn a_relist_keeps_keys_queued_for_objects_that_do_not_exist_yet() {
-        let (queue, _triggers) = KeyQueue::new(Arc::new(Waiting {
-            release: tokio::sync::Semaphore::new(0),
-        }));
+        let (queue, _triggers) = KeyQueue::new(
+            Arc::new(Waiting {
+                release: tokio::sync::Semaphore::new(0),
+            }),
+            SyncerMetrics::default(),
+        );
         let (wanted, listed) = (VirtualKey::cluster("wanted"), VirtualKey::cluster("listed"));
         queue.enqueue(&wanted);
         queue.rebuild([listed.clone()]);

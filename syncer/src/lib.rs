@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod indices;
 pub mod informer;
 pub mod manager;
+pub mod metrics;
 pub mod plugin;
 pub mod sdk;
 pub mod syncers;

@@ -1,16 +1,35 @@
 //! The controller manager: starts informers, waits for caches, runs every controller, and
 //! shuts down cleanly.
 
+use std::{sync::Arc, time::Duration};
+
 use futures::{FutureExt, future::Shared};
 use tokio::task::JoinSet;
 
-use crate::context::RegisterContext;
+use crate::{context::RegisterContext, metrics::Metrics};
 
 /// Runs everything registered on `ctx` until `shutdown` resolves, then lets in-flight
 /// reconciles finish. Controllers start only once every informer and index has its first
 /// full list, so nothing is created or deleted on partial knowledge.
 pub async fn run(ctx: RegisterContext, shutdown: impl Future<Output = ()> + Send + 'static) {
-    let shutdown: Shared<futures::future::BoxFuture<'static, ()>> = shutdown.boxed().shared();
+    run_with_metrics(ctx, Arc::new(Metrics::new()), shutdown).await;
+}
+
+/// [`run`], recording into `metrics` and reporting readiness on its [`Metrics::status`]. In-flight
+/// reconciles get `controllers.shutdownTimeoutSeconds` to finish after `shutdown` resolves.
+pub async fn run_with_metrics(
+    ctx: RegisterContext,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let shutdown: Shared<futures::future::BoxFuture<'static, ()>> = {
+        let metrics = metrics.clone();
+        shutdown
+            .map(move |()| metrics.status().set_shutting_down())
+            .boxed()
+            .shared()
+    };
+    let grace = Duration::from_secs(ctx.config().controllers.shutdown_timeout_seconds);
     let informers = ctx.informers().start();
     let mut background = JoinSet::new();
     for task in ctx.take_background() {
@@ -20,7 +39,7 @@ pub async fn run(ctx: RegisterContext, shutdown: impl Future<Output = ()> + Send
     tracing::info!("waiting for caches to sync");
     let ready = ctx.wait_until_ready();
     tokio::select! {
-        _ = ready => {}
+        _ = ready => metrics.status().set_caches_synced(true),
         _ = shutdown.clone() => {
             tracing::info!("shut down before caches synced");
             stop(informers, background).await;
@@ -34,7 +53,7 @@ pub async fn run(ctx: RegisterContext, shutdown: impl Future<Output = ()> + Send
         .into_iter()
         .map(|prepared| {
             let name = prepared.name.clone();
-            controllers.spawn((prepared.run)(shutdown.clone()));
+            controllers.spawn((prepared.run)(shutdown.clone(), metrics.clone()));
             name
         })
         .collect();
@@ -47,10 +66,33 @@ pub async fn run(ctx: RegisterContext, shutdown: impl Future<Output = ()> + Send
             }
         });
     }
+    metrics.status().set_controllers_started(true);
     tracing::info!(controllers = ?names, "caches synced; controllers started");
-    while controllers.join_next().await.is_some() {}
+    drain(&mut controllers, shutdown, grace).await;
+    metrics.status().set_controllers_started(false);
     tracing::info!("controllers stopped");
     stop(informers, background).await;
+}
+
+/// Waits for every controller to end; once `shutdown` resolved, for at most `grace`, then
+/// aborts the reconciles still running.
+async fn drain(controllers: &mut JoinSet<()>, shutdown: impl Future<Output = ()>, grace: Duration) {
+    let all_done = async { while controllers.join_next().await.is_some() {} };
+    let bounded = async {
+        shutdown.await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        () = all_done => return,
+        () = bounded => {}
+    }
+    tracing::warn!(
+        remaining = controllers.len(),
+        grace = ?grace,
+        "reconciles still running after the shutdown timeout; aborting them"
+    );
+    controllers.abort_all();
+    while controllers.join_next().await.is_some() {}
 }
 
 async fn stop(informers: Vec<tokio::task::JoinHandle<()>>, mut background: JoinSet<()>) {
@@ -59,4 +101,32 @@ async fn stop(informers: Vec<tokio::task::JoinHandle<()>>, mut background: JoinS
     }
     background.abort_all();
     while background.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_controllers_then_aborts_after_the_grace_period() {
+        let mut controllers = JoinSet::new();
+        controllers.spawn(tokio::time::sleep(Duration::from_secs(3)));
+        let started = tokio::time::Instant::now();
+        drain(&mut controllers, std::future::ready(()), Duration::from_secs(10)).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(3),
+            "waited for the controller"
+        );
+
+        controllers.spawn(futures::future::pending());
+        let started = tokio::time::Instant::now();
+        drain(&mut controllers, std::future::ready(()), Duration::from_secs(10)).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(10),
+            "bounded by the grace period"
+        );
+        assert!(controllers.is_empty());
+    }
 }

@@ -182,6 +182,11 @@ impl Env {
         &self.virtual_kubeconfig
     }
 
+    /// Path of the host cluster's kubeconfig.
+    pub fn host_kubeconfig(&self) -> &PathBuf {
+        &self.host_kubeconfig
+    }
+
     /// Writes a config file with `extra` YAML appended and starts `vcsync run` on it; returns
     /// once the syncer logged that its controllers started.
     pub async fn start_syncer(&mut self, extra: &str) {

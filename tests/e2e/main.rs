@@ -10,6 +10,7 @@ mod from_host;
 mod kinds;
 mod kubectl;
 mod nodes;
+mod ops;
 mod plugins;
 mod pods;
 mod restart;

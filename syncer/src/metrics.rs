@@ -1,0 +1,481 @@
+//! Prometheus metrics and the readiness / leadership status that the operations endpoints
+//! (`/metrics`, `/readyz`) report.
+//!
+//! One [`Metrics`] per process: the binary creates it, instruments its clients with it, hands
+//! it to [`crate::manager::run_with_metrics`] and serves it. Every name has the `vcsync_`
+//! prefix; the README lists them.
+
+use std::{
+    fmt,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Instant,
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::error::Side;
+
+/// Content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of the per-syncer metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncerLabels {
+    /// Name of the syncer.
+    pub syncer: String,
+}
+
+/// Labels of the per-kind metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Kubernetes kind.
+    pub kind: String,
+}
+
+/// Labels of the API request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `virtual` or `host`.
+    pub cluster: String,
+    /// Kubernetes verb: get, list, watch, create, update, patch, delete, deletecollection.
+    pub verb: String,
+    /// HTTP status code, or `error` when no response came back.
+    pub code: String,
+}
+
+type HistogramFamily = Family<SyncerLabels, Histogram, fn() -> Histogram>;
+
+fn reconcile_histogram() -> Histogram {
+    // 1 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// The process's metrics registry and status.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<SyncerLabels, Counter>,
+    reconcile_errors: Family<SyncerLabels, Counter>,
+    reconcile_duration: HistogramFamily,
+    queue_depth: Family<SyncerLabels, Gauge>,
+    in_flight: Family<SyncerLabels, Gauge>,
+    synced_objects: Family<KindLabels, Gauge>,
+    api_requests: Family<RequestLabels, Counter>,
+    status: Status,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// A registry with every vcsync metric registered, the role [`Role::Leader`] and nothing
+    /// synced yet.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("vcsync");
+        let reconciles = Family::<SyncerLabels, Counter>::default();
+        registry.register("reconciles", "Reconciles run, per syncer", reconciles.clone());
+        let reconcile_errors = Family::<SyncerLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that returned an error (conflicts included), per syncer",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration: HistogramFamily = Family::new_with_constructor(reconcile_histogram);
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Duration of reconciles, per syncer",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let queue_depth = Family::<SyncerLabels, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Keys queued for a reconcile that has not started yet, per syncer",
+            queue_depth.clone(),
+        );
+        let in_flight = Family::<SyncerLabels, Gauge>::default();
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now, per syncer",
+            in_flight.clone(),
+        );
+        let synced_objects = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "synced_objects",
+            "Host objects owned by this instance in the informer caches, per kind",
+            synced_objects.clone(),
+        );
+        let api_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests to the API servers, per cluster (virtual, host), verb and status code",
+            api_requests.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 when this replica is the leader (writes), 0 when it is a standby",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            queue_depth,
+            in_flight,
+            synced_objects,
+            api_requests,
+            status: Status::new(leader),
+        }
+    }
+
+    /// The text exposition (OpenMetrics), served at `/metrics` with [`CONTENT_TYPE`].
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Readiness and leadership.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// The metric handles of syncer `name`.
+    pub fn syncer(&self, name: &str) -> SyncerMetrics {
+        let labels = SyncerLabels {
+            syncer: name.to_string(),
+        };
+        SyncerMetrics {
+            reconciles: self.reconciles.get_or_create(&labels).clone(),
+            errors: self.reconcile_errors.get_or_create(&labels).clone(),
+            duration: self.reconcile_duration.get_or_create(&labels).clone(),
+            queue_depth: self.queue_depth.get_or_create(&labels).clone(),
+            in_flight: self.in_flight.get_or_create(&labels).clone(),
+            synced_objects: self.synced_objects.clone(),
+        }
+    }
+
+    /// Counts one request to the `side` API server.
+    pub fn record_api_request(&self, side: Side, verb: &str, code: &str) {
+        self.api_requests
+            .get_or_create(&RequestLabels {
+                cluster: side.to_string(),
+                verb: verb.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// The metrics of one syncer's controller; detached from any registry by default (tests).
+#[derive(Clone, Debug)]
+pub struct SyncerMetrics {
+    /// Reconciles run.
+    pub reconciles: Counter,
+    /// Reconciles that failed.
+    pub errors: Counter,
+    /// Reconcile durations.
+    pub duration: Histogram,
+    /// Keys waiting for a reconcile.
+    pub queue_depth: Gauge,
+    /// Reconciles running.
+    pub in_flight: Gauge,
+    synced_objects: Family<KindLabels, Gauge>,
+}
+
+impl Default for SyncerMetrics {
+    fn default() -> Self {
+        Self {
+            reconciles: Counter::default(),
+            errors: Counter::default(),
+            duration: reconcile_histogram(),
+            queue_depth: Gauge::default(),
+            in_flight: Gauge::default(),
+            synced_objects: Family::default(),
+        }
+    }
+}
+
+impl SyncerMetrics {
+    /// Marks a reconcile as started; dropping the guard records it as ended (an error when
+    /// [`ReconcileTimer::failed`] was called).
+    pub fn start_reconcile(&self) -> ReconcileTimer<'_> {
+        self.in_flight.inc();
+        ReconcileTimer {
+            metrics: self,
+            started: Instant::now(),
+            failed: false,
+        }
+    }
+
+    /// Sets the number of this instance's host objects of `kind` in the cache.
+    pub fn set_synced_objects(&self, kind: &str, count: usize) {
+        self.synced_objects
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+}
+
+/// A reconcile in progress; see [`SyncerMetrics::start_reconcile`].
+pub struct ReconcileTimer<'a> {
+    metrics: &'a SyncerMetrics,
+    started: Instant,
+    failed: bool,
+}
+
+impl ReconcileTimer<'_> {
+    /// The reconcile returned an error.
+    pub fn failed(&mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+        self.metrics.reconciles.inc();
+        if self.failed {
+            self.metrics.errors.inc();
+        }
+        self.metrics
+            .duration
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Leadership of this replica. Without leader election every replica is the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Runs the controllers and writes.
+    Leader,
+    /// Watches only, ready to take over.
+    Standby,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Leader => "leader",
+            Role::Standby => "standby",
+        })
+    }
+}
+
+/// What `/readyz` reports: caches, controllers, shutdown and leadership.
+#[derive(Debug)]
+pub struct Status {
+    caches_synced: AtomicBool,
+    controllers_started: AtomicBool,
+    shutting_down: AtomicBool,
+    standby: AtomicBool,
+    leader: Gauge,
+}
+
+impl Status {
+    fn new(leader: Gauge) -> Self {
+        leader.set(1);
+        Self {
+            caches_synced: AtomicBool::new(false),
+            controllers_started: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            standby: AtomicBool::new(false),
+            leader,
+        }
+    }
+
+    /// Sets this replica's role (leader election; the default is [`Role::Leader`]) and the
+    /// `vcsync_leader` gauge.
+    pub fn set_role(&self, role: Role) {
+        self.standby.store(role == Role::Standby, Ordering::SeqCst);
+        self.leader.set(i64::from(role == Role::Leader));
+    }
+
+    /// This replica's role.
+    pub fn role(&self) -> Role {
+        if self.standby.load(Ordering::SeqCst) {
+            Role::Standby
+        } else {
+            Role::Leader
+        }
+    }
+
+    /// Every informer and index has its first full list (or no longer has, on false).
+    pub fn set_caches_synced(&self, synced: bool) {
+        self.caches_synced.store(synced, Ordering::SeqCst);
+    }
+
+    /// The controllers run (or no longer do, on false).
+    pub fn set_controllers_started(&self, started: bool) {
+        self.controllers_started.store(started, Ordering::SeqCst);
+    }
+
+    /// A shutdown was requested: not ready any more.
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready when caches are synced and the controllers started (a standby, which does not
+    /// run controllers, once its caches are synced), and no shutdown is under way.
+    pub fn readiness(&self) -> Readiness {
+        let role = self.role();
+        let (ready, reason) = if self.shutting_down.load(Ordering::SeqCst) {
+            (false, "shutting down")
+        } else if !self.caches_synced.load(Ordering::SeqCst) {
+            (false, "caches not synced yet")
+        } else if role == Role::Standby {
+            (true, "caches synced; standby, controllers run on the leader")
+        } else if !self.controllers_started.load(Ordering::SeqCst) {
+            (false, "caches synced; controllers not started yet")
+        } else {
+            (true, "caches synced; controllers started")
+        };
+        Readiness { ready, reason, role }
+    }
+}
+
+/// The answer of `/readyz`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    /// Whether the replica is ready.
+    pub ready: bool,
+    /// Why (or why not).
+    pub reason: &'static str,
+    /// Leadership role.
+    pub role: Role,
+}
+
+impl fmt::Display for Readiness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: {}\nrole: {}",
+            if self.ready { "ready" } else { "not ready" },
+            self.reason,
+            self.role
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+    }
+
+    #[test]
+    fn reconciles_are_counted_timed_and_encoded_per_syncer() {
+        let metrics = Metrics::new();
+        let cm = metrics.syncer("configmaps");
+        drop(cm.start_reconcile());
+        let mut failing = cm.start_reconcile();
+        assert_eq!(cm.in_flight.get(), 2 - 1);
+        failing.failed();
+        drop(failing);
+        cm.queue_depth.set(3);
+        cm.set_synced_objects("ConfigMap", 7);
+        let text = metrics.encode();
+        assert_eq!(
+            line(&text, "vcsync_reconciles_total{"),
+            r#"vcsync_reconciles_total{syncer="configmaps"} 2"#
+        );
+        assert_eq!(
+            line(&text, "vcsync_reconcile_errors_total{"),
+            r#"vcsync_reconcile_errors_total{syncer="configmaps"} 1"#
+        );
+        assert_eq!(
+            line(&text, "vcsync_reconcile_duration_seconds_count{"),
+            r#"vcsync_reconcile_duration_seconds_count{syncer="configmaps"} 2"#
+        );
+        assert!(text.contains("# TYPE vcsync_reconcile_duration_seconds histogram"));
+        assert!(text.contains("# UNIT vcsync_reconcile_duration_seconds seconds"));
+        assert_eq!(
+            line(&text, "vcsync_queue_depth{"),
+            r#"vcsync_queue_depth{syncer="configmaps"} 3"#
+        );
+        assert_eq!(
+            line(&text, "vcsync_reconciles_in_flight{"),
+            r#"vcsync_reconciles_in_flight{syncer="configmaps"} 0"#
+        );
+        assert_eq!(
+            line(&text, "vcsync_synced_objects{"),
+            r#"vcsync_synced_objects{kind="ConfigMap"} 7"#
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn api_requests_are_counted_per_cluster_verb_and_code() {
+        let metrics = Metrics::new();
+        metrics.record_api_request(Side::Host, "create", "201");
+        metrics.record_api_request(Side::Host, "create", "201");
+        metrics.record_api_request(Side::Virtual, "list", "error");
+        let text = metrics.encode();
+        assert!(text.contains("# TYPE vcsync_api_requests counter"), "{text}");
+        assert!(text.contains(r#"vcsync_api_requests_total{cluster="host",verb="create",code="201"} 2"#));
+        assert!(text.contains(r#"vcsync_api_requests_total{cluster="virtual",verb="list",code="error"} 1"#));
+    }
+
+    #[test]
+    fn the_same_syncer_shares_its_series() {
+        let metrics = Metrics::new();
+        drop(metrics.syncer("pods").start_reconcile());
+        drop(metrics.syncer("pods").start_reconcile());
+        assert_eq!(metrics.syncer("pods").reconciles.get(), 2);
+    }
+
+    #[test]
+    fn readiness_follows_caches_controllers_role_and_shutdown() {
+        let metrics = Metrics::new();
+        let status = metrics.status();
+        assert!(metrics.encode().contains("vcsync_leader 1\n"));
+        let r = status.readiness();
+        assert!(!r.ready);
+        assert_eq!(r.to_string(), "not ready: caches not synced yet\nrole: leader\n");
+        status.set_caches_synced(true);
+        assert!(!status.readiness().ready);
+        status.set_controllers_started(true);
+        assert_eq!(
+            status.readiness().to_string(),
+            "ready: caches synced; controllers started\nrole: leader\n"
+        );
+        status.set_role(Role::Standby);
+        status.set_controllers_started(false);
+        let r = status.readiness();
+        assert!(r.ready);
+        assert_eq!(r.role, Role::Standby);
+        assert!(r.to_string().ends_with("role: standby\n"));
+        assert!(metrics.encode().contains("vcsync_leader 0\n"));
+        status.set_shutting_down();
+        assert_eq!(
+            status.readiness().to_string(),
+            "not ready: shutting down\nrole: standby\n"
+        );
+    }
+}
