@@ -1,15 +1,18 @@
 //! The crd-sync plugin: CRDs from the host become available in the virtual cluster; custom
 //! resources flow down translated, status flows up, drift is reverted, foreign objects are
 //! left alone, a restart writes nothing; a bad config section is exit 2 with a location.
+//! Every test holds in both namespace mappings (`VCSYNC_E2E_NAMESPACE_MAPPING`): host
+//! namespaces and names come from `env.mapping`.
 
 use std::time::Duration;
 
 use k8s_openapi::{
-    api::core::v1::Event, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::core::v1::{Event, Namespace},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api,
-    api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
+    api::{ApiResource, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION};
@@ -207,6 +210,20 @@ async fn crd_sync_from_host_mirrors_read_only() {
     let mut shared = widget("shared", json!({"size": 3}));
     shared.data["status"] = json!({"phase": "Up"});
     host.create(&PostParams::default(), &shared).await.unwrap();
+    // vcsync's own copies in that namespace are not the host's objects.
+    let mut owned = widget("owned", json!({"size": 1}));
+    owned.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), env.instance.clone())].into());
+    host.create(&PostParams::default(), &owned).await.unwrap();
+    // The mirrored namespace is the host namespace of `virtualNamespace`; in the per-namespace
+    // mapping that is not the syncer's own namespace, whose objects then stay on the host.
+    if env.syncer_ns != env.host_ns {
+        let syncer_ns: Api<DynamicObject> =
+            Api::namespaced_with(env.host.clone(), &env.syncer_ns, &widgets());
+        syncer_ns
+            .create(&PostParams::default(), &widget("elsewhere", json!({"size": 4})))
+            .await
+            .unwrap();
+    }
     env.start_syncer(&format!(
         "plugins:\n  crd-sync:\n    config:\n      resources:\n      - group: {GROUP}\n        version: v1\n        kind: Widget\n        direction: fromHost\n        virtualNamespace: {}\n",
         env.virt_ns
@@ -225,6 +242,16 @@ async fn crd_sync_from_host_mirrors_read_only() {
             .filter(|o| o.data["status"]["phase"] == "Up")
     })
     .await;
+    // Listed together with "shared": had they been mirrored, they would be there by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        get(&virt, "owned").await.is_none(),
+        "vcsync's own copy was mirrored"
+    );
+    assert!(
+        get(&virt, "elsewhere").await.is_none(),
+        "an object outside the host namespace of virtualNamespace was mirrored"
+    );
     // A tenant's edit is reverted.
     virt.patch(
         "shared",
@@ -345,4 +372,113 @@ async fn crd_sync_cluster_scoped_kinds_get_instance_prefixed_host_names() {
         get(&host, &host_name).await.is_none().then_some(())
     })
     .await;
+}
+
+/// Objects of the same name in two virtual namespaces: two host copies where the mapping puts
+/// them (one host namespace, translated names; or a host namespace each, names kept),
+/// references translated per namespace, status of each host copy back to its own virtual
+/// object, deleting one removes only its copy.
+#[tokio::test]
+async fn crd_sync_same_name_in_two_virtual_namespaces() {
+    let mut env = Env::new().await;
+    create_host_crd(&env).await;
+    let other_ns = format!("{}-b", env.virt_ns);
+    let namespaces: Api<Namespace> = Api::all(env.virt.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(other_ns.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    env.start_syncer(CONFIG).await;
+
+    let pp = PostParams::default();
+    let mut host_keys = Vec::new();
+    for ns in [env.virt_ns.clone(), other_ns.clone()] {
+        let virt: Api<DynamicObject> = Api::namespaced_with(env.virt.clone(), &ns, &widgets());
+        virt.create(&pp, &widget("dup", json!({"configMapName": "cfg", "from": ns})))
+            .await
+            .unwrap();
+        host_keys.push((ns.clone(), env.mapping.host_key(&ns, "dup")));
+    }
+    let host_api = |ns: &str| Api::<DynamicObject>::namespaced_with(env.host.clone(), ns, &widgets());
+    for (ns, key) in &host_keys {
+        let host_ns = key.namespace.clone().unwrap();
+        let copy = eventually(&format!("the widget of {ns} on the host"), || async {
+            get(&host_api(&host_ns), &key.name).await
+        })
+        .await;
+        assert_eq!(copy.data["spec"]["from"], ns.as_str());
+        assert_eq!(
+            copy.data["spec"]["configMapName"],
+            env.mapping.host_object_name(ns, "cfg")
+        );
+        let annotations = copy.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations[OBJECT_NAME_ANNOTATION], "dup");
+        assert_eq!(&annotations[OBJECT_NAMESPACE_ANNOTATION], ns);
+        assert_eq!(copy.metadata.labels.unwrap()[MANAGED_BY_LABEL], env.instance);
+    }
+    assert_ne!(
+        host_keys[0].1, host_keys[1].1,
+        "two virtual objects share a host copy"
+    );
+    if env.mapping.is_per_namespace() {
+        assert_ne!(host_keys[0].1.namespace, host_keys[1].1.namespace);
+        assert_eq!(host_keys[1].1.name, "dup");
+    }
+
+    // Status of the second host copy reaches the second virtual object, and only it.
+    let (other_host_ns, other_host_name) = (
+        host_keys[1].1.namespace.clone().unwrap(),
+        host_keys[1].1.name.clone(),
+    );
+    host_api(&other_host_ns)
+        .patch_status(
+            &other_host_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
+    let other_virt: Api<DynamicObject> = Api::namespaced_with(env.virt.clone(), &other_ns, &widgets());
+    let first_virt: Api<DynamicObject> = Api::namespaced_with(env.virt.clone(), &env.virt_ns, &widgets());
+    eventually("status up to the second namespace's widget", || async {
+        get(&other_virt, "dup")
+            .await
+            .filter(|o| o.data["status"]["phase"] == "Ready")
+    })
+    .await;
+    assert!(
+        get(&first_virt, "dup")
+            .await
+            .unwrap()
+            .data
+            .get("status")
+            .is_none(),
+        "status reached the widget of the other namespace"
+    );
+
+    // Deleting the second removes its host copy only.
+    other_virt.delete("dup", &Default::default()).await.unwrap();
+    eventually("the second host copy removed", || async {
+        get(&host_api(&other_host_ns), &other_host_name)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let (first_host_ns, first_host_name) = (
+        host_keys[0].1.namespace.clone().unwrap(),
+        host_keys[0].1.name.clone(),
+    );
+    assert!(
+        get(&host_api(&first_host_ns), &first_host_name).await.is_some(),
+        "the first namespace's host copy was deleted"
+    );
+    let _ = namespaces.delete(&other_ns, &DeleteParams::default()).await;
 }

@@ -36,7 +36,9 @@ pub struct ResourceConfig {
     /// toHost: copy the host object's status up to the virtual one.
     #[serde(default = "yes")]
     pub status_up: bool,
-    /// fromHost, namespaced kinds: the virtual namespace mirrors land in.
+    /// fromHost, namespaced kinds: the virtual namespace mirrors land in; the objects mirrored
+    /// are those of its host namespace under the namespace mapping (`hostNamespace` in the
+    /// single mapping, `<instance>-x-<virtualNamespace>` in the per-namespace mapping).
     #[serde(default = "default_namespace")]
     pub virtual_namespace: String,
     /// Fields naming other synced objects, translated like those objects' names.

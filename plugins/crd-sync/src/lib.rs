@@ -13,7 +13,8 @@
 //!         crdSource: host           # host (default) | file
 //!         crdFile: /path/crd.yaml   # when crdSource: file
 //!         statusUp: true            # toHost: status flows up (default true)
-//!         virtualNamespace: default # fromHost, namespaced kinds: where mirrors land
+//!         virtualNamespace: default # fromHost, namespaced kinds: where mirrors land (the
+//!                                   # objects of its host namespace under namespaceMapping)
 //!         references:               # fields naming other synced objects
 //!         - path: spec.configMapName
 //!           kind: ConfigMap
@@ -21,7 +22,10 @@
 //!
 //! At registration the CRD is made available in the virtual cluster (copied from the host or
 //! read from a file; updated when it differs). Then one dynamic controller per resource
-//! ([`controller`]) keeps the objects in sync with the same rules as the built-in syncers.
+//! ([`controller`]) keeps the objects in sync with the same rules as the built-in syncers, in
+//! either `namespaceMapping` (`single`: `<name>-x-<ns>` in the one host namespace;
+//! `perNamespace`: names kept in `<instance>-x-<ns>`), and with the SDK's hooks applied to every
+//! object it writes.
 #![forbid(unsafe_code)]
 
 pub mod config;
