@@ -66,17 +66,7 @@ pub async fn run_with_metrics(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let namespaces: Api<Namespace> = Api::all(host_client.clone());
-    namespaces
-        .get_opt(&config.host_namespace)
-        .await
-        .context("reading the host namespace")?
-        .with_context(|| {
-            format!(
-                "host namespace {} does not exist; create it first",
-                config.host_namespace
-            )
-        })?;
+    check_host_namespace(&host_client, &config.host_namespace).await?;
     tracing::info!(instance = %config.instance, host_namespace = %config.host_namespace, "starting vcsync");
     let ctx = RegisterContext::new(virtual_client, host_client, config)?;
     syncers::register_builtin(&ctx).await?;
@@ -90,6 +80,24 @@ pub async fn run_with_metrics(
     manager::run_with_metrics(ctx, metrics, shutdown).await;
     tracing::info!("vcsync stopped");
     Ok(())
+}
+
+/// Fails clearly when the host namespace does not exist. Least-privilege RBAC grants
+/// nothing cluster-scoped in that mode, so a 403 on reading the namespace object is not an
+/// error: the namespace's own informers report a missing namespace soon enough.
+async fn check_host_namespace(host_client: &Client, name: &str) -> anyhow::Result<()> {
+    match Api::<Namespace>::all(host_client.clone()).get_opt(name).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => anyhow::bail!("host namespace {name} does not exist; create it first"),
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            tracing::debug!(
+                namespace = name,
+                "may not read the host namespace object; not checking it"
+            );
+            Ok(())
+        }
+        Err(err) => Err(err).context("reading the host namespace"),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -197,6 +197,10 @@ pub struct PodsConfig {
     /// service IP and port.
     #[serde(default)]
     pub kubernetes_service: Option<ServiceAddress>,
+    /// Pod Security Standard (`baseline` or `restricted`) every virtual pod must meet before
+    /// it reaches the host; unset: not checked (the virtual API server's admission decides).
+    #[serde(default)]
+    pub pod_security_standard: Option<crate::syncers::pods::security::PodSecurityLevel>,
 }
 
 /// A host:port pair.

@@ -16,6 +16,7 @@ pub mod informer;
 pub mod manager;
 pub mod metrics;
 pub mod plugin;
+pub mod rbac;
 pub mod sdk;
 pub mod syncers;
 pub mod writes;

@@ -18,7 +18,7 @@ pub fn config_map(name: &str, data: &[(&str, &str)]) -> ConfigMap {
     .unwrap()
 }
 
-fn secret(name: &str) -> Secret {
+pub(crate) fn secret(name: &str) -> Secret {
     serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"password": "s3cret"}})).unwrap()
 }
 

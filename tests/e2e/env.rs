@@ -187,6 +187,13 @@ impl Env {
         &self.host_kubeconfig
     }
 
+    /// The configuration the syncer was last started with.
+    pub fn config(&self) -> vcsync_syncer::Config {
+        let path = self.dir.path().join("vcsync.yaml");
+        let text = std::fs::read_to_string(&path).expect("the syncer was started");
+        vcsync_syncer::Config::from_yaml(&text, &path.display().to_string()).expect("the test's config")
+    }
+
     /// Writes a config file with `extra` YAML appended and starts `vcsync run` on it; returns
     /// once the syncer logged that its controllers started.
     pub async fn start_syncer(&mut self, extra: &str) {

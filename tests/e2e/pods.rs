@@ -20,7 +20,7 @@ use crate::{
 const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// A pod referencing a config map and a secret in every way a pod can.
-fn rich_pod(name: &str) -> Pod {
+pub(crate) fn rich_pod(name: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"app": "web"}},
         "spec": {
@@ -45,7 +45,7 @@ fn rich_pod(name: &str) -> Pod {
     .unwrap()
 }
 
-fn simple_pod(name: &str) -> Pod {
+pub(crate) fn simple_pod(name: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"app": name}},
         "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}

@@ -83,6 +83,7 @@
 
 pub mod environment;
 pub mod references;
+pub mod security;
 pub mod status;
 mod syncer;
 pub mod token;

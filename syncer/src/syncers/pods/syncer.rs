@@ -20,6 +20,7 @@ use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTA
 
 use super::{
     environment::ServiceLink,
+    security::{PodSecurityLevel, violations},
     status::{is_terminal, virtual_status, was_running_on_host},
     token::TokenMount,
     token_secrets::TokenSecrets,
@@ -252,6 +253,31 @@ impl PodSyncer {
         }
     }
 
+    /// `virt` breaks the configured Pod Security Standard: no host pod, a Warning event that
+    /// names each broken rule, and no retry (a pod's spec is fixed; a new pod is checked anew).
+    async fn refuse_insecure(
+        &self,
+        ctx: &SyncContext<Pod>,
+        virt: &Pod,
+        level: PodSecurityLevel,
+        broken: &[String],
+    ) -> Result<Action> {
+        let message = format!(
+            "not running on the host: violates PodSecurity {level:?}: {}",
+            broken.join("; ")
+        );
+        tracing::warn!(pod = %display_key(virt), "{message}");
+        ctx.events()
+            .publish(
+                &virt.object_ref(&()),
+                EventType::Warning,
+                "PodSecurityViolation",
+                &message,
+            )
+            .await;
+        Ok(Action::await_change())
+    }
+
     /// The host pod of a virtual pod that ran on the host is gone (deleted or evicted outside
     /// vcsync). Running it again behind its controller's back would hide that; delete it, as
     /// a node's pod would be, and let its controller replace it.
@@ -340,6 +366,16 @@ impl Syncer for PodSyncer {
         }
         if was_running_on_host(&virt) {
             return self.host_pod_lost(ctx, &virt).await;
+        }
+        if let Some(level) = ctx.register_context().config().sync.pods.pod_security_standard {
+            let broken = violations(
+                level,
+                virt.spec.as_ref().unwrap_or(&Default::default()),
+                virt.metadata.annotations.as_ref(),
+            );
+            if !broken.is_empty() {
+                return self.refuse_insecure(ctx, &virt, level, &broken).await;
+            }
         }
         let (token, default_mount) = self
             .tokens

@@ -1,0 +1,154 @@
+//! Tenant versus host: the Pod Security Standard gate, and host requests that stay within the
+//! least-privilege RBAC `vcsync rbac` generates for the same configuration.
+
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Event, PersistentVolumeClaim, Pod, Secret, Service},
+    rbac::v1::PolicyRule,
+};
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+use vcsync_syncer::rbac::host_rbac;
+
+use crate::{
+    data_sync::{config_map, pod, secret},
+    env::{Env, eventually, get},
+    pods::simple_pod,
+};
+
+fn privileged_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": "nginx", "securityContext": {"privileged": true}}],
+                 "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_pod_that_breaks_the_pod_security_standard_never_reaches_the_host_and_says_why() {
+    let mut env = Env::new().await;
+    env.start_syncer("sync:\n  pods:\n    podSecurityStandard: baseline\n")
+        .await;
+    let pods = env.virt_api::<Pod>();
+    pods.create(&PostParams::default(), &privileged_pod("root"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &simple_pod("web"))
+        .await
+        .unwrap();
+
+    let warning = eventually("PodSecurityViolation event on the virtual pod", || async {
+        let events = env.virt_api::<Event>().list(&Default::default()).await.unwrap();
+        events.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("PodSecurityViolation")
+                && e.involved_object.name.as_deref() == Some("root")
+        })
+    })
+    .await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let message = warning.message.unwrap_or_default();
+    assert!(
+        message.contains("privileged") && message.contains("hostPath"),
+        "{message}"
+    );
+
+    // A compliant pod of the same tenant goes down; by then the other would have too.
+    eventually("host pod of the compliant pod", || async {
+        get(&env.host_api::<Pod>(), &env.host_name("web")).await
+    })
+    .await;
+    assert!(
+        get(&env.host_api::<Pod>(), &env.host_name("root"))
+            .await
+            .is_none(),
+        "the privileged pod must not reach the host"
+    );
+}
+
+/// Whether `rules` grant `verb` on `resource` (a plural, with `/subresource` when there is one).
+fn grants(rules: &[PolicyRule], verb: &str, resource: &str) -> bool {
+    rules.iter().any(|rule| {
+        rule.verbs.iter().any(|v| v == verb) && rule.resources.iter().flatten().any(|r| r == resource)
+    })
+}
+
+#[tokio::test]
+async fn host_requests_of_a_workload_stay_within_the_generated_rbac() {
+    let mut env = Env::new().await;
+    let Some((host, _)) = env.embedded() else {
+        return; // Counting requests needs the embedded host server.
+    };
+    host.reset_counters();
+    env.start_syncer("sync:\n  serviceAccounts: {enabled: true}\n")
+        .await;
+
+    let post = PostParams::default();
+    env.virt_api::<ConfigMap>()
+        .create(&post, &config_map("app-config", &[("k", "v")]))
+        .await
+        .unwrap();
+    env.virt_api::<Secret>()
+        .create(&post, &secret("app-secret"))
+        .await
+        .unwrap();
+    env.virt_api::<Pod>()
+        .create(&post, &pod("web", "app-config", "app-secret"))
+        .await
+        .unwrap();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    env.virt_api::<Service>().create(&post, &service).await.unwrap();
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap();
+    env.virt_api::<PersistentVolumeClaim>()
+        .create(&post, &claim)
+        .await
+        .unwrap();
+    eventually("host pod, service and claim", || async {
+        let pod = get(&env.host_api::<Pod>(), &env.host_name("web")).await?;
+        get(&env.host_api::<Service>(), &env.host_name("web")).await?;
+        get(&env.host_api::<PersistentVolumeClaim>(), &env.host_name("data")).await?;
+        Some(pod)
+    })
+    .await;
+    env.virt_api::<Pod>()
+        .delete("web", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    eventually("host pod gone", || async {
+        get(&env.host_api::<Pod>(), &env.host_name("web"))
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    let rbac = host_rbac(&env.config(), "vcsync");
+    let rules: Vec<PolicyRule> = rbac
+        .role
+        .iter()
+        .flat_map(|(role, _)| role.rules.clone().unwrap_or_default())
+        .chain(
+            rbac.cluster_role
+                .iter()
+                .flat_map(|(role, _)| role.rules.clone().unwrap_or_default()),
+        )
+        .collect();
+    let counters = env.embedded().unwrap().0.counters();
+    let denied: Vec<String> = counters
+        .iter()
+        .filter(|(verb, resource, _)| !grants(&rules, verb, resource))
+        .map(|(verb, resource, n)| format!("{verb} {resource} x{n}"))
+        .collect();
+    assert!(counters.writes() > 0, "the syncer wrote to the host");
+    assert!(
+        denied.is_empty(),
+        "host requests outside the generated RBAC: {denied:?}"
+    );
+}
