@@ -14,5 +14,6 @@ mod ops;
 mod plugins;
 mod pods;
 mod restart;
+mod security;
 mod services;
 mod workloads;
