@@ -155,8 +155,9 @@ impl Fault {
         self
     }
 
-    /// Only requests for the object of this name (a watch or list matches when it selects the
-    /// name with `metadata.name=`, as kube-rs does for a single-object watch; otherwise not).
+    /// Only requests for the object of this name: the name in the URL, for a create the
+    /// `metadata.name` of a JSON body, for a watch or list the `metadata.name=` field selector (as
+    /// kube-rs sends for a single-object watch); requests without a name do not match.
     pub fn name(mut self, name: &str) -> Fault {
         self.name = Some(name.to_string());
         self
@@ -342,6 +343,10 @@ impl Faults {
             fired,
             faults: self.clone(),
         }
+    }
+
+    pub(crate) fn has_rules(&self) -> bool {
+        !self.lock().rules.is_empty()
     }
 
     /// Removes every rule: all requests are served normally from now on.

@@ -254,7 +254,13 @@ async fn resource(
             "dryRun is not supported by the vcsync embedded API server",
         ));
     }
-    let selected_name = query.selectors.fields.equals("metadata.name");
+    // A list or watch names an object through a field selector, a create in its body.
+    let selected_name = match (verb, target.name.is_some()) {
+        ("create", false) if shared.faults.has_rules() => serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["metadata"]["name"].as_str().map(str::to_string)),
+        _ => query.selectors.fields.equals("metadata.name"),
+    };
     let injection = shared.faults.check(&RequestInfo {
         verb,
         group: &def.group,

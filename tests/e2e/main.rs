@@ -6,6 +6,7 @@ mod cli;
 mod crd_sync;
 mod data_sync;
 mod env;
+mod faults;
 mod from_host;
 mod kinds;
 mod kubectl;

@@ -60,6 +60,13 @@ async fn internal_error_for_the_next_matching_request_only() -> TestResult {
     assert_eq!(server.counters().get("create", "configmaps"), 2);
     assert_eq!(server.counters().writes(), 2);
     assert_eq!(server.faults().injected(), 1);
+    // A create is matched by the name in its body.
+    server
+        .faults()
+        .add(Fault::on(Verb::Create, "configmaps").name("named"));
+    api.create(&PostParams::default(), &config_map("other")).await?;
+    let status = api_status(api.create(&PostParams::default(), &config_map("named")).await);
+    assert_eq!(status.code, 500);
     env.finish().await;
     Ok(())
 }
