@@ -25,6 +25,9 @@ enum Command {
     /// Start a host and a virtual embedded API server and the syncer between them, for trying
     /// vcsync with kubectl on this machine (not for production).
     Dev(DevArgs),
+    /// Soak the syncer: SIGKILL and restart it at random points of a seeded create/update/delete
+    /// churn, then check that every virtual object has exactly one correct host copy.
+    Soak(crate::soak::SoakArgs),
 }
 
 /// Flags of `vcsync run`; each overrides the config file.
@@ -197,6 +200,7 @@ pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
             });
             runtime.block_on(crate::dev::run(args, config, plugins))
         }
+        Command::Soak(args) => runtime.block_on(crate::soak::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -105,12 +105,12 @@ pub async fn run(
     result
 }
 
-fn client(url: &str) -> anyhow::Result<Client> {
+pub(crate) fn client(url: &str) -> anyhow::Result<Client> {
     let config = kube::Config::new(url.parse().context("embedded server URL")?);
     Client::try_from(config).context("building a client for the embedded server")
 }
 
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 

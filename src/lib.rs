@@ -17,6 +17,7 @@ mod logging;
 mod ops;
 mod rate_limit;
 mod sidecar;
+mod soak;
 
 use std::{process::ExitCode, sync::Arc};
 

@@ -17,4 +17,5 @@ mod pods;
 mod restart;
 mod security;
 mod services;
+mod soak;
 mod workloads;
