@@ -77,7 +77,7 @@ pub async fn run_with_metrics(
             plugin.register(&ctx, &plugin_config).await?;
         }
     }
-    manager::run_with_metrics(ctx, metrics, shutdown).await;
+    manager::run_with_metrics(ctx, metrics, shutdown).await?;
     tracing::info!("vcsync stopped");
     Ok(())
 }

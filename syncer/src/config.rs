@@ -38,6 +38,9 @@ pub struct Config {
     /// The operations endpoints (`/healthz`, `/readyz`, `/metrics`).
     #[serde(default)]
     pub operations: OperationsConfig,
+    /// Leader election between replicas (off by default).
+    #[serde(default)]
+    pub leader_election: crate::leader::LeaderElectionConfig,
     /// Plugin sections, by plugin name (see [`crate::plugin`]).
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, crate::plugin::PluginSection>,
@@ -404,6 +407,7 @@ impl Config {
             controllers: ControllersConfig::default(),
             log: LogConfig::default(),
             operations: OperationsConfig::default(),
+            leader_election: Default::default(),
             plugins: Default::default(),
         }
     }
@@ -456,6 +460,7 @@ impl Config {
                 self.host_namespace
             ));
         }
+        self.leader_election.validate()?;
         Ok(())
     }
 }

@@ -68,6 +68,9 @@ pub enum Error {
     /// A configuration section (a plugin's, say) is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// Leader election could not start or its lease manager stopped.
+    #[error("leader election: {0}")]
+    LeaderElection(String),
     /// The translators refused an input.
     #[error(transparent)]
     Translate(#[from] vcsync_translators::Error),

@@ -13,6 +13,7 @@ pub mod events;
 pub mod hooks;
 pub mod indices;
 pub mod informer;
+pub mod leader;
 pub mod manager;
 pub mod metrics;
 pub mod plugin;

@@ -6,13 +6,20 @@ use std::{sync::Arc, time::Duration};
 use futures::{FutureExt, future::Shared};
 use tokio::task::JoinSet;
 
-use crate::{context::RegisterContext, metrics::Metrics};
+use crate::{
+    Result,
+    context::RegisterContext,
+    leader::Campaign,
+    metrics::{Metrics, Role},
+};
 
 /// Runs everything registered on `ctx` until `shutdown` resolves, then lets in-flight
 /// reconciles finish. Controllers start only once every informer and index has its first
-/// full list, so nothing is created or deleted on partial knowledge.
-pub async fn run(ctx: RegisterContext, shutdown: impl Future<Output = ()> + Send + 'static) {
-    run_with_metrics(ctx, Arc::new(Metrics::new()), shutdown).await;
+/// full list, so nothing is created or deleted on partial knowledge; with leader election on,
+/// only once this replica holds the lease (see [`crate::leader`]). Fails when leader election
+/// cannot start or the lease is lost.
+pub async fn run(ctx: RegisterContext, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    run_with_metrics(ctx, Arc::new(Metrics::new()), shutdown).await
 }
 
 /// [`run`], recording into `metrics` and reporting readiness on its [`Metrics::status`]. In-flight
@@ -21,7 +28,7 @@ pub async fn run_with_metrics(
     ctx: RegisterContext,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+) -> Result<()> {
     let shutdown: Shared<futures::future::BoxFuture<'static, ()>> = {
         let metrics = metrics.clone();
         shutdown
@@ -43,9 +50,56 @@ pub async fn run_with_metrics(
         _ = shutdown.clone() => {
             tracing::info!("shut down before caches synced");
             stop(informers, background).await;
-            return;
+            return Ok(());
         }
     }
+
+    let election = &ctx.config().leader_election;
+    let mut campaign = None;
+    if election.enabled {
+        metrics.status().set_role(Role::Standby);
+        let mut started =
+            match Campaign::start(ctx.virtual_client().clone(), &ctx.config().instance, election).await {
+                Ok(started) => started,
+                Err(err) => {
+                    stop(informers, background).await;
+                    return Err(err);
+                }
+            };
+        tracing::info!(
+            identity = started.identity(),
+            "caches synced; standby until this replica holds the lease"
+        );
+        tokio::select! {
+            acquired = started.acquired() => if let Err(err) = acquired {
+                stop(informers, background).await;
+                return Err(err);
+            },
+            _ = shutdown.clone() => {
+                tracing::info!("shut down as a standby");
+                started.release(grace).await;
+                stop(informers, background).await;
+                return Ok(());
+            }
+        }
+        tracing::info!(identity = started.identity(), "acquired the leader lease");
+        metrics.status().set_role(Role::Leader);
+        campaign = Some(started);
+    }
+    // Controllers stop on shutdown, and on losing the lease.
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop_controllers: Shared<futures::future::BoxFuture<'static, ()>> = {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = lost_rx => {}
+            }
+        }
+        .boxed()
+        .shared()
+    };
+    let shutdown = stop_controllers;
 
     let mut controllers = JoinSet::new();
     let names: Vec<String> = ctx
@@ -68,10 +122,39 @@ pub async fn run_with_metrics(
     }
     metrics.status().set_controllers_started(true);
     tracing::info!(controllers = ?names, "caches synced; controllers started");
-    drain(&mut controllers, shutdown, grace).await;
+    let mut lost = false;
+    // Held until the controllers stopped: dropping it would stop them.
+    let mut lost_tx = Some(lost_tx);
+    match campaign.as_mut() {
+        Some(campaign) => {
+            let watch_lease = async {
+                campaign.lost().await;
+                tracing::error!("lost the leader lease; stopping the controllers");
+                lost = true;
+                if let Some(tx) = lost_tx.take() {
+                    let _ = tx.send(());
+                }
+                futures::future::pending::<()>().await
+            };
+            tokio::select! {
+                () = drain(&mut controllers, shutdown, grace) => {}
+                () = watch_lease => {}
+            }
+        }
+        None => drain(&mut controllers, shutdown, grace).await,
+    }
     metrics.status().set_controllers_started(false);
     tracing::info!("controllers stopped");
+    if let Some(campaign) = campaign {
+        campaign.release(grace).await;
+    }
     stop(informers, background).await;
+    if lost {
+        return Err(crate::Error::LeaderElection(
+            "lost the leader lease; restart as a standby".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Waits for every controller to end; once `shutdown` resolved, for at most `grace`, then

@@ -194,11 +194,9 @@ impl Env {
         vcsync_syncer::Config::from_yaml(&text, &path.display().to_string()).expect("the test's config")
     }
 
-    /// Writes a config file with `extra` YAML appended and starts `vcsync run` on it; returns
-    /// once the syncer logged that its controllers started.
-    pub async fn start_syncer(&mut self, extra: &str) {
-        let path = self.dir.path().join("vcsync.yaml");
-        let config = format!(
+    /// A complete `vcsync.yaml` for this environment with `extra` YAML appended.
+    pub fn config_text(&self, extra: &str) -> String {
+        format!(
             "instance: {}\nhostNamespace: {}\nnamespaceMapping: {}\nhost:\n  kubeconfig: {}\nvirtual:\n  kubeconfig: {}\n{extra}",
             self.instance,
             self.syncer_ns,
@@ -209,7 +207,14 @@ impl Env {
             },
             self.host_kubeconfig.display(),
             self.virtual_kubeconfig.display()
-        );
+        )
+    }
+
+    /// Writes a config file with `extra` YAML appended and starts `vcsync run` on it; returns
+    /// once the syncer logged that its controllers started.
+    pub async fn start_syncer(&mut self, extra: &str) {
+        let path = self.dir.path().join("vcsync.yaml");
+        let config = self.config_text(extra);
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_vcsync"))
             .args(["run", "--config"])

@@ -10,6 +10,7 @@ mod faults;
 mod from_host;
 mod kinds;
 mod kubectl;
+mod leader;
 mod nodes;
 mod ops;
 mod plugins;
