@@ -108,9 +108,9 @@ fn merge(a: Expected, b: Expected) -> Expected {
     }
 }
 
-/// The host objects of this syncer of kind `K`, by virtual name; None when two host objects
-/// claim the same virtual object (a duplicate).
-async fn host_objects<K>(env: &Env, kind: &str) -> Option<BTreeMap<String, K>>
+/// The host objects of this syncer of kind `K`, by virtual name; an error when two host objects
+/// claim the same virtual object (a duplicate), or the list failed (an injected fault).
+async fn host_objects<K>(env: &Env, kind: &str) -> Result<BTreeMap<String, K>, String>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -122,26 +122,32 @@ where
         .host_api::<K>()
         .list(&ListParams::default().labels(&selector))
         .await
-        .unwrap();
+        .map_err(|e| format!("listing host {kind}s: {e}"))?;
     let mut by_name = BTreeMap::new();
     for object in list.items {
         let annotations = object.meta().annotations.clone().unwrap_or_default();
         if annotations.get(OBJECT_KIND_ANNOTATION).map(String::as_str) != Some(kind) {
             continue;
         }
-        let name = annotations.get(OBJECT_NAME_ANNOTATION)?.clone();
-        if by_name.insert(name, object).is_some() {
-            return None;
+        let Some(name) = annotations.get(OBJECT_NAME_ANNOTATION).cloned() else {
+            return Err(format!(
+                "host {kind} {:?} without its virtual name",
+                object.meta().name
+            ));
+        };
+        if by_name.insert(name.clone(), object).is_some() {
+            return Err(format!("two host {kind}s for virtual {name}"));
         }
     }
-    Some(by_name)
+    Ok(by_name)
 }
 
 /// One look at both clusters: the differences from `expected`, empty when converged.
 async fn differences(env: &Env, expected: &Expected) -> Vec<String> {
     let mut diffs = Vec::new();
-    let Some(host_cms) = host_objects::<ConfigMap>(env, "ConfigMap").await else {
-        return vec!["two host config maps for one virtual config map".into()];
+    let host_cms = match host_objects::<ConfigMap>(env, "ConfigMap").await {
+        Ok(objects) => objects,
+        Err(e) => return vec![e],
     };
     let host_data: BTreeMap<String, BTreeMap<String, String>> = host_cms
         .into_iter()
@@ -154,12 +160,11 @@ async fn differences(env: &Env, expected: &Expected) -> Vec<String> {
             expected.config_maps
         ));
     }
-    let virt_cms: BTreeMap<String, BTreeMap<String, String>> = env
-        .virt_api::<ConfigMap>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
+    let virt_cms = match env.virt_api::<ConfigMap>().list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(e) => return vec![format!("listing virtual config maps: {e}")],
+    };
+    let virt_cms: BTreeMap<String, BTreeMap<String, String>> = virt_cms
         .into_iter()
         .filter(|cm| {
             let name = cm.metadata.name.as_deref().unwrap_or_default();
@@ -170,8 +175,9 @@ async fn differences(env: &Env, expected: &Expected) -> Vec<String> {
     if virt_cms != expected.config_maps {
         diffs.push(format!("virtual config maps {virt_cms:?}"));
     }
-    let Some(host_pods) = host_objects::<Pod>(env, "Pod").await else {
-        return vec!["two host pods for one virtual pod".into()];
+    let host_pods = match host_objects::<Pod>(env, "Pod").await {
+        Ok(objects) => objects,
+        Err(e) => return vec![e],
     };
     let host_pod_names: BTreeSet<String> = host_pods.keys().cloned().collect();
     if host_pod_names != expected.pods {
@@ -180,12 +186,10 @@ async fn differences(env: &Env, expected: &Expected) -> Vec<String> {
             expected.pods
         ));
     }
-    let virt_pods = env
-        .virt_api::<Pod>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    let virt_pods = match env.virt_api::<Pod>().list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(e) => return vec![format!("listing virtual pods: {e}")],
+    };
     let virt_pod_names: BTreeSet<String> = virt_pods
         .iter()
         .map(|p| p.metadata.name.clone().unwrap())
@@ -348,6 +352,19 @@ async fn faults_conflicts_on_updates() {
             .times(3)
             .conflict(),
     );
+    // Host deletes (vcsync deletes with a UID precondition) conflict too.
+    let delete_conflicts = host.faults().add(
+        Fault::on(Verb::Delete, "configmaps")
+            .name(&env.host_name("b-c3"))
+            .times(2)
+            .conflict(),
+    );
+    let pod_delete_conflicts = host.faults().add(
+        Fault::on(Verb::Delete, "pods")
+            .name(&env.host_name("b-p2"))
+            .times(2)
+            .conflict(),
+    );
     // And the syncer's status updates on the virtual side.
     let status_conflicts = virt.faults().add(
         Fault::on_verbs(&[Verb::Update, Verb::Patch], "pods/status")
@@ -379,6 +396,13 @@ async fn faults_conflicts_on_updates() {
     assert_eq!(cm_conflicts.fired(), 3, "the config map conflicts were hit");
     assert_eq!(pod_conflicts.fired(), 3, "the pod conflicts were hit");
     assert_eq!(status_conflicts.fired(), 3, "the status conflicts were hit");
+    assert_eq!(
+        delete_conflicts.fired(),
+        2,
+        "the config map delete conflicts were hit"
+    );
+    // The pod may be deleted on the virtual side before its host pod was created.
+    assert!(pod_delete_conflicts.fired() <= 2);
 }
 
 #[tokio::test]
@@ -536,4 +560,44 @@ async fn faults_gone_on_rewatch() {
     let c = workload(&env, "c").await;
     let expected = merge(expected, c);
     converged(&env, &expected, "after compaction").await;
+}
+
+#[tokio::test]
+async fn faults_list_and_watch_errors() {
+    let mut env = Env::new().await;
+    let Some((host, virt)) = env.embedded().cloned() else {
+        eprintln!("skipped: fault injection needs the embedded API servers");
+        return;
+    };
+    // Before the syncer starts: its first list of config maps and pods fails on each side, and
+    // so do its first watch (500) and second watch (429, retried by the client after
+    // Retry-After). Bounded counts, because kube-runtime's watcher backs off exponentially
+    // (0.8s, 1.6s, ... up to 30s) on consecutive errors.
+    let mut rules = Vec::new();
+    for server in [&host, &virt] {
+        for resource in ["configmaps", "pods"] {
+            let faults = server.faults();
+            rules.push(faults.add(Fault::on(Verb::List, resource).times(1).internal_error()));
+            rules.push(faults.add(Fault::on(Verb::Watch, resource).times(1).internal_error()));
+            rules.push(faults.add(Fault::on(Verb::Watch, resource).times(1).too_many_requests(1)));
+        }
+    }
+    let _simulator = host.start_simulator(SimulatorConfig::default());
+    env.start_syncer(ALL_CONFIG_MAPS).await;
+    let a = workload(&env, "a").await;
+    let b = workload(&env, "b").await;
+    let expected = merge(a, b);
+    converged(&env, &expected, "through failing lists and watches").await;
+    for rule in &rules {
+        assert_eq!(rule.fired(), 1, "a list or watch fault was not hit");
+    }
+    // Once more after dropping every watch, with the next re-watches failing.
+    for server in [&host, &virt] {
+        server
+            .faults()
+            .add(Fault::on(Verb::Watch, "*").times(2).internal_error());
+        server.faults().drop_watches("*", None);
+    }
+    let expected = merge(expected, workload(&env, "c").await);
+    converged(&env, &expected, "through failing re-watches").await;
 }
