@@ -28,6 +28,20 @@ enum Command {
     /// Soak the syncer: SIGKILL and restart it at random points of a seeded create/update/delete
     /// churn, then check that every virtual object has exactly one correct host copy.
     Soak(crate::soak::SoakArgs),
+    /// Print the least-privilege host RBAC (Role, ClusterRole and bindings) for a config: just
+    /// the resources and verbs of the syncers it switches on.
+    Rbac(RbacArgs),
+}
+
+/// Flags of `vcsync rbac`.
+#[derive(Debug, clap::Args)]
+struct RbacArgs {
+    /// The vcsync.yaml the RBAC is for.
+    #[arg(long, short = 'c', env = "VCSYNC_CONFIG")]
+    config: PathBuf,
+    /// The host service account vcsync runs as (in the config's hostNamespace).
+    #[arg(long, default_value = "vcsync")]
+    service_account: String,
 }
 
 /// Flags of `vcsync run`; each overrides the config file.
@@ -201,6 +215,14 @@ pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
             runtime.block_on(crate::dev::run(args, config, plugins))
         }
         Command::Soak(args) => runtime.block_on(crate::soak::run(args)),
+        Command::Rbac(args) => match read_config(&args.config) {
+            Ok((config, _)) => {
+                let rbac = vcsync_syncer::rbac::host_rbac(&config, &args.service_account);
+                print!("{}", rbac.to_yaml());
+                Ok(())
+            }
+            Err(err) => return bad_input(&err),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

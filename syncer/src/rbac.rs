@@ -167,7 +167,11 @@ pub fn host_rbac(config: &Config, service_account: &str) -> HostRbac {
     let (in_namespace, cluster_wide): (Vec<&Use>, Vec<&Use>) =
         uses.iter().partition(|u| u.namespaced && !per_namespace);
     let name = format!("vcsync-{}", config.instance);
-    let labels = BTreeMap::from([("vcsync.dev/managed-by".to_string(), config.instance.clone())]);
+    // Not the ownership label: these objects are installed for vcsync, not synced by it.
+    let labels = BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "vcsync".to_string()),
+        ("app.kubernetes.io/instance".to_string(), config.instance.clone()),
+    ]);
     let subject = Subject {
         kind: "ServiceAccount".into(),
         name: service_account.into(),

@@ -69,3 +69,44 @@ fn a_section_for_a_plugin_this_binary_lacks_is_rejected_with_exit_2() {
         "{stderr}"
     );
 }
+
+#[test]
+fn deploy_rbac_is_what_vcsync_rbac_prints_for_the_example_config_and_parses_into_rbac_types() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_vcsync"))
+        .args(["rbac", "--service-account", "vcsync", "--config"])
+        .arg(root.join("deploy/vcsync.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let committed = std::fs::read_to_string(root.join("deploy/rbac.yaml")).unwrap();
+    let body = committed
+        .split_once("---\n")
+        .map(|(_, body)| body)
+        .expect("a comment header, then the documents");
+    assert_eq!(
+        body, printed,
+        "regenerate deploy/rbac.yaml with the command in its header"
+    );
+
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use serde::Deserialize;
+    let mut kinds = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(body) {
+        let value = serde_json::Value::deserialize(doc).unwrap();
+        let kind = value["kind"].as_str().unwrap().to_string();
+        match kind.as_str() {
+            "Role" => drop(serde_json::from_value::<Role>(value).unwrap()),
+            "RoleBinding" => drop(serde_json::from_value::<RoleBinding>(value).unwrap()),
+            "ClusterRole" => drop(serde_json::from_value::<ClusterRole>(value).unwrap()),
+            "ClusterRoleBinding" => drop(serde_json::from_value::<ClusterRoleBinding>(value).unwrap()),
+            other => panic!("unexpected kind {other}"),
+        }
+        kinds.push(kind);
+    }
+    assert_eq!(
+        kinds,
+        ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
+    );
+}
