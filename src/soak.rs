@@ -1061,23 +1061,27 @@ async fn soak(
         crashes: Vec::new(),
     };
     let (mut kills, mut kills_running, mut kills_starting) = (0, 0, 0);
+    // After a kill the syncer stays down for a few operations (`restart_at`), or (30%) until the
+    // next kill point, which then starts it and kills it during its start-up.
     let mut restart_at: Option<usize> = None;
+    let mut startup_kill_next = false;
     syncer.start()?;
     let churn_start = Instant::now();
     let mut next_kill = kill_points.iter().peekable();
     for (i, op) in ops.iter().enumerate() {
         syncer.reap_crash();
-        if restart_at.is_some_and(|at| i >= at) || (!syncer.running() && next_kill.peek() == Some(&&i)) {
+        let kill_here = next_kill.peek() == Some(&&i);
+        if !syncer.running() && (kill_here || restart_at.is_none_or(|at| i >= at) && !startup_kill_next) {
             syncer.start()?;
             restart_at = None;
         }
-        if next_kill.peek() == Some(&&i) {
+        if kill_here {
             next_kill.next();
-            if !syncer.running() {
-                syncer.start()?;
-            }
-            // Half the kills land mid-churn, half after a pause (start-up, catching up or idle).
-            if rng.chance(50) {
+            if startup_kill_next {
+                // Within its first moments: listing, filling caches, starting controllers.
+                tokio::time::sleep(Duration::from_millis(rng.below(40) as u64)).await;
+            } else if rng.chance(50) {
+                // Otherwise half the kills land mid-churn, half after a pause (catching up or idle).
                 tokio::time::sleep(Duration::from_millis(rng.below(1500) as u64)).await;
             }
             syncer.reap_crash();
@@ -1094,7 +1098,8 @@ async fn soak(
                     ops.len()
                 );
             }
-            restart_at = Some(i + rng.below(30));
+            startup_kill_next = rng.chance(30);
+            restart_at = (!startup_kill_next).then(|| i + rng.below(30));
         }
         apply_with_retries(&virt, op).await?;
         if args.pace_ms > 0 {
