@@ -14,7 +14,8 @@ pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Result<(), String>
         (is_dns1123_label(name), 63, "a lowercase RFC 1123 label")
     } else {
         (
-            name.split('.').all(is_dns1123_label),
+            // Kubernetes limits a subdomain as a whole (253), not its dot-separated parts.
+            name.split('.').all(is_dns1123_label_pattern),
             253,
             "a lowercase RFC 1123 subdomain",
         )
@@ -32,9 +33,13 @@ pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Result<(), String>
 }
 
 fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && is_dns1123_label_pattern(s)
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, of any length.
+fn is_dns1123_label_pattern(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()
-        && bytes.len() <= 63
         && bytes
             .iter()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')

@@ -82,6 +82,9 @@ pub enum FaultAction {
     },
     /// 409 Conflict ("the object has been modified"), as for a stale resourceVersion.
     Conflict,
+    /// 403 Forbidden `admission webhook "policy.example" denied the request: {message}`, as a
+    /// host policy engine (an admission webhook) refuses an object.
+    Denied(String),
     /// Wait this long, then serve the request normally (or as a later rule says).
     Latency(Duration),
     /// The watch is served normally but ends after this many events (ADDED, MODIFIED, DELETED,
@@ -195,6 +198,11 @@ impl Fault {
     /// Answer 409 Conflict.
     pub fn conflict(self) -> Fault {
         self.action(FaultAction::Conflict)
+    }
+
+    /// Answer 403 Forbidden as an admission webhook denying the request with `message`.
+    pub fn denied(self, message: &str) -> Fault {
+        self.action(FaultAction::Denied(message.to_string()))
     }
 
     /// Delay the request.
@@ -474,6 +482,7 @@ impl Faults {
                     ApiError::too_many_requests(retry_after_seconds)
                 }
                 FaultAction::Conflict => ApiError::stale(request.group, resource, name),
+                FaultAction::Denied(ref message) => ApiError::denied_by_webhook(message),
             };
             injection.error = Some(error);
             break;

@@ -125,6 +125,15 @@ impl ApiError {
         )
     }
 
+    /// 403 Forbidden from an admission webhook, injected by a fault rule.
+    pub fn denied_by_webhook(message: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!("admission webhook \"policy.example\" denied the request: {message}"),
+        )
+    }
+
     /// 429 TooManyRequests, injected by a fault rule; the body carries `details.retryAfterSeconds`
     /// (the HTTP `Retry-After` header is added by the HTTP layer).
     pub fn too_many_requests(retry_after_seconds: u32) -> Self {

@@ -2,6 +2,7 @@
 //! default, real clusters when `VCSYNC_E2E_HOST_KUBECONFIG` and
 //! `VCSYNC_E2E_VIRTUAL_KUBECONFIG` are set (the same test code runs in both modes).
 
+mod bad_input;
 mod cli;
 mod crd_sync;
 mod data_sync;
