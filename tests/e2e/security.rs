@@ -152,3 +152,50 @@ async fn host_requests_of_a_workload_stay_within_the_generated_rbac() {
         "host requests outside the generated RBAC: {denied:?}"
     );
 }
+
+#[tokio::test]
+async fn secret_values_never_reach_the_log_even_at_trace_level() {
+    let env = Env::new().await;
+    let value = "s3cret-value-that-must-not-be-logged";
+    let path = std::env::temp_dir().join(format!("vcsync-{}-secrets.yaml", env.instance));
+    std::fs::write(&path, env.config_text("sync:\n  secrets: {all: true}\n")).unwrap();
+    let log_path = path.with_extension("log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vcsync"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db"}, "stringData": {"password": value}
+    }))
+    .unwrap();
+    env.virt_api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let host_copy = eventually("host copy of the secret", || async {
+        get(&env.host_api::<Secret>(), &env.host_name("db")).await
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(host_copy.data.unwrap()["password"].0, value.as_bytes());
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("created host object"),
+        "the log is the syncer's, at trace level"
+    );
+    let encoded = base64_of(value.as_bytes());
+    assert!(!log.contains(value), "the secret value is in the log");
+    assert!(!log.contains(&encoded), "the base64 secret value is in the log");
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    // The JSON form of Secret data, as k8s-openapi serializes ByteString.
+    let json = serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec())).unwrap();
+    json.as_str().unwrap().to_string()
+}
