@@ -31,6 +31,9 @@ enum Command {
     /// Print the least-privilege host RBAC (Role, ClusterRole and bindings) for a config: just
     /// the resources and verbs of the syncers it switches on.
     Rbac(RbacArgs),
+    /// Benchmark the syncer against embedded API servers (burst, steady, restart, churn) and
+    /// report latencies, requests per pod, CPU and memory.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Flags of `vcsync rbac`.
@@ -215,6 +218,7 @@ pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
             runtime.block_on(crate::dev::run(args, config, plugins))
         }
         Command::Soak(args) => runtime.block_on(crate::soak::run(args)),
+        Command::Bench(args) => runtime.block_on(crate::bench::run(args)),
         Command::Rbac(args) => match read_config(&args.config) {
             Ok((config, _)) => {
                 let rbac = vcsync_syncer::rbac::host_rbac(&config, &args.service_account);

@@ -10,6 +10,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cli;
 mod clients;
 mod dev;
