@@ -2,9 +2,9 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -44,7 +44,7 @@ pub struct Env {
     dir: tempfile::TempDir,
     host_kubeconfig: PathBuf,
     virtual_kubeconfig: PathBuf,
-    syncer: Option<Child>,
+    syncer: Option<SyncerProcess>,
 }
 
 fn unique(prefix: &str) -> String {
@@ -196,6 +196,11 @@ impl Env {
 
     /// A complete `vcsync.yaml` for this environment with `extra` YAML appended.
     pub fn config_text(&self, extra: &str) -> String {
+        self.config_text_with_host(&self.host_kubeconfig, extra)
+    }
+
+    /// [`Self::config_text`] with another host kubeconfig (an unreachable server, say).
+    pub fn config_text_with_host(&self, host_kubeconfig: &Path, extra: &str) -> String {
         format!(
             "instance: {}\nhostNamespace: {}\nnamespaceMapping: {}\nhost:\n  kubeconfig: {}\nvirtual:\n  kubeconfig: {}\n{extra}",
             self.instance,
@@ -205,7 +210,7 @@ impl Env {
             } else {
                 "single"
             },
-            self.host_kubeconfig.display(),
+            host_kubeconfig.display(),
             self.virtual_kubeconfig.display()
         )
     }
@@ -214,59 +219,18 @@ impl Env {
     /// once the syncer logged that its controllers started.
     pub async fn start_syncer(&mut self, extra: &str) {
         let path = self.dir.path().join("vcsync.yaml");
-        let config = self.config_text(extra);
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vcsync"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info,vcsync_syncer=debug")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn vcsync");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("controllers started") {
-                    let _ = tx.send(());
-                }
-                if std::env::var_os("VCSYNC_E2E_LOG").is_some() {
-                    eprintln!("[vcsync] {line}");
-                }
-            }
-        });
-        // Poll without blocking: the embedded servers run on this test's runtime.
-        let deadline = Instant::now() + PATIENCE;
-        while rx.try_recv().is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("vcsync exited with {status} before its controllers started");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "vcsync did not report its controllers started"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.syncer = Some(child);
+        std::fs::write(&path, self.config_text(extra)).unwrap();
+        let mut syncer = SyncerProcess::spawn(&path, "info,vcsync_syncer=debug");
+        syncer.wait_for_log("controllers started").await;
+        self.syncer = Some(syncer);
     }
 
     /// Stops the syncer with SIGKILL-free shutdown (SIGTERM) and waits for it.
     pub async fn stop_syncer(&mut self) {
-        if let Some(mut child) = self.syncer.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + PATIENCE;
-            while Instant::now() < deadline {
-                if let Ok(Some(status)) = child.try_wait() {
-                    assert!(status.success(), "vcsync exited with {status} on SIGTERM");
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let _ = child.kill();
-            panic!("vcsync did not stop within {PATIENCE:?} of SIGTERM");
+        if let Some(mut syncer) = self.syncer.take() {
+            syncer.terminate();
+            let status = syncer.wait_exit().await;
+            assert!(status.success(), "vcsync exited with {status} on SIGTERM");
         }
     }
 
@@ -299,10 +263,7 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if let Some(mut child) = self.syncer.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(self.syncer.take());
         if self.servers.is_none() {
             // Real clusters: leave nothing behind.
             let (host, virt, host_ns, syncer_ns, virt_ns) = (
@@ -351,4 +312,91 @@ where
 /// Gets an object, None if it does not exist.
 pub async fn get<K: Clone + DeserializeOwned + std::fmt::Debug>(api: &Api<K>, name: &str) -> Option<K> {
     api.get_opt(name).await.expect("get")
+}
+
+/// A `vcsync run` child process whose log lines (stderr) are kept; killed when dropped.
+pub struct SyncerProcess {
+    /// The process.
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl SyncerProcess {
+    /// Starts `vcsync run --config <config>` with `RUST_LOG=<log_filter>`.
+    pub fn spawn(config: &Path, log_filter: &str) -> SyncerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vcsync"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", log_filter)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn vcsync");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("VCSYNC_E2E_LOG").is_some() {
+                    eprintln!("[vcsync] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        SyncerProcess { child, lines }
+    }
+
+    /// The log lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Whether a log line so far contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|line| line.contains(text))
+    }
+
+    /// Waits (polling, so that embedded servers on the test's runtime keep serving) until a
+    /// log line contains `text`; panics if the process exits first or after [`PATIENCE`].
+    pub async fn wait_for_log(&mut self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.logged(text) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("vcsync exited with {status} before logging {text:?}");
+            }
+            assert!(Instant::now() < deadline, "vcsync did not log {text:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit, at most [`PATIENCE`], then for its log to be read.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // The reader thread sees end of file right after the exit.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vcsync did not exit within {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for SyncerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

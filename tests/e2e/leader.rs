@@ -2,83 +2,24 @@
 //! holder writes; a standby takes over when the leader dies (SIGKILL) or stops (SIGTERM,
 //! releasing the lease). Failover times are printed, not asserted.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::ConfigMap};
 use kube::{Api, api::PostParams};
 
 use crate::{
     data_sync::config_map,
-    env::{Env, PATIENCE, eventually, get},
+    env::{Env, SyncerProcess, eventually, get},
 };
 
 const LEASE: &str = "leaderElection:\n  enabled: true\n  leaseDurationSeconds: 4\n  renewGraceSeconds: 2\n";
 
-/// One `vcsync run` replica whose log lines are kept.
-struct Replica {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Replica {
-    fn spawn(env: &Env, identity: &str) -> Replica {
-        let extra = format!("sync:\n  configMaps: {{all: true}}\n{LEASE}  identity: {identity}\n");
-        let path = std::env::temp_dir().join(format!("vcsync-{}-{identity}.yaml", env.instance));
-        std::fs::write(&path, env.config_text(&extra)).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vcsync"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn vcsync");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("VCSYNC_E2E_LOG").is_some() {
-                    eprintln!("[vcsync] {line}");
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Replica { child, log }
-    }
-
-    fn logged(&self, text: &str) -> bool {
-        self.log.lock().unwrap().iter().any(|line| line.contains(text))
-    }
-
-    async fn wait_for_log(&mut self, text: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        while !self.logged(text) {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("vcsync exited with {status} before logging {text:?}");
-            }
-            assert!(Instant::now() < deadline, "vcsync did not log {text:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn terminate(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// One `vcsync run` replica of the instance, with its identity.
+fn replica(env: &Env, identity: &str) -> SyncerProcess {
+    let extra = format!("sync:\n  configMaps: {{all: true}}\n{LEASE}  identity: {identity}\n");
+    let path = std::env::temp_dir().join(format!("vcsync-{}-{identity}.yaml", env.instance));
+    std::fs::write(&path, env.config_text(&extra)).unwrap();
+    SyncerProcess::spawn(&path, "info")
 }
 
 async fn create_and_await_host_copy(env: &Env, name: &str) -> Duration {
@@ -104,9 +45,9 @@ async fn holder(env: &Env) -> Option<String> {
 #[tokio::test]
 async fn one_leader_writes_and_a_standby_takes_over_when_it_dies_or_stops() {
     let env = Env::new().await;
-    let mut first = Replica::spawn(&env, "first");
+    let mut first = replica(&env, "first");
     first.wait_for_log("acquired the leader lease").await;
-    let mut second = Replica::spawn(&env, "second");
+    let mut second = replica(&env, "second");
     second
         .wait_for_log("standby until this replica holds the lease")
         .await;
@@ -134,7 +75,7 @@ async fn one_leader_writes_and_a_standby_takes_over_when_it_dies_or_stops() {
     );
 
     // A leader stopping gracefully releases the lease: a new replica takes over at once.
-    let mut third = Replica::spawn(&env, "third");
+    let mut third = replica(&env, "third");
     third
         .wait_for_log("standby until this replica holds the lease")
         .await;
@@ -144,15 +85,11 @@ async fn one_leader_writes_and_a_standby_takes_over_when_it_dies_or_stops() {
     let handover = stopped.elapsed();
     create_and_await_host_copy(&env, "after-stop").await;
     assert_eq!(holder(&env).await.as_deref(), Some("third"));
-    let status = second.child.wait().unwrap();
+    let status = second.wait_exit().await;
     assert!(status.success(), "a leader stopping on SIGTERM exits 0: {status}");
     eprintln!("handover after SIGTERM: new leader in {handover:?}");
-    let deadline = Instant::now() + PATIENCE;
-    while !second.logged("released the leader lease") {
-        assert!(
-            Instant::now() < deadline,
-            "the stopping leader released its lease"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(
+        second.logged("released the leader lease"),
+        "the stopping leader released its lease"
+    );
 }

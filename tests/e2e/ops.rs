@@ -2,10 +2,7 @@
 //! SIGTERM, on a syncer started here with `operations.address: 127.0.0.1:0`.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -15,61 +12,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
     data_sync::config_map,
-    env::{Env, PATIENCE, eventually, get},
+    env::{Env, PATIENCE, SyncerProcess, eventually, get},
 };
 
-/// A `vcsync run` child with JSON logs, its log lines kept.
-struct Syncer {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
+/// A `vcsync run` child with JSON logs and the ops address on a free port.
+struct Syncer(SyncerProcess);
 
 impl Syncer {
     /// Starts `vcsync run` with JSON logs and the ops address on a free port; `host_kubeconfig`
     /// replaces the environment's.
     fn start(env: &Env, dir: &Path, host_kubeconfig: &Path, extra: &str) -> Syncer {
         let path = dir.join("vcsync.yaml");
-        let config = format!(
-            "instance: {}\nhostNamespace: {}\nnamespaceMapping: {}\nhost:\n  kubeconfig: {}\n\
-             virtual:\n  kubeconfig: {}\noperations:\n  address: 127.0.0.1:0\nlog:\n  format: json\n{extra}",
-            env.instance,
-            env.syncer_ns,
-            if env.mapping.is_per_namespace() {
-                "perNamespace"
-            } else {
-                "single"
-            },
-            host_kubeconfig.display(),
-            env.virtual_kubeconfig().display()
-        );
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vcsync"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn vcsync");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("VCSYNC_E2E_LOG").is_some() {
-                    eprintln!("[vcsync] {line}");
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Syncer { child, lines }
+        let extra = format!("operations:\n  address: 127.0.0.1:0\nlog:\n  format: json\n{extra}");
+        std::fs::write(&path, env.config_text_with_host(host_kubeconfig, &extra)).unwrap();
+        Syncer(SyncerProcess::spawn(&path, "info"))
     }
 
     /// The JSON log lines so far (every line must be JSON).
     fn log(&self) -> Vec<serde_json::Value> {
-        self.lines
-            .lock()
-            .unwrap()
+        self.0
+            .lines()
             .iter()
             .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}")))
             .collect()
@@ -89,7 +51,7 @@ impl Syncer {
             if let Some(address) = found {
                 return address;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.0.child.try_wait() {
                 panic!("vcsync exited with {status} before serving its endpoints");
             }
             assert!(Instant::now() < deadline, "no ops address in the log");
@@ -99,24 +61,8 @@ impl Syncer {
 
     /// SIGTERM, and the exit status within [`PATIENCE`].
     async fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "vcsync did not stop on SIGTERM");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.terminate();
+        self.0.wait_exit().await
     }
 }
 

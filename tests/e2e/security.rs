@@ -11,7 +11,7 @@ use vcsync_syncer::rbac::host_rbac;
 
 use crate::{
     data_sync::{config_map, pod, secret},
-    env::{Env, eventually, get},
+    env::{Env, SyncerProcess, eventually, get},
     pods::simple_pod,
 };
 
@@ -159,15 +159,7 @@ async fn secret_values_never_reach_the_log_even_at_trace_level() {
     let value = "s3cret-value-that-must-not-be-logged";
     let path = std::env::temp_dir().join(format!("vcsync-{}-secrets.yaml", env.instance));
     std::fs::write(&path, env.config_text("sync:\n  secrets: {all: true}\n")).unwrap();
-    let log_path = path.with_extension("log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vcsync"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "trace")
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut syncer = SyncerProcess::spawn(&path, "trace");
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "db"}, "stringData": {"password": value}
     }))
@@ -180,11 +172,11 @@ async fn secret_values_never_reach_the_log_even_at_trace_level() {
         get(&env.host_api::<Secret>(), &env.host_name("db")).await
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(host_copy.data.unwrap()["password"].0, value.as_bytes());
 
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    syncer.terminate();
+    syncer.wait_exit().await;
+    let log = syncer.lines().join("\n");
     assert!(
         log.contains("created host object"),
         "the log is the syncer's, at trace level"
