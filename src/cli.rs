@@ -34,6 +34,9 @@ enum Command {
     /// Benchmark the syncer against embedded API servers (burst, steady, restart, churn) and
     /// report latencies, requests per pod, CPU and memory.
     Bench(crate::bench::BenchArgs),
+    /// Manage whole virtual clusters (create, delete, pause, resume, list, status, exists,
+    /// connect) through drivers: `kubernetes` (in a host cluster) or `local` (this machine).
+    Cluster(crate::cluster::cli::ClusterArgs),
 }
 
 /// Flags of `vcsync rbac`.
@@ -170,6 +173,11 @@ fn check_plugin_names(
 /// Parses the command line and runs it with `plugins`; returns the process exit code.
 pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
     let cli = Cli::parse();
+    let cli = match cli.command {
+        // Its own runtime and exit codes (see `crate::cluster::exit`).
+        Command::Cluster(args) => return crate::cluster::cli::main(args),
+        command => Cli { command },
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -219,6 +227,7 @@ pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
         }
         Command::Soak(args) => runtime.block_on(crate::soak::run(args)),
         Command::Bench(args) => runtime.block_on(crate::bench::run(args)),
+        Command::Cluster(_) => unreachable!("handled before the runtime is built"),
         Command::Rbac(args) => match read_config(&args.config) {
             Ok((config, _)) => {
                 let rbac = vcsync_syncer::rbac::host_rbac(&config, &args.service_account);

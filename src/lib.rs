@@ -13,6 +13,7 @@
 mod bench;
 mod cli;
 mod clients;
+pub mod cluster;
 mod dev;
 mod logging;
 mod ops;

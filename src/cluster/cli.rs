@@ -1,0 +1,389 @@
+//! The `vcsync cluster` command line.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::{Changed, ClusterError, ClusterStatus, Created, DriverOptions, Progress, Result, Values};
+
+/// Flags of `vcsync cluster`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Driver managing the cluster (see `vcsync cluster drivers`).
+    #[arg(
+        long,
+        short = 'd',
+        global = true,
+        env = "VCSYNC_CLUSTER_DRIVER",
+        default_value = "kubernetes"
+    )]
+    driver: String,
+    /// Host cluster kubeconfig (`kubernetes`; default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (`kubernetes`).
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// State directory (`local`; default: $XDG_STATE_HOME/vcsync or ~/.local/state/vcsync).
+    #[arg(long, global = true, env = "VCSYNC_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Create a virtual cluster. Idempotent: the same values again change nothing (exit 0);
+    /// different values exit 13 (config mismatch).
+    Create {
+        /// Cluster name (DNS label, at most 40 characters).
+        name: String,
+        /// Values file (see deploy/examples/values.yaml).
+        #[arg(long, short = 'f')]
+        values: Option<PathBuf>,
+        /// Exit 11 (already running) instead of 0 when the cluster already exists.
+        #[arg(long)]
+        fail_if_exists: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Delete a cluster and everything it created. Missing: exit 10, unless --ignore-not-found.
+    Delete {
+        /// Cluster name.
+        name: String,
+        /// Exit 0 when the cluster does not exist (idempotent delete).
+        #[arg(long)]
+        ignore_not_found: bool,
+    },
+    /// Pause a cluster: stop its control plane and syncer, remove its workloads from the host
+    /// (`kubernetes`), keep its state. Idempotent.
+    Pause {
+        /// Cluster name.
+        name: String,
+    },
+    /// Resume a paused cluster. Idempotent; with --values, they must match (else exit 13).
+    Resume {
+        /// Cluster name.
+        name: String,
+        /// Values the cluster is expected to run with.
+        #[arg(long, short = 'f')]
+        values: Option<PathBuf>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// List the driver's clusters with their phase.
+    List {
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Status of a cluster: phase, readiness, nodes, synced objects.
+    Status {
+        /// Cluster name.
+        name: String,
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Format,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Exit 0 if the cluster exists, 10 if not (prints nothing).
+    Exists {
+        /// Cluster name.
+        name: String,
+    },
+    /// Write a kubeconfig of the virtual cluster. Paused: exit 12.
+    Connect {
+        /// Cluster name.
+        name: String,
+        /// Where to write it (`-`: stdout).
+        #[arg(long, short = 'o', default_value = "-")]
+        output: String,
+        /// Server URL to put in it instead of the cluster's own (e.g. after a port-forward).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Print the host manifests the `kubernetes` driver applies for a cluster.
+    Render {
+        /// Cluster name.
+        name: String,
+        /// Values file.
+        #[arg(long, short = 'f')]
+        values: Option<PathBuf>,
+    },
+    /// List the registered drivers.
+    Drivers,
+    /// (internal) Serve a `local` cluster's API servers in the foreground.
+    #[command(hide = true)]
+    ServeLocal {
+        /// The cluster's state directory.
+        dir: PathBuf,
+    },
+}
+
+/// `--wait` and `--timeout`.
+#[derive(Debug, Args)]
+struct WaitArgs {
+    /// Wait until the cluster is ready (exit 14 when not within --timeout).
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits: seconds, or with a unit (`90s`, `5m`).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("invalid duration {text:?} (units: ms, s, m, h)")),
+    }
+}
+
+/// Output formats of `list` and `status`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Runs `vcsync cluster ...`; returns the exit code.
+pub fn main(args: ClusterArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let ClusterCommand::ServeLocal { dir } = &args.command {
+        return match runtime.block_on(super::local::serve(dir.clone())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("vcsync: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("vcsync: {err:#}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+async fn run(args: ClusterArgs) -> Result<()> {
+    let options = DriverOptions {
+        kubeconfig: args.kubeconfig,
+        context: args.context,
+        data_dir: args.data_dir,
+    };
+    let mut progress = Progress::new(args.quiet);
+    let open = || super::driver(&args.driver, &options);
+    let result = match args.command {
+        ClusterCommand::Create {
+            name,
+            values,
+            fail_if_exists,
+            wait,
+        } => {
+            super::check_name(&name)?;
+            let values = read_values(values.as_deref())?;
+            let driver = open()?;
+            match driver.create(&name, &values, &progress).await? {
+                Created::New => progress.step(format!("cluster {name} created ({})", driver.name())),
+                Created::Unchanged if fail_if_exists => return Err(ClusterError::AlreadyRunning(name)),
+                Created::Unchanged => progress.step(format!(
+                    "cluster {name} already exists with these values: unchanged"
+                )),
+            }
+            wait_ready(&*driver, &name, &wait, &progress).await
+        }
+        ClusterCommand::Delete {
+            name,
+            ignore_not_found,
+        } => match open()?.delete(&name, &progress).await {
+            Ok(()) => {
+                progress.step(format!("cluster {name} deleted"));
+                Ok(())
+            }
+            Err(ClusterError::NotFound(_)) if ignore_not_found => {
+                progress.step(format!("cluster {name} not found: nothing to delete"));
+                Ok(())
+            }
+            Err(err) => Err(err),
+        },
+        ClusterCommand::Pause { name } => {
+            match open()?.pause(&name, &progress).await? {
+                Changed::Yes => progress.step(format!("cluster {name} paused")),
+                Changed::AlreadySo => progress.step(format!("cluster {name} already paused")),
+            }
+            Ok(())
+        }
+        ClusterCommand::Resume { name, values, wait } => {
+            let values = values
+                .as_deref()
+                .map(|path| read_values(Some(path)))
+                .transpose()?;
+            let driver = open()?;
+            match driver.resume(&name, values.as_ref(), &progress).await? {
+                Changed::Yes => progress.step(format!("cluster {name} resumed")),
+                Changed::AlreadySo => progress.step(format!("cluster {name} already running")),
+            }
+            wait_ready(&*driver, &name, &wait, &progress).await
+        }
+        ClusterCommand::List { output } => {
+            let driver = open()?;
+            let mut statuses = Vec::new();
+            for name in driver.list().await? {
+                statuses.push(driver.status(&name).await?);
+            }
+            progress.finish();
+            print_statuses(&statuses, output, true);
+            Ok(())
+        }
+        ClusterCommand::Status { name, output, wait } => {
+            let driver = open()?;
+            let status = driver.status(&name).await?;
+            wait_ready(&*driver, &name, &wait, &progress).await?;
+            let status = if wait.wait {
+                driver.status(&name).await?
+            } else {
+                status
+            };
+            progress.finish();
+            print_statuses(&[status], output, false);
+            Ok(())
+        }
+        ClusterCommand::Exists { name } => {
+            if open()?.exists(&name).await? {
+                Ok(())
+            } else {
+                Err(ClusterError::NotFound(name))
+            }
+        }
+        ClusterCommand::Connect { name, output, server } => {
+            let kubeconfig = open()?.kubeconfig(&name, server.as_deref()).await?;
+            if output == "-" {
+                print!("{kubeconfig}");
+            } else {
+                std::fs::write(&output, kubeconfig)
+                    .map_err(|err| anyhow::anyhow!("writing {output}: {err}"))?;
+                progress.step(format!("kubeconfig of {name} written to {output}"));
+            }
+            Ok(())
+        }
+        ClusterCommand::Render { name, values } => {
+            super::check_name(&name)?;
+            let values = read_values(values.as_deref())?;
+            print!("{}", super::kubernetes::render_yaml(&name, &values)?);
+            Ok(())
+        }
+        ClusterCommand::Drivers => {
+            for registration in inventory::iter::<super::DriverRegistration> {
+                println!("{}\t{}", registration.name, registration.about);
+            }
+            Ok(())
+        }
+        ClusterCommand::ServeLocal { .. } => unreachable!("handled before"),
+    };
+    progress.finish();
+    result
+}
+
+fn read_values(path: Option<&std::path::Path>) -> Result<Values> {
+    match path {
+        Some(path) => Values::read(path),
+        None => Ok(Values::default()),
+    }
+}
+
+async fn wait_ready(
+    driver: &dyn super::Driver,
+    name: &str,
+    wait: &WaitArgs,
+    progress: &Progress,
+) -> Result<()> {
+    if !wait.wait {
+        return Ok(());
+    }
+    progress.step(format!("waiting for cluster {name} to be ready"));
+    let deadline = tokio::time::Instant::now() + wait.timeout;
+    loop {
+        let status = driver.status(name).await?;
+        if status.ready {
+            progress.step(format!("cluster {name} is ready"));
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ClusterError::NotReady {
+                name: name.to_string(),
+                detail: format!(
+                    "not ready after {:?} (phase {}: {})",
+                    wait.timeout, status.phase, status.message
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn print_statuses(statuses: &[ClusterStatus], format: Format, list: bool) {
+    match format {
+        Format::Json => {
+            let text = if list {
+                serde_json::to_string_pretty(statuses)
+            } else {
+                serde_json::to_string_pretty(&statuses[0])
+            };
+            println!("{}", text.expect("status serializes"));
+        }
+        Format::Yaml => {
+            let text = if list {
+                serde_yaml_ng::to_string(statuses)
+            } else {
+                serde_yaml_ng::to_string(&statuses[0])
+            };
+            print!("{}", text.expect("status serializes"));
+        }
+        Format::Table if list => {
+            println!(
+                "{:<24} {:<11} {:<8} {:<6} {:<6}",
+                "NAME", "DRIVER", "PHASE", "READY", "NODES"
+            );
+            for s in statuses {
+                println!(
+                    "{:<24} {:<11} {:<8} {:<6} {}/{}",
+                    s.name, s.driver, s.phase, s.ready, s.nodes_ready, s.nodes_total
+                );
+            }
+        }
+        Format::Table => {
+            let s = &statuses[0];
+            let synced: Vec<String> = s.synced_objects.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("Name:                 {}", s.name);
+            println!("Driver:               {}", s.driver);
+            println!("Phase:                {}", s.phase);
+            println!("Ready:                {}", s.ready);
+            println!("Control plane ready:  {}", s.control_plane_ready);
+            println!("Nodes (ready/total):  {}/{}", s.nodes_ready, s.nodes_total);
+            println!(
+                "Synced objects:       {}",
+                if synced.is_empty() {
+                    "none".into()
+                } else {
+                    synced.join(", ")
+                }
+            );
+            println!("Message:              {}", s.message);
+        }
+    }
+}

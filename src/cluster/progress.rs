@@ -1,0 +1,90 @@
+//! Progress of long operations on stderr: a spinner on a terminal, plain lines otherwise.
+
+use std::{
+    io::{IsTerminal, Write},
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+const FRAMES: &[char] = &['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+/// Reports steps. On a terminal the current step spins until the next one; otherwise each
+/// step is one line (`vcsync: <step>`), which is what logs and tests see.
+pub struct Progress {
+    current: Arc<Mutex<Option<String>>>,
+    spinner: Option<JoinHandle<()>>,
+    quiet: bool,
+}
+
+impl Progress {
+    /// Spinner when stderr is a terminal, plain lines otherwise; nothing when `quiet`.
+    pub fn new(quiet: bool) -> Progress {
+        let current = Arc::new(Mutex::new(None::<String>));
+        let spinner = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let current = current.clone();
+            std::thread::spawn(move || {
+                let mut frame = 0usize;
+                loop {
+                    {
+                        let guard = current.lock().unwrap();
+                        match guard.as_deref() {
+                            Some("\0stop") => break,
+                            Some(step) => {
+                                eprint!("\r\x1b[2K{} {step}", FRAMES[frame % FRAMES.len()]);
+                                let _ = std::io::stderr().flush();
+                            }
+                            None => {}
+                        }
+                    }
+                    frame += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        });
+        Progress {
+            current,
+            spinner,
+            quiet,
+        }
+    }
+
+    /// A progress that prints nothing.
+    pub fn silent() -> Progress {
+        Progress::new(true)
+    }
+
+    /// Starts a step (ending the previous one).
+    pub fn step(&self, message: impl Into<String>) {
+        let message = message.into();
+        if self.quiet {
+            return;
+        }
+        let mut current = self.current.lock().unwrap();
+        if self.spinner.is_some() {
+            if let Some(previous) = current.take() {
+                eprintln!("\r\x1b[2K✓ {previous}");
+            }
+            *current = Some(message);
+        } else {
+            eprintln!("vcsync: {message}");
+        }
+    }
+
+    /// Ends the last step.
+    pub fn finish(&mut self) {
+        if let Some(spinner) = self.spinner.take() {
+            let previous = self.current.lock().unwrap().replace("\0stop".into());
+            let _ = spinner.join();
+            if let Some(previous) = previous {
+                eprintln!("\r\x1b[2K✓ {previous}");
+            }
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
