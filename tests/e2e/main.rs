@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod cli;
+mod cluster;
 mod crd_sync;
 mod data_sync;
 mod env;
