@@ -15,6 +15,7 @@ use kube::{
     api::{DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
     core::{ApiResource, GroupVersionKind},
 };
+use serde::Deserialize;
 use serde_json::json;
 use vcsync_apiserver::{ApiServer, ServerConfig};
 
@@ -429,4 +430,53 @@ async fn cluster_local_driver_create_connect_kubectl_pause_resume_delete() {
     }
     assert_eq!(vcsync(&env, &run(&["delete", "demo"])).await.0, 10);
     assert_eq!(vcsync(&env, &run(&["status", "demo"])).await.0, 10);
+}
+
+/// deploy/manifests/my-vcluster.yaml is `vcsync cluster render` of the example values (what the
+/// `kubernetes` driver applies), and every document parses into its k8s-openapi type.
+#[test]
+fn cluster_render_matches_deploy_manifests_and_parses_into_typed_objects() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_vcsync"))
+        .args(["cluster", "render", "my-vcluster", "-f"])
+        .arg(root.join("deploy/examples/values.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let committed = std::fs::read_to_string(root.join("deploy/manifests/my-vcluster.yaml")).unwrap();
+    assert_eq!(
+        rendered, committed,
+        "regenerate: vcsync cluster render my-vcluster -f deploy/examples/values.yaml > deploy/manifests/my-vcluster.yaml"
+    );
+    let mut kinds = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&committed) {
+        let value = serde_json::Value::deserialize(doc).unwrap();
+        let kind = value["kind"].as_str().unwrap().to_string();
+        macro_rules! typed {
+            ($($name:literal => $ty:ty),*) => {
+                match kind.as_str() {
+                    $($name => { serde_json::from_value::<$ty>(value.clone()).unwrap_or_else(|e| panic!("{kind}: {e}")); })*
+                    other => panic!("unexpected kind {other}"),
+                }
+            };
+        }
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+        typed!("Namespace" => Namespace, "ServiceAccount" => ServiceAccount, "Role" => Role,
+            "RoleBinding" => RoleBinding, "ClusterRole" => ClusterRole,
+            "ClusterRoleBinding" => ClusterRoleBinding, "Secret" => Secret, "Service" => Service,
+            "StatefulSet" => StatefulSet);
+        kinds.push(kind);
+    }
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "Service",
+        "StatefulSet",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} missing: {kinds:?}");
+    }
 }
