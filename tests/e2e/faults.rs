@@ -352,10 +352,12 @@ async fn faults_conflicts_on_updates() {
             .times(3)
             .conflict(),
     );
-    // Host deletes (vcsync deletes with a UID precondition) conflict too.
+    // Host deletes (vcsync deletes with a UID precondition) conflict too: `a-c2` is synced
+    // already, so its delete surely reaches the host (a fresh object may be deleted
+    // virtually before its host copy exists).
     let delete_conflicts = host.faults().add(
         Fault::on(Verb::Delete, "configmaps")
-            .name(&env.host_name("b-c3"))
+            .name(&env.host_name("a-c2"))
             .times(2)
             .conflict(),
     );
@@ -384,8 +386,13 @@ async fn faults_conflicts_on_updates() {
         .patch("a-p1", &PatchParams::default(), &image)
         .await
         .unwrap();
+    env.virt_api::<ConfigMap>()
+        .delete("a-c2", &DeleteParams::default())
+        .await
+        .unwrap();
     let mut expected = merge(expected, workload(&env, "b").await);
     expected.config_maps.insert("a-c1".into(), data("3"));
+    expected.config_maps.remove("a-c2");
     converged(&env, &expected, "through conflicts").await;
     eventually("new image on the host despite conflicts", || async {
         get(&env.host_api::<Pod>(), &env.host_name("a-p1"))
