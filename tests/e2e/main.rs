@@ -10,6 +10,7 @@ mod data_sync;
 mod env;
 mod faults;
 mod from_host;
+mod helm;
 mod kinds;
 mod kubectl;
 mod leader;

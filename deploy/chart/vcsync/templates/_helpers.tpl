@@ -1,0 +1,67 @@
+{{/* Name of the cluster's objects: vcsync-<release>. */}}
+{{- define "vcsync.base" -}}vcsync-{{ .Release.Name }}{{- end -}}
+
+{{/* The host namespace. */}}
+{{- define "vcsync.namespace" -}}{{ .Values.namespace | default .Release.Namespace }}{{- end -}}
+
+{{/* Labels of every object (the vcsync cluster driver's, managed-by Helm here). */}}
+{{- define "vcsync.labels" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/name: vcsync
+vcsync.dev/cluster: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "vcsync.selectorLabels" -}}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: vcsync
+{{- end -}}
+
+{{/* config.sync.<kind>.enabled with vcsync's default. */}}
+{{- define "vcsync.enabled" -}}
+{{- $sync := (.root.Values.config | default dict).sync | default dict -}}
+{{- dig .kind "enabled" .default $sync -}}
+{{- end -}}
+
+{{- define "vcsync.perNamespace" -}}
+{{- eq ((.Values.config | default dict).namespaceMapping | default "single") "perNamespace" -}}
+{{- end -}}
+
+{{/*
+The host resources the enabled syncers use, as "namespaced|group|resource|access" lines; the
+same derivation as `vcsync rbac` (syncer/src/rbac.rs), which a test compares with this chart.
+*/}}
+{{- define "vcsync.uses" -}}
+true||pods|write
+true||secrets|write
+{{ include "vcsync.enabled" (dict "root" . "kind" "configMaps" "default" true) }}||configmaps|write
+{{ include "vcsync.enabled" (dict "root" . "kind" "services" "default" true) }}||services|write
+{{ include "vcsync.enabled" (dict "root" . "kind" "services" "default" true) }}||endpoints|write
+{{ include "vcsync.enabled" (dict "root" . "kind" "services" "default" true) }}|discovery.k8s.io|endpointslices|read
+{{ include "vcsync.enabled" (dict "root" . "kind" "persistentVolumeClaims" "default" true) }}||persistentvolumeclaims|write
+{{ include "vcsync.enabled" (dict "root" . "kind" "serviceAccounts" "default" false) }}||serviceaccounts|write
+{{ include "vcsync.enabled" (dict "root" . "kind" "ingresses" "default" false) }}|networking.k8s.io|ingresses|write
+{{ include "vcsync.enabled" (dict "root" . "kind" "networkPolicies" "default" false) }}|networking.k8s.io|networkpolicies|write
+{{ include "vcsync.enabled" (dict "root" . "kind" "podDisruptionBudgets" "default" false) }}|policy|poddisruptionbudgets|write
+{{ include "vcsync.enabled" (dict "root" . "kind" "events" "default" true) }}||events|read
+{{- end -}}
+
+{{- define "vcsync.clusterUses" -}}
+{{ include "vcsync.enabled" (dict "root" . "kind" "priorityClasses" "default" false) }}|scheduling.k8s.io|priorityclasses|write
+{{ include "vcsync.enabled" (dict "root" . "kind" "storageClasses" "default" true) }}|storage.k8s.io|storageclasses|read
+{{ include "vcsync.enabled" (dict "root" . "kind" "ingressClasses" "default" true) }}|networking.k8s.io|ingressclasses|read
+true||nodes|read
+{{ include "vcsync.perNamespace" . }}||namespaces|write
+{{- end -}}
+
+{{/* Rules for "enabled|group|resource|access" lines: one rule per resource. */}}
+{{- define "vcsync.rules" -}}
+{{- range splitList "\n" . }}
+{{- $f := splitList "|" . }}
+{{- if eq (index $f 0) "true" }}
+- apiGroups: [{{ index $f 1 | quote }}]
+  resources: [{{ index $f 2 }}]
+  verbs: {{ if eq (index $f 3) "read" }}[get, list, watch]{{ else }}[get, list, watch, create, update, delete]{{ end }}
+{{- end }}
+{{- end }}
+{{- end -}}

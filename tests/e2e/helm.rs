@@ -1,0 +1,182 @@
+//! The Helm chart (deploy/chart/vcsync) renders, with real `helm template`, the same host
+//! objects as `vcsync cluster render` (the `kubernetes` driver) for the same values, every
+//! document parsing into its k8s-openapi type.
+//!
+//! helm is taken from `VCSYNC_HELM` or `PATH`; CI installs it from the npm registry (.ci/run).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    process::Command,
+};
+
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Namespace, Secret, Service, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn helm() -> String {
+    std::env::var("VCSYNC_HELM").unwrap_or_else(|_| "helm".into())
+}
+
+fn output(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|err| panic!("running {command:?}: {err} (install helm or set VCSYNC_HELM)"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every document, checked against its k8s-openapi type, keyed by kind, namespace and name.
+fn documents(yaml: &str) -> BTreeMap<(String, String, String), Value> {
+    let mut objects = BTreeMap::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = Value::deserialize(doc).unwrap();
+        if value.is_null() {
+            continue;
+        }
+        let kind = value["kind"].as_str().unwrap().to_string();
+        // Round trip through the typed object: unknown or mistyped fields fail here, and both
+        // sides end up in one canonical form.
+        fn typed<K: serde::de::DeserializeOwned + serde::Serialize>(value: Value) -> Value {
+            serde_json::to_value(serde_json::from_value::<K>(value).unwrap()).unwrap()
+        }
+        let canonical = match kind.as_str() {
+            "Namespace" => typed::<Namespace>(value),
+            "ServiceAccount" => typed::<ServiceAccount>(value),
+            "Role" => typed::<Role>(value),
+            "RoleBinding" => typed::<RoleBinding>(value),
+            "ClusterRole" => typed::<ClusterRole>(value),
+            "ClusterRoleBinding" => typed::<ClusterRoleBinding>(value),
+            "Secret" => typed::<Secret>(value),
+            "Service" => typed::<Service>(value),
+            "StatefulSet" => typed::<StatefulSet>(value),
+            other => panic!("unexpected kind {other}"),
+        };
+        let meta = &canonical["metadata"];
+        let key = (
+            kind,
+            meta["namespace"].as_str().unwrap_or_default().to_string(),
+            meta["name"].as_str().unwrap().to_string(),
+        );
+        objects.insert(key, canonical);
+    }
+    objects
+}
+
+/// What may differ between the two renderings: who manages the objects, the order and grouping
+/// of RBAC rules (compared as (group, resource, verb, names) grants), the text of vcsync.yaml
+/// (compared as the configuration it parses into) and the driver's copy of its values.
+fn normalize(kind: &str, mut object: Value) -> Value {
+    for labels in [object.pointer_mut("/metadata/labels")].into_iter().flatten() {
+        labels
+            .as_object_mut()
+            .unwrap()
+            .remove("app.kubernetes.io/managed-by");
+    }
+    if let Some(labels) = object.pointer_mut("/spec/template/metadata/labels") {
+        labels
+            .as_object_mut()
+            .unwrap()
+            .remove("app.kubernetes.io/managed-by");
+    }
+    match kind {
+        "Role" | "ClusterRole" => {
+            let rules: Vec<PolicyRule> = serde_json::from_value(object["rules"].take()).unwrap_or_default();
+            let grants: BTreeSet<(String, String, String, Vec<String>)> = rules
+                .iter()
+                .flat_map(|rule| {
+                    let groups = rule.api_groups.clone().unwrap_or_default();
+                    let resources = rule.resources.clone().unwrap_or_default();
+                    let names = rule.resource_names.clone().unwrap_or_default();
+                    groups.into_iter().flat_map(move |g| {
+                        let names = names.clone();
+                        let verbs = rule.verbs.clone();
+                        resources.clone().into_iter().flat_map(move |r| {
+                            let (g, names) = (g.clone(), names.clone());
+                            verbs
+                                .clone()
+                                .into_iter()
+                                .map(move |v| (g.clone(), r.clone(), v, names.clone()))
+                        })
+                    })
+                })
+                .collect();
+            object["rules"] = serde_json::to_value(grants).unwrap();
+        }
+        "Secret" => {
+            let data = object["data"].as_object_mut().unwrap();
+            data.remove("values.yaml");
+            let encoded = data
+                .remove("vcsync.yaml")
+                .expect("the config secret holds vcsync.yaml");
+            let bytes: k8s_openapi::ByteString = serde_json::from_value(encoded).unwrap();
+            let text = String::from_utf8(bytes.0).unwrap();
+            let config = vcsync_syncer::Config::from_yaml(&text, "vcsync.yaml").unwrap();
+            object["data"]["vcsync.yaml"] = serde_json::to_value(config).unwrap();
+        }
+        _ => {}
+    }
+    object
+}
+
+fn compare(values: &Path) {
+    let chart = output(
+        Command::new(helm())
+            .args(["template", "my-vcluster"])
+            .arg(root().join("deploy/chart/vcsync"))
+            .arg("--namespace")
+            .arg("vcluster-my-vcluster")
+            .arg("-f")
+            .arg(values),
+    );
+    let driver = output(
+        Command::new(env!("CARGO_BIN_EXE_vcsync"))
+            .args(["cluster", "render", "my-vcluster", "-q", "-f"])
+            .arg(values),
+    );
+    let mut from_driver = documents(&driver);
+    // Helm installs into an existing namespace (or `--create-namespace`); the driver makes it.
+    from_driver.retain(|(kind, _, _), _| kind != "Namespace");
+    let from_chart = documents(&chart);
+    assert_eq!(
+        from_chart.keys().collect::<Vec<_>>(),
+        from_driver.keys().collect::<Vec<_>>(),
+        "the chart and the driver make the same objects"
+    );
+    for ((kind, namespace, name), object) in from_chart {
+        let key = (kind.clone(), namespace, name);
+        let expected = normalize(&kind, from_driver[&key].clone());
+        assert_eq!(normalize(&kind, object), expected, "{key:?} differs");
+    }
+}
+
+#[test]
+fn the_chart_renders_what_the_kubernetes_driver_applies_for_the_example_values() {
+    compare(&root().join("deploy/examples/values.yaml"));
+}
+
+#[test]
+fn the_chart_follows_the_config_into_rbac_in_the_per_namespace_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "namespace: vcluster-my-vcluster\nreplicas: 2\ncontrolPlane:\n  extraArgs: [--debug]\n\
+         config:\n  namespaceMapping: perNamespace\n  sync:\n    events: {enabled: false}\n    \
+         priorityClasses: {enabled: true}\n    ingresses: {enabled: true}\n    storageClasses: {enabled: false}\n",
+    )
+    .unwrap();
+    compare(&values);
+}
