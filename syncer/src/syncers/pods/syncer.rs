@@ -40,6 +40,22 @@ use crate::{
 
 /// Default DNS service of the virtual cluster.
 const DEFAULT_DNS_SERVICE: (&str, &str) = ("kube-system", "kube-dns");
+/// How long a host pod just created is trusted to exist while the host cache does not show it
+/// yet; past that, the cache is believed again.
+const CREATE_LAG: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What this syncer wrote for one virtual pod (by UID) that its caches may not show yet. A
+/// reconcile against a cache that is known to be behind would only repeat the write and get a
+/// conflict (a second create, binding or status update): it waits for the watch instead, whose
+/// event brings the next reconcile.
+#[derive(Debug, Default)]
+struct Written {
+    /// When the host pod was created.
+    host_created: Option<std::time::Instant>,
+    /// The virtual pod's resourceVersion a binding or status write was based on: while the cache
+    /// still shows that version, the cached pod is stale.
+    virtual_based_on: Option<String>,
+}
 /// Syncs virtual pods to the host and their status, node and deletion back.
 pub struct PodSyncer {
     pods: PodTranslator,
@@ -47,6 +63,8 @@ pub struct PodSyncer {
     services: Store<Service>,
     tokens: TokenSecrets,
     secret_events: Mutex<Option<mpsc::UnboundedReceiver<InformerEvent<Secret>>>>,
+    /// Writes the caches may not show yet, by virtual pod UID.
+    written: dashmap::DashMap<String, Written>,
 }
 
 impl PodSyncer {
@@ -65,6 +83,7 @@ impl PodSyncer {
             services: ctx.virtual_informer::<Service>().store(),
             tokens: TokenSecrets::new(ctx),
             secret_events: Mutex::new(Some(secrets.subscribe())),
+            written: dashmap::DashMap::new(),
         }
     }
 
@@ -139,6 +158,41 @@ impl PodSyncer {
         }
     }
 
+    fn uid(pod: &Pod) -> &str {
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    }
+
+    /// Whether the host pod of `virt` was created so recently that the host cache may not
+    /// show it yet.
+    fn created_recently(&self, virt: &Pod) -> bool {
+        let uid = Self::uid(virt);
+        let recent = self
+            .written
+            .get(uid)
+            .and_then(|w| w.host_created)
+            .is_some_and(|at| at.elapsed() < CREATE_LAG);
+        if !recent {
+            self.written.remove_if(uid, |_, w| w.host_created.is_some());
+        }
+        recent
+    }
+
+    /// Whether the cached `virt` is older than a binding or status write of ours; forgets
+    /// what the cache shows now.
+    fn virtual_cache_behind(&self, virt: &Pod) -> bool {
+        let uid = Self::uid(virt);
+        let Some(mut written) = self.written.get_mut(uid) else {
+            return false;
+        };
+        written.host_created = None;
+        if written.virtual_based_on.is_some() && written.virtual_based_on == virt.metadata.resource_version {
+            return true;
+        }
+        drop(written);
+        self.written.remove(uid);
+        false
+    }
+
     fn host_pod_name(&self, virt: &Pod) -> String {
         self.pods.translator().host_key(&virtual_key_of(virt)).name
     }
@@ -162,10 +216,10 @@ impl PodSyncer {
         host_uid.is_none() || host_uid == virt.metadata.uid.as_ref()
     }
 
-    /// Status up, when it differs (pods/status of the virtual pod).
-    async fn status_up(&self, ctx: &SyncContext<Pod>, host: &Pod, virt: &Pod) -> Result<()> {
+    /// Status up, when it differs (pods/status of the virtual pod); true if it wrote.
+    async fn status_up(&self, ctx: &SyncContext<Pod>, host: &Pod, virt: &Pod) -> Result<bool> {
         let Some(status) = virtual_status(host, virt) else {
-            return Ok(());
+            return Ok(false);
         };
         let mut updated = virt.clone();
         updated.status = Some(status);
@@ -175,8 +229,8 @@ impl PodSyncer {
             .replace_status(&virt.name_any(), &params, &updated)
             .await
         {
-            Ok(_) => Ok(()),
-            Err(err) if status_code(&err) == Some(404) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(err) if status_code(&err) == Some(404) => Ok(false),
             Err(err) => Err(api_error(
                 Side::Virtual,
                 "update status of",
@@ -377,6 +431,10 @@ impl Syncer for PodSyncer {
                 return self.refuse_insecure(ctx, &virt, level, &broken).await;
             }
         }
+        if self.created_recently(&virt) {
+            // Created a moment ago: the host watch brings it (and the next reconcile).
+            return Ok(Action::requeue(CREATE_LAG));
+        }
         let (token, default_mount) = self
             .tokens
             .for_new_pod(ctx, &virt, &self.host_pod_name(&virt))
@@ -384,7 +442,14 @@ impl Syncer for PodSyncer {
         let env = self.environment(&virt, token, default_mount);
         let mut desired = self.pods.host_pod(&virt, &env);
         apply_hooks(ctx.register_context(), &mut desired);
-        create_host_object(ctx, &virt, &desired).await
+        let action = create_host_object(ctx, &virt, &desired).await?;
+        if action == Action::await_change() {
+            self.written
+                .entry(Self::uid(&virt).to_string())
+                .or_default()
+                .host_created = Some(std::time::Instant::now());
+        }
+        Ok(action)
     }
 
     async fn sync(&self, ctx: &SyncContext<Pod>, host: Arc<Pod>, virt: Arc<Pod>) -> Result<Action> {
@@ -412,10 +477,18 @@ impl Syncer for PodSyncer {
                 action = Action::requeue(delay);
             }
         }
+        if self.virtual_cache_behind(&virt) {
+            // Our last write to the virtual pod is not in the cache yet: its event comes.
+            return Ok(action);
+        }
         // Binding first: it changes the virtual pod (and its PodScheduled condition), whose
         // update brings the next reconcile, which writes the status once against it.
-        if !self.bind(ctx, &host, &virt).await? {
-            self.status_up(ctx, &host, &virt).await?;
+        let wrote = self.bind(ctx, &host, &virt).await? || self.status_up(ctx, &host, &virt).await?;
+        if wrote {
+            self.written
+                .entry(Self::uid(&virt).to_string())
+                .or_default()
+                .virtual_based_on = virt.metadata.resource_version.clone();
         }
         Ok(action)
     }
@@ -443,6 +516,7 @@ impl Syncer for PodSyncer {
                 Ok(Action::await_change())
             }
             None => {
+                self.written.remove(Self::uid(&virt));
                 self.tokens
                     .delete(ctx, &self.host_pod_namespace(&virt), &self.host_pod_name(&virt))
                     .await?;
@@ -472,6 +546,9 @@ impl UpSyncer<Pod> for PodSyncer {
         // Already terminating: deleting again would only write.
         if host.metadata.deletion_timestamp.is_none() {
             delete_object(ctx, &host).await?;
+        }
+        if let Some(uid) = host.annotations().get(OBJECT_UID_ANNOTATION) {
+            self.written.remove(uid);
         }
         self.tokens
             .delete(ctx, &host.namespace().unwrap_or_default(), &host.name_any())
