@@ -164,7 +164,19 @@ impl Syncer {
     fn start(&mut self) -> anyhow::Result<()> {
         let exe = std::env::current_exe().context("locating the vcsync binary")?;
         self.spawned = Instant::now();
-        let mut child = Command::new(exe)
+        // VCSYNC_BENCH_WRAPPER runs the syncer under a profiler, e.g.
+        // `valgrind --tool=massif --massif-out-file=/tmp/massif.out`.
+        let wrapper = std::env::var("VCSYNC_BENCH_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(words).arg(exe);
+                command
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")

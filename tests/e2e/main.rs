@@ -3,6 +3,7 @@
 //! `VCSYNC_E2E_VIRTUAL_KUBECONFIG` are set (the same test code runs in both modes).
 
 mod bad_input;
+mod bench;
 mod cli;
 mod cluster;
 mod crd_sync;

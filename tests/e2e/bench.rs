@@ -1,0 +1,73 @@
+//! `vcsync bench`: the harness runs and reports sane figures (no timing assertions: those are
+//! BENCHMARKS.md's, from release builds).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_vcsync"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("running vcsync bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "vcsync bench failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    serde_json::from_str(&stdout).expect("a JSON report")
+}
+
+fn number(report: &Value, field: &str) -> f64 {
+    report[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} missing in {report:#}"))
+}
+
+#[test]
+fn a_small_burst_syncs_every_pod_and_reports_its_figures() {
+    let report = bench(&["burst", "--pods", "50"]);
+    assert_eq!(number(&report, "pods_synced"), 50.0, "{report:#}");
+    assert_eq!(number(&report, "pods_running_virtual"), 50.0, "{report:#}");
+    // Each pod's config map and secret on the host.
+    assert_eq!(number(&report, "host_data_objects"), 100.0, "{report:#}");
+    for field in [
+        "sync_direct_ratio",
+        "direct_s",
+        "sync_s",
+        "cpu_s",
+        "peak_rss_bytes",
+        "idle_rss_bytes",
+    ] {
+        assert!(number(&report, field) > 0.0, "{field} in {report:#}");
+    }
+    assert!(number(&report, "rss_per_pod_bytes") >= 0.0, "{report:#}");
+    // At least the host create, the virtual binding and the virtual status of each pod.
+    assert!(number(&report, "writes_per_pod") >= 3.0, "{report:#}");
+    // Every pod and its config map created on the host (a create repeated against a lagging
+    // cache is possible, so at least once).
+    let requests = report["requests"]
+        .as_object()
+        .expect("requests by verb and cluster");
+    for what in [
+        "host create pods",
+        "host create configmaps",
+        "virtual create pods/binding",
+    ] {
+        let count = requests[what]["count"].as_u64().unwrap_or(0);
+        assert!(count >= 50, "{what} in {report:#}");
+    }
+}
+
+#[test]
+fn a_restart_over_synced_pods_writes_nothing() {
+    let report = bench(&["restart", "--pods", "30"]);
+    assert_eq!(number(&report, "pods_synced"), 30.0, "{report:#}");
+    assert_eq!(number(&report, "restart_writes"), 0.0, "{report:#}");
+    assert!(number(&report, "restart_ready_s") > 0.0, "{report:#}");
+    assert!(number(&report, "rss_per_pod_bytes") >= 0.0, "{report:#}");
+}
