@@ -34,18 +34,7 @@ pub async fn run(
             },
         ),
     };
-    let host = ApiServer::start(ServerConfig {
-        name: "host".into(),
-        ..ServerConfig::default()
-    })
-    .await
-    .context("starting the host API server")?;
-    let virt = ApiServer::start(ServerConfig {
-        name: "virtual".into(),
-        ..ServerConfig::default()
-    })
-    .await
-    .context("starting the virtual API server")?;
+    let (host, virt) = start_servers("virtual").await?;
 
     // The host's scheduler and kubelets, so pods become Running with IPs and nodes.
     let simulator = (args.nodes > 0).then(|| {
@@ -103,6 +92,24 @@ pub async fn run(
     virt.shutdown().await;
     host.shutdown().await;
     result
+}
+
+/// A host and a virtual embedded API server (the virtual one named `virtual_name`), on
+/// loopback ports of their own.
+pub(crate) async fn start_servers(virtual_name: &str) -> anyhow::Result<(ApiServer, ApiServer)> {
+    let host = ApiServer::start(ServerConfig {
+        name: "host".into(),
+        ..ServerConfig::default()
+    })
+    .await
+    .context("starting the host API server")?;
+    let virt = ApiServer::start(ServerConfig {
+        name: virtual_name.into(),
+        ..ServerConfig::default()
+    })
+    .await
+    .context("starting the virtual API server")?;
+    Ok((host, virt))
 }
 
 pub(crate) fn client(url: &str) -> anyhow::Result<Client> {

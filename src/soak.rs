@@ -39,7 +39,7 @@ use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
-use vcsync_apiserver::{ApiServer, ServerConfig};
+use vcsync_apiserver::ApiServer;
 use vcsync_syncer::Config;
 
 /// Ownership label (mirrors `vcsync_translators::MANAGED_BY_LABEL`, checked by a unit test).
@@ -966,18 +966,7 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
         dir.display()
     );
 
-    let host_server = ApiServer::start(ServerConfig {
-        name: "host".into(),
-        ..ServerConfig::default()
-    })
-    .await
-    .context("starting the host API server")?;
-    let virt_server = ApiServer::start(ServerConfig {
-        name: "virtual".into(),
-        ..ServerConfig::default()
-    })
-    .await
-    .context("starting the virtual API server")?;
+    let (host_server, virt_server) = crate::dev::start_servers("virtual").await?;
     let result = soak(&args, seed, namespaces, &dir, &host_server, &virt_server).await;
     virt_server.shutdown().await;
     host_server.shutdown().await;

@@ -18,7 +18,7 @@ use kube::{
     Api, Client,
     api::{ListParams, ObjectMeta, PostParams},
 };
-use vcsync_apiserver::{ApiServer, ServerConfig, SimulatorConfig};
+use vcsync_apiserver::SimulatorConfig;
 
 use super::{
     Changed, ClusterError, ClusterStatus, Created, Driver, DriverOptions, DriverRegistration, Phase,
@@ -366,18 +366,7 @@ pub async fn serve(dir: PathBuf) -> anyhow::Result<()> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(DEFAULT_NODES);
-    let host = ApiServer::start(ServerConfig {
-        name: "host".into(),
-        ..ServerConfig::default()
-    })
-    .await
-    .context("starting the host API server")?;
-    let virt = ApiServer::start(ServerConfig {
-        name: config.instance.clone(),
-        ..ServerConfig::default()
-    })
-    .await
-    .context("starting the virtual API server")?;
+    let (host, virt) = crate::dev::start_servers(&config.instance).await?;
     let simulator = (nodes > 0).then(|| {
         host.start_simulator(SimulatorConfig {
             nodes,
