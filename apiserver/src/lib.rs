@@ -135,6 +135,13 @@ impl ApiServer {
         let app = http::router(shared.clone());
         let mut signal = stopped;
         let task = tokio::spawn(async move {
+            // No Nagle: watch events and responses are small writes that must leave at once
+            // (with Nagle and delayed ACKs a watch event waited up to ~40 ms on loopback).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %err, "could not set TCP_NODELAY");
+                }
+            });
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = signal.wait_for(|stop| *stop).await;
             });
