@@ -853,6 +853,13 @@ impl Bench {
     ) -> anyhow::Result<ProcStats> {
         let stats = proc_stats(self.syncer.pid()?, self.ticks)?;
         out.insert(format!("{prefix}cpu_s"), json!(round3(stats.cpu_s)));
+        // This process: both API servers, the simulator and the bench client.
+        if let Ok(own) = proc_stats(std::process::id(), self.ticks) {
+            out.insert(
+                format!("{prefix}servers_and_client_cpu_s"),
+                json!(round3(own.cpu_s)),
+            );
+        }
         out.insert(format!("{prefix}rss_bytes"), json!(stats.rss));
         out.insert(format!("{prefix}peak_rss_bytes"), json!(stats.hwm));
         if pods > 0 {
@@ -1024,6 +1031,7 @@ async fn steady(
     out.insert("syncer_cpu_s".into(), json!(round3(stats.cpu_s - idle.cpu_s)));
     bench.record_requests(out, total, "");
     out.insert("pods_synced".into(), json!(total));
+    out.insert("pods".into(), json!(total));
     Ok(())
 }
 
