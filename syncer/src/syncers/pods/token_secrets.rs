@@ -126,14 +126,12 @@ impl TokenSecrets {
             .host_namespace_of(&virt.namespace().unwrap_or_default());
         let secrets: Api<Secret> = Api::namespaced(ctx.host_client().clone(), &host_ns);
         let key = format!("{host_ns}/{name}");
-        let existing = match self.host_secrets.get(&ObjectRef::new(&name).within(&host_ns)) {
-            Some(secret) => Some((*secret).clone()),
-            // Just written and not yet seen by the watch: read it rather than issue again.
-            None => secrets
-                .get_opt(&name)
-                .await
-                .map_err(api_error(Side::Host, "get", "Secret", &key))?,
-        };
+        // A cache miss is a new pod's Secret almost always: no GET first (one round trip less
+        // on every pod's way down); a create that finds the Secret reads it then.
+        let existing = self
+            .host_secrets
+            .get(&ObjectRef::new(&name).within(&host_ns))
+            .map(|secret| (*secret).clone());
         let ownership = ctx.register_context().ownership();
         if let Some(secret) = &existing {
             if !ownership.owns(&secret.metadata) {
@@ -176,15 +174,45 @@ impl TokenSecrets {
                     .map_err(api_error(Side::Host, "update", "Secret", &key))?;
                 tracing::info!(secret = %key, "renewed service account tokens");
             }
-            None => {
-                secrets.create(&params, &desired).await.map_err(api_error(
-                    Side::Host,
-                    "create",
-                    "Secret",
-                    &key,
-                ))?;
-                tracing::info!(secret = %key, "stored service account tokens");
-            }
+            None => match secrets.create(&params, &desired).await {
+                Ok(_) => tracing::info!(secret = %key, "stored service account tokens"),
+                // Written meanwhile (by an earlier reconcile the cache does not show yet):
+                // read it and start over from what it holds.
+                Err(err) if status_code(&err) == Some(409) => {
+                    let found =
+                        secrets
+                            .get_opt(&name)
+                            .await
+                            .map_err(api_error(Side::Host, "get", "Secret", &key))?;
+                    let Some(found) = found else {
+                        return Err(api_error(Side::Host, "create", "Secret", &key)(err));
+                    };
+                    if !ownership.owns(&found.metadata) {
+                        return Err(Error::ForeignHostObject {
+                            host: key,
+                            instance: ownership.instance().to_string(),
+                        });
+                    }
+                    let state = TokenSecretState::of(&found);
+                    let uid = virt.metadata.uid.as_deref().unwrap_or_default();
+                    if state.is_fresh_for(uid, audiences, jiff::Timestamp::now())
+                        && let Some(refresh_at) = state.refresh_at
+                    {
+                        let mount = TokenMount {
+                            secret_name: name,
+                            ca_cert: state.ca_cert,
+                        };
+                        return Ok((mount, refresh_at));
+                    }
+                    desired.metadata.resource_version = found.metadata.resource_version.clone();
+                    secrets
+                        .replace(&name, &params, &desired)
+                        .await
+                        .map_err(api_error(Side::Host, "update", "Secret", &key))?;
+                    tracing::info!(secret = %key, "renewed service account tokens");
+                }
+                Err(err) => return Err(api_error(Side::Host, "create", "Secret", &key)(err)),
+            },
         }
         let mount = TokenMount {
             secret_name: name,
