@@ -46,7 +46,13 @@ pub struct TokenSecrets {
     service_accounts: Store<ServiceAccount>,
     config_maps: Store<ConfigMap>,
     host_secrets: Store<Secret>,
+    /// Token Secrets this process created and the host cache may not show yet (by
+    /// `namespace/name`): a cache miss for one of them is read, not issued again.
+    created: dashmap::DashMap<String, std::time::Instant>,
 }
+
+/// How long a created token Secret is trusted to exist while the host cache does not show it.
+const CREATED_LAG: Duration = Duration::from_secs(5);
 
 impl TokenSecrets {
     /// Token Secrets for the manager of `ctx`; the informers it reads are shared.
@@ -55,6 +61,7 @@ impl TokenSecrets {
             service_accounts: ctx.virtual_informer::<ServiceAccount>().store(),
             config_maps: ctx.virtual_informer::<ConfigMap>().store(),
             host_secrets: ctx.host_informer::<Secret>().store(),
+            created: dashmap::DashMap::new(),
         }
     }
 
@@ -126,12 +133,26 @@ impl TokenSecrets {
             .host_namespace_of(&virt.namespace().unwrap_or_default());
         let secrets: Api<Secret> = Api::namespaced(ctx.host_client().clone(), &host_ns);
         let key = format!("{host_ns}/{name}");
-        // A cache miss is a new pod's Secret almost always: no GET first (one round trip less
-        // on every pod's way down); a create that finds the Secret reads it then.
-        let existing = self
-            .host_secrets
-            .get(&ObjectRef::new(&name).within(&host_ns))
-            .map(|secret| (*secret).clone());
+        // A cache miss is a new pod's Secret, unless this process created it a moment ago:
+        // then it is read rather than issued again. Otherwise no GET first (one round trip
+        // less on every pod's way down); a create that finds the Secret reads it then.
+        let existing = match self.host_secrets.get(&ObjectRef::new(&name).within(&host_ns)) {
+            Some(secret) => {
+                self.created.remove(&key);
+                Some((*secret).clone())
+            }
+            None if self
+                .created
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < CREATED_LAG) =>
+            {
+                secrets
+                    .get_opt(&name)
+                    .await
+                    .map_err(api_error(Side::Host, "get", "Secret", &key))?
+            }
+            None => None,
+        };
         let ownership = ctx.register_context().ownership();
         if let Some(secret) = &existing {
             if !ownership.owns(&secret.metadata) {
@@ -175,7 +196,13 @@ impl TokenSecrets {
                 tracing::info!(secret = %key, "renewed service account tokens");
             }
             None => match secrets.create(&params, &desired).await {
-                Ok(_) => tracing::info!(secret = %key, "stored service account tokens"),
+                Ok(_) => {
+                    if self.created.len() >= 1024 {
+                        self.created.retain(|_, at| at.elapsed() < CREATED_LAG);
+                    }
+                    self.created.insert(key.clone(), std::time::Instant::now());
+                    tracing::info!(secret = %key, "stored service account tokens");
+                }
                 // Written meanwhile (by an earlier reconcile the cache does not show yet):
                 // read it and start over from what it holds.
                 Err(err) if status_code(&err) == Some(409) => {
@@ -319,6 +346,7 @@ impl TokenSecrets {
     /// Deletes the token Secret of host pod `host_namespace/host_pod`, if there is one of ours.
     pub async fn delete(&self, ctx: &SyncContext<Pod>, host_namespace: &str, host_pod: &str) -> Result<()> {
         let name = token_secret_name(host_pod);
+        self.created.remove(&format!("{host_namespace}/{name}"));
         let Some(secret) = self
             .host_secrets
             .get(&ObjectRef::new(&name).within(host_namespace))
