@@ -23,9 +23,8 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -168,7 +167,7 @@ impl Syncer {
         // `valgrind --tool=massif --massif-out-file=/tmp/massif.out`.
         let wrapper = std::env::var("VCSYNC_BENCH_WRAPPER").unwrap_or_default();
         let mut words = wrapper.split_whitespace();
-        let mut command = match words.next() {
+        let command = match words.next() {
             Some(program) => {
                 let mut command = Command::new(program);
                 command.args(words).arg(exe);
@@ -176,32 +175,9 @@ impl Syncer {
             }
             None => Command::new(exe),
         };
-        let mut child = command
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting the syncer")?;
-        let stderr = child.stderr.take().context("syncer stderr")?;
-        let ready = Arc::new(Mutex::new(None));
-        self.ready = ready.clone();
-        let log = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("controllers started")
-                    && let Ok(mut ready) = ready.lock()
-                {
-                    ready.get_or_insert_with(Instant::now);
-                }
-                if let Ok(mut file) = log.lock() {
-                    let _ = writeln!(file, "{line}");
-                }
-            }
-        });
+        let (child, ready) =
+            crate::child::spawn_syncer(command, &self.config, self.log.clone(), String::new())?;
+        self.ready = ready;
         self.child = Some(child);
         Ok(())
     }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod child;
 mod cli;
 mod clients;
 pub mod cluster;

@@ -19,13 +19,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead, BufReader, Write},
+    io::Write,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    process::{Child, Command},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -728,7 +725,7 @@ struct SyncerProcess {
     log: Arc<Mutex<std::fs::File>>,
     child: Option<Child>,
     /// Whether the current run logged that its controllers started.
-    started: Arc<AtomicBool>,
+    started: crate::child::Started,
     runs: usize,
     crashes: Vec<String>,
 }
@@ -737,34 +734,16 @@ impl SyncerProcess {
     fn start(&mut self) -> anyhow::Result<()> {
         self.runs += 1;
         let exe = std::env::current_exe().context("locating the vcsync binary")?;
-        let mut child = Command::new(exe)
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting the syncer")?;
-        let stderr = child.stderr.take().context("syncer stderr")?;
-        let started = Arc::new(AtomicBool::new(false));
-        self.started = started.clone();
-        let log = self.log.clone();
-        let run = self.runs;
-        if let Ok(mut file) = log.lock() {
-            let _ = writeln!(file, "==== run {run} (pid {})", child.id());
+        let (child, started) = crate::child::spawn_syncer(
+            Command::new(exe),
+            &self.config,
+            self.log.clone(),
+            format!("[run {}] ", self.runs),
+        )?;
+        if let Ok(mut file) = self.log.lock() {
+            let _ = writeln!(file, "==== run {} (pid {})", self.runs, child.id());
         }
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("controllers started") {
-                    started.store(true, Ordering::SeqCst);
-                }
-                if let Ok(mut file) = log.lock() {
-                    let _ = writeln!(file, "[run {run}] {line}");
-                }
-            }
-        });
+        self.started = started;
         self.child = Some(child);
         Ok(())
     }
@@ -779,7 +758,7 @@ impl SyncerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.started.load(Ordering::SeqCst)
+        crate::child::has_started(&self.started)
     }
 
     /// Records (and forgets) a child that exited on its own: a crash of the syncer.
@@ -1045,7 +1024,7 @@ async fn soak(
         config: config_path,
         log: Arc::new(Mutex::new(log)),
         child: None,
-        started: Arc::new(AtomicBool::new(false)),
+        started: Default::default(),
         runs: 0,
         crashes: Vec::new(),
     };
