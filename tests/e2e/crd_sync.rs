@@ -139,26 +139,12 @@ async fn crd_sync_to_host_round_trip() {
 
     // A restart over the synced state writes nothing. (Before the collision below: a key that
     // collides with a foreign object is retried with a create, which the server refuses.)
-    if let Some((host_server, virt_server)) = env.embedded().cloned() {
-        env.stop_syncer().await;
-        host_server.reset_counters();
-        virt_server.reset_counters();
-        env.start_syncer(CONFIG).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(
-            host_server.counters().writes(),
-            0,
-            "host writes after restart: {:?}",
-            host_server.counters()
-        );
-        assert_eq!(
-            virt_server.counters().writes(),
-            0,
-            "virtual writes after restart: {:?}",
-            virt_server.counters()
-        );
+    if env.embedded().is_some() {
+        let (host, virt) = env.restart_counting(CONFIG).await;
+        assert_eq!(host.writes(), 0, "host writes after restart: {host:?}");
+        assert_eq!(virt.writes(), 0, "virtual writes after restart: {virt:?}");
         assert!(
-            host_server.counters().get("list", "widgets") >= 1,
+            host.get("list", "widgets") >= 1,
             "the restarted syncer did not list widgets"
         );
     }

@@ -15,7 +15,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use serde::de::DeserializeOwned;
-use vcsync_apiserver::{ApiServer, ServerConfig};
+use vcsync_apiserver::{ApiServer, RequestCounters, ServerConfig};
 
 /// How long to wait for anything that should happen "within a second" and then some slack
 /// for a loaded CI machine.
@@ -225,6 +225,22 @@ impl Env {
         self.syncer = Some(syncer);
     }
 
+    /// Stops the syncer, zeroes both embedded servers' request counters, starts it again with
+    /// `extra` and gives every controller 2 s to reconcile every key once; returns the (host,
+    /// virtual) counters of that restart. Embedded servers only.
+    pub async fn restart_counting(&mut self, extra: &str) -> (RequestCounters, RequestCounters) {
+        let (host, virt) = self
+            .embedded()
+            .cloned()
+            .expect("request counters need the embedded servers");
+        self.stop_syncer().await;
+        host.reset_counters();
+        virt.reset_counters();
+        self.start_syncer(extra).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (host.counters(), virt.counters())
+    }
+
     /// Stops the syncer with SIGKILL-free shutdown (SIGTERM) and waits for it.
     pub async fn stop_syncer(&mut self) {
         if let Some(mut syncer) = self.syncer.take() {
@@ -399,4 +415,18 @@ impl Drop for SyncerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes in `counters` other than fake nodes' Lease renewals and Node heartbeats (periodic by
+/// design), as `verb resource: n` lines.
+pub fn writes_besides_heartbeats(counters: &RequestCounters) -> Vec<String> {
+    counters
+        .iter()
+        .filter(|(verb, resource, _)| {
+            !matches!(*verb, "get" | "list" | "watch")
+                && !resource.starts_with("nodes")
+                && !resource.starts_with("leases")
+        })
+        .map(|(verb, resource, n)| format!("{verb} {resource}: {n}"))
+        .collect()
 }

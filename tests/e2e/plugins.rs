@@ -12,7 +12,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::env::{Env, eventually, get};
+use crate::env::{Env, eventually, get, writes_besides_heartbeats};
 
 const POD_HOOKS: &str = "plugins:
   pod-hooks:
@@ -30,19 +30,6 @@ fn pod(name: &str) -> Pod {
         "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}
     }))
     .unwrap()
-}
-
-/// Host writes other than those of fake nodes' leases and heartbeats (another syncer's, by design).
-fn writes(counters: vcsync_apiserver::RequestCounters) -> Vec<String> {
-    counters
-        .iter()
-        .filter(|(verb, resource, _)| {
-            !matches!(*verb, "get" | "list" | "watch")
-                && !resource.starts_with("nodes")
-                && !resource.starts_with("leases")
-        })
-        .map(|(verb, resource, n)| format!("{verb} {resource}: {n}"))
-        .collect()
 }
 
 #[tokio::test]
@@ -133,28 +120,24 @@ async fn pod_hooks_put_host_pods_on_tenant_nodes_and_write_once() {
     virt.reset_counters();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        writes(host.counters()),
+        writes_besides_heartbeats(&host.counters()),
         Vec::<String>::new(),
         "host writes while steady"
     );
 
-    env.stop_syncer().await;
-    host.reset_counters();
-    virt.reset_counters();
-    env.start_syncer(POD_HOOKS).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (host_restart, virt_restart) = env.restart_counting(POD_HOOKS).await;
     assert_eq!(
-        writes(host.counters()),
+        writes_besides_heartbeats(&host_restart),
         Vec::<String>::new(),
         "host writes after restart"
     );
     assert_eq!(
-        writes(virt.counters()),
+        writes_besides_heartbeats(&virt_restart),
         Vec::<String>::new(),
         "virtual writes after restart"
     );
     assert!(
-        host.counters().get("list", "pods") >= 1,
+        host_restart.get("list", "pods") >= 1,
         "the restarted syncer did not even list"
     );
 }
@@ -344,19 +327,16 @@ async fn an_import_is_written_once_and_removed_with_its_config_entry() {
     })
     .await;
     env.stop_syncer().await;
-    if let Some((host, virt)) = env.embedded().cloned() {
+    if env.embedded().is_some() {
         // Unchanged configuration: a restart writes nothing.
-        host.reset_counters();
-        virt.reset_counters();
-        env.start_syncer(&config).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (host, virt) = env.restart_counting(&config).await;
         assert_eq!(
-            writes(host.counters()),
+            writes_besides_heartbeats(&host),
             Vec::<String>::new(),
             "host writes after restart"
         );
         assert_eq!(
-            writes(virt.counters()),
+            writes_besides_heartbeats(&virt),
             Vec::<String>::new(),
             "virtual writes after restart"
         );

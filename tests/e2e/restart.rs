@@ -78,26 +78,19 @@ async fn restart_over_a_synced_state_makes_zero_writes() {
         last = now;
     }
 
-    env.stop_syncer().await;
-    host.reset_counters();
-    virt.reset_counters();
-    env.start_syncer("").await;
-    // Give every controller time to reconcile every key once after its first list.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (host_restart, virt_restart) = env.restart_counting("").await;
     assert_eq!(
-        host.counters().writes(),
+        host_restart.writes(),
         0,
-        "host writes after restart: {:?}",
-        host.counters()
+        "host writes after restart: {host_restart:?}"
     );
     assert_eq!(
-        virt.counters().writes(),
+        virt_restart.writes(),
         0,
-        "virtual writes after restart: {:?}",
-        virt.counters()
+        "virtual writes after restart: {virt_restart:?}"
     );
     assert!(
-        host.counters().get("list", "configmaps") >= 1,
+        host_restart.get("list", "configmaps") >= 1,
         "the restarted syncer did not even list"
     );
 
