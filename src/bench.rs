@@ -33,7 +33,7 @@ use anyhow::{Context, bail};
 use futures::{StreamExt, stream};
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{ConfigMap, Namespace, Pod, Secret},
+    api::core::v1::{ConfigMap, Pod, Secret},
     serde_json::{self, Value, json},
 };
 use kube::{
@@ -569,21 +569,6 @@ async fn create_all(
     Ok(start.elapsed())
 }
 
-async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .with_context(|| format!("creating namespace {name}"))?;
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Figures
 
@@ -744,9 +729,9 @@ impl Bench {
         )?;
         let host = crate::dev::client(&host_server.url())?;
         let virt = crate::dev::client(&virt_server.url())?;
-        create_namespace(&host, HOST_NAMESPACE).await?;
-        create_namespace(&host, DIRECT_NAMESPACE).await?;
-        create_namespace(&virt, VIRTUAL_NAMESPACE).await?;
+        crate::dev::create_namespace(&host, HOST_NAMESPACE).await?;
+        crate::dev::create_namespace(&host, DIRECT_NAMESPACE).await?;
+        crate::dev::create_namespace(&virt, VIRTUAL_NAMESPACE).await?;
         let log = std::fs::File::create(dir.join("syncer.log")).context("creating the syncer log")?;
         let syncer = Syncer {
             config: config_path,

@@ -52,19 +52,7 @@ pub async fn run(
 
     let host_client = client(&host.url())?;
     let virtual_client = client(&virt.url())?;
-    Api::<Namespace>::all(host_client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(DEV_NAMESPACE.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .context("creating the host namespace")?;
+    create_namespace(&host_client, DEV_NAMESPACE).await?;
 
     let mut config = file_config.unwrap_or_else(|| Config::new("dev", DEV_NAMESPACE));
     config.instance = if config.instance.is_empty() {
@@ -110,6 +98,22 @@ pub(crate) async fn start_servers(virtual_name: &str) -> anyhow::Result<(ApiServ
     .await
     .context("starting the virtual API server")?;
     Ok((host, virt))
+}
+
+/// Creates namespace `name`.
+pub(crate) async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let namespace = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
 }
 
 pub(crate) fn client(url: &str) -> anyhow::Result<Client> {

@@ -29,7 +29,7 @@ use std::{
 use anyhow::{Context, bail};
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{ConfigMap, Namespace, Secret},
+    api::core::v1::{ConfigMap, Secret},
     serde_json::{self, Value, json},
 };
 use kube::{
@@ -647,21 +647,6 @@ async fn apply_with_retries(client: &Client, op: &Op) -> anyhow::Result<()> {
     }
 }
 
-async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .with_context(|| format!("creating namespace {name}"))?;
-    Ok(())
-}
-
 /// Creates the foreign host objects: some at the host names of virtual objects the churn will
 /// create (half of them labelled as another instance's), some at unrelated names. Returns them
 /// as the host lists them.
@@ -996,10 +981,10 @@ async fn soak(
         ),
     )?;
 
-    create_namespace(&host, HOST_NAMESPACE).await?;
+    crate::dev::create_namespace(&host, HOST_NAMESPACE).await?;
     let virtual_namespaces: BTreeSet<String> = (0..namespaces).map(virtual_namespace).collect();
     for ns in &virtual_namespaces {
-        create_namespace(&virt, ns).await?;
+        crate::dev::create_namespace(&virt, ns).await?;
     }
 
     let ops = plan(seed, args.objects, namespaces);

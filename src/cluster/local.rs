@@ -14,10 +14,7 @@ use std::{
 
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service};
-use kube::{
-    Api, Client,
-    api::{ListParams, ObjectMeta, PostParams},
-};
+use kube::{Api, Client, api::ListParams};
 use vcsync_apiserver::SimulatorConfig;
 
 use super::{
@@ -374,19 +371,7 @@ pub async fn serve(dir: PathBuf) -> anyhow::Result<()> {
         })
     });
     let host_client = crate::dev::client(&host.url())?;
-    Api::<Namespace>::all(host_client)
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(config.host_namespace.clone()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .context("creating the host namespace")?;
+    crate::dev::create_namespace(&host_client, &config.host_namespace).await?;
     for (file, text) in [
         ("host.kubeconfig", host.kubeconfig()),
         ("virtual.kubeconfig", virt.kubeconfig()),
