@@ -273,93 +273,82 @@ fn virtual_name_of(meta: &ObjectMeta) -> Option<String> {
     meta.annotations.as_ref()?.get(OBJECT_NAME_ANNOTATION).cloned()
 }
 
-/// Watches the host's synced pods, config maps and secrets, and the virtual pods; returns the
-/// number of watches started (each one list and one watch request).
+/// Spawns a watch of `api` that hands each added, changed (`gone` false) or deleted (`gone`
+/// true) object of a known virtual name to `record`, with the instant it was seen.
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    seen: &Shared,
+    name_of: fn(&K) -> Option<String>,
+    mut record: impl FnMut(&mut Seen, String, &K, bool, Instant) + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let seen = seen.clone();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, config));
+        while let Some(event) = events.next().await {
+            let now = Instant::now();
+            let (object, gone) = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
+                Ok(watcher::Event::Delete(o)) => (o, true),
+                _ => continue,
+            };
+            let Some(name) = name_of(&object) else {
+                continue;
+            };
+            record(&mut lock(&seen), name, &object, gone, now);
+        }
+    })
+}
+
+/// Watches the host's synced pods, config maps and secrets, and the virtual pods.
 fn start_watches(host: &Client, virt: &Client, seen: &Shared) -> Vec<tokio::task::JoinHandle<()>> {
     let selector = format!("{MANAGED_BY_LABEL}={INSTANCE}");
     let config = watcher::Config::default().labels(&selector);
-    let mut tasks = Vec::new();
-
-    let host_pods = watcher(
+    let host_pods = spawn_watch(
         Api::<Pod>::namespaced(host.clone(), HOST_NAMESPACE),
         config.clone(),
-    );
-    let s = seen.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut events = std::pin::pin!(host_pods);
-        while let Some(event) = events.next().await {
-            let now = Instant::now();
-            let (pod, gone) = match event {
-                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
-                Ok(watcher::Event::Delete(pod)) => (pod, true),
-                _ => continue,
-            };
-            let Some(name) = virtual_name_of(&pod.metadata) else {
-                continue;
-            };
-            let mut seen = lock(&s);
+        seen,
+        |pod| virtual_name_of(&pod.metadata),
+        |seen, name, pod, gone, now| {
             let times = seen.pods.entry(name).or_default();
             times.host_seen.get_or_insert(now);
-            if is_running(&pod) {
+            if is_running(pod) {
                 times.host_running.get_or_insert(now);
             }
             if gone {
                 times.host_gone.get_or_insert(now);
             }
-        }
-    }));
-
-    let virtual_pods = watcher(
+        },
+    );
+    let virtual_pods = spawn_watch(
         Api::<Pod>::namespaced(virt.clone(), VIRTUAL_NAMESPACE),
         watcher::Config::default(),
-    );
-    let s = seen.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut events = std::pin::pin!(virtual_pods);
-        while let Some(event) = events.next().await {
-            let now = Instant::now();
-            let (pod, gone) = match event {
-                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => (pod, false),
-                Ok(watcher::Event::Delete(pod)) => (pod, true),
-                _ => continue,
-            };
-            let Some(name) = pod.metadata.name.clone() else {
-                continue;
-            };
-            let mut seen = lock(&s);
+        seen,
+        |pod| pod.metadata.name.clone(),
+        |seen, name, pod, gone, now| {
             let times = seen.pods.entry(name).or_default();
-            if is_running(&pod) {
+            if is_running(pod) {
                 times.virtual_running.get_or_insert(now);
             }
             if gone {
                 times.virtual_gone.get_or_insert(now);
             }
-        }
-    }));
-
-    let host_cms = watcher(
+        },
+    );
+    let host_config_maps = spawn_watch(
         Api::<ConfigMap>::namespaced(host.clone(), HOST_NAMESPACE),
         config.clone(),
-    );
-    let s = seen.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut events = std::pin::pin!(host_cms);
-        while let Some(event) = events.next().await {
-            let now = Instant::now();
-            let (cm, gone) = match event {
-                Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => (cm, false),
-                Ok(watcher::Event::Delete(cm)) => (cm, true),
-                _ => continue,
-            };
-            let Some(name) = virtual_name_of(&cm.metadata) else {
-                continue;
-            };
-            let mut seen = lock(&s);
+        seen,
+        |cm| virtual_name_of(&cm.metadata),
+        |seen, name, cm, gone, now| {
             if gone {
                 if seen.config_maps.remove(&name).is_some() {
                     seen.host_data_objects -= 1;
                 }
-                continue;
+                return;
             }
             let value = cm
                 .data
@@ -375,24 +364,15 @@ fn start_watches(host: &Client, virt: &Client, seen: &Shared) -> Vec<tokio::task
                 .or_default()
                 .entry(value)
                 .or_insert(now);
-        }
-    }));
-
-    let host_secrets = watcher(Api::<Secret>::namespaced(host.clone(), HOST_NAMESPACE), config);
-    let s = seen.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut present = std::collections::HashSet::new();
-        let mut events = std::pin::pin!(host_secrets);
-        while let Some(event) = events.next().await {
-            let (secret, gone) = match event {
-                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => (s, false),
-                Ok(watcher::Event::Delete(s)) => (s, true),
-                _ => continue,
-            };
-            let Some(name) = virtual_name_of(&secret.metadata) else {
-                continue;
-            };
-            let mut seen = lock(&s);
+        },
+    );
+    let mut present = std::collections::HashSet::new();
+    let host_secrets = spawn_watch(
+        Api::<Secret>::namespaced(host.clone(), HOST_NAMESPACE),
+        config,
+        seen,
+        |secret| virtual_name_of(&secret.metadata),
+        move |seen, name, _, gone, _| {
             if gone {
                 if present.remove(&name) {
                     seen.host_data_objects -= 1;
@@ -400,9 +380,9 @@ fn start_watches(host: &Client, virt: &Client, seen: &Shared) -> Vec<tokio::task
             } else if present.insert(name) {
                 seen.host_data_objects += 1;
             }
-        }
-    }));
-    tasks
+        },
+    );
+    vec![host_pods, virtual_pods, host_config_maps, host_secrets]
 }
 
 /// Polls `done` over the shared observations until it holds; fails after `timeout`.
