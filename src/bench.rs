@@ -42,6 +42,7 @@ use kube::{
     runtime::watcher,
 };
 use vcsync_apiserver::{ApiServer, RequestCounters, ServerConfig, Simulator, SimulatorConfig};
+use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION};
 
 /// Instance name of the benchmarked syncer.
 const INSTANCE: &str = "bench";
@@ -51,10 +52,6 @@ const HOST_NAMESPACE: &str = "vcsync-bench";
 const DIRECT_NAMESPACE: &str = "bench-direct";
 /// Virtual namespace of the benchmark's objects.
 const VIRTUAL_NAMESPACE: &str = "bench";
-/// Annotation naming the virtual object (mirrors `vcsync_translators::OBJECT_NAME_ANNOTATION`).
-const OBJECT_NAME_ANNOTATION: &str = "vcsync.dev/object-name";
-/// Ownership label (mirrors `vcsync_translators::MANAGED_BY_LABEL`).
-const MANAGED_BY_LABEL: &str = "vcsync.dev/managed-by";
 /// Resources of the fake nodes' heartbeats on the virtual side (periodic, not per pod).
 const HEARTBEAT_RESOURCES: &[&str] = &["leases", "nodes/status"];
 const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
@@ -1202,12 +1199,6 @@ fn to_table(out: &BTreeMap<String, Value>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mirrored_constants_match_the_translators() {
-        assert_eq!(MANAGED_BY_LABEL, vcsync_translators::MANAGED_BY_LABEL);
-        assert_eq!(OBJECT_NAME_ANNOTATION, vcsync_translators::OBJECT_NAME_ANNOTATION);
-    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

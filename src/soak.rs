@@ -38,17 +38,10 @@ use kube::{
 };
 use vcsync_apiserver::ApiServer;
 use vcsync_syncer::Config;
-
-/// Ownership label (mirrors `vcsync_translators::MANAGED_BY_LABEL`, checked by a unit test).
-const MANAGED_BY_LABEL: &str = "vcsync.dev/managed-by";
-/// Annotation naming the virtual object (mirrors `vcsync_translators::OBJECT_NAME_ANNOTATION`).
-const OBJECT_NAME_ANNOTATION: &str = "vcsync.dev/object-name";
-/// Annotation naming the virtual namespace (mirrors `vcsync_translators::OBJECT_NAMESPACE_ANNOTATION`).
-const OBJECT_NAMESPACE_ANNOTATION: &str = "vcsync.dev/object-namespace";
-/// Annotation with the virtual UID (mirrors `vcsync_translators::OBJECT_UID_ANNOTATION`).
-const OBJECT_UID_ANNOTATION: &str = "vcsync.dev/object-uid";
-/// Prefix of vcsync's own keys (mirrors `vcsync_translators::RESERVED_PREFIX`).
-const RESERVED_PREFIX: &str = "vcsync.dev/";
+use vcsync_translators::{
+    MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION,
+    RESERVED_PREFIX,
+};
 
 /// Instance name of the soaked syncer.
 const INSTANCE: &str = "soak";
@@ -1126,18 +1119,6 @@ async fn soak(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mirrored_constants_match_the_translators() {
-        assert_eq!(MANAGED_BY_LABEL, vcsync_translators::MANAGED_BY_LABEL);
-        assert_eq!(OBJECT_NAME_ANNOTATION, vcsync_translators::OBJECT_NAME_ANNOTATION);
-        assert_eq!(
-            OBJECT_NAMESPACE_ANNOTATION,
-            vcsync_translators::OBJECT_NAMESPACE_ANNOTATION
-        );
-        assert_eq!(OBJECT_UID_ANNOTATION, vcsync_translators::OBJECT_UID_ANNOTATION);
-        assert_eq!(RESERVED_PREFIX, vcsync_translators::RESERVED_PREFIX);
-    }
 
     #[test]
     fn a_seed_gives_one_plan_that_creates_the_requested_objects() {
