@@ -8,56 +8,92 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Toleration};
 use vcsync_translators::is_reserved_key;
 
 use super::translate::{MANAGED_ANNOTATIONS, MANAGED_LABELS, MutableFields};
 
 /// The host pod updated to `desired`, or None when `observed` already matches (no write).
+/// Runs on every reconcile of a synced pod, so it decides from the fields alone and copies
+/// the pod only when something changes.
 pub fn host_update(observed: &Pod, desired: &MutableFields) -> Option<Pod> {
-    let mut updated = observed.clone();
-    let observed_annotations = observed.metadata.annotations.clone().unwrap_or_default();
     let managed = |key: &str| -> BTreeSet<String> {
-        observed_annotations
-            .get(key)
+        observed
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
             .into_iter()
             .flat_map(|list| list.split(','))
             .filter(|k| !k.is_empty())
             .map(str::to_string)
             .collect()
     };
-    updated.metadata.labels = Some(merge_managed(
+    let labels = merge_managed(
         observed.metadata.labels.as_ref(),
         &desired.labels,
         &managed(MANAGED_LABELS),
-    ));
-    updated.metadata.annotations = Some(merge_managed(
+    );
+    let annotations = merge_managed(
         observed.metadata.annotations.as_ref(),
         &desired.annotations,
         &managed(MANAGED_ANNOTATIONS),
-    ));
+    );
+    // "No labels" and an empty map are the same.
+    let same = |merged: &BTreeMap<String, String>, observed: Option<&BTreeMap<String, String>>| {
+        observed.map_or(merged.is_empty(), |o| o == merged)
+    };
+    let default_spec = PodSpec::default();
+    let spec = observed.spec.as_ref().unwrap_or(&default_spec);
+    let images_differ = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .any(|c| {
+            desired
+                .images
+                .get(&c.name)
+                .is_some_and(|image| c.image.as_ref() != Some(image))
+        });
+    let deadline_differs = desired.active_deadline_seconds.is_some()
+        && spec.active_deadline_seconds != desired.active_deadline_seconds;
+    let missing: Vec<Toleration> = desired
+        .tolerations
+        .iter()
+        .filter(|t| !spec.tolerations.iter().flatten().any(|o| o == *t))
+        .cloned()
+        .collect();
+    let gates_removed = spec
+        .scheduling_gates
+        .iter()
+        .flatten()
+        .any(|g| !desired.scheduling_gates.contains(g));
+    if same(&labels, observed.metadata.labels.as_ref())
+        && same(&annotations, observed.metadata.annotations.as_ref())
+        && !images_differ
+        && !deadline_differs
+        && missing.is_empty()
+        && !gates_removed
+    {
+        return None;
+    }
 
+    let mut updated = observed.clone();
+    updated.metadata.labels = Some(labels);
+    updated.metadata.annotations = Some(annotations);
     let spec = updated.spec.get_or_insert_default();
     for container in spec
         .containers
         .iter_mut()
         .chain(spec.init_containers.iter_mut().flatten())
     {
-        if let Some(image) = desired.images.get(&container.name)
-            && container.image.as_ref() != Some(image)
-        {
+        if let Some(image) = desired.images.get(&container.name) {
             container.image = Some(image.clone());
         }
     }
     if desired.active_deadline_seconds.is_some() {
         spec.active_deadline_seconds = desired.active_deadline_seconds;
     }
-    let missing: Vec<_> = desired
-        .tolerations
-        .iter()
-        .filter(|t| !spec.tolerations.iter().flatten().any(|o| o == *t))
-        .cloned()
-        .collect();
     if !missing.is_empty() {
         spec.tolerations.get_or_insert_default().extend(missing);
     }
@@ -67,18 +103,7 @@ pub fn host_update(observed: &Pod, desired: &MutableFields) -> Option<Pod> {
             spec.scheduling_gates = None;
         }
     }
-
-    // Normalise "no labels" so that an empty map and none compare equal.
-    let normalise = |pod: &Pod| {
-        let mut pod = pod.clone();
-        for map in [&mut pod.metadata.labels, &mut pod.metadata.annotations] {
-            if map.as_ref().is_some_and(BTreeMap::is_empty) {
-                *map = None;
-            }
-        }
-        pod
-    };
-    (normalise(&updated) != normalise(observed)).then_some(updated)
+    Some(updated)
 }
 
 /// `observed` with the keys vcsync manages replaced by `desired`: host-added keys stay, keys
