@@ -1,10 +1,11 @@
 //! What syncers are given: [`RegisterContext`] while they are registered, [`SyncContext`]
 //! in every reconcile.
 
+use crate::cache::Cache;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use kube::{Api, Client, runtime::reflector::Store};
+use kube::{Api, Client};
 use vcsync_translators::{NameTranslator, NamespaceMapping, Ownership};
 
 use crate::{
@@ -203,16 +204,16 @@ impl RegisterContext {
 /// What a reconcile of kind `K` works with: both caches, both clients, events.
 pub struct SyncContext<K: SyncResource> {
     register: RegisterContext,
-    virtual_store: Store<K>,
-    host_store: Store<K>,
+    virtual_store: Cache<K>,
+    host_store: Cache<K>,
     syncer: String,
 }
 
 impl<K: SyncResource> SyncContext<K> {
     pub(crate) fn new(
         register: RegisterContext,
-        virtual_store: Store<K>,
-        host_store: Store<K>,
+        virtual_store: Cache<K>,
+        host_store: Cache<K>,
         syncer: &str,
     ) -> Self {
         Self {
@@ -234,12 +235,12 @@ impl<K: SyncResource> SyncContext<K> {
     }
 
     /// Cache of `K` in the virtual cluster.
-    pub fn virtual_store(&self) -> &Store<K> {
+    pub fn virtual_store(&self) -> &Cache<K> {
         &self.virtual_store
     }
 
     /// Cache of this instance's `K` objects on the host.
-    pub fn host_store(&self) -> &Store<K> {
+    pub fn host_store(&self) -> &Cache<K> {
         &self.host_store
     }
 

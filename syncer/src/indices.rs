@@ -1,9 +1,9 @@
 //! Indices shared by syncers, fed by informers.
 
+use crate::cache::Cache;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::Store;
 use tokio::sync::{mpsc, watch};
 use vcsync_translators::{RefKind, RefTarget, ReferenceIndex, VirtualKey, pod_references};
 
@@ -69,7 +69,7 @@ impl PodReferences {
 
     async fn feed(
         self: Arc<Self>,
-        pods: Store<Pod>,
+        pods: Cache<Pod>,
         mut events: mpsc::UnboundedReceiver<InformerEvent<Pod>>,
         ready: watch::Sender<bool>,
     ) {

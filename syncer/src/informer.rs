@@ -1,9 +1,10 @@
 //! Shared informers: one watch per kind and scope per cluster, whatever the number of
 //! syncers reading it.
 //!
-//! An informer runs a kube-runtime watcher into a reflector store and fans the events out to
+//! An informer runs a kube-runtime watcher into a [`Cache`] and fans the events out to
 //! subscribers. Caches keep only what syncers read: managed fields and kubectl's
-//! last-applied annotation are dropped on the way in.
+//! last-applied annotation are dropped on the way in, and the kinds with an object or more
+//! per pod are kept encoded (see [`crate::cache`]).
 
 use std::{
     any::{Any, TypeId},
@@ -14,15 +15,12 @@ use std::{
 use futures::{StreamExt, future::BoxFuture};
 use kube::{
     Api, Client,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, ObjectRef, Store, store::Writer},
-        watcher,
-    },
+    runtime::{WatchStreamExt, watcher},
 };
 use tokio::sync::mpsc;
 
 use crate::{
+    cache::{Cache, CacheWriter, Storage, cache},
     error::Side,
     sdk::{SyncResource, api_in},
 };
@@ -43,13 +41,13 @@ pub enum InformerEvent<K> {
 
 /// One watched collection, its cache and its subscribers.
 pub struct Informer<K: SyncResource> {
-    store: Store<K>,
+    store: Cache<K>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<InformerEvent<K>>>>,
 }
 
 impl<K: SyncResource> Informer<K> {
     /// The cache; empty until the first list completed.
-    pub fn store(&self) -> Store<K> {
+    pub fn store(&self) -> Cache<K> {
         self.store.clone()
     }
 
@@ -68,7 +66,13 @@ impl<K: SyncResource> Informer<K> {
             .retain(|tx| tx.send(make()).is_ok());
     }
 
-    async fn run(self: Arc<Self>, api: Api<K>, config: watcher::Config, mut writer: Writer<K>, side: Side) {
+    async fn run(
+        self: Arc<Self>,
+        api: Api<K>,
+        config: watcher::Config,
+        mut writer: CacheWriter<K>,
+        side: Side,
+    ) {
         let kind = K::kind(&());
         let mut events = watcher(api, config)
             .default_backoff()
@@ -85,9 +89,8 @@ impl<K: SyncResource> Informer<K> {
             writer.apply_watcher_event(&event);
             match event {
                 watcher::Event::Apply(obj) => {
-                    if let Some(cached) = self.store.get(&ObjectRef::from_obj(&obj)) {
-                        self.notify(|| InformerEvent::Applied(cached.clone()));
-                    }
+                    let obj = Arc::new(obj);
+                    self.notify(|| InformerEvent::Applied(obj.clone()));
                 }
                 watcher::Event::Delete(obj) => {
                     let obj = Arc::new(obj);
@@ -174,7 +177,7 @@ impl Informers {
                 .downcast::<Informer<K>>()
                 .expect("informer type matches its TypeId key");
         }
-        let (store, writer) = reflector::store::<K>();
+        let (store, writer) = cache::<K>(Storage::for_kind(&K::kind(&())));
         let informer = Arc::new(Informer {
             store: store.clone(),
             subscribers: Mutex::default(),
@@ -189,7 +192,7 @@ impl Informers {
             .lock()
             .expect("ready lock")
             .push(Box::pin(async move {
-                let _ = store.wait_until_ready().await;
+                store.wait_until_ready().await;
             }));
         informers.insert(key, informer.clone());
         informer

@@ -5,6 +5,7 @@
 //! built-in syncers live in [`syncers`]; plugins register theirs the same way.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod controller;
@@ -84,8 +85,12 @@ pub async fn register_fake_syncer<F: FakeSyncer>(ctx: &RegisterContext, syncer: 
         builder = modifier.modify_controller(ctx, builder)?;
     }
     // Fake objects have no host twin; the host store stays empty and is never watched.
-    let (host_store, _) = kube::runtime::reflector::store();
-    let sync_ctx = SyncContext::new(ctx.clone(), virtual_informer.store(), host_store, syncer.name());
+    let sync_ctx = SyncContext::new(
+        ctx.clone(),
+        virtual_informer.store(),
+        cache::empty(),
+        syncer.name(),
+    );
     ctx.add_controller(prepare_fake(
         FakeHandler {
             syncer,

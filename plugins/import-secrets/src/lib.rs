@@ -28,6 +28,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use vcsync_syncer::cache::Cache;
 
 use async_trait::async_trait;
 use futures::{StreamExt, stream::BoxStream};
@@ -35,10 +36,7 @@ use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Obje
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, PostParams, Preconditions},
-    runtime::{
-        controller::Action,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use serde::Deserialize;
 use vcsync_syncer::{
@@ -241,7 +239,7 @@ fn tokio_stream_of<T: Send + 'static>(
 /// The fake syncer that keeps the copies.
 struct SecretImporter {
     targets: Arc<HashMap<VirtualKey, String>>,
-    host: Store<Secret>,
+    host: Cache<Secret>,
     host_namespace: String,
     trigger: Mutex<Option<BoxStream<'static, VirtualKey>>>,
 }

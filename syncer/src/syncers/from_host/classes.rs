@@ -13,6 +13,7 @@
 //! Kinds the host or the virtual API server does not serve, or that vcsync may not read on
 //! the host, are skipped at start with a log line.
 
+use crate::cache::Cache;
 use std::{marker::PhantomData, sync::Arc};
 
 use async_trait::async_trait;
@@ -24,10 +25,7 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Preconditions},
-    runtime::{
-        controller::Action,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use vcsync_translators::{VirtualKey, is_reserved_key};
 
@@ -141,7 +139,7 @@ pub fn mirror_in_sync<K: MirroredKind>(current: &K, desired: &K) -> bool {
 
 /// Mirrors the host's objects of `K` into the virtual cluster.
 pub struct HostMirror<K: MirroredKind> {
-    host: Store<K>,
+    host: Cache<K>,
     triggers: Triggers,
     kind: PhantomData<fn() -> K>,
 }

@@ -19,6 +19,7 @@
 //!   the virtual cluster too; like every mirror, one deleted in the virtual cluster is
 //!   recreated while its host event exists.
 
+use crate::cache::Cache;
 use std::{collections::BTreeSet, sync::Arc};
 
 use async_trait::async_trait;
@@ -33,10 +34,7 @@ use k8s_openapi::{
 use kube::{
     Api,
     api::{DeleteParams, Preconditions},
-    runtime::{
-        controller::Action,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use tokio::sync::{mpsc, watch};
 use vcsync_translators::{NamespaceMapping, VirtualKey};
@@ -65,7 +63,7 @@ trait OwnedObjects: Send + Sync {
 
 struct OwnedStore<K: SyncResource> {
     kind: String,
-    store: Store<K>,
+    store: Cache<K>,
 }
 
 impl<K: SyncResource> OwnedObjects for OwnedStore<K> {
@@ -123,7 +121,7 @@ fn watch_owned<K: SyncResource>(
 /// manager already waits on each.
 async fn route(
     router: Arc<EventRouter>,
-    host_events: Store<Event>,
+    host_events: Cache<Event>,
     mut events: mpsc::UnboundedReceiver<InformerEvent<Event>>,
     objects: Vec<Arc<dyn OwnedObjects>>,
     mut appearances: SelectAll<BoxStream<'static, Appearance>>,
@@ -174,7 +172,7 @@ async fn route(
 /// Mirrors host events into the virtual cluster.
 pub struct EventSyncer {
     router: Arc<EventRouter>,
-    host_events: Store<Event>,
+    host_events: Cache<Event>,
     mapping: NamespaceMapping,
     triggers: Triggers,
 }

@@ -5,6 +5,7 @@
 //! reference, so the virtual cluster's garbage collector also removes it with the node) and
 //! carries [`NODE_LEASE_LABEL`]; Leases without that label are never written.
 
+use crate::cache::Cache;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,7 +20,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, Preconditions},
-    runtime::reflector::{ObjectRef, Store},
+    runtime::reflector::ObjectRef,
 };
 
 use super::{
@@ -87,7 +88,7 @@ fn leases_api(client: &Client) -> Api<Lease> {
 }
 
 /// Deletes the Lease of `node` if the cache shows one of vcsync's, with a UID precondition.
-pub async fn delete_lease(client: &Client, leases: &Store<Lease>, node: &str) -> Result<()> {
+pub async fn delete_lease(client: &Client, leases: &Cache<Lease>, node: &str) -> Result<()> {
     let Some(lease) = leases.get(&lease_ref(node)).filter(|l| is_vcsync_lease(l)) else {
         return Ok(());
     };
@@ -116,14 +117,14 @@ pub async fn delete_lease(client: &Client, leases: &Store<Lease>, node: &str) ->
 /// The heartbeat's view of the virtual cluster: vcsync's nodes and their Leases.
 pub struct VirtualHeartbeat {
     client: Client,
-    nodes: Store<Node>,
-    leases: Store<Lease>,
+    nodes: Cache<Node>,
+    leases: Cache<Lease>,
     config: HeartbeatConfig,
 }
 
 impl VirtualHeartbeat {
     /// A target over the virtual node and Lease caches.
-    pub fn new(client: Client, nodes: Store<Node>, leases: Store<Lease>, config: HeartbeatConfig) -> Self {
+    pub fn new(client: Client, nodes: Cache<Node>, leases: Cache<Lease>, config: HeartbeatConfig) -> Self {
         Self {
             client,
             nodes,

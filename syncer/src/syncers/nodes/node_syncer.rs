@@ -11,6 +11,7 @@
 //! (the node-lifecycle controller taints nodes whose heartbeat stops, the TTL controller
 //! annotates them), and vcsync neither sets nor removes them.
 
+use crate::cache::Cache;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,10 +20,7 @@ use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
 use kube::{
     Api,
     api::{DeleteParams, Preconditions},
-    runtime::{
-        controller::Action,
-        reflector::{ObjectRef, Store},
-    },
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use vcsync_translators::VirtualKey;
 
@@ -47,10 +45,10 @@ use crate::{
 pub struct NodeSyncer {
     mode: NodeMode,
     /// Host nodes (real mode: only those matching the selector); None when unreadable.
-    host_nodes: Option<Store<Node>>,
+    host_nodes: Option<Cache<Node>>,
     /// Fake mode: which node names virtual pods are bound to.
     pods: Option<Arc<PodsByNode>>,
-    leases: Store<Lease>,
+    leases: Cache<Lease>,
     synthetic: SyntheticNode,
     triggers: Triggers,
 }
@@ -59,9 +57,9 @@ impl NodeSyncer {
     /// A syncer in `mode`; `triggers` are added to its controller.
     pub fn new(
         mode: NodeMode,
-        host_nodes: Option<Store<Node>>,
+        host_nodes: Option<Cache<Node>>,
         pods: Option<Arc<PodsByNode>>,
-        leases: Store<Lease>,
+        leases: Cache<Lease>,
         synthetic: SyntheticNode,
         triggers: Vec<BoxStream<'static, VirtualKey>>,
     ) -> Self {
@@ -207,18 +205,14 @@ mod tests {
     /// pods are bound to `used`.
     fn syncer(mode: NodeMode, host_nodes: Option<&[&str]>, used: &[&str]) -> NodeSyncer {
         let host = host_nodes.map(|names| {
-            let (store, mut writer) = kube::runtime::reflector::store::<Node>();
-            for name in names {
-                let node = Node {
-                    metadata: kube::api::ObjectMeta {
-                        name: Some(name.to_string()),
-                        ..Default::default()
-                    },
+            let nodes = names.iter().map(|name| Node {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_string()),
                     ..Default::default()
-                };
-                writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(node));
-            }
-            store
+                },
+                ..Default::default()
+            });
+            crate::cache::filled(crate::cache::Storage::Typed, nodes)
         });
         let pods = (mode == NodeMode::Fake).then(|| {
             let index = Arc::new(PodsByNode::new());
@@ -227,8 +221,14 @@ mod tests {
             }
             index
         });
-        let (leases, _) = kube::runtime::reflector::store::<Lease>();
-        NodeSyncer::new(mode, host, pods, leases, SyntheticNode::default(), Vec::new())
+        NodeSyncer::new(
+            mode,
+            host,
+            pods,
+            crate::cache::empty::<Lease>(),
+            SyntheticNode::default(),
+            Vec::new(),
+        )
     }
 
     #[rstest]

@@ -6,6 +6,7 @@
 //! Every pod with a node name counts, whatever its phase or deletion state: a terminating
 //! or finished pod still shows the node in `kubectl get pods -o wide`.
 
+use crate::cache::Cache;
 use std::{
     collections::{BTreeSet, HashMap},
     sync::Arc,
@@ -13,7 +14,6 @@ use std::{
 
 use dashmap::{DashMap, mapref::entry::Entry};
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::Store;
 use tokio::sync::{mpsc, watch};
 use vcsync_translators::VirtualKey;
 
@@ -164,7 +164,7 @@ impl PodsByNode {
     /// flipped to `changes`, and flips `ready` after the first full list.
     pub(crate) async fn feed(
         self: Arc<Self>,
-        pods: Store<Pod>,
+        pods: Cache<Pod>,
         mut events: mpsc::UnboundedReceiver<InformerEvent<Pod>>,
         changes: mpsc::UnboundedSender<VirtualKey>,
         ready: watch::Sender<bool>,
@@ -378,7 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn feed_reports_flips_and_becomes_ready_on_the_first_list() {
-        let (store, mut writer) = kube::runtime::reflector::store::<Pod>();
+        let (store, mut writer) = crate::cache::cache::<Pod>(crate::cache::Storage::Encoded);
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (changes_tx, mut changes_rx) = mpsc::unbounded_channel();
         let (ready_tx, mut ready_rx) = watch::channel(false);

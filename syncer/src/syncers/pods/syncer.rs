@@ -1,5 +1,6 @@
 //! The [`PodSyncer`]: the I/O around the pure translation, status and update rules.
 
+use crate::cache::Cache;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -13,7 +14,7 @@ use k8s_openapi::{
 use kube::{
     Resource, ResourceExt,
     api::{DeleteParams, PostParams, Preconditions},
-    runtime::{controller::Action, reflector::ObjectRef, reflector::Store},
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use tokio::sync::mpsc;
 use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, is_reserved_key};
@@ -60,7 +61,7 @@ struct Written {
 pub struct PodSyncer {
     pods: PodTranslator,
     config: PodsConfig,
-    services: Store<Service>,
+    services: Cache<Service>,
     tokens: TokenSecrets,
     secret_events: Mutex<Option<mpsc::UnboundedReceiver<InformerEvent<Secret>>>>,
     /// Writes the caches may not show yet, by virtual pod UID.

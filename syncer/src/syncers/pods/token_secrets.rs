@@ -1,6 +1,7 @@
 //! Host Secrets holding the service-account tokens of host pods: issued by the virtual API
 //! server, written, renewed and deleted (the rules are in [`super::token`]).
 
+use crate::cache::Cache;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -14,7 +15,7 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, PostParams, Preconditions},
-    runtime::reflector::{ObjectRef, Store},
+    runtime::reflector::ObjectRef,
 };
 use tokio::sync::mpsc;
 use vcsync_translators::VirtualKey;
@@ -43,9 +44,9 @@ const MIN_REFRESH_DELAY: Duration = Duration::from_secs(1);
 
 /// The token Secrets of one manager's host pods, and the caches they are decided from.
 pub struct TokenSecrets {
-    service_accounts: Store<ServiceAccount>,
-    config_maps: Store<ConfigMap>,
-    host_secrets: Store<Secret>,
+    service_accounts: Cache<ServiceAccount>,
+    config_maps: Cache<ConfigMap>,
+    host_secrets: Cache<Secret>,
     /// Token Secrets this process created and the host cache may not show yet (by
     /// `namespace/name`): a cache miss for one of them is read, not issued again.
     created: dashmap::DashMap<String, std::time::Instant>,

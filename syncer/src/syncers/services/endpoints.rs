@@ -3,6 +3,7 @@
 //! Pod references inside them are translated to host pod names. Endpoints of selector
 //! services are never touched here: they are mirrored up by the service syncer.
 
+use crate::cache::Cache;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::{
     ResourceExt,
-    runtime::{controller::Action, reflector::ObjectRef, reflector::Store},
+    runtime::{controller::Action, reflector::ObjectRef},
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use vcsync_translators::{NameTranslator, NamespaceMapping};
@@ -29,7 +30,7 @@ use crate::{
 pub struct EndpointsSyncer {
     translator: Box<dyn NameTranslator>,
     mapping: NamespaceMapping,
-    virtual_services: Store<Service>,
+    virtual_services: Cache<Service>,
 }
 
 impl EndpointsSyncer {

@@ -14,6 +14,7 @@ pub mod endpoints;
 pub mod slices;
 pub mod translate;
 
+use crate::cache::Cache;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,7 +27,7 @@ use k8s_openapi::api::{
 use kube::{
     Resource, ResourceExt,
     api::{DeleteParams, Preconditions},
-    runtime::{controller::Action, reflector::Store},
+    runtime::controller::Action,
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use vcsync_translators::{NameTranslator, VirtualKey};
@@ -65,12 +66,12 @@ fn is_synced(service: &Service) -> bool {
 /// Syncs Services down and their cluster IPs, node ports, load-balancer status and endpoints up.
 pub struct ServiceSyncer {
     translator: Arc<dyn NameTranslator>,
-    host_services: Store<Service>,
-    host_endpoints: Store<Endpoints>,
-    virtual_endpoints: Store<Endpoints>,
-    host_pods: Store<Pod>,
-    host_slices: Store<EndpointSlice>,
-    virtual_slices: Store<EndpointSlice>,
+    host_services: Cache<Service>,
+    host_endpoints: Cache<Endpoints>,
+    virtual_endpoints: Cache<Endpoints>,
+    host_pods: Cache<Pod>,
+    host_slices: Cache<EndpointSlice>,
+    virtual_slices: Cache<EndpointSlice>,
     /// Services whose host cluster IP the virtual API server refused (CIDR mismatch): not
     /// retried until vcsync restarts, so a misconfiguration cannot cause a delete loop.
     adoption_failed: DashSet<VirtualKey>,

@@ -1,9 +1,10 @@
 //! EndpointSlices of selector services, mirrored up from the host like Endpoints.
 
+use crate::cache::Cache;
 use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
-use kube::{Api, ResourceExt, api::DeleteParams, runtime::reflector::Store};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use vcsync_translators::VirtualKey;
 
 use super::translate::{MIRRORED_LABEL, pod_reference_up};
@@ -70,7 +71,7 @@ fn same_content(a: &EndpointSlice, b: &EndpointSlice) -> bool {
 /// what differs. Returns whether anything was written.
 pub async fn apply_virtual_slices(
     api: &Api<EndpointSlice>,
-    observed_store: &Store<EndpointSlice>,
+    observed_store: &Cache<EndpointSlice>,
     service: &Service,
     desired: Vec<EndpointSlice>,
 ) -> Result<bool> {
