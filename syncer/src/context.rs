@@ -1,7 +1,6 @@
 //! What syncers are given: [`RegisterContext`] while they are registered, [`SyncContext`]
 //! in every reconcile.
 
-use crate::cache::Cache;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -9,6 +8,7 @@ use kube::{Api, Client};
 use vcsync_translators::{NameTranslator, NamespaceMapping, Ownership};
 
 use crate::{
+    cache::Cache,
     config::Config,
     controller::PreparedController,
     events::EventRecorder,

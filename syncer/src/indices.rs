@@ -1,12 +1,12 @@
 //! Indices shared by syncers, fed by informers.
 
-use crate::cache::Cache;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::{mpsc, watch};
 use vcsync_translators::{RefKind, RefTarget, ReferenceIndex, VirtualKey, pod_references};
 
+use crate::cache::Cache;
 use crate::{context::RegisterContext, controller::virtual_key_of, informer::InformerEvent};
 
 /// The indices of one manager, each created by the first syncer that asks for it.

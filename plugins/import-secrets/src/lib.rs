@@ -28,7 +28,6 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
-use vcsync_syncer::cache::Cache;
 
 use async_trait::async_trait;
 use futures::{StreamExt, stream::BoxStream};
@@ -42,6 +41,7 @@ use serde::Deserialize;
 use vcsync_syncer::{
     Base, ControllerBuilder, ControllerModifier, Error, FakeSyncer, Plugin, PluginConfig, RegisterContext,
     Result, Side, SyncContext,
+    cache::Cache,
     error::{api_error, status_code},
     events::EventType,
     informer::{InformerEvent, Scope},

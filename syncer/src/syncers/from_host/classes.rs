@@ -13,7 +13,6 @@
 //! Kinds the host or the virtual API server does not serve, or that vcsync may not read on
 //! the host, are skipped at start with a log line.
 
-use crate::cache::Cache;
 use std::{marker::PhantomData, sync::Arc};
 
 use async_trait::async_trait;
@@ -32,6 +31,7 @@ use vcsync_translators::{VirtualKey, is_reserved_key};
 use super::{Readable, SYNCED_FROM_HOST_LABEL, informer_keys, is_synced_from_host, probe};
 use crate::{
     ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    cache::Cache,
     controller::{CACHE_LAG_RETRY, Triggers},
     error::{Side, api_error, status_code},
     informer::{InformerEvent, Scope},

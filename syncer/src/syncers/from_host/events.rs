@@ -19,7 +19,6 @@
 //!   the virtual cluster too; like every mirror, one deleted in the virtual cluster is
 //!   recreated while its host event exists.
 
-use crate::cache::Cache;
 use std::{collections::BTreeSet, sync::Arc};
 
 use async_trait::async_trait;
@@ -46,6 +45,7 @@ use super::{
 };
 use crate::{
     ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    cache::Cache,
     controller::virtual_key_of,
     controller::{CACHE_LAG_RETRY, Triggers},
     error::{Side, api_error, status_code},

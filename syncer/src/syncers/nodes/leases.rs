@@ -5,7 +5,6 @@
 //! reference, so the virtual cluster's garbage collector also removes it with the node) and
 //! carries [`NODE_LEASE_LABEL`]; Leases without that label are never written.
 
-use crate::cache::Cache;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,6 +27,7 @@ use super::{
     node_status::{is_vcsync_node, last_heartbeat, with_heartbeat},
 };
 use crate::{
+    cache::Cache,
     error::{Result, Side, api_error, status_code},
     writes::{FIELD_MANAGER, write_params},
 };

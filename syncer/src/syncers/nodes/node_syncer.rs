@@ -11,7 +11,6 @@
 //! (the node-lifecycle controller taints nodes whose heartbeat stops, the TTL controller
 //! annotates them), and vcsync neither sets nor removes them.
 
-use crate::cache::Cache;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -34,6 +33,7 @@ use super::{
 };
 use crate::{
     ControllerModifier, FakeSyncer, Result, SyncContext,
+    cache::Cache,
     config::NodeMode,
     controller::{CACHE_LAG_RETRY, Triggers},
     error::{Side, api_error, status_code},

@@ -6,7 +6,6 @@
 //! Every pod with a node name counts, whatever its phase or deletion state: a terminating
 //! or finished pod still shows the node in `kubectl get pods -o wide`.
 
-use crate::cache::Cache;
 use std::{
     collections::{BTreeSet, HashMap},
     sync::Arc,
@@ -17,6 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::{mpsc, watch};
 use vcsync_translators::VirtualKey;
 
+use crate::cache::Cache;
 use crate::{controller::virtual_key_of, informer::InformerEvent};
 
 /// Pods by node and node by pod.

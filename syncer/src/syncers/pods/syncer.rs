@@ -1,6 +1,5 @@
 //! The [`PodSyncer`]: the I/O around the pure translation, status and update rules.
 
-use crate::cache::Cache;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -30,6 +29,7 @@ use super::{
 };
 use crate::{
     ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer, UpSyncer,
+    cache::Cache,
     config::PodsConfig,
     controller::virtual_key_of,
     error::{Error, Side, api_error, status_code},

@@ -1,7 +1,6 @@
 //! Host Secrets holding the service-account tokens of host pods: issued by the virtual API
 //! server, written, renewed and deleted (the rules are in [`super::token`]).
 
-use crate::cache::Cache;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -31,6 +30,7 @@ use super::{
 };
 use crate::{
     RegisterContext, Result, SyncContext,
+    cache::Cache,
     error::{Error, Side, api_error, status_code},
     events::EventType,
     informer::InformerEvent,

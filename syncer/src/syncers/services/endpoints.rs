@@ -3,7 +3,6 @@
 //! Pod references inside them are translated to host pod names. Endpoints of selector
 //! services are never touched here: they are mirrored up by the service syncer.
 
-use crate::cache::Cache;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,6 +18,7 @@ use vcsync_translators::{NameTranslator, NamespaceMapping};
 use super::translate::MIRRORED_LABEL;
 use crate::{
     ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer,
+    cache::Cache,
     controller::virtual_key_of,
     delete_object,
     informer::InformerEvent,

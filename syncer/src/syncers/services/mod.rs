@@ -14,7 +14,6 @@ pub mod endpoints;
 pub mod slices;
 pub mod translate;
 
-use crate::cache::Cache;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -34,6 +33,7 @@ use vcsync_translators::{NameTranslator, VirtualKey};
 
 use crate::{
     ControllerBuilder, ControllerModifier, RegisterContext, Result, Side, SyncContext, Syncer,
+    cache::Cache,
     controller::virtual_key_of,
     error::api_error,
     events::EventType,

@@ -1,6 +1,5 @@
 //! EndpointSlices of selector services, mirrored up from the host like Endpoints.
 
-use crate::cache::Cache;
 use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
@@ -8,6 +7,7 @@ use kube::{Api, ResourceExt, api::DeleteParams};
 use vcsync_translators::VirtualKey;
 
 use super::translate::{MIRRORED_LABEL, pod_reference_up};
+use crate::cache::Cache;
 use crate::{Result, Side, error::api_error, writes::write_params};
 
 /// The label that ties a slice to its service.
