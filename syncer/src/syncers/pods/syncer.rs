@@ -436,20 +436,31 @@ impl Syncer for PodSyncer {
             // Created a moment ago: the host watch brings it (and the next reconcile).
             return Ok(Action::requeue(CREATE_LAG));
         }
-        let (token, default_mount) = self
+        let (tokens, default_mount) = self
             .tokens
             .for_new_pod(ctx, &virt, &self.host_pod_name(&virt))
             .await?;
+        let token = tokens.as_ref().map(|t| t.mount.clone());
         let env = self.environment(&virt, token, default_mount);
         let mut desired = self.pods.host_pod(&virt, &env);
         apply_hooks(ctx.register_context(), &mut desired);
-        let action = create_host_object(ctx, &virt, &desired).await?;
+        // The token Secret and the pod are written together (see `TokenSecrets::for_new_pod`).
+        let store_tokens = async {
+            match tokens {
+                Some(tokens) => self.tokens.store(ctx, tokens).await,
+                None => Ok(()),
+            }
+        };
+        let (stored, created) = tokio::join!(store_tokens, create_host_object(ctx, &virt, &desired));
+        let action = created?;
         if action == Action::await_change() {
             self.written
                 .entry(Self::uid(&virt).to_string())
                 .or_default()
                 .host_created = Some(std::time::Instant::now());
         }
+        // A pod created without its Secret gets it from the next reconcile's token refresh.
+        stored?;
         Ok(action)
     }
 

@@ -52,6 +52,24 @@ pub struct TokenSecrets {
     created: dashmap::DashMap<String, std::time::Instant>,
 }
 
+/// Tokens decided for a pod: its mount, when to renew them, and the Secret still to write.
+#[derive(Debug)]
+pub struct PreparedTokens {
+    /// How the pod mounts them.
+    pub mount: TokenMount,
+    refresh_at: jiff::Timestamp,
+    write: Option<PendingWrite>,
+}
+
+/// A token Secret to create, or to put in place of `existing`.
+#[derive(Debug)]
+struct PendingWrite {
+    desired: Secret,
+    existing: Option<Secret>,
+    audiences: Audiences,
+    pod_uid: String,
+}
+
 /// How long a created token Secret is trusted to exist while the host cache does not show it.
 const CREATED_LAG: Duration = Duration::from_secs(5);
 
@@ -66,15 +84,19 @@ impl TokenSecrets {
         }
     }
 
-    /// Tokens for a pod about to be created: which it needs, issued and stored. A pod that only
-    /// needs the default token vcsync mounts itself still starts, without a token, when the
-    /// virtual API server cannot issue one (no such service account, no TokenRequest API).
+    /// Tokens for a pod about to be created: which it needs, issued, and the write that
+    /// stores them ([`TokenSecrets::store`]), which the caller runs beside the pod's create:
+    /// the host kubelet mounts the Secret only once the pod is scheduled, so the two need
+    /// not wait for each other (one host round trip less on every pod's way down). A pod
+    /// that only needs the default token vcsync mounts itself still starts, without a
+    /// token, when the virtual API server cannot issue one (no such service account, no
+    /// TokenRequest API).
     pub async fn for_new_pod(
         &self,
         ctx: &SyncContext<Pod>,
         virt: &Pod,
         host_pod: &str,
-    ) -> Result<(Option<TokenMount>, bool)> {
+    ) -> Result<(Option<PreparedTokens>, bool)> {
         let Some(spec) = virt.spec.as_ref() else {
             return Ok((None, false));
         };
@@ -87,8 +109,8 @@ impl TokenSecrets {
             return Ok((None, false));
         }
         let optional = token_audiences(spec, false).is_empty();
-        match self.ensure(ctx, virt, host_pod, &audiences, default_mount).await {
-            Ok((mount, _)) => Ok((Some(mount), default_mount)),
+        match self.prepare(ctx, virt, host_pod, &audiences, default_mount).await {
+            Ok(prepared) => Ok((Some(prepared), default_mount)),
             Err(err) => {
                 let tolerated = optional && matches!(client_status(&err), Some(403..=405));
                 let message = if tolerated {
@@ -128,11 +150,27 @@ impl TokenSecrets {
         audiences: &Audiences,
         with_ca: bool,
     ) -> Result<(TokenMount, jiff::Timestamp)> {
+        let prepared = self.prepare(ctx, virt, host_pod, audiences, with_ca).await?;
+        let mount = prepared.mount.clone();
+        let refresh_at = prepared.refresh_at;
+        self.store(ctx, prepared).await?;
+        Ok((mount, refresh_at))
+    }
+
+    /// What [`TokenSecrets::ensure`] decides before writing: the mount, when to renew, and
+    /// the Secret to write (None when the cached one is fresh). Issues tokens when needed.
+    async fn prepare(
+        &self,
+        ctx: &SyncContext<Pod>,
+        virt: &Pod,
+        host_pod: &str,
+        audiences: &Audiences,
+        with_ca: bool,
+    ) -> Result<PreparedTokens> {
         let name = token_secret_name(host_pod);
         let host_ns = ctx
             .register_context()
             .host_namespace_of(&virt.namespace().unwrap_or_default());
-        let secrets: Api<Secret> = Api::namespaced(ctx.host_client().clone(), &host_ns);
         let key = format!("{host_ns}/{name}");
         // A cache miss is a new pod's Secret, unless this process created it a moment ago:
         // then it is read rather than issued again. Otherwise no GET first (one round trip
@@ -147,7 +185,7 @@ impl TokenSecrets {
                 .get(&key)
                 .is_some_and(|at| at.elapsed() < CREATED_LAG) =>
             {
-                secrets
+                Api::<Secret>::namespaced(ctx.host_client().clone(), &host_ns)
                     .get_opt(&name)
                     .await
                     .map_err(api_error(Side::Host, "get", "Secret", &key))?
@@ -155,24 +193,14 @@ impl TokenSecrets {
             None => None,
         };
         let ownership = ctx.register_context().ownership();
-        if let Some(secret) = &existing {
-            if !ownership.owns(&secret.metadata) {
-                return Err(Error::ForeignHostObject {
-                    host: key,
-                    instance: ownership.instance().to_string(),
-                });
-            }
-            let state = TokenSecretState::of(secret);
-            let uid = virt.metadata.uid.as_deref().unwrap_or_default();
-            if state.is_fresh_for(uid, audiences, jiff::Timestamp::now())
-                && let Some(refresh_at) = state.refresh_at
-            {
-                let mount = TokenMount {
-                    secret_name: name,
-                    ca_cert: state.ca_cert,
-                };
-                return Ok((mount, refresh_at));
-            }
+        if let Some(secret) = &existing
+            && let Some((mount, refresh_at)) = self.fresh(ctx, secret, virt, &name, audiences)?
+        {
+            return Ok(PreparedTokens {
+                mount,
+                refresh_at,
+                write: None,
+            });
         }
 
         let issued = self.issue(ctx, virt, audiences, with_ca).await?;
@@ -185,17 +213,74 @@ impl TokenSecrets {
             name: &virt.name_any(),
             uid: virt.metadata.uid.as_deref().unwrap_or_default(),
         };
-        let mut desired = token_secret(owner, &issued);
+        let desired = token_secret(owner, &issued);
+        Ok(PreparedTokens {
+            mount: TokenMount {
+                secret_name: name,
+                ca_cert: issued.ca_cert.is_some(),
+            },
+            refresh_at: issued.refresh_at,
+            write: Some(PendingWrite {
+                desired,
+                existing,
+                audiences: audiences.clone(),
+                pod_uid: virt.metadata.uid.clone().unwrap_or_default(),
+            }),
+        })
+    }
+
+    /// The mount and renewal time `secret` offers a pod of `virt`'s uid needing `audiences`,
+    /// if it is fresh for it; an error if the Secret is not this instance's.
+    fn fresh(
+        &self,
+        ctx: &SyncContext<Pod>,
+        secret: &Secret,
+        virt: &Pod,
+        name: &str,
+        audiences: &Audiences,
+    ) -> Result<Option<(TokenMount, jiff::Timestamp)>> {
+        let ownership = ctx.register_context().ownership();
+        if !ownership.owns(&secret.metadata) {
+            return Err(Error::ForeignHostObject {
+                host: format!("{}/{name}", secret.namespace().unwrap_or_default()),
+                instance: ownership.instance().to_string(),
+            });
+        }
+        let state = TokenSecretState::of(secret);
+        let uid = virt.metadata.uid.as_deref().unwrap_or_default();
+        Ok(state
+            .is_fresh_for(uid, audiences, jiff::Timestamp::now())
+            .then_some(state.refresh_at)
+            .flatten()
+            .map(|refresh_at| {
+                let mount = TokenMount {
+                    secret_name: name.to_string(),
+                    ca_cert: state.ca_cert,
+                };
+                (mount, refresh_at)
+            }))
+    }
+
+    /// Writes the Secret `prepared` holds, if any: created, or replacing the one there. A
+    /// create that finds a Secret fresh for the same pod (an earlier reconcile's, which the
+    /// cache does not show yet) keeps it.
+    pub async fn store(&self, ctx: &SyncContext<Pod>, prepared: PreparedTokens) -> Result<()> {
+        let Some(PendingWrite {
+            mut desired,
+            existing,
+            audiences,
+            pod_uid,
+        }) = prepared.write
+        else {
+            return Ok(());
+        };
+        let name = desired.name_any();
+        let host_ns = desired.namespace().unwrap_or_default();
+        let key = format!("{host_ns}/{name}");
+        let secrets: Api<Secret> = Api::namespaced(ctx.host_client().clone(), &host_ns);
         let params = write_params();
-        match existing {
-            Some(secret) => {
-                desired.metadata.resource_version = secret.metadata.resource_version.clone();
-                secrets
-                    .replace(&name, &params, &desired)
-                    .await
-                    .map_err(api_error(Side::Host, "update", "Secret", &key))?;
-                tracing::info!(secret = %key, "renewed service account tokens");
-            }
+        let replace_from = match existing {
+            Some(secret) => secret,
             None => match secrets.create(&params, &desired).await {
                 Ok(_) => {
                     if self.created.len() >= 1024 {
@@ -203,9 +288,10 @@ impl TokenSecrets {
                     }
                     self.created.insert(key.clone(), std::time::Instant::now());
                     tracing::info!(secret = %key, "stored service account tokens");
+                    return Ok(());
                 }
                 // Written meanwhile (by an earlier reconcile the cache does not show yet):
-                // read it and start over from what it holds.
+                // kept if it serves this pod, replaced otherwise.
                 Err(err) if status_code(&err) == Some(409) => {
                     let found =
                         secrets
@@ -215,38 +301,29 @@ impl TokenSecrets {
                     let Some(found) = found else {
                         return Err(api_error(Side::Host, "create", "Secret", &key)(err));
                     };
+                    let ownership = ctx.register_context().ownership();
                     if !ownership.owns(&found.metadata) {
                         return Err(Error::ForeignHostObject {
                             host: key,
                             instance: ownership.instance().to_string(),
                         });
                     }
-                    let state = TokenSecretState::of(&found);
-                    let uid = virt.metadata.uid.as_deref().unwrap_or_default();
-                    if state.is_fresh_for(uid, audiences, jiff::Timestamp::now())
-                        && let Some(refresh_at) = state.refresh_at
+                    if TokenSecretState::of(&found).is_fresh_for(&pod_uid, &audiences, jiff::Timestamp::now())
                     {
-                        let mount = TokenMount {
-                            secret_name: name,
-                            ca_cert: state.ca_cert,
-                        };
-                        return Ok((mount, refresh_at));
+                        return Ok(());
                     }
-                    desired.metadata.resource_version = found.metadata.resource_version.clone();
-                    secrets
-                        .replace(&name, &params, &desired)
-                        .await
-                        .map_err(api_error(Side::Host, "update", "Secret", &key))?;
-                    tracing::info!(secret = %key, "renewed service account tokens");
+                    found
                 }
                 Err(err) => return Err(api_error(Side::Host, "create", "Secret", &key)(err)),
             },
-        }
-        let mount = TokenMount {
-            secret_name: name,
-            ca_cert: issued.ca_cert.is_some(),
         };
-        Ok((mount, issued.refresh_at))
+        desired.metadata.resource_version = replace_from.metadata.resource_version.clone();
+        secrets
+            .replace(&name, &params, &desired)
+            .await
+            .map_err(api_error(Side::Host, "update", "Secret", &key))?;
+        tracing::info!(secret = %key, "renewed service account tokens");
+        Ok(())
     }
 
     /// Requests a token per audience from the virtual API server, bound to the virtual pod.
