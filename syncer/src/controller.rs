@@ -1,10 +1,11 @@
-//! One kube-runtime `Controller` per syncer, keyed by the virtual object's key.
+//! One controller per syncer, keyed by the virtual object's key.
 //!
-//! kube-runtime only reconciles keys present in its store, but a syncer must also act when
-//! only the host object is left (the virtual one was deleted). So the controller's store is
-//! a store of keys ([`SyncKey`]): the union of the virtual objects and, mapped back through
-//! the translator, this instance's host objects. Both informers feed it under one lock, which
-//! makes "is either object still there?" decisions atomic with the key's removal.
+//! A syncer must also act when only the host object is left (the virtual one was deleted), so
+//! a controller keeps a store of keys ([`SyncKey`]): the union of the virtual objects and,
+//! mapped back through the translator, this instance's host objects. Both informers feed it
+//! under one lock, which makes "is either object still there?" decisions atomic with the
+//! key's removal; a triggered key no longer in the store is dropped. The reconciles run on a
+//! [`crate::work_queue`].
 
 use std::{
     borrow::Cow,
@@ -22,8 +23,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
     Resource,
     runtime::{
-        Controller,
-        controller::{Action, Config as ControllerConfig},
         reflector::{self, ObjectRef, Store, store::Writer},
         watcher,
     },
@@ -34,6 +33,7 @@ use tracing::Instrument;
 use vcsync_translators::VirtualKey;
 
 use crate::{
+    Action,
     error::{Error, Result},
     informer::InformerEvent,
     metrics::{Metrics, SyncerMetrics},
@@ -49,8 +49,8 @@ pub const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// A reconcile key as a kube `Resource`, so kube-runtime can queue, deduplicate and
-/// serialise reconciles per key. Holds only the virtual namespace and name.
+/// A reconcile key as a kube `Resource`, kept in a reflector store (the controller's set of
+/// live keys). Holds only the virtual namespace and name.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SyncKey {
     metadata: ObjectMeta,
@@ -173,7 +173,7 @@ pub(crate) struct KeyQueue<H: KeyHandler> {
     handler: Arc<H>,
     writer: Mutex<Writer<SyncKey>>,
     keys: Store<SyncKey>,
-    trigger: mpsc::UnboundedSender<SyncKey>,
+    trigger: mpsc::UnboundedSender<VirtualKey>,
     failures: DashMap<VirtualKey, u32>,
     /// Enqueues per key since its last reconcile ended: a key enqueued while it is being
     /// reconciled is not forgotten by that reconcile, since the pending run must still find it
@@ -185,7 +185,7 @@ pub(crate) struct KeyQueue<H: KeyHandler> {
 }
 
 impl<H: KeyHandler> KeyQueue<H> {
-    fn new(handler: Arc<H>, metrics: SyncerMetrics) -> (Arc<Self>, mpsc::UnboundedReceiver<SyncKey>) {
+    fn new(handler: Arc<H>, metrics: SyncerMetrics) -> (Arc<Self>, mpsc::UnboundedReceiver<VirtualKey>) {
         let (keys, writer) = reflector::store::<SyncKey>();
         let (trigger, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(Self {
@@ -203,7 +203,8 @@ impl<H: KeyHandler> KeyQueue<H> {
 
     /// Asks the controller to reconcile `key`.
     fn trigger(&self, key: SyncKey) {
-        if self.pending.insert(key.virtual_key()) {
+        let key = key.virtual_key();
+        if self.pending.insert(key.clone()) {
             self.metrics.queue_depth.inc();
         }
         let _ = self.trigger.send(key);
@@ -279,8 +280,7 @@ impl<H: KeyHandler> KeyQueue<H> {
         }
     }
 
-    async fn reconcile(key: Arc<SyncKey>, queue: Arc<Self>) -> Result<Action> {
-        let vkey = key.virtual_key();
+    async fn reconcile(vkey: VirtualKey, queue: Arc<Self>) -> Result<Action> {
         let span = tracing::info_span!("reconcile", syncer = queue.handler.name(), key = %vkey);
         queue.started(&vkey);
         let mut timer = queue.metrics.start_reconcile();
@@ -303,8 +303,7 @@ impl<H: KeyHandler> KeyQueue<H> {
         result
     }
 
-    fn error_policy(key: Arc<SyncKey>, err: &Error, queue: Arc<Self>) -> Action {
-        let vkey = key.virtual_key();
+    fn error_policy(vkey: &VirtualKey, err: &Error, queue: &Self) -> Action {
         if err.is_conflict() {
             tracing::debug!(syncer = queue.handler.name(), key = %vkey, "conflict; retrying");
             return Action::requeue(CONFLICT_RETRY);
@@ -321,44 +320,41 @@ impl<H: KeyHandler> KeyQueue<H> {
         Action::requeue(delay)
     }
 
-    /// Runs the kube-runtime controller over the key store until `shutdown` resolves, then
-    /// lets the reconciles in flight finish (kube-runtime's graceful shutdown).
+    /// Reconciles the triggered keys until `shutdown` resolves, then lets the reconciles in
+    /// flight finish.
     async fn run(
         self: Arc<Self>,
-        triggers: mpsc::UnboundedReceiver<SyncKey>,
+        triggers: mpsc::UnboundedReceiver<VirtualKey>,
         concurrency: u16,
         shutdown: Shutdown,
     ) {
-        let name = self.handler.name().to_string();
         if let Some((kind, count)) = self.handler.synced_objects() {
             self.metrics.set_synced_objects(&kind, count);
         }
-        let queue = self.clone();
-        let trigger_stream =
-            tokio_stream::wrappers::UnboundedReceiverStream::new(triggers).map(Ok::<_, watcher::Error>);
-        Controller::for_stream(trigger_stream, self.keys.clone())
-            .with_config(ControllerConfig::default().concurrency(concurrency))
-            .graceful_shutdown_on(shutdown)
-            .run(Self::reconcile, Self::error_policy, self)
-            .for_each(|result| {
-                if let Err(err) = result {
-                    // Keys that vanished between trigger and reconcile are expected.
-                    if let kube::runtime::controller::Error::ObjectNotFound(obj_ref) = &err {
-                        queue.started(&VirtualKey {
-                            namespace: obj_ref.namespace.clone(),
-                            name: obj_ref.name.clone(),
-                        });
-                    } else {
-                        tracing::debug!(syncer = %name, error = %err, "controller event");
-                    }
+        let reconcile = |key: VirtualKey| {
+            let queue = self.clone();
+            async move {
+                if queue
+                    .keys
+                    .get(&object_ref(key.namespace.as_deref(), &key.name))
+                    .is_none()
+                {
+                    // Forgotten between trigger and run: both objects are gone.
+                    queue.started(&key);
+                    return None;
                 }
-                futures::future::ready(())
-            })
-            .await;
+                let action = match Self::reconcile(key.clone(), queue.clone()).await {
+                    Ok(action) => action,
+                    Err(err) => Self::error_policy(&key, &err, &queue),
+                };
+                action.requeue_after()
+            }
+            .boxed()
+        };
+        crate::work_queue::run(triggers, concurrency.into(), shutdown, reconcile).await;
     }
 }
 
-/// The handler of a [`Syncer`](crate::Syncer): dispatches a key on which of its two objects exist.
 pub(crate) struct PairHandler<S: crate::Syncer> {
     pub syncer: S,
     pub ctx: crate::SyncContext<S::Resource>,
@@ -715,7 +711,7 @@ mod tests {
         );
         let key = VirtualKey::cluster("n1");
         queue.enqueue(&key);
-        let running = tokio::spawn(KeyQueue::reconcile(Arc::new(SyncKey::new(&key)), queue.clone()));
+        let running = tokio::spawn(KeyQueue::reconcile(key.clone(), queue.clone()));
         tokio::task::yield_now().await;
         queue.enqueue(&key);
         queue.handler.release.add_permits(1);
@@ -724,9 +720,7 @@ mod tests {
 
         // The pending run, with nothing enqueued meanwhile, forgets the key of a missing object.
         queue.handler.release.add_permits(1);
-        KeyQueue::reconcile(Arc::new(SyncKey::new(&key)), queue.clone())
-            .await
-            .unwrap();
+        KeyQueue::reconcile(key.clone(), queue.clone()).await.unwrap();
         assert!(!queued(&queue, &key));
         assert!(queue.enqueued.is_empty());
     }

@@ -5,6 +5,7 @@
 //! built-in syncers live in [`syncers`]; plugins register theirs the same way.
 #![forbid(unsafe_code)]
 
+pub mod action;
 pub mod cache;
 pub mod config;
 pub mod context;
@@ -21,8 +22,10 @@ pub mod plugin;
 pub mod rbac;
 pub mod sdk;
 pub mod syncers;
+mod work_queue;
 pub mod writes;
 
+pub use action::Action;
 pub use config::Config;
 pub use context::{RegisterContext, SyncContext};
 pub use controller::ControllerBuilder;

@@ -12,11 +12,12 @@ use std::{fmt::Debug, sync::Arc};
 
 use async_trait::async_trait;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
-use kube::{Api, Client, Resource, runtime::controller::Action};
+use kube::{Api, Client, Resource};
 use serde::{Serialize, de::DeserializeOwned};
 use vcsync_translators::{NameTranslator, VirtualKey};
 
 use crate::{
+    Action,
     context::{RegisterContext, SyncContext},
     controller::ControllerBuilder,
     error::Result,

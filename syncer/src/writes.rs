@@ -6,10 +6,10 @@ use std::time::Duration;
 use kube::{
     Resource, ResourceExt,
     api::{DeleteParams, PostParams, Preconditions},
-    runtime::controller::Action,
 };
 
 use crate::{
+    Action,
     context::SyncContext,
     error::{Error, Result, Side, api_error, status_code},
     events::EventType,

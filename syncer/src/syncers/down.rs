@@ -10,12 +10,12 @@ use std::{marker::PhantomData, sync::Arc, sync::OnceLock};
 
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{ResourceExt, runtime::controller::Action};
+use kube::ResourceExt;
 use vcsync_translators::{ClusterScopedTranslator, NameTranslator, RefKind};
 
 use crate::{
-    ControllerBuilder, ControllerModifier, IndicesRegisterer, RegisterContext, Result, Side, SyncContext,
-    Syncer,
+    Action, ControllerBuilder, ControllerModifier, IndicesRegisterer, RegisterContext, Result, Side,
+    SyncContext, Syncer,
     controller::virtual_key_of,
     delete_object,
     error::api_error,

@@ -24,13 +24,13 @@ use k8s_openapi::{
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Preconditions},
-    runtime::{controller::Action, reflector::ObjectRef},
+    runtime::reflector::ObjectRef,
 };
 use vcsync_translators::{VirtualKey, is_reserved_key};
 
 use super::{Readable, SYNCED_FROM_HOST_LABEL, informer_keys, is_synced_from_host, probe};
 use crate::{
-    ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    Action, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
     cache::Cache,
     controller::{CACHE_LAG_RETRY, Triggers},
     error::{Side, api_error, status_code},

@@ -33,7 +33,7 @@ use k8s_openapi::{
 use kube::{
     Api,
     api::{DeleteParams, Preconditions},
-    runtime::{controller::Action, reflector::ObjectRef},
+    runtime::reflector::ObjectRef,
 };
 use tokio::sync::{mpsc, watch};
 use vcsync_translators::{NamespaceMapping, VirtualKey};
@@ -44,7 +44,7 @@ use super::{
     is_synced_from_host,
 };
 use crate::{
-    ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    Action, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
     cache::Cache,
     controller::virtual_key_of,
     controller::{CACHE_LAG_RETRY, Triggers},

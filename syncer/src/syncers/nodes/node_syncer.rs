@@ -19,7 +19,7 @@ use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
 use kube::{
     Api,
     api::{DeleteParams, Preconditions},
-    runtime::{controller::Action, reflector::ObjectRef},
+    runtime::reflector::ObjectRef,
 };
 use vcsync_translators::VirtualKey;
 
@@ -32,7 +32,7 @@ use super::{
     pods_by_node::PodsByNode,
 };
 use crate::{
-    ControllerModifier, FakeSyncer, Result, SyncContext,
+    Action, ControllerModifier, FakeSyncer, Result, SyncContext,
     cache::Cache,
     config::NodeMode,
     controller::{CACHE_LAG_RETRY, Triggers},

@@ -13,7 +13,7 @@ use k8s_openapi::{
 use kube::{
     Resource, ResourceExt,
     api::{DeleteParams, PostParams, Preconditions},
-    runtime::{controller::Action, reflector::ObjectRef},
+    runtime::reflector::ObjectRef,
 };
 use tokio::sync::mpsc;
 use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, is_reserved_key};
@@ -28,7 +28,7 @@ use super::{
     update::host_update,
 };
 use crate::{
-    ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer, UpSyncer,
+    Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer, UpSyncer,
     cache::Cache,
     config::PodsConfig,
     controller::virtual_key_of,

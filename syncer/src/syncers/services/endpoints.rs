@@ -8,16 +8,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use kube::{
-    ResourceExt,
-    runtime::{controller::Action, reflector::ObjectRef},
-};
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use vcsync_translators::{NameTranslator, NamespaceMapping};
 
 use super::translate::MIRRORED_LABEL;
 use crate::{
-    ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer,
+    Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer,
     cache::Cache,
     controller::virtual_key_of,
     delete_object,

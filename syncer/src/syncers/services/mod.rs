@@ -26,13 +26,12 @@ use k8s_openapi::api::{
 use kube::{
     Resource, ResourceExt,
     api::{DeleteParams, Preconditions},
-    runtime::controller::Action,
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use vcsync_translators::{NameTranslator, VirtualKey};
 
 use crate::{
-    ControllerBuilder, ControllerModifier, RegisterContext, Result, Side, SyncContext, Syncer,
+    Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, Side, SyncContext, Syncer,
     cache::Cache,
     controller::virtual_key_of,
     error::api_error,
