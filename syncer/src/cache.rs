@@ -125,8 +125,24 @@ impl<K: SyncResource> Cache<K> {
         decode(stored)
     }
 
-    /// Every cached object.
+    /// Whether an object is cached at `reference` (nothing decoded).
+    pub fn contains(&self, reference: &ObjectRef<K>) -> bool {
+        self.shared
+            .objects
+            .read()
+            .expect("cache lock")
+            .contains_key(&key(reference.namespace.as_deref(), &reference.name))
+    }
+
+    /// Every cached object. For an encoded cache this decodes them all at once: to go over a
+    /// large collection, [`Cache::map`] holds one decoded object at a time.
     pub fn state(&self) -> Vec<Arc<K>> {
+        self.map(|obj| obj.clone())
+    }
+
+    /// `f` of every cached object, decoding (for an encoded cache) one object at a time: a
+    /// re-list of 10,000 pods then costs one decoded pod of memory, not 10,000.
+    pub fn map<T>(&self, mut f: impl FnMut(&Arc<K>) -> T) -> Vec<T> {
         let stored: Vec<Stored<K>> = self
             .shared
             .objects
@@ -135,12 +151,15 @@ impl<K: SyncResource> Cache<K> {
             .values()
             .cloned()
             .collect();
-        stored.into_iter().filter_map(decode).collect()
+        stored.into_iter().filter_map(decode).map(|obj| f(&obj)).collect()
     }
 
     /// The cached objects for which `keep` holds.
     pub fn state_filter(&self, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
-        self.state().into_iter().filter(|obj| keep(obj)).collect()
+        self.map(|obj| keep(obj).then(|| obj.clone()))
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// How many objects are cached.

@@ -410,7 +410,10 @@ impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
     }
 
     fn exists(&self, key: &VirtualKey) -> bool {
-        self.virtual_object(key).is_some() || self.host_object(key).is_some()
+        self.ctx
+            .virtual_store()
+            .contains(&object_ref(key.namespace.as_deref(), &key.name))
+            || self.host_object(key).is_some()
     }
 
     fn synced_objects(&self) -> Option<(Cow<'static, str>, usize)> {
@@ -478,8 +481,7 @@ impl<F: crate::FakeSyncer> KeyHandler for FakeHandler<F> {
     fn exists(&self, key: &VirtualKey) -> bool {
         self.ctx
             .virtual_store()
-            .get(&object_ref(key.namespace.as_deref(), &key.name))
-            .is_some()
+            .contains(&object_ref(key.namespace.as_deref(), &key.name))
     }
 
     async fn handle(&self, key: &VirtualKey) -> Result<Action> {
@@ -577,7 +579,7 @@ pub(crate) fn prepare_fake<F: crate::FakeSyncer>(
         feeders.spawn(feed_virtual(
             queue.clone(),
             virtual_events,
-            move || store.state().iter().map(|o| virtual_key_of(o.as_ref())).collect(),
+            move || store.map(|o| virtual_key_of(o.as_ref())),
             true,
         ));
         for keys in builder.triggers {
@@ -588,20 +590,14 @@ pub(crate) fn prepare_fake<F: crate::FakeSyncer>(
 
 fn all_keys<S: crate::Syncer>(handler: &PairHandler<S>) -> Vec<VirtualKey> {
     let translator = handler.syncer.translator();
-    let mut keys: Vec<VirtualKey> = handler
-        .ctx
-        .virtual_store()
-        .state()
-        .iter()
-        .map(|o| virtual_key_of(o.as_ref()))
-        .collect();
+    let mut keys: Vec<VirtualKey> = handler.ctx.virtual_store().map(|o| virtual_key_of(o.as_ref()));
     keys.extend(
         handler
             .ctx
             .host_store()
-            .state()
-            .iter()
-            .filter_map(|h| translator.virtual_key(h.meta())),
+            .map(|h| translator.virtual_key(h.meta()))
+            .into_iter()
+            .flatten(),
     );
     keys.sort();
     keys.dedup();

@@ -80,11 +80,9 @@ impl PodReferences {
                     .apply(virtual_key_of(pod.as_ref()), pod_references(&pod)),
                 InformerEvent::Deleted(pod) => self.index.delete(&virtual_key_of(pod.as_ref())),
                 InformerEvent::Relisted => {
-                    let changed = self.index.reset(
-                        pods.state()
-                            .iter()
-                            .map(|pod| (virtual_key_of(pod.as_ref()), pod_references(pod))),
-                    );
+                    let changed = self
+                        .index
+                        .reset(pods.map(|pod| (virtual_key_of(pod.as_ref()), pod_references(pod))));
                     let _ = ready.send(true);
                     changed
                 }

@@ -177,11 +177,7 @@ impl PodsByNode {
                 }
                 InformerEvent::Deleted(pod) => self.delete(&virtual_key_of(pod.as_ref())),
                 InformerEvent::Relisted => {
-                    let flipped = self.reset(
-                        pods.state()
-                            .iter()
-                            .map(|pod| (virtual_key_of(pod.as_ref()), node_of(pod))),
-                    );
+                    let flipped = self.reset(pods.map(|pod| (virtual_key_of(pod.as_ref()), node_of(pod))));
                     let _ = ready.send(true);
                     flipped
                 }

@@ -497,32 +497,28 @@ pub async fn sweep(ctx: RegisterContext) {
         interval.tick().await;
         let cutoff =
             jiff::Timestamp::now() - jiff::SignedDuration::try_from(SWEEP_INTERVAL).unwrap_or_default();
-        for secret in secrets.state() {
-            let Some(host_pod) = secret
+        let orphans = secrets.map(|secret| {
+            let host_pod = secret
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(TOKEN_POD_ANNOTATION))
-            else {
-                continue;
-            };
+                .and_then(|a| a.get(TOKEN_POD_ANNOTATION))?;
             let young = secret
                 .metadata
                 .creation_timestamp
                 .as_ref()
                 .is_none_or(|t| t.0 > cutoff);
             let pod_exists = host_pods
-                .get(&ObjectRef::new(host_pod).within(&secret.namespace().unwrap_or_default()))
-                .is_some()
-                || token_pod_key(&secret).is_some_and(|key| {
-                    virtual_pods
-                        .get(&ObjectRef::new(&key.name).within(key.namespace.as_deref().unwrap_or_default()))
-                        .is_some()
+                .contains(&ObjectRef::new(host_pod).within(&secret.namespace().unwrap_or_default()))
+                || token_pod_key(secret).is_some_and(|key| {
+                    virtual_pods.contains(
+                        &ObjectRef::new(&key.name).within(key.namespace.as_deref().unwrap_or_default()),
+                    )
                 });
-            if !young
-                && !pod_exists
-                && let Err(err) = delete_token_secret(&ctx, &secret).await
-            {
+            (!young && !pod_exists).then(|| secret.clone())
+        });
+        for secret in orphans.into_iter().flatten() {
+            if let Err(err) = delete_token_secret(&ctx, &secret).await {
                 tracing::warn!(error = %err, "could not remove an orphaned token secret");
             }
         }
