@@ -254,6 +254,8 @@ struct Seen {
     config_maps: HashMap<String, HashMap<String, Instant>>,
     /// Host config maps and secrets currently present (by virtual name).
     host_data_objects: usize,
+    /// Pods created directly on the host (steady's baseline): when each was first seen.
+    direct_seen: HashMap<String, Instant>,
 }
 
 type Shared = Arc<Mutex<Seen>>;
@@ -902,30 +904,30 @@ async fn burst(args: &BenchArgs, bench: &mut Bench, out: &mut BTreeMap<String, V
     Ok(())
 }
 
-async fn steady(
-    args: &BenchArgs,
-    bench: &mut Bench,
-    out: &mut BTreeMap<String, Value>,
-) -> anyhow::Result<()> {
-    bench.start_syncer(out).await?;
-    let idle = bench.record_process(&mut BTreeMap::new(), 0, "")?;
-    bench.reset_counters();
-    let total = args.rate as usize * args.seconds as usize;
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+/// Creates `total` pods (without references) in `namespace` at `rate` per second, each
+/// create in a task of its own at its due time; returns when each was sent, by name, and how
+/// long the sending took.
+async fn create_paced(
+    client: &Client,
+    namespace: &'static str,
+    total: usize,
+    rate: u32,
+) -> anyhow::Result<(HashMap<String, Instant>, Duration)> {
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..total {
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
-        let (virt, sent) = (bench.virt.clone(), sent.clone());
+        let (client, sent) = (client.clone(), sent.clone());
         tasks.spawn(async move {
-            let pod = pod(i, VIRTUAL_NAMESPACE, false);
+            let pod = pod(i, namespace, false);
             let at = Instant::now();
             sent.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(pod_name(i), at);
-            Api::<Pod>::namespaced(virt, VIRTUAL_NAMESPACE)
+            Api::<Pod>::namespaced(client, namespace)
                 .create(&PostParams::default(), &pod)
                 .await
                 .context("creating a pod")
@@ -936,6 +938,47 @@ async fn steady(
     while let Some(result) = tasks.join_next().await {
         result??;
     }
+    let sent = std::mem::take(&mut *sent.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok((sent, sending))
+}
+
+async fn steady(
+    args: &BenchArgs,
+    bench: &mut Bench,
+    out: &mut BTreeMap<String, Value>,
+) -> anyhow::Result<()> {
+    let total = args.rate as usize * args.seconds as usize;
+    // Baseline, before the syncer starts: the same pods at the same rate created directly on
+    // the host, seen by a host watch: one API round trip and one watch event, the floor of
+    // any syncer's down latency on these servers at this load.
+    let direct_watch = spawn_watch(
+        Api::<Pod>::namespaced(bench.host.clone(), DIRECT_NAMESPACE),
+        watcher::Config::default(),
+        &bench.seen,
+        |pod| pod.metadata.name.clone(),
+        |seen, name, _, _, now| {
+            seen.direct_seen.entry(name).or_insert(now);
+        },
+    );
+    let (direct_sent, _) = create_paced(&bench.host, DIRECT_NAMESPACE, total, args.rate).await?;
+    bench.client.add("host", "create", "pods", total as u64);
+    wait_for(&bench.seen, "all direct pods", bench.timeout, |s| {
+        s.direct_seen.len() >= total
+    })
+    .await?;
+    direct_watch.abort();
+    let direct: Vec<f64> = {
+        let seen = lock(&bench.seen);
+        direct_sent
+            .iter()
+            .filter_map(|(name, at)| Some(ms(seen.direct_seen.get(name)?.saturating_duration_since(*at))))
+            .collect()
+    };
+
+    bench.start_syncer(out).await?;
+    let idle = bench.record_process(&mut BTreeMap::new(), 0, "")?;
+    bench.reset_counters();
+    let (sent, sending) = create_paced(&bench.virt, VIRTUAL_NAMESPACE, total, args.rate).await?;
     bench.client.add("virtual", "create", "pods", total as u64);
     out.insert("offered_rate".into(), json!(args.rate));
     out.insert(
@@ -950,7 +993,6 @@ async fn steady(
     let (mut down, mut up) = (Vec::new(), Vec::new());
     {
         let seen = lock(&bench.seen);
-        let sent = sent.lock().unwrap_or_else(|p| p.into_inner());
         for (name, at) in sent.iter() {
             let Some(times) = seen.pods.get(name) else {
                 continue;
@@ -963,8 +1005,17 @@ async fn steady(
             }
         }
     }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 50.0)
+    };
+    if let (Some(d), Some(b)) = (median(&down), median(&direct)) {
+        out.insert("down_direct_p50_ratio".into(), json!(round3(d / b)));
+    }
     latency_fields("down", down, out);
     latency_fields("up", up, out);
+    latency_fields("direct", direct, out);
     let stats = bench.record_process(out, total, "")?;
     out.insert("syncer_cpu_s".into(), json!(round3(stats.cpu_s - idle.cpu_s)));
     bench.record_requests(out, total, "");
