@@ -35,12 +35,12 @@ use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Obje
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, PostParams, Preconditions},
-    runtime::{controller::Action, reflector::ObjectRef},
+    runtime::reflector::ObjectRef,
 };
 use serde::Deserialize;
 use vcsync_syncer::{
-    Base, ControllerBuilder, ControllerModifier, Error, FakeSyncer, Plugin, PluginConfig, RegisterContext,
-    Result, Side, SyncContext,
+    Action, Base, ControllerBuilder, ControllerModifier, Error, FakeSyncer, Plugin, PluginConfig,
+    RegisterContext, Result, Side, SyncContext,
     cache::Cache,
     error::{api_error, status_code},
     events::EventType,
