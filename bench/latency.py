@@ -37,6 +37,7 @@ def plot(reports, path):
         ("down_p99_ms", "down p99", "o--"),
         ("up_p50_ms", "up p50 (host Running -> virtual Running)", "s-"),
         ("up_p99_ms", "up p99", "s--"),
+        ("direct_p50_ms", "baseline p50 (the same pods created directly on the host)", "^:"),
     ]:
         ax.plot(rates, [r.get(field) for r in reports], style, label=label)
     ax.axhline(2, color="grey", linewidth=0.8, linestyle=":")
@@ -69,7 +70,8 @@ def main():
             report = run(args.binary, rate, args.seconds)
             report.pop("requests", None)
             print(f"rate {rate}: down p50 {report.get('down_p50_ms')} p99 {report.get('down_p99_ms')}"
-                  f" | up p50 {report.get('up_p50_ms')} p99 {report.get('up_p99_ms')} ms", flush=True)
+                  f" | up p50 {report.get('up_p50_ms')} p99 {report.get('up_p99_ms')}"
+                  f" | direct p50 {report.get('direct_p50_ms')} ms", flush=True)
             reports.append(report)
         data.write_text(json.dumps(reports, indent=1) + "\n")
     plot(reports, HERE / "latency.png")
