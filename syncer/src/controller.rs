@@ -1,7 +1,7 @@
 //! One controller per syncer, keyed by the virtual object's key.
 //!
 //! A syncer must also act when only the host object is left (the virtual one was deleted), so
-//! a controller keeps a store of keys ([`SyncKey`]): the union of the virtual objects and,
+//! a controller keeps a set of keys: the union of the virtual objects and,
 //! mapped back through the translator, this instance's host objects. Both informers feed it
 //! under one lock, which makes "is either object still there?" decisions atomic with the
 //! key's removal; a triggered key no longer in the store is dropped. The reconciles run on a
@@ -9,6 +9,7 @@
 
 use std::{
     borrow::Cow,
+    collections::HashSet,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -19,15 +20,7 @@ use futures::{
     future::{BoxFuture, Shared},
     stream::BoxStream,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{
-    Resource,
-    runtime::{
-        reflector::{self, ObjectRef, Store, store::Writer},
-        watcher,
-    },
-};
-use serde::{Deserialize, Serialize};
+use kube::{Resource, runtime::reflector::ObjectRef};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use vcsync_translators::VirtualKey;
@@ -48,57 +41,6 @@ const CONFLICT_RETRY: Duration = Duration::from_millis(50);
 pub const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// A reconcile key as a kube `Resource`, kept in a reflector store (the controller's set of
-/// live keys). Holds only the virtual namespace and name.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct SyncKey {
-    metadata: ObjectMeta,
-}
-
-impl SyncKey {
-    fn new(key: &VirtualKey) -> Self {
-        Self {
-            metadata: ObjectMeta {
-                name: Some(key.name.clone()),
-                namespace: key.namespace.clone(),
-                ..ObjectMeta::default()
-            },
-        }
-    }
-
-    /// The virtual key this stands for.
-    pub fn virtual_key(&self) -> VirtualKey {
-        VirtualKey {
-            namespace: self.metadata.namespace.clone(),
-            name: self.metadata.name.clone().unwrap_or_default(),
-        }
-    }
-}
-
-impl Resource for SyncKey {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "SyncKey".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "vcsync.dev".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "synckeys".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
 
 /// The virtual key of a virtual object.
 pub fn virtual_key_of<K: Resource>(obj: &K) -> VirtualKey {
@@ -168,11 +110,11 @@ pub(crate) trait KeyHandler: Send + Sync + 'static {
     }
 }
 
-/// The key store of one controller and the channel that triggers reconciles.
+/// The key set of one controller and the channel that triggers reconciles.
 pub(crate) struct KeyQueue<H: KeyHandler> {
     handler: Arc<H>,
-    writer: Mutex<Writer<SyncKey>>,
-    keys: Store<SyncKey>,
+    /// The live keys; its lock also orders "does either object exist?" with removals.
+    keys: Mutex<HashSet<VirtualKey>>,
     trigger: mpsc::UnboundedSender<VirtualKey>,
     failures: DashMap<VirtualKey, u32>,
     /// Enqueues per key since its last reconcile ended: a key enqueued while it is being
@@ -186,12 +128,10 @@ pub(crate) struct KeyQueue<H: KeyHandler> {
 
 impl<H: KeyHandler> KeyQueue<H> {
     fn new(handler: Arc<H>, metrics: SyncerMetrics) -> (Arc<Self>, mpsc::UnboundedReceiver<VirtualKey>) {
-        let (keys, writer) = reflector::store::<SyncKey>();
         let (trigger, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(Self {
             handler,
-            writer: Mutex::new(writer),
-            keys,
+            keys: Mutex::default(),
             trigger,
             failures: DashMap::new(),
             enqueued: DashMap::new(),
@@ -202,8 +142,7 @@ impl<H: KeyHandler> KeyQueue<H> {
     }
 
     /// Asks the controller to reconcile `key`.
-    fn trigger(&self, key: SyncKey) {
-        let key = key.virtual_key();
+    fn trigger(&self, key: VirtualKey) {
         if self.pending.insert(key.clone()) {
             self.metrics.queue_depth.inc();
         }
@@ -218,12 +157,11 @@ impl<H: KeyHandler> KeyQueue<H> {
     }
 
     fn enqueue(&self, key: &VirtualKey) {
-        let sync_key = SyncKey::new(key);
-        let mut writer = self.writer.lock().expect("key writer lock");
+        let mut keys = self.keys.lock().expect("keys lock");
         *self.enqueued.entry(key.clone()).or_insert(0) += 1;
-        writer.apply_watcher_event(&watcher::Event::Apply(sync_key.clone()));
-        drop(writer);
-        self.trigger(sync_key);
+        keys.insert(key.clone());
+        drop(keys);
+        self.trigger(key.clone());
     }
 
     fn enqueued_count(&self, key: &VirtualKey) -> u64 {
@@ -232,25 +170,30 @@ impl<H: KeyHandler> KeyQueue<H> {
 
     /// After a reconcile that started having seen `enqueued` enqueues of `key`.
     fn forget_if_gone(&self, key: &VirtualKey, enqueued: u64) {
-        let mut writer = self.writer.lock().expect("key writer lock");
+        let mut keys = self.keys.lock().expect("keys lock");
         if self.enqueued_count(key) != enqueued {
             return;
         }
         self.enqueued.remove(key);
         if !self.handler.exists(key) {
-            writer.apply_watcher_event(&watcher::Event::Delete(SyncKey::new(key)));
+            keys.remove(key);
         }
     }
 
     fn forget_or_enqueue(&self, key: &VirtualKey) {
-        let mut writer = self.writer.lock().expect("key writer lock");
+        let mut keys = self.keys.lock().expect("keys lock");
         if self.handler.exists(key) {
-            writer.apply_watcher_event(&watcher::Event::Apply(SyncKey::new(key)));
-            self.trigger(SyncKey::new(key));
+            keys.insert(key.clone());
+            self.trigger(key.clone());
         } else {
             self.enqueued.remove(key);
-            writer.apply_watcher_event(&watcher::Event::Delete(SyncKey::new(key)));
+            keys.remove(key);
         }
+    }
+
+    /// Whether `key` is live (a triggered key no longer live is dropped).
+    fn is_live(&self, key: &VirtualKey) -> bool {
+        self.keys.lock().expect("keys lock").contains(key)
     }
 
     /// Adds the keys of a re-list (deletions during a watch gap left no event) and reconciles
@@ -258,25 +201,13 @@ impl<H: KeyHandler> KeyQueue<H> {
     /// reconcile: a fake syncer's triggers name objects that do not exist yet, and a key whose
     /// objects are really gone is forgotten after its (no-op) reconcile.
     fn rebuild(&self, all: impl IntoIterator<Item = VirtualKey>) {
-        let mut writer = self.writer.lock().expect("key writer lock");
-        let mut queued = self
-            .keys
-            .state()
-            .iter()
-            .map(|k| k.virtual_key())
-            .collect::<Vec<_>>();
-        writer.apply_watcher_event(&watcher::Event::Init);
-        for key in &queued {
-            writer.apply_watcher_event(&watcher::Event::InitApply(SyncKey::new(key)));
-        }
-        for key in all {
-            writer.apply_watcher_event(&watcher::Event::InitApply(SyncKey::new(&key)));
-            queued.push(key);
-        }
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        drop(writer);
+        let mut keys = self.keys.lock().expect("keys lock");
+        keys.extend(all);
+        keys.shrink_to_fit();
+        let queued: Vec<VirtualKey> = keys.iter().cloned().collect();
+        drop(keys);
         for key in queued {
-            self.trigger(SyncKey::new(&key));
+            self.trigger(key);
         }
     }
 
@@ -334,11 +265,7 @@ impl<H: KeyHandler> KeyQueue<H> {
         let reconcile = |key: VirtualKey| {
             let queue = self.clone();
             async move {
-                if queue
-                    .keys
-                    .get(&object_ref(key.namespace.as_deref(), &key.name))
-                    .is_none()
-                {
+                if !queue.is_live(&key) {
                     // Forgotten between trigger and run: both objects are gone.
                     queue.started(&key);
                     return None;
@@ -691,10 +618,7 @@ mod tests {
     }
 
     fn queued(queue: &KeyQueue<Waiting>, key: &VirtualKey) -> bool {
-        queue
-            .keys
-            .get(&object_ref(key.namespace.as_deref(), &key.name))
-            .is_some()
+        queue.is_live(key)
     }
 
     #[tokio::test]
