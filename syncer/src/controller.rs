@@ -1,10 +1,10 @@
 //! One controller per syncer, keyed by the virtual object's key.
 //!
 //! A syncer must also act when only the host object is left (the virtual one was deleted), so
-//! a controller keeps a set of keys: the union of the virtual objects and,
-//! mapped back through the translator, this instance's host objects. Both informers feed it
-//! under one lock, which makes "is either object still there?" decisions atomic with the
-//! key's removal; a triggered key no longer in the store is dropped. The reconciles run on a
+//! a controller keeps a set of live keys: the union of the virtual objects and, mapped back
+//! through the translator, this instance's host objects. Both informers feed it under one
+//! lock, which makes "is either object still there?" decisions atomic with the key's removal;
+//! a triggered key no longer in the set is dropped. The reconciles run on a
 //! [`crate::work_queue`].
 
 use std::{
