@@ -70,6 +70,10 @@ struct PendingWrite {
     pod_uid: String,
 }
 
+fn pod_uid(virt: &Pod) -> &str {
+    virt.metadata.uid.as_deref().unwrap_or_default()
+}
+
 /// How long a created token Secret is trusted to exist while the host cache does not show it.
 const CREATED_LAG: Duration = Duration::from_secs(5);
 
@@ -194,7 +198,7 @@ impl TokenSecrets {
         };
         let ownership = ctx.register_context().ownership();
         if let Some(secret) = &existing
-            && let Some((mount, refresh_at)) = self.fresh(ctx, secret, virt, &name, audiences)?
+            && let Some((mount, refresh_at)) = self.fresh(ctx, secret, pod_uid(virt), &name, audiences)?
         {
             return Ok(PreparedTokens {
                 mount,
@@ -211,7 +215,7 @@ impl TokenSecrets {
             host_pod,
             namespace: &ns,
             name: &virt.name_any(),
-            uid: virt.metadata.uid.as_deref().unwrap_or_default(),
+            uid: pod_uid(virt),
         };
         let desired = token_secret(owner, &issued);
         Ok(PreparedTokens {
@@ -224,18 +228,18 @@ impl TokenSecrets {
                 desired,
                 existing,
                 audiences: audiences.clone(),
-                pod_uid: virt.metadata.uid.clone().unwrap_or_default(),
+                pod_uid: pod_uid(virt).to_string(),
             }),
         })
     }
 
-    /// The mount and renewal time `secret` offers a pod of `virt`'s uid needing `audiences`,
+    /// The mount and renewal time `secret` offers the pod of uid `pod_uid` needing `audiences`,
     /// if it is fresh for it; an error if the Secret is not this instance's.
     fn fresh(
         &self,
         ctx: &SyncContext<Pod>,
         secret: &Secret,
-        virt: &Pod,
+        pod_uid: &str,
         name: &str,
         audiences: &Audiences,
     ) -> Result<Option<(TokenMount, jiff::Timestamp)>> {
@@ -247,9 +251,8 @@ impl TokenSecrets {
             });
         }
         let state = TokenSecretState::of(secret);
-        let uid = virt.metadata.uid.as_deref().unwrap_or_default();
         Ok(state
-            .is_fresh_for(uid, audiences, jiff::Timestamp::now())
+            .is_fresh_for(pod_uid, audiences, jiff::Timestamp::now())
             .then_some(state.refresh_at)
             .flatten()
             .map(|refresh_at| {
@@ -301,15 +304,7 @@ impl TokenSecrets {
                     let Some(found) = found else {
                         return Err(api_error(Side::Host, "create", "Secret", &key)(err));
                     };
-                    let ownership = ctx.register_context().ownership();
-                    if !ownership.owns(&found.metadata) {
-                        return Err(Error::ForeignHostObject {
-                            host: key,
-                            instance: ownership.instance().to_string(),
-                        });
-                    }
-                    if TokenSecretState::of(&found).is_fresh_for(&pod_uid, &audiences, jiff::Timestamp::now())
-                    {
+                    if self.fresh(ctx, &found, &pod_uid, &name, &audiences)?.is_some() {
                         return Ok(());
                     }
                     found
