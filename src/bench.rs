@@ -1008,17 +1008,13 @@ async fn steady(
             }
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        percentile(&v, 50.0)
-    };
-    if let (Some(d), Some(b)) = (median(&down), median(&direct)) {
-        out.insert("down_direct_p50_ratio".into(), json!(round3(d / b)));
-    }
     latency_fields("down", down, out);
     latency_fields("up", up, out);
     latency_fields("direct", direct, out);
+    let p50 = |prefix: &str| out.get(&format!("{prefix}_p50_ms")).and_then(Value::as_f64);
+    if let (Some(d), Some(b)) = (p50("down"), p50("direct")) {
+        out.insert("down_direct_p50_ratio".into(), json!(round3(d / b)));
+    }
     let stats = bench.record_process(out, total, "")?;
     out.insert("syncer_cpu_s".into(), json!(round3(stats.cpu_s - idle.cpu_s)));
     bench.record_requests(out, total, "");
