@@ -39,10 +39,14 @@ pub enum InformerEvent<K> {
     Relisted,
 }
 
+/// A change every object of an informer undergoes before it is cached and sent out.
+pub type Trim<K> = Box<dyn Fn(&mut K) + Send + Sync>;
+
 /// One watched collection, its cache and its subscribers.
 pub struct Informer<K: SyncResource> {
     store: Cache<K>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<InformerEvent<K>>>>,
+    trims: Mutex<Vec<Trim<K>>>,
 }
 
 impl<K: SyncResource> Informer<K> {
@@ -57,6 +61,13 @@ impl<K: SyncResource> Informer<K> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.subscribers.lock().expect("subscribers lock").push(tx);
         rx
+    }
+
+    /// Has `trim` drop from every object what no reader of this informer needs (all its
+    /// syncers share it: a trim is registered by the one that knows nobody reads those
+    /// fields). Register it before the informers start; later ones are ignored.
+    pub fn trim(&self, trim: impl Fn(&mut K) + Send + Sync + 'static) {
+        self.trims.lock().expect("trims lock").push(Box::new(trim));
     }
 
     fn notify(&self, make: impl Fn() -> InformerEvent<K>) {
@@ -74,9 +85,13 @@ impl<K: SyncResource> Informer<K> {
         side: Side,
     ) {
         let kind = K::kind(&());
+        let trims = std::mem::take(&mut *self.trims.lock().expect("trims lock"));
         let mut events = watcher(api, config)
             .default_backoff()
-            .modify(strip_unread_fields::<K>)
+            .modify(move |obj| {
+                strip_unread_fields(obj);
+                trims.iter().for_each(|trim| trim(obj));
+            })
             .boxed();
         while let Some(event) = events.next().await {
             let event = match event {
@@ -181,6 +196,7 @@ impl Informers {
         let informer = Arc::new(Informer {
             store: store.clone(),
             subscribers: Mutex::default(),
+            trims: Mutex::default(),
         });
         let (api, config, side) = self.api_for::<K>(&scope);
         let runner = informer.clone();

@@ -317,6 +317,20 @@ pub struct TokenSecretState {
     pub ca_cert: bool,
 }
 
+/// Blanks the values of a token Secret, keeping its keys: nothing vcsync decides reads a
+/// token once written (the state is in the annotations and which keys there are), so the
+/// host cache need not keep a kilobyte or two of tokens and CA per pod. Other Secrets are
+/// left as they are.
+pub fn blank_token_values(secret: &mut Secret) {
+    let annotations = secret.metadata.annotations.as_ref();
+    if !annotations.is_some_and(|a| a.contains_key(TOKEN_POD_ANNOTATION)) {
+        return;
+    }
+    for value in secret.data.iter_mut().flat_map(|data| data.values_mut()) {
+        value.0.clear();
+    }
+}
+
 impl TokenSecretState {
     /// Reads the annotations vcsync wrote on a token Secret.
     pub fn of(secret: &Secret) -> Self {
@@ -508,5 +522,23 @@ mod tests {
         assert!(!state.is_fresh_for("u1", &Audiences::from([("vault".into(), 600)]), now));
         assert!(!state.is_fresh_for("u1", &needs, "2030-01-01T00:48:00Z".parse().unwrap()));
         assert_eq!(secret.data.as_ref().unwrap()["namespace"].0, b"team");
+
+        // What the host cache keeps: the same state, no token.
+        let mut cached = secret.clone();
+        blank_token_values(&mut cached);
+        assert_eq!(TokenSecretState::of(&cached), TokenSecretState::of(&secret));
+        let data = cached.data.as_ref().unwrap();
+        assert!(data.contains_key("token") && data.values().all(|v| v.0.is_empty()));
+    }
+
+    #[test]
+    fn only_token_secrets_are_blanked() {
+        let mut secret = Secret {
+            data: Some(BTreeMap::from([("password".into(), ByteString(b"pw".to_vec()))])),
+            ..Secret::default()
+        };
+        let before = secret.clone();
+        blank_token_values(&mut secret);
+        assert_eq!(secret, before);
     }
 }

@@ -23,8 +23,8 @@ use super::{
     syncer::client_status,
     token::{
         Audiences, IssuedTokens, TOKEN_POD_ANNOTATION, TOKEN_POD_NAME_ANNOTATION,
-        TOKEN_POD_NAMESPACE_ANNOTATION, TokenMount, TokenOwner, TokenSecretState, mounts_secret,
-        refresh_time, token_audiences, token_secret, token_secret_name, wants_default_mount,
+        TOKEN_POD_NAMESPACE_ANNOTATION, TokenMount, TokenOwner, TokenSecretState, blank_token_values,
+        mounts_secret, refresh_time, token_audiences, token_secret, token_secret_name, wants_default_mount,
     },
     translate::service_account_of,
 };
@@ -80,10 +80,12 @@ const CREATED_LAG: Duration = Duration::from_secs(5);
 impl TokenSecrets {
     /// Token Secrets for the manager of `ctx`; the informers it reads are shared.
     pub fn new(ctx: &RegisterContext) -> Self {
+        let host_secrets = ctx.host_informer::<Secret>();
+        host_secrets.trim(blank_token_values);
         Self {
             service_accounts: ctx.virtual_informer::<ServiceAccount>().store(),
             config_maps: ctx.virtual_informer::<ConfigMap>().store(),
-            host_secrets: ctx.host_informer::<Secret>().store(),
+            host_secrets: host_secrets.store(),
             created: dashmap::DashMap::new(),
         }
     }
