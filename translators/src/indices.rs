@@ -6,6 +6,7 @@
 //! `Send + Sync`, lock-striped, cheap to share in an `Arc`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
@@ -18,13 +19,20 @@ use crate::references::RefTarget;
 /// Pods with no references are not stored, so the state after any sequence of events equals the
 /// state built from scratch from the surviving pods.
 ///
+/// Memory: each pod key and each target is allocated once and shared by both sides (a link
+/// costs a pointer on each side), and both sides keep sorted vectors rather than B-tree sets,
+/// whose nodes are allocated for eleven entries when a pod has three references and a target
+/// one pod: about 0.6 KB per pod with three references instead of 1.7 KB.
+///
 /// Locking: a mutation holds the pod's entry while it updates the target side, so concurrent events
 /// for the same pod cannot interleave; locks are always taken pod side first, and readers take only
 /// one side, so there is no lock-order inversion.
 #[derive(Debug, Default)]
 pub struct ReferenceIndex {
-    by_pod: DashMap<VirtualKey, BTreeSet<RefTarget>>,
-    by_target: DashMap<RefTarget, BTreeSet<VirtualKey>>,
+    /// Each pod's references, sorted.
+    by_pod: DashMap<Arc<VirtualKey>, Box<[Arc<RefTarget>]>>,
+    /// The pods referencing each target, sorted.
+    by_target: DashMap<Arc<RefTarget>, Vec<Arc<VirtualKey>>>,
 }
 
 impl ReferenceIndex {
@@ -38,16 +46,16 @@ impl ReferenceIndex {
     /// Returns the targets whose set of referencing pods changed (the pod started or stopped
     /// referencing them), sorted, each once. Re-applying the same references returns nothing.
     pub fn apply(&self, pod: VirtualKey, refs: BTreeSet<RefTarget>) -> Vec<RefTarget> {
-        match self.by_pod.entry(pod) {
+        match self.by_pod.entry(Arc::new(pod)) {
             Entry::Occupied(mut entry) => {
-                if *entry.get() == refs {
+                if entry.get().iter().map(AsRef::as_ref).eq(refs.iter()) {
                     return Vec::new();
                 }
-                let changed = self.relink(entry.key(), entry.get(), &refs);
+                let (linked, changed) = self.relink(entry.key(), entry.get(), &refs);
                 if refs.is_empty() {
                     entry.remove();
                 } else {
-                    *entry.get_mut() = refs;
+                    *entry.get_mut() = linked;
                 }
                 changed
             }
@@ -55,8 +63,8 @@ impl ReferenceIndex {
                 if refs.is_empty() {
                     return Vec::new();
                 }
-                let changed = self.relink(entry.key(), &BTreeSet::new(), &refs);
-                entry.insert(refs);
+                let (linked, changed) = self.relink(entry.key(), &[], &refs);
+                entry.insert(linked);
                 changed
             }
         }
@@ -64,9 +72,9 @@ impl ReferenceIndex {
 
     /// Forgets `pod`. Returns the targets that lost it, sorted.
     pub fn delete(&self, pod: &VirtualKey) -> Vec<RefTarget> {
-        match self.by_pod.entry(pod.clone()) {
+        match self.by_pod.entry(Arc::new(pod.clone())) {
             Entry::Occupied(entry) => {
-                let changed = self.relink(entry.key(), entry.get(), &BTreeSet::new());
+                let (_, changed) = self.relink(entry.key(), entry.get(), &BTreeSet::new());
                 entry.remove();
                 changed
             }
@@ -86,7 +94,7 @@ impl ReferenceIndex {
         let stale: Vec<VirtualKey> = self
             .by_pod
             .iter()
-            .map(|e| e.key().clone())
+            .map(|e| VirtualKey::clone(e.key()))
             .filter(|pod| !pods.contains_key(pod))
             .collect();
         let mut changed = BTreeSet::new();
@@ -108,18 +116,21 @@ impl ReferenceIndex {
     pub fn referencing_pods(&self, target: &RefTarget) -> Vec<VirtualKey> {
         self.by_target
             .get(target)
-            .map(|pods| pods.iter().cloned().collect())
+            .map(|pods| pods.iter().map(|pod| VirtualKey::clone(pod)).collect())
             .unwrap_or_default()
     }
 
     /// The references recorded for `pod` (empty if unknown).
     pub fn references_of(&self, pod: &VirtualKey) -> BTreeSet<RefTarget> {
-        self.by_pod.get(pod).map(|refs| refs.clone()).unwrap_or_default()
+        self.by_pod
+            .get(pod)
+            .map(|refs| refs.iter().map(|target| RefTarget::clone(target)).collect())
+            .unwrap_or_default()
     }
 
     /// Every target referenced by at least one pod, sorted: what has to exist on the host.
     pub fn referenced_targets(&self) -> Vec<RefTarget> {
-        let mut targets: Vec<RefTarget> = self.by_target.iter().map(|e| e.key().clone()).collect();
+        let mut targets: Vec<RefTarget> = self.by_target.iter().map(|e| RefTarget::clone(e.key())).collect();
         targets.sort();
         targets
     }
@@ -134,33 +145,45 @@ impl ReferenceIndex {
         self.by_pod.is_empty()
     }
 
-    /// Moves `pod`'s links on the target side from `old` to `new`; returns the symmetric difference.
-    /// Called with the pod's entry held.
+    /// Moves `pod`'s links on the target side from `old` (sorted) to `new`. Returns the pod
+    /// side's new links (sharing the targets' allocations) and the targets whose pods changed,
+    /// sorted. Called with the pod's entry held.
     fn relink(
         &self,
-        pod: &VirtualKey,
-        old: &BTreeSet<RefTarget>,
+        pod: &Arc<VirtualKey>,
+        old: &[Arc<RefTarget>],
         new: &BTreeSet<RefTarget>,
-    ) -> Vec<RefTarget> {
+    ) -> (Box<[Arc<RefTarget>]>, Vec<RefTarget>) {
         let mut changed = Vec::new();
-        for target in old.difference(new) {
+        for target in old.iter().filter(|target| !new.contains(target.as_ref())) {
             if let Entry::Occupied(mut pods) = self.by_target.entry(target.clone()) {
-                pods.get_mut().remove(pod);
-                if pods.get().is_empty() {
+                let list = pods.get_mut();
+                if let Ok(at) = list.binary_search(pod) {
+                    list.remove(at);
+                }
+                if list.is_empty() {
                     pods.remove();
+                } else if list.len() * 4 < list.capacity() {
+                    list.shrink_to_fit();
                 }
             }
-            changed.push(target.clone());
+            changed.push(RefTarget::clone(target));
         }
-        for target in new.difference(old) {
-            self.by_target
-                .entry(target.clone())
-                .or_default()
-                .insert(pod.clone());
+        let mut linked = Vec::with_capacity(new.len());
+        for target in new {
+            if let Ok(at) = old.binary_search_by(|kept| kept.as_ref().cmp(target)) {
+                linked.push(old[at].clone());
+                continue;
+            }
+            let mut pods = self.by_target.entry(Arc::new(target.clone())).or_default();
+            if let Err(at) = pods.binary_search(pod) {
+                pods.insert(at, pod.clone());
+            }
+            linked.push(pods.key().clone());
             changed.push(target.clone());
         }
         changed.sort();
-        changed
+        (linked.into_boxed_slice(), changed)
     }
 }
 
