@@ -9,12 +9,11 @@
 
 use std::{
     borrow::Cow,
-    collections::HashSet,
-    sync::{Arc, Mutex},
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
-use dashmap::DashMap;
 use futures::{
     FutureExt, Stream, StreamExt,
     future::{BoxFuture, Shared},
@@ -110,19 +109,27 @@ pub(crate) trait KeyHandler: Send + Sync + 'static {
     }
 }
 
+/// What a controller keeps per live key (one map entry, one copy of the key).
+#[derive(Debug, Default)]
+struct KeyState {
+    /// Enqueues since its last reconcile ended: a key enqueued while it is being reconciled is
+    /// not forgotten by that reconcile, since the pending run must still find it (a fake
+    /// syncer's trigger names an object that does not exist yet).
+    enqueued: u32,
+    /// Triggered, and its reconcile not started yet (the `vcsync_queue_depth` gauge).
+    pending: bool,
+    /// Reconciles failed in a row, for the backoff.
+    failures: u32,
+}
+
+type Keys = HashMap<VirtualKey, KeyState>;
+
 /// The key set of one controller and the channel that triggers reconciles.
 pub(crate) struct KeyQueue<H: KeyHandler> {
     handler: Arc<H>,
     /// The live keys; its lock also orders "does either object exist?" with removals.
-    keys: Mutex<HashSet<VirtualKey>>,
+    keys: Mutex<Keys>,
     trigger: mpsc::UnboundedSender<VirtualKey>,
-    failures: DashMap<VirtualKey, u32>,
-    /// Enqueues per key since its last reconcile ended: a key enqueued while it is being
-    /// reconciled is not forgotten by that reconcile, since the pending run must still find it
-    /// (a fake syncer's trigger names an object that does not exist yet).
-    enqueued: DashMap<VirtualKey, u64>,
-    /// Keys triggered whose reconcile has not started yet (the `vcsync_queue_depth` gauge).
-    pending: dashmap::DashSet<VirtualKey>,
     metrics: SyncerMetrics,
 }
 
@@ -133,67 +140,87 @@ impl<H: KeyHandler> KeyQueue<H> {
             handler,
             keys: Mutex::default(),
             trigger,
-            failures: DashMap::new(),
-            enqueued: DashMap::new(),
-            pending: dashmap::DashSet::new(),
             metrics,
         });
         (queue, rx)
     }
 
-    /// Asks the controller to reconcile `key`.
-    fn trigger(&self, key: VirtualKey) {
-        if self.pending.insert(key.clone()) {
-            self.metrics.queue_depth.inc();
-        }
-        let _ = self.trigger.send(key);
+    fn keys(&self) -> MutexGuard<'_, Keys> {
+        self.keys.lock().expect("keys lock")
     }
 
-    /// `key`'s reconcile starts, or the controller dropped it (it vanished from the store).
-    fn started(&self, key: &VirtualKey) {
-        if self.pending.remove(key).is_some() {
+    /// Asks the controller to reconcile the live key `key`.
+    fn trigger(&self, state: &mut KeyState, key: &VirtualKey) {
+        if !state.pending {
+            state.pending = true;
+            self.metrics.queue_depth.inc();
+        }
+        let _ = self.trigger.send(key.clone());
+    }
+
+    fn forget(&self, keys: &mut Keys, key: &VirtualKey) {
+        if keys.remove(key).is_some_and(|state| state.pending) {
             self.metrics.queue_depth.dec();
         }
     }
 
     fn enqueue(&self, key: &VirtualKey) {
-        let mut keys = self.keys.lock().expect("keys lock");
-        *self.enqueued.entry(key.clone()).or_insert(0) += 1;
-        keys.insert(key.clone());
-        drop(keys);
-        self.trigger(key.clone());
+        let mut keys = self.keys();
+        let state = live(&mut keys, key);
+        state.enqueued += 1;
+        self.trigger(state, key);
     }
 
-    fn enqueued_count(&self, key: &VirtualKey) -> u64 {
-        self.enqueued.get(key).map(|c| *c).unwrap_or(0)
+    /// `key`'s reconcile starts: the enqueues seen so far, or None if the key was forgotten
+    /// meanwhile (both objects gone).
+    fn start(&self, key: &VirtualKey) -> Option<u32> {
+        let mut keys = self.keys();
+        let state = keys.get_mut(key)?;
+        if std::mem::take(&mut state.pending) {
+            self.metrics.queue_depth.dec();
+        }
+        Some(state.enqueued)
     }
 
-    /// After a reconcile that started having seen `enqueued` enqueues of `key`.
-    fn forget_if_gone(&self, key: &VirtualKey, enqueued: u64) {
-        let mut keys = self.keys.lock().expect("keys lock");
-        if self.enqueued_count(key) != enqueued {
+    /// After a reconcile of `key` that succeeded, having started at `enqueued` enqueues.
+    fn succeeded(&self, key: &VirtualKey, enqueued: u32) {
+        let mut keys = self.keys();
+        let Some(state) = keys.get_mut(key) else {
+            return;
+        };
+        state.failures = 0;
+        if state.enqueued != enqueued {
             return;
         }
-        self.enqueued.remove(key);
+        state.enqueued = 0;
         if !self.handler.exists(key) {
-            keys.remove(key);
+            self.forget(&mut keys, key);
         }
+    }
+
+    /// After a failed reconcile of `key`: how many failed in a row.
+    fn failed(&self, key: &VirtualKey) -> u32 {
+        let mut keys = self.keys();
+        keys.get_mut(key).map_or(1, |state| {
+            state.failures += 1;
+            state.failures
+        })
     }
 
     fn forget_or_enqueue(&self, key: &VirtualKey) {
-        let mut keys = self.keys.lock().expect("keys lock");
+        let mut keys = self.keys();
         if self.handler.exists(key) {
-            keys.insert(key.clone());
-            self.trigger(key.clone());
+            let state = live(&mut keys, key);
+            self.trigger(state, key);
         } else {
-            self.enqueued.remove(key);
-            keys.remove(key);
+            self.forget(&mut keys, key);
         }
     }
 
     /// Whether `key` is live (a triggered key no longer live is dropped).
+    #[cfg(test)]
     fn is_live(&self, key: &VirtualKey) -> bool {
-        self.keys.lock().expect("keys lock").contains(key)
+        self.keys().contains_key(key)
     }
 
     /// Adds the keys of a re-list (deletions during a watch gap left no event) and reconciles
@@ -201,25 +228,22 @@ impl<H: KeyHandler> KeyQueue<H> {
     /// reconcile: a fake syncer's triggers name objects that do not exist yet, and a key whose
     /// objects are really gone is forgotten after its (no-op) reconcile.
     fn rebuild(&self, all: impl IntoIterator<Item = VirtualKey>) {
-        let mut keys = self.keys.lock().expect("keys lock");
-        keys.extend(all);
+        let mut keys = self.keys();
+        for key in all {
+            keys.entry(key).or_default();
+        }
         keys.shrink_to_fit();
-        let queued: Vec<VirtualKey> = keys.iter().cloned().collect();
-        drop(keys);
-        for key in queued {
-            self.trigger(key);
+        for (key, state) in keys.iter_mut() {
+            self.trigger(state, key);
         }
     }
 
-    async fn reconcile(vkey: VirtualKey, queue: Arc<Self>) -> Result<Action> {
+    async fn reconcile(vkey: &VirtualKey, enqueued: u32, queue: &Self) -> Result<Action> {
         let span = tracing::info_span!("reconcile", syncer = queue.handler.name(), key = %vkey);
-        queue.started(&vkey);
         let mut timer = queue.metrics.start_reconcile();
         let result = async {
-            let enqueued = queue.enqueued_count(&vkey);
-            let action = queue.handler.handle(&vkey).await?;
-            queue.failures.remove(&vkey);
-            queue.forget_if_gone(&vkey, enqueued);
+            let action = queue.handler.handle(vkey).await?;
+            queue.succeeded(vkey, enqueued);
             Ok(action)
         }
         .instrument(span)
@@ -239,11 +263,7 @@ impl<H: KeyHandler> KeyQueue<H> {
             tracing::debug!(syncer = queue.handler.name(), key = %vkey, "conflict; retrying");
             return Action::requeue(CONFLICT_RETRY);
         }
-        let attempt = {
-            let mut entry = queue.failures.entry(vkey.clone()).or_insert(0);
-            *entry += 1;
-            *entry
-        };
+        let attempt = queue.failed(vkey);
         let delay = FIRST_BACKOFF
             .saturating_mul(1 << attempt.min(12).saturating_sub(1))
             .min(MAX_BACKOFF);
@@ -265,12 +285,9 @@ impl<H: KeyHandler> KeyQueue<H> {
         let reconcile = |key: VirtualKey| {
             let queue = self.clone();
             async move {
-                if !queue.is_live(&key) {
-                    // Forgotten between trigger and run: both objects are gone.
-                    queue.started(&key);
-                    return None;
-                }
-                let action = match Self::reconcile(key.clone(), queue.clone()).await {
+                // Forgotten between trigger and run: both objects are gone.
+                let enqueued = queue.start(&key)?;
+                let action = match Self::reconcile(&key, enqueued, &queue).await {
                     Ok(action) => action,
                     Err(err) => Self::error_policy(&key, &err, &queue),
                 };
@@ -280,6 +297,14 @@ impl<H: KeyHandler> KeyQueue<H> {
         };
         crate::work_queue::run(triggers, concurrency.into(), shutdown, reconcile).await;
     }
+}
+
+/// The state of the live key `key`, made live if it was not.
+fn live<'k>(keys: &'k mut Keys, key: &VirtualKey) -> &'k mut KeyState {
+    if !keys.contains_key(key) {
+        keys.insert(key.clone(), KeyState::default());
+    }
+    keys.get_mut(key).expect("inserted above")
 }
 
 pub(crate) struct PairHandler<S: crate::Syncer> {
@@ -631,18 +656,29 @@ mod tests {
         );
         let key = VirtualKey::cluster("n1");
         queue.enqueue(&key);
-        let running = tokio::spawn(KeyQueue::reconcile(key.clone(), queue.clone()));
+        let enqueued = queue.start(&key).unwrap();
+        let running = tokio::spawn({
+            let (queue, key) = (queue.clone(), key.clone());
+            async move { KeyQueue::reconcile(&key, enqueued, &queue).await }
+        });
         tokio::task::yield_now().await;
         queue.enqueue(&key);
         queue.handler.release.add_permits(1);
         running.await.unwrap().unwrap();
         assert!(queued(&queue, &key), "the pending run would not find its key");
+        assert_eq!(
+            queue.metrics.queue_depth.get(),
+            1,
+            "the second enqueue is pending"
+        );
 
         // The pending run, with nothing enqueued meanwhile, forgets the key of a missing object.
         queue.handler.release.add_permits(1);
-        KeyQueue::reconcile(key.clone(), queue.clone()).await.unwrap();
+        let enqueued = queue.start(&key).unwrap();
+        KeyQueue::reconcile(&key, enqueued, &queue).await.unwrap();
         assert!(!queued(&queue, &key));
-        assert!(queue.enqueued.is_empty());
+        assert!(queue.keys().is_empty());
+        assert_eq!(queue.metrics.queue_depth.get(), 0);
     }
 
     #[tokio::test]
