@@ -42,10 +42,18 @@ fn a_small_burst_syncs_every_pod_and_reports_its_figures() {
         "cpu_s",
         "peak_rss_bytes",
         "idle_rss_bytes",
+        "sync_servers_and_client_cpu_s",
+        "servers_bound_ratio",
     ] {
         assert!(number(&report, field) > 0.0, "{field} in {report:#}");
     }
     assert!(number(&report, "rss_per_pod_bytes") >= 0.0, "{report:#}");
+    // CPU seconds over the cores cannot exceed the wall time, so the bound cannot exceed the
+    // measured ratio (up to twice it: /proc counts in 10 ms ticks, and this run is short).
+    assert!(
+        number(&report, "servers_bound_ratio") <= number(&report, "sync_direct_ratio") * 2.0,
+        "{report:#}"
+    );
     // At least the host create, the virtual binding and the virtual status of each pod.
     assert!(number(&report, "writes_per_pod") >= 3.0, "{report:#}");
     // Every pod and its config map created on the host (a create repeated against a lagging
