@@ -9,7 +9,7 @@
 use std::{
     any::{Any, TypeId},
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
 };
 
 use futures::{StreamExt, future::BoxFuture};
@@ -46,7 +46,7 @@ pub type Trim<K> = Box<dyn Fn(&mut K) + Send + Sync>;
 pub struct Informer<K: SyncResource> {
     store: Cache<K>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<InformerEvent<K>>>>,
-    trims: Mutex<Vec<Trim<K>>>,
+    trims: RwLock<Vec<Trim<K>>>,
 }
 
 impl<K: SyncResource> Informer<K> {
@@ -65,9 +65,10 @@ impl<K: SyncResource> Informer<K> {
 
     /// Has `trim` drop from every object what no reader of this informer needs (all its
     /// syncers share it: a trim is registered by the one that knows nobody reads those
-    /// fields). Register it before the informers start; later ones are ignored.
+    /// fields). Register it before the informers start: objects cached earlier keep what it
+    /// would have dropped.
     pub fn trim(&self, trim: impl Fn(&mut K) + Send + Sync + 'static) {
-        self.trims.lock().expect("trims lock").push(Box::new(trim));
+        self.trims.write().expect("trims lock").push(Box::new(trim));
     }
 
     fn notify(&self, make: impl Fn() -> InformerEvent<K>) {
@@ -85,11 +86,12 @@ impl<K: SyncResource> Informer<K> {
         side: Side,
     ) {
         let kind = K::kind(&());
-        let trims = std::mem::take(&mut *self.trims.lock().expect("trims lock"));
+        let this = self.clone();
         let mut events = watcher(api, config)
             .default_backoff()
             .modify(move |obj| {
                 strip_unread_fields(obj);
+                let trims = this.trims.read().expect("trims lock");
                 trims.iter().for_each(|trim| trim(obj));
             })
             .boxed();
@@ -196,7 +198,7 @@ impl Informers {
         let informer = Arc::new(Informer {
             store: store.clone(),
             subscribers: Mutex::default(),
-            trims: Mutex::default(),
+            trims: RwLock::default(),
         });
         let (api, config, side) = self.api_for::<K>(&scope);
         let runner = informer.clone();
