@@ -167,7 +167,8 @@ impl<H: KeyHandler> KeyQueue<H> {
     fn enqueue(&self, key: &VirtualKey) {
         let mut keys = self.keys();
         let state = live(&mut keys, key);
-        state.enqueued += 1;
+        // Only compared for equality: wrapping is harmless.
+        state.enqueued = state.enqueued.wrapping_add(1);
         self.trigger(state, key);
     }
 
@@ -202,7 +203,7 @@ impl<H: KeyHandler> KeyQueue<H> {
     fn failed(&self, key: &VirtualKey) -> u32 {
         let mut keys = self.keys();
         keys.get_mut(key).map_or(1, |state| {
-            state.failures += 1;
+            state.failures = state.failures.saturating_add(1);
             state.failures
         })
     }
