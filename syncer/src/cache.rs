@@ -11,7 +11,7 @@
 //!
 //! Objects of one collection are alike: the same field names, labels, annotations, images
 //! and volumes, differing in names, uids and timestamps. So each encoded object is LZ4
-//! compressed against a [`Dictionary`] of a few earlier objects of the same cache, which
+//! compressed against a dictionary of a few earlier objects of the same cache, which
 //! shrinks it four to nine times (a host pod of 3,051 bytes of JSON to about 340; LZ4
 //! decompresses it in under a microsecond). Objects compressed while the dictionary was
 //! shorter keep the one they were compressed with.
@@ -79,7 +79,7 @@ impl<K> Clone for Stored<K> {
 /// compressing a small object). Never changed once built: taking a sample makes a new one.
 /// A Secret's sample has its values blanked, so that no secret outlives its object.
 #[derive(Default)]
-pub struct Dictionary(Box<[u8]>);
+struct Dictionary(Box<[u8]>);
 
 const MAX_SAMPLES: usize = 4;
 const MAX_DICTIONARY_BYTES: usize = 16 * 1024;

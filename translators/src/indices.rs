@@ -22,7 +22,7 @@ use crate::references::RefTarget;
 /// Memory: each pod key and each target is allocated once and shared by both sides (a link
 /// costs a pointer on each side), and both sides keep sorted vectors rather than B-tree sets,
 /// whose nodes are allocated for eleven entries when a pod has three references and a target
-/// one pod: about 0.6 KB per pod with three references instead of 1.7 KB.
+/// one pod: under 0.6 KB per pod with three references instead of 1.7 KB.
 ///
 /// Locking: a mutation holds the pod's entry while it updates the target side, so concurrent events
 /// for the same pod cannot interleave; locks are always taken pod side first, and readers take only
