@@ -1,7 +1,7 @@
 //! Host Secrets holding the service-account tokens of host pods: issued by the virtual API
 //! server, written, renewed and deleted (the rules are in [`super::token`]).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::{
@@ -65,7 +65,7 @@ pub struct PreparedTokens {
 #[derive(Debug)]
 struct PendingWrite {
     desired: Secret,
-    existing: Option<Secret>,
+    existing: Option<Arc<Secret>>,
     audiences: Audiences,
     pod_uid: String,
 }
@@ -184,7 +184,7 @@ impl TokenSecrets {
         let existing = match self.host_secrets.get(&ObjectRef::new(&name).within(&host_ns)) {
             Some(secret) => {
                 self.created.remove(&key);
-                Some((*secret).clone())
+                Some(secret)
             }
             None if self
                 .created
@@ -195,6 +195,7 @@ impl TokenSecrets {
                     .get_opt(&name)
                     .await
                     .map_err(api_error(Side::Host, "get", "Secret", &key))?
+                    .map(Arc::new)
             }
             None => None,
         };
@@ -284,8 +285,8 @@ impl TokenSecrets {
         let key = format!("{host_ns}/{name}");
         let secrets: Api<Secret> = Api::namespaced(ctx.host_client().clone(), &host_ns);
         let params = write_params();
-        let replace_from = match existing {
-            Some(secret) => secret,
+        let resource_version = match existing {
+            Some(secret) => secret.metadata.resource_version.clone(),
             None => match secrets.create(&params, &desired).await {
                 Ok(_) => {
                     if self.created.len() >= 1024 {
@@ -309,12 +310,12 @@ impl TokenSecrets {
                     if self.fresh(ctx, &found, &pod_uid, &name, &audiences)?.is_some() {
                         return Ok(());
                     }
-                    found
+                    found.metadata.resource_version
                 }
                 Err(err) => return Err(api_error(Side::Host, "create", "Secret", &key)(err)),
             },
         };
-        desired.metadata.resource_version = replace_from.metadata.resource_version.clone();
+        desired.metadata.resource_version = resource_version;
         secrets
             .replace(&name, &params, &desired)
             .await
