@@ -84,6 +84,14 @@ pub struct Overrides {
     /// Address of /healthz, /readyz and /metrics (`host:port`; port 0: any free port).
     #[arg(long)]
     ops_address: Option<std::net::SocketAddr>,
+    /// Re-link host copies made for an earlier virtual cluster (an emptied or replaced
+    /// datastore) to the current cluster's objects of the same kind and name, once they exist.
+    #[arg(long)]
+    adopt_previous: bool,
+    /// Delete host copies made for an earlier virtual cluster (with --adopt-previous: those
+    /// with no namesake in the current cluster).
+    #[arg(long)]
+    prune_previous: bool,
 }
 
 impl Overrides {
@@ -112,6 +120,12 @@ impl Overrides {
         }
         if let Some(address) = self.ops_address {
             config.operations.address = Some(address);
+        }
+        if self.adopt_previous {
+            config.safety.earlier_copies = config.safety.earlier_copies.with_adopt();
+        }
+        if self.prune_previous {
+            config.safety.earlier_copies = config.safety.earlier_copies.with_prune();
         }
     }
 }

@@ -6,7 +6,12 @@ use kube::{Api, Client};
 use std::sync::Arc;
 
 use vcsync_syncer::{
-    Config, Plugin, PluginConfig, RegisterContext, Side, manager, metrics::Metrics, syncers,
+    Config, Plugin, PluginConfig, RegisterContext, Side,
+    events::EventRecorder,
+    manager,
+    metrics::Metrics,
+    safety::{HostGuard, record},
+    syncers,
 };
 
 use crate::{cli::ConfigSource, clients::client_for};
@@ -68,7 +73,8 @@ pub async fn run_with_metrics(
 ) -> anyhow::Result<()> {
     check_host_namespace(&host_client, &config.host_namespace).await?;
     tracing::info!(instance = %config.instance, host_namespace = %config.host_namespace, "starting vcsync");
-    let ctx = RegisterContext::new(virtual_client, host_client, config)?;
+    let guard = host_guard(&config, &virtual_client, &host_client, &metrics).await?;
+    let ctx = RegisterContext::guarded(virtual_client, host_client, config, guard)?;
     syncers::register_builtin(&ctx).await?;
     for plugin in plugins {
         let plugin_config = PluginConfig::new(plugin.name(), &source.file, &source.text);
@@ -80,6 +86,40 @@ pub async fn run_with_metrics(
     manager::run_with_metrics(ctx, metrics, shutdown).await?;
     tracing::info!("vcsync stopped");
     Ok(())
+}
+
+/// The guard of the virtual cluster served now: its identity read and recorded on the host,
+/// replacements reported. Without access to the record (the RBAC of an older chart), the guard
+/// still tells copies apart by the identity on them.
+async fn host_guard(
+    config: &Config,
+    virtual_client: &Client,
+    host_client: &Client,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<HostGuard> {
+    let established = match record::establish(
+        virtual_client,
+        host_client,
+        &config.host_namespace,
+        &config.instance,
+    )
+    .await
+    {
+        Ok(established) => established,
+        Err(err) if record::is_forbidden(&err) => {
+            tracing::warn!(error = %err, "may not keep the identity record on the host; grant configmaps get/create/update in the host namespace (vcsync rbac)");
+            record::Established::unrecorded(record::virtual_identity(virtual_client).await?)
+        }
+        Err(err) => return Err(err).context("recording the virtual cluster's identity on the host"),
+    };
+    tracing::info!(virtual_cluster = %established.current.uid, startup = ?established.startup, "virtual cluster identified");
+    let host_events = EventRecorder::new(host_client.clone(), "vcsync");
+    Ok(HostGuard::new(
+        &config.safety,
+        &established,
+        metrics.clone(),
+        Some(host_events),
+    ))
 }
 
 /// Fails clearly when the host namespace does not exist. Least-privilege RBAC grants

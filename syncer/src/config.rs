@@ -41,6 +41,9 @@ pub struct Config {
     /// Leader election between replicas (off by default).
     #[serde(default)]
     pub leader_election: crate::leader::LeaderElectionConfig,
+    /// What protects the tenant's host objects: earlier clusters' copies, the mass-deletion brake.
+    #[serde(default)]
+    pub safety: crate::safety::SafetyConfig,
     /// Plugin sections, by plugin name (see [`crate::plugin`]).
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, crate::plugin::PluginSection>,
@@ -408,6 +411,7 @@ impl Config {
             log: LogConfig::default(),
             operations: OperationsConfig::default(),
             leader_election: Default::default(),
+            safety: Default::default(),
             plugins: Default::default(),
         }
     }

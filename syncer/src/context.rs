@@ -15,6 +15,7 @@ use crate::{
     hooks::Hooks,
     indices::Indices,
     informer::{Informer, Informers, Scope},
+    safety::HostGuard,
     sdk::{SyncResource, api_in},
 };
 
@@ -33,6 +34,7 @@ struct RegisterInner {
     informers: Informers,
     indices: Indices,
     events: EventRecorder,
+    host_guard: Arc<HostGuard>,
     hooks: Hooks,
     controllers: Mutex<Vec<PreparedController>>,
     background: Mutex<Vec<BoxFuture<'static, ()>>>,
@@ -41,9 +43,25 @@ struct RegisterInner {
 }
 
 impl RegisterContext {
-    /// A context over the two clients; fails when the configured instance name is invalid.
+    /// A context over the two clients whose guard knows no virtual cluster identity (see
+    /// [`RegisterContext::guarded`]); fails when the configured instance name is invalid.
     pub fn new(virtual_client: Client, host_client: Client, config: Config) -> crate::Result<Self> {
-        let ownership = Ownership::new(&config.instance)?;
+        let guard = HostGuard::unidentified(&config.safety);
+        Self::guarded(virtual_client, host_client, config, guard)
+    }
+
+    /// A context whose host objects name the virtual cluster `guard` knows, and whose host
+    /// writes `guard` watches over.
+    pub fn guarded(
+        virtual_client: Client,
+        host_client: Client,
+        config: Config,
+        guard: HostGuard,
+    ) -> crate::Result<Self> {
+        let mut ownership = Ownership::new(&config.instance)?;
+        if let Some(identity) = guard.identity() {
+            ownership = ownership.with_cluster_uid(identity.uid.clone());
+        }
         let mapping = config.namespace_mapping();
         let informers = Informers::new(
             virtual_client.clone(),
@@ -62,6 +80,7 @@ impl RegisterContext {
                 informers,
                 indices: Indices::default(),
                 events,
+                host_guard: Arc::new(guard),
                 hooks: Hooks::default(),
                 controllers: Mutex::default(),
                 background: Mutex::default(),
@@ -100,6 +119,11 @@ impl RegisterContext {
     /// The name translator for namespaced kinds in the configured mapping.
     pub fn namespaced_translator(&self) -> Box<dyn NameTranslator> {
         self.inner.mapping.translator(self.inner.ownership.clone())
+    }
+
+    /// What stands between the syncers and a wiped host (see [`crate::safety`]).
+    pub fn host_guard(&self) -> &Arc<HostGuard> {
+        &self.inner.host_guard
     }
 
     /// This instance's ownership marker.

@@ -27,8 +27,10 @@ use vcsync_translators::VirtualKey;
 use crate::{
     Action,
     error::{Error, Result},
+    events::EventType,
     informer::InformerEvent,
     metrics::{Metrics, SyncerMetrics},
+    safety::Verdict,
     sdk::SyncResource,
 };
 
@@ -348,6 +350,53 @@ impl<S: crate::Syncer> PairHandler<S> {
     }
 }
 
+impl<S: crate::Syncer> PairHandler<S> {
+    /// Stops the reconcile (Some) when the host object was made for an earlier virtual cluster:
+    /// it is kept untouched (and the virtual namesake told why it is not synced) or, when the
+    /// operator asked for it, pruned.
+    async fn guard_earlier(
+        &self,
+        key: &VirtualKey,
+        virt: Option<&S::Resource>,
+        host: Option<&S::Resource>,
+    ) -> Result<Option<Action>> {
+        let guard = self.ctx.register_context().host_guard();
+        let kind = S::Resource::kind(&());
+        let Some(host) = host else {
+            guard.forget_earlier(&kind, key);
+            return Ok(None);
+        };
+        match guard.verdict(&kind, key, host.meta(), virt.is_some()) {
+            Verdict::Sync => Ok(None),
+            Verdict::Prune => {
+                crate::delete_object(&self.ctx, host).await?;
+                // The namesake, if any, is synced once the host cache saw the delete.
+                Ok(Some(Action::requeue(CACHE_LAG_RETRY)))
+            }
+            Verdict::Keep => {
+                if let Some(virt) = virt {
+                    let message = format!(
+                        "host object {} was made for an earlier virtual cluster and is left untouched; \
+                         vcsync run --adopt-previous re-links it to this object, --prune-previous \
+                         deletes it",
+                        host.meta().name.as_deref().unwrap_or_default()
+                    );
+                    self.ctx
+                        .events()
+                        .publish(
+                            &virt.object_ref(&()),
+                            EventType::Warning,
+                            "EarlierClusterCopy",
+                            &message,
+                        )
+                        .await;
+                }
+                Ok(Some(Action::await_change()))
+            }
+        }
+    }
+}
+
 fn object_ref<K: Resource<DynamicType = ()>>(namespace: Option<&str>, name: &str) -> ObjectRef<K> {
     let obj_ref = ObjectRef::new(name);
     match namespace {
@@ -378,7 +427,11 @@ impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
 
     async fn handle(&self, key: &VirtualKey) -> Result<Action> {
         with_starter(self.syncer.starter(), &self.ctx, key, async {
-            match (self.virtual_object(key), self.host_object(key)) {
+            let (virt, host) = (self.virtual_object(key), self.host_object(key));
+            if let Some(action) = self.guard_earlier(key, virt.as_deref(), host.as_deref()).await? {
+                return Ok(action);
+            }
+            match (virt, host) {
                 (Some(virt), host) if virt.meta().deletion_timestamp.is_some() => {
                     self.syncer.sync_terminating(&self.ctx, virt, host).await
                 }
@@ -508,10 +561,13 @@ pub(crate) fn prepare_pair<S: crate::Syncer>(
 ) -> PreparedController {
     prepare(handler, builder.concurrency, move |queue, handler, feeders| {
         let all = handler.clone();
+        let guard = handler.ctx.register_context().host_guard().clone();
+        let kind = S::Resource::kind(&()).into_owned();
         feeders.spawn(feed_virtual(
             queue.clone(),
             virtual_events,
             move || all_keys(&all),
+            move |key| guard.witness_deleted(&kind, key),
             false,
         ));
         feeders.spawn(feed_host(queue.clone(), host_events, handler.clone()));
@@ -533,6 +589,7 @@ pub(crate) fn prepare_fake<F: crate::FakeSyncer>(
             queue.clone(),
             virtual_events,
             move || store.map(|o| virtual_key_of(o.as_ref())),
+            |_| {},
             true,
         ));
         for keys in builder.triggers {
@@ -557,20 +614,29 @@ fn all_keys<S: crate::Syncer>(handler: &PairHandler<S>) -> Vec<VirtualKey> {
     keys
 }
 
-/// Feeds virtual informer events into `queue`. A deleted object's key is forgotten unless
-/// something else still exists behind it, or, with `reconcile_deleted` (fake syncers, which
-/// may have to recreate it), reconciled once and forgotten afterwards if still gone.
+/// Feeds virtual informer events into `queue`. A deleted object's key is first handed to
+/// `witness` (a deletion seen by a watch), then forgotten unless something else still exists
+/// behind it, or, with `reconcile_deleted` (fake syncers, which may have to recreate it),
+/// reconciled once and forgotten afterwards if still gone.
 async fn feed_virtual<K: SyncResource, H: KeyHandler>(
     queue: Arc<KeyQueue<H>>,
     mut events: mpsc::UnboundedReceiver<InformerEvent<K>>,
     all_keys: impl Fn() -> Vec<VirtualKey> + Send + 'static,
+    witness: impl Fn(&VirtualKey) + Send + 'static,
     reconcile_deleted: bool,
 ) {
     while let Some(event) = events.recv().await {
         match event {
             InformerEvent::Applied(obj) => queue.enqueue(&virtual_key_of(obj.as_ref())),
-            InformerEvent::Deleted(obj) if reconcile_deleted => queue.enqueue(&virtual_key_of(obj.as_ref())),
-            InformerEvent::Deleted(obj) => queue.forget_or_enqueue(&virtual_key_of(obj.as_ref())),
+            InformerEvent::Deleted(obj) => {
+                let key = virtual_key_of(obj.as_ref());
+                witness(&key);
+                if reconcile_deleted {
+                    queue.enqueue(&key);
+                } else {
+                    queue.forget_or_enqueue(&key);
+                }
+            }
             InformerEvent::Relisted => queue.rebuild(all_keys()),
         }
     }

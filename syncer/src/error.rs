@@ -68,6 +68,9 @@ pub enum Error {
     /// A configuration section (a plugin's, say) is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The virtual cluster could not be identified, so vcsync cannot tell it from an earlier one.
+    #[error("identifying the virtual cluster: {0}")]
+    Identity(String),
     /// Leader election could not start or its lease manager stopped.
     #[error("leader election: {0}")]
     LeaderElection(String),

@@ -20,6 +20,7 @@ pub mod manager;
 pub mod metrics;
 pub mod plugin;
 pub mod rbac;
+pub mod safety;
 pub mod sdk;
 pub mod syncers;
 mod work_queue;
@@ -51,6 +52,8 @@ pub async fn register_syncer<S: Syncer>(ctx: &RegisterContext, syncer: S) -> Res
     }
     let virtual_informer = ctx.virtual_informer::<S::Resource>();
     let host_informer = ctx.host_informer::<S::Resource>();
+    let host_store = host_informer.store();
+    ctx.host_guard().count_host_objects(move || host_store.len());
     let mut builder = ControllerBuilder::new(syncer.name(), ctx.config().controllers.concurrency);
     if let Some(modifier) = syncer.controller_modifier() {
         builder = modifier.modify_controller(ctx, builder)?;

@@ -6,8 +6,12 @@
 //! prefix; the README lists them.
 
 use std::{
+    collections::BTreeMap,
     fmt,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 
@@ -69,6 +73,7 @@ pub struct Metrics {
     in_flight: Family<SyncerLabels, Gauge>,
     synced_objects: Family<KindLabels, Gauge>,
     api_requests: Family<RequestLabels, Counter>,
+    safety: SafetyMetrics,
     status: Status,
 }
 
@@ -136,6 +141,28 @@ impl Metrics {
             "1 when this replica is the leader (writes), 0 when it is a standby",
             leader.clone(),
         );
+        let safety = SafetyMetrics::default();
+        registry.register(
+            "cluster_replaced",
+            "1 when the virtual cluster is not the one the host record named at start (emptied or \
+             replaced datastore)",
+            safety.cluster_replaced.clone(),
+        );
+        registry.register(
+            "earlier_cluster_objects",
+            "Host objects made for an earlier virtual cluster, left untouched",
+            safety.earlier_cluster_objects.clone(),
+        );
+        registry.register(
+            "deletion_brake_engaged",
+            "1 when host deletes are paused by the mass-deletion brake",
+            safety.deletion_brake_engaged.clone(),
+        );
+        registry.register(
+            "host_deletes_held",
+            "Host deletes not made: held by the brake or refused for an earlier cluster's copy",
+            safety.host_deletes_held.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -145,6 +172,7 @@ impl Metrics {
             in_flight,
             synced_objects,
             api_requests,
+            safety,
             status: Status::new(leader),
         }
     }
@@ -159,6 +187,11 @@ impl Metrics {
     /// Readiness and leadership.
     pub fn status(&self) -> &Status {
         &self.status
+    }
+
+    /// The handles of the data-safety metrics.
+    pub fn safety(&self) -> &SafetyMetrics {
+        &self.safety
     }
 
     /// The metric handles of syncer `name`.
@@ -186,6 +219,19 @@ impl Metrics {
             })
             .inc();
     }
+}
+
+/// What the host guard ([`crate::safety`]) reports; detached from any registry by default.
+#[derive(Clone, Debug, Default)]
+pub struct SafetyMetrics {
+    /// 1 when the virtual cluster was replaced since the record was written.
+    pub cluster_replaced: Gauge,
+    /// Host objects of an earlier virtual cluster left untouched.
+    pub earlier_cluster_objects: Gauge,
+    /// 1 while the mass-deletion brake holds deletes.
+    pub deletion_brake_engaged: Gauge,
+    /// Host deletes held back.
+    pub host_deletes_held: Counter,
 }
 
 /// The metrics of one syncer's controller; detached from any registry by default (tests).
@@ -292,6 +338,8 @@ pub struct Status {
     shutting_down: AtomicBool,
     standby: AtomicBool,
     leader: Gauge,
+    /// Conditions an operator must look at that do not stop the syncer (by topic).
+    warnings: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Status {
@@ -303,6 +351,7 @@ impl Status {
             shutting_down: AtomicBool::new(false),
             standby: AtomicBool::new(false),
             leader,
+            warnings: Mutex::default(),
         }
     }
 
@@ -337,6 +386,17 @@ impl Status {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// Sets (Some) or clears (None) the warning about `topic` that `/readyz` shows. A warning
+    /// does not make the replica unready: it keeps syncing what it safely can, and tenants
+    /// must still reach their cluster.
+    pub fn set_warning(&self, topic: &'static str, warning: Option<String>) {
+        let mut warnings = self.warnings.lock().expect("warnings lock");
+        match warning {
+            Some(text) => warnings.insert(topic, text),
+            None => warnings.remove(topic),
+        };
+    }
+
     /// Ready when caches are synced and the controllers started (a standby, which does not
     /// run controllers, once its caches are synced), and no shutdown is under way.
     pub fn readiness(&self) -> Readiness {
@@ -352,7 +412,19 @@ impl Status {
         } else {
             (true, "caches synced; controllers started")
         };
-        Readiness { ready, reason, role }
+        let warnings = self
+            .warnings
+            .lock()
+            .expect("warnings lock")
+            .iter()
+            .map(|(topic, text)| format!("{topic}: {text}"))
+            .collect();
+        Readiness {
+            ready,
+            reason,
+            role,
+            warnings,
+        }
     }
 }
 
@@ -365,6 +437,8 @@ pub struct Readiness {
     pub reason: &'static str,
     /// Leadership role.
     pub role: Role,
+    /// What an operator must look at (`topic: text`).
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for Readiness {
@@ -375,7 +449,11 @@ impl fmt::Display for Readiness {
             if self.ready { "ready" } else { "not ready" },
             self.reason,
             self.role
-        )
+        )?;
+        for warning in &self.warnings {
+            writeln!(f, "warning: {warning}")?;
+        }
+        Ok(())
     }
 }
 

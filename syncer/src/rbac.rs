@@ -34,12 +34,18 @@ use crate::config::{Config, NamespaceMappingMode};
 const READ: &[&str] = &["get", "list", "watch"];
 /// Verbs of a kind vcsync writes.
 const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "delete"];
+/// Verbs of the one object vcsync keeps for itself: the identity record (a ConfigMap).
+const RECORD: &[&str] = &["get", "create", "update"];
+/// Verbs of what vcsync only reports: Events on the host.
+const REPORT: &[&str] = &["create"];
 
 /// What vcsync does with one host resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Access {
     Read,
     Write,
+    Record,
+    Report,
 }
 
 /// One host resource vcsync uses: API group, plural, whether namespaced, access.
@@ -74,9 +80,19 @@ fn uses(config: &Config) -> Vec<Use> {
     use Access::{Read, Write};
     let sync = &config.sync;
     // Pods are always synced; each pod's service account token lives in a host secret.
-    let mut uses = vec![namespaced("", "pods", Write), namespaced("", "secrets", Write)];
+    // The identity record (a ConfigMap) and the Events that report what the host guard holds
+    // back are always needed (crate::safety).
+    let mut uses = vec![
+        namespaced("", "pods", Write),
+        namespaced("", "secrets", Write),
+        namespaced("", "events", Access::Report),
+    ];
     let switched = [
         (sync.config_maps.enabled, namespaced("", "configmaps", Write)),
+        (
+            !sync.config_maps.enabled,
+            namespaced("", "configmaps", Access::Record),
+        ),
         (sync.services.enabled, namespaced("", "services", Write)),
         // Selector-less services' Endpoints go down; selector services' come up.
         (sync.services.enabled, namespaced("", "endpoints", Write)),
@@ -140,6 +156,8 @@ fn rules<'a>(uses: impl Iterator<Item = &'a Use>) -> Vec<PolicyRule> {
             let verbs = match access {
                 Access::Read => READ,
                 Access::Write => WRITE,
+                Access::Record => RECORD,
+                Access::Report => REPORT,
             };
             PolicyRule {
                 api_groups: Some(vec![group.to_string()]),
@@ -293,7 +311,14 @@ mod tests {
         let rules = role.rules.unwrap();
         assert_eq!(role.metadata.namespace.as_deref(), Some("vc-ns"));
         assert_eq!(granted(&rules, "", "pods"), WRITE);
-        assert_eq!(granted(&rules, "", "events"), READ);
+        let mut events = granted(&rules, "", "events");
+        events.sort();
+        assert_eq!(
+            events,
+            ["create", "get", "list", "watch"],
+            "read, and report on the host"
+        );
+        assert_eq!(granted(&rules, "", "configmaps"), WRITE);
         assert_eq!(granted(&rules, "discovery.k8s.io", "endpointslices"), READ);
         assert!(
             granted(&rules, "", "serviceaccounts").is_empty(),
@@ -329,6 +354,13 @@ mod tests {
     }
 
     #[test]
+    fn the_identity_record_is_granted_without_config_map_sync() {
+        let rbac = host_rbac(&config("sync:\n  configMaps: {enabled: false}\n"), "vcsync");
+        let rules = rbac.role.unwrap().0.rules.unwrap();
+        assert_eq!(granted(&rules, "", "configmaps"), RECORD);
+    }
+
+    #[test]
     fn switched_off_syncers_get_nothing() {
         let rbac = host_rbac(
             &config(
@@ -339,7 +371,11 @@ mod tests {
         );
         let rules = rbac.role.unwrap().0.rules.unwrap();
         assert!(granted(&rules, "", "services").is_empty());
-        assert!(granted(&rules, "", "events").is_empty());
+        assert_eq!(
+            granted(&rules, "", "events"),
+            REPORT,
+            "only the host guard's reports"
+        );
         let cluster_rules = rbac.cluster_role.unwrap().0.rules.unwrap();
         assert_eq!(
             cluster_rules.len(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use kube::{
     Resource, ResourceExt,
     api::{DeleteParams, PostParams, Preconditions},
+    runtime::reflector::ObjectRef,
 };
 
 use crate::{
@@ -13,6 +14,7 @@ use crate::{
     context::SyncContext,
     error::{Error, Result, Side, api_error, status_code},
     events::EventType,
+    safety::{Admission, virtual_key_of_host},
     sdk::SyncResource,
 };
 
@@ -37,6 +39,9 @@ pub fn write_params() -> PostParams {
         ..PostParams::default()
     }
 }
+
+/// A held delete is looked at again now and then (the brake stays engaged until a restart).
+const HELD_RETRY: Duration = Duration::from_secs(300);
 
 /// A foreign object will not go away by itself soon; look again now and then.
 const FOREIGN_RETRY: Duration = Duration::from_secs(300);
@@ -69,6 +74,25 @@ pub async fn delete_object_with_grace<K: SyncResource>(
     }
     let kind = K::kind(&());
     let key = display_key(host);
+    let virtual_present = virtual_key_of_host(host.meta()).is_some_and(|twin| {
+        let reference = ObjectRef::<K>::new(&twin.name);
+        ctx.virtual_store().contains(&match &twin.namespace {
+            Some(ns) => reference.within(ns),
+            None => reference,
+        })
+    });
+    match ctx
+        .register_context()
+        .host_guard()
+        .admit_delete(&kind, host.meta(), virtual_present)
+    {
+        Admission::Allowed => {}
+        Admission::Earlier => return Ok(Action::await_change()),
+        Admission::Held => {
+            tracing::warn!(host = %key, "host delete held by the mass-deletion brake");
+            return Ok(Action::requeue(HELD_RETRY));
+        }
+    }
     let params = DeleteParams {
         preconditions: host.meta().uid.clone().map(|uid| Preconditions {
             uid: Some(uid),

@@ -22,8 +22,8 @@ pub use labels::{
 };
 pub use names::{MAX_NAME_LEN, host_cluster_name, host_name, host_namespace_name, safe_label_value};
 pub use ownership::{
-    MANAGED_BY_LABEL, NAMESPACE_LABEL, OBJECT_KIND_ANNOTATION, OBJECT_NAME_ANNOTATION,
-    OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION, Ownership, RESERVED_PREFIX,
+    CLUSTER_UID_ANNOTATION, MANAGED_BY_LABEL, NAMESPACE_LABEL, OBJECT_KIND_ANNOTATION,
+    OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION, Ownership, RESERVED_PREFIX,
 };
 pub use references::{RefKind, RefTarget, pod_references};
 pub use translator::{

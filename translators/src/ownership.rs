@@ -24,6 +24,10 @@ pub const OBJECT_NAMESPACE_ANNOTATION: &str = "vcsync.dev/object-namespace";
 pub const OBJECT_UID_ANNOTATION: &str = "vcsync.dev/object-uid";
 /// Annotation with the virtual object's kind, for humans and for sharing one host namespace safely.
 pub const OBJECT_KIND_ANNOTATION: &str = "vcsync.dev/object-kind";
+/// Annotation with the UID of the virtual cluster (its `kube-system` namespace) the host object was
+/// made for, so that copies made for an earlier, replaced virtual cluster are told apart from the
+/// current one's and never deleted because the new cluster does not know them.
+pub const CLUSTER_UID_ANNOTATION: &str = "vcsync.dev/cluster-uid";
 /// Prefix of every label and annotation key vcsync owns; tenants cannot set keys under it.
 pub const RESERVED_PREFIX: &str = "vcsync.dev/";
 
@@ -34,6 +38,8 @@ pub const RESERVED_PREFIX: &str = "vcsync.dev/";
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ownership {
     instance: String,
+    /// The virtual cluster's identity, stamped on the host objects made from now on.
+    cluster_uid: Option<String>,
 }
 
 impl Ownership {
@@ -62,6 +68,7 @@ impl Ownership {
             }),
             None => Ok(Self {
                 instance: instance.to_owned(),
+                cluster_uid: None,
             }),
         }
     }
@@ -69,6 +76,18 @@ impl Ownership {
     /// The instance name, the value of [`MANAGED_BY_LABEL`] on owned host objects.
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// The same marker, also naming the virtual cluster (by the UID of its `kube-system`
+    /// namespace) that host objects are made for: [`CLUSTER_UID_ANNOTATION`].
+    pub fn with_cluster_uid(mut self, uid: impl Into<String>) -> Self {
+        self.cluster_uid = Some(uid.into());
+        self
+    }
+
+    /// The virtual cluster's UID stamped on new host objects, if known.
+    pub fn cluster_uid(&self) -> Option<&str> {
+        self.cluster_uid.as_deref()
     }
 
     /// Whether the host object carries this instance's ownership label. Objects of other instances

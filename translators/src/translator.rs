@@ -9,7 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::keys::{HostKey, VirtualKey};
 use crate::labels::{host_annotations, host_labels};
 use crate::names::{host_cluster_name, host_name, host_namespace_name};
-use crate::ownership::{OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, Ownership};
+use crate::ownership::{
+    CLUSTER_UID_ANNOTATION, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, Ownership,
+};
 
 /// Maps virtual objects of one kind to host objects and back. Shared by the controllers of a
 /// syncer, hence `Send + Sync + 'static`.
@@ -26,7 +28,8 @@ pub trait NameTranslator: Send + Sync + 'static {
     fn ownership(&self) -> &Ownership;
 
     /// Full host metadata for a virtual object: name/namespace from host_key, labels via host_labels,
-    /// annotations via host_annotations; nothing else (no uid, resourceVersion, ownerReferences,
+    /// annotations via host_annotations plus the virtual cluster's UID when the ownership names
+    /// it; nothing else (no uid, resourceVersion, ownerReferences,
     /// finalizers, managedFields), because those belong to the host API server or to the syncer.
     fn host_metadata(&self, kind: &str, virtual_meta: &ObjectMeta) -> ObjectMeta {
         let virtual_key = VirtualKey {
@@ -34,6 +37,10 @@ pub trait NameTranslator: Send + Sync + 'static {
             name: virtual_meta.name.clone().unwrap_or_default(),
         };
         let host_key = self.host_key(&virtual_key);
+        let mut annotations = host_annotations(kind, virtual_meta);
+        if let Some(uid) = self.ownership().cluster_uid() {
+            annotations.insert(CLUSTER_UID_ANNOTATION.to_owned(), uid.to_owned());
+        }
         ObjectMeta {
             name: Some(host_key.name),
             namespace: host_key.namespace,
@@ -42,7 +49,7 @@ pub trait NameTranslator: Send + Sync + 'static {
                 virtual_meta.namespace.as_deref(),
                 virtual_meta.labels.as_ref(),
             )),
-            annotations: Some(host_annotations(kind, virtual_meta)),
+            annotations: Some(annotations),
             ..ObjectMeta::default()
         }
     }

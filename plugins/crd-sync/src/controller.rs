@@ -22,6 +22,7 @@ use kube::{
     },
 };
 use tokio::sync::Notify;
+use vcsync_syncer::safety::{Admission, Verdict};
 use vcsync_syncer::{
     Error, RegisterContext, Result, Side,
     error::{api_error, status_code},
@@ -99,6 +100,13 @@ pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
         let (sync, queue) = (sync.clone(), queue.clone());
         ctx.spawn_background(events.for_each(move |event| {
             let keys = match event {
+                Ok(watcher::Event::Delete(obj)) if !host => {
+                    let keys = sync.keys_of(&obj, host);
+                    for key in &keys {
+                        sync.ctx.host_guard().witness_deleted(sync.kind(), key);
+                    }
+                    keys
+                }
                 Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => sync.keys_of(&obj, host),
                 // After a (re)list, deletions missed during a watch gap show only as absence.
                 Ok(watcher::Event::InitDone) => sync.all_keys(),
@@ -337,9 +345,21 @@ impl Sync {
             .virtual_object(key)
             .filter(|v| v.metadata.deletion_timestamp.is_none());
         let host = self.host_object(&host_key);
+        let guard = self.ctx.host_guard();
+        match &host {
+            None => guard.forget_earlier(self.kind(), key),
+            Some(host) => match guard.verdict(self.kind(), key, &host.metadata, virt.is_some()) {
+                Verdict::Sync => {}
+                Verdict::Keep => return Ok(None),
+                Verdict::Prune => {
+                    self.delete_host(host, virt.is_some()).await?;
+                    return Ok(Some(Duration::from_millis(100)));
+                }
+            },
+        }
         match (virt, host) {
             (None, None) => Ok(None),
-            (None, Some(host)) => self.delete_host(&host).await,
+            (None, Some(host)) => self.delete_host(&host, false).await,
             (Some(virt), None) => self.create_host(&virt).await,
             (Some(virt), Some(host)) => {
                 if !self.ctx.ownership().owns(&host.metadata) {
@@ -454,9 +474,20 @@ impl Sync {
     }
 
     /// Deletes a host copy whose virtual object is gone: only ours, only that very object.
-    async fn delete_host(&self, host: &DynamicObject) -> Result<Option<Duration>> {
+    /// `virtual_present`: whether the virtual namesake exists (the delete is not decided on an
+    /// absence), for the host guard.
+    async fn delete_host(&self, host: &DynamicObject, virtual_present: bool) -> Result<Option<Duration>> {
         if !self.ctx.ownership().owns(&host.metadata) {
             return Ok(None);
+        }
+        match self
+            .ctx
+            .host_guard()
+            .admit_delete(self.kind(), &host.metadata, virtual_present)
+        {
+            Admission::Allowed => {}
+            Admission::Earlier => return Ok(None),
+            Admission::Held => return Ok(Some(Duration::from_secs(300))),
         }
         let name = host.name_any();
         let host_key = HostKey {

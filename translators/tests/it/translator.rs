@@ -264,3 +264,38 @@ fn host_namespaces_of_virtual_namespaces() {
     };
     assert_eq!(Some(mapping.host_namespace("shop")), host.name);
 }
+
+#[test]
+fn host_metadata_names_the_virtual_cluster_when_the_ownership_does() {
+    let unstamped = namespaced().host_metadata("Pod", &sample_meta());
+    assert!(
+        !unstamped
+            .annotations
+            .unwrap()
+            .contains_key(vcsync_translators::CLUSTER_UID_ANNOTATION)
+    );
+    let stamped = NamespacedTranslator::new(
+        Ownership::new("tenant-a").unwrap().with_cluster_uid("vc-uid-1"),
+        "vcluster-a",
+    )
+    .host_metadata("Pod", &sample_meta());
+    assert_eq!(
+        stamped.annotations.unwrap()[vcsync_translators::CLUSTER_UID_ANNOTATION],
+        "vc-uid-1"
+    );
+}
+
+#[test]
+fn a_tenant_cannot_forge_the_cluster_uid() {
+    let mut meta = sample_meta();
+    meta.annotations
+        .get_or_insert_default()
+        .insert(vcsync_translators::CLUSTER_UID_ANNOTATION.into(), "forged".into());
+    let host = namespaced().host_metadata("Pod", &meta);
+    assert!(
+        !host
+            .annotations
+            .unwrap()
+            .contains_key(vcsync_translators::CLUSTER_UID_ANNOTATION)
+    );
+}
