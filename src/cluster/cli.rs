@@ -112,6 +112,18 @@ enum ClusterCommand {
         #[arg(long, short = 'f')]
         values: Option<PathBuf>,
     },
+    /// Print the host cluster's service CIDR (`kubernetes`): its `kubernetes` ServiceCIDR, or
+    /// the range the API server names when refusing (dry run) a Service whose cluster IP is out
+    /// of it. The control plane's init container runs this when `controlPlane.serviceCidr` is
+    /// not set.
+    DetectServiceCidr {
+        /// Namespace of the dry-run probe Service.
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        /// Also write it to this file (without a newline).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
     /// List the registered drivers.
     Drivers,
     /// (internal) Serve a `local` cluster's API servers in the foreground.
@@ -285,6 +297,16 @@ async fn run(args: ClusterArgs) -> Result<()> {
             super::check_name(&name)?;
             let values = read_values(values.as_deref())?;
             print!("{}", super::kubernetes::render_yaml(&name, &values)?);
+            Ok(())
+        }
+        ClusterCommand::DetectServiceCidr { namespace, output } => {
+            let cidr = super::kubernetes::detect_service_cidr_with(&options, &namespace).await?;
+            if let Some(path) = &output {
+                std::fs::write(path, &cidr)
+                    .map_err(|err| anyhow::anyhow!("writing {}: {err}", path.display()))?;
+            }
+            progress.finish();
+            println!("{cidr}");
             Ok(())
         }
         ClusterCommand::Drivers => {

@@ -5,8 +5,11 @@
 //!
 //! Every object it creates carries `vcsync.dev/cluster=<name>`; status is derived from the
 //! StatefulSet, Service and Secret; pause scales to zero and deletes the cluster's synced pods
-//! on the host (ownership label); delete removes every rendered object, every host object with
-//! the ownership label, and the namespace when this driver created it.
+//! on the host (ownership label) and keeps the control plane's datastore claim; delete removes
+//! every rendered object, the datastore claims, every host object with the ownership label, and
+//! the namespace when this driver created it. Without `controlPlane.serviceCidr`, create
+//! detects the host's service CIDR ([`detect_service_cidr`]), or leaves it to the pod's init
+//! container.
 
 use std::collections::BTreeMap;
 
@@ -14,14 +17,16 @@ use anyhow::Context;
 use k8s_openapi::{
     ByteString,
     api::{
-        apps::v1::{StatefulSet, StatefulSetSpec},
+        apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec},
         core::v1::{
-            Container, ContainerPort, EnvVar, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec,
-            Secret, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+            Container, ContainerPort, EnvVar, Namespace, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+            PodSecurityContext, PodSpec, PodTemplateSpec, Secret, SecurityContext, Service, ServiceAccount,
+            ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
         },
+        networking::v1::ServiceCIDR,
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
-    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::{
     Api, Client,
@@ -47,8 +52,18 @@ inventory::submit! {
 pub const DEFAULT_CONTROL_PLANE_IMAGE: &str = "rancher/k3s:v1.33.1-k3s1";
 /// The vcsync image unless `vcsync.image` says otherwise (built from deploy/Dockerfile).
 pub const DEFAULT_VCSYNC_IMAGE: &str = "vcsync:0.1.0";
+/// Size of the control plane's datastore claim unless `persistence.size` says otherwise.
+pub const DEFAULT_PERSISTENCE_SIZE: &str = "5Gi";
 /// Label on every object the driver creates: the cluster's name.
 pub const CLUSTER_LABEL: &str = "vcsync.dev/cluster";
+/// The k3s argument that takes the service CIDR the init container detected (the start script
+/// reads it into `$SERVICE_CIDR`); the only argument quoted for the shell to expand.
+const DETECTED_CIDR_ARG: &str = "--service-cidr=$SERVICE_CIDR";
+/// Where the init container writes the detected service CIDR (an emptyDir).
+const DETECTED_CIDR_DIR: &str = "/run/vcsync";
+const DETECTED_CIDR_FILE: &str = "/run/vcsync/service-cidr";
+/// The message the status carries when the datastore is on an emptyDir.
+pub const NO_PERSISTENCE: &str = "persistence: none (state is lost on restart)";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "vcsync-cluster");
 const RESUME_REPLICAS: &str = "vcsync.dev/resume-replicas";
 
@@ -80,6 +95,27 @@ fn selector_labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// Labels of the datastore claims: the same whoever renders the StatefulSet (chart or driver),
+/// so `cluster delete` finds the claims of a Helm release too.
+fn claim_labels(name: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(name);
+    labels.insert(CLUSTER_LABEL.into(), name.into());
+    labels
+}
+
+/// The values' service CIDR; None (or empty): detected from the host.
+fn explicit_service_cidr(values: &Values) -> Option<&str> {
+    values
+        .control_plane
+        .service_cidr
+        .as_deref()
+        .filter(|cidr| !cidr.is_empty())
+}
+
+fn persistence_enabled(values: &Values) -> bool {
+    values.persistence.enabled.unwrap_or(true)
+}
+
 /// The host namespace of cluster `name`.
 pub fn namespace_of(name: &str, values: &Values) -> String {
     values
@@ -90,6 +126,23 @@ pub fn namespace_of(name: &str, values: &Values) -> String {
 
 /// The host objects of cluster `name`, in apply order, as JSON.
 pub fn render(name: &str, values: &Values) -> Result<Vec<Value>> {
+    render_with(name, values, None)
+}
+
+/// [`render`], with the service CIDR `cluster create` detected (the stored values stay the
+/// requested ones, so the same request later compares equal).
+fn render_with(name: &str, values: &Values, detected_cidr: Option<&str>) -> Result<Vec<Value>> {
+    let stored = values;
+    let mut effective;
+    let values = match detected_cidr {
+        Some(cidr) if explicit_service_cidr(values).is_none() => {
+            effective = values.clone();
+            effective.control_plane.service_cidr = Some(cidr.to_string());
+            &effective
+        }
+        _ => values,
+    };
+    let detects = explicit_service_cidr(values).is_none();
     let ns = namespace_of(name, values);
     let base = base_name(name);
     let mut config = values.syncer_config(name, &ns)?;
@@ -151,6 +204,15 @@ pub fn render(name: &str, values: &Values) -> Result<Vec<Value>> {
     }
     if let Some((mut role, mut binding)) = rbac.cluster_role {
         role.metadata = relabel(role.metadata);
+        if detects {
+            // The init container reads the host's ServiceCIDR objects.
+            role.rules.get_or_insert_with(Vec::new).push(PolicyRule {
+                api_groups: Some(vec!["networking.k8s.io".into()]),
+                resources: Some(vec!["servicecidrs".into()]),
+                verbs: vec!["get".into(), "list".into()],
+                ..Default::default()
+            });
+        }
         binding.metadata = relabel(binding.metadata);
         push("ClusterRole", "rbac.authorization.k8s.io/v1", to_json(&role));
         push(
@@ -159,19 +221,30 @@ pub fn render(name: &str, values: &Values) -> Result<Vec<Value>> {
             to_json(&binding),
         );
     }
-    // The control plane publishes its kubeconfig in one Secret of the namespace.
+    // The control plane publishes its kubeconfig in one Secret of the namespace; detecting the
+    // service CIDR, the init container creates a Service in dry-run mode (the host's answer
+    // names the valid range).
     let cp = format!("{base}-control-plane");
+    let mut cp_rules = vec![PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["secrets".into()]),
+        verbs: vec!["create".into(), "get".into(), "patch".into(), "update".into()],
+        ..Default::default()
+    }];
+    if detects {
+        cp_rules.push(PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["services".into()]),
+            verbs: vec!["create".into()],
+            ..Default::default()
+        });
+    }
     push(
         "Role",
         "rbac.authorization.k8s.io/v1",
         to_json(&Role {
             metadata: meta(&cp, true),
-            rules: Some(vec![PolicyRule {
-                api_groups: Some(vec![String::new()]),
-                resources: Some(vec!["secrets".into()]),
-                verbs: vec!["create".into(), "get".into(), "patch".into(), "update".into()],
-                ..Default::default()
-            }]),
+            rules: Some(cp_rules),
         }),
     );
     push(
@@ -201,7 +274,7 @@ pub fn render(name: &str, values: &Values) -> Result<Vec<Value>> {
                 ("vcsync.yaml".to_string(), ByteString(config_yaml.into_bytes())),
                 (
                     "values.yaml".to_string(),
-                    ByteString(values.to_yaml().into_bytes()),
+                    ByteString(stored.to_yaml().into_bytes()),
                 ),
             ])),
             ..Default::default()
@@ -230,34 +303,66 @@ pub fn render(name: &str, values: &Values) -> Result<Vec<Value>> {
     Ok(objects)
 }
 
-fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
+/// The k3s server arguments; the service CIDR is [`DETECTED_CIDR_ARG`] when it is detected.
+fn k3s_args(name: &str, ns: &str, values: &Values) -> Vec<String> {
     let base = base_name(name);
-    let server = format!("https://{base}.{ns}.svc:443");
-    let cidr = values
-        .control_plane
-        .service_cidr
-        .clone()
-        .unwrap_or_else(|| "10.96.0.0/12".into());
-    let mut k3s_args = vec![
+    let service_cidr = match explicit_service_cidr(values) {
+        Some(cidr) => format!("--service-cidr={cidr}"),
+        None => DETECTED_CIDR_ARG.to_string(),
+    };
+    // k3s's bundled CoreDNS serves the virtual cluster (`kube-system/kube-dns`, cluster IP: the
+    // service CIDR's tenth address, which k3s derives from --service-cidr) unless dns.enabled
+    // is false; vcsync syncs its pods to the host and points synced pods at it.
+    let disabled = if values.dns.enabled.unwrap_or(true) {
+        "--disable=traefik,servicelb,metrics-server,local-storage"
+    } else {
+        "--disable=traefik,servicelb,metrics-server,local-storage,coredns"
+    };
+    let mut args = vec![
         "server".to_string(),
         "--data-dir=/data/k3s".into(),
         "--write-kubeconfig=/data/kubeconfig.yaml".into(),
         "--write-kubeconfig-mode=0644".into(),
         "--disable-agent".into(),
-        "--disable=traefik,servicelb,metrics-server,local-storage,coredns".into(),
+        disabled.into(),
         "--disable-network-policy".into(),
         "--flannel-backend=none".into(),
-        format!("--service-cidr={cidr}"),
+        service_cidr,
         format!("--tls-san={base}.{ns}.svc"),
         // vcsync mirrors endpoints from the host; no node IPAM or node lifecycle of its own.
         "--kube-controller-manager-arg=controllers=*,-nodeipam,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-cloud-node-lifecycle,-endpoint,-endpointslice,-endpointslicemirroring".into(),
     ];
-    k3s_args.extend(values.control_plane.extra_args.iter().cloned());
-    let quoted: Vec<String> = k3s_args.iter().map(|a| format!("'{a}'")).collect();
-    // k3s server in the background; once it wrote its kubeconfig, publish it (server set to
-    // the Service) in the kubeconfig Secret with the pod's service account, then wait on k3s.
+    args.extend(values.control_plane.extra_args.iter().cloned());
+    args
+}
+
+/// A shell word of a k3s argument: single-quoted, but for the detected service CIDR, which the
+/// shell expands.
+fn shell_word(arg: &str) -> String {
+    if arg == DETECTED_CIDR_ARG {
+        format!("\"{arg}\"")
+    } else {
+        format!("'{arg}'")
+    }
+}
+
+fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
+    let base = base_name(name);
+    let server = format!("https://{base}.{ns}.svc:443");
+    let detects = explicit_service_cidr(values).is_none();
+    let persistent = persistence_enabled(values);
+    let quoted: Vec<String> = k3s_args(name, ns, values).iter().map(|a| shell_word(a)).collect();
+    // k3s server in the background (with the service CIDR the init container detected, if it
+    // is not given); once it wrote its kubeconfig (a stale one from the volume is removed
+    // first), publish it (server set to the Service) in the kubeconfig Secret with the pod's
+    // service account, then wait on k3s.
+    let read_cidr = if detects {
+        format!("SERVICE_CIDR=$(cat {DETECTED_CIDR_FILE})\n")
+    } else {
+        String::new()
+    };
     let script = format!(
-        "set -e\n/bin/k3s {args} &\nK3S=$!\nuntil [ -s /data/kubeconfig.yaml ]; do sleep 1; done\n\
+        "set -e\n{read_cidr}rm -f /data/kubeconfig.yaml\n/bin/k3s {args} &\nK3S=$!\nuntil [ -s /data/kubeconfig.yaml ]; do sleep 1; done\n\
          sed 's#https://127.0.0.1:6443#{server}#' /data/kubeconfig.yaml > /tmp/kubeconfig\n\
          SA=/var/run/secrets/kubernetes.io/serviceaccount\n\
          K=\"/bin/k3s kubectl --kubeconfig=/dev/null --server=https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT --token=$(cat $SA/token) --certificate-authority=$SA/ca.crt -n {ns}\"\n\
@@ -272,6 +377,100 @@ fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
         read_only: read_only.then_some(true),
         ..Default::default()
     };
+    let vcsync_image = values
+        .vcsync
+        .image
+        .clone()
+        .unwrap_or_else(|| DEFAULT_VCSYNC_IMAGE.into());
+    let vcsync_security = SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        ..Default::default()
+    };
+    let mut control_plane_mounts = vec![mount("data", "/data", false)];
+    let mut volumes = Vec::new();
+    if !persistent {
+        volumes.push(Volume {
+            name: "data".into(),
+            empty_dir: Some(Default::default()),
+            ..Default::default()
+        });
+    }
+    volumes.push(Volume {
+        name: "config".into(),
+        secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+            secret_name: Some(config_secret(name)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let init_containers = detects.then(|| {
+        control_plane_mounts.push(mount("service-cidr", DETECTED_CIDR_DIR, true));
+        volumes.push(Volume {
+            name: "service-cidr".into(),
+            empty_dir: Some(Default::default()),
+            ..Default::default()
+        });
+        vec![Container {
+            name: "detect-service-cidr".into(),
+            image: Some(vcsync_image.clone()),
+            args: Some(
+                [
+                    "cluster",
+                    "detect-service-cidr",
+                    "--namespace",
+                    ns,
+                    "--output",
+                    DETECTED_CIDR_FILE,
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            security_context: Some(vcsync_security.clone()),
+            volume_mounts: Some(vec![mount("service-cidr", DETECTED_CIDR_DIR, false)]),
+            ..Default::default()
+        }]
+    });
+    let volume_claim_templates = persistent.then(|| {
+        let persistence = &values.persistence;
+        vec![PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("data".into()),
+                labels: Some(claim_labels(name)),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(
+                    persistence
+                        .access_modes
+                        .clone()
+                        .filter(|modes| !modes.is_empty())
+                        .unwrap_or_else(|| vec!["ReadWriteOnce".into()]),
+                ),
+                storage_class_name: persistence
+                    .storage_class
+                    .clone()
+                    .filter(|class| !class.is_empty()),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_string(),
+                        Quantity(
+                            persistence
+                                .size
+                                .clone()
+                                .filter(|size| !size.is_empty())
+                                .unwrap_or_else(|| DEFAULT_PERSISTENCE_SIZE.into()),
+                        ),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+    });
     StatefulSet {
         metadata: ObjectMeta {
             name: Some(base.clone()),
@@ -286,6 +485,15 @@ fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
                 match_labels: Some(selector_labels(name)),
                 ..Default::default()
             },
+            // The claims go with the cluster (`cluster delete`, `helm uninstall`) and stay
+            // while it is paused (scaled to zero).
+            persistent_volume_claim_retention_policy: persistent.then(|| {
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".into()),
+                    when_scaled: Some("Retain".into()),
+                }
+            }),
+            volume_claim_templates,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(name)),
@@ -297,6 +505,7 @@ fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
                         fs_group: Some(65532),
                         ..Default::default()
                     }),
+                    init_containers,
                     containers: vec![
                         Container {
                             name: "control-plane".into(),
@@ -313,18 +522,12 @@ fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
                                 container_port: 6443,
                                 ..Default::default()
                             }]),
-                            volume_mounts: Some(vec![mount("data", "/data", false)]),
+                            volume_mounts: Some(control_plane_mounts),
                             ..Default::default()
                         },
                         Container {
                             name: "vcsync".into(),
-                            image: Some(
-                                values
-                                    .vcsync
-                                    .image
-                                    .clone()
-                                    .unwrap_or_else(|| DEFAULT_VCSYNC_IMAGE.into()),
-                            ),
+                            image: Some(vcsync_image),
                             args: Some(vec![
                                 "run".into(),
                                 "--config".into(),
@@ -335,13 +538,7 @@ fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
                                 value: Some("info".into()),
                                 ..Default::default()
                             }]),
-                            security_context: Some(SecurityContext {
-                                run_as_non_root: Some(true),
-                                run_as_user: Some(65532),
-                                allow_privilege_escalation: Some(false),
-                                read_only_root_filesystem: Some(true),
-                                ..Default::default()
-                            }),
+                            security_context: Some(vcsync_security),
                             volume_mounts: Some(vec![
                                 mount("data", "/data", true),
                                 mount("config", "/etc/vcsync", true),
@@ -349,21 +546,7 @@ fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
                             ..Default::default()
                         },
                     ],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "data".into(),
-                            empty_dir: Some(Default::default()),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: "config".into(),
-                            secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
-                                secret_name: Some(config_secret(name)),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                    ]),
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
@@ -407,6 +590,103 @@ pub fn replace_server(kubeconfig: &str, url: &str) -> Result<String> {
         }
     }
     Ok(serde_yaml_ng::to_string(&value).context("kubeconfig")?)
+}
+
+/// The first CIDR a kube-apiserver names as the valid range when it refuses a Service's cluster
+/// IP: "... the provided IP (1.1.1.1) is not in the valid range. The range of valid IPs is
+/// 10.96.0.0/12" (with several ServiceCIDRs, 1.31+, the ranges follow separated by spaces).
+pub fn parse_service_cidr_error(message: &str) -> Option<String> {
+    const MARKER: &str = "range of valid ips is";
+    let start = message.to_ascii_lowercase().find(MARKER)? + MARKER.len();
+    message[start..]
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .map(|token| token.trim_matches(|c: char| !(c.is_ascii_hexdigit() || c == ':')))
+        .find_map(parse_cidr)
+}
+
+/// `token` as a CIDR (`address/prefix`, IPv4 or IPv6), normalized to the text it was.
+fn parse_cidr(token: &str) -> Option<String> {
+    let (address, prefix) = token.split_once('/')?;
+    let address: std::net::IpAddr = address.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok()?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    (prefix <= max).then(|| format!("{address}/{prefix}"))
+}
+
+/// Cluster IPs no host service range is expected to hold, tried in turn.
+const PROBE_IPS: [&str; 2] = ["1.1.1.1", "203.0.113.1"];
+
+/// The host cluster's service CIDR: the `kubernetes` ServiceCIDR (networking.k8s.io/v1, 1.33+)
+/// when it can be listed, else the range the API server names when refusing, in a dry run, a
+/// Service in `namespace` with a cluster IP out of it (nothing is created either way).
+pub async fn detect_service_cidr(client: &Client, namespace: &str) -> Result<String> {
+    if let Ok(list) = Api::<ServiceCIDR>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        let mut items = list.items;
+        // The default one first.
+        items.sort_by_key(|c| c.metadata.name.as_deref() != Some("kubernetes"));
+        if let Some(cidr) = items
+            .into_iter()
+            .filter_map(|c| c.spec?.cidrs?.into_iter().next())
+            .find_map(|c| parse_cidr(&c))
+        {
+            return Ok(cidr);
+        }
+    }
+    let services = Api::<Service>::namespaced(client.clone(), namespace);
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut answers = Vec::new();
+    for ip in PROBE_IPS {
+        let probe = Service {
+            metadata: ObjectMeta {
+                generate_name: Some("vcsync-service-cidr-probe-".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(ip.into()),
+                ports: Some(vec![ServicePort {
+                    port: 443,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match services.create(&params, &probe).await {
+            // In range: the dry run was accepted; try the next address.
+            Ok(_) => answers.push(format!("{ip}: accepted")),
+            Err(kube::Error::Api(status)) => match parse_service_cidr_error(&status.message) {
+                Some(cidr) => return Ok(cidr),
+                None => answers.push(format!("{ip}: {} {}", status.code, status.message)),
+            },
+            Err(err) => {
+                return Err(anyhow::Error::from(err)
+                    .context(format!(
+                        "creating a probe Service in namespace {namespace} (dry run)"
+                    ))
+                    .into());
+            }
+        }
+    }
+    Err(anyhow::anyhow!(
+        "cannot detect the host's service CIDR (no ServiceCIDR could be listed, and the API server's \
+         answers to out-of-range cluster IPs name no range: {}); set controlPlane.serviceCidr",
+        answers.join("; ")
+    )
+    .into())
+}
+
+/// `vcsync cluster detect-service-cidr`: [`detect_service_cidr`] with the driver's host client.
+pub async fn detect_service_cidr_with(options: &DriverOptions, namespace: &str) -> Result<String> {
+    let driver = KubernetesDriver {
+        options: options.clone(),
+    };
+    detect_service_cidr(&driver.client().await?, namespace).await
 }
 
 /// The `kubernetes` driver.
@@ -481,6 +761,43 @@ impl KubernetesDriver {
             .await
             .context("listing StatefulSets")?;
         Ok(list.items.into_iter().next())
+    }
+
+    /// Where the control plane keeps its state, for the status message.
+    async fn persistence(&self, client: &Client, name: &str, ns: &str, sts: &StatefulSet) -> Result<String> {
+        let Some(template) = sts
+            .spec
+            .volume_claim_templates
+            .as_ref()
+            .and_then(|t| t.iter().find(|t| t.metadata.name.as_deref() == Some("data")))
+        else {
+            return Ok(NO_PERSISTENCE.to_string());
+        };
+        let size = template
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage").cloned())
+            .map(|q| q.0)
+            .unwrap_or_default();
+        let prefix = format!("data-{}-", base_name(name));
+        let mut claims: Vec<String> = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .context("listing PersistentVolumeClaims")?
+            .items
+            .into_iter()
+            .filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+            .map(|c| {
+                let phase = c.status.and_then(|s| s.phase).unwrap_or_else(|| "Pending".into());
+                format!("{} ({phase})", c.metadata.name.unwrap_or_default())
+            })
+            .collect();
+        claims.sort();
+        Ok(if claims.is_empty() {
+            format!("persistence: PersistentVolumeClaim per replica ({size}), none created yet")
+        } else {
+            format!("persistence: {size} PersistentVolumeClaim {}", claims.join(", "))
+        })
     }
 
     async fn running_values(&self, client: &Client, name: &str, ns: &str) -> Result<Option<Values>> {
@@ -565,7 +882,7 @@ impl Driver for KubernetesDriver {
     }
 
     async fn create(&self, name: &str, values: &Values, progress: &Progress) -> Result<Created> {
-        let objects = render(name, values)?;
+        render(name, values)?; // bad values fail before anything is read or written
         let client = self.client().await?;
         if let Some(sts) = self.find(&client, name).await? {
             let ns = sts.metadata.namespace.unwrap_or_default();
@@ -578,6 +895,34 @@ impl Driver for KubernetesDriver {
                 }),
             };
         }
+        // Without controlPlane.serviceCidr, the host's is detected here; when that fails (the
+        // host's answers name no range), the pod's init container tries again in the namespace.
+        let detected = match explicit_service_cidr(values) {
+            Some(_) => None,
+            None => {
+                progress.step("detecting the host's service CIDR");
+                let probe_namespace = match Api::<Namespace>::all(client.clone())
+                    .get_opt(&namespace_of(name, values))
+                    .await
+                {
+                    Ok(Some(_)) => namespace_of(name, values),
+                    _ => "default".to_string(),
+                };
+                match detect_service_cidr(&client, &probe_namespace).await {
+                    Ok(cidr) => {
+                        progress.step(format!("host service CIDR: {cidr}"));
+                        Some(cidr)
+                    }
+                    Err(err) => {
+                        progress.step(format!(
+                            "{err:#}; the control plane's init container will detect it"
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        let objects = render_with(name, values, detected.as_deref())?;
         for object in &objects {
             let (ar, namespaced) = api_resource(object);
             let kind = object["kind"].as_str().unwrap_or_default();
@@ -641,6 +986,33 @@ impl Driver for KubernetesDriver {
                 Err(err) => {
                     return Err(anyhow::Error::from(err)
                         .context(format!("deleting {kind} {object_name}"))
+                        .into());
+                }
+            }
+        }
+        // The control plane's datastore claims: the StatefulSet's retention policy deletes them
+        // too (whenDeleted), but only where the host runs that controller; a paused cluster's
+        // claims are kept until here.
+        let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+        let claim_selector = claim_labels(name)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for claim in claims
+            .list_metadata(&ListParams::default().labels(&claim_selector))
+            .await
+            .context("listing the control plane's claims")?
+            .items
+        {
+            let claim_name = claim.metadata.name.unwrap_or_default();
+            progress.step(format!("deleting PersistentVolumeClaim {claim_name}"));
+            match claims.delete(&claim_name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(err) if is_code(&err, 404) => {}
+                Err(err) => {
+                    return Err(anyhow::Error::from(err)
+                        .context(format!("deleting PersistentVolumeClaim {claim_name}"))
                         .into());
                 }
             }
@@ -815,6 +1187,8 @@ impl Driver for KubernetesDriver {
                 format!("{ready}/{desired} control-plane replicas ready in namespace {ns}"),
             )
         };
+        let persistence = self.persistence(&client, name, &ns, &sts).await?;
+        let message = format!("{message}; {persistence}");
         let control_plane_ready = phase == Phase::Running;
         Ok(ClusterStatus {
             name: name.into(),
@@ -857,5 +1231,68 @@ impl Driver for KubernetesDriver {
             Some(url) => replace_server(&text, url),
             None => Ok(text),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_cidr_is_read_from_the_api_servers_out_of_range_answers() {
+        // kube-apiserver before the ServiceCIDR allocator, with the IP in the message or not.
+        for message in [
+            "Service \"p\" is invalid: spec.clusterIPs: Invalid value: []string{\"1.1.1.1\"}: failed to \
+             allocate IP 1.1.1.1: the provided IP (1.1.1.1) is not in the valid range. The range of \
+             valid IPs is 10.96.0.0/12",
+            "spec.clusterIPs: Invalid value: []string{\"1.1.1.1\"}: failed to allocated ip:1.1.1.1 \
+             with error:provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/12",
+        ] {
+            assert_eq!(parse_service_cidr_error(message).as_deref(), Some("10.96.0.0/12"));
+        }
+        // The ServiceCIDR allocator (1.31+): every range, space-separated, trailing space.
+        let multi = "Service \"p\" is invalid: spec.clusterIPs[0]: Invalid value: \"1.1.1.1\": failed to \
+                     allocate IP 1.1.1.1: the provided IP (1.1.1.1) is not in the valid range. The \
+                     range of valid IPs is 10.43.0.0/16 10.45.0.0/24 ";
+        assert_eq!(parse_service_cidr_error(multi).as_deref(), Some("10.43.0.0/16"));
+        // IPv6, quoted, at the end of a sentence.
+        assert_eq!(
+            parse_service_cidr_error("... The range of valid IPs is \"fd00:10:96::/108\".").as_deref(),
+            Some("fd00:10:96::/108")
+        );
+        // Other answers name no range.
+        for message in [
+            "spec.clusterIP: Invalid value: \"1.1.1.1\": the provided IP (1.1.1.1) is not in the valid range",
+            "provided port is not in the valid range. The range of valid ports is 30000-32767",
+            "The range of valid IPs is 10.96.0.0/33",
+            "The range of valid IPs is 300.96.0.0/12",
+            "",
+        ] {
+            assert_eq!(parse_service_cidr_error(message), None, "{message}");
+        }
+    }
+
+    #[test]
+    fn claims_are_labelled_for_delete_and_empty_values_mean_unset() {
+        assert_eq!(
+            claim_labels("c1"),
+            BTreeMap::from([
+                ("app.kubernetes.io/instance".to_string(), "c1".to_string()),
+                ("app.kubernetes.io/name".to_string(), "vcsync".to_string()),
+                (CLUSTER_LABEL.to_string(), "c1".to_string()),
+            ])
+        );
+        let values = Values::parse("controlPlane:\n  serviceCidr: \"\"\n", "v").unwrap();
+        assert_eq!(explicit_service_cidr(&values), None);
+        // A detected CIDR is rendered, but the stored values stay the requested ones.
+        let objects = render_with("c1", &values, Some("10.43.0.0/16")).unwrap();
+        let text = serde_json::to_string(&objects).unwrap();
+        assert!(text.contains("--service-cidr=10.43.0.0/16") && !text.contains("detect-service-cidr"));
+        let secret = objects.iter().find(|o| o["kind"] == "Secret").unwrap();
+        let stored: ByteString = serde_json::from_value(secret["data"]["values.yaml"].clone()).unwrap();
+        assert_eq!(
+            Values::parse(&String::from_utf8(stored.0).unwrap(), "stored").unwrap(),
+            values
+        );
     }
 }

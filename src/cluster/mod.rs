@@ -168,6 +168,10 @@ pub struct Values {
     pub vcsync: VcsyncValues,
     /// `kubernetes`: control-plane replicas while running (default 1).
     pub replicas: Option<i32>,
+    /// `kubernetes`: where the control plane keeps its state.
+    pub persistence: PersistenceValues,
+    /// `kubernetes`: the virtual cluster's own DNS.
+    pub dns: DnsValues,
     /// `local`: simulated host nodes (default 3).
     pub nodes: Option<usize>,
     /// The vcsync.yaml of the cluster's syncer, as a mapping.
@@ -182,8 +186,32 @@ pub struct ControlPlaneValues {
     pub image: Option<String>,
     /// Arguments added to the control plane's.
     pub extra_args: Vec<String>,
-    /// The host's service CIDR, which the virtual control plane must use too.
+    /// The host's service CIDR, which the virtual control plane must use too; unset: detected
+    /// from the host (`cluster create`, or the pod's init container).
     pub service_cidr: Option<String>,
+}
+
+/// The control plane's datastore volume of the `kubernetes` driver.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PersistenceValues {
+    /// A PersistentVolumeClaim per control-plane replica (default true); false: an emptyDir,
+    /// and every restart starts an empty virtual cluster.
+    pub enabled: Option<bool>,
+    /// Requested size (default [`kubernetes::DEFAULT_PERSISTENCE_SIZE`]).
+    pub size: Option<String>,
+    /// Storage class; unset: the host's default.
+    pub storage_class: Option<String>,
+    /// Access modes (default `[ReadWriteOnce]`).
+    pub access_modes: Option<Vec<String>>,
+}
+
+/// The virtual cluster's DNS of the `kubernetes` driver.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DnsValues {
+    /// k3s's bundled CoreDNS (`kube-system/kube-dns`) runs in the virtual cluster (default true).
+    pub enabled: Option<bool>,
 }
 
 /// The vcsync sidecar of the `kubernetes` driver.

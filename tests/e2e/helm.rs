@@ -180,3 +180,134 @@ fn the_chart_follows_the_config_into_rbac_in_the_per_namespace_mapping() {
     .unwrap();
     compare(&values);
 }
+
+/// Renders `values` with `vcsync cluster render` after checking the chart makes the same
+/// objects; returns the driver's StatefulSet, control-plane Role and ClusterRole.
+fn render_checked(values: &str) -> (StatefulSet, Role, ClusterRole) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("values.yaml");
+    std::fs::write(&path, values).unwrap();
+    compare(&path);
+    let driver = output(
+        Command::new(env!("CARGO_BIN_EXE_vcsync"))
+            .args(["cluster", "render", "my-vcluster", "-q", "-f"])
+            .arg(&path),
+    );
+    let objects = documents(&driver);
+    let get = |kind: &str, ns: &str, name: &str| {
+        objects[&(kind.to_string(), ns.to_string(), name.to_string())].clone()
+    };
+    let ns = "vcsync-my-vcluster";
+    (
+        serde_json::from_value(get("StatefulSet", ns, "vcsync-my-vcluster")).unwrap(),
+        serde_json::from_value(get("Role", ns, "vcsync-my-vcluster-control-plane")).unwrap(),
+        serde_json::from_value(get("ClusterRole", "", "vcsync-my-vcluster")).unwrap(),
+    )
+}
+
+fn script(set: &StatefulSet) -> String {
+    let pod = set.spec.template.spec.clone().unwrap();
+    pod.containers[0].command.as_ref().unwrap()[2].clone()
+}
+
+fn grants(rules: &Option<Vec<PolicyRule>>, resource: &str) -> Vec<String> {
+    rules
+        .iter()
+        .flatten()
+        .filter(|r| r.resources.iter().flatten().any(|x| x == resource))
+        .flat_map(|r| r.verbs.clone())
+        .collect()
+}
+
+#[test]
+fn the_chart_and_driver_keep_the_datastore_on_a_claim_detect_the_service_cidr_and_run_dns_by_default() {
+    let (set, role, cluster_role) = render_checked("namespace: vcsync-my-vcluster\n");
+    let spec = &set.spec;
+    let claims = spec.volume_claim_templates.as_ref().unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+    let claim = claims[0].spec.as_ref().unwrap();
+    assert_eq!(
+        claim.access_modes.as_deref(),
+        Some(&["ReadWriteOnce".to_string()][..])
+    );
+    assert_eq!(claim.storage_class_name, None, "the host's default class");
+    assert_eq!(
+        claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        "5Gi"
+    );
+    let policy = spec.persistent_volume_claim_retention_policy.as_ref().unwrap();
+    assert_eq!(
+        (policy.when_deleted.as_deref(), policy.when_scaled.as_deref()),
+        (Some("Delete"), Some("Retain"))
+    );
+    let pod = spec.template.spec.as_ref().unwrap();
+    let volumes: Vec<&str> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+    assert!(
+        !volumes.contains(&"data"),
+        "no emptyDir for the datastore: {volumes:?}"
+    );
+    // The service CIDR: detected by the init container, read by the start script.
+    let init = pod.init_containers.as_ref().unwrap();
+    assert_eq!(init[0].image.as_deref(), Some("vcsync:0.1.0"));
+    assert_eq!(
+        init[0].args.as_deref().unwrap(),
+        [
+            "cluster",
+            "detect-service-cidr",
+            "--namespace",
+            "vcsync-my-vcluster",
+            "--output",
+            "/run/vcsync/service-cidr"
+        ]
+    );
+    let script = script(&set);
+    assert!(
+        script.contains("SERVICE_CIDR=$(cat /run/vcsync/service-cidr)")
+            && script.contains("\"--service-cidr=$SERVICE_CIDR\""),
+        "{script}"
+    );
+    assert!(script.contains("rm -f /data/kubeconfig.yaml"), "{script}");
+    // DNS: k3s's CoreDNS is not disabled.
+    assert!(
+        script.contains("'--disable=traefik,servicelb,metrics-server,local-storage'"),
+        "{script}"
+    );
+    assert!(!script.contains("coredns"), "{script}");
+    // The rights the probe needs.
+    assert_eq!(grants(&role.rules, "services"), ["create"]);
+    assert_eq!(grants(&cluster_role.rules, "servicecidrs"), ["get", "list"]);
+}
+
+#[test]
+fn the_chart_and_driver_render_throwaway_clusters_an_explicit_service_cidr_and_no_dns() {
+    let (set, role, cluster_role) = render_checked(
+        "namespace: vcsync-my-vcluster\ncontrolPlane:\n  serviceCidr: 10.43.0.0/16\n\
+         persistence:\n  enabled: false\ndns:\n  enabled: false\n",
+    );
+    let spec = &set.spec;
+    assert_eq!(spec.volume_claim_templates, None);
+    assert_eq!(spec.persistent_volume_claim_retention_policy, None);
+    let pod = spec.template.spec.as_ref().unwrap();
+    let data = pod.volumes.iter().flatten().find(|v| v.name == "data").unwrap();
+    assert!(data.empty_dir.is_some());
+    assert_eq!(pod.init_containers, None);
+    let script = script(&set);
+    assert!(script.contains("'--service-cidr=10.43.0.0/16'"), "{script}");
+    assert!(!script.contains("SERVICE_CIDR"), "{script}");
+    assert!(script.contains(",coredns'"), "{script}");
+    assert!(grants(&role.rules, "services").is_empty());
+    assert!(grants(&cluster_role.rules, "servicecidrs").is_empty());
+}
+
+#[test]
+fn the_chart_and_driver_take_the_claims_size_class_and_access_modes() {
+    let (set, _, _) = render_checked(
+        "namespace: vcsync-my-vcluster\npersistence:\n  size: 20Gi\n  storageClass: fast\n  \
+         accessModes: [ReadWriteOncePod]\n",
+    );
+    let claim = set.spec.volume_claim_templates.unwrap()[0].spec.clone().unwrap();
+    assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(claim.access_modes.unwrap(), ["ReadWriteOncePod"]);
+    assert_eq!(claim.resources.unwrap().requests.unwrap()["storage"].0, "20Gi");
+}

@@ -17,6 +17,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/name: vcsync
 {{- end -}}
 
+{{/* Labels of the datastore claims (the driver's too: `vcsync cluster delete` finds them). */}}
+{{- define "vcsync.claimLabels" -}}
+{{ include "vcsync.selectorLabels" . }}
+vcsync.dev/cluster: {{ .Release.Name }}
+{{- end -}}
+
+{{/* The service CIDR is detected (no controlPlane.serviceCidr): "true" or "false". */}}
+{{- define "vcsync.detectsServiceCidr" -}}
+{{- empty ((.Values.controlPlane | default dict).serviceCidr) -}}
+{{- end -}}
+
+{{/* persistence.enabled, default true. */}}
+{{- define "vcsync.persistent" -}}
+{{- dig "enabled" true (.Values.persistence | default dict) -}}
+{{- end -}}
+
 {{/* config.sync.<kind>.enabled with vcsync's default. */}}
 {{- define "vcsync.enabled" -}}
 {{- $sync := (.root.Values.config | default dict).sync | default dict -}}
