@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod cli;
 mod cluster;
+mod cluster_kubernetes_state;
 mod crd_sync;
 mod data_sync;
 mod env;
