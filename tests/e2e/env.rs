@@ -250,6 +250,26 @@ impl Env {
         }
     }
 
+    /// Replaces the embedded virtual API server with an empty one, as a virtual control plane
+    /// whose datastore was lost comes back: a new `kube-system` namespace UID, none of the
+    /// tenant's objects. The syncer must be stopped; the virtual kubeconfig is rewritten.
+    /// Embedded servers only.
+    pub async fn replace_virtual_server_empty(&mut self) {
+        assert!(self.syncer.is_none(), "stop the syncer first");
+        let (host, old) = self.servers.take().expect("replacing needs the embedded servers");
+        old.shutdown().await;
+        let virt = ApiServer::start(ServerConfig {
+            name: "virtual".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        std::fs::write(&self.virtual_kubeconfig, virt.kubeconfig()).unwrap();
+        self.virt = client_from(&self.virtual_kubeconfig).await;
+        create_namespace(&self.virt, &self.virt_ns).await;
+        self.servers = Some((host, virt));
+    }
+
     /// The embedded servers, or None against real clusters (tests of counters skip then).
     pub fn embedded(&self) -> Option<&(ApiServer, ApiServer)> {
         self.servers.as_ref()

@@ -16,12 +16,12 @@ use crate::{
 };
 
 /// A `vcsync run` child with JSON logs and the ops address on a free port.
-struct Syncer(SyncerProcess);
+pub(crate) struct Syncer(pub(crate) SyncerProcess);
 
 impl Syncer {
     /// Starts `vcsync run` with JSON logs and the ops address on a free port; `host_kubeconfig`
     /// replaces the environment's.
-    fn start(env: &Env, dir: &Path, host_kubeconfig: &Path, extra: &str) -> Syncer {
+    pub(crate) fn start(env: &Env, dir: &Path, host_kubeconfig: &Path, extra: &str) -> Syncer {
         let path = dir.join("vcsync.yaml");
         let extra = format!("operations:\n  address: 127.0.0.1:0\nlog:\n  format: json\n{extra}");
         std::fs::write(&path, env.config_text_with_host(host_kubeconfig, &extra)).unwrap();
@@ -38,7 +38,7 @@ impl Syncer {
     }
 
     /// The bound ops address, from the log.
-    async fn ops_address(&mut self) -> String {
+    pub(crate) async fn ops_address(&mut self) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
             let found = self.log().into_iter().find_map(|line| {
@@ -60,14 +60,14 @@ impl Syncer {
     }
 
     /// SIGTERM, and the exit status within [`PATIENCE`].
-    async fn terminate(&mut self) -> std::process::ExitStatus {
+    pub(crate) async fn terminate(&mut self) -> std::process::ExitStatus {
         self.0.terminate();
         self.0.wait_exit().await
     }
 }
 
 /// GET `path` on `address`: status code and body.
-async fn http_get(address: &str, path: &str) -> (u16, String) {
+pub(crate) async fn http_get(address: &str, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
@@ -85,7 +85,7 @@ async fn http_get(address: &str, path: &str) -> (u16, String) {
 }
 
 /// Sum of the samples of `name` whose labels contain every one of `labels` (`key="value"`).
-fn sample_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+pub(crate) fn sample_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
     metrics
         .lines()
         .filter(|line| !line.starts_with('#'))

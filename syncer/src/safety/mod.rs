@@ -263,8 +263,11 @@ impl HostGuard {
     pub fn admit_delete(&self, kind: &str, host: &ObjectMeta, virtual_present: bool) -> Admission {
         let key = virtual_key_of_host(host);
         let lineage = identity::lineage(self.identity.as_ref(), host);
-        if lineage != Lineage::Current && !self.policy.prunes() && !(self.policy.adopts() && virtual_present)
-        {
+        // A re-linked copy is updated in place, never deleted (a ConfigMap the new cluster does
+        // not use yet may still serve the earlier cluster's pods), except a pod, which cannot
+        // be updated into its namesake and is replaced.
+        let replaced = self.policy.adopts() && virtual_present && kind == "Pod";
+        if lineage != Lineage::Current && !self.policy.prunes() && !replaced {
             self.reports.metrics.host_deletes_held.inc();
             return Admission::Earlier;
         }

@@ -97,6 +97,15 @@ fn adoption_re_links_copies_with_a_namesake_and_keeps_the_others() {
         "a re-linked pod of another UID is replaced as usual"
     );
     assert_eq!(
+        guard.verdict("ConfigMap", &key("web"), &host("before", "web"), true),
+        Verdict::Sync
+    );
+    assert_eq!(
+        guard.admit_delete("ConfigMap", &host("before", "web"), true),
+        Admission::Earlier,
+        "a re-linked config map is updated, never deleted"
+    );
+    assert_eq!(
         guard.verdict("Pod", &key("old"), &host("before", "old"), false),
         Verdict::Keep
     );

@@ -1,0 +1,320 @@
+//! A virtual cluster that comes back empty (its datastore lost, as an emptyDir is on a pod
+//! restart) never makes the syncer wipe the tenant's host objects: copies made for the
+//! earlier cluster are kept and reported until an operator adopts or prunes them.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, PersistentVolumeClaim, Pod, Secret, Service};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, PostParams},
+};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use vcsync_translators::{CLUSTER_UID_ANNOTATION, MANAGED_BY_LABEL};
+
+use crate::{
+    data_sync::{config_map, pod, secret},
+    env::{Env, eventually, get},
+    ops::{Syncer, http_get, sample_sum},
+};
+
+/// `kind/name -> uid` of this instance's host objects of kind `K`.
+async fn owned<K>(env: &Env) -> BTreeMap<String, String>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(env.host.clone(), &env.host_ns);
+    let selector = format!("{MANAGED_BY_LABEL}={}", env.instance);
+    api.list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| (format!("{}/{}", K::kind(&()), o.name_any()), o.uid().unwrap()))
+        .collect()
+}
+
+/// Every host object of the kinds the tenant's workload left there.
+async fn host_objects(env: &Env) -> BTreeMap<String, String> {
+    let mut all = owned::<Pod>(env).await;
+    all.extend(owned::<ConfigMap>(env).await);
+    all.extend(owned::<Secret>(env).await);
+    all.extend(owned::<PersistentVolumeClaim>(env).await);
+    all.extend(owned::<Service>(env).await);
+    all
+}
+
+fn pvc(name: &str) -> PersistentVolumeClaim {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .unwrap()
+}
+
+fn service(name: &str) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap()
+}
+
+/// The tenant's workload: a pod with a ConfigMap and a Secret, a claim and a service, synced.
+async fn workload(env: &Env) -> BTreeMap<String, String> {
+    let pp = PostParams::default();
+    env.virt_api::<ConfigMap>()
+        .create(&pp, &config_map("settings", &[("greeting", "hello")]))
+        .await
+        .unwrap();
+    env.virt_api::<Secret>()
+        .create(&pp, &secret("password"))
+        .await
+        .unwrap();
+    env.virt_api::<Pod>()
+        .create(&pp, &pod("web", "settings", "password"))
+        .await
+        .unwrap();
+    env.virt_api::<PersistentVolumeClaim>()
+        .create(&pp, &pvc("data"))
+        .await
+        .unwrap();
+    env.virt_api::<Service>()
+        .create(&pp, &service("web"))
+        .await
+        .unwrap();
+    eventually("the workload on the host", || async {
+        let objects = host_objects(env).await;
+        // Pod, ConfigMap, Secret, token Secret, claim, service.
+        (objects.len() >= 6).then_some(objects)
+    })
+    .await
+}
+
+/// The identity of the virtual cluster: its `kube-system` namespace's UID.
+async fn virtual_cluster_uid(env: &Env) -> Option<String> {
+    Api::<Namespace>::all(env.virt.clone())
+        .get("kube-system")
+        .await
+        .unwrap()
+        .uid()
+}
+
+fn host_deletes(env: &Env) -> u64 {
+    let (host, _) = env.embedded().expect("embedded servers");
+    host.counters()
+        .iter()
+        .filter(|(verb, _, _)| *verb == "delete")
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
+async fn start(env: &Env, dir: &std::path::Path, extra: &str) -> (Syncer, String) {
+    let mut syncer = Syncer::start(env, dir, env.host_kubeconfig(), extra);
+    let address = syncer.ops_address().await;
+    eventually("/readyz answers 200", || async {
+        (http_get(&address, "/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    (syncer, address)
+}
+
+/// Lets every controller reconcile every key of a fresh start.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+#[tokio::test]
+async fn a_virtual_cluster_restarted_empty_deletes_nothing_on_the_host_and_says_so() {
+    let mut env = Env::new().await;
+    if env.embedded().is_none() {
+        eprintln!("skipped: emptying the virtual datastore needs the embedded servers");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut syncer, _) = start(&env, dir.path(), "").await;
+    let before = workload(&env).await;
+    assert!(
+        before.keys().any(|k| k.starts_with("PersistentVolumeClaim/")),
+        "{before:?}"
+    );
+    syncer.terminate().await;
+
+    env.replace_virtual_server_empty().await;
+    let deletes = host_deletes(&env);
+    let (mut syncer, address) = start(&env, dir.path(), "").await;
+    settle().await;
+    assert_eq!(
+        host_objects(&env).await,
+        before,
+        "every host object is still there, the very same"
+    );
+    assert_eq!(host_deletes(&env), deletes, "no delete reached the host");
+
+    let (code, readyz) = http_get(&address, "/readyz").await;
+    assert_eq!(code, 200, "tenants keep their cluster: {readyz}");
+    assert!(
+        readyz.contains("warning: identity: the virtual cluster was replaced"),
+        "{readyz}"
+    );
+    assert!(
+        readyz.contains("host objects made for an earlier virtual cluster are left untouched"),
+        "{readyz}"
+    );
+    let metrics = http_get(&address, "/metrics").await.1;
+    assert_eq!(sample_sum(&metrics, "vcsync_cluster_replaced", &[]), 1.0);
+    assert!(sample_sum(&metrics, "vcsync_earlier_cluster_objects", &[]) >= 5.0);
+    let events: Api<Event> = Api::namespaced(env.host.clone(), &env.syncer_ns);
+    eventually("a host Event on the identity record", || async {
+        let listed = events.list(&ListParams::default()).await.unwrap().items;
+        listed
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("VirtualClusterReplaced"))
+            .then_some(())
+    })
+    .await;
+
+    // The new cluster is synced as usual, its own deletes included.
+    let pp = PostParams::default();
+    env.virt_api::<ConfigMap>()
+        .create(&pp, &config_map("fresh", &[("a", "b")]))
+        .await
+        .unwrap();
+    env.virt_api::<Pod>()
+        .create(&pp, &pod("fresh", "fresh", "password"))
+        .await
+        .unwrap();
+    let fresh = env.host_name("fresh");
+    let copy = eventually("the new cluster's pod on the host", || async {
+        get(&env.host_api::<Pod>(), &fresh).await
+    })
+    .await;
+    assert_eq!(
+        copy.annotations().get(CLUSTER_UID_ANNOTATION),
+        virtual_cluster_uid(&env).await.as_ref(),
+        "stamped with the new cluster's identity"
+    );
+    env.virt_api::<Pod>()
+        .delete("fresh", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    eventually("the new cluster's pod deleted on the host", || async {
+        get(&env.host_api::<Pod>(), &fresh).await.is_none().then_some(())
+    })
+    .await;
+
+    // A namesake of an earlier copy does not overwrite it: the tenant is told why.
+    env.virt_api::<ConfigMap>()
+        .create(&pp, &config_map("settings", &[("greeting", "bonjour")]))
+        .await
+        .unwrap();
+    let virtual_events: Api<Event> = Api::namespaced(env.virt.clone(), &env.virt_ns);
+    eventually("an EarlierClusterCopy event on the namesake", || async {
+        let listed = virtual_events.list(&ListParams::default()).await.unwrap().items;
+        listed
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("EarlierClusterCopy"))
+            .then_some(())
+    })
+    .await;
+    let kept = get(&env.host_api::<ConfigMap>(), &env.host_name("settings"))
+        .await
+        .unwrap();
+    assert_eq!(kept.data.unwrap()["greeting"], "hello", "untouched");
+    syncer.terminate().await;
+}
+
+#[tokio::test]
+async fn adopt_previous_relinks_namesakes_and_prune_previous_deletes_the_rest() {
+    let mut env = Env::new().await;
+    if env.embedded().is_none() {
+        eprintln!("skipped: emptying the virtual datastore needs the embedded servers");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut syncer, _) = start(&env, dir.path(), "").await;
+    let before = workload(&env).await;
+    syncer.terminate().await;
+    env.replace_virtual_server_empty().await;
+
+    // Adopting with no namesake yet re-links nothing and writes nothing but the record.
+    let (host, _) = env.embedded().cloned().unwrap();
+    host.reset_counters();
+    let adopt = "safety:\n  earlierCopies: adopt\n";
+    let (mut syncer, _) = start(&env, dir.path(), adopt).await;
+    settle().await;
+    let writes: Vec<String> = host
+        .counters()
+        .iter()
+        // Events are reports (the replacement's), not the tenant's objects.
+        .filter(|(verb, resource, n)| {
+            *n > 0 && *resource != "events" && ["create", "update", "patch", "delete"].contains(verb)
+        })
+        .map(|(verb, resource, n)| format!("{verb} {resource} x{n}"))
+        .collect();
+    assert_eq!(writes, ["update configmaps x1"], "only the identity record");
+    assert_eq!(host_objects(&env).await, before);
+
+    // The tenant (or GitOps) recreates the config map and secret and a pod using them: their
+    // host copies are re-linked in place.
+    let pp = PostParams::default();
+    env.virt_api::<ConfigMap>()
+        .create(&pp, &config_map("settings", &[("greeting", "hello")]))
+        .await
+        .unwrap();
+    env.virt_api::<Secret>()
+        .create(&pp, &secret("password"))
+        .await
+        .unwrap();
+    env.virt_api::<Pod>()
+        .create(&pp, &pod("web-2", "settings", "password"))
+        .await
+        .unwrap();
+    let now = virtual_cluster_uid(&env).await;
+    let settings = env.host_name("settings");
+    let relinked = eventually("the earlier copy re-linked", || async {
+        let copy = get(&env.host_api::<ConfigMap>(), &settings).await?;
+        (copy.annotations().get(CLUSTER_UID_ANNOTATION) == now.as_ref()).then_some(copy)
+    })
+    .await;
+    assert_eq!(
+        relinked.uid(),
+        before.get(&format!("ConfigMap/{settings}")).cloned(),
+        "updated in place, not recreated"
+    );
+    let web = env.host_name("web");
+    assert_eq!(
+        get(&env.host_api::<Pod>(), &web).await.and_then(|p| p.uid()),
+        before.get(&format!("Pod/{web}")).cloned(),
+        "the earlier pod without a namesake is kept"
+    );
+    syncer.terminate().await;
+
+    // Pruning deletes the earlier copies that were not re-linked, and only those.
+    let prune = "safety:\n  earlierCopies: prune\n";
+    let (mut syncer, address) = start(&env, dir.path(), prune).await;
+    let left = eventually("the earlier copies pruned", || async {
+        let left = host_objects(&env).await;
+        let gone = [
+            format!("Pod/{web}"),
+            format!("PersistentVolumeClaim/{}", env.host_name("data")),
+        ];
+        gone.iter().all(|k| !left.contains_key(k)).then_some(left)
+    })
+    .await;
+    assert_eq!(
+        left.get(&format!("ConfigMap/{settings}")),
+        before.get(&format!("ConfigMap/{settings}")),
+        "the re-linked copy stays"
+    );
+    eventually("no earlier copies reported any more", || async {
+        let readyz = http_get(&address, "/readyz").await.1;
+        (!readyz.contains("earlier virtual cluster are left untouched")).then_some(())
+    })
+    .await;
+    syncer.terminate().await;
+}
