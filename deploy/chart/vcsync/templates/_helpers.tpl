@@ -50,7 +50,9 @@ same derivation as `vcsync rbac` (syncer/src/rbac.rs), which a test compares wit
 {{- define "vcsync.uses" -}}
 true||pods|write
 true||secrets|write
+true||events|report
 {{ include "vcsync.enabled" (dict "root" . "kind" "configMaps" "default" true) }}||configmaps|write
+{{ eq (include "vcsync.enabled" (dict "root" . "kind" "configMaps" "default" true)) "false" }}||configmaps|record
 {{ include "vcsync.enabled" (dict "root" . "kind" "services" "default" true) }}||services|write
 {{ include "vcsync.enabled" (dict "root" . "kind" "services" "default" true) }}||endpoints|write
 {{ include "vcsync.enabled" (dict "root" . "kind" "services" "default" true) }}|discovery.k8s.io|endpointslices|read
@@ -70,14 +72,15 @@ true||nodes|read
 {{ include "vcsync.perNamespace" . }}||namespaces|write
 {{- end -}}
 
-{{/* Rules for "enabled|group|resource|access" lines: one rule per resource. */}}
+{{/* Rules for "enabled|group|resource|access" lines: one rule per resource. Access: read, write,
+record (the identity record ConfigMap), report (host Events of the host guard). */}}
 {{- define "vcsync.rules" -}}
 {{- range splitList "\n" . }}
 {{- $f := splitList "|" . }}
 {{- if eq (index $f 0) "true" }}
 - apiGroups: [{{ index $f 1 | quote }}]
   resources: [{{ index $f 2 }}]
-  verbs: {{ if eq (index $f 3) "read" }}[get, list, watch]{{ else }}[get, list, watch, create, update, delete]{{ end }}
+  verbs: {{ if eq (index $f 3) "read" }}[get, list, watch]{{ else if eq (index $f 3) "record" }}[get, create, update]{{ else if eq (index $f 3) "report" }}[create]{{ else }}[get, list, watch, create, update, delete]{{ end }}
 {{- end }}
 {{- end }}
 {{- end -}}
