@@ -3,6 +3,7 @@
 //! Errors returned to HTTP clients are Kubernetes `Status` objects; see [`crate::status`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Errors from starting or configuring an [`crate::ApiServer`].
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,15 @@ pub enum Error {
         /// The value as configured.
         value: String,
         /// Why it was rejected.
+        reason: String,
+    },
+    /// The state directory ([`crate::ServerConfig::state_dir`]) or its state file cannot be
+    /// used: unreadable, corrupt, locked by another server, or not writable.
+    #[error("cannot use the API server state {path}: {reason}")]
+    State {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong.
         reason: String,
     },
 }

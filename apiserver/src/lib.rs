@@ -2,8 +2,8 @@
 //! tests and benchmarks. Real clients (kube-rs, kubectl) accept it: discovery, CRUD, list and
 //! watch with resourceVersion semantics, selectors, patches, finalizers, subresources.
 //!
-//! It is not a production control plane: no authentication, no persistence, no workload
-//! controllers. An optional [`Simulator`] plays scheduler, kubelets, endpoints and load-balancer
+//! It is not a production control plane: no authentication, no workload controllers, and only
+//! optional file persistence for the local driver ([`ServerConfig::state_dir`]). An optional [`Simulator`] plays scheduler, kubelets, endpoints and load-balancer
 //! controllers. See the crate README for what is supported and the deliberate simplifications.
 //!
 //! ```no_run
@@ -28,6 +28,7 @@ mod kubeconfig;
 mod objects;
 mod openapi;
 mod patch;
+mod persist;
 mod protobuf;
 mod query;
 mod representation;
@@ -42,6 +43,7 @@ mod tokens;
 mod watch;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +65,14 @@ pub struct ServerConfig {
     pub watch_history: usize,
     /// Address to listen on; port 0 picks a free port. Use loopback.
     pub bind: SocketAddr,
+    /// Directory to keep the objects in across restarts (None: in memory only, the default).
+    /// At start the server loads `state.json` from it (objects keep their uid, resourceVersion
+    /// and creationTimestamp; the resourceVersion counter and Service addresses carry on); while
+    /// running it writes the file atomically, debounced (at most every 250 ms), and on
+    /// [`ApiServer::shutdown`]. An unreadable or corrupt file fails the start. Watches from a
+    /// resourceVersion of before the restart get 410 Gone. Changes of the last fraction of a
+    /// second before an unclean stop (kill -9) are lost.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +82,7 @@ impl Default for ServerConfig {
             service_cidr: "10.96.0.0/12".to_string(),
             watch_history: 10_000,
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            state_dir: None,
         }
     }
 }
@@ -88,6 +99,7 @@ struct Inner {
     shared: Arc<http::Shared>,
     stop: tokio::sync::watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    persister: Option<persist::Persister>,
 }
 
 impl std::fmt::Debug for ApiServer {
@@ -119,11 +131,20 @@ impl ApiServer {
             addr: config.bind,
             source,
         })?;
+        let mut state_dir = config
+            .state_dir
+            .as_deref()
+            .map(persist::StateDir::open)
+            .transpose()?;
         let objects = Arc::new(objects::Objects::new(
             resources::Registry::builtin(),
             config.watch_history,
             allocator,
+            state_dir.as_mut().and_then(|s| s.restored.take()),
         ));
+        let persister = state_dir
+            .map(|dir| persist::Persister::start(dir, objects.clone()))
+            .transpose()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let shared = Arc::new(http::Shared {
             faults: faults::Faults::new(objects.clone()),
@@ -157,6 +178,7 @@ impl ApiServer {
                 shared,
                 stop,
                 task: Mutex::new(Some(task)),
+                persister,
             }),
         })
     }
@@ -201,7 +223,7 @@ impl ApiServer {
     }
 
     /// Stops accepting connections, ends open watches, and waits (up to a few seconds) for
-    /// in-flight requests to finish.
+    /// in-flight requests to finish; with a state directory, then writes the final state.
     pub async fn shutdown(self) {
         let _ = self.inner.stop.send(true);
         self.inner.shared.objects.store.lock().close_watches();
@@ -210,6 +232,9 @@ impl ApiServer {
             && tokio::time::timeout(Duration::from_secs(5), task).await.is_err()
         {
             tracing::warn!("API server did not stop within 5s");
+        }
+        if let Some(persister) = &self.inner.persister {
+            persister.shutdown().await;
         }
     }
 }

@@ -42,18 +42,30 @@ pub(crate) const NAMESPACES: &str = "/namespaces";
 pub(crate) const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 impl Objects {
-    /// An object layer with the built-in namespaces created.
-    pub fn new(registry: Registry, history: usize, allocator: ServiceAllocator) -> Self {
+    /// An object layer holding `restored` (persisted state) if given, with the built-in
+    /// namespaces and the `kubernetes` Service created when missing.
+    pub fn new(
+        registry: Registry,
+        history: usize,
+        allocator: ServiceAllocator,
+        restored: Option<crate::persist::Restored>,
+    ) -> Self {
         let objects = Objects {
             registry,
             store: Store::new(history),
             allocator: Mutex::new(allocator),
         };
+        if let Some(restored) = restored {
+            objects.restore(restored);
+        }
         let namespaces = objects
             .registry
             .find("", "v1", "namespaces")
             .expect("namespaces are built in");
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            if objects.store.lock().get(NAMESPACES, "", name).is_some() {
+                continue;
+            }
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
             objects.create(&namespaces, "", body).expect("built-in namespace");
         }
@@ -62,15 +74,50 @@ impl Objects {
             .registry
             .find("", "v1", "services")
             .expect("services are built in");
-        let kubernetes = json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "kubernetes", "namespace": "default",
-                "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"type": "ClusterIP",
-                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+        if objects
+            .store
+            .lock()
+            .get(&services.store_key(), "default", "kubernetes")
+            .is_none()
+        {
+            let kubernetes = json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "kubernetes", "namespace": "default",
+                    "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"type": "ClusterIP",
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+            objects
+                .create(&services, "default", kubernetes)
+                .expect("the kubernetes service");
+        }
         objects
-            .create(&services, "default", kubernetes)
-            .expect("the kubernetes service");
-        objects
+    }
+
+    /// Loads persisted objects: the types of stored CRDs are served again and the addresses of
+    /// stored Services are taken, so that none is handed out twice.
+    fn restore(&self, restored: crate::persist::Restored) {
+        let crds = format!("{}/{}", crate::crd::GROUP, crate::crd::PLURAL);
+        for crd in restored.tables.get(&crds).into_iter().flatten() {
+            let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+            match crate::crd::defs_of(crd) {
+                Ok(types) => self.registry.set_crd(name, types),
+                Err(e) => {
+                    tracing::warn!(crd = name, error = %e, "a stored CRD is invalid; its types are not served")
+                }
+            }
+        }
+        {
+            let mut allocator = self.allocator();
+            for service in restored.tables.get("/services").into_iter().flatten() {
+                if !allocator.restore(service) {
+                    let (namespace, name) = object_key(service);
+                    tracing::warn!(%namespace, %name,
+                        "a stored Service has an address outside the ranges or taken twice");
+                }
+            }
+        }
+        self.store
+            .lock()
+            .restore(restored.resource_version, restored.tables);
     }
 
     pub(crate) fn allocator(&self) -> MutexGuard<'_, ServiceAllocator> {

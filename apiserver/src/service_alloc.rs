@@ -176,6 +176,22 @@ impl ServiceAllocator {
         Ok(())
     }
 
+    /// Marks the cluster IP and node ports of a stored Service (loaded from persisted state) as
+    /// taken; false when one of them was outside the ranges or already taken.
+    pub fn restore(&mut self, service: &Value) -> bool {
+        let mut ok = true;
+        if let Some(ip) = service["spec"]["clusterIP"]
+            .as_str()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+        {
+            ok &= ip.parse().is_ok_and(|ip| self.ips.reserve(ip));
+        }
+        for n in node_ports(service) {
+            ok &= NODE_PORTS.contains(&n) && self.ports.insert(n);
+        }
+        ok
+    }
+
     /// Frees the addresses of a deleted Service.
     pub fn release(&mut self, service: &Value) {
         if let Some(ip) = service["spec"]["clusterIP"].as_str()

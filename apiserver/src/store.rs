@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 /// (namespace, name); the namespace is empty for cluster-scoped objects.
 pub(crate) type ObjectKey = (String, String);
 
+/// The objects of one table, by store key, as [`State::snapshot`] returns them.
+pub(crate) type TableSnapshot = (String, Vec<Arc<Value>>);
+
 /// Type of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum EventType {
@@ -80,8 +83,10 @@ impl Store {
         Store {
             state: Mutex::new(State {
                 rv: 0,
+                floor: 0,
                 history_limit: history_limit.max(1),
                 tables: HashMap::new(),
+                changed: None,
             }),
         }
     }
@@ -97,8 +102,13 @@ impl Store {
 /// All objects; see the module docs.
 pub(crate) struct State {
     rv: u64,
+    /// No resourceVersion below this can be watched from, in any table (events from before a
+    /// restart from persisted state are not kept).
+    floor: u64,
     history_limit: usize,
     tables: HashMap<String, Table>,
+    /// Woken on every change when the state is persisted ([`crate::persist`]).
+    changed: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl State {
@@ -169,6 +179,7 @@ impl State {
             previous,
         };
         self.publish(resource, event);
+        self.notify();
         object
     }
 
@@ -189,7 +200,45 @@ impl State {
             previous: None,
         };
         self.publish(resource, event);
+        self.notify();
         Some(object)
+    }
+
+    fn notify(&self) {
+        if let Some(changed) = &self.changed {
+            changed.notify_one();
+        }
+    }
+
+    /// Has `changed` woken on every later change.
+    pub fn set_change_notify(&mut self, changed: Arc<tokio::sync::Notify>) {
+        self.changed = Some(changed);
+    }
+
+    /// The resourceVersion and every object, by table (empty tables left out); the objects
+    /// are shared, so this costs no deep copies.
+    pub fn snapshot(&self) -> (u64, Vec<TableSnapshot>) {
+        let tables = self
+            .tables
+            .iter()
+            .filter(|(_, table)| !table.objects.is_empty())
+            .map(|(key, table)| (key.clone(), table.objects.values().cloned().collect()))
+            .collect();
+        (self.rv, tables)
+    }
+
+    /// Loads persisted objects (as stored, resourceVersions included) into an empty store and
+    /// sets the counter to `rv`. No events are published; watches from before `rv` get 410 Gone.
+    pub fn restore(&mut self, rv: u64, tables: impl IntoIterator<Item = (String, Vec<Value>)>) {
+        self.rv = rv;
+        self.floor = rv;
+        for (resource, objects) in tables {
+            let table = self.tables.entry(resource).or_default();
+            table.history_start = rv;
+            for object in objects {
+                table.objects.insert(object_key(&object), Arc::new(object));
+            }
+        }
     }
 
     fn publish(&mut self, resource: &str, event: Event) {
@@ -219,10 +268,9 @@ impl State {
         since: u64,
     ) -> Result<(Vec<Arc<Event>>, Subscription), TooOld> {
         let table = self.tables.entry(resource.to_string()).or_default();
-        if since < table.history_start {
-            return Err(TooOld {
-                oldest: table.history_start,
-            });
+        let oldest = table.history_start.max(self.floor);
+        if since < oldest {
+            return Err(TooOld { oldest });
         }
         let backlog = table
             .history
@@ -243,6 +291,7 @@ impl State {
     /// bumped so that even the latest resourceVersion a client holds is expired.
     pub fn compact(&mut self) {
         self.rv += 1;
+        self.floor = self.rv;
         for table in self.tables.values_mut() {
             table.history.clear();
             table.history_start = self.rv;

@@ -9,6 +9,7 @@ mod faults;
 mod kinds;
 mod kubectl;
 mod patches;
+mod persistence;
 mod selectors;
 mod simulator;
 mod watch;
