@@ -2,8 +2,12 @@
 //! cluster. A background `vcsync cluster serve-local` process runs two embedded API servers
 //! (host, with simulated nodes, and virtual); a background `vcsync run` process is the syncer.
 //! State lives in `<data-dir>/local/<name>/`: `values.yaml`, `vcsync.yaml`, both kubeconfigs,
-//! `servers.pid`, `syncer.pid`, logs, and a `paused` marker. Pause stops the syncer, resume
-//! starts it again, delete stops both and removes the directory.
+//! `servers.pid`, `syncer.pid`, logs, a `paused` marker, and the servers' objects in
+//! `host-state/` and `virtual-state/` (the embedded server's file persistence), so that the
+//! servers can stop and start again without the virtual cluster losing anything. Pause stops the
+//! syncer and the servers (as the kubernetes driver scales the control plane to 0); resume starts
+//! the servers again from their state, on their previous ports when free, then the syncer; delete
+//! stops both and removes the directory.
 
 use std::{
     os::unix::process::CommandExt,
@@ -15,7 +19,7 @@ use std::{
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::{Api, Client, api::ListParams};
-use vcsync_apiserver::SimulatorConfig;
+use vcsync_apiserver::{ApiServer, ServerConfig, SimulatorConfig};
 
 use super::{
     Changed, ClusterError, ClusterStatus, Created, Driver, DriverOptions, DriverRegistration, Phase,
@@ -31,6 +35,10 @@ inventory::submit! {
 }
 
 const DEFAULT_NODES: usize = 3;
+
+/// The state directories of the host and the virtual API server, in the cluster's directory.
+const HOST_STATE: &str = "host-state";
+const VIRTUAL_STATE: &str = "virtual-state";
 
 /// The `local` driver.
 pub struct LocalDriver {
@@ -145,6 +153,31 @@ fn spawn_syncer(dir: &Path) -> Result<()> {
     )
 }
 
+/// Starts `vcsync cluster serve-local DIR` and waits until its servers answer (the `ready`
+/// marker); on failure stops it and returns its log.
+async fn spawn_servers(dir: &Path, nodes: usize) -> Result<()> {
+    let ready = dir.join("ready");
+    let _ = std::fs::remove_file(&ready);
+    spawn(
+        &["cluster".as_ref(), "serve-local".as_ref(), dir.as_os_str()],
+        &dir.join("servers.log"),
+        &dir.join("servers.pid"),
+        &[("VCSYNC_LOCAL_NODES", nodes.to_string())],
+    )?;
+    for _ in 0..300 {
+        if ready.exists() || !pid_alive(&dir.join("servers.pid")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !ready.exists() {
+        let log = std::fs::read_to_string(dir.join("servers.log")).unwrap_or_default();
+        stop(&dir.join("servers.pid")).await;
+        return Err(anyhow::anyhow!("the API servers did not start: {log}").into());
+    }
+    Ok(())
+}
+
 async fn client(kubeconfig: &Path) -> anyhow::Result<Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
@@ -198,27 +231,9 @@ impl Driver for LocalDriver {
         )
         .context("writing vcsync.yaml")?;
         progress.step(format!("starting the API servers of {name}"));
-        spawn(
-            &["cluster".as_ref(), "serve-local".as_ref(), dir.as_os_str()],
-            &dir.join("servers.log"),
-            &dir.join("servers.pid"),
-            &[(
-                "VCSYNC_LOCAL_NODES",
-                values.nodes.unwrap_or(DEFAULT_NODES).to_string(),
-            )],
-        )?;
-        let ready = dir.join("ready");
-        for _ in 0..300 {
-            if ready.exists() || !pid_alive(&dir.join("servers.pid")) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if !ready.exists() {
-            let log = std::fs::read_to_string(dir.join("servers.log")).unwrap_or_default();
-            stop(&dir.join("servers.pid")).await;
+        if let Err(err) = spawn_servers(&dir, values.nodes.unwrap_or(DEFAULT_NODES)).await {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(anyhow::anyhow!("the API servers did not start: {log}").into());
+            return Err(err);
         }
         progress.step(format!("starting the syncer of {name}"));
         spawn_syncer(&dir)?;
@@ -238,12 +253,18 @@ impl Driver for LocalDriver {
 
     async fn pause(&self, name: &str, progress: &Progress) -> Result<Changed> {
         let dir = self.existing(name)?;
-        if dir.join("paused").exists() && !pid_alive(&dir.join("syncer.pid")) {
+        if dir.join("paused").exists()
+            && !pid_alive(&dir.join("syncer.pid"))
+            && !pid_alive(&dir.join("servers.pid"))
+        {
             return Ok(Changed::AlreadySo);
         }
-        progress.step(format!("stopping the syncer of {name}"));
+        progress.step(format!("stopping the syncer and API servers of {name}"));
         std::fs::write(dir.join("paused"), "").context("writing the paused marker")?;
         stop(&dir.join("syncer.pid")).await;
+        // SIGTERM: the servers write their state on the way out.
+        stop(&dir.join("servers.pid")).await;
+        let _ = std::fs::remove_file(dir.join("ready"));
         Ok(Changed::Yes)
     }
 
@@ -258,14 +279,31 @@ impl Driver for LocalDriver {
                 });
             }
         }
+        let mut changed = Changed::AlreadySo;
         if !pid_alive(&dir.join("servers.pid")) {
-            return Err(ClusterError::NotRunning(format!(
-                "{name}: its API servers are gone (machine restarted?); delete and re-create it"
-            )));
+            // Never an empty virtual cluster in place of the tenant's: without saved state
+            // (a cluster of an older vcsync) there is nothing to resume from.
+            if [HOST_STATE, VIRTUAL_STATE]
+                .iter()
+                .any(|state| !dir.join(state).join("state.json").is_file())
+            {
+                return Err(ClusterError::NotRunning(format!(
+                    "{name}: its API servers are gone and left no saved state; delete and re-create it"
+                )));
+            }
+            let text = std::fs::read_to_string(dir.join("values.yaml")).context("reading values.yaml")?;
+            let nodes = Values::parse(&text, "values.yaml")?
+                .nodes
+                .unwrap_or(DEFAULT_NODES);
+            progress.step(format!("starting the API servers of {name} from their state"));
+            spawn_servers(&dir, nodes).await?;
+            // A syncer that outlived its servers (they were killed) starts afresh with them.
+            stop(&dir.join("syncer.pid")).await;
+            changed = Changed::Yes;
         }
         if pid_alive(&dir.join("syncer.pid")) {
             let _ = std::fs::remove_file(dir.join("paused"));
-            return Ok(Changed::AlreadySo);
+            return Ok(changed);
         }
         progress.step(format!("starting the syncer of {name}"));
         spawn_syncer(&dir)?;
@@ -322,7 +360,14 @@ impl Driver for LocalDriver {
             }
         }
         (status.phase, status.message) = match (servers, paused, syncer, status.control_plane_ready) {
-            (false, _, _, _) => (Phase::Failed, "the API servers are not running".into()),
+            (false, true, _, _) => (
+                Phase::Paused,
+                "paused: the syncer and API servers are stopped".into(),
+            ),
+            (false, false, _, _) => (
+                Phase::Failed,
+                "the API servers are not running (resume starts them again from their state)".into(),
+            ),
             (true, true, _, _) => (Phase::Paused, "paused: the syncer is stopped".into()),
             (true, false, false, _) => (Phase::Failed, "the syncer is not running (see syncer.log)".into()),
             (true, false, true, false) => (Phase::Pending, "the API servers do not answer yet".into()),
@@ -353,7 +398,43 @@ pub(crate) fn node_ready(node: &Node) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// `vcsync cluster serve-local DIR`: the API servers of a `local` cluster, until SIGTERM.
+/// Starts one embedded server keeping its objects in `dir/<state>`, on the port of its previous
+/// kubeconfig when there is one and the port is free (so that kubeconfigs handed out stay valid).
+async fn start_server(name: &str, dir: &Path, state: &str, kubeconfig: &str) -> anyhow::Result<ApiServer> {
+    let config = ServerConfig {
+        name: name.to_string(),
+        state_dir: Some(dir.join(state)),
+        ..ServerConfig::default()
+    };
+    if let Some(port) = previous_port(&dir.join(kubeconfig)) {
+        let previous = ServerConfig {
+            bind: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+            ..config.clone()
+        };
+        match ApiServer::start(previous).await {
+            Ok(server) => return Ok(server),
+            Err(vcsync_apiserver::Error::Bind { .. }) => {
+                eprintln!("port {port} of the {name} API server is taken; it gets a new one");
+            }
+            Err(err) => return Err(err).with_context(|| format!("starting the {name} API server")),
+        }
+    }
+    ApiServer::start(config)
+        .await
+        .with_context(|| format!("starting the {name} API server"))
+}
+
+/// The port of the server in a kubeconfig written by [`serve`].
+fn previous_port(kubeconfig: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(kubeconfig).ok()?;
+    let config: kube::config::Kubeconfig = serde_yaml_ng::from_str(&text).ok()?;
+    let server = config.clusters.first()?.cluster.as_ref()?.server.as_deref()?;
+    let url: http::Uri = server.parse().ok()?;
+    url.port_u16()
+}
+
+/// `vcsync cluster serve-local DIR`: the API servers of a `local` cluster, until SIGTERM. Their
+/// objects persist in `DIR/host-state` and `DIR/virtual-state`: a second start serves them again.
 pub async fn serve(dir: PathBuf) -> anyhow::Result<()> {
     let config_text = std::fs::read_to_string(dir.join("vcsync.yaml")).context("reading vcsync.yaml")?;
     let config = vcsync_syncer::Config::from_yaml(&config_text, "vcsync.yaml")?;
@@ -363,7 +444,8 @@ pub async fn serve(dir: PathBuf) -> anyhow::Result<()> {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(DEFAULT_NODES);
-    let (host, virt) = crate::dev::start_servers(&config.instance).await?;
+    let host = start_server("host", &dir, HOST_STATE, "host.kubeconfig").await?;
+    let virt = start_server(&config.instance, &dir, VIRTUAL_STATE, "virtual.kubeconfig").await?;
     let simulator = (nodes > 0).then(|| {
         host.start_simulator(SimulatorConfig {
             nodes,
@@ -371,7 +453,10 @@ pub async fn serve(dir: PathBuf) -> anyhow::Result<()> {
         })
     });
     let host_client = crate::dev::client(&host.url())?;
-    crate::dev::create_namespace(&host_client, &config.host_namespace).await?;
+    let namespaces = Api::<Namespace>::all(host_client.clone());
+    if namespaces.get_opt(&config.host_namespace).await?.is_none() {
+        crate::dev::create_namespace(&host_client, &config.host_namespace).await?;
+    }
     for (file, text) in [
         ("host.kubeconfig", host.kubeconfig()),
         ("virtual.kubeconfig", virt.kubeconfig()),

@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod cluster_kubernetes_state;
+mod cluster_local_state;
 mod crd_sync;
 mod data_sync;
 mod deletion_brake;
