@@ -92,6 +92,10 @@ pub struct Overrides {
     /// with no namesake in the current cluster).
     #[arg(long)]
     prune_previous: bool,
+    /// Recreate in the virtual cluster the ConfigMaps, Secrets and PersistentVolumeClaims whose
+    /// host copies were made for an earlier virtual cluster, and re-link them.
+    #[arg(long)]
+    restore_from_host: bool,
 }
 
 impl Overrides {
@@ -121,12 +125,10 @@ impl Overrides {
         if let Some(address) = self.ops_address {
             config.operations.address = Some(address);
         }
-        if self.adopt_previous {
-            config.safety.earlier_copies = config.safety.earlier_copies.with_adopt();
-        }
-        if self.prune_previous {
-            config.safety.earlier_copies = config.safety.earlier_copies.with_prune();
-        }
+        let earlier = &mut config.safety.earlier_copies;
+        earlier.adopt |= self.adopt_previous;
+        earlier.prune |= self.prune_previous;
+        earlier.restore |= self.restore_from_host;
     }
 }
 

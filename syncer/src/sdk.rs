@@ -134,6 +134,14 @@ pub trait Syncer: Base {
         }
     }
 
+    /// The virtual object a host copy made for an earlier, lost virtual cluster describes, for
+    /// `--restore-from-host`; None (the default) when this kind cannot be restored from its
+    /// copy.
+    fn restore(&self, host: &Self::Resource) -> Option<Self::Resource> {
+        let _ = host;
+        None
+    }
+
     /// Takes over the case of a host object without a virtual twin.
     fn up_syncer(&self) -> Option<&dyn UpSyncer<Self::Resource>> {
         None

@@ -244,7 +244,7 @@ async fn adopt_previous_relinks_namesakes_and_prune_previous_deletes_the_rest() 
     // Adopting with no namesake yet re-links nothing and writes nothing but the record.
     let (host, _) = env.embedded().cloned().unwrap();
     host.reset_counters();
-    let adopt = "safety:\n  earlierCopies: adopt\n";
+    let adopt = "safety:\n  earlierCopies:\n    adopt: true\n";
     let (mut syncer, _) = start(&env, dir.path(), adopt).await;
     settle().await;
     let writes: Vec<String> = host
@@ -295,7 +295,7 @@ async fn adopt_previous_relinks_namesakes_and_prune_previous_deletes_the_rest() 
     syncer.terminate().await;
 
     // Pruning deletes the earlier copies that were not re-linked, and only those.
-    let prune = "safety:\n  earlierCopies: prune\n";
+    let prune = "safety:\n  earlierCopies:\n    prune: true\n";
     let (mut syncer, address) = start(&env, dir.path(), prune).await;
     let left = eventually("the earlier copies pruned", || async {
         let left = host_objects(&env).await;
@@ -316,5 +316,70 @@ async fn adopt_previous_relinks_namesakes_and_prune_previous_deletes_the_rest() 
         (!readyz.contains("earlier virtual cluster are left untouched")).then_some(())
     })
     .await;
+    syncer.terminate().await;
+}
+
+#[tokio::test]
+async fn restore_from_host_recreates_config_maps_secrets_and_claims_and_relinks_their_copies() {
+    let mut env = Env::new().await;
+    if env.embedded().is_none() {
+        eprintln!("skipped: emptying the virtual datastore needs the embedded servers");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut syncer, _) = start(&env, dir.path(), "").await;
+    let before = workload(&env).await;
+    syncer.terminate().await;
+    env.replace_virtual_server_empty().await;
+
+    let restore = "safety:\n  earlierCopies:\n    restore: true\n";
+    let (mut syncer, _) = start(&env, dir.path(), restore).await;
+    let settings = eventually("the config map restored", || async {
+        get(&env.virt_api::<ConfigMap>(), "settings").await
+    })
+    .await;
+    assert_eq!(settings.data.as_ref().unwrap()["greeting"], "hello");
+    assert_eq!(
+        settings.labels().get("app").map(String::as_str),
+        Some("web"),
+        "the tenant's labels come back"
+    );
+    assert!(
+        settings.labels().keys().all(|k| !k.starts_with("vcsync.dev/")),
+        "vcsync's own do not"
+    );
+    let password = eventually("the secret restored", || async {
+        get(&env.virt_api::<Secret>(), "password").await
+    })
+    .await;
+    assert!(password.data.unwrap().contains_key("password"));
+    let claim = eventually("the claim restored", || async {
+        get(&env.virt_api::<PersistentVolumeClaim>(), "data").await
+    })
+    .await;
+    assert_eq!(
+        claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+        "1Gi"
+    );
+    // Pods and services are not restored (their controllers and manifests bring them back).
+    assert!(get(&env.virt_api::<Pod>(), "web").await.is_none());
+
+    // The claim's copy is re-linked in place: same host object, the new cluster's identity.
+    let now = virtual_cluster_uid(&env).await;
+    let data = env.host_name("data");
+    let relinked = eventually("the claim's copy re-linked", || async {
+        let copy = get(&env.host_api::<PersistentVolumeClaim>(), &data).await?;
+        (copy.annotations().get(CLUSTER_UID_ANNOTATION) == now.as_ref()).then_some(copy)
+    })
+    .await;
+    assert_eq!(
+        relinked.uid(),
+        before.get(&format!("PersistentVolumeClaim/{data}")).cloned()
+    );
+    assert_eq!(
+        host_objects(&env).await,
+        before,
+        "nothing deleted or recreated on the host"
+    );
     syncer.terminate().await;
 }

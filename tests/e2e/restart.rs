@@ -40,13 +40,22 @@ async fn restart_over_a_synced_state_makes_zero_writes() {
             .unwrap();
     }
     eventually("all 40 objects on the host", || async {
+        // Copies of virtual config maps only: not vcsync's identity record (nor, on a real
+        // cluster, kube-root-ca.crt).
         let cms = env
             .host_api::<ConfigMap>()
             .list(&Default::default())
             .await
             .unwrap()
             .items
-            .len();
+            .iter()
+            .filter(|c| {
+                c.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(vcsync_translators::OBJECT_NAME_ANNOTATION))
+            })
+            .count();
         // Copies of virtual secrets only: the pods' service-account token secrets are not.
         let secrets = env
             .host_api::<Secret>()

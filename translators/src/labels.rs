@@ -43,6 +43,21 @@ pub fn virtual_labels_from_host(host_labels: Option<&BTreeMap<String, String>>) 
     without_reserved(host_labels)
 }
 
+/// The metadata of the virtual object a host copy was made from, as far as the copy tells (for
+/// restoring a lost virtual cluster): name and namespace from its annotations, labels and
+/// annotations without vcsync's keys. UID, owner references, finalizers and the last-applied
+/// configuration are not on the copy and are lost. None if the copy names no virtual object.
+pub fn virtual_metadata_from_host(host: &ObjectMeta) -> Option<ObjectMeta> {
+    let annotations = host.annotations.as_ref()?;
+    Some(ObjectMeta {
+        name: Some(annotations.get(OBJECT_NAME_ANNOTATION)?.clone()),
+        namespace: annotations.get(OBJECT_NAMESPACE_ANNOTATION).cloned(),
+        labels: Some(without_reserved(host.labels.as_ref())).filter(|l| !l.is_empty()),
+        annotations: Some(without_reserved(Some(annotations))).filter(|a| !a.is_empty()),
+        ..ObjectMeta::default()
+    })
+}
+
 /// Annotations of the host object for a virtual object of `kind`.
 ///
 /// Virtual annotations minus reserved keys and minus `kubectl.kubernetes.io/last-applied-configuration`,

@@ -18,7 +18,7 @@ pub use indices::{NameIndex, ReferenceIndex};
 pub use keys::{HostKey, VirtualKey};
 pub use labels::{
     host_annotations, host_label_selector, host_labels, host_map_selector, is_reserved_key,
-    virtual_labels_from_host,
+    virtual_labels_from_host, virtual_metadata_from_host,
 };
 pub use names::{MAX_NAME_LEN, host_cluster_name, host_name, host_namespace_name, safe_label_value};
 pub use ownership::{

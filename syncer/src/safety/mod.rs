@@ -51,45 +51,36 @@ pub struct SafetyConfig {
     pub deletion_brake: BrakeConfig,
 }
 
-/// `safety.earlierCopies`; the flags `--adopt-previous` and `--prune-previous` set it.
+/// `safety.earlierCopies`: what to do with host copies made for an earlier virtual cluster.
+/// Nothing (keep them untouched and report them) by default; the flags `--adopt-previous`,
+/// `--prune-previous` and `--restore-from-host` switch these on.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub enum EarlierCopies {
-    /// Leave them untouched and report them (the default).
-    #[default]
-    Keep,
-    /// Re-link each to the current cluster's object of the same kind and name, once that
-    /// exists; keep the others.
-    Adopt,
-    /// Delete them.
-    Prune,
-    /// Re-link those with a namesake in the current cluster, delete the others.
-    AdoptAndPrune,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EarlierCopies {
+    /// Re-link each to the current cluster's object of the same kind and name once that
+    /// exists: updated in place (a pod, which cannot be, is replaced).
+    #[serde(default)]
+    pub adopt: bool,
+    /// Delete those not re-linked.
+    #[serde(default)]
+    pub prune: bool,
+    /// Recreate the virtual objects of copies that describe them fully (ConfigMaps, Secrets,
+    /// PersistentVolumeClaims) and re-link them; implies `adopt`.
+    #[serde(default)]
+    pub restore: bool,
 }
 
 impl EarlierCopies {
-    /// The policy with adoption switched on.
-    pub fn with_adopt(self) -> Self {
-        match self {
-            Self::Keep | Self::Adopt => Self::Adopt,
-            Self::Prune | Self::AdoptAndPrune => Self::AdoptAndPrune,
-        }
-    }
-
-    /// The policy with pruning switched on.
-    pub fn with_prune(self) -> Self {
-        match self {
-            Self::Keep | Self::Prune => Self::Prune,
-            Self::Adopt | Self::AdoptAndPrune => Self::AdoptAndPrune,
-        }
-    }
-
     fn adopts(self) -> bool {
-        matches!(self, Self::Adopt | Self::AdoptAndPrune)
+        self.adopt || self.restore
     }
 
     fn prunes(self) -> bool {
-        matches!(self, Self::Prune | Self::AdoptAndPrune)
+        self.prune
+    }
+
+    fn any(self) -> bool {
+        self.adopt || self.prune || self.restore
     }
 }
 
@@ -195,7 +186,7 @@ impl HostGuard {
             host_events: host_events.map(|events| (events, established.record_ref.clone())),
             status: Some(metrics),
         };
-        if config.earlier_copies != EarlierCopies::Keep {
+        if config.earlier_copies.any() {
             tracing::warn!(policy = ?config.earlier_copies, "host copies made for an earlier virtual cluster are re-linked or deleted as the policy says");
         }
         if let identity::Startup::Replaced { previous } = &established.startup {
@@ -212,6 +203,11 @@ impl HostGuard {
             guard.reports.host_event("VirtualClusterReplaced", text);
         }
         guard
+    }
+
+    /// Whether earlier copies are to be recreated in the virtual cluster (`--restore-from-host`).
+    pub fn restores(&self) -> bool {
+        self.policy.restore
     }
 
     /// The virtual cluster's identity, if known.

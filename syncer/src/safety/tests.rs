@@ -51,7 +51,7 @@ fn key(name: &str) -> VirtualKey {
 
 #[test]
 fn an_earlier_clusters_copy_is_kept_and_reported_by_default() {
-    let (guard, metrics) = guard(EarlierCopies::Keep);
+    let (guard, metrics) = guard(EarlierCopies::default());
     assert_eq!(
         guard.verdict("ConfigMap", &key("a"), &host("now", "a"), false),
         Verdict::Sync
@@ -86,7 +86,10 @@ fn an_earlier_clusters_copy_is_kept_and_reported_by_default() {
 
 #[test]
 fn adoption_re_links_copies_with_a_namesake_and_keeps_the_others() {
-    let (guard, _) = guard(EarlierCopies::Adopt);
+    let (guard, _) = guard(EarlierCopies {
+        adopt: true,
+        ..EarlierCopies::default()
+    });
     assert_eq!(
         guard.verdict("Pod", &key("web"), &host("before", "web"), true),
         Verdict::Sync
@@ -117,7 +120,10 @@ fn adoption_re_links_copies_with_a_namesake_and_keeps_the_others() {
 
 #[test]
 fn pruning_deletes_earlier_copies_and_adopt_and_prune_keeps_namesakes() {
-    let (prune, _) = guard(EarlierCopies::Prune);
+    let (prune, _) = guard(EarlierCopies {
+        prune: true,
+        ..EarlierCopies::default()
+    });
     assert_eq!(
         prune.verdict("Pod", &key("web"), &host("before", "web"), true),
         Verdict::Prune
@@ -126,7 +132,11 @@ fn pruning_deletes_earlier_copies_and_adopt_and_prune_keeps_namesakes() {
         prune.admit_delete("Pod", &host("before", "web"), false),
         Admission::Allowed
     );
-    let (both, _) = guard(EarlierCopies::AdoptAndPrune);
+    let (both, _) = guard(EarlierCopies {
+        adopt: true,
+        prune: true,
+        restore: false,
+    });
     assert_eq!(
         both.verdict("Pod", &key("web"), &host("before", "web"), true),
         Verdict::Sync
@@ -139,7 +149,7 @@ fn pruning_deletes_earlier_copies_and_adopt_and_prune_keeps_namesakes() {
 
 #[tokio::test(start_paused = true)]
 async fn unwitnessed_deletes_engage_the_brake_and_witnessed_ones_do_not_count() {
-    let (guard, metrics) = guard(EarlierCopies::Keep);
+    let (guard, metrics) = guard(EarlierCopies::default());
     guard.count_host_objects(|| 200);
     for i in 0..150 {
         let name = format!("w-{i}");
@@ -203,11 +213,18 @@ fn a_replaced_cluster_is_reported_at_start() {
 }
 
 #[test]
-fn flags_combine_into_a_policy() {
-    assert_eq!(EarlierCopies::Keep.with_adopt(), EarlierCopies::Adopt);
-    assert_eq!(EarlierCopies::Keep.with_prune(), EarlierCopies::Prune);
+fn restoring_implies_adopting() {
+    let (guard, _) = guard(EarlierCopies {
+        restore: true,
+        ..EarlierCopies::default()
+    });
+    assert!(guard.restores());
     assert_eq!(
-        EarlierCopies::Keep.with_adopt().with_prune(),
-        EarlierCopies::AdoptAndPrune
+        guard.verdict("ConfigMap", &key("a"), &host("before", "a"), true),
+        Verdict::Sync
+    );
+    assert_eq!(
+        guard.verdict("ConfigMap", &key("b"), &host("before", "b"), false),
+        Verdict::Keep
     );
 }

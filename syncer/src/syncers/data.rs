@@ -34,6 +34,14 @@ impl DownKind for ConfigMap {
     fn is_immutable(&self) -> bool {
         self.immutable == Some(true)
     }
+
+    /// The data is the tenant's, unchanged on the host.
+    fn restored(&self, metadata: ObjectMeta) -> Option<Self> {
+        Some(ConfigMap {
+            metadata,
+            ..self.clone()
+        })
+    }
 }
 
 impl DownKind for Secret {
@@ -64,6 +72,15 @@ impl DownKind for Secret {
 
     fn is_immutable(&self) -> bool {
         self.immutable == Some(true)
+    }
+
+    /// The data is the tenant's, unchanged on the host.
+    fn restored(&self, metadata: ObjectMeta) -> Option<Self> {
+        Some(Secret {
+            metadata,
+            string_data: None,
+            ..self.clone()
+        })
     }
 }
 

@@ -11,7 +11,7 @@ use std::{marker::PhantomData, sync::Arc, sync::OnceLock};
 use async_trait::async_trait;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
-use vcsync_translators::{ClusterScopedTranslator, NameTranslator, RefKind};
+use vcsync_translators::{ClusterScopedTranslator, NameTranslator, RefKind, virtual_metadata_from_host};
 
 use crate::{
     Action, ControllerBuilder, ControllerModifier, IndicesRegisterer, RegisterContext, Result, Side,
@@ -50,6 +50,13 @@ pub trait DownKind: SyncResource {
 
     /// Called on the virtual object: the same object with the host's status, if that differs.
     fn status_up(&self, _host: &Self) -> Option<Self> {
+        None
+    }
+
+    /// Called on a host copy: the virtual object with `metadata` that it describes, for
+    /// restoring a lost virtual cluster; None (the default) when the copy's payload names host
+    /// objects and cannot be read back.
+    fn restored(&self, _metadata: ObjectMeta) -> Option<Self> {
         None
     }
 }
@@ -138,6 +145,10 @@ impl<K: DownKind> Syncer for DownSyncer<K> {
 
     fn translator(&self) -> &dyn NameTranslator {
         self.translator.as_ref()
+    }
+
+    fn restore(&self, host: &K) -> Option<K> {
+        host.restored(virtual_metadata_from_host(host.meta())?)
     }
 
     async fn sync_down(&self, ctx: &SyncContext<K>, virt: Arc<K>) -> Result<Action> {

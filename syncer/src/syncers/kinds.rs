@@ -15,7 +15,7 @@
 
 use k8s_openapi::{
     api::{
-        core::v1::{LocalObjectReference, PersistentVolumeClaim, ServiceAccount},
+        core::v1::{LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec, ServiceAccount},
         networking::v1::{
             Ingress, IngressBackend, IngressSpec, NetworkPolicy, NetworkPolicyPeer, NetworkPolicySpec,
         },
@@ -99,6 +99,24 @@ impl DownKind for PersistentVolumeClaim {
         (self.status != host.status).then(|| PersistentVolumeClaim {
             status: host.status.clone(),
             ..self.clone()
+        })
+    }
+
+    /// The claim's class, size, access and volume modes; its selector and data source name
+    /// host objects and are dropped, the volume it is bound to stays the host's business.
+    fn restored(&self, metadata: ObjectMeta) -> Option<Self> {
+        let spec = self.spec.as_ref()?;
+        Some(PersistentVolumeClaim {
+            metadata,
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: spec.access_modes.clone(),
+                resources: spec.resources.clone(),
+                storage_class_name: spec.storage_class_name.clone(),
+                volume_mode: spec.volume_mode.clone(),
+                volume_attributes_class_name: spec.volume_attributes_class_name.clone(),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            status: None,
         })
     }
 }

@@ -299,3 +299,32 @@ fn a_tenant_cannot_forge_the_cluster_uid() {
             .contains_key(vcsync_translators::CLUSTER_UID_ANNOTATION)
     );
 }
+
+#[test]
+fn a_host_copy_gives_back_the_virtual_metadata_it_was_made_from() {
+    let virtual_meta = sample_meta();
+    let host = NamespacedTranslator::new(
+        Ownership::new("tenant-a").unwrap().with_cluster_uid("vc-1"),
+        "vcluster-a",
+    )
+    .host_metadata("ConfigMap", &virtual_meta);
+    let restored = vcsync_translators::virtual_metadata_from_host(&host).unwrap();
+    assert_eq!(restored.name, virtual_meta.name);
+    assert_eq!(restored.namespace, virtual_meta.namespace);
+    assert_eq!(
+        restored.labels,
+        Some(map(&[("app", "web"), ("pod-template-hash", "7d4b9c8f6")])),
+        "the tenant's labels, not vcsync's"
+    );
+    let annotations = restored.annotations.unwrap_or_default();
+    assert!(
+        annotations.keys().all(|k| !k.starts_with("vcsync.dev/")),
+        "{annotations:?}"
+    );
+    assert!(restored.uid.is_none() && restored.owner_references.is_none());
+    assert_eq!(
+        vcsync_translators::virtual_metadata_from_host(&ObjectMeta::default()),
+        None,
+        "a copy that names no virtual object"
+    );
+}

@@ -24,13 +24,13 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use vcsync_translators::VirtualKey;
 
+mod earlier;
+
 use crate::{
     Action,
     error::{Error, Result},
-    events::EventType,
     informer::InformerEvent,
     metrics::{Metrics, SyncerMetrics},
-    safety::Verdict,
     sdk::SyncResource,
 };
 
@@ -347,53 +347,6 @@ impl<S: crate::Syncer> PairHandler<S> {
             .get(&object_ref(host_key.namespace.as_deref(), &host_key.name))
             // A host object only counts as this key's twin if its annotations say so.
             .filter(|host| translator.virtual_key(host.meta()).as_ref() == Some(key))
-    }
-}
-
-impl<S: crate::Syncer> PairHandler<S> {
-    /// Stops the reconcile (Some) when the host object was made for an earlier virtual cluster:
-    /// it is kept untouched (and the virtual namesake told why it is not synced) or, when the
-    /// operator asked for it, pruned.
-    async fn guard_earlier(
-        &self,
-        key: &VirtualKey,
-        virt: Option<&S::Resource>,
-        host: Option<&S::Resource>,
-    ) -> Result<Option<Action>> {
-        let guard = self.ctx.register_context().host_guard();
-        let kind = S::Resource::kind(&());
-        let Some(host) = host else {
-            guard.forget_earlier(&kind, key);
-            return Ok(None);
-        };
-        match guard.verdict(&kind, key, host.meta(), virt.is_some()) {
-            Verdict::Sync => Ok(None),
-            Verdict::Prune => {
-                crate::delete_object(&self.ctx, host).await?;
-                // The namesake, if any, is synced once the host cache saw the delete.
-                Ok(Some(Action::requeue(CACHE_LAG_RETRY)))
-            }
-            Verdict::Keep => {
-                if let Some(virt) = virt {
-                    let message = format!(
-                        "host object {} was made for an earlier virtual cluster and is left untouched; \
-                         vcsync run --adopt-previous re-links it to this object, --prune-previous \
-                         deletes it",
-                        host.meta().name.as_deref().unwrap_or_default()
-                    );
-                    self.ctx
-                        .events()
-                        .publish(
-                            &virt.object_ref(&()),
-                            EventType::Warning,
-                            "EarlierClusterCopy",
-                            &message,
-                        )
-                        .await;
-                }
-                Ok(Some(Action::await_change()))
-            }
-        }
     }
 }
 

@@ -1,0 +1,113 @@
+//! What a pair controller does with a host copy made for an earlier virtual cluster (see
+//! [`crate::safety`]): keep it and tell the tenant, prune it, or restore its virtual object.
+
+use kube::Resource;
+use vcsync_translators::VirtualKey;
+
+use super::{CACHE_LAG_RETRY, PairHandler, virtual_key_of};
+use crate::{
+    Action,
+    error::{Result, api_error, status_code},
+    events::EventType,
+    safety::Verdict,
+    writes::write_params,
+};
+
+impl<S: crate::Syncer> PairHandler<S> {
+    /// Stops the reconcile (Some) when the host object was made for an earlier virtual cluster:
+    /// it is kept untouched (and the virtual namesake told why it is not synced) or, when the
+    /// operator asked for it, pruned.
+    pub(super) async fn guard_earlier(
+        &self,
+        key: &VirtualKey,
+        virt: Option<&S::Resource>,
+        host: Option<&S::Resource>,
+    ) -> Result<Option<Action>> {
+        let guard = self.ctx.register_context().host_guard();
+        let kind = S::Resource::kind(&());
+        let Some(host) = host else {
+            guard.forget_earlier(&kind, key);
+            return Ok(None);
+        };
+        match guard.verdict(&kind, key, host.meta(), virt.is_some()) {
+            Verdict::Sync => Ok(None),
+            Verdict::Prune => {
+                crate::delete_object(&self.ctx, host).await?;
+                // The namesake, if any, is synced once the host cache saw the delete.
+                Ok(Some(Action::requeue(CACHE_LAG_RETRY)))
+            }
+            Verdict::Keep if virt.is_none() && guard.restores() => match self.syncer.restore(host) {
+                Some(restored) => self.restore(restored).await.map(Some),
+                None => Ok(Some(Action::await_change())),
+            },
+            Verdict::Keep => {
+                if let Some(virt) = virt {
+                    let message = format!(
+                        "host object {} was made for an earlier virtual cluster and is left untouched; \
+                         vcsync run --adopt-previous re-links it to this object, --prune-previous \
+                         deletes it",
+                        host.meta().name.as_deref().unwrap_or_default()
+                    );
+                    self.ctx
+                        .events()
+                        .publish(
+                            &virt.object_ref(&()),
+                            EventType::Warning,
+                            "EarlierClusterCopy",
+                            &message,
+                        )
+                        .await;
+                }
+                Ok(Some(Action::await_change()))
+            }
+        }
+    }
+}
+
+impl<S: crate::Syncer> PairHandler<S> {
+    /// Creates `restored` (rebuilt from an earlier cluster's host copy) in the virtual
+    /// cluster, and its namespace if that is missing too; the copy is re-linked to it by the
+    /// reconcile its creation triggers.
+    async fn restore(&self, restored: S::Resource) -> Result<Action> {
+        let kind = S::Resource::kind(&());
+        let key = virtual_key_of(&restored);
+        let api =
+            crate::sdk::api_in::<S::Resource>(self.ctx.virtual_client().clone(), key.namespace.as_deref());
+        let params = write_params();
+        let mut result = api.create(&params, &restored).await;
+        if let (Err(err), Some(ns)) = (&result, &key.namespace)
+            && status_code(err) == Some(404)
+        {
+            create_namespace(self.ctx.virtual_client(), ns).await?;
+            result = api.create(&params, &restored).await;
+        }
+        match result {
+            Ok(_) => {
+                tracing::info!(kind = %kind, key = %key, "restored a virtual object from its host copy");
+                Ok(Action::await_change())
+            }
+            Err(err) if status_code(&err) == Some(409) => Ok(Action::await_change()),
+            Err(err) => Err(api_error(crate::Side::Virtual, "create", &kind, &key.to_string())(err)),
+        }
+    }
+}
+
+/// Creates the virtual namespace `name` (already there is fine).
+async fn create_namespace(client: &kube::Client, name: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let namespace = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        ..Namespace::default()
+    };
+    match kube::Api::<Namespace>::all(client.clone())
+        .create(&write_params(), &namespace)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(err) if status_code(&err) == Some(409) => Ok(()),
+        Err(err) => Err(api_error(crate::Side::Virtual, "create", "Namespace", name)(err)),
+    }
+}
