@@ -198,9 +198,11 @@ pub struct PodsConfig {
     /// their nameserver. Default `kube-system/kube-dns`.
     #[serde(default)]
     pub dns_service: Option<String>,
-    /// Host and port at which host pods reach the virtual API server (becomes
-    /// `KUBERNETES_SERVICE_HOST/PORT`); default: the virtual cluster's `default/kubernetes`
-    /// service IP and port.
+    /// Where host pods reach the virtual API server (becomes `KUBERNETES_SERVICE_HOST/PORT`):
+    /// a fixed `host`, or the cluster IP of a `hostService` in the host namespace (the Service
+    /// in front of the virtual API server of a deployed cluster); default: the virtual
+    /// cluster's `default/kubernetes` service IP and port, right only where that IP reaches
+    /// the virtual API server from the host's pods too.
     #[serde(default)]
     pub kubernetes_service: Option<ServiceAddress>,
     /// Pod Security Standard (`baseline` or `restricted`) every virtual pod must meet before
@@ -209,14 +211,107 @@ pub struct PodsConfig {
     pub pod_security_standard: Option<crate::syncers::pods::security::PodSecurityLevel>,
 }
 
-/// A host:port pair.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// An address host pods connect to: `{host, port}` or `{hostService, port}`, exactly one of
+/// `host` and `hostService`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(try_from = "ServiceAddressFields", into = "ServiceAddressFields")]
 pub struct ServiceAddress {
-    /// IP or DNS name.
-    pub host: String,
+    /// Where the address comes from.
+    pub target: ServiceTarget,
     /// TCP port.
     pub port: u16,
+}
+
+/// The host part of a [`ServiceAddress`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceTarget {
+    /// A fixed IP or DNS name (`host`).
+    Host(String),
+    /// The cluster IP of this Service in the host namespace (`hostService`), read from the host
+    /// API server.
+    HostService(String),
+}
+
+impl ServiceAddress {
+    /// A fixed `host:port`.
+    pub fn host(host: &str, port: u16) -> Self {
+        Self {
+            target: ServiceTarget::Host(host.to_string()),
+            port,
+        }
+    }
+
+    /// The cluster IP of host Service `name` (in the host namespace), `port`.
+    pub fn host_service(name: &str, port: u16) -> Self {
+        Self {
+            target: ServiceTarget::HostService(name.to_string()),
+            port,
+        }
+    }
+
+    /// The host Service named, if the address is one.
+    pub fn host_service_name(&self) -> Option<&str> {
+        match &self.target {
+            ServiceTarget::HostService(name) => Some(name),
+            ServiceTarget::Host(_) => None,
+        }
+    }
+}
+
+/// [`ServiceAddress`] as written in the file.
+#[derive(Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ServiceAddressFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    host_service: Option<String>,
+    port: u16,
+}
+
+impl TryFrom<ServiceAddressFields> for ServiceAddress {
+    type Error = String;
+
+    fn try_from(fields: ServiceAddressFields) -> Result<Self, String> {
+        let target = match (fields.host, fields.host_service) {
+            (Some(host), None) if !host.is_empty() => ServiceTarget::Host(host),
+            (None, Some(name)) if vcsync_translators::names::is_dns_label(&name) => {
+                ServiceTarget::HostService(name)
+            }
+            (None, Some(name)) => {
+                return Err(format!(
+                    "kubernetesService: hostService: {name:?} is not a valid Service name (lowercase letters, digits \
+                     and '-', at most 63 characters, starting and ending with a letter or digit)"
+                ));
+            }
+            (Some(_), None) => return Err("kubernetesService: host: must not be empty".into()),
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(
+                    "kubernetesService: exactly one of `host` (an address) and `hostService` (a Service in the host \
+                     namespace whose cluster IP is used) must be set"
+                        .into(),
+                );
+            }
+        };
+        Ok(Self {
+            target,
+            port: fields.port,
+        })
+    }
+}
+
+impl From<ServiceAddress> for ServiceAddressFields {
+    fn from(address: ServiceAddress) -> Self {
+        let (host, host_service) = match address.target {
+            ServiceTarget::Host(host) => (Some(host), None),
+            ServiceTarget::HostService(name) => (None, Some(name)),
+        };
+        Self {
+            host,
+            host_service,
+            port: address.port,
+        }
+    }
 }
 
 /// How the virtual cluster gets its nodes.
@@ -570,6 +665,62 @@ mod tests {
     fn invalid_files_are_one_clear_line(#[case] text: &str, #[case] expected_start: &str) {
         let err = Config::from_yaml(text, "f.yaml").unwrap_err().to_string();
         assert!(err.starts_with(expected_start), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    fn kubernetes_service(yaml: &str) -> Result<Option<ServiceAddress>, ConfigError> {
+        let text = format!("instance: a\nhostNamespace: b\nsync:\n  pods:\n    kubernetesService: {yaml}\n");
+        Config::from_yaml(&text, "f.yaml").map(|c| c.sync.pods.kubernetes_service)
+    }
+
+    #[rstest]
+    #[case::address("{host: 10.0.0.7, port: 443}", ServiceAddress::host("10.0.0.7", 443))]
+    #[case::dns_name(
+        "{host: api.example.com, port: 6443}",
+        ServiceAddress::host("api.example.com", 6443)
+    )]
+    #[case::host_service(
+        "{hostService: vcsync-demo, port: 443}",
+        ServiceAddress::host_service("vcsync-demo", 443)
+    )]
+    fn the_kubernetes_service_is_an_address_or_a_host_service(
+        #[case] yaml: &str,
+        #[case] expected: ServiceAddress,
+    ) {
+        let address = kubernetes_service(yaml).unwrap().unwrap();
+        assert_eq!(address, expected);
+        // Written back, it reads the same (the driver and the chart write it).
+        let text = serde_yaml_ng::to_string(&address).unwrap();
+        assert!(!text.contains("null"), "{text}");
+        assert_eq!(serde_yaml_ng::from_str::<ServiceAddress>(&text).unwrap(), address);
+        assert_eq!(
+            address.host_service_name(),
+            yaml.contains("hostService").then_some("vcsync-demo")
+        );
+    }
+
+    #[rstest]
+    #[case::both(
+        "{host: 10.0.0.7, hostService: vcsync-demo, port: 443}",
+        "exactly one of `host`"
+    )]
+    #[case::neither("{port: 443}", "exactly one of `host`")]
+    #[case::empty_host("{host: '', port: 443}", "host: must not be empty")]
+    #[case::bad_service_name(
+        "{hostService: Not_A_Name, port: 443}",
+        "hostService: \"Not_A_Name\" is not a valid Service name"
+    )]
+    #[case::unknown_key("{hostServce: vcsync-demo, port: 443}", "unknown field `hostServce`")]
+    #[case::no_port("{hostService: vcsync-demo}", "missing field `port`")]
+    fn a_wrong_kubernetes_service_is_a_clear_error(#[case] yaml: &str, #[case] expected: &str) {
+        let err = kubernetes_service(yaml).unwrap_err().to_string();
+        assert!(err.starts_with("f.yaml:5:"), "{err}");
+        // serde names the path to the value, or to its parent for the checks after parsing.
+        assert!(
+            err.contains("sync.pods.kubernetesService") || err.contains("sync.pods: kubernetesService: "),
+            "{err}"
+        );
+        assert!(err.contains(expected), "{err}");
         assert!(!err.contains('\n'), "{err}");
     }
 }

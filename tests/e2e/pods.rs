@@ -560,3 +560,86 @@ async fn a_replacement_pod_of_the_same_name_gets_a_host_pod_of_its_own() {
     })
     .await;
 }
+
+/// A Service in the syncer's host namespace in front of the virtual API server, as a deployed
+/// cluster's (`vcsync-<name>`, port 443); returns its cluster IP.
+async fn create_front_service(env: &Env, name: &str) -> String {
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 6443, "protocol": "TCP"}]}
+    }))
+    .unwrap();
+    let created = Api::<Service>::namespaced(env.host.clone(), &env.syncer_ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let ip = created.spec.unwrap().cluster_ip.unwrap();
+    assert!(!ip.is_empty() && ip != "None", "{ip:?}");
+    ip
+}
+
+/// The value of `name` in the first container's env of a host pod.
+fn env_value(pod: &Pod, name: &str) -> Option<String> {
+    pod.spec.as_ref()?.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)?
+        .value
+        .clone()
+}
+
+fn kubernetes_service_config(service: &str) -> String {
+    format!("sync:\n  pods:\n    kubernetesService: {{hostService: {service}, port: 443}}\n")
+}
+
+#[tokio::test]
+async fn host_pods_reach_the_virtual_api_server_at_the_cluster_ip_of_the_host_service_in_front_of_it() {
+    let mut env = Env::new().await;
+    let front = format!("{}-front", env.instance);
+    let ip = create_front_service(&env, &front).await;
+    env.start_syncer(&kubernetes_service_config(&front)).await;
+    create_pod(&env, &simple_pod("api-client")).await;
+
+    let host = host_pod(&env, "api-client").await;
+    assert_eq!(env_value(&host, "KUBERNETES_SERVICE_HOST"), Some(ip.clone()));
+    assert_eq!(
+        env_value(&host, "KUBERNETES_SERVICE_PORT").as_deref(),
+        Some("443")
+    );
+    assert_eq!(
+        env_value(&host, "KUBERNETES_PORT"),
+        Some(format!("tcp://{ip}:443"))
+    );
+    assert_eq!(env_value(&host, "KUBERNETES_PORT_443_TCP_ADDR"), Some(ip.clone()));
+    // Not the virtual `default/kubernetes` IP: on the host, that one is the host's API server.
+    let virtual_kubernetes = get(
+        &Api::<Service>::namespaced(env.virt.clone(), "default"),
+        "kubernetes",
+    )
+    .await
+    .unwrap();
+    if virtual_kubernetes.spec.unwrap().cluster_ip.as_deref() == Some(ip.as_str()) {
+        panic!("the test's host Service has the virtual kubernetes IP {ip}: nothing is shown");
+    }
+}
+
+#[tokio::test]
+async fn pods_wait_for_the_host_service_in_front_of_the_virtual_api_server() {
+    let mut env = Env::new().await;
+    let front = format!("{}-late", env.instance);
+    env.start_syncer(&kubernetes_service_config(&front)).await;
+    create_pod(&env, &simple_pod("early")).await;
+    // No Service yet: no address for KUBERNETES_SERVICE_HOST, so no host pod either.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        get(&env.host_api::<Pod>(), &env.host_name("early"))
+            .await
+            .is_none(),
+        "a host pod without the address of the virtual API server"
+    );
+
+    let ip = create_front_service(&env, &front).await;
+    let host = host_pod(&env, "early").await;
+    assert_eq!(env_value(&host, "KUBERNETES_SERVICE_HOST"), Some(ip));
+}

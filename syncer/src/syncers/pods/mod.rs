@@ -24,7 +24,10 @@
 //!   bound to the virtual pod, renewed at 80% of their lifetime (the reconcile requeues itself
 //!   for that), and the Secret is deleted with the pod; a leader task removes orphans.
 //! - **Reaching the virtual cluster**: `KUBERNETES_SERVICE_*` / `KUBERNETES_PORT*` point at
-//!   `sync.pods.kubernetesService` or the virtual `default/kubernetes` service; the virtual
+//!   `sync.pods.kubernetesService` or the virtual `default/kubernetes` service (whose IP, in a
+//!   deployed cluster, is the host's own API server on the host: there `hostService` names the
+//!   host Service in front of the virtual API server, whose cluster IP is read at start and
+//!   every 30 s, and pods wait while it is not known); the virtual
 //!   namespace's services get kubelet-style link variables unless `enableServiceLinks: false`
 //!   (host links are disabled: they would list every tenant's services). The variables are
 //!   computed at creation (a kubelet recomputes them at each container start). `ClusterFirst`

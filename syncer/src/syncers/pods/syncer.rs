@@ -11,11 +11,11 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
-    Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{DeleteParams, PostParams, Preconditions},
     runtime::reflector::ObjectRef,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, is_reserved_key};
 
 use super::{
@@ -30,7 +30,7 @@ use super::{
 use crate::{
     Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer, UpSyncer,
     cache::Cache,
-    config::PodsConfig,
+    config::{PodsConfig, ServiceTarget},
     controller::virtual_key_of,
     error::{Error, Side, api_error, status_code},
     events::EventType,
@@ -38,6 +38,12 @@ use crate::{
     sdk::Base,
     writes::{create_host_object, delete_object, delete_object_with_grace, update_host_object, write_params},
 };
+
+/// How often the cluster IP of `kubernetesService.hostService` is read again once known (a
+/// changed IP reaches the pods created afterwards, as a kubelet's variables would).
+const HOST_SERVICE_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often it is read, and a pod waiting for it is tried again, while it is not known.
+const HOST_SERVICE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Default DNS service of the virtual cluster.
 const DEFAULT_DNS_SERVICE: (&str, &str) = ("kube-system", "kube-dns");
@@ -66,6 +72,98 @@ pub struct PodSyncer {
     secret_events: Mutex<Option<mpsc::UnboundedReceiver<InformerEvent<Secret>>>>,
     /// Writes the caches may not show yet, by virtual pod UID.
     written: dashmap::DashMap<String, Written>,
+    /// With `kubernetesService.hostService`: that Service's cluster IP (see [`HostServiceIp`]).
+    host_service_ip: Option<HostServiceIp>,
+}
+
+/// The cluster IP of the host Service that `sync.pods.kubernetesService.hostService` names:
+/// None until it was first read, then Some(the IP, or None while the Service is missing or has
+/// none). Read at start (the controllers wait for that first answer) and every
+/// [`HOST_SERVICE_REFRESH`] after, on every replica.
+type HostServiceIp = watch::Receiver<Option<Option<String>>>;
+
+/// Starts following the cluster IP of host Service `name` in the host namespace.
+fn follow_host_service(ctx: &RegisterContext, name: &str) -> HostServiceIp {
+    let (tx, rx) = watch::channel(None);
+    let api = Api::<Service>::namespaced(ctx.host_client().clone(), ctx.host_namespace());
+    let service = format!("{}/{name}", ctx.host_namespace());
+    ctx.spawn_background(read_host_service(api, name.to_string(), service, tx));
+    let mut first = rx.clone();
+    ctx.add_readiness(async move {
+        // Err: the reader is gone (shutting down); nothing to wait for.
+        let _ = first.wait_for(Option::is_some).await;
+    });
+    rx
+}
+
+/// The loop behind [`follow_host_service`]. A missing Service, or one without a cluster IP,
+/// makes new pods wait (with a warning now and then); a failed read keeps what was known.
+async fn read_host_service(
+    api: Api<Service>,
+    name: String,
+    service: String,
+    tx: watch::Sender<Option<Option<String>>>,
+) {
+    let mut misses: u32 = 0;
+    loop {
+        let read = match api.get_opt(&name).await {
+            Ok(service) => Ok(service.as_ref().and_then(host_service_ip)),
+            Err(err) => Err(err),
+        };
+        let known = tx.borrow().clone().flatten();
+        let ip = match read {
+            Ok(Some(ip)) => {
+                misses = 0;
+                if known.as_deref() != Some(ip.as_str()) {
+                    tracing::info!(
+                        service,
+                        ip,
+                        "host pods reach the virtual API server at this host Service's cluster IP"
+                    );
+                }
+                Some(ip)
+            }
+            Ok(None) => {
+                if misses.is_multiple_of(15) {
+                    tracing::warn!(
+                        service,
+                        "sync.pods.kubernetesService.hostService: the host Service is missing or has no \
+                         cluster IP; new pods wait for it"
+                    );
+                }
+                misses += 1;
+                None
+            }
+            Err(err) => {
+                if misses.is_multiple_of(15) {
+                    tracing::warn!(
+                        service,
+                        error = %err,
+                        "cannot read the host Service of sync.pods.kubernetesService.hostService"
+                    );
+                }
+                misses += 1;
+                known
+            }
+        };
+        let delay = if ip.is_some() {
+            HOST_SERVICE_REFRESH
+        } else {
+            HOST_SERVICE_RETRY
+        };
+        tx.send_replace(Some(ip));
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// A Service's cluster IP, None for headless and ExternalName ones.
+fn host_service_ip(service: &Service) -> Option<String> {
+    service
+        .spec
+        .as_ref()?
+        .cluster_ip
+        .clone()
+        .filter(|ip| !ip.is_empty() && ip != "None")
 }
 
 impl PodSyncer {
@@ -85,6 +183,33 @@ impl PodSyncer {
             tokens: TokenSecrets::new(ctx),
             secret_events: Mutex::new(Some(secrets.subscribe())),
             written: dashmap::DashMap::new(),
+            host_service_ip: sync
+                .pods
+                .kubernetes_service
+                .as_ref()
+                .and_then(|address| address.host_service_name())
+                .map(|name| follow_host_service(ctx, name)),
+        }
+    }
+
+    /// Where host pods reach the virtual API server: the configured address, the configured
+    /// host Service's cluster IP, or the virtual `default/kubernetes` Service. Err: the host
+    /// Service's cluster IP is not known (yet); the pod waits.
+    fn kubernetes_link(&self) -> std::result::Result<Option<ServiceLink>, ()> {
+        let Some(address) = &self.config.kubernetes_service else {
+            let kubernetes = self.services.get(&ObjectRef::new("kubernetes").within("default"));
+            return Ok(kubernetes.and_then(|s| ServiceLink::from_service(&s)));
+        };
+        let port = address.port.into();
+        match &address.target {
+            ServiceTarget::Host(host) => Ok(Some(ServiceLink::kubernetes(host, port))),
+            ServiceTarget::HostService(_) => {
+                let ip = self
+                    .host_service_ip
+                    .as_ref()
+                    .and_then(|ip| ip.borrow().clone().flatten());
+                ip.map(|ip| Some(ServiceLink::kubernetes(&ip, port))).ok_or(())
+            }
         }
     }
 
@@ -92,15 +217,12 @@ impl PodSyncer {
     fn environment(
         &self,
         virt: &Pod,
+        kubernetes: Option<ServiceLink>,
         token: Option<TokenMount>,
         default_token_mount: bool,
     ) -> PodEnvironment {
         let ns = virt.namespace().unwrap_or_default();
         let service = |ns: &str, name: &str| self.services.get(&ObjectRef::new(name).within(ns));
-        let kubernetes = match &self.config.kubernetes_service {
-            Some(address) => Some(ServiceLink::kubernetes(&address.host, address.port.into())),
-            None => service("default", "kubernetes").and_then(|s| ServiceLink::from_service(&s)),
-        };
         let links = virt.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
         let mut services: Vec<ServiceLink> = Vec::new();
         if links {
@@ -436,12 +558,16 @@ impl Syncer for PodSyncer {
             // Created a moment ago: the host watch brings it (and the next reconcile).
             return Ok(Action::requeue(CREATE_LAG));
         }
+        let Ok(kubernetes) = self.kubernetes_link() else {
+            tracing::debug!(pod = %display_key(&virt), "waiting for the cluster IP of kubernetesService.hostService");
+            return Ok(Action::requeue(HOST_SERVICE_RETRY));
+        };
         let (tokens, default_mount) = self
             .tokens
             .for_new_pod(ctx, &virt, &self.host_pod_name(&virt))
             .await?;
         let token = tokens.as_ref().map(|t| t.mount.clone());
-        let env = self.environment(&virt, token, default_mount);
+        let env = self.environment(&virt, kubernetes, token, default_mount);
         let mut desired = self.pods.host_pod(&virt, &env);
         apply_hooks(ctx.register_context(), &mut desired);
         // The token Secret and the pod are written together (see `TokenSecrets::for_new_pod`).
