@@ -1,0 +1,365 @@
+//! The checker: a snapshot of both clusters against what the churn left.
+
+use std::collections::BTreeMap;
+
+use vcsync_syncer::Config;
+use vcsync_translators::{
+    MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION,
+    RESERVED_PREFIX,
+};
+
+use super::plan::{Content, Key};
+
+/// An object as listed from either cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Observed {
+    pub(super) uid: String,
+    pub(super) resource_version: String,
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) annotations: BTreeMap<String, String>,
+    pub(super) data: BTreeMap<String, String>,
+}
+
+/// Both clusters' ConfigMaps and Secrets (virtual: the soak's namespaces only).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Snapshot {
+    pub(super) virt: BTreeMap<Key, Observed>,
+    pub(super) host: BTreeMap<Key, Observed>,
+}
+
+/// Violations found by [`check`], each with a description; and the counts of what was fine.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Findings {
+    /// Virtual objects checked.
+    pub(super) checked: usize,
+    /// Virtual objects with their one correct host copy.
+    pub(super) synced: usize,
+    /// Virtual objects whose host name a foreign object holds (no copy expected).
+    pub(super) blocked: usize,
+    /// Virtual objects without a host copy.
+    pub(super) losses: Vec<String>,
+    /// Host copies with the wrong data, labels, annotations or UID.
+    pub(super) wrong: Vec<String>,
+    /// Owned host objects without a virtual twin.
+    pub(super) orphans: Vec<String>,
+    /// Owned host objects of a virtual object under another name than the translated one.
+    pub(super) duplicates: Vec<String>,
+    /// Foreign host objects deleted or modified.
+    pub(super) foreign_touched: Vec<String>,
+    /// Virtual objects that differ from what the churn wrote.
+    pub(super) virtual_drift: Vec<String>,
+}
+
+impl Findings {
+    pub(super) fn violations(&self) -> usize {
+        self.losses.len()
+            + self.wrong.len()
+            + self.orphans.len()
+            + self.duplicates.len()
+            + self.foreign_touched.len()
+            + self.virtual_drift.len()
+    }
+}
+
+pub(super) fn without_reserved(map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    map.iter()
+        .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+pub(super) fn host_key_of(config: &Config, key: &Key) -> Key {
+    let host = config.namespace_mapping().host_key(&key.namespace, &key.name);
+    Key {
+        kind: key.kind,
+        namespace: host.namespace.unwrap_or_default(),
+        name: host.name,
+    }
+}
+
+/// Checks `snapshot` against the churn's final virtual state `expected` and the `foreign` host
+/// objects recorded before the syncer first ran.
+pub(super) fn check(
+    config: &Config,
+    expected: &BTreeMap<Key, Content>,
+    foreign: &BTreeMap<Key, Observed>,
+    snapshot: &Snapshot,
+) -> Findings {
+    let mut findings = Findings::default();
+
+    // The virtual side is the churn's, untouched by the syncer.
+    for (key, content) in expected {
+        match snapshot.virt.get(key) {
+            None => findings
+                .virtual_drift
+                .push(format!("{key}: missing in the virtual cluster")),
+            Some(v) if v.data != content.data || v.labels != content.labels => findings
+                .virtual_drift
+                .push(format!("{key}: differs from what the churn wrote")),
+            Some(_) => {}
+        }
+    }
+    for key in snapshot.virt.keys().filter(|k| !expected.contains_key(k)) {
+        findings
+            .virtual_drift
+            .push(format!("{key}: not made by the churn"));
+    }
+
+    let owned =
+        |o: &Observed| o.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(config.instance.as_str());
+
+    // Every virtual object: exactly its one correct copy.
+    for (key, v) in &snapshot.virt {
+        findings.checked += 1;
+        let host_key = host_key_of(config, key);
+        if foreign.contains_key(&host_key) {
+            findings.blocked += 1;
+            continue;
+        }
+        let Some(h) = snapshot.host.get(&host_key) else {
+            findings.losses.push(format!("{key}: no host copy {host_key}"));
+            continue;
+        };
+        if !owned(h) {
+            findings
+                .losses
+                .push(format!("{key}: {host_key} exists but is not this instance's"));
+            continue;
+        }
+        let mut problems = Vec::new();
+        if h.annotations.get(OBJECT_NAME_ANNOTATION) != Some(&key.name)
+            || h.annotations.get(OBJECT_NAMESPACE_ANNOTATION) != Some(&key.namespace)
+        {
+            problems.push("owner annotations");
+        }
+        if h.annotations.get(OBJECT_UID_ANNOTATION) != Some(&v.uid) {
+            problems.push("UID (a stale copy)");
+        }
+        if h.data != v.data {
+            problems.push("data");
+        }
+        if without_reserved(&h.labels) != without_reserved(&v.labels) {
+            problems.push("labels");
+        }
+        if problems.is_empty() {
+            findings.synced += 1;
+        } else {
+            findings.wrong.push(format!(
+                "{key}: host copy {host_key} has the wrong {}",
+                problems.join(", ")
+            ));
+        }
+    }
+
+    // Every owned host object: a copy of a living virtual object, under its translated name.
+    for (host_key, h) in snapshot.host.iter().filter(|(_, h)| owned(h)) {
+        let (Some(name), Some(namespace)) = (
+            h.annotations.get(OBJECT_NAME_ANNOTATION),
+            h.annotations.get(OBJECT_NAMESPACE_ANNOTATION),
+        ) else {
+            findings
+                .orphans
+                .push(format!("{host_key}: owned but names no virtual object"));
+            continue;
+        };
+        let virtual_key = Key {
+            kind: host_key.kind,
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
+        if host_key_of(config, &virtual_key) != *host_key {
+            findings
+                .duplicates
+                .push(format!("{host_key}: a copy of {virtual_key} under another name"));
+        } else if !snapshot.virt.contains_key(&virtual_key) {
+            findings
+                .orphans
+                .push(format!("{host_key}: its virtual object {virtual_key} is gone"));
+        }
+    }
+
+    // Foreign objects: untouched.
+    for (key, before) in foreign {
+        match snapshot.host.get(key) {
+            None => findings.foreign_touched.push(format!("{key}: deleted")),
+            Some(now) if now.resource_version != before.resource_version || now != before => {
+                findings.foreign_touched.push(format!(
+                    "{key}: modified (resourceVersion {} -> {})",
+                    before.resource_version, now.resource_version
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::soak::{
+        HOST_NAMESPACE, INSTANCE,
+        plan::{Kind, final_state, plan},
+    };
+
+    /// A consistent world: `expected`'s objects in the virtual cluster, their host copies, one
+    /// foreign object at a colliding name and one elsewhere.
+    fn world() -> (Config, BTreeMap<Key, Content>, BTreeMap<Key, Observed>, Snapshot) {
+        let config = Config::new(INSTANCE, HOST_NAMESPACE);
+        let ops = plan(7, 40, 2);
+        let expected = final_state(&ops);
+        let mut snapshot = Snapshot::default();
+        for (i, (key, content)) in expected.iter().enumerate() {
+            let uid = format!("uid-{i}");
+            snapshot.virt.insert(
+                key.clone(),
+                Observed {
+                    uid: uid.clone(),
+                    resource_version: i.to_string(),
+                    labels: content.labels.clone(),
+                    annotations: BTreeMap::new(),
+                    data: content.data.clone(),
+                },
+            );
+            let mut labels = without_reserved(&content.labels);
+            labels.insert(MANAGED_BY_LABEL.into(), INSTANCE.into());
+            snapshot.host.insert(
+                host_key_of(&config, key),
+                Observed {
+                    uid: format!("host-{uid}"),
+                    resource_version: i.to_string(),
+                    labels,
+                    annotations: BTreeMap::from([
+                        (OBJECT_NAME_ANNOTATION.into(), key.name.clone()),
+                        (OBJECT_NAMESPACE_ANNOTATION.into(), key.namespace.clone()),
+                        (OBJECT_UID_ANNOTATION.into(), uid),
+                    ]),
+                    data: content.data.clone(),
+                },
+            );
+        }
+        // A foreign object holds the host name of the first virtual object.
+        let blocked = host_key_of(&config, expected.keys().next().unwrap());
+        let foreign_object = Observed {
+            uid: "foreign".into(),
+            resource_version: "1".into(),
+            data: BTreeMap::from([("foreign".into(), "yes".into())]),
+            ..Default::default()
+        };
+        snapshot.host.insert(blocked.clone(), foreign_object.clone());
+        let elsewhere = Key {
+            kind: Kind::Secret,
+            namespace: HOST_NAMESPACE.into(),
+            name: "foreign-0".into(),
+        };
+        snapshot.host.insert(elsewhere.clone(), foreign_object.clone());
+        let foreign = BTreeMap::from([(blocked, foreign_object.clone()), (elsewhere, foreign_object)]);
+        (config, expected, foreign, snapshot)
+    }
+
+    #[test]
+    fn a_consistent_world_passes() {
+        let (config, expected, foreign, snapshot) = world();
+        let findings = check(&config, &expected, &foreign, &snapshot);
+        assert_eq!(findings.violations(), 0, "{findings:#?}");
+        assert_eq!(findings.blocked, 1);
+        assert_eq!(findings.synced, expected.len() - 1);
+    }
+
+    fn second_synced(config: &Config, expected: &BTreeMap<Key, Content>) -> (Key, Key) {
+        let key = expected.keys().nth(1).unwrap().clone();
+        let host_key = host_key_of(config, &key);
+        (key, host_key)
+    }
+
+    #[test]
+    fn a_missing_host_copy_is_a_loss() {
+        let (config, expected, foreign, mut snapshot) = world();
+        let (_, host_key) = second_synced(&config, &expected);
+        snapshot.host.remove(&host_key);
+        let findings = check(&config, &expected, &foreign, &snapshot);
+        assert_eq!(findings.losses.len(), 1, "{findings:#?}");
+        assert_eq!(findings.violations(), 1);
+    }
+
+    #[test]
+    fn stale_data_labels_or_uid_are_wrong_copies() {
+        let (config, expected, foreign, snapshot) = world();
+        let (_, host_key) = second_synced(&config, &expected);
+        for broken in [
+            |o: &mut Observed| {
+                o.data.insert("k0".into(), "stale".into());
+            },
+            |o: &mut Observed| {
+                o.labels.insert("app".into(), "stale".into());
+            },
+            |o: &mut Observed| {
+                o.annotations
+                    .insert(OBJECT_UID_ANNOTATION.into(), "an-older-object".into());
+            },
+        ] {
+            let mut snapshot = snapshot.clone();
+            broken(snapshot.host.get_mut(&host_key).unwrap());
+            let findings = check(&config, &expected, &foreign, &snapshot);
+            assert_eq!(findings.wrong.len(), 1, "{findings:#?}");
+            assert_eq!(findings.violations(), 1);
+        }
+    }
+
+    #[test]
+    fn a_copy_left_after_the_virtual_delete_is_an_orphan() {
+        let (config, mut expected, foreign, mut snapshot) = world();
+        let (key, _) = second_synced(&config, &expected);
+        expected.remove(&key);
+        snapshot.virt.remove(&key);
+        let findings = check(&config, &expected, &foreign, &snapshot);
+        assert_eq!(findings.orphans.len(), 1, "{findings:#?}");
+        assert_eq!(findings.violations(), 1);
+    }
+
+    #[test]
+    fn a_second_copy_under_another_name_is_a_duplicate() {
+        let (config, expected, foreign, mut snapshot) = world();
+        let (_, host_key) = second_synced(&config, &expected);
+        let copy = snapshot.host[&host_key].clone();
+        let other = Key {
+            name: format!("{}-2", host_key.name),
+            ..host_key
+        };
+        snapshot.host.insert(other, copy);
+        let findings = check(&config, &expected, &foreign, &snapshot);
+        assert_eq!(findings.duplicates.len(), 1, "{findings:#?}");
+        assert_eq!(findings.violations(), 1);
+    }
+
+    #[test]
+    fn an_overwritten_or_deleted_foreign_object_is_touched() {
+        let (config, expected, foreign, snapshot) = world();
+        let blocked = foreign.keys().next().unwrap().clone();
+        let mut overwritten = snapshot.clone();
+        let object = overwritten.host.get_mut(&blocked).unwrap();
+        object.resource_version = "2".into();
+        object.labels.insert(MANAGED_BY_LABEL.into(), INSTANCE.into());
+        let findings = check(&config, &expected, &foreign, &overwritten);
+        assert_eq!(findings.foreign_touched.len(), 1, "{findings:#?}");
+
+        let mut deleted = snapshot;
+        deleted.host.remove(&blocked);
+        let findings = check(&config, &expected, &foreign, &deleted);
+        assert_eq!(findings.foreign_touched.len(), 1, "{findings:#?}");
+    }
+
+    #[test]
+    fn a_virtual_object_changed_behind_the_churn_is_drift() {
+        let (config, expected, foreign, mut snapshot) = world();
+        let (key, _) = second_synced(&config, &expected);
+        snapshot
+            .virt
+            .get_mut(&key)
+            .unwrap()
+            .labels
+            .insert("synced-up".into(), "oops".into());
+        let findings = check(&config, &expected, &foreign, &snapshot);
+        assert_eq!(findings.virtual_drift.len(), 1, "{findings:#?}");
+    }
+}

@@ -1,0 +1,70 @@
+//! The syncer under test as a child process.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Child, Command},
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context;
+
+/// The syncer under test: `vcsync run` as a child process, its stderr appended to a log file.
+pub(super) struct SyncerProcess {
+    pub(super) config: PathBuf,
+    pub(super) log: Arc<Mutex<std::fs::File>>,
+    pub(super) child: Option<Child>,
+    /// Whether the current run logged that its controllers started.
+    pub(super) started: crate::child::Started,
+    pub(super) runs: usize,
+    pub(super) crashes: Vec<String>,
+}
+
+impl SyncerProcess {
+    pub(super) fn start(&mut self) -> anyhow::Result<()> {
+        self.runs += 1;
+        let exe = std::env::current_exe().context("locating the vcsync binary")?;
+        let (child, started) = crate::child::spawn_syncer(
+            Command::new(exe),
+            &self.config,
+            self.log.clone(),
+            format!("[run {}] ", self.runs),
+        )?;
+        if let Ok(mut file) = self.log.lock() {
+            let _ = writeln!(file, "==== run {} (pid {})", self.runs, child.id());
+        }
+        self.started = started;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub(super) fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILLs the child; returns whether its controllers had started.
+    pub(super) fn kill(&mut self) -> bool {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        crate::child::has_started(&self.started)
+    }
+
+    /// Records (and forgets) a child that exited on its own: a crash of the syncer.
+    pub(super) fn reap_crash(&mut self) {
+        if let Some(child) = &mut self.child
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.crashes
+                .push(format!("run {} exited on its own with {status}", self.runs));
+            self.child = None;
+        }
+    }
+}
+
+impl Drop for SyncerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
