@@ -124,6 +124,22 @@ enum ClusterCommand {
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
+    /// Print the cluster IP of a host Service (`kubernetes`), waiting until it has one. The
+    /// control plane's init container runs this for the cluster's own Service: synced pods reach
+    /// the virtual API server at that IP, so k3s's serving certificate must name it.
+    ServiceIp {
+        /// Service name.
+        name: String,
+        /// Namespace of the Service.
+        #[arg(long, short = 'n', default_value = "default")]
+        namespace: String,
+        /// Also write it to this file (without a newline).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+        /// Give up (exit 1) after this many seconds without a cluster IP.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// List the registered drivers.
     Drivers,
     /// (internal) Serve a `local` cluster's API servers in the foreground.
@@ -307,6 +323,27 @@ async fn run(args: ClusterArgs) -> Result<()> {
             }
             progress.finish();
             println!("{cidr}");
+            Ok(())
+        }
+        ClusterCommand::ServiceIp {
+            name,
+            namespace,
+            output,
+            timeout,
+        } => {
+            let ip = super::kubernetes::wait_for_service_ip_with(
+                &options,
+                &namespace,
+                &name,
+                Duration::from_secs(timeout),
+            )
+            .await?;
+            if let Some(path) = &output {
+                std::fs::write(path, &ip)
+                    .map_err(|err| anyhow::anyhow!("writing {}: {err}", path.display()))?;
+            }
+            progress.finish();
+            println!("{ip}");
             Ok(())
         }
         ClusterCommand::Drivers => {

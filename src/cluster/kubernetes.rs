@@ -10,6 +10,12 @@
 //! the namespace when this driver created it. Without `controlPlane.serviceCidr`, create
 //! detects the host's service CIDR ([`detect_service_cidr`]), or leaves it to the pod's init
 //! container.
+//!
+//! Synced pods (k3s's CoreDNS among them) reach the virtual API server at the cluster IP of the
+//! cluster's Service (`sync.pods.kubernetesService.hostService` in the rendered vcsync.yaml):
+//! the virtual `default/kubernetes` IP is the host's own API server on the host. An init
+//! container waits for that IP ([`wait_for_service_ip`]) and k3s's serving certificate names it
+//! (`--tls-san`).
 
 use std::collections::BTreeMap;
 
@@ -34,6 +40,7 @@ use kube::{
     core::{ApiResource, GroupVersionKind},
 };
 use serde_json::{Value, json};
+use vcsync_syncer::config::ServiceAddress;
 
 use super::{
     Changed, ClusterError, ClusterStatus, Created, Driver, DriverOptions, DriverRegistration, Phase,
@@ -59,9 +66,17 @@ pub const CLUSTER_LABEL: &str = "vcsync.dev/cluster";
 /// The k3s argument that takes the service CIDR the init container detected (the start script
 /// reads it into `$SERVICE_CIDR`); the only argument quoted for the shell to expand.
 const DETECTED_CIDR_ARG: &str = "--service-cidr=$SERVICE_CIDR";
-/// Where the init container writes the detected service CIDR (an emptyDir).
+/// The k3s argument that takes the cluster IP of the cluster's Service, which the init container
+/// `service-ip` wrote (the start script reads it into `$SERVICE_IP`): synced pods reach the
+/// virtual API server at that IP, so its serving certificate must name it.
+const SERVICE_IP_ARG: &str = "--tls-san=$SERVICE_IP";
+/// Where the init containers write what they detected (an emptyDir, volume [`DETECTED_VOLUME`]).
 const DETECTED_CIDR_DIR: &str = "/run/vcsync";
 const DETECTED_CIDR_FILE: &str = "/run/vcsync/service-cidr";
+const SERVICE_IP_FILE: &str = "/run/vcsync/service-ip";
+const DETECTED_VOLUME: &str = "detected";
+/// Port of the cluster's Service (the virtual API server's 6443 behind it).
+const SERVICE_PORT: u16 = 443;
 /// The message the status carries when the datastore is on an emptyDir.
 pub const NO_PERSISTENCE: &str = "persistence: none (state is lost on restart)";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "vcsync-cluster");
@@ -147,6 +162,13 @@ fn render_with(name: &str, values: &Values, detected_cidr: Option<&str>) -> Resu
     let base = base_name(name);
     let mut config = values.syncer_config(name, &ns)?;
     config.virtual_cluster.kubeconfig = Some("/data/kubeconfig.yaml".into());
+    // Synced pods reach the virtual API server through the cluster's Service, unless the values
+    // say otherwise.
+    config
+        .sync
+        .pods
+        .kubernetes_service
+        .get_or_insert_with(|| ServiceAddress::host_service(&base, SERVICE_PORT));
     let config_yaml = serde_yaml_ng::to_string(&config).context("config")?;
     let meta = |object_name: &str, namespaced: bool| ObjectMeta {
         name: Some(object_name.into()),
@@ -221,16 +243,26 @@ fn render_with(name: &str, values: &Values, detected_cidr: Option<&str>) -> Resu
             to_json(&binding),
         );
     }
-    // The control plane publishes its kubeconfig in one Secret of the namespace; detecting the
-    // service CIDR, the init container creates a Service in dry-run mode (the host's answer
-    // names the valid range).
+    // The control plane publishes its kubeconfig in one Secret of the namespace; the init
+    // container `service-ip` (and vcsync, for the pods' KUBERNETES_SERVICE_HOST) reads the
+    // cluster's Service; detecting the service CIDR, the init container creates a Service in
+    // dry-run mode (the host's answer names the valid range).
     let cp = format!("{base}-control-plane");
-    let mut cp_rules = vec![PolicyRule {
-        api_groups: Some(vec![String::new()]),
-        resources: Some(vec!["secrets".into()]),
-        verbs: vec!["create".into(), "get".into(), "patch".into(), "update".into()],
-        ..Default::default()
-    }];
+    let mut cp_rules = vec![
+        PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".into()]),
+            verbs: vec!["create".into(), "get".into(), "patch".into(), "update".into()],
+            ..Default::default()
+        },
+        PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["services".into()]),
+            resource_names: Some(vec![base.clone()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        },
+    ];
     if detects {
         cp_rules.push(PolicyRule {
             api_groups: Some(vec![String::new()]),
@@ -289,7 +321,7 @@ fn render_with(name: &str, values: &Values, detected_cidr: Option<&str>) -> Resu
                 selector: Some(selector_labels(name)),
                 ports: Some(vec![ServicePort {
                     name: Some("https".into()),
-                    port: 443,
+                    port: SERVICE_PORT.into(),
                     target_port: Some(IntOrString::Int(6443)),
                     protocol: Some("TCP".into()),
                     ..Default::default()
@@ -303,7 +335,8 @@ fn render_with(name: &str, values: &Values, detected_cidr: Option<&str>) -> Resu
     Ok(objects)
 }
 
-/// The k3s server arguments; the service CIDR is [`DETECTED_CIDR_ARG`] when it is detected.
+/// The k3s server arguments; the service CIDR is [`DETECTED_CIDR_ARG`] when it is detected,
+/// and the serving certificate names the Service's cluster IP ([`SERVICE_IP_ARG`]).
 fn k3s_args(name: &str, ns: &str, values: &Values) -> Vec<String> {
     let base = base_name(name);
     let service_cidr = match explicit_service_cidr(values) {
@@ -329,6 +362,7 @@ fn k3s_args(name: &str, ns: &str, values: &Values) -> Vec<String> {
         "--flannel-backend=none".into(),
         service_cidr,
         format!("--tls-san={base}.{ns}.svc"),
+        SERVICE_IP_ARG.into(),
         // vcsync mirrors endpoints from the host; no node IPAM or node lifecycle of its own.
         "--kube-controller-manager-arg=controllers=*,-nodeipam,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-cloud-node-lifecycle,-endpoint,-endpointslice,-endpointslicemirroring".into(),
     ];
@@ -336,10 +370,10 @@ fn k3s_args(name: &str, ns: &str, values: &Values) -> Vec<String> {
     args
 }
 
-/// A shell word of a k3s argument: single-quoted, but for the detected service CIDR, which the
-/// shell expands.
+/// A shell word of a k3s argument: single-quoted, but for the detected service CIDR and the
+/// Service's cluster IP, which the shell expands.
 fn shell_word(arg: &str) -> String {
-    if arg == DETECTED_CIDR_ARG {
+    if arg == DETECTED_CIDR_ARG || arg == SERVICE_IP_ARG {
         format!("\"{arg}\"")
     } else {
         format!("'{arg}'")
@@ -353,16 +387,16 @@ fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
     let persistent = persistence_enabled(values);
     let quoted: Vec<String> = k3s_args(name, ns, values).iter().map(|a| shell_word(a)).collect();
     // k3s server in the background (with the service CIDR the init container detected, if it
-    // is not given); once it wrote its kubeconfig (a stale one from the volume is removed
-    // first), publish it (server set to the Service) in the kubeconfig Secret with the pod's
-    // service account, then wait on k3s.
-    let read_cidr = if detects {
-        format!("SERVICE_CIDR=$(cat {DETECTED_CIDR_FILE})\n")
-    } else {
-        String::new()
-    };
+    // is not given, and the Service's cluster IP it waited for); once it wrote its kubeconfig (a
+    // stale one from the volume is removed first), publish it (server set to the Service) in
+    // the kubeconfig Secret with the pod's service account, then wait on k3s.
+    let mut read_detected = String::new();
+    if detects {
+        read_detected.push_str(&format!("SERVICE_CIDR=$(cat {DETECTED_CIDR_FILE})\n"));
+    }
+    read_detected.push_str(&format!("SERVICE_IP=$(cat {SERVICE_IP_FILE})\n"));
     let script = format!(
-        "set -e\n{read_cidr}rm -f /data/kubeconfig.yaml\n/bin/k3s {args} &\nK3S=$!\nuntil [ -s /data/kubeconfig.yaml ]; do sleep 1; done\n\
+        "set -e\n{read_detected}rm -f /data/kubeconfig.yaml\n/bin/k3s {args} &\nK3S=$!\nuntil [ -s /data/kubeconfig.yaml ]; do sleep 1; done\n\
          sed 's#https://127.0.0.1:6443#{server}#' /data/kubeconfig.yaml > /tmp/kubeconfig\n\
          SA=/var/run/secrets/kubernetes.io/serviceaccount\n\
          K=\"/bin/k3s kubectl --kubeconfig=/dev/null --server=https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT --token=$(cat $SA/token) --certificate-authority=$SA/ca.crt -n {ns}\"\n\
@@ -406,33 +440,46 @@ fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
         }),
         ..Default::default()
     });
-    let init_containers = detects.then(|| {
-        control_plane_mounts.push(mount("service-cidr", DETECTED_CIDR_DIR, true));
-        volumes.push(Volume {
-            name: "service-cidr".into(),
-            empty_dir: Some(Default::default()),
-            ..Default::default()
-        });
-        vec![Container {
-            name: "detect-service-cidr".into(),
-            image: Some(vcsync_image.clone()),
-            args: Some(
-                [
-                    "cluster",
-                    "detect-service-cidr",
-                    "--namespace",
-                    ns,
-                    "--output",
-                    DETECTED_CIDR_FILE,
-                ]
-                .map(String::from)
-                .to_vec(),
-            ),
-            security_context: Some(vcsync_security.clone()),
-            volume_mounts: Some(vec![mount("service-cidr", DETECTED_CIDR_DIR, false)]),
-            ..Default::default()
-        }]
+    control_plane_mounts.push(mount(DETECTED_VOLUME, DETECTED_CIDR_DIR, true));
+    volumes.push(Volume {
+        name: DETECTED_VOLUME.into(),
+        empty_dir: Some(Default::default()),
+        ..Default::default()
     });
+    let init_container = |name: &str, args: &[&str]| Container {
+        name: name.into(),
+        image: Some(vcsync_image.clone()),
+        args: Some(args.iter().map(|a| a.to_string()).collect()),
+        security_context: Some(vcsync_security.clone()),
+        volume_mounts: Some(vec![mount(DETECTED_VOLUME, DETECTED_CIDR_DIR, false)]),
+        ..Default::default()
+    };
+    let mut init_containers = Vec::new();
+    if detects {
+        init_containers.push(init_container(
+            "detect-service-cidr",
+            &[
+                "cluster",
+                "detect-service-cidr",
+                "--namespace",
+                ns,
+                "--output",
+                DETECTED_CIDR_FILE,
+            ],
+        ));
+    }
+    init_containers.push(init_container(
+        "service-ip",
+        &[
+            "cluster",
+            "service-ip",
+            &base,
+            "--namespace",
+            ns,
+            "--output",
+            SERVICE_IP_FILE,
+        ],
+    ));
     let volume_claim_templates = persistent.then(|| {
         let persistence = &values.persistence;
         vec![PersistentVolumeClaim {
@@ -505,7 +552,7 @@ fn statefulset(name: &str, ns: &str, values: &Values) -> StatefulSet {
                         fs_group: Some(65532),
                         ..Default::default()
                     }),
-                    init_containers,
+                    init_containers: Some(init_containers),
                     containers: vec![
                         Container {
                             name: "control-plane".into(),
@@ -679,6 +726,58 @@ pub async fn detect_service_cidr(client: &Client, namespace: &str) -> Result<Str
         answers.join("; ")
     )
     .into())
+}
+
+/// The cluster IP of Service `name` in `namespace`, waiting (polling every 2 s) until the
+/// Service exists and has one, at most `timeout`. A headless Service is an error at once.
+pub async fn wait_for_service_ip(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<String> {
+    let services = Api::<Service>::namespaced(client.clone(), namespace);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match services.get_opt(name).await {
+            Ok(Some(service)) => {
+                let ip = service.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+                if ip == "None" {
+                    return Err(anyhow::anyhow!(
+                        "Service {namespace}/{name} is headless: it has no cluster IP"
+                    )
+                    .into());
+                }
+                if !ip.is_empty() {
+                    return Ok(ip);
+                }
+                "it has no cluster IP yet".to_string()
+            }
+            Ok(None) => "it does not exist".to_string(),
+            Err(err) => format!("reading it failed: {err}"),
+        };
+        if tokio::time::Instant::now() + std::time::Duration::from_secs(2) > deadline {
+            return Err(anyhow::anyhow!(
+                "no cluster IP of Service {namespace}/{name} within {}s: {last}",
+                timeout.as_secs()
+            )
+            .into());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+/// `vcsync cluster service-ip`: [`wait_for_service_ip`] with the driver's host client.
+pub async fn wait_for_service_ip_with(
+    options: &DriverOptions,
+    namespace: &str,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<String> {
+    let driver = KubernetesDriver {
+        options: options.clone(),
+    };
+    wait_for_service_ip(&driver.client().await?, namespace, name, timeout).await
 }
 
 /// `vcsync cluster detect-service-cidr`: [`detect_service_cidr`] with the driver's host client.
@@ -1294,5 +1393,68 @@ mod tests {
             Values::parse(&String::from_utf8(stored.0).unwrap(), "stored").unwrap(),
             values
         );
+    }
+
+    /// `vcsync cluster service-ip` (the control plane's init container) against a real HTTP
+    /// API server: it waits for the Service, answers its cluster IP, and says why it gave up.
+    #[tokio::test]
+    async fn the_service_ip_is_waited_for_and_a_missing_or_headless_service_is_explained() {
+        use vcsync_apiserver::{ApiServer, ServerConfig};
+        let server = ApiServer::start(ServerConfig::default()).await.unwrap();
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let client = Client::try_from(config).unwrap();
+        let services = Api::<Service>::namespaced(client.clone(), "default");
+        let service = |name: &str, cluster_ip: Option<&str>| Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: cluster_ip.map(String::from),
+                ports: Some(vec![ServicePort {
+                    port: 443,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let timeout = std::time::Duration::from_secs(20);
+
+        // Created while it waits (Helm and the driver create the Service before the pod).
+        let waiting = tokio::spawn({
+            let client = client.clone();
+            async move { wait_for_service_ip(&client, "default", "vcsync-c1", timeout).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let created = services
+            .create(&PostParams::default(), &service("vcsync-c1", None))
+            .await
+            .unwrap();
+        let ip = created.spec.unwrap().cluster_ip.unwrap();
+        assert_eq!(waiting.await.unwrap().unwrap(), ip);
+
+        let missing = wait_for_service_ip(&client, "default", "absent", std::time::Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("no cluster IP of Service default/absent within 1s: it does not exist"),
+            "{missing}"
+        );
+
+        services
+            .create(&PostParams::default(), &service("headless", Some("None")))
+            .await
+            .unwrap();
+        let headless = wait_for_service_ip(&client, "default", "headless", timeout)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(headless.contains("is headless"), "{headless}");
+        server.shutdown().await;
     }
 }

@@ -17,6 +17,7 @@ use k8s_openapi::api::{
 };
 use serde::Deserialize;
 use serde_json::Value;
+use vcsync_syncer::config::ServiceAddress;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -181,9 +182,17 @@ fn the_chart_follows_the_config_into_rbac_in_the_per_namespace_mapping() {
     compare(&values);
 }
 
+/// What [`render_checked`] returns of the driver's objects.
+struct Rendered {
+    set: StatefulSet,
+    role: Role,
+    cluster_role: ClusterRole,
+    config: vcsync_syncer::Config,
+}
+
 /// Renders `values` with `vcsync cluster render` after checking the chart makes the same
-/// objects; returns the driver's StatefulSet, control-plane Role and ClusterRole.
-fn render_checked(values: &str) -> (StatefulSet, Role, ClusterRole) {
+/// objects; returns the driver's StatefulSet, control-plane Role, ClusterRole and vcsync.yaml.
+fn render_checked(values: &str) -> Rendered {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("values.yaml");
     std::fs::write(&path, values).unwrap();
@@ -198,11 +207,14 @@ fn render_checked(values: &str) -> (StatefulSet, Role, ClusterRole) {
         objects[&(kind.to_string(), ns.to_string(), name.to_string())].clone()
     };
     let ns = "vcsync-my-vcluster";
-    (
-        serde_json::from_value(get("StatefulSet", ns, "vcsync-my-vcluster")).unwrap(),
-        serde_json::from_value(get("Role", ns, "vcsync-my-vcluster-control-plane")).unwrap(),
-        serde_json::from_value(get("ClusterRole", "", "vcsync-my-vcluster")).unwrap(),
-    )
+    let secret: Secret = serde_json::from_value(get("Secret", ns, "vcsync-my-vcluster-config")).unwrap();
+    let config = String::from_utf8(secret.data.unwrap()["vcsync.yaml"].0.clone()).unwrap();
+    Rendered {
+        set: serde_json::from_value(get("StatefulSet", ns, "vcsync-my-vcluster")).unwrap(),
+        role: serde_json::from_value(get("Role", ns, "vcsync-my-vcluster-control-plane")).unwrap(),
+        cluster_role: serde_json::from_value(get("ClusterRole", "", "vcsync-my-vcluster")).unwrap(),
+        config: vcsync_syncer::Config::from_yaml(&config, "vcsync.yaml").unwrap(),
+    }
 }
 
 fn script(set: &StatefulSet) -> String {
@@ -221,7 +233,12 @@ fn grants(rules: &Option<Vec<PolicyRule>>, resource: &str) -> Vec<String> {
 
 #[test]
 fn the_chart_and_driver_keep_the_datastore_on_a_claim_detect_the_service_cidr_and_run_dns_by_default() {
-    let (set, role, cluster_role) = render_checked("namespace: vcsync-my-vcluster\n");
+    let Rendered {
+        set,
+        role,
+        cluster_role,
+        ..
+    } = render_checked("namespace: vcsync-my-vcluster\n");
     let spec = &set.spec;
     let claims = spec.volume_claim_templates.as_ref().unwrap();
     assert_eq!(claims.len(), 1);
@@ -274,14 +291,19 @@ fn the_chart_and_driver_keep_the_datastore_on_a_claim_detect_the_service_cidr_an
         "{script}"
     );
     assert!(!script.contains("coredns"), "{script}");
-    // The rights the probe needs.
-    assert_eq!(grants(&role.rules, "services"), ["create"]);
+    // The rights the probe needs (and the reads of the cluster's Service).
+    assert_eq!(grants(&role.rules, "services"), ["get", "create"]);
     assert_eq!(grants(&cluster_role.rules, "servicecidrs"), ["get", "list"]);
 }
 
 #[test]
 fn the_chart_and_driver_render_throwaway_clusters_an_explicit_service_cidr_and_no_dns() {
-    let (set, role, cluster_role) = render_checked(
+    let Rendered {
+        set,
+        role,
+        cluster_role,
+        ..
+    } = render_checked(
         "namespace: vcsync-my-vcluster\ncontrolPlane:\n  serviceCidr: 10.43.0.0/16\n\
          persistence:\n  enabled: false\ndns:\n  enabled: false\n",
     );
@@ -291,18 +313,24 @@ fn the_chart_and_driver_render_throwaway_clusters_an_explicit_service_cidr_and_n
     let pod = spec.template.spec.as_ref().unwrap();
     let data = pod.volumes.iter().flatten().find(|v| v.name == "data").unwrap();
     assert!(data.empty_dir.is_some());
-    assert_eq!(pod.init_containers, None);
+    let init: Vec<&str> = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(init, ["service-ip"], "nothing to detect but the Service's IP");
     let script = script(&set);
     assert!(script.contains("'--service-cidr=10.43.0.0/16'"), "{script}");
     assert!(!script.contains("SERVICE_CIDR"), "{script}");
     assert!(script.contains(",coredns'"), "{script}");
-    assert!(grants(&role.rules, "services").is_empty());
+    assert_eq!(grants(&role.rules, "services"), ["get"]);
     assert!(grants(&cluster_role.rules, "servicecidrs").is_empty());
 }
 
 #[test]
 fn the_chart_and_driver_take_the_claims_size_class_and_access_modes() {
-    let (set, _, _) = render_checked(
+    let Rendered { set, .. } = render_checked(
         "namespace: vcsync-my-vcluster\npersistence:\n  size: 20Gi\n  storageClass: fast\n  \
          accessModes: [ReadWriteOncePod]\n",
     );
@@ -310,4 +338,89 @@ fn the_chart_and_driver_take_the_claims_size_class_and_access_modes() {
     assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
     assert_eq!(claim.access_modes.unwrap(), ["ReadWriteOncePod"]);
     assert_eq!(claim.resources.unwrap().requests.unwrap()["storage"].0, "20Gi");
+}
+
+/// Synced pods (CoreDNS among them) reach the virtual API server at the cluster IP of the
+/// cluster's Service, not at the virtual `default/kubernetes` IP (the host's own API server on
+/// the host); the init container `service-ip` waits for that IP and k3s's certificate names it.
+#[test]
+fn the_chart_and_driver_point_synced_pods_at_the_service_in_front_of_the_virtual_api_server() {
+    for extra in ["", "controlPlane:\n  serviceCidr: 10.43.0.0/16\n"] {
+        points_synced_pods_at_the_service(extra);
+    }
+}
+
+fn points_synced_pods_at_the_service(extra: &str) {
+    let Rendered {
+        set, role, config, ..
+    } = render_checked(&format!("namespace: vcsync-my-vcluster\n{extra}"));
+    assert_eq!(
+        config.sync.pods.kubernetes_service,
+        Some(ServiceAddress::host_service("vcsync-my-vcluster", 443))
+    );
+    let pod = set.spec.template.spec.clone().unwrap();
+    let init = pod.init_containers.as_ref().unwrap();
+    let service_ip = init.last().unwrap();
+    assert_eq!(service_ip.name, "service-ip");
+    assert_eq!(
+        service_ip.args.as_deref().unwrap(),
+        [
+            "cluster",
+            "service-ip",
+            "vcsync-my-vcluster",
+            "--namespace",
+            "vcsync-my-vcluster",
+            "--output",
+            "/run/vcsync/service-ip"
+        ]
+    );
+    // The init containers write into a volume the control plane reads.
+    for container in init.iter().chain(&pod.containers[..1]) {
+        let mounts = container.volume_mounts.as_ref().unwrap();
+        let detected = mounts.iter().find(|m| m.name == "detected").unwrap();
+        assert_eq!(detected.mount_path, "/run/vcsync", "{}", container.name);
+        assert_eq!(
+            detected.read_only,
+            (container.name == "control-plane").then_some(true),
+            "{}",
+            container.name
+        );
+    }
+    assert!(
+        pod.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "detected" && v.empty_dir.is_some())
+    );
+    let script = script(&set);
+    assert!(
+        script.contains("SERVICE_IP=$(cat /run/vcsync/service-ip)\n")
+            && script
+                .contains("'--tls-san=vcsync-my-vcluster.vcsync-my-vcluster.svc' \"--tls-san=$SERVICE_IP\""),
+        "{script}"
+    );
+    // Reading the Service: that one only.
+    let rule = role
+        .rules
+        .iter()
+        .flatten()
+        .find(|r| r.resources.iter().flatten().any(|x| x == "services") && r.verbs == ["get"])
+        .unwrap();
+    assert_eq!(
+        rule.resource_names.as_deref(),
+        Some(&["vcsync-my-vcluster".to_string()][..])
+    );
+}
+
+#[test]
+fn the_chart_and_driver_keep_a_kubernetes_service_the_config_names() {
+    let Rendered { config, .. } = render_checked(
+        "namespace: vcsync-my-vcluster\nconfig:\n  sync:\n    pods:\n      \
+         kubernetesService: {host: 10.0.0.9, port: 6443}\n      extraNodeSelector: {pool: tenants}\n",
+    );
+    assert_eq!(
+        config.sync.pods.kubernetes_service,
+        Some(ServiceAddress::host("10.0.0.9", 6443))
+    );
+    assert_eq!(config.sync.pods.extra_node_selector["pool"], "tenants");
 }
