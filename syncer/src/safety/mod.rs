@@ -241,7 +241,9 @@ impl HostGuard {
             self.forget_earlier(kind, key);
             return Verdict::Sync;
         };
-        if self.policy.adopts() && virtual_present {
+        // A namespace is a container both clusters' copies may live in: pruning one whose
+        // namesake exists would delete the current cluster's objects with it, so it re-links.
+        if virtual_present && (self.policy.adopts() || (kind == "Namespace" && self.policy.prunes())) {
             tracing::info!(kind, key = %key, earlier = ?uid, "re-linking a copy made for an earlier virtual cluster");
             self.forget_earlier(kind, key);
             return Verdict::Sync;

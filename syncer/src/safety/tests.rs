@@ -228,3 +228,29 @@ fn restoring_implies_adopting() {
         Verdict::Keep
     );
 }
+
+#[test]
+fn pruning_never_deletes_a_host_namespace_the_current_cluster_uses() {
+    let (prune, _) = guard(EarlierCopies {
+        prune: true,
+        ..EarlierCopies::default()
+    });
+    let ns = |name: &str| ObjectMeta {
+        annotations: Some(
+            [
+                (CLUSTER_UID_ANNOTATION.to_string(), "before".to_string()),
+                (OBJECT_NAME_ANNOTATION.to_string(), name.to_string()),
+            ]
+            .into(),
+        ),
+        ..ObjectMeta::default()
+    };
+    assert_eq!(
+        prune.verdict("Namespace", &VirtualKey::cluster("default"), &ns("default"), true),
+        Verdict::Sync
+    );
+    assert_eq!(
+        prune.verdict("Namespace", &VirtualKey::cluster("gone"), &ns("gone"), false),
+        Verdict::Prune
+    );
+}
