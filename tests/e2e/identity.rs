@@ -64,8 +64,8 @@ fn service(name: &str) -> Service {
     .unwrap()
 }
 
-/// The tenant's workload: a pod with a ConfigMap and a Secret, a claim and a service, synced.
-async fn workload(env: &Env) -> BTreeMap<String, String> {
+/// ConfigMap `settings`, Secret `password` and pod `pod` using both, in the virtual cluster.
+async fn pod_with_data(env: &Env, pod_name: &str) {
     let pp = PostParams::default();
     env.virt_api::<ConfigMap>()
         .create(&pp, &config_map("settings", &[("greeting", "hello")]))
@@ -76,9 +76,15 @@ async fn workload(env: &Env) -> BTreeMap<String, String> {
         .await
         .unwrap();
     env.virt_api::<Pod>()
-        .create(&pp, &pod("web", "settings", "password"))
+        .create(&pp, &pod(pod_name, "settings", "password"))
         .await
         .unwrap();
+}
+
+/// The tenant's workload: a pod with a ConfigMap and a Secret, a claim and a service, synced.
+async fn workload(env: &Env) -> BTreeMap<String, String> {
+    pod_with_data(env, "web").await;
+    let pp = PostParams::default();
     env.virt_api::<PersistentVolumeClaim>()
         .create(&pp, &pvc("data"))
         .await
@@ -267,19 +273,7 @@ async fn adopt_previous_relinks_namesakes_and_prune_previous_deletes_the_rest() 
 
     // The tenant (or GitOps) recreates the config map and secret and a pod using them: their
     // host copies are re-linked in place.
-    let pp = PostParams::default();
-    env.virt_api::<ConfigMap>()
-        .create(&pp, &config_map("settings", &[("greeting", "hello")]))
-        .await
-        .unwrap();
-    env.virt_api::<Secret>()
-        .create(&pp, &secret("password"))
-        .await
-        .unwrap();
-    env.virt_api::<Pod>()
-        .create(&pp, &pod("web-2", "settings", "password"))
-        .await
-        .unwrap();
+    pod_with_data(&env, "web-2").await;
     let now = virtual_cluster_uid(&env).await;
     let settings = env.host_name("settings");
     let relinked = eventually("the earlier copy re-linked", || async {

@@ -15,8 +15,9 @@ use crate::{
 
 impl<S: crate::Syncer> PairHandler<S> {
     /// Stops the reconcile (Some) when the host object was made for an earlier virtual cluster:
-    /// it is kept untouched (and the virtual namesake told why it is not synced) or, when the
-    /// operator asked for it, pruned.
+    /// it is kept untouched (and the virtual namesake told why it is not synced) or, as the
+    /// operator asked, pruned or its virtual object restored; None lets the reconcile go on
+    /// (the current cluster's copy, or one being re-linked).
     pub(super) async fn guard_earlier(
         &self,
         key: &VirtualKey,
@@ -45,7 +46,7 @@ impl<S: crate::Syncer> PairHandler<S> {
                     let message = format!(
                         "host object {} was made for an earlier virtual cluster and is left untouched; \
                          vcsync run --adopt-previous re-links it to this object, --prune-previous \
-                         deletes it",
+                         deletes it, --restore-from-host recreates what it describes",
                         host.meta().name.as_deref().unwrap_or_default()
                     );
                     self.ctx
@@ -62,9 +63,7 @@ impl<S: crate::Syncer> PairHandler<S> {
             }
         }
     }
-}
 
-impl<S: crate::Syncer> PairHandler<S> {
     /// Creates `restored` (rebuilt from an earlier cluster's host copy) in the virtual
     /// cluster, and its namespace if that is missing too; the copy is re-linked to it by the
     /// reconcile its creation triggers.

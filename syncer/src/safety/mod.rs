@@ -194,7 +194,8 @@ impl HostGuard {
                 "the virtual cluster was replaced (kube-system UID {} where the host record names {}): \
                  its datastore was emptied or swapped. Host copies made for the earlier cluster are \
                  left untouched; restart vcsync with --adopt-previous to re-link those whose \
-                 namesakes are recreated, or --prune-previous to delete them",
+                 namesakes are recreated, --restore-from-host to recreate ConfigMaps, Secrets and \
+                 claims from them, or --prune-previous to delete them",
                 established.current.uid, previous.uid
             );
             tracing::error!("{text}");
@@ -340,8 +341,8 @@ impl HostGuard {
             "earlier copies",
             Some(format!(
                 "{count} host objects made for an earlier virtual cluster are left untouched \
-                 (--adopt-previous re-links those whose namesakes are recreated, --prune-previous \
-                 deletes them)"
+                 (--adopt-previous re-links those whose namesakes are recreated, \
+                 --restore-from-host recreates what they describe, --prune-previous deletes them)"
             )),
         );
     }
