@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use vcsync_syncer::Config;
 use vcsync_translators::{
-    MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION,
-    RESERVED_PREFIX,
+    CLUSTER_UID_ANNOTATION, MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION,
+    OBJECT_UID_ANNOTATION, RESERVED_PREFIX,
 };
 
 use super::plan::{Content, Key};
@@ -25,6 +25,8 @@ pub(super) struct Observed {
 pub(super) struct Snapshot {
     pub(super) virt: BTreeMap<Key, Observed>,
     pub(super) host: BTreeMap<Key, Observed>,
+    /// UID of the virtual `kube-system` namespace: the cluster current copies are made for.
+    pub(super) cluster_uid: Option<String>,
 }
 
 /// Violations found by [`check`], each with a description; and the counts of what was fine.
@@ -36,6 +38,10 @@ pub(super) struct Findings {
     pub(super) synced: usize,
     /// Virtual objects whose host name a foreign object holds (no copy expected).
     pub(super) blocked: usize,
+    /// Virtual objects whose host name an earlier cluster's copy holds (no copy expected).
+    pub(super) blocked_by_earlier: usize,
+    /// Earlier clusters' copies found untouched.
+    pub(super) earlier_kept: usize,
     /// Virtual objects without a host copy.
     pub(super) losses: Vec<String>,
     /// Host copies with the wrong data, labels, annotations or UID.
@@ -48,6 +54,8 @@ pub(super) struct Findings {
     pub(super) foreign_touched: Vec<String>,
     /// Virtual objects that differ from what the churn wrote.
     pub(super) virtual_drift: Vec<String>,
+    /// Earlier clusters' copies deleted or modified.
+    pub(super) earlier_touched: Vec<String>,
 }
 
 impl Findings {
@@ -58,6 +66,7 @@ impl Findings {
             + self.duplicates.len()
             + self.foreign_touched.len()
             + self.virtual_drift.len()
+            + self.earlier_touched.len()
     }
 }
 
@@ -77,12 +86,19 @@ pub(super) fn host_key_of(config: &Config, key: &Key) -> Key {
     }
 }
 
-/// Checks `snapshot` against the churn's final virtual state `expected` and the `foreign` host
-/// objects recorded before the syncer first ran.
+/// Whether `object` carries the ownership label of `config`'s instance.
+pub(super) fn owned(config: &Config, object: &Observed) -> bool {
+    object.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(config.instance.as_str())
+}
+
+/// Checks `snapshot` against the churn's final virtual state `expected`, the `foreign` host
+/// objects recorded before the syncer first ran, and the copies made for `earlier` virtual
+/// clusters, recorded when each was replaced (they must be kept as they were).
 pub(super) fn check(
     config: &Config,
     expected: &BTreeMap<Key, Content>,
     foreign: &BTreeMap<Key, Observed>,
+    earlier: &BTreeMap<Key, Observed>,
     snapshot: &Snapshot,
 ) -> Findings {
     let mut findings = Findings::default();
@@ -105,8 +121,7 @@ pub(super) fn check(
             .push(format!("{key}: not made by the churn"));
     }
 
-    let owned =
-        |o: &Observed| o.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(config.instance.as_str());
+    let owned = |o: &Observed| owned(config, o);
 
     // Every virtual object: exactly its one correct copy.
     for (key, v) in &snapshot.virt {
@@ -114,6 +129,10 @@ pub(super) fn check(
         let host_key = host_key_of(config, key);
         if foreign.contains_key(&host_key) {
             findings.blocked += 1;
+            continue;
+        }
+        if earlier.contains_key(&host_key) {
+            findings.blocked_by_earlier += 1;
             continue;
         }
         let Some(h) = snapshot.host.get(&host_key) else {
@@ -135,6 +154,11 @@ pub(super) fn check(
         if h.annotations.get(OBJECT_UID_ANNOTATION) != Some(&v.uid) {
             problems.push("UID (a stale copy)");
         }
+        if let Some(cluster) = &snapshot.cluster_uid
+            && h.annotations.get(CLUSTER_UID_ANNOTATION) != Some(cluster)
+        {
+            problems.push("cluster UID");
+        }
         if h.data != v.data {
             problems.push("data");
         }
@@ -152,7 +176,12 @@ pub(super) fn check(
     }
 
     // Every owned host object: a copy of a living virtual object, under its translated name.
-    for (host_key, h) in snapshot.host.iter().filter(|(_, h)| owned(h)) {
+    // Earlier clusters' copies are checked below, not counted as orphans.
+    for (host_key, h) in snapshot
+        .host
+        .iter()
+        .filter(|(key, h)| owned(h) && !earlier.contains_key(key))
+    {
         let (Some(name), Some(namespace)) = (
             h.annotations.get(OBJECT_NAME_ANNOTATION),
             h.annotations.get(OBJECT_NAMESPACE_ANNOTATION),
@@ -191,6 +220,20 @@ pub(super) fn check(
             Some(_) => {}
         }
     }
+
+    // Earlier clusters' copies: untouched.
+    for (key, before) in earlier {
+        match snapshot.host.get(key) {
+            None => findings
+                .earlier_touched
+                .push(format!("{key}: an earlier cluster's copy was deleted")),
+            Some(now) if now != before => findings.earlier_touched.push(format!(
+                "{key}: an earlier cluster's copy was modified (uid {} -> {}, resourceVersion {} -> {})",
+                before.uid, now.uid, before.resource_version, now.resource_version
+            )),
+            Some(_) => findings.earlier_kept += 1,
+        }
+    }
     findings
 }
 
@@ -206,9 +249,12 @@ mod tests {
     /// foreign object at a colliding name and one elsewhere.
     fn world() -> (Config, BTreeMap<Key, Content>, BTreeMap<Key, Observed>, Snapshot) {
         let config = Config::new(INSTANCE, HOST_NAMESPACE);
-        let ops = plan(7, 40, 2);
+        let ops = plan(7, 40, 2, 0);
         let expected = final_state(&ops);
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = Snapshot {
+            cluster_uid: Some("cluster-b".into()),
+            ..Default::default()
+        };
         for (i, (key, content)) in expected.iter().enumerate() {
             let uid = format!("uid-{i}");
             snapshot.virt.insert(
@@ -233,6 +279,7 @@ mod tests {
                         (OBJECT_NAME_ANNOTATION.into(), key.name.clone()),
                         (OBJECT_NAMESPACE_ANNOTATION.into(), key.namespace.clone()),
                         (OBJECT_UID_ANNOTATION.into(), uid),
+                        (CLUSTER_UID_ANNOTATION.into(), "cluster-b".into()),
                     ]),
                     data: content.data.clone(),
                 },
@@ -260,7 +307,7 @@ mod tests {
     #[test]
     fn a_consistent_world_passes() {
         let (config, expected, foreign, snapshot) = world();
-        let findings = check(&config, &expected, &foreign, &snapshot);
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
         assert_eq!(findings.violations(), 0, "{findings:#?}");
         assert_eq!(findings.blocked, 1);
         assert_eq!(findings.synced, expected.len() - 1);
@@ -277,7 +324,7 @@ mod tests {
         let (config, expected, foreign, mut snapshot) = world();
         let (_, host_key) = second_synced(&config, &expected);
         snapshot.host.remove(&host_key);
-        let findings = check(&config, &expected, &foreign, &snapshot);
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
         assert_eq!(findings.losses.len(), 1, "{findings:#?}");
         assert_eq!(findings.violations(), 1);
     }
@@ -300,7 +347,7 @@ mod tests {
         ] {
             let mut snapshot = snapshot.clone();
             broken(snapshot.host.get_mut(&host_key).unwrap());
-            let findings = check(&config, &expected, &foreign, &snapshot);
+            let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
             assert_eq!(findings.wrong.len(), 1, "{findings:#?}");
             assert_eq!(findings.violations(), 1);
         }
@@ -312,7 +359,7 @@ mod tests {
         let (key, _) = second_synced(&config, &expected);
         expected.remove(&key);
         snapshot.virt.remove(&key);
-        let findings = check(&config, &expected, &foreign, &snapshot);
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
         assert_eq!(findings.orphans.len(), 1, "{findings:#?}");
         assert_eq!(findings.violations(), 1);
     }
@@ -327,7 +374,7 @@ mod tests {
             ..host_key
         };
         snapshot.host.insert(other, copy);
-        let findings = check(&config, &expected, &foreign, &snapshot);
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
         assert_eq!(findings.duplicates.len(), 1, "{findings:#?}");
         assert_eq!(findings.violations(), 1);
     }
@@ -340,12 +387,12 @@ mod tests {
         let object = overwritten.host.get_mut(&blocked).unwrap();
         object.resource_version = "2".into();
         object.labels.insert(MANAGED_BY_LABEL.into(), INSTANCE.into());
-        let findings = check(&config, &expected, &foreign, &overwritten);
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &overwritten);
         assert_eq!(findings.foreign_touched.len(), 1, "{findings:#?}");
 
         let mut deleted = snapshot;
         deleted.host.remove(&blocked);
-        let findings = check(&config, &expected, &foreign, &deleted);
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &deleted);
         assert_eq!(findings.foreign_touched.len(), 1, "{findings:#?}");
     }
 
@@ -359,7 +406,92 @@ mod tests {
             .unwrap()
             .labels
             .insert("synced-up".into(), "oops".into());
-        let findings = check(&config, &expected, &foreign, &snapshot);
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
         assert_eq!(findings.virtual_drift.len(), 1, "{findings:#?}");
+    }
+
+    #[test]
+    fn a_copy_made_for_another_cluster_is_wrong() {
+        let (config, expected, foreign, mut snapshot) = world();
+        let (_, host_key) = second_synced(&config, &expected);
+        let copy = snapshot.host.get_mut(&host_key).unwrap();
+        copy.annotations
+            .insert(CLUSTER_UID_ANNOTATION.into(), "cluster-a".into());
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
+        assert_eq!(findings.wrong.len(), 1, "{findings:#?}");
+        assert_eq!(findings.violations(), 1);
+    }
+
+    /// `world()` after an empty restart of the virtual cluster: an earlier cluster's copy of an
+    /// object the restart lost, and one at the host name of the second virtual object (its
+    /// namesake in the new cluster, which therefore has no copy); returns them as recorded.
+    /// Host objects by key.
+    type Objects = BTreeMap<Key, Observed>;
+
+    fn world_with_earlier_copies() -> (Config, BTreeMap<Key, Content>, Objects, Objects, Snapshot) {
+        let (config, expected, foreign, mut snapshot) = world();
+        let earlier_copy = |name: &str, namespace: &str| Observed {
+            uid: format!("host-{name}"),
+            resource_version: "7".into(),
+            labels: BTreeMap::from([(MANAGED_BY_LABEL.into(), INSTANCE.into())]),
+            annotations: BTreeMap::from([
+                (OBJECT_NAME_ANNOTATION.into(), name.into()),
+                (OBJECT_NAMESPACE_ANNOTATION.into(), namespace.into()),
+                (OBJECT_UID_ANNOTATION.into(), format!("old-{name}")),
+                (CLUSTER_UID_ANNOTATION.into(), "cluster-a".into()),
+            ]),
+            data: BTreeMap::from([("old".into(), "data".into())]),
+        };
+        let lost = Key {
+            kind: Kind::ConfigMap,
+            namespace: "tenant-0".into(),
+            name: "lost".into(),
+        };
+        let (namesake, namesake_host) = second_synced(&config, &expected);
+        let mut earlier = BTreeMap::from([(
+            host_key_of(&config, &lost),
+            earlier_copy(&lost.name, &lost.namespace),
+        )]);
+        earlier.insert(namesake_host, earlier_copy(&namesake.name, &namesake.namespace));
+        snapshot
+            .host
+            .extend(earlier.iter().map(|(k, v)| (k.clone(), v.clone())));
+        (config, expected, foreign, earlier, snapshot)
+    }
+
+    #[test]
+    fn earlier_copies_kept_untouched_pass_and_block_their_namesakes() {
+        let (config, expected, foreign, earlier, snapshot) = world_with_earlier_copies();
+        let findings = check(&config, &expected, &foreign, &earlier, &snapshot);
+        assert_eq!(findings.violations(), 0, "{findings:#?}");
+        assert_eq!(findings.earlier_kept, 2);
+        assert_eq!(findings.blocked_by_earlier, 1);
+        assert_eq!(findings.synced, expected.len() - 2);
+
+        // Unrecorded, the same copies are an orphan and a stale copy.
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
+        assert_eq!(findings.orphans.len(), 1, "{findings:#?}");
+        assert_eq!(findings.wrong.len(), 1, "{findings:#?}");
+    }
+
+    #[test]
+    fn a_deleted_or_modified_earlier_copy_is_touched() {
+        let (config, expected, foreign, earlier, snapshot) = world_with_earlier_copies();
+        for key in earlier.keys() {
+            let mut deleted = snapshot.clone();
+            deleted.host.remove(key);
+            let findings = check(&config, &expected, &foreign, &earlier, &deleted);
+            assert_eq!(findings.earlier_touched.len(), 1, "{findings:#?}");
+            assert_eq!(findings.violations(), 1, "{findings:#?}");
+
+            let mut modified = snapshot.clone();
+            let copy = modified.host.get_mut(key).unwrap();
+            copy.resource_version = "8".into();
+            copy.annotations
+                .insert(CLUSTER_UID_ANNOTATION.into(), "cluster-b".into());
+            let findings = check(&config, &expected, &foreign, &earlier, &modified);
+            assert_eq!(findings.earlier_touched.len(), 1, "{findings:#?}");
+            assert_eq!(findings.violations(), 1, "{findings:#?}");
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::{
 use anyhow::Context;
 use k8s_openapi::{
     ByteString,
-    api::core::v1::{ConfigMap, Secret},
+    api::core::v1::{ConfigMap, Namespace, Secret},
     serde_json::{self, Value, json},
 };
 use kube::{
@@ -88,6 +88,15 @@ pub(super) async fn list_all(
     Ok(all)
 }
 
+/// UID of the virtual `kube-system` namespace: the identity of the virtual cluster.
+pub(super) async fn cluster_uid(virt: &Client) -> anyhow::Result<Option<String>> {
+    let namespace = Api::<Namespace>::all(virt.clone())
+        .get_opt("kube-system")
+        .await
+        .context("reading the virtual kube-system namespace")?;
+    Ok(namespace.and_then(|ns| ns.metadata.uid))
+}
+
 pub(super) async fn snapshot(
     host: &Client,
     virt: &Client,
@@ -96,6 +105,7 @@ pub(super) async fn snapshot(
     Ok(Snapshot {
         virt: list_all(virt, Some(namespaces)).await?,
         host: list_all(host, None).await?,
+        cluster_uid: cluster_uid(virt).await?,
     })
 }
 
@@ -164,8 +174,11 @@ pub(super) fn merge_patch(before: &Content, after: &Content, encode: impl Fn(&st
     })
 }
 
+/// Applies `op` to the virtual cluster (an empty restart is the soak's to carry out: nothing
+/// here).
 pub(super) async fn apply(client: &Client, op: &Op) -> kube::Result<()> {
     match op {
+        Op::EmptyVirtualRestart => Ok(()),
         Op::Create(key, content) => create(client, key, content).await,
         Op::Update(key, before, after) => {
             let pp = PatchParams::default();

@@ -15,16 +15,24 @@
 //! - the virtual objects are exactly what the churn made (the syncer never rewrote them);
 //! - the syncer never exited on its own.
 //!
+//! With `--empty-virtual-restarts N` the virtual API server is also replaced N times by an empty
+//! one at random points of the churn (the syncer SIGKILLed first, restarted after), as a virtual
+//! control plane whose datastore was lost comes back ([`earlier`]); the churn goes on in the new
+//! cluster. The final check then also demands that every host copy made for an earlier cluster
+//! is still there as it was when its cluster was replaced (and is no orphan), and a last run
+//! with `safety.earlierCopies.prune` must delete those copies and nothing else.
+//!
 //! The report is a table or JSON; any violation makes the command fail.
 
 mod check;
 mod clusters;
+mod earlier;
 mod plan;
 mod report;
 mod syncer;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -36,9 +44,10 @@ use vcsync_apiserver::ApiServer;
 use vcsync_syncer::Config;
 
 use check::check;
-use clusters::{apply_with_retries, create_foreign, snapshot};
+use clusters::{apply_with_retries, create_foreign, list_all, snapshot};
+use earlier::Virtual;
 use plan::{Op, Rng, final_state, plan, virtual_namespace};
-use report::Report;
+use report::{PruneReport, Report};
 use syncer::SyncerProcess;
 
 /// Instance name of the soaked syncer.
@@ -70,7 +79,12 @@ pub struct SoakArgs {
     /// Pause between two churn operations, in milliseconds.
     #[arg(long, default_value_t = 2)]
     pub pace_ms: u64,
-    /// Bound of the wait for convergence after the final restart, in seconds.
+    /// Times the virtual API server is replaced by an empty one (a lost datastore) at random
+    /// points of the churn; then a last run prunes the earlier clusters' host copies.
+    #[arg(long, default_value_t = 0)]
+    pub empty_virtual_restarts: usize,
+    /// Bound of the wait for convergence after the final restart (and after the prune run), in
+    /// seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
     /// Directory for the kubeconfigs, vcsync.yaml and the syncer's log (default: a fresh
@@ -100,15 +114,17 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!(
-        "vcsync soak: seed {seed}, {} objects, {} kills; files in {}",
+        "vcsync soak: seed {seed}, {} objects, {} kills, {} empty virtual restarts; files in {}",
         args.objects,
         args.kills,
+        args.empty_virtual_restarts,
         dir.display()
     );
 
     let (host_server, virt_server) = crate::dev::start_servers("virtual").await?;
-    let result = soak(&args, seed, namespaces, &dir, &host_server, &virt_server).await;
-    virt_server.shutdown().await;
+    let mut virt = Virtual::new(virt_server, dir.join("virtual.kubeconfig"))?;
+    let result = soak(&args, seed, namespaces, &dir, &host_server, &mut virt).await;
+    virt.server.shutdown().await;
     host_server.shutdown().await;
     let report = result?;
 
@@ -130,40 +146,64 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGKILLs of the syncer, by whether its controllers had started.
+#[derive(Default)]
+struct Kills {
+    total: usize,
+    after_startup: usize,
+    during_startup: usize,
+}
+
+impl Kills {
+    /// SIGKILLs the syncer if it runs; returns whether it did.
+    fn kill(&mut self, syncer: &mut SyncerProcess) -> bool {
+        syncer.reap_crash();
+        if !syncer.running() {
+            return false;
+        }
+        if syncer.kill() {
+            self.after_startup += 1;
+        } else {
+            self.during_startup += 1;
+        }
+        self.total += 1;
+        true
+    }
+}
+
 async fn soak(
     args: &SoakArgs,
     seed: u64,
     namespaces: usize,
     dir: &Path,
     host_server: &ApiServer,
-    virt_server: &ApiServer,
+    virt: &mut Virtual,
 ) -> anyhow::Result<Report> {
     let host_kubeconfig = dir.join("host.kubeconfig");
-    let virtual_kubeconfig = dir.join("virtual.kubeconfig");
     crate::dev::write(&host_kubeconfig, &host_server.kubeconfig())?;
-    crate::dev::write(&virtual_kubeconfig, &virt_server.kubeconfig())?;
     let host = crate::dev::client(&host_server.url())?;
-    let virt = crate::dev::client(&virt_server.url())?;
 
     let config = Config::new(INSTANCE, HOST_NAMESPACE);
     let config_path = dir.join("vcsync.yaml");
+    let config_text = format!(
+        "instance: {INSTANCE}\nhostNamespace: {HOST_NAMESPACE}\nhost:\n  kubeconfig: {}\n\
+         virtual:\n  kubeconfig: {}\nsync:\n  configMaps:\n    all: true\n  secrets:\n    all: true\n",
+        host_kubeconfig.display(),
+        virt.kubeconfig.display()
+    );
+    crate::dev::write(&config_path, &config_text)?;
+    // The last run's: earlier clusters' copies deleted.
+    let prune_config_path = dir.join("vcsync-prune.yaml");
     crate::dev::write(
-        &config_path,
-        &format!(
-            "instance: {INSTANCE}\nhostNamespace: {HOST_NAMESPACE}\nhost:\n  kubeconfig: {}\n\
-             virtual:\n  kubeconfig: {}\nsync:\n  configMaps:\n    all: true\n  secrets:\n    all: true\n",
-            host_kubeconfig.display(),
-            virtual_kubeconfig.display()
-        ),
+        &prune_config_path,
+        &format!("{config_text}safety:\n  earlierCopies:\n    prune: true\n"),
     )?;
 
     crate::dev::create_namespace(&host, HOST_NAMESPACE).await?;
     let virtual_namespaces: BTreeSet<String> = (0..namespaces).map(virtual_namespace).collect();
-    for ns in &virtual_namespaces {
-        crate::dev::create_namespace(&virt, ns).await?;
-    }
+    virt.create_namespaces(&virtual_namespaces).await?;
 
-    let ops = plan(seed, args.objects, namespaces);
+    let ops = plan(seed, args.objects, namespaces, args.empty_virtual_restarts);
     let expected = final_state(&ops);
     // A second stream for everything but the plan, so the plan of a seed does not depend on
     // the other flags.
@@ -189,7 +229,11 @@ async fn soak(
         runs: 0,
         crashes: Vec::new(),
     };
-    let (mut kills, mut kills_running, mut kills_starting) = (0, 0, 0);
+    let mut kills = Kills::default();
+    let mut scheduled_kills = 0;
+    // Host copies made for the clusters the empty restarts replaced, as they were then.
+    let mut earlier = BTreeMap::new();
+    let mut empty_restarts = 0;
     // After a kill the syncer stays down for a few operations (`restart_at`), or (30%) until the
     // next kill point, which then starts it and kills it during its start-up.
     let mut restart_at: Option<usize> = None;
@@ -213,16 +257,10 @@ async fn soak(
                 // Otherwise half the kills land mid-churn, half after a pause (catching up or idle).
                 tokio::time::sleep(Duration::from_millis(rng.below(1500) as u64)).await;
             }
-            syncer.reap_crash();
-            if syncer.running() {
-                if syncer.kill() {
-                    kills_running += 1;
-                } else {
-                    kills_starting += 1;
-                }
-                kills += 1;
+            if kills.kill(&mut syncer) {
+                scheduled_kills += 1;
                 eprintln!(
-                    "vcsync soak: SIGKILL {kills}/{} at operation {i}/{}",
+                    "vcsync soak: SIGKILL {scheduled_kills}/{} at operation {i}/{}",
                     args.kills,
                     ops.len()
                 );
@@ -230,7 +268,21 @@ async fn soak(
             startup_kill_next = rng.chance(30);
             restart_at = (!startup_kill_next).then(|| i + rng.below(30));
         }
-        apply_with_retries(&virt, op).await?;
+        if *op == Op::EmptyVirtualRestart {
+            // The syncer goes down with the control plane; when it comes back (at the next
+            // operation if it was running, else as scheduled) the virtual cluster is empty.
+            kills.kill(&mut syncer);
+            earlier::record(&config, &list_all(&host, None).await?, &mut earlier);
+            virt.replace_empty(&virtual_namespaces).await?;
+            empty_restarts += 1;
+            eprintln!(
+                "vcsync soak: the virtual cluster restarted empty at operation {i}/{} ({} earlier copies)",
+                ops.len(),
+                earlier.len()
+            );
+        } else {
+            apply_with_retries(&virt.client, op).await?;
+        }
         if args.pace_ms > 0 {
             tokio::time::sleep(Duration::from_millis(args.pace_ms)).await;
         }
@@ -238,44 +290,42 @@ async fn soak(
     let churn = churn_start.elapsed();
 
     // The final run: a last SIGKILL (if one is running) and a fresh start.
-    syncer.reap_crash();
-    if syncer.running() {
-        if syncer.kill() {
-            kills_running += 1;
-        } else {
-            kills_starting += 1;
-        }
-        kills += 1;
-    }
+    kills.kill(&mut syncer);
     syncer.start()?;
-    let final_start = Instant::now();
     let timeout = Duration::from_secs(args.timeout);
-    let mut convergence = None;
-    let mut findings;
-    loop {
-        let state = snapshot(&host, &virt, &virtual_namespaces).await?;
-        findings = check(&config, &expected, &foreign, &state);
-        if findings.violations() == 0 {
-            convergence = Some(final_start.elapsed());
-            break;
-        }
-        syncer.reap_crash();
-        if final_start.elapsed() > timeout || !syncer.running() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    if convergence.is_some() {
-        // Converged for good: the same verdict a little later.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let state = snapshot(&host, &virt, &virtual_namespaces).await?;
-        findings = check(&config, &expected, &foreign, &state);
-        if findings.violations() > 0 {
-            convergence = None;
-        }
-    }
+    let virt_client = virt.client.clone();
+    let ((findings, converged), convergence) = syncer
+        .converge(timeout, async || {
+            let state = snapshot(&host, &virt_client, &virtual_namespaces).await?;
+            let findings = check(&config, &expected, &foreign, &earlier, &state);
+            Ok((findings.violations(), (findings, state)))
+        })
+        .await?;
     syncer.reap_crash();
     syncer.kill();
+
+    // The prune run: the earlier clusters' copies go, nothing else does.
+    let mut prune = None;
+    if empty_restarts > 0 && convergence.is_some() {
+        syncer.config = prune_config_path;
+        syncer.start()?;
+        let none = BTreeMap::new();
+        let ((findings, pruned), convergence) = syncer
+            .converge(timeout, async || {
+                let state = snapshot(&host, &virt_client, &virtual_namespaces).await?;
+                let findings = check(&config, &expected, &foreign, &none, &state);
+                let pruned = earlier::check_pruned(&config, &earlier, &converged, &state);
+                Ok((findings.violations() + pruned.violations(), (findings, pruned)))
+            })
+            .await?;
+        syncer.reap_crash();
+        syncer.kill();
+        prune = Some(PruneReport {
+            findings,
+            pruned,
+            convergence,
+        });
+    }
 
     let count = |f: fn(&Op) -> bool| ops.iter().filter(|op| f(op)).count();
     Ok(Report {
@@ -287,14 +337,17 @@ async fn soak(
         deleted: count(|op| matches!(op, Op::Delete(..))),
         final_objects: expected.len(),
         runs: syncer.runs,
-        kills,
-        kills_running,
-        kills_starting,
+        kills: kills.total,
+        kills_running: kills.after_startup,
+        kills_starting: kills.during_startup,
         crashes: std::mem::take(&mut syncer.crashes),
         foreign: foreign.len(),
         churn,
         convergence,
         findings,
+        empty_restarts,
+        earlier_copies: earlier.len(),
+        prune,
         dir: dir.to_path_buf(),
     })
 }

@@ -71,6 +71,9 @@ pub(super) enum Op {
     /// Key, content before, content after.
     Update(Key, Content, Content),
     Delete(Key),
+    /// The virtual API server comes back empty (its datastore lost): every virtual object is
+    /// gone, the namespaces are recreated, the churn goes on in the new cluster.
+    EmptyVirtualRestart,
 }
 
 pub(super) fn virtual_namespace(i: usize) -> String {
@@ -95,19 +98,37 @@ pub(super) fn random_labels(rng: &mut Rng) -> BTreeMap<String, String> {
     labels
 }
 
+/// Salt of the stream that places the empty virtual restarts, so that the rest of a seed's plan
+/// does not depend on how many there are.
+const RESTART_SALT: u64 = 0x0e4b_7e5e_12a1_d00d;
+
 /// The churn of a seed: creates until `objects` objects were created, updates (data or labels)
 /// and deletes in between; some names are reused after a delete (a new object, a new UID), some
-/// are long or dotted so that they take the hashed host form.
-pub(super) fn plan(seed: u64, objects: usize, namespaces: usize) -> Vec<Op> {
+/// are long or dotted so that they take the hashed host form. `empty_restarts` times, at random
+/// points between two creates, the virtual cluster comes back empty ([`Op::EmptyVirtualRestart`]):
+/// the plan forgets its objects, and some of the lost names are reused in the new cluster.
+pub(super) fn plan(seed: u64, objects: usize, namespaces: usize, empty_restarts: usize) -> Vec<Op> {
     let mut rng = Rng(seed);
     let mut live: Vec<(Key, Content)> = Vec::new();
     let mut deleted: Vec<Key> = Vec::new();
+    // Names of objects an empty restart lost: the new cluster may create namesakes.
+    let mut lost: Vec<Key> = Vec::new();
     let mut ops = Vec::new();
     let mut created = 0;
+    let mut restarts = restart_points(seed, objects, empty_restarts)
+        .into_iter()
+        .peekable();
     while created < objects {
+        if restarts.next_if_eq(&created).is_some() {
+            lost.extend(live.drain(..).map(|(key, _)| key));
+            ops.push(Op::EmptyVirtualRestart);
+            continue;
+        }
         let roll = rng.below(100);
         if live.is_empty() || roll < 50 {
-            let key = if !deleted.is_empty() && rng.chance(10) {
+            let key = if !lost.is_empty() && rng.chance(15) {
+                lost.swap_remove(rng.below(lost.len()))
+            } else if !deleted.is_empty() && rng.chance(10) {
                 deleted.swap_remove(rng.below(deleted.len()))
             } else {
                 let kind = if rng.chance(50) {
@@ -157,6 +178,17 @@ pub(super) fn plan(seed: u64, objects: usize, namespaces: usize) -> Vec<Op> {
     ops
 }
 
+/// Before which create (its index) each empty restart happens: distinct, sorted, at least one
+/// create before the first; at most `objects - 1` of them.
+fn restart_points(seed: u64, objects: usize, empty_restarts: usize) -> Vec<usize> {
+    let mut rng = Rng(seed ^ RESTART_SALT);
+    let mut points = std::collections::BTreeSet::new();
+    while points.len() < empty_restarts.min(objects.saturating_sub(1)) {
+        points.insert(1 + rng.below(objects - 1));
+    }
+    points.into_iter().collect()
+}
+
 /// The virtual state the churn leaves.
 pub(super) fn final_state(ops: &[Op]) -> BTreeMap<Key, Content> {
     let mut state = BTreeMap::new();
@@ -168,6 +200,7 @@ pub(super) fn final_state(ops: &[Op]) -> BTreeMap<Key, Content> {
             Op::Delete(key) => {
                 state.remove(key);
             }
+            Op::EmptyVirtualRestart => state.clear(),
         }
     }
     state
@@ -179,23 +212,56 @@ mod tests {
 
     use super::*;
 
+    /// Checks that every update and delete is of an object live in the current cluster and
+    /// that no object is created twice in one cluster; returns the names reused after an empty
+    /// restart (namesakes of objects the restart lost).
+    fn replay(ops: &[Op]) -> usize {
+        let mut live = BTreeSet::new();
+        let mut lost = BTreeSet::new();
+        let mut namesakes = 0;
+        for op in ops {
+            match op {
+                Op::Create(key, _) => {
+                    assert!(live.insert(key.clone()), "{key} created twice");
+                    namesakes += usize::from(lost.remove(key));
+                }
+                Op::Update(key, ..) => assert!(live.contains(key)),
+                Op::Delete(key) => assert!(live.remove(key)),
+                Op::EmptyVirtualRestart => lost.append(&mut live),
+            }
+        }
+        namesakes
+    }
+
     #[test]
     fn a_seed_gives_one_plan_that_creates_the_requested_objects() {
-        let a = plan(42, 300, 3);
-        assert_eq!(a, plan(42, 300, 3));
-        assert_ne!(a, plan(43, 300, 3));
+        let a = plan(42, 300, 3, 0);
+        assert_eq!(a, plan(42, 300, 3, 0));
+        assert_ne!(a, plan(43, 300, 3, 0));
         let creates = a.iter().filter(|op| matches!(op, Op::Create(..))).count();
         assert_eq!(creates, 300);
         assert!(a.iter().any(|op| matches!(op, Op::Update(..))));
         assert!(a.iter().any(|op| matches!(op, Op::Delete(..))));
-        // Every update and delete is of a live object.
-        let mut live = BTreeSet::new();
-        for op in &a {
-            match op {
-                Op::Create(key, _) => assert!(live.insert(key.clone()), "{key} created twice"),
-                Op::Update(key, ..) => assert!(live.contains(key)),
-                Op::Delete(key) => assert!(live.remove(key)),
-            }
-        }
+        assert!(!a.contains(&Op::EmptyVirtualRestart));
+        assert_eq!(replay(&a), 0);
+    }
+
+    #[test]
+    fn empty_restarts_reset_the_plan_and_reuse_lost_names() {
+        let a = plan(42, 300, 3, 3);
+        assert_eq!(a, plan(42, 300, 3, 3));
+        let restarts: Vec<usize> = (0..a.len())
+            .filter(|&i| a[i] == Op::EmptyVirtualRestart)
+            .collect();
+        assert_eq!(restarts.len(), 3, "{restarts:?}");
+        assert!(matches!(a[0], Op::Create(..)), "a create comes first");
+        let creates = a.iter().filter(|op| matches!(op, Op::Create(..))).count();
+        assert_eq!(creates, 300);
+        // The plan before the first restart is the plan without restarts.
+        assert_eq!(a[..restarts[0]], plan(42, 300, 3, 0)[..restarts[0]]);
+        assert!(replay(&a) > 0, "some lost names are reused in the new cluster");
+        // The final state is only the last cluster's.
+        let last = final_state(&a[restarts[2] + 1..]);
+        assert_eq!(final_state(&a), last);
     }
 }

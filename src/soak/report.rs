@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use k8s_openapi::serde_json::{Value, json};
 
-use super::{EXAMPLES, check::Findings};
+use super::{EXAMPLES, check::Findings, earlier::Pruned};
 
 /// What the soak did and found.
 pub(super) struct Report {
@@ -24,16 +24,101 @@ pub(super) struct Report {
     pub(super) churn: Duration,
     pub(super) convergence: Option<Duration>,
     pub(super) findings: Findings,
+    /// Times the virtual cluster came back empty.
+    pub(super) empty_restarts: usize,
+    /// Host copies made for the clusters those restarts replaced.
+    pub(super) earlier_copies: usize,
+    /// The prune run, after empty restarts (None without, or when the final run did not
+    /// converge).
+    pub(super) prune: Option<PruneReport>,
     pub(super) dir: PathBuf,
+}
+
+/// The last run, with `safety.earlierCopies.prune`.
+pub(super) struct PruneReport {
+    /// The full check after it (no earlier copy may be left).
+    pub(super) findings: Findings,
+    pub(super) pruned: Pruned,
+    pub(super) convergence: Option<Duration>,
+}
+
+impl PruneReport {
+    fn violations(&self) -> usize {
+        self.findings.violations() + self.pruned.violations() + usize::from(self.convergence.is_none())
+    }
+}
+
+fn examples(list: &[String]) -> &[String] {
+    &list[..list.len().min(EXAMPLES)]
+}
+
+fn seconds(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("{:.2} s", d.as_secs_f64()),
+        None => "NOT CONVERGED".into(),
+    }
+}
+
+fn findings_examples(f: &Findings) -> Value {
+    json!({
+        "losses": examples(&f.losses),
+        "wrongCopies": examples(&f.wrong),
+        "orphans": examples(&f.orphans),
+        "duplicates": examples(&f.duplicates),
+        "foreignTouched": examples(&f.foreign_touched),
+        "virtualDrift": examples(&f.virtual_drift),
+        "earlierTouched": examples(&f.earlier_touched),
+    })
+}
+
+/// The findings' violations by kind, as (table row, example label, list).
+fn violation_rows(f: &Findings) -> [(&'static str, &'static str, &Vec<String>); 7] {
+    [
+        ("losses", "loss", &f.losses),
+        ("wrong host copies", "wrong", &f.wrong),
+        ("orphans", "orphan", &f.orphans),
+        ("duplicates", "duplicate", &f.duplicates),
+        ("foreign objects touched", "foreign touched", &f.foreign_touched),
+        (
+            "virtual objects changed by the syncer",
+            "virtual drift",
+            &f.virtual_drift,
+        ),
+        (
+            "earlier clusters' copies touched",
+            "earlier touched",
+            &f.earlier_touched,
+        ),
+    ]
 }
 
 impl Report {
     pub(super) fn violations(&self) -> usize {
-        self.findings.violations() + self.crashes.len() + usize::from(self.convergence.is_none())
+        self.findings.violations()
+            + self.crashes.len()
+            + usize::from(self.convergence.is_none())
+            + self.prune.as_ref().map_or(0, PruneReport::violations)
     }
 
     pub(super) fn to_json(&self) -> Value {
         let f = &self.findings;
+        let prune = self.prune.as_ref().map(|p| {
+            json!({
+                "earlierCopiesDeleted": p.pruned.deleted,
+                "earlierCopiesLeft": p.pruned.left.len(),
+                "currentCopiesKept": p.pruned.current_kept,
+                "currentCopiesTouched": p.pruned.current_touched.len(),
+                "convergenceSeconds": p.convergence.map(|d| d.as_secs_f64()),
+                "synced": p.findings.synced,
+                "blockedByForeign": p.findings.blocked,
+                "violations": p.violations(),
+                "examples": {
+                    "earlierCopiesLeft": examples(&p.pruned.left),
+                    "currentCopiesTouched": examples(&p.pruned.current_touched),
+                    "check": findings_examples(&p.findings),
+                },
+            })
+        });
         json!({
             "seed": self.seed,
             "namespaces": self.namespaces,
@@ -48,36 +133,31 @@ impl Report {
             "killsDuringStartup": self.kills_starting,
             "crashes": self.crashes,
             "foreignObjects": self.foreign,
+            "emptyVirtualRestarts": self.empty_restarts,
+            "earlierCopies": self.earlier_copies,
             "churnSeconds": self.churn.as_secs_f64(),
             "convergenceSeconds": self.convergence.map(|d| d.as_secs_f64()),
             "checked": f.checked,
             "synced": f.synced,
             "blockedByForeign": f.blocked,
+            "blockedByEarlier": f.blocked_by_earlier,
+            "earlierKept": f.earlier_kept,
             "losses": f.losses.len(),
             "wrongCopies": f.wrong.len(),
             "orphans": f.orphans.len(),
             "duplicates": f.duplicates.len(),
             "foreignTouched": f.foreign_touched.len(),
             "virtualDrift": f.virtual_drift.len(),
+            "earlierTouched": f.earlier_touched.len(),
+            "prune": prune,
             "violations": self.violations(),
-            "examples": {
-                "losses": &f.losses[..f.losses.len().min(EXAMPLES)],
-                "wrongCopies": &f.wrong[..f.wrong.len().min(EXAMPLES)],
-                "orphans": &f.orphans[..f.orphans.len().min(EXAMPLES)],
-                "duplicates": &f.duplicates[..f.duplicates.len().min(EXAMPLES)],
-                "foreignTouched": &f.foreign_touched[..f.foreign_touched.len().min(EXAMPLES)],
-                "virtualDrift": &f.virtual_drift[..f.virtual_drift.len().min(EXAMPLES)],
-            },
+            "examples": findings_examples(f),
             "dir": self.dir.display().to_string(),
         })
     }
 
     pub(super) fn to_text(&self) -> String {
         let f = &self.findings;
-        let convergence = match self.convergence {
-            Some(d) => format!("{:.2} s", d.as_secs_f64()),
-            None => "NOT CONVERGED".into(),
-        };
         let mut rows = vec![
             ("seed", self.seed.to_string()),
             ("virtual namespaces", self.namespaces.to_string()),
@@ -95,22 +175,49 @@ impl Report {
                 ),
             ),
             ("syncer crashes", self.crashes.len().to_string()),
+            ("empty virtual restarts", self.empty_restarts.to_string()),
+            (
+                "  host copies of earlier clusters",
+                self.earlier_copies.to_string(),
+            ),
             ("churn time", format!("{:.2} s", self.churn.as_secs_f64())),
-            ("convergence after the final restart", convergence),
+            ("convergence after the final restart", seconds(self.convergence)),
             ("foreign host objects", self.foreign.to_string()),
             ("virtual objects checked", f.checked.to_string()),
             ("  with their one correct host copy", f.synced.to_string()),
             ("  blocked by a foreign object (expected)", f.blocked.to_string()),
-            ("losses", f.losses.len().to_string()),
-            ("wrong host copies", f.wrong.len().to_string()),
-            ("orphans", f.orphans.len().to_string()),
-            ("duplicates", f.duplicates.len().to_string()),
-            ("foreign objects touched", f.foreign_touched.len().to_string()),
             (
-                "virtual objects changed by the syncer",
-                f.virtual_drift.len().to_string(),
+                "  blocked by an earlier copy (expected)",
+                f.blocked_by_earlier.to_string(),
+            ),
+            (
+                "earlier clusters' copies kept untouched",
+                f.earlier_kept.to_string(),
             ),
         ];
+        for (row, _, list) in violation_rows(f) {
+            rows.push((row, list.len().to_string()));
+        }
+        if let Some(p) = &self.prune {
+            rows.extend([
+                ("prune run: convergence", seconds(p.convergence)),
+                ("  earlier copies deleted", p.pruned.deleted.to_string()),
+                ("  earlier copies left", p.pruned.left.len().to_string()),
+                (
+                    "  current copies kept untouched",
+                    p.pruned.current_kept.to_string(),
+                ),
+                (
+                    "  current copies touched",
+                    p.pruned.current_touched.len().to_string(),
+                ),
+                ("  virtual objects with their copy", p.findings.synced.to_string()),
+                (
+                    "  violations of the full check",
+                    p.findings.violations().to_string(),
+                ),
+            ]);
+        }
         rows.push((
             "result",
             if self.violations() == 0 {
@@ -128,16 +235,20 @@ impl Report {
         for (k, v) in rows {
             out.push_str(&format!("  {k:<width$}  {v}\n"));
         }
-        for (what, list) in [
-            ("loss", &f.losses),
-            ("wrong", &f.wrong),
-            ("orphan", &f.orphans),
-            ("duplicate", &f.duplicates),
-            ("foreign touched", &f.foreign_touched),
-            ("virtual drift", &f.virtual_drift),
-            ("crash", &self.crashes),
-        ] {
-            for example in list.iter().take(EXAMPLES) {
+        let mut lists: Vec<(String, &Vec<String>)> = violation_rows(f)
+            .into_iter()
+            .map(|(_, what, list)| (what.to_string(), list))
+            .collect();
+        lists.push(("crash".into(), &self.crashes));
+        if let Some(p) = &self.prune {
+            lists.push(("prune: earlier copy left".into(), &p.pruned.left));
+            lists.push(("prune: current copy touched".into(), &p.pruned.current_touched));
+            for (_, what, list) in violation_rows(&p.findings) {
+                lists.push((format!("prune: {what}"), list));
+            }
+        }
+        for (what, list) in lists {
+            for example in examples(list) {
                 out.push_str(&format!("  {what}: {example}\n"));
             }
         }

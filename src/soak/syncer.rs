@@ -5,6 +5,7 @@ use std::{
     path::PathBuf,
     process::{Child, Command},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -59,6 +60,34 @@ impl SyncerProcess {
             self.crashes
                 .push(format!("run {} exited on its own with {status}", self.runs));
             self.child = None;
+        }
+    }
+}
+
+impl SyncerProcess {
+    /// Polls `probe` (its violations and findings) every 200 ms from now until it finds no
+    /// violation, `timeout` passes or the syncer exits; a pass is confirmed 2 s later. Returns
+    /// the last findings and the time to the first pass (None: not converged).
+    pub(super) async fn converge<T>(
+        &mut self,
+        timeout: Duration,
+        mut probe: impl AsyncFnMut() -> anyhow::Result<(usize, T)>,
+    ) -> anyhow::Result<(T, Option<Duration>)> {
+        let start = Instant::now();
+        loop {
+            let (violations, findings) = probe().await?;
+            if violations == 0 {
+                let convergence = start.elapsed();
+                // Converged for good: the same verdict a little later.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let (violations, findings) = probe().await?;
+                return Ok((findings, (violations == 0).then_some(convergence)));
+            }
+            self.reap_crash();
+            if start.elapsed() > timeout || !self.running() {
+                return Ok((findings, None));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
