@@ -13,9 +13,57 @@ use crate::{context::RegisterContext, controller::virtual_key_of, informer::Info
 #[derive(Default)]
 pub struct Indices {
     pod_references: OnceLock<Arc<PodReferences>>,
+    collisions: Collisions,
+}
+
+/// Virtual objects whose translated host name is held by a foreign object (the create met it),
+/// by kind: nothing may reference them on the host until their own copy exists.
+#[derive(Default)]
+pub struct Collisions(
+    dashmap::DashSet<(String, VirtualKey)>,
+    Mutex<Vec<mpsc::UnboundedSender<(String, VirtualKey)>>>,
+);
+
+impl Collisions {
+    /// The host name of virtual `kind` object `key` is held by a foreign object.
+    pub fn note(&self, kind: &str, key: &VirtualKey) {
+        if self.0.insert((kind.to_string(), key.clone())) {
+            let mut listeners = self.1.lock().expect("collision listeners lock");
+            listeners.retain(|tx| tx.send((kind.to_string(), key.clone())).is_ok());
+        }
+    }
+
+    /// The (kind, key) of each collision noted from now on.
+    pub fn noted(&self) -> mpsc::UnboundedReceiver<(String, VirtualKey)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.1.lock().expect("collision listeners lock").push(tx);
+        rx
+    }
+
+    /// The virtual `kind` object `key` has its own host copy now.
+    pub fn clear(&self, kind: &str, key: &VirtualKey) {
+        if !self.0.is_empty() {
+            self.0.remove(&(kind.to_string(), key.clone()));
+        }
+    }
+
+    /// Whether no host name is known to be held by a foreign object (the usual case).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the host name of virtual `kind` object `key` is held by a foreign object.
+    pub fn contains(&self, kind: &str, key: &VirtualKey) -> bool {
+        !self.0.is_empty() && self.0.contains(&(kind.to_string(), key.clone()))
+    }
 }
 
 impl Indices {
+    /// Virtual objects whose host name a foreign object holds.
+    pub fn collisions(&self) -> &Collisions {
+        &self.collisions
+    }
+
     /// Which objects virtual pods reference (config maps, secrets, ...), fed by the virtual
     /// pod informer. Controllers wait until it has seen the first full list.
     pub fn pod_references(&self, ctx: &RegisterContext) -> Arc<PodReferences> {
@@ -48,6 +96,14 @@ impl PodReferences {
     /// Whether any virtual pod references the object.
     pub fn is_referenced(&self, kind: RefKind, key: &VirtualKey) -> bool {
         self.index.is_referenced(&RefTarget {
+            kind,
+            key: key.clone(),
+        })
+    }
+
+    /// The virtual pods that reference the object.
+    pub fn referencing_pods(&self, kind: RefKind, key: &VirtualKey) -> Vec<VirtualKey> {
+        self.index.referencing_pods(&RefTarget {
             kind,
             key: key.clone(),
         })

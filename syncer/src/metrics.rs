@@ -159,6 +159,12 @@ impl Metrics {
             safety.deletion_brake_engaged.clone(),
         );
         registry.register(
+            "foreign_references",
+            "Pods kept off the host because a host name they reference is held by an object this \
+             virtual cluster does not own",
+            safety.foreign_references.clone(),
+        );
+        registry.register(
             "host_deletes_held",
             "Host deletes not made: held by the brake or refused for an earlier cluster's copy",
             safety.host_deletes_held.clone(),
@@ -232,6 +238,8 @@ pub struct SafetyMetrics {
     pub deletion_brake_engaged: Gauge,
     /// Host deletes held back.
     pub host_deletes_held: Counter,
+    /// Pods kept off the host for a reference to a foreign host object.
+    pub foreign_references: Counter,
 }
 
 /// The metrics of one syncer's controller; detached from any registry by default (tests).

@@ -122,9 +122,12 @@ pub async fn create_host_object<K: SyncResource>(
     let kind = K::kind(&());
     let key = display_key(desired);
     let params = write_params();
+    let collisions = ctx.register_context().indices().collisions();
+    let virtual_key = crate::controller::virtual_key_of(virt);
     match ctx.host_api_for(desired).create(&params, desired).await {
         Ok(_) => {
             tracing::info!(host = %key, "created host object");
+            collisions.clear(&kind, &virtual_key);
             Ok(Action::await_change())
         }
         Err(err) if status_code(&err) == Some(409) => {
@@ -140,6 +143,7 @@ pub async fn create_host_object<K: SyncResource>(
                         instance: ctx.register_context().ownership().instance().to_string(),
                     };
                     tracing::warn!(error = %error, "name collision with a foreign host object");
+                    collisions.note(&kind, &virtual_key);
                     ctx.events()
                         .publish(
                             &virt.object_ref(&()),

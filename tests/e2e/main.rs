@@ -23,6 +23,7 @@ mod nodes;
 mod ops;
 mod plugins;
 mod pods;
+mod references;
 mod restart;
 mod security;
 mod services;

@@ -150,7 +150,11 @@ async fn ops_endpoints_report_readiness_metrics_and_health_and_sigterm_is_gracef
     .await;
     let after = eventually("metrics counting the sync", || async {
         let (_, text) = http_get(&address, "/metrics").await;
-        (reconciles(&text) > reconciles(&before) && host_creates(&text) > host_creates(&before))
+        // The gauge follows the host cache, which sees the copy a moment after its create.
+        let synced = sample_sum(&text, "vcsync_synced_objects", &[r#"kind="ConfigMap""#]);
+        (reconciles(&text) > reconciles(&before)
+            && host_creates(&text) > host_creates(&before)
+            && synced >= 1.0)
             .then_some(text)
     })
     .await;

@@ -316,6 +316,12 @@ impl HostGuard {
         }
     }
 
+    /// Counts a pod kept off the host because a name it references is held by a foreign
+    /// host object (`vcsync_foreign_references`).
+    pub fn report_foreign_reference(&self) {
+        self.reports.metrics.foreign_references.inc();
+    }
+
     /// Host objects of an earlier cluster seen and left untouched so far.
     pub fn earlier_objects(&self) -> usize {
         self.earlier_count.load(Ordering::Relaxed)

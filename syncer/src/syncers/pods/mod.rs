@@ -85,6 +85,8 @@
 //!   deleted first; the new pod follows once it is gone.
 
 pub mod environment;
+pub mod reference_gate;
+pub mod reference_sites;
 pub mod references;
 pub mod security;
 pub mod status;

@@ -20,6 +20,7 @@ use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTA
 
 use super::{
     environment::ServiceLink,
+    reference_gate::{Decision, RefState, ReferenceGate, wait_for},
     security::{PodSecurityLevel, violations},
     status::{is_terminal, virtual_status, was_running_on_host},
     token::TokenMount,
@@ -70,6 +71,8 @@ pub struct PodSyncer {
     services: Cache<Service>,
     tokens: TokenSecrets,
     secret_events: Mutex<Option<mpsc::UnboundedReceiver<InformerEvent<Secret>>>>,
+    /// Which references a new host pod may name (only this cluster's own copies).
+    references: Arc<ReferenceGate>,
     /// Writes the caches may not show yet, by virtual pod UID.
     written: dashmap::DashMap<String, Written>,
     /// With `kubernetesService.hostService`: that Service's cluster IP (see [`HostServiceIp`]).
@@ -182,6 +185,7 @@ impl PodSyncer {
             services: ctx.virtual_informer::<Service>().store(),
             tokens: TokenSecrets::new(ctx),
             secret_events: Mutex::new(Some(secrets.subscribe())),
+            references: Arc::new(ReferenceGate::new(ctx)),
             written: dashmap::DashMap::new(),
             host_service_ip: sync
                 .pods
@@ -558,6 +562,15 @@ impl Syncer for PodSyncer {
             // Created a moment ago: the host watch brings it (and the next reconcile).
             return Ok(Action::requeue(CREATE_LAG));
         }
+        let without_missing_optional;
+        let virt_for_host: &Pod = match self.references.decide(&virt) {
+            Decision::Go(None) => &virt,
+            Decision::Go(Some(pod)) => {
+                without_missing_optional = pod;
+                &without_missing_optional
+            }
+            Decision::Wait(target, state) => return wait_for(ctx, &virt, &target, state).await,
+        };
         let Ok(kubernetes) = self.kubernetes_link() else {
             tracing::debug!(pod = %display_key(&virt), "waiting for the cluster IP of kubernetesService.hostService");
             return Ok(Action::requeue(HOST_SERVICE_RETRY));
@@ -568,7 +581,7 @@ impl Syncer for PodSyncer {
             .await?;
         let token = tokens.as_ref().map(|t| t.mount.clone());
         let env = self.environment(&virt, kubernetes, token, default_mount);
-        let mut desired = self.pods.host_pod(&virt, &env);
+        let mut desired = self.pods.host_pod(virt_for_host, &env);
         apply_hooks(ctx.register_context(), &mut desired);
         // The token Secret and the pod are written together (see `TokenSecrets::for_new_pod`).
         let store_tokens = async {
@@ -591,6 +604,11 @@ impl Syncer for PodSyncer {
     }
 
     async fn sync(&self, ctx: &SyncContext<Pod>, host: Arc<Pod>, virt: Arc<Pod>) -> Result<Action> {
+        if let Some(target) = self.references.foreign_reference(&virt) {
+            // Its copy was replaced by a foreign object: the running pod is reported; a new
+            // host pod would wait at the gate.
+            wait_for(ctx, &virt, &target, RefState::Foreign).await?;
+        }
         if !Self::is_twin(&host, &virt) {
             // The host pod of an earlier virtual pod of this name: let it go first.
             if host.metadata.deletion_timestamp.is_none() {
@@ -703,9 +721,15 @@ impl ControllerModifier for PodSyncer {
         builder: ControllerBuilder,
     ) -> Result<ControllerBuilder> {
         let events = self.secret_events.lock().expect("secret events lock").take();
-        Ok(match events {
+        let builder = match events {
             Some(events) => builder.watches(TokenSecrets::changes(events)),
             None => builder,
-        })
+        };
+        // A pod waiting at the reference gate goes on once the copy it waits for is there.
+        Ok(self
+            .references
+            .ready_pods()
+            .into_iter()
+            .fold(builder, ControllerBuilder::watches))
     }
 }
