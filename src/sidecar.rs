@@ -12,6 +12,7 @@ use vcsync_syncer::{
     metrics::Metrics,
     safety::{HostGuard, record},
     syncers,
+    syncers::pods::security::PodSecurityLevel,
 };
 
 use crate::{cli::ConfigSource, clients::client_for};
@@ -73,6 +74,11 @@ pub async fn run_with_metrics(
 ) -> anyhow::Result<()> {
     check_host_namespace(&host_client, &config.host_namespace).await?;
     tracing::info!(instance = %config.instance, host_namespace = %config.host_namespace, "starting vcsync");
+    if config.sync.pods.pod_security_standard == PodSecurityLevel::Privileged {
+        tracing::warn!(
+            "sync.pods.podSecurityStandard is privileged: tenant pods reach the host unchecked (host network, privileged containers, hostPath); only the host's own admission stands in the way"
+        );
+    }
     let guard = host_guard(&config, &virtual_client, &host_client, &metrics).await?;
     let ctx = RegisterContext::guarded(virtual_client, host_client, config, guard)?;
     syncers::register_builtin(&ctx).await?;

@@ -205,10 +205,65 @@ pub struct PodsConfig {
     /// the virtual API server from the host's pods too.
     #[serde(default)]
     pub kubernetes_service: Option<ServiceAddress>,
-    /// Pod Security Standard (`baseline` or `restricted`) every virtual pod must meet before
-    /// it reaches the host; unset: not checked (the virtual API server's admission decides).
+    /// Pod Security Standard every virtual pod must meet before it reaches the host:
+    /// `baseline` (the default), `restricted`, or `privileged` (no check; logs a warning at
+    /// start).
     #[serde(default)]
-    pub pod_security_standard: Option<crate::syncers::pods::security::PodSecurityLevel>,
+    pub pod_security_standard: crate::syncers::pods::security::PodSecurityLevel,
+    /// Which of a tenant pod's tolerations its host pod keeps; the others are dropped.
+    #[serde(default)]
+    pub tolerations: TolerationPolicy,
+}
+
+/// `sync.pods.tolerations`: the tolerations of virtual pods that reach their host pods.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TolerationPolicy {
+    /// A tenant toleration is kept when it tolerates no more than one of these allows.
+    /// Default: the `node.kubernetes.io/not-ready` and `node.kubernetes.io/unreachable`
+    /// `NoExecute` tolerations kube-apiserver's DefaultTolerationSeconds admission adds.
+    #[serde(default = "default_allowed_tolerations")]
+    pub allow: Vec<TolerationPattern>,
+}
+
+impl Default for TolerationPolicy {
+    fn default() -> Self {
+        Self {
+            allow: default_allowed_tolerations(),
+        }
+    }
+}
+
+fn default_allowed_tolerations() -> Vec<TolerationPattern> {
+    ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"]
+        .into_iter()
+        .map(|key| TolerationPattern {
+            key: key.into(),
+            operator: None,
+            value: None,
+            effect: Some("NoExecute".into()),
+        })
+        .collect()
+}
+
+/// Tolerations a tenant may give its pods (see
+/// [`pattern_allows`](crate::syncers::pods::security::pattern_allows)).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TolerationPattern {
+    /// Taint key: exact, `prefix*` for keys that start with `prefix`, or `*` for any key
+    /// (including the empty key of `{operator: Exists}`, which tolerates every taint).
+    pub key: String,
+    /// `Exists` or absent: tolerations of any value; `Equal`: only `Equal` ones of `value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// The only value allowed (implies `Equal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The only effect allowed (a toleration without effect tolerates all, and is refused);
+    /// absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
 }
 
 /// An address host pods connect to: `{host, port}` or `{hostService, port}`, exactly one of

@@ -1,4 +1,5 @@
-//! Tenant versus host: the Pod Security Standard gate, and host requests that stay within the
+//! Tenant versus host: the Pod Security Standard gate (on by default, at `baseline`), tenant
+//! tolerations filtered by `sync.pods.tolerations`, and host requests that stay within the
 //! least-privilege RBAC `vcsync rbac` generates for the same configuration.
 
 use k8s_openapi::api::{
@@ -15,20 +16,24 @@ use crate::{
     pods::simple_pod,
 };
 
+/// The node escape of the issue: host network and PIDs, a privileged container, the node's
+/// root filesystem.
 fn privileged_pod(name: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name},
-        "spec": {"containers": [{"name": "app", "image": "nginx", "securityContext": {"privileged": true}}],
+        "spec": {"hostNetwork": true, "hostPID": true,
+                 "containers": [{"name": "app", "image": "nginx", "securityContext": {"privileged": true},
+                                 "volumeMounts": [{"name": "root", "mountPath": "/host"}]}],
                  "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}
     }))
     .unwrap()
 }
 
+/// With the default configuration (no `podSecurityStandard`: baseline).
 #[tokio::test]
 async fn a_pod_that_breaks_the_pod_security_standard_never_reaches_the_host_and_says_why() {
     let mut env = Env::new().await;
-    env.start_syncer("sync:\n  pods:\n    podSecurityStandard: baseline\n")
-        .await;
+    env.start_syncer("").await;
     let pods = env.virt_api::<Pod>();
     pods.create(&PostParams::default(), &privileged_pod("root"))
         .await
@@ -47,10 +52,9 @@ async fn a_pod_that_breaks_the_pod_security_standard_never_reaches_the_host_and_
     .await;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
     let message = warning.message.unwrap_or_default();
-    assert!(
-        message.contains("privileged") && message.contains("hostPath"),
-        "{message}"
-    );
+    for rule in ["hostNetwork", "hostPID", "privileged", "hostPath"] {
+        assert!(message.contains(rule), "{rule} missing from {message}");
+    }
 
     // A compliant pod of the same tenant goes down; by then the other would have too.
     eventually("host pod of the compliant pod", || async {
@@ -63,6 +67,96 @@ async fn a_pod_that_breaks_the_pod_security_standard_never_reaches_the_host_and_
             .is_none(),
         "the privileged pod must not reach the host"
     );
+}
+
+/// `privileged` turns the gate off, and only when asked for, with a warning at start.
+#[tokio::test]
+async fn the_privileged_level_must_be_chosen_and_is_warned_about() {
+    let env = Env::new().await;
+    let path = std::env::temp_dir().join(format!("vcsync-{}-privileged.yaml", env.instance));
+    std::fs::write(
+        &path,
+        env.config_text("sync:\n  pods:\n    podSecurityStandard: privileged\n"),
+    )
+    .unwrap();
+    let mut syncer = SyncerProcess::spawn(&path, "info");
+    syncer.wait_for_log("controllers started").await;
+    assert!(
+        syncer.logged("podSecurityStandard is privileged"),
+        "{:#?}",
+        syncer.lines()
+    );
+    env.virt_api::<Pod>()
+        .create(&PostParams::default(), &privileged_pod("root"))
+        .await
+        .unwrap();
+    if env.embedded().is_some() {
+        // A real host may refuse it by its own Pod Security admission, as it should.
+        eventually("host pod of the privileged pod", || async {
+            get(&env.host_api::<Pod>(), &env.host_name("root")).await
+        })
+        .await;
+    }
+    syncer.terminate();
+    syncer.wait_exit().await;
+    let _ = std::fs::remove_file(&path);
+}
+
+/// With the default configuration: a toleration of every taint (`{operator: Exists}`) is left
+/// off the host pod, the DefaultTolerationSeconds ones stay, the pod runs and says what was
+/// dropped.
+#[tokio::test]
+async fn a_toleration_of_every_taint_never_reaches_the_host() {
+    let mut env = Env::new().await;
+    env.start_syncer("").await;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "everywhere"},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}],
+                 "tolerations": [
+                     {"operator": "Exists"},
+                     {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+                     {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 120}]}
+    }))
+    .unwrap();
+    env.virt_api::<Pod>()
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+
+    let host = eventually("host pod", || async {
+        get(&env.host_api::<Pod>(), &env.host_name("everywhere")).await
+    })
+    .await;
+    let tolerations = host.spec.unwrap().tolerations.unwrap_or_default();
+    assert!(
+        !tolerations
+            .iter()
+            .any(|t| t.key.as_deref().unwrap_or_default().is_empty()
+                || t.key.as_deref() == Some("node-role.kubernetes.io/control-plane")),
+        "dropped tolerations reached the host: {tolerations:#?}"
+    );
+    assert!(
+        tolerations
+            .iter()
+            .any(|t| t.key.as_deref() == Some("node.kubernetes.io/unreachable")
+                && t.toleration_seconds == Some(120)),
+        "the allowed toleration is kept: {tolerations:#?}"
+    );
+
+    let event = eventually("TolerationsDropped event on the virtual pod", || async {
+        let events = env.virt_api::<Event>().list(&Default::default()).await.unwrap();
+        events.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("TolerationsDropped")
+                && e.involved_object.name.as_deref() == Some("everywhere")
+        })
+    })
+    .await;
+    let message = event.message.unwrap_or_default();
+    assert!(
+        message.contains("operator: Exists") && message.contains("node-role.kubernetes.io/control-plane"),
+        "{message}"
+    );
+    assert!(!message.contains("unreachable"), "{message}");
 }
 
 /// Whether `rules` grant `verb` on `resource` (a plural, with `/subresource` when there is one).

@@ -21,7 +21,7 @@ use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTA
 use super::{
     environment::ServiceLink,
     reference_gate::{Decision, RefState, ReferenceGate, wait_for},
-    security::{PodSecurityLevel, violations},
+    security::{PodSecurityLevel, report_dropped_tolerations, violations},
     status::{is_terminal, virtual_status, was_running_on_host},
     token::TokenMount,
     token_secrets::TokenSecrets,
@@ -548,16 +548,16 @@ impl Syncer for PodSyncer {
         if was_running_on_host(&virt) {
             return self.host_pod_lost(ctx, &virt).await;
         }
-        if let Some(level) = ctx.register_context().config().sync.pods.pod_security_standard {
-            let broken = violations(
-                level,
-                virt.spec.as_ref().unwrap_or(&Default::default()),
-                virt.metadata.annotations.as_ref(),
-            );
-            if !broken.is_empty() {
-                return self.refuse_insecure(ctx, &virt, level, &broken).await;
-            }
+        let level = ctx.register_context().config().sync.pods.pod_security_standard;
+        let broken = violations(
+            level,
+            virt.spec.as_ref().unwrap_or(&Default::default()),
+            virt.metadata.annotations.as_ref(),
+        );
+        if !broken.is_empty() {
+            return self.refuse_insecure(ctx, &virt, level, &broken).await;
         }
+        report_dropped_tolerations(ctx, &virt).await;
         if self.created_recently(&virt) {
             // Created a moment ago: the host watch brings it (and the next reconcile).
             return Ok(Action::requeue(CREATE_LAG));

@@ -20,6 +20,7 @@ use vcsync_translators::{
 use super::{
     environment::{ServiceLink, add_env, cluster_dns, service_env, uses_cluster_dns},
     references::{SERVICE_ACCOUNT_ANNOTATION, translate_references},
+    security::tenant_tolerations,
     token::{TokenMount, mount_tokens},
 };
 use crate::config::PodsConfig;
@@ -145,11 +146,13 @@ impl PodTranslator {
             .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
             .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
             .collect();
-        let mut tolerations: Vec<Toleration> = spec
-            .iter()
-            .flat_map(|s| s.tolerations.iter().flatten())
-            .cloned()
-            .collect();
+        // Only the tolerations `sync.pods.tolerations` allows: the others would let the pod
+        // onto host nodes whose taints keep tenants off (the syncer reports the dropped ones).
+        let (mut tolerations, _dropped) = tenant_tolerations(
+            &self.config.tolerations,
+            &self.config.extra_tolerations,
+            spec.iter().flat_map(|s| s.tolerations.iter().flatten()),
+        );
         for extra in &self.config.extra_tolerations {
             if !tolerations.contains(extra) {
                 tolerations.push(extra.clone());
@@ -234,6 +237,16 @@ impl PodTranslator {
         }
     }
 
+    /// Where the host pod may run. The rule that keeps a tenant off host nodes it should not
+    /// use: the host scheduler always decides. A tenant's `spec.nodeName` never reaches the host
+    /// pod (it would bypass the scheduler, taints and the host's node admission); it becomes a
+    /// required node affinity on `metadata.name`, and the tenant's own node affinity (on
+    /// `kubernetes.io/hostname`, `metadata.name` or anything else, as DaemonSet pods carry) is
+    /// kept as is. A required node affinity only narrows the nodes the scheduler may pick: it
+    /// is ANDed with `extraNodeSelector` (which wins over the tenant's nodeSelector), and the
+    /// node's taints still apply, tolerated only by the allowed and configured tolerations. So
+    /// naming a host node lands a pod there only where it could have landed anyway, and a pod
+    /// pinned to a node it may not use stays Pending.
     fn translate_scheduling(&self, ns: &str, spec: &mut PodSpec, virtual_node: Option<&str>) {
         if !self.config.extra_node_selector.is_empty() {
             let selector = spec.node_selector.get_or_insert_with(BTreeMap::new);

@@ -135,7 +135,8 @@ mod tests {
     fn translator() -> PodTranslator {
         PodTranslator::new(
             NamespacedTranslator::new(Ownership::new("tenant-a").unwrap(), "host-ns"),
-            serde_json::from_value(json!({})).unwrap(),
+            // The tenant tolerations of these pods, allowed.
+            serde_json::from_value(json!({"tolerations": {"allow": [{"key": "a"}, {"key": "b"}]}})).unwrap(),
         )
     }
 

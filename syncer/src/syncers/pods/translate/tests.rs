@@ -212,15 +212,27 @@ fn node_selectors(#[case] spec: Value, #[case] config: Value, #[case] expected: 
 }
 
 #[rstest]
-#[case::kept_and_extra(
+#[case::allowed_kept_and_extra(
     json!([{"key": "a", "operator": "Exists"}]),
-    json!({"extraTolerations": [{"key": "t", "operator": "Exists"}]}),
+    json!({"extraTolerations": [{"key": "t", "operator": "Exists"}], "tolerations": {"allow": [{"key": "a"}]}}),
     json!([{"key": "a", "operator": "Exists"}, {"key": "t", "operator": "Exists"}]))]
 #[case::no_duplicates(
     json!([{"key": "t", "operator": "Exists"}]),
     json!({"extraTolerations": [{"key": "t", "operator": "Exists"}]}),
     json!([{"key": "t", "operator": "Exists"}]))]
-fn tolerations_are_kept_plus_configured(
+#[case::default_keeps_default_toleration_seconds(
+    json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]),
+    json!({}),
+    json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]))]
+#[case::tolerate_everything_dropped(
+    json!([{"operator": "Exists"}, {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}]),
+    json!({}),
+    Value::Null)]
+#[case::dropped_but_extra_stays(
+    json!([{"operator": "Exists"}]),
+    json!({"extraTolerations": [{"key": "t", "operator": "Exists"}]}),
+    json!([{"key": "t", "operator": "Exists"}]))]
+fn tolerations_are_filtered_plus_configured(
     #[case] tolerations: Value,
     #[case] config: Value,
     #[case] expected: Value,
@@ -313,6 +325,37 @@ fn a_preset_node_name_becomes_a_node_affinity(#[case] spec: Value, #[case] terms
     assert_eq!(
         out["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
         terms
+    );
+}
+
+/// The documented rule: naming a host node never bypasses the host scheduler, and only
+/// narrows what the configured node selector and the filtered tolerations allow.
+#[test]
+fn naming_a_host_node_only_narrows_where_the_host_scheduler_may_place_the_pod() {
+    let translator = translator(json!({"extraNodeSelector": {"pool": "tenants"}}));
+    let out = host_with(
+        &translator,
+        json!({"containers": [], "nodeName": "control-plane-1",
+            "nodeSelector": {"pool": "system", "kubernetes.io/hostname": "control-plane-1"},
+            "tolerations": [{"operator": "Exists"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["control-plane-1"]}]}]}}}}),
+        &PodEnvironment::default(),
+    );
+    assert!(out["spec"].get("nodeName").is_none(), "never bound directly");
+    assert_eq!(
+        out["spec"]["nodeSelector"],
+        json!({"pool": "tenants", "kubernetes.io/hostname": "control-plane-1"}),
+        "the configured selector wins and is ANDed with the tenant's"
+    );
+    assert_eq!(
+        out["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
+        json!([{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["control-plane-1"]}],
+                "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["control-plane-1"]}]}])
+    );
+    assert!(
+        out["spec"].get("tolerations").is_none(),
+        "the tolerate-everything toleration is dropped"
     );
 }
 
