@@ -11,6 +11,11 @@
 //! detects the host's service CIDR ([`detect_service_cidr`]), or leaves it to the pod's init
 //! container.
 //!
+//! The host namespace it creates is labelled for Pod Security Admission
+//! ([`pod_security_labels`], `enforce: baseline` by default) and vcsync's own gate
+//! (`sync.pods.podSecurityStandard`) is set to the same level; a namespace it did not create
+//! keeps its labels, and `create` says how to label it.
+//!
 //! Synced pods (k3s's CoreDNS among them) reach the virtual API server at the cluster IP of the
 //! cluster's Service (`sync.pods.kubernetesService.hostService` in the rendered vcsync.yaml):
 //! the virtual `default/kubernetes` IP is the host's own API server on the host. An init
@@ -80,6 +85,13 @@ const SERVICE_PORT: u16 = 443;
 /// The message the status carries when the datastore is on an emptyDir.
 pub const NO_PERSISTENCE: &str = "persistence: none (state is lost on restart)";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "vcsync-cluster");
+/// Prefix of the Pod Security Admission labels of a namespace.
+const POD_SECURITY_LABEL: &str = "pod-security.kubernetes.io/";
+/// The level the host namespace enforces unless `podSecurity.enforce` says otherwise: the
+/// default of vcsync's own gate too.
+pub const DEFAULT_POD_SECURITY_LEVEL: &str = "baseline";
+/// The Pod Security levels, loosest first.
+const POD_SECURITY_LEVELS: [&str; 3] = ["privileged", "baseline", "restricted"];
 const RESUME_REPLICAS: &str = "vcsync.dev/resume-replicas";
 
 /// Names of a cluster's objects.
@@ -139,6 +151,124 @@ pub fn namespace_of(name: &str, values: &Values) -> String {
         .unwrap_or_else(|| format!("vcsync-{name}"))
 }
 
+/// A Pod Security level of the values (`podSecurity.<mode>`): unset is `default`, `""` none.
+fn pod_security_level(
+    mode: &str,
+    level: Option<&str>,
+    default: Option<&'static str>,
+) -> Result<Option<&'static str>> {
+    match level {
+        None => Ok(default),
+        Some("") => Ok(None),
+        Some(level) => POD_SECURITY_LEVELS
+            .into_iter()
+            .find(|known| *known == level)
+            .map(Some)
+            .ok_or_else(|| {
+                ClusterError::BadInput(format!(
+                    "values: podSecurity.{mode}: {level:?} is not a Pod Security level (privileged, baseline, \
+                     restricted, or \"\" for no label)"
+                ))
+            }),
+    }
+}
+
+/// The level the host namespace enforces (`podSecurity.enforce`, default baseline); None: no
+/// label. `restricted` is refused: the control plane's k3s runs as root.
+fn enforced_pod_security(values: &Values) -> Result<Option<&'static str>> {
+    let level = pod_security_level(
+        "enforce",
+        values.pod_security.enforce.as_deref(),
+        Some(DEFAULT_POD_SECURITY_LEVEL),
+    )?;
+    if level == Some("restricted") {
+        return Err(ClusterError::BadInput(
+            "values: podSecurity.enforce: restricted would refuse the control plane's own pod (k3s runs \
+             as root); enforce baseline on the host and set config.sync.pods.podSecurityStandard: \
+             restricted to hold the tenant's pods to restricted"
+                .into(),
+        ));
+    }
+    Ok(level)
+}
+
+/// The Pod Security Admission labels of the host namespace: `pod-security.kubernetes.io/<mode>`
+/// and `<mode>-version` for each mode with a level.
+pub fn pod_security_labels(values: &Values) -> Result<BTreeMap<String, String>> {
+    let pod_security = &values.pod_security;
+    let version = pod_security.version.as_deref().unwrap_or("latest");
+    let valid_version = version == "latest"
+        || version
+            .strip_prefix("v1.")
+            .is_some_and(|minor| !minor.is_empty() && minor.bytes().all(|b| b.is_ascii_digit()));
+    if !valid_version {
+        return Err(ClusterError::BadInput(format!(
+            "values: podSecurity.version: {version:?} is not a version of the Pod Security Standards \
+             (latest or v1.N)"
+        )));
+    }
+    let levels = [
+        ("enforce", enforced_pod_security(values)?),
+        (
+            "warn",
+            pod_security_level("warn", pod_security.warn.as_deref(), None)?,
+        ),
+        (
+            "audit",
+            pod_security_level("audit", pod_security.audit.as_deref(), None)?,
+        ),
+    ];
+    let mut labels = BTreeMap::new();
+    for (mode, level) in levels {
+        if let Some(level) = level {
+            labels.insert(format!("{POD_SECURITY_LABEL}{mode}"), level.to_string());
+            labels.insert(format!("{POD_SECURITY_LABEL}{mode}-version"), version.to_string());
+        }
+    }
+    Ok(labels)
+}
+
+/// The values with `config.sync.pods.podSecurityStandard` set to the level the host namespace
+/// enforces, so vcsync's gate and the host's agree; a level the config sets itself is kept
+/// when it is as strict or stricter, and refused when looser (the host would refuse pods
+/// vcsync lets through).
+fn with_pod_security_standard(values: &Values) -> Result<Values> {
+    let mut values = values.clone();
+    let Some(enforced) = enforced_pod_security(&values)? else {
+        return Ok(values);
+    };
+    let rank = |level: &str| POD_SECURITY_LEVELS.iter().position(|known| *known == level);
+    let config = values.config.get_or_insert_with(Default::default);
+    let sync = config
+        .entry("sync".into())
+        .or_insert_with(|| serde_yaml_ng::Mapping::new().into());
+    // Anything else than mappings is for the config's own check to refuse.
+    let Some(pods) = sync.as_mapping_mut().map(|sync| {
+        sync.entry("pods".into())
+            .or_insert_with(|| serde_yaml_ng::Mapping::new().into())
+    }) else {
+        return Ok(values);
+    };
+    let Some(pods) = pods.as_mapping_mut() else {
+        return Ok(values);
+    };
+    match pods.get("podSecurityStandard").and_then(|level| level.as_str()) {
+        Some(own) if rank(own).is_some_and(|own| Some(own) < rank(enforced)) => {
+            Err(ClusterError::BadInput(format!(
+                "values: config.sync.pods.podSecurityStandard: {own} is looser than podSecurity.enforce: \
+                 {enforced}: the host would refuse pods vcsync lets through (set it to {enforced} or \
+                 stricter, or leave it unset)"
+            )))
+        }
+        Some(_) => Ok(values),
+        None if pods.contains_key("podSecurityStandard") => Ok(values),
+        None => {
+            pods.insert("podSecurityStandard".into(), enforced.into());
+            Ok(values)
+        }
+    }
+}
+
 /// The host objects of cluster `name`, in apply order, as JSON.
 pub fn render(name: &str, values: &Values) -> Result<Vec<Value>> {
     render_with(name, values, None)
@@ -160,7 +290,7 @@ fn render_with(name: &str, values: &Values, detected_cidr: Option<&str>) -> Resu
     let detects = explicit_service_cidr(values).is_none();
     let ns = namespace_of(name, values);
     let base = base_name(name);
-    let mut config = values.syncer_config(name, &ns)?;
+    let mut config = with_pod_security_standard(values)?.syncer_config(name, &ns)?;
     config.virtual_cluster.kubeconfig = Some("/data/kubeconfig.yaml".into());
     // Synced pods reach the virtual API server through the cluster's Service, unless the values
     // say otherwise.
@@ -197,11 +327,16 @@ fn render_with(name: &str, values: &Values, detected_cidr: Option<&str>) -> Resu
     };
     let to_json = |v: &dyn erased::Ser| v.to_json();
 
+    let mut namespace_meta = meta(&ns, false);
+    namespace_meta
+        .labels
+        .get_or_insert_with(Default::default)
+        .extend(pod_security_labels(values)?);
     push(
         "Namespace",
         "v1",
         to_json(&Namespace {
-            metadata: meta(&ns, false),
+            metadata: namespace_meta,
             ..Default::default()
         }),
     );
@@ -920,6 +1055,51 @@ impl KubernetesDriver {
         }
     }
 
+    /// A namespace that exists at `create`: one this driver created for the cluster (an
+    /// interrupted create) gets the rendered labels, Pod Security ones included; one it did not
+    /// create is the operator's and keeps its labels, and create says how to label it when its
+    /// Pod Security labels are not the requested ones (vcsync's own gate still checks pods).
+    async fn existing_namespace(
+        &self,
+        client: &Client,
+        name: &str,
+        rendered: &Value,
+        progress: &Progress,
+    ) -> Result<()> {
+        let ns = rendered["metadata"]["name"].as_str().unwrap_or_default();
+        let namespaces = Api::<Namespace>::all(client.clone());
+        let Some(existing) = namespaces.get_opt(ns).await.context("reading the namespace")? else {
+            return Ok(());
+        };
+        let have = existing.metadata.labels.unwrap_or_default();
+        if have.get(CLUSTER_LABEL).is_some_and(|v| v == name) {
+            let patch = json!({"metadata": {"labels": rendered["metadata"]["labels"]}});
+            namespaces
+                .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("labelling Namespace {ns}"))?;
+            return Ok(());
+        }
+        let missing: Vec<String> = rendered["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(key, value)| {
+                key.starts_with(POD_SECURITY_LABEL) && have.get(*key).map(String::as_str) != value.as_str()
+            })
+            .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or_default()))
+            .collect();
+        if !missing.is_empty() {
+            progress.step(format!(
+                "note: namespace {ns} was not created by vcsync, its Pod Security labels are left as they \
+                 are; to have the host enforce the same level as vcsync: kubectl label --overwrite \
+                 namespace {ns} {}",
+                missing.join(" ")
+            ));
+        }
+        Ok(())
+    }
+
     async fn delete_synced(&self, client: &Client, name: &str, pods_only: bool) -> Result<()> {
         let params =
             ListParams::default().labels(&format!("{}={name}", vcsync_translators::MANAGED_BY_LABEL));
@@ -1036,9 +1216,11 @@ impl Driver for KubernetesDriver {
             let dynamic: DynamicObject = serde_json::from_value(object.clone()).context("object")?;
             match api.create(&PostParams::default(), &dynamic).await {
                 Ok(_) => {}
-                // An existing namespace is used as it is (and kept on delete); leftovers of an
-                // interrupted create are replaced.
-                Err(err) if is_code(&err, 409) && kind == "Namespace" => {}
+                // An existing namespace is used (and kept on delete, unless this driver created
+                // it); leftovers of an interrupted create are replaced.
+                Err(err) if is_code(&err, 409) && kind == "Namespace" => {
+                    self.existing_namespace(&client, name, object, progress).await?;
+                }
                 Err(err) if is_code(&err, 409) => {
                     api.patch(object_name, &PatchParams::default(), &Patch::Merge(object))
                         .await
@@ -1393,6 +1575,124 @@ mod tests {
             Values::parse(&String::from_utf8(stored.0).unwrap(), "stored").unwrap(),
             values
         );
+    }
+
+    fn rendered(values: &str) -> Result<Vec<Value>> {
+        render("c1", &Values::parse(values, "v").unwrap())
+    }
+
+    fn namespace_labels(objects: &[Value]) -> BTreeMap<String, String> {
+        serde_json::from_value(objects[0]["metadata"]["labels"].clone()).unwrap()
+    }
+
+    /// vcsync.yaml's `sync.pods.podSecurityStandard` as rendered.
+    fn gate(objects: &[Value]) -> Value {
+        let secret = objects.iter().find(|o| o["kind"] == "Secret").unwrap();
+        let text: ByteString = serde_json::from_value(secret["data"]["vcsync.yaml"].clone()).unwrap();
+        let config = vcsync_syncer::Config::from_yaml(&String::from_utf8(text.0).unwrap(), "c").unwrap();
+        serde_json::to_value(&config.sync.pods).unwrap()["podSecurityStandard"].clone()
+    }
+
+    #[test]
+    fn the_host_namespace_enforces_baseline_by_default_and_vcsyncs_gate_agrees() {
+        let objects = rendered("").unwrap();
+        assert_eq!(objects[0]["kind"], "Namespace");
+        let labels = namespace_labels(&objects);
+        let psa: BTreeMap<&str, &str> = labels
+            .iter()
+            .filter(|(k, _)| k.starts_with(POD_SECURITY_LABEL))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            psa,
+            BTreeMap::from([
+                ("pod-security.kubernetes.io/enforce", "baseline"),
+                ("pod-security.kubernetes.io/enforce-version", "latest"),
+            ])
+        );
+        assert_eq!(labels[CLUSTER_LABEL], "c1");
+        assert_eq!(gate(&objects), "baseline");
+
+        // warn / audit / version; privileged is labelled too, and turns vcsync's gate off.
+        let objects = rendered(
+            "podSecurity:\n  enforce: privileged\n  warn: restricted\n  audit: baseline\n  version: v1.33\n",
+        )
+        .unwrap();
+        let labels = namespace_labels(&objects);
+        for (key, value) in [
+            ("enforce", "privileged"),
+            ("enforce-version", "v1.33"),
+            ("warn", "restricted"),
+            ("warn-version", "v1.33"),
+            ("audit", "baseline"),
+            ("audit-version", "v1.33"),
+        ] {
+            assert_eq!(labels[&format!("{POD_SECURITY_LABEL}{key}")], value, "{key}");
+        }
+        assert_eq!(gate(&objects), "privileged");
+
+        // "": no label, and the config's own gate (its default) decides.
+        let objects = rendered("podSecurity:\n  enforce: \"\"\n").unwrap();
+        assert!(
+            !namespace_labels(&objects)
+                .keys()
+                .any(|k| k.starts_with(POD_SECURITY_LABEL))
+        );
+        assert_eq!(gate(&objects), gate(&render("c1", &Values::default()).unwrap()));
+    }
+
+    #[test]
+    fn a_stricter_gate_of_the_config_is_kept_and_a_looser_one_or_a_bad_level_refused() {
+        let objects =
+            rendered("config:\n  sync:\n    pods:\n      podSecurityStandard: restricted\n").unwrap();
+        assert_eq!(gate(&objects), "restricted");
+        assert_eq!(
+            namespace_labels(&objects)["pod-security.kubernetes.io/enforce"],
+            "baseline"
+        );
+        for (values, expected) in [
+            (
+                "config:\n  sync:\n    pods:\n      podSecurityStandard: privileged\n",
+                "privileged is looser than podSecurity.enforce: baseline",
+            ),
+            ("podSecurity:\n  enforce: restricted\n", "k3s runs as root"),
+            (
+                "podSecurity:\n  warn: strict\n",
+                "podSecurity.warn: \"strict\" is not a Pod Security level",
+            ),
+            (
+                "podSecurity:\n  version: \"1.30\"\n",
+                "podSecurity.version: \"1.30\"",
+            ),
+            ("podSecurity:\n  level: baseline\n", "unknown field `level`"),
+        ] {
+            let err = Values::parse(values, "v")
+                .and_then(|v| render("c1", &v))
+                .unwrap_err();
+            assert!(matches!(err, ClusterError::BadInput(_)), "{err}");
+            assert!(err.to_string().contains(expected), "{values}: {err}");
+        }
+    }
+
+    /// The control plane's own pod (k3s and vcsync) is admissible where the host enforces
+    /// baseline (no privileged container, host namespace, hostPath or added capability); it is
+    /// not under restricted (k3s runs as root), which `podSecurity.enforce` refuses.
+    #[test]
+    fn the_control_plane_pod_meets_baseline() {
+        use vcsync_syncer::syncers::pods::security::{PodSecurityLevel, violations};
+        for values in [
+            "",
+            "persistence:\n  enabled: false\ncontrolPlane:\n  serviceCidr: 10.43.0.0/16\n",
+        ] {
+            let values = Values::parse(values, "v").unwrap();
+            let set = statefulset("c1", "vcsync-c1", &values);
+            let pod = set.spec.template.spec.unwrap();
+            assert_eq!(
+                violations(PodSecurityLevel::Baseline, &pod, None),
+                Vec::<String>::new()
+            );
+            assert!(!violations(PodSecurityLevel::Restricted, &pod, None).is_empty());
+        }
     }
 
     /// `vcsync cluster service-ip` (the control plane's init container) against a real HTTP

@@ -162,6 +162,12 @@ pub struct ClusterStatus {
 pub struct Values {
     /// `kubernetes`: the host namespace (default `vcsync-<name>`).
     pub namespace: Option<String>,
+    /// The chart only: render the host namespace as an object of the release (with its Pod
+    /// Security labels). The driver creates the namespace whenever it does not exist.
+    pub create_namespace: Option<bool>,
+    /// `kubernetes`: the Pod Security Admission labels of the host namespace, and the level of
+    /// vcsync's own gate (`sync.pods.podSecurityStandard`).
+    pub pod_security: PodSecurityValues,
     /// `kubernetes`: the virtual control plane container.
     pub control_plane: ControlPlaneValues,
     /// `kubernetes`: the vcsync sidecar container.
@@ -212,6 +218,24 @@ pub struct PersistenceValues {
 pub struct DnsValues {
     /// k3s's bundled CoreDNS (`kube-system/kube-dns`) runs in the virtual cluster (default true).
     pub enabled: Option<bool>,
+}
+
+/// The Pod Security Admission labels (`pod-security.kubernetes.io/<mode>`) the `kubernetes`
+/// driver puts on a host namespace it creates; levels are `privileged`, `baseline`,
+/// `restricted`, or `""` for no label.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PodSecurityValues {
+    /// The level the host enforces (default `baseline`; `restricted` is refused: the control
+    /// plane runs as root). Also vcsync's `sync.pods.podSecurityStandard` unless the config
+    /// sets a stricter one.
+    pub enforce: Option<String>,
+    /// The level the host warns about (default: no label).
+    pub warn: Option<String>,
+    /// The level the host's audit log annotates (default: no label).
+    pub audit: Option<String>,
+    /// The version of the standards (`latest` or `v1.N`, default `latest`).
+    pub version: Option<String>,
 }
 
 /// The vcsync sidecar of the `kubernetes` driver.
