@@ -133,24 +133,40 @@ fn normalize(kind: &str, mut object: Value) -> Value {
 }
 
 fn compare(values: &Path) {
-    let chart = output(
-        Command::new(helm())
-            .args(["template", "my-vcluster"])
-            .arg(root().join("deploy/chart/vcsync"))
-            .arg("--namespace")
-            .arg("vcluster-my-vcluster")
-            .arg("-f")
-            .arg(values),
-    );
-    let driver = output(
-        Command::new(env!("CARGO_BIN_EXE_vcsync"))
-            .args(["cluster", "render", "my-vcluster", "-q", "-f"])
-            .arg(values),
-    );
+    compare_in("vcluster-my-vcluster", values);
+}
+
+/// `helm template` of the chart with `values`, the release in `release_namespace`.
+fn chart(release_namespace: &str, values: &Path) -> Command {
+    let mut command = Command::new(helm());
+    command
+        .args(["template", "my-vcluster"])
+        .arg(root().join("deploy/chart/vcsync"))
+        .args(["--namespace", release_namespace, "-f"])
+        .arg(values);
+    command
+}
+
+fn driver_render(values: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vcsync"));
+    command
+        .args(["cluster", "render", "my-vcluster", "-q", "-f"])
+        .arg(values);
+    command
+}
+
+/// The chart (release in `release_namespace`) and the driver render the same objects for
+/// `values`; the driver's Namespace only when the chart renders one (`createNamespace`).
+fn compare_in(release_namespace: &str, values: &Path) {
+    let chart = output(&mut chart(release_namespace, values));
+    let driver = output(&mut driver_render(values));
     let mut from_driver = documents(&driver);
-    // Helm installs into an existing namespace (or `--create-namespace`); the driver makes it.
-    from_driver.retain(|(kind, _, _), _| kind != "Namespace");
     let from_chart = documents(&chart);
+    // Helm installs into an existing namespace unless the values ask it to make it; the driver
+    // always makes it.
+    if !from_chart.keys().any(|(kind, _, _)| kind == "Namespace") {
+        from_driver.retain(|(kind, _, _), _| kind != "Namespace");
+    }
     assert_eq!(
         from_chart.keys().collect::<Vec<_>>(),
         from_driver.keys().collect::<Vec<_>>(),
@@ -423,4 +439,129 @@ fn the_chart_and_driver_keep_a_kubernetes_service_the_config_names() {
         Some(ServiceAddress::host("10.0.0.9", 6443))
     );
     assert_eq!(config.sync.pods.extra_node_selector["pool"], "tenants");
+}
+
+/// vcsync.yaml's `sync.pods.podSecurityStandard`, as configured.
+fn pod_security_standard(config: &vcsync_syncer::Config) -> Value {
+    serde_json::to_value(&config.sync.pods).unwrap()["podSecurityStandard"].clone()
+}
+
+fn pod_security_labels(namespace: &Namespace) -> BTreeMap<String, String> {
+    namespace
+        .metadata
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
+        .collect()
+}
+
+/// Both gates agree: the host namespace enforces baseline (Pod Security Admission labels) and
+/// vcsync's own gate is baseline too; the chart renders the namespace when asked to (for a
+/// namespace other than the release's), with the same labels as the driver.
+#[test]
+fn the_chart_and_driver_label_the_host_namespace_for_pod_security_and_set_vcsyncs_gate_alike() {
+    let Rendered { config, .. } = render_checked("namespace: vcsync-my-vcluster\n");
+    assert_eq!(pod_security_standard(&config), "baseline");
+
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    for (text, labels, gate) in [
+        (
+            "",
+            vec![("enforce", "baseline"), ("enforce-version", "latest")],
+            "baseline",
+        ),
+        (
+            "podSecurity:\n  enforce: privileged\n  warn: restricted\n  version: v1.33\n",
+            vec![
+                ("enforce", "privileged"),
+                ("enforce-version", "v1.33"),
+                ("warn", "restricted"),
+                ("warn-version", "v1.33"),
+            ],
+            "privileged",
+        ),
+        (
+            "podSecurity:\n  audit: restricted\nconfig:\n  sync:\n    pods:\n      podSecurityStandard: restricted\n",
+            vec![
+                ("enforce", "baseline"),
+                ("enforce-version", "latest"),
+                ("audit", "restricted"),
+                ("audit-version", "latest"),
+            ],
+            "restricted",
+        ),
+        ("podSecurity:\n  enforce: \"\"\n", vec![], "baseline"),
+    ] {
+        std::fs::write(
+            &values,
+            format!("namespace: tenant-a\ncreateNamespace: true\n{text}"),
+        )
+        .unwrap();
+        compare_in("vcsync-system", &values);
+        let objects = documents(&output(&mut chart("vcsync-system", &values)));
+        let namespace: Namespace =
+            serde_json::from_value(objects[&("Namespace".into(), String::new(), "tenant-a".into())].clone())
+                .unwrap();
+        let expected: BTreeMap<String, String> = labels
+            .into_iter()
+            .map(|(k, v)| (format!("pod-security.kubernetes.io/{k}"), v.to_string()))
+            .collect();
+        assert_eq!(pod_security_labels(&namespace), expected, "{text}");
+        let secret: Secret = serde_json::from_value(
+            objects[&(
+                "Secret".into(),
+                "tenant-a".into(),
+                "vcsync-my-vcluster-config".into(),
+            )]
+                .clone(),
+        )
+        .unwrap();
+        let config = String::from_utf8(secret.data.unwrap()["vcsync.yaml"].0.clone()).unwrap();
+        let config = vcsync_syncer::Config::from_yaml(&config, "vcsync.yaml").unwrap();
+        assert_eq!(pod_security_standard(&config), gate, "{text}");
+    }
+}
+
+/// Both refuse the same values: levels they do not know, a host that would refuse the control
+/// plane's own pod (restricted), a vcsync gate looser than the host's, and (the chart) a
+/// namespace to create that Helm's release record needs before.
+#[test]
+fn the_chart_and_driver_refuse_pod_security_values_that_cannot_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    for (text, expected) in [
+        ("podSecurity:\n  enforce: restricted\n", "k3s runs as root"),
+        (
+            "podSecurity:\n  warn: strict\n",
+            "podSecurity.warn: \"strict\" is not a Pod Security level",
+        ),
+        (
+            "podSecurity:\n  version: \"1.30\"\n",
+            "podSecurity.version: \"1.30\" is not a version",
+        ),
+        (
+            "config:\n  sync:\n    pods:\n      podSecurityStandard: privileged\n",
+            "privileged is looser than podSecurity.enforce: baseline",
+        ),
+    ] {
+        std::fs::write(&values, text).unwrap();
+        for mut command in [chart("vcsync-system", &values), driver_render(&values)] {
+            let out = command.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && stderr.contains(expected),
+                "{command:?} {text}: {stderr}"
+            );
+        }
+    }
+    std::fs::write(&values, "namespace: vcsync-system\ncreateNamespace: true\n").unwrap();
+    let out = chart("vcsync-system", &values).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("Helm keeps the release in namespace vcsync-system"),
+        "{stderr}"
+    );
 }

@@ -84,3 +84,41 @@ record (the identity record ConfigMap), report (host Events of the host guard). 
 {{- end }}
 {{- end }}
 {{- end -}}
+
+
+{{/* A level of podSecurity: .mode of .ps, default .default; fails on an unknown level. */}}
+{{- define "vcsync.podSecurityLevel" -}}
+{{- $level := dig .mode .default .ps | toString -}}
+{{- if not (has $level (list "" "privileged" "baseline" "restricted")) -}}
+{{- fail (printf "values: podSecurity.%s: %q is not a Pod Security level (privileged, baseline, restricted, or \"\" for no label)" .mode $level) -}}
+{{- end -}}
+{{- $level -}}
+{{- end -}}
+
+{{/* The level the host namespace enforces (podSecurity.enforce, default baseline), "" none. */}}
+{{- define "vcsync.enforcedPodSecurity" -}}
+{{- $level := include "vcsync.podSecurityLevel" (dict "ps" (.Values.podSecurity | default dict) "mode" "enforce" "default" "baseline") -}}
+{{- if eq $level "restricted" -}}
+{{- fail "values: podSecurity.enforce: restricted would refuse the control plane's own pod (k3s runs as root); enforce baseline on the host and set config.sync.pods.podSecurityStandard: restricted to hold the tenant's pods to restricted" -}}
+{{- end -}}
+{{- $level -}}
+{{- end -}}
+
+{{/* The Pod Security Admission labels of the host namespace (the driver's pod_security_labels). */}}
+{{- define "vcsync.podSecurityLabels" -}}
+{{- $ps := .Values.podSecurity | default dict }}
+{{- $version := dig "version" "latest" $ps | toString }}
+{{- if not (regexMatch "^(latest|v1\\.[0-9]+)$" $version) }}
+{{- fail (printf "values: podSecurity.version: %q is not a version of the Pod Security Standards (latest or v1.N)" $version) }}
+{{- end }}
+{{- $levels := dict "enforce" (include "vcsync.enforcedPodSecurity" .) }}
+{{- range $mode := list "warn" "audit" }}
+{{- $_ := set $levels $mode (include "vcsync.podSecurityLevel" (dict "ps" $ps "mode" $mode "default" "")) }}
+{{- end }}
+{{- range $mode := list "enforce" "warn" "audit" }}
+{{- with get $levels $mode }}
+pod-security.kubernetes.io/{{ $mode }}: {{ . }}
+pod-security.kubernetes.io/{{ $mode }}-version: {{ $version | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
