@@ -28,6 +28,11 @@ use vcsync_apiserver::{ApiServer, ServerConfig};
 /// Runs `vcsync cluster --kubeconfig KC -q ARGS` on a blocking thread; (exit code, stdout,
 /// stderr).
 async fn cluster(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
+    cluster_with(kubeconfig, true, args).await
+}
+
+/// [`cluster`], with progress on stderr unless `quiet`.
+async fn cluster_with(kubeconfig: &Path, quiet: bool, args: &[&str]) -> (i32, String, String) {
     let kubeconfig = kubeconfig.to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -35,7 +40,7 @@ async fn cluster(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
             .arg("cluster")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
-            .arg("-q")
+            .args(quiet.then_some("-q"))
             .args(&args)
             .env_remove("VCSYNC_CLUSTER_DRIVER")
             .output()
@@ -231,6 +236,130 @@ async fn cluster_kubernetes_state_claim_survives_pause_and_goes_with_delete() {
     let (code, _, err) = cluster(&kc, &["detect-service-cidr", "-n", ns]).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("set controlPlane.serviceCidr"), "{err}");
+    host.shutdown().await;
+}
+
+fn pod_security(labels: &std::collections::BTreeMap<String, String>) -> Vec<(&str, &str)> {
+    labels
+        .iter()
+        .filter(|(k, _)| k.starts_with("pod-security.kubernetes.io/"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// The driver labels the host namespace it creates for Pod Security Admission (and one it
+/// created before, left by an interrupted create); a namespace it did not create keeps its
+/// labels, and create says how to label it.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_kubernetes_state_host_namespace_pod_security_labels() {
+    let host = ApiServer::start(ServerConfig {
+        name: "host".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("host.kubeconfig");
+    std::fs::write(&kc, host.kubeconfig()).unwrap();
+    let client = Client::try_from(kube::Config::new(host.url().parse().unwrap())).unwrap();
+    serve_rbac(&client).await;
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let labels_of = |ns: &'static str| {
+        let namespaces = namespaces.clone();
+        async move {
+            namespaces
+                .get(ns)
+                .await
+                .unwrap()
+                .metadata
+                .labels
+                .unwrap_or_default()
+        }
+    };
+    let namespace = |name: &str, labels: &[(&str, &str)]| Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let values = |name: &str, text: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!("controlPlane:\n  serviceCidr: 10.96.0.0/12\n{text}"),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+
+    // A namespace the driver creates: enforce baseline (the default), and warn as asked.
+    let c4 = values("c4", "podSecurity:\n  warn: restricted\n");
+    let (code, _, err) = cluster(&kc, &["create", "c4", "-f", &c4]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        pod_security(&labels_of("vcsync-c4").await),
+        [
+            ("pod-security.kubernetes.io/enforce", "baseline"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+            ("pod-security.kubernetes.io/warn", "restricted"),
+            ("pod-security.kubernetes.io/warn-version", "latest"),
+        ]
+    );
+
+    // The operator's namespace keeps its labels; create says how to label it.
+    namespaces
+        .create(
+            &PostParams::default(),
+            &namespace("team-b", &[("pod-security.kubernetes.io/enforce", "privileged")]),
+        )
+        .await
+        .unwrap();
+    let c5 = values("c5", "namespace: team-b\n");
+    let (code, _, err) = cluster_with(&kc, false, &["create", "c5", "-f", &c5]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        pod_security(&labels_of("team-b").await),
+        [("pod-security.kubernetes.io/enforce", "privileged")]
+    );
+    assert!(
+        err.contains(
+            "namespace team-b was not created by vcsync, its Pod Security labels are left as they are; \
+             to have the host enforce the same level as vcsync: kubectl label --overwrite namespace team-b \
+             pod-security.kubernetes.io/enforce=baseline pod-security.kubernetes.io/enforce-version=latest"
+        ),
+        "{err}"
+    );
+
+    // A namespace the driver made for the cluster before (an interrupted create) is labelled.
+    namespaces
+        .create(
+            &PostParams::default(),
+            &namespace("vcsync-c6", &[("vcsync.dev/cluster", "c6")]),
+        )
+        .await
+        .unwrap();
+    let c6 = values("c6", "");
+    let (code, _, err) = cluster(&kc, &["create", "c6", "-f", &c6]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        pod_security(&labels_of("vcsync-c6").await),
+        [
+            ("pod-security.kubernetes.io/enforce", "baseline"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+        ]
+    );
+    for name in ["c4", "c5", "c6"] {
+        let (code, _, err) = cluster(&kc, &["delete", name]).await;
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(namespaces.get_opt("team-b").await.unwrap().is_some());
     host.shutdown().await;
 }
 
