@@ -112,9 +112,9 @@ pub struct SyncConfig {
     #[serde(default)]
     pub pods: PodsConfig,
     /// Services (virtual -> host; cluster IPs, node ports and load-balancer status up) and their
-    /// Endpoints / EndpointSlices.
-    #[serde(default = "enabled")]
-    pub services: KindConfig,
+    /// Endpoints / EndpointSlices, with what of them may reach the host.
+    #[serde(default)]
+    pub services: crate::syncers::services::policy::ServicesConfig,
     /// ServiceAccounts (virtual -> host).
     #[serde(default = "disabled")]
     pub service_accounts: KindConfig,
@@ -153,7 +153,7 @@ impl Default for SyncConfig {
             config_maps: ReferencedKindConfig::default(),
             secrets: ReferencedKindConfig::default(),
             pods: PodsConfig::default(),
-            services: enabled(),
+            services: Default::default(),
             service_accounts: disabled(),
             persistent_volume_claims: enabled(),
             ingresses: disabled(),

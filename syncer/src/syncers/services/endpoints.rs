@@ -2,22 +2,34 @@
 //!
 //! Pod references inside them are translated to host pod names. Endpoints of selector
 //! services are never touched here: they are mirrored up by the service syncer.
+//!
+//! Only addresses of this instance's host pods and of `sync.services.allowedEndpointRanges`
+//! reach the host (see [`super::policy`]); the others are dropped from the host copy, recorded
+//! in its `vcsync.dev/refused` annotation and told to the tenant by a Warning event on the
+//! virtual Endpoints and Service. Whether an address is one of this instance's pods can change
+//! (a pod starts, or goes and its IP is reused by someone else's), so host pod events reconcile
+//! the endpoints that name their IPs.
 
-use std::sync::Arc;
+use std::{collections::HashSet, net::IpAddr, sync::Arc};
 
 use async_trait::async_trait;
+use dashmap::DashMap;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Service};
-use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use vcsync_translators::{NameTranslator, NamespaceMapping};
+use vcsync_translators::{NameTranslator, NamespaceMapping, VirtualKey};
 
-use super::translate::MIRRORED_LABEL;
+use super::{
+    policy::{self, REFUSED_ANNOTATION, ServicesConfig},
+    translate::MIRRORED_LABEL,
+};
 use crate::{
     Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer,
     cache::Cache,
     controller::virtual_key_of,
     delete_object,
+    events::EventType,
     informer::InformerEvent,
     sdk::Base,
     writes::{create_host_object, labels_and_annotations_match, update_host_object},
@@ -28,6 +40,31 @@ pub struct EndpointsSyncer {
     translator: Box<dyn NameTranslator>,
     mapping: NamespaceMapping,
     virtual_services: Cache<Service>,
+    host_pods: Cache<Pod>,
+    policy: ServicesConfig,
+    /// The addresses each synced Endpoints object names: host pod events with these IPs
+    /// reconcile it.
+    addresses: Arc<DashMap<VirtualKey, Vec<IpAddr>>>,
+}
+
+/// The IPs of a host pod that holds them (a finished pod's IP may be given to another pod).
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return Vec::new();
+    }
+    let mut ips: Vec<IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|p| p.ip.as_str())
+        .chain(status.pod_ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.dedup();
+    ips
 }
 
 impl EndpointsSyncer {
@@ -37,7 +74,25 @@ impl EndpointsSyncer {
             translator: ctx.namespaced_translator(),
             mapping: ctx.namespace_mapping().clone(),
             virtual_services: ctx.virtual_informer::<Service>().store(),
+            host_pods: ctx.host_informer::<Pod>().store(),
+            policy: ctx.config().sync.services.clone(),
+            addresses: Arc::default(),
         }
+    }
+
+    /// Which of `ips` belong to this instance's running host pods.
+    fn owned_pod_ips(&self, ips: &HashSet<IpAddr>) -> HashSet<IpAddr> {
+        if ips.is_empty() {
+            return HashSet::new();
+        }
+        let mut owned = HashSet::new();
+        for pod in self
+            .host_pods
+            .state_filter(|pod| pod_ips(pod).iter().any(|ip| ips.contains(ip)))
+        {
+            owned.extend(pod_ips(&pod).into_iter().filter(|ip| ips.contains(ip)));
+        }
+        owned
     }
 
     /// Only endpoints of an existing selector-less service that vcsync does not mirror.
@@ -51,9 +106,26 @@ impl EndpointsSyncer {
         service.is_some_and(|s| s.spec.as_ref().and_then(|spec| spec.selector.as_ref()).is_none())
     }
 
-    fn desired(&self, virt: &Endpoints) -> Endpoints {
+    /// The host copy, and the addresses the policy refused.
+    fn desired(&self, virt: &Endpoints) -> (Endpoints, Vec<String>) {
         let namespace = virt.namespace().unwrap_or_default();
         let mut subsets = virt.subsets.clone();
+        let named: HashSet<IpAddr> = subsets
+            .iter()
+            .flatten()
+            .flat_map(|s| {
+                s.addresses
+                    .iter()
+                    .flatten()
+                    .chain(s.not_ready_addresses.iter().flatten())
+            })
+            .filter_map(|address| address.ip.parse::<IpAddr>().ok())
+            .map(|ip| ip.to_canonical())
+            .collect();
+        self.addresses
+            .insert(virtual_key_of(virt), named.iter().copied().collect());
+        let owned = self.owned_pod_ips(&named);
+        let refused = policy::police_endpoint_subsets(&self.policy, &mut subsets, |ip| owned.contains(&ip));
         for address in subsets.iter_mut().flatten().flat_map(|s| {
             s.addresses
                 .iter_mut()
@@ -72,9 +144,33 @@ impl EndpointsSyncer {
                 target.resource_version = None;
             }
         }
-        Endpoints {
-            metadata: self.translator.host_metadata("Endpoints", &virt.metadata),
-            subsets,
+        let mut metadata = self.translator.host_metadata("Endpoints", &virt.metadata);
+        if !refused.is_empty() {
+            metadata.annotations.get_or_insert_with(Default::default).insert(
+                REFUSED_ANNOTATION.to_string(),
+                format!("addresses={}", refused.join(",")),
+            );
+        }
+        (Endpoints { metadata, subsets }, refused)
+    }
+
+    /// Tells the tenant, on the Endpoints and on their Service, which addresses were dropped.
+    async fn report_refused(&self, ctx: &SyncContext<Endpoints>, virt: &Endpoints, refused: &[String]) {
+        if refused.is_empty() {
+            return;
+        }
+        let (reason, message) = policy::endpoints_event(refused);
+        tracing::info!(%reason, %message, "endpoints policy");
+        ctx.events()
+            .publish(&virt.object_ref(&()), EventType::Warning, reason, &message)
+            .await;
+        let service = self
+            .virtual_services
+            .get(&ObjectRef::new(&virt.name_any()).within(&virt.namespace().unwrap_or_default()));
+        if let Some(service) = service {
+            ctx.events()
+                .publish(&service.object_ref(&()), EventType::Warning, reason, &message)
+                .await;
         }
     }
 }
@@ -94,7 +190,40 @@ impl ControllerModifier for EndpointsSyncer {
                     InformerEvent::Relisted => None,
                 }
             });
-        Ok(builder.watches(services))
+        // A host pod starting or going changes which addresses are this instance's pods'.
+        let addresses = self.addresses.clone();
+        let pods =
+            UnboundedReceiverStream::new(ctx.host_informer::<Pod>().subscribe()).flat_map(move |event| {
+                let keys: Vec<VirtualKey> = match event {
+                    InformerEvent::Applied(pod) | InformerEvent::Deleted(pod) => {
+                        // Every IP in the status, a finished pod's too: it no longer holds them.
+                        let ips: Vec<IpAddr> = pod
+                            .status
+                            .iter()
+                            .flat_map(|s| {
+                                s.pod_ips
+                                    .iter()
+                                    .flatten()
+                                    .map(|p| p.ip.as_str())
+                                    .chain(s.pod_ip.as_deref())
+                            })
+                            .filter_map(|ip| ip.parse().ok())
+                            .collect();
+                        if ips.is_empty() {
+                            Vec::new()
+                        } else {
+                            addresses
+                                .iter()
+                                .filter(|entry| entry.value().iter().any(|ip| ips.contains(ip)))
+                                .map(|entry| entry.key().clone())
+                                .collect()
+                        }
+                    }
+                    InformerEvent::Relisted => addresses.iter().map(|entry| entry.key().clone()).collect(),
+                };
+                futures::stream::iter(keys)
+            });
+        Ok(builder.watches(services).watches(pods))
     }
 }
 
@@ -116,7 +245,10 @@ impl Syncer for EndpointsSyncer {
         if !self.is_wanted(&virt) {
             return Ok(Action::await_change());
         }
-        create_host_object(ctx, &virt, &self.desired(&virt)).await
+        let (desired, refused) = self.desired(&virt);
+        let action = create_host_object(ctx, &virt, &desired).await?;
+        self.report_refused(ctx, &virt, &refused).await;
+        Ok(action)
     }
 
     async fn sync(
@@ -126,15 +258,22 @@ impl Syncer for EndpointsSyncer {
         virt: Arc<Endpoints>,
     ) -> Result<Action> {
         if !self.is_wanted(&virt) {
+            self.addresses.remove(&virtual_key_of(virt.as_ref()));
             return delete_object(ctx, &host).await;
         }
-        let mut desired = self.desired(&virt);
+        let (mut desired, refused) = self.desired(&virt);
         if desired.subsets == host.subsets && labels_and_annotations_match(&host.metadata, &desired.metadata)
         {
             return Ok(Action::await_change());
         }
+        let refused_annotation = |e: &Endpoints| e.annotations().get(REFUSED_ANNOTATION).cloned();
+        let newly_refused = refused_annotation(&host) != refused_annotation(&desired);
         desired.metadata.resource_version = host.metadata.resource_version.clone();
-        update_host_object(ctx, &virt, &desired).await
+        let action = update_host_object(ctx, &virt, &desired).await?;
+        if newly_refused {
+            self.report_refused(ctx, &virt, &refused).await;
+        }
+        Ok(action)
     }
 
     fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {

@@ -9,8 +9,12 @@
 //!   endpoints controller (as `deploy/` configures it), or the two would take turns.
 //! - Endpoints of selector-less services are the tenant's: they go down (see [`endpoints`]).
 //! - `default/kubernetes` is the virtual API server's own service and is never synced.
+//! - What of a service and of selector-less endpoints may reach the host is decided by
+//!   `sync.services` (see [`policy`]): external IPs, types, load-balancer classes, annotations
+//!   and endpoint addresses the configuration does not allow are left out, with an event.
 
 pub mod endpoints;
+pub mod policy;
 pub mod slices;
 pub mod translate;
 
@@ -74,6 +78,7 @@ pub struct ServiceSyncer {
     /// Services whose host cluster IP the virtual API server refused (CIDR mismatch): not
     /// retried until vcsync restarts, so a misconfiguration cannot cause a delete loop.
     adoption_failed: DashSet<VirtualKey>,
+    policy: policy::ServicesConfig,
 }
 
 impl ServiceSyncer {
@@ -88,6 +93,52 @@ impl ServiceSyncer {
             host_slices: host_slices_informer(ctx).store(),
             virtual_slices: ctx.virtual_informer::<EndpointSlice>().store(),
             adoption_failed: DashSet::new(),
+            policy: ctx.config().sync.services.clone(),
+        }
+    }
+
+    /// The host service a virtual one should have, before hooks, and what the policy refused.
+    fn desired_host_service(
+        &self,
+        virt: &Service,
+        observed: Option<&ServiceSpec>,
+    ) -> (Service, policy::ServiceRefusals) {
+        let mut spec = desired_host_spec(self.translator.as_ref(), virt, observed);
+        let mut refusals = policy::police_service_spec(&self.policy, &mut spec, observed);
+        let mut virtual_meta = virt.metadata.clone();
+        refusals.annotations = policy::filter_annotations(&self.policy, &mut virtual_meta.annotations);
+        let mut metadata = self.translator.host_metadata("Service", &virtual_meta);
+        if let Some(summary) = refusals.summary() {
+            metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(policy::REFUSED_ANNOTATION.to_string(), summary);
+        }
+        let service = Service {
+            metadata,
+            spec: Some(spec),
+            status: None,
+        };
+        (service, refusals)
+    }
+
+    /// Tells the tenant what the policy kept from the host.
+    async fn report_refusals(
+        &self,
+        ctx: &SyncContext<Service>,
+        virt: &Service,
+        refusals: &policy::ServiceRefusals,
+    ) {
+        for (warning, reason, message) in refusals.events() {
+            let type_ = if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            tracing::info!(%reason, %message, "service policy");
+            ctx.events()
+                .publish(&virt.object_ref(&()), type_, reason, &message)
+                .await;
         }
     }
 
@@ -268,13 +319,12 @@ impl Syncer for ServiceSyncer {
         if !is_synced(&virt) {
             return Ok(Action::await_change());
         }
-        let mut desired = Service {
-            metadata: self.translator.host_metadata("Service", &virt.metadata),
-            spec: Some(desired_host_spec(self.translator.as_ref(), &virt, None)),
-            status: None,
-        };
+        let (mut desired, refusals) = self.desired_host_service(&virt, None);
+        // Hooks are the operator's: they come after the policy.
         ctx.register_context().hooks().apply(Side::Host, &mut desired);
-        create_host_object(ctx, &virt, &desired).await
+        let action = create_host_object(ctx, &virt, &desired).await?;
+        self.report_refusals(ctx, &virt, &refusals).await;
+        Ok(action)
     }
 
     async fn sync(
@@ -284,25 +334,28 @@ impl Syncer for ServiceSyncer {
         virt: Arc<Service>,
     ) -> Result<Action> {
         let host_spec = host.spec.clone().unwrap_or_default();
-        let mut hooked = Service {
-            metadata: self.translator.host_metadata("Service", &virt.metadata),
-            spec: Some(desired_host_spec(
-                self.translator.as_ref(),
-                &virt,
-                Some(&host_spec),
-            )),
-            status: None,
-        };
+        let (mut hooked, refusals) = self.desired_host_service(&virt, Some(&host_spec));
         // Hooks change the desired service before the comparison, so they never cause
         // repeated writes.
         ctx.register_context().hooks().apply(Side::Host, &mut hooked);
         let (desired_meta, desired_spec) = (hooked.metadata, hooked.spec.unwrap_or_default());
         if desired_spec != host_spec || !labels_and_annotations_match(&host.metadata, &desired_meta) {
+            let refused = |meta: &kube::api::ObjectMeta| {
+                meta.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(policy::REFUSED_ANNOTATION).cloned())
+            };
+            // Told once per change of what is refused (the host copy records it).
+            let newly_refused = refused(&host.metadata) != refused(&desired_meta);
             let mut desired = (*host).clone();
             desired.metadata.labels = desired_meta.labels;
             desired.metadata.annotations = desired_meta.annotations;
             desired.spec = Some(desired_spec);
-            return update_host_object(ctx, &virt, &desired).await;
+            let action = update_host_object(ctx, &virt, &desired).await?;
+            if newly_refused {
+                self.report_refusals(ctx, &virt, &refusals).await;
+            }
+            return Ok(action);
         }
 
         let key = virtual_key_of(virt.as_ref());
