@@ -26,6 +26,7 @@ mod pods;
 mod references;
 mod restart;
 mod security;
+mod service_policy;
 mod services;
 mod soak;
 mod workloads;

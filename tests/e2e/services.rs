@@ -116,7 +116,9 @@ async fn host_endpoints_of_a_selector_service_are_mirrored_up_with_virtual_pod_r
 #[tokio::test]
 async fn endpoints_of_a_selector_less_service_go_down() {
     let mut env = Env::new().await;
-    env.start_syncer("").await;
+    // Addresses other than the tenant's own pods' go down only when allowed (service_policy.rs).
+    env.start_syncer("sync:\n  services:\n    allowedEndpointRanges: [192.0.2.0/24]\n")
+        .await;
     let external = service(json!({"metadata": {"name": "db"}, "spec": {"ports": [{"port": 5432}]}}));
     env.virt_api::<Service>()
         .create(&PostParams::default(), &external)
