@@ -190,8 +190,13 @@ async fn a_virtual_cluster_restarted_empty_deletes_nothing_on_the_host_and_says_
         .create(&pp, &config_map("fresh", &[("a", "b")]))
         .await
         .unwrap();
+    // Its pod's Secret too: a pod whose Secret is missing waits off the host.
+    env.virt_api::<Secret>()
+        .create(&pp, &secret("fresh"))
+        .await
+        .unwrap();
     env.virt_api::<Pod>()
-        .create(&pp, &pod("fresh", "fresh", "password"))
+        .create(&pp, &pod("fresh", "fresh", "fresh"))
         .await
         .unwrap();
     let fresh = env.host_name("fresh");

@@ -108,7 +108,7 @@ async fn lifecycle<K>(
 const ALL_KINDS: &str = "sync:\n  serviceAccounts:\n    enabled: true\n  ingresses:\n    enabled: true\n  \
                          networkPolicies:\n    enabled: true\n  podDisruptionBudgets:\n    enabled: true\n  \
                          priorityClasses:\n    enabled: true\n  configMaps:\n    all: true\n  \
-                         secrets:\n    all: true\n";
+                         secrets:\n    all: true\n  services:\n    allowedEndpointRanges: [192.0.2.0/24]\n";
 
 #[tokio::test]
 async fn every_namespaced_kind_goes_through_create_update_drift_and_delete() {
