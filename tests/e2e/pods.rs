@@ -43,6 +43,26 @@ pub(crate) fn rich_pod(name: &str) -> Pod {
     .unwrap()
 }
 
+/// The ConfigMap and Secret [`rich_pod`] references, in the virtual cluster (a pod whose
+/// references are missing waits off the host).
+async fn rich_pod_data(env: &Env) {
+    let pp = PostParams::default();
+    env.virt_api::<ConfigMap>()
+        .create(&pp, &config_map("app-config", &[("greeting", "hello")]))
+        .await
+        .unwrap();
+    env.virt_api::<Secret>()
+        .create(
+            &pp,
+            &serde_json::from_value(
+                json!({"metadata": {"name": "app-secret"}, "stringData": {"password": "pw"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
 pub(crate) fn simple_pod(name: &str) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"app": name}},
@@ -134,20 +154,7 @@ async fn a_virtual_pod_runs_on_the_host_with_its_references_translated() {
             .unwrap();
     }
     env.start_syncer("").await;
-    env.virt_api::<ConfigMap>()
-        .create(&pp, &config_map("app-config", &[("greeting", "hello")]))
-        .await
-        .unwrap();
-    env.virt_api::<Secret>()
-        .create(
-            &pp,
-            &serde_json::from_value(
-                json!({"metadata": {"name": "app-secret"}, "stringData": {"password": "pw"}}),
-            )
-            .unwrap(),
-        )
-        .await
-        .unwrap();
+    rich_pod_data(&env).await;
     create_pod(&env, &rich_pod("web")).await;
 
     let host = host_pod(&env, "web").await;
@@ -467,6 +474,7 @@ async fn restart_over_synced_pods_writes_nothing() {
         return;
     }
     env.start_syncer("").await;
+    rich_pod_data(&env).await;
     let names: Vec<String> = (0..6).map(|i| format!("steady-{i}")).collect();
     for name in &names {
         create_pod(&env, &rich_pod(name)).await;

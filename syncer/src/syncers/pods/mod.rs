@@ -36,7 +36,10 @@
 //!   for other DNS policies, the pod's own settings stay. hostAliases are kept. The hostname is
 //!   the virtual pod's name; `subdomain` is translated like a service name.
 //! - **Scheduling**: nodeSelector plus `extraNodeSelector` (the configuration wins on a key
-//!   clash), tolerations plus `extraTolerations`, node affinity as is. Pod (anti-)affinity and
+//!   clash), the tenant's tolerations that `sync.pods.tolerations.allow` admits (by default only
+//!   the not-ready / unreachable ones Kubernetes adds; a `TolerationsDropped` event names the
+//!   others) plus `extraTolerations`, node affinity as is (it only narrows the host scheduler's
+//!   choice). Pod (anti-)affinity and
 //!   topology-spread selectors are translated so they select the same pods; the namespaces of an
 //!   affinity term become a requirement on the virtual-namespace label (an empty
 //!   `namespaceSelector` means all of this virtual cluster's namespaces; a non-empty one, which
