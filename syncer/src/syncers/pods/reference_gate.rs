@@ -3,7 +3,7 @@
 //! A pod's references are renamed for the host ([`super::references`]); whatever holds the
 //! translated name there is what the kubelet mounts. So before a host pod is created, every
 //! ConfigMap, Secret and claim it names must be this instance's copy of the virtual object of
-//! that name (ownership label and object UID): a required reference to an object the virtual
+//! that name (in the host cache of objects with its ownership label): a required reference to an object the virtual
 //! cluster lacks, or whose copy is not on the host yet, keeps the pod waiting (as a kubelet
 //! waits for a missing Secret); an optional one to a missing object is left out of the host
 //! pod; one whose name a foreign object holds keeps the pod off the host with a
@@ -18,9 +18,7 @@ use std::{
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 use tokio::sync::mpsc;
-use vcsync_translators::{
-    NamespaceMapping, OBJECT_UID_ANNOTATION, Ownership, RefKind, RefTarget, VirtualKey,
-};
+use vcsync_translators::{NamespaceMapping, RefKind, RefTarget, VirtualKey};
 
 use super::reference_sites::{sites, without_missing_optional};
 use crate::{
@@ -67,29 +65,30 @@ impl<K: SyncResource> Copies<K> {
         })
     }
 
+    /// Decodes nothing: the host cache holds only objects with this instance's ownership
+    /// label, and translated names are injective, so an object there at the translated name is
+    /// this cluster's copy of that virtual object (an older one of the same name at worst,
+    /// which its syncer is about to update).
     fn state(&self, gate: &ReferenceGate, target: &RefTarget) -> RefState {
         let ns = target.key.namespace.as_deref().unwrap_or_default();
-        let Some(virt) = self
+        if !self
             .virtual_objects
-            .get(&ObjectRef::new(&target.key.name).within(ns))
-        else {
+            .contains(&ObjectRef::new(&target.key.name).within(ns))
+        {
             return RefState::Missing;
-        };
+        }
         if gate.collisions(&K::kind(&()), &target.key) {
             return RefState::Foreign;
         }
         let host_name = gate.mapping.host_object_name(ns, &target.key.name);
         let host_ns = gate.mapping.host_namespace(ns);
-        let twin = self
+        if self
             .host_objects
-            .get(&ObjectRef::new(&host_name).within(&host_ns))
-            .filter(|host| {
-                gate.ownership.owns(host.meta())
-                    && host.annotations().get(OBJECT_UID_ANNOTATION) == virt.meta().uid.as_ref()
-            });
-        match twin {
-            Some(_) => RefState::Ready,
-            None => RefState::Pending,
+            .contains(&ObjectRef::new(&host_name).within(&host_ns))
+        {
+            RefState::Ready
+        } else {
+            RefState::Pending
         }
     }
 }
@@ -97,7 +96,6 @@ impl<K: SyncResource> Copies<K> {
 /// The gate of one pod syncer (see the module doc).
 pub struct ReferenceGate {
     mapping: NamespaceMapping,
-    ownership: Ownership,
     ctx: RegisterContext,
     config_maps: Option<Copies<ConfigMap>>,
     secrets: Option<Copies<Secret>>,
@@ -113,7 +111,6 @@ impl ReferenceGate {
         let sync = &ctx.config().sync;
         Self {
             mapping: ctx.namespace_mapping().clone(),
-            ownership: ctx.ownership().clone(),
             ctx: ctx.clone(),
             config_maps: Copies::of(ctx, sync.config_maps.enabled),
             secrets: Copies::of(ctx, sync.secrets.enabled),
