@@ -296,3 +296,44 @@ async fn optional_references_to_missing_objects_are_left_out_and_required_ones_w
     let volumes = serde_json::to_value(started.spec.unwrap().volumes).unwrap();
     assert_eq!(volumes[0]["secret"]["secretName"], env.host_name("later"));
 }
+
+/// An Ingress's TLS entries name only this cluster's own Secret copies: one naming a Secret
+/// whose host name a foreign object holds loses its Secret on the host (the host's ingress
+/// controller serves its default certificate, never the foreign one); one naming the tenant's
+/// own synced Secret keeps it.
+#[tokio::test]
+async fn an_ingress_never_names_a_foreign_tls_secret() {
+    let mut env = Env::new().await;
+    foreign(&env, "platform-cert", platform_secret()).await;
+    env.start_syncer("sync:\n  ingresses:\n    enabled: true\n  secrets:\n    all: true\n")
+        .await;
+    let pp = PostParams::default();
+    for name in ["platform-cert", "own-cert"] {
+        env.virt_api::<Secret>().create(&pp, &secret(name)).await.unwrap();
+    }
+    let ingress: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"tls": [
+            {"hosts": ["admin.example.com"], "secretName": "platform-cert"},
+            {"hosts": ["shop.example.com"], "secretName": "own-cert"}
+        ]}
+    }))
+    .unwrap();
+    env.virt_api::<k8s_openapi::api::networking::v1::Ingress>()
+        .create(&pp, &ingress)
+        .await
+        .unwrap();
+    let own = env.host_name("own-cert");
+    let host = eventually("the host Ingress naming the tenant's own Secret", || async {
+        let host = get(
+            &env.host_api::<k8s_openapi::api::networking::v1::Ingress>(),
+            &env.host_name("web"),
+        )
+        .await?;
+        let tls = host.spec.clone()?.tls?;
+        (tls[1].secret_name.as_deref() == Some(own.as_str())).then_some(tls)
+    })
+    .await;
+    assert_eq!(host[0].secret_name, None, "the foreign Secret is never named");
+    assert_eq!(host[0].hosts, Some(vec!["admin.example.com".to_string()]));
+}

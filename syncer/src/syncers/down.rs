@@ -9,16 +9,20 @@
 use std::{marker::PhantomData, sync::Arc, sync::OnceLock};
 
 use async_trait::async_trait;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::ResourceExt;
-use vcsync_translators::{ClusterScopedTranslator, NameTranslator, RefKind, virtual_metadata_from_host};
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kube::{ResourceExt, runtime::reflector::ObjectRef};
+use vcsync_translators::{
+    ClusterScopedTranslator, NameTranslator, RefKind, VirtualKey, virtual_metadata_from_host,
+};
 
 use crate::{
     Action, ControllerBuilder, ControllerModifier, IndicesRegisterer, RegisterContext, Result, Side,
     SyncContext, Syncer,
+    cache::Cache,
     controller::virtual_key_of,
     delete_object,
     error::api_error,
+    events::EventType,
     indices::PodReferences,
     sdk::{Base, ScopeOf, SyncResource},
     writes::{create_host_object, labels_and_annotations_match, update_host_object, write_params},
@@ -53,6 +57,17 @@ pub trait DownKind: SyncResource {
         None
     }
 
+    /// Whether the host copy can name Secrets of its namespace (an Ingress's TLS Secrets).
+    const NAMES_SECRETS: bool = false;
+
+    /// The Secrets of its namespace the host copy would name.
+    fn named_secrets(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Stops naming Secret `name`: its host copy is not this cluster's (or not there).
+    fn forget_secret(&mut self, _name: &str) {}
+
     /// Called on a host copy: the virtual object with `metadata` that it describes, for
     /// restoring a lost virtual cluster; None (the default) when the copy's payload names host
     /// objects and cannot be read back.
@@ -76,7 +91,30 @@ pub struct DownSyncer<K: DownKind> {
     translator: Box<dyn NameTranslator>,
     sync_all: bool,
     references: OnceLock<Arc<PodReferences>>,
+    /// For kinds that name Secrets: the Secrets' caches (None: Secret sync is off).
+    secrets: Option<SecretCopies>,
     kind: PhantomData<fn() -> K>,
+}
+
+/// The virtual Secrets and this instance's host copies of them, and the names held by foreign
+/// objects: what a host copy may name.
+struct SecretCopies {
+    ctx: RegisterContext,
+    virtual_secrets: Cache<Secret>,
+    host_secrets: Cache<Secret>,
+}
+
+impl SecretCopies {
+    /// Whether Secret `name` of virtual namespace `ns` has this cluster's own copy on the host.
+    fn owned_copy(&self, ns: &str, name: &str) -> bool {
+        let mapping = self.ctx.namespace_mapping();
+        let key = VirtualKey::namespaced(ns, name);
+        self.virtual_secrets.contains(&ObjectRef::new(name).within(ns))
+            && !self.ctx.indices().collisions().contains("Secret", &key)
+            && self.host_secrets.contains(
+                &ObjectRef::new(&mapping.host_object_name(ns, name)).within(&mapping.host_namespace(ns)),
+            )
+    }
 }
 
 impl<K: DownKind> DownSyncer<K> {
@@ -89,10 +127,16 @@ impl<K: DownKind> DownSyncer<K> {
             Box::new(ClusterScopedTranslator::new(ctx.ownership().clone()))
         };
         let sync_all = sync_all || K::REF_KIND.is_none();
+        let secrets = (K::NAMES_SECRETS && ctx.config().sync.secrets.enabled).then(|| SecretCopies {
+            ctx: ctx.clone(),
+            virtual_secrets: ctx.virtual_informer::<Secret>().store(),
+            host_secrets: ctx.host_informer::<Secret>().store(),
+        });
         Ok(Self {
             translator,
             sync_all,
             references: OnceLock::new(),
+            secrets,
             kind: PhantomData,
         })
     }
@@ -104,6 +148,7 @@ impl<K: DownKind> DownSyncer<K> {
             translator,
             sync_all: true,
             references: OnceLock::new(),
+            secrets: None,
             kind: PhantomData,
         }
     }
@@ -155,6 +200,7 @@ impl<K: DownKind> Syncer for DownSyncer<K> {
         if !self.is_wanted(&virt) {
             return Ok(Action::await_change());
         }
+        let virt = self.naming_owned_secrets(ctx, virt).await;
         let mut desired = desired_host_object(self.translator.as_ref(), virt.as_ref());
         ctx.register_context().hooks().apply(Side::Host, &mut desired);
         create_host_object(ctx, &virt, &desired).await
@@ -164,6 +210,7 @@ impl<K: DownKind> Syncer for DownSyncer<K> {
         if !self.is_wanted(&virt) {
             return delete_object(ctx, &host).await;
         }
+        let virt = self.naming_owned_secrets(ctx, virt).await;
         let mut desired = desired_host_object(self.translator.as_ref(), virt.as_ref());
         // Hooks change the desired object before the comparison: their changes are part of
         // what is in sync, never a reason to write again.
@@ -184,7 +231,46 @@ impl<K: DownKind> Syncer for DownSyncer<K> {
     }
 
     fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {
-        (!self.sync_all).then_some(self as &dyn ControllerModifier)
+        (!self.sync_all || self.secrets.is_some()).then_some(self as &dyn ControllerModifier)
+    }
+}
+
+impl<K: DownKind> DownSyncer<K> {
+    /// `virt` without the Secrets whose host names are not this cluster's own copies (missing,
+    /// not synced, or held by a foreign object): its host copy never names a Secret the tenant
+    /// does not own. The tenant is told which were left out.
+    async fn naming_owned_secrets(&self, ctx: &SyncContext<K>, virt: Arc<K>) -> Arc<K> {
+        if !K::NAMES_SECRETS {
+            return virt;
+        }
+        let ns = virt.meta().namespace.clone().unwrap_or_default();
+        let not_owned: Vec<String> = virt
+            .named_secrets()
+            .into_iter()
+            .filter(|name| !self.secrets.as_ref().is_some_and(|s| s.owned_copy(&ns, name)))
+            .collect();
+        if not_owned.is_empty() {
+            return virt;
+        }
+        let message = format!(
+            "Secrets {} are left out of the host copy: a host object may only name this virtual \
+             cluster's own copies (are they synced? sync.secrets.all: true syncs Secrets no pod \
+             references)",
+            not_owned.join(", ")
+        );
+        ctx.events()
+            .publish(
+                &virt.object_ref(&()),
+                EventType::Warning,
+                "SecretNotSynced",
+                &message,
+            )
+            .await;
+        let mut trimmed = virt.as_ref().clone();
+        for name in &not_owned {
+            trimmed.forget_secret(name);
+        }
+        Arc::new(trimmed)
     }
 }
 
@@ -198,15 +284,47 @@ impl<K: DownKind> IndicesRegisterer for DownSyncer<K> {
 }
 
 impl<K: DownKind> ControllerModifier for DownSyncer<K> {
-    /// A pod starting or ceasing to reference an object reconciles that object.
+    /// A pod starting or ceasing to reference an object reconciles that object; a Secret's
+    /// host copy appearing reconciles the objects of its namespace that name it.
     fn modify_controller(
         &self,
-        _ctx: &RegisterContext,
+        ctx: &RegisterContext,
         builder: ControllerBuilder,
     ) -> Result<ControllerBuilder> {
-        Ok(match (self.references.get(), K::REF_KIND) {
+        let builder = match (self.references.get(), K::REF_KIND) {
             (Some(refs), Some(kind)) => builder.watches(refs.changes(kind)),
             _ => builder,
+        };
+        Ok(match &self.secrets {
+            Some(_) => builder.watches(naming_objects::<K>(ctx)),
+            None => builder,
         })
     }
+}
+
+/// The keys of the virtual `K` objects that name a Secret whose host copy just appeared.
+fn naming_objects<K: DownKind>(ctx: &RegisterContext) -> impl futures::Stream<Item = VirtualKey> + use<K> {
+    let mut events = ctx.host_informer::<Secret>().subscribe();
+    let objects = ctx.virtual_informer::<K>().store();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    ctx.spawn_background(async move {
+        while let Some(event) = events.recv().await {
+            let crate::informer::InformerEvent::Applied(secret) = event else {
+                continue;
+            };
+            let Some(key) = crate::safety::virtual_key_of_host(&secret.metadata) else {
+                continue;
+            };
+            let naming = objects.map(|o| {
+                (o.meta().namespace == key.namespace && o.named_secrets().contains(&key.name))
+                    .then(|| virtual_key_of(o.as_ref()))
+            });
+            for object in naming.into_iter().flatten() {
+                if tx.send(object).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
 }

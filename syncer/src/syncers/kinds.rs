@@ -136,6 +136,21 @@ fn host_backend(translator: &dyn NameTranslator, backend: &IngressBackend, ns: &
 
 impl DownKind for Ingress {
     const NAME: &'static str = "ingresses";
+    const NAMES_SECRETS: bool = true;
+
+    fn named_secrets(&self) -> Vec<String> {
+        let tls = self.spec.iter().flat_map(|s| s.tls.iter().flatten());
+        tls.filter_map(|t| t.secret_name.clone()).collect()
+    }
+
+    /// The TLS entry stays (its hosts), without the Secret: the host's ingress controller then
+    /// serves its default certificate for them, never someone else's.
+    fn forget_secret(&mut self, name: &str) {
+        let tls = self.spec.iter_mut().flat_map(|s| s.tls.iter_mut().flatten());
+        for entry in tls.filter(|t| t.secret_name.as_deref() == Some(name)) {
+            entry.secret_name = None;
+        }
+    }
 
     fn with_payload(&self, metadata: ObjectMeta, translator: &dyn NameTranslator) -> Self {
         let ns = namespace_of(&self.metadata).to_string();
