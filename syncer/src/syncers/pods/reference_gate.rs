@@ -224,6 +224,13 @@ impl ReferenceGate {
         tokio_stream::wrappers::UnboundedReceiverStream::new(rx).boxed()
     }
 
+    fn take_all_waiting(&self, kind: RefKind) -> Vec<VirtualKey> {
+        let mut waiting = self.waiting.lock().expect("waiting lock");
+        let targets: Vec<RefTarget> = waiting.keys().filter(|t| t.kind == kind).cloned().collect();
+        let pods = targets.iter().filter_map(|t| waiting.remove(t)).flatten();
+        pods.collect::<BTreeSet<_>>().into_iter().collect()
+    }
+
     fn take_waiting(&self, target: &RefTarget) -> Vec<VirtualKey> {
         let waiting = self.waiting.lock().expect("waiting lock").remove(target);
         waiting.into_iter().flatten().collect()
@@ -239,13 +246,16 @@ impl ReferenceGate {
         let (tx, rx) = mpsc::unbounded_channel();
         self.ctx.spawn_background(async move {
             while let Some(event) = events.recv().await {
-                let InformerEvent::Applied(host) = event else {
-                    continue;
+                let pods = match event {
+                    InformerEvent::Applied(host) => match virtual_key_of_host(host.meta()) {
+                        Some(key) => gate.take_waiting(&RefTarget { kind, key }),
+                        None => continue,
+                    },
+                    // A re-list (after a 410, say) brings copies without an event of their own.
+                    InformerEvent::Relisted => gate.take_all_waiting(kind),
+                    InformerEvent::Deleted(_) => continue,
                 };
-                let Some(key) = virtual_key_of_host(host.meta()) else {
-                    continue;
-                };
-                for pod in gate.take_waiting(&RefTarget { kind, key }) {
+                for pod in pods {
                     if tx.send(pod).is_err() {
                         return;
                     }
