@@ -129,6 +129,23 @@ async fn start(env: &Env, dir: &std::path::Path, extra: &str) -> (Syncer, String
     (syncer, address)
 }
 
+/// The tenant's workload synced, then the syncer stopped and the virtual server replaced by
+/// an empty one: the environment, the syncer's directory and the host objects (None against
+/// real clusters, whose datastore cannot be emptied here).
+async fn workload_of_a_lost_cluster() -> Option<(Env, tempfile::TempDir, BTreeMap<String, String>)> {
+    let mut env = Env::new().await;
+    if env.embedded().is_none() {
+        eprintln!("skipped: emptying the virtual datastore needs the embedded servers");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut syncer, _) = start(&env, dir.path(), "").await;
+    let before = workload(&env).await;
+    syncer.terminate().await;
+    env.replace_virtual_server_empty().await;
+    Some((env, dir, before))
+}
+
 /// Lets every controller reconcile every key of a fresh start.
 async fn settle() {
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -241,16 +258,9 @@ async fn a_virtual_cluster_restarted_empty_deletes_nothing_on_the_host_and_says_
 
 #[tokio::test]
 async fn adopt_previous_relinks_namesakes_and_prune_previous_deletes_the_rest() {
-    let mut env = Env::new().await;
-    if env.embedded().is_none() {
-        eprintln!("skipped: emptying the virtual datastore needs the embedded servers");
+    let Some((env, dir, before)) = workload_of_a_lost_cluster().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (mut syncer, _) = start(&env, dir.path(), "").await;
-    let before = workload(&env).await;
-    syncer.terminate().await;
-    env.replace_virtual_server_empty().await;
+    };
 
     // Adopting with no namesake yet re-links nothing and writes nothing but the record.
     let (host, _) = env.embedded().cloned().unwrap();
@@ -326,16 +336,9 @@ async fn adopt_previous_relinks_namesakes_and_prune_previous_deletes_the_rest() 
 
 #[tokio::test]
 async fn restore_from_host_recreates_config_maps_secrets_and_claims_and_relinks_their_copies() {
-    let mut env = Env::new().await;
-    if env.embedded().is_none() {
-        eprintln!("skipped: emptying the virtual datastore needs the embedded servers");
+    let Some((env, dir, before)) = workload_of_a_lost_cluster().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (mut syncer, _) = start(&env, dir.path(), "").await;
-    let before = workload(&env).await;
-    syncer.terminate().await;
-    env.replace_virtual_server_empty().await;
+    };
 
     let restore = "safety:\n  earlierCopies:\n    restore: true\n";
     let (mut syncer, _) = start(&env, dir.path(), restore).await;
