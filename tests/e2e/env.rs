@@ -301,16 +301,19 @@ impl Drop for Env {
     fn drop(&mut self) {
         drop(self.syncer.take());
         if self.servers.is_none() {
-            // Real clusters: leave nothing behind.
-            let (host, virt, host_ns, syncer_ns, virt_ns) = (
-                self.host.clone(),
-                self.virt.clone(),
+            // Real clusters: leave nothing behind. With clients of their own: the test's clients
+            // run their request buffers on the test's runtime, which this drop blocks.
+            let (host_kubeconfig, virtual_kubeconfig, host_ns, syncer_ns, virt_ns) = (
+                self.host_kubeconfig.clone(),
+                self.virtual_kubeconfig.clone(),
                 self.host_ns.clone(),
                 self.syncer_ns.clone(),
                 self.virt_ns.clone(),
             );
             let _ = std::thread::spawn(move || {
                 tokio::runtime::Runtime::new().unwrap().block_on(async {
+                    let host = client_from(&host_kubeconfig).await;
+                    let virt = client_from(&virtual_kubeconfig).await;
                     let _ = Api::<Namespace>::all(host.clone())
                         .delete(&host_ns, &DeleteParams::default())
                         .await;
