@@ -15,6 +15,7 @@ mod child;
 mod cli;
 mod clients;
 pub mod cluster;
+pub mod control_plane;
 mod dev;
 mod logging;
 mod ops;
