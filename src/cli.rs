@@ -148,6 +148,9 @@ pub struct DevArgs {
     /// Pending on the host).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// A development tool instead of the syncer.
+    #[command(subcommand)]
+    pub tool: Option<crate::control_plane::cli::DevTool>,
 }
 
 /// Where a configuration came from, for plugins to read their sections with locations.
@@ -224,6 +227,7 @@ pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
             crate::logging::init(&config.log);
             runtime.block_on(crate::sidecar::run(config, source, plugins))
         }
+        Command::Dev(DevArgs { tool: Some(tool), .. }) => runtime.block_on(tool.run()),
         Command::Dev(args) => {
             let config = match &args.config {
                 Some(path) => match read_config(path) {
