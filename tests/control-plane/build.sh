@@ -36,7 +36,12 @@ echo "building control plane $kubernetes (etcd $etcd) into $out (the first time 
 tmp="$out.partial"
 rm -rf "$tmp"
 mkdir -p "$tmp"
-flags=(-trimpath -ldflags "-s -w")
+# The version the binaries report (/version, feature defaults), as Kubernetes' own build sets it.
+minor="$(echo "$kubernetes" | cut -d. -f2)"
+version_pkg=k8s.io/component-base/version
+ldflags="-s -w -X $version_pkg.gitVersion=$kubernetes -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=$minor"
+ldflags="$ldflags -X $version_pkg.gitTreeState=clean"
+flags=(-trimpath -ldflags "$ldflags")
 for package in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager ./cmd/etcd; do
   name="$(basename "$package")"
   echo "  go build $package" >&2
