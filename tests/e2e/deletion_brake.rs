@@ -25,12 +25,13 @@ async fn host_copies(env: &Env, ns: &str) -> usize {
         .unwrap()
         .items
         .iter()
+        // The test's own: a real cluster also has kube-root-ca.crt in every namespace.
         .filter(|c| {
-            c.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(vcsync_translators::OBJECT_NAMESPACE_ANNOTATION))
-                == Some(&ns.to_string())
+            let annotations = c.metadata.annotations.as_ref();
+            let virtual_of = |key| annotations.and_then(|a| a.get(key)).map(String::as_str);
+            virtual_of(vcsync_translators::OBJECT_NAMESPACE_ANNOTATION) == Some(ns)
+                && virtual_of(vcsync_translators::OBJECT_NAME_ANNOTATION)
+                    .is_some_and(|n| n.starts_with("cfg-"))
         })
         .count()
 }
@@ -87,10 +88,13 @@ async fn the_brake_holds_deletes_nobody_witnessed_and_lets_witnessed_ones_throug
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        host_copies(&env, &env.virt_ns).await,
-        15,
-        "5 deletes and then none: {readyz}"
+    // At most 5 unwitnessed deletes happened, ours among them. (On a shared real cluster this
+    // instance also owns copies of other tests' namespaces' kube-root-ca.crt, some of which
+    // went while it was down: they count against the same limit.)
+    let left = host_copies(&env, &env.virt_ns).await;
+    assert!(
+        (15..=20).contains(&left),
+        "{left} of 20 left: at most 5 deletes, then none: {readyz}"
     );
     let metrics = http_get(&address, "/metrics").await.1;
     assert_eq!(sample_sum(&metrics, "vcsync_deletion_brake_engaged", &[]), 1.0);

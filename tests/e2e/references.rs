@@ -165,7 +165,7 @@ async fn no_reference_of_any_kind_reaches_a_foreign_host_object() {
         ),
         (
             "csi-secret",
-            json!({"volumes": [{"name": "v", "csi": {"driver": "example.com/csi", "nodePublishSecretRef": {"name": "csi-secret"}}}]}),
+            json!({"volumes": [{"name": "v", "csi": {"driver": "csi.example.com", "nodePublishSecretRef": {"name": "csi-secret"}}}]}),
         ),
         (
             "claim",
@@ -313,7 +313,7 @@ async fn an_ingress_never_names_a_foreign_tls_secret() {
     }
     let ingress: k8s_openapi::api::networking::v1::Ingress = serde_json::from_value(json!({
         "metadata": {"name": "web"},
-        "spec": {"tls": [
+        "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}, "tls": [
             {"hosts": ["admin.example.com"], "secretName": "platform-cert"},
             {"hosts": ["shop.example.com"], "secretName": "own-cert"}
         ]}
