@@ -180,11 +180,12 @@ impl ServiceSyncer {
             }
             Err(err) => {
                 self.adoption_failed.insert(key.clone());
+                // The tenant's service comes back as it was, node ports included: the host's
+                // may be held in the virtual cluster by another service (two services whose
+                // ports the servers allocated the other way round), and a restore with them
+                // would fail too and lose the service.
                 let mut restore = recreated_virtual_service(virt, host);
-                if let Some(spec) = restore.spec.as_mut() {
-                    spec.cluster_ip = virt.spec.as_ref().and_then(|s| s.cluster_ip.clone());
-                    spec.cluster_ips = virt.spec.as_ref().and_then(|s| s.cluster_ips.clone());
-                }
+                restore.spec = virt.spec.clone();
                 let restored = api.create(&params, &restore).await.map_err(api_error(
                     Side::Virtual,
                     "create",
@@ -192,8 +193,9 @@ impl ServiceSyncer {
                     &key.to_string(),
                 ))?;
                 let message = format!(
-                    "the virtual API server refused the host cluster IP {}: {err}; run the virtual API server \
-                     with the host cluster's service CIDR (--service-cluster-ip-range)",
+                    "the virtual API server refused the host cluster IP {} or the host's node ports: {err}; \
+                     run the virtual API server with the host cluster's service CIDR \
+                     (--service-cluster-ip-range)",
                     host.cluster_ip.as_deref().unwrap_or_default()
                 );
                 tracing::warn!(%message, "service CIDR mismatch");
