@@ -45,7 +45,7 @@ async fn vcsync(envs: &[(&str, &Path)], args: &[&str]) -> (i32, String, String) 
 }
 
 /// The embedded server serves no RBAC kinds: serve them as CRDs of the same group.
-async fn serve_rbac(client: &Client) {
+pub(crate) async fn serve_rbac(client: &Client) {
     for (kind, plural, scope) in [
         ("Role", "roles", "Namespaced"),
         ("RoleBinding", "rolebindings", "Namespaced"),

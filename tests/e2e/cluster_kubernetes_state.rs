@@ -11,12 +11,9 @@ use axum::{
     http::StatusCode,
     routing::{get, post},
 };
-use k8s_openapi::{
-    api::{
-        apps::v1::StatefulSet,
-        core::v1::{Namespace, PersistentVolumeClaim},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Namespace, PersistentVolumeClaim},
 };
 use kube::{
     Api, Client,
@@ -24,6 +21,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 use vcsync_apiserver::{ApiServer, ServerConfig};
+
+use crate::cluster::serve_rbac;
 
 /// Runs `vcsync cluster --kubeconfig KC -q ARGS` on a blocking thread; (exit code, stdout,
 /// stderr).
@@ -53,33 +52,6 @@ async fn cluster_with(kubeconfig: &Path, quiet: bool, args: &[&str]) -> (i32, St
     })
     .await
     .unwrap()
-}
-
-/// The embedded server serves no RBAC kinds: serve them as CRDs of the same group.
-async fn serve_rbac(client: &Client) {
-    for (kind, plural, scope) in [
-        ("Role", "roles", "Namespaced"),
-        ("RoleBinding", "rolebindings", "Namespaced"),
-        ("ClusterRole", "clusterroles", "Cluster"),
-        ("ClusterRoleBinding", "clusterrolebindings", "Cluster"),
-    ] {
-        let crd: CustomResourceDefinition = serde_json::from_value(json!({
-            "metadata": {"name": format!("{plural}.rbac.authorization.k8s.io")},
-            "spec": {
-                "group": "rbac.authorization.k8s.io",
-                "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
-                "scope": scope,
-                "versions": [{"name": "v1", "served": true, "storage": true,
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}],
-            },
-        }))
-        .unwrap();
-        Api::<CustomResourceDefinition>::all(client.clone())
-            .create(&PostParams::default(), &crd)
-            .await
-            .unwrap();
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 }
 
 /// A claim as the StatefulSet controller makes it from the template `data`.
