@@ -44,6 +44,23 @@ async fn vcsync(envs: &[(&str, &Path)], args: &[&str]) -> (i32, String, String) 
     .unwrap()
 }
 
+/// An embedded host for the kubernetes driver: the server, a folder holding its kubeconfig, the
+/// kubeconfig's path and a client; RBAC kinds served (see [`serve_rbac`]).
+pub(crate) async fn host_for_the_driver() -> (ApiServer, tempfile::TempDir, std::path::PathBuf, Client) {
+    let host = ApiServer::start(ServerConfig {
+        name: "host".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("host.kubeconfig");
+    std::fs::write(&kc, host.kubeconfig()).unwrap();
+    let client = Client::try_from(kube::Config::new(host.url().parse().unwrap())).unwrap();
+    serve_rbac(&client).await;
+    (host, dir, kc, client)
+}
+
 /// The embedded server serves no RBAC kinds: serve them as CRDs of the same group.
 pub(crate) async fn serve_rbac(client: &Client) {
     for (kind, plural, scope) in [
@@ -86,23 +103,13 @@ fn labelled(name: &str, instance: &str) -> ObjectMeta {
     }
 }
 
-fn status_json(stdout: &str) -> serde_json::Value {
+pub(crate) fn status_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|err| panic!("{err}: {stdout}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_kubernetes_driver_objects_status_pause_resume_delete_and_exit_codes() {
-    let host = ApiServer::start(ServerConfig {
-        name: "host".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kc = dir.path().join("host.kubeconfig");
-    std::fs::write(&kc, host.kubeconfig()).unwrap();
-    let client = Client::try_from(kube::Config::new(host.url().parse().unwrap())).unwrap();
-    serve_rbac(&client).await;
+    let (host, dir, kc, client) = host_for_the_driver().await;
     let kc_s = kc.display().to_string();
     let k = |args: &[&str]| {
         let mut all = vec!["--kubeconfig", kc_s.as_str(), "-q"];

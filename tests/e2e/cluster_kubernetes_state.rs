@@ -16,13 +16,12 @@ use k8s_openapi::api::{
     core::v1::{Namespace, PersistentVolumeClaim},
 };
 use kube::{
-    Api, Client,
+    Api,
     api::{ObjectMeta, PostParams},
 };
 use serde_json::{Value, json};
-use vcsync_apiserver::{ApiServer, ServerConfig};
 
-use crate::cluster::serve_rbac;
+use crate::cluster::{host_for_the_driver, status_json};
 
 /// Runs `vcsync cluster --kubeconfig KC -q ARGS` on a blocking thread; (exit code, stdout,
 /// stderr).
@@ -78,23 +77,12 @@ fn claim(name: &str, labels: &[(&str, &str)]) -> PersistentVolumeClaim {
 }
 
 fn message(stdout: &str) -> String {
-    let status: Value = serde_json::from_str(stdout).unwrap_or_else(|err| panic!("{err}: {stdout}"));
-    status["message"].as_str().unwrap().to_string()
+    status_json(stdout)["message"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_kubernetes_state_claim_survives_pause_and_goes_with_delete() {
-    let host = ApiServer::start(ServerConfig {
-        name: "host".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kc = dir.path().join("host.kubeconfig");
-    std::fs::write(&kc, host.kubeconfig()).unwrap();
-    let client = Client::try_from(kube::Config::new(host.url().parse().unwrap())).unwrap();
-    serve_rbac(&client).await;
+    let (host, dir, kc, client) = host_for_the_driver().await;
     // A namespace the driver does not own (kept on delete), with a claim of someone else.
     let ns = "team-a";
     Api::<Namespace>::all(client.clone())
@@ -224,17 +212,7 @@ fn pod_security(labels: &std::collections::BTreeMap<String, String>) -> Vec<(&st
 /// labels, and create says how to label it.
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_kubernetes_state_host_namespace_pod_security_labels() {
-    let host = ApiServer::start(ServerConfig {
-        name: "host".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kc = dir.path().join("host.kubeconfig");
-    std::fs::write(&kc, host.kubeconfig()).unwrap();
-    let client = Client::try_from(kube::Config::new(host.url().parse().unwrap())).unwrap();
-    serve_rbac(&client).await;
+    let (host, dir, kc, client) = host_for_the_driver().await;
     let namespaces = Api::<Namespace>::all(client.clone());
     let labels_of = |ns: &'static str| {
         let namespaces = namespaces.clone();
