@@ -150,7 +150,7 @@ pub struct DevArgs {
     pub nodes: usize,
     /// A development tool instead of the syncer.
     #[command(subcommand)]
-    pub tool: Option<crate::control_plane::cli::DevTool>,
+    pub tool: Option<crate::dev_tools::DevTool>,
 }
 
 /// Where a configuration came from, for plugins to read their sections with locations.

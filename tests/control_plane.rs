@@ -1,4 +1,4 @@
-//! The launcher of real control planes (`vcsync::control_plane`), against the binaries in
+//! The launcher of real control planes (`vcsync_envtest`), against the binaries in
 //! `VCSYNC_KUBE_ASSETS` (tests/control-plane/build.sh prints that folder); without it, the tests
 //! that need them print why they skip and pass.
 
@@ -14,7 +14,7 @@ use kube::{
     Api, Client,
     api::{DeleteParams, ObjectMeta, PostParams},
 };
-use vcsync::control_plane::{ControlPlane, ControlPlanePair, SERVICE_CIDR};
+use vcsync_envtest::{ControlPlane, ControlPlanePair, SERVICE_CIDR};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 

@@ -6,19 +6,24 @@
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! let pair = vcsync::control_plane::ControlPlanePair::start("target/kube-assets/x".as_ref()).await?;
+//! let pair = vcsync_envtest::ControlPlanePair::start("target/kube-assets/x".as_ref()).await?;
 //! let host = pair.host.client().await?;
 //! let virt = pair.virt.client().await?;
 //! # Ok(()) }
 //! ```
 //!
 //! Dropping a plane (also while panicking) stops every process it started, by pid, and removes
-//! its folder; a killed test process leaves nothing running either (see [`processes`]).
+//! its folder; a killed test process leaves nothing running either (see the `processes`
+//! module). [`SharedPlanes`] are planes that every test process of one test run shares.
+
+#![forbid(unsafe_code)]
 
 mod certificates;
-pub mod cli;
 mod kubeconfig;
-pub mod processes;
+mod processes;
+mod shared;
+
+pub use shared::{Exclusive, SharedPlanes};
 
 use std::{
     path::{Path, PathBuf},
@@ -28,7 +33,7 @@ use std::{
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::ServiceAccount;
 
-use processes::{Process, STOP_GRACE, Watchdog};
+use processes::{Lifetime, Process, STOP_GRACE, Watchdog};
 
 /// The Services' range of every plane started here: host and virtual planes must agree, since
 /// vcsync keeps the host's cluster IPs (`vcsync dev` gives its embedded servers one range too).
@@ -48,6 +53,7 @@ pub struct ControlPlane {
     server: String,
     processes: Vec<Process>,
     watchdog: Option<Watchdog>,
+    lifetime: Lifetime,
     started_in: Duration,
 }
 
@@ -57,10 +63,16 @@ impl ControlPlane {
     /// server answers `/readyz` to its admin, the controller manager `/healthz`, and the
     /// `default` ServiceAccount exists (the controllers run).
     pub async fn start(assets: &Path, name: &str) -> anyhow::Result<Self> {
+        Self::start_in(assets, name, &std::env::temp_dir(), Lifetime::ThisProcess).await
+    }
+
+    /// [`ControlPlane::start`] with its folder under `parent` and its watchdog's `lifetime`.
+    async fn start_in(assets: &Path, name: &str, parent: &Path, lifetime: Lifetime) -> anyhow::Result<Self> {
         let started = Instant::now();
         let binaries = Binaries::find(assets)?;
-        let dir = new_dir(name)?;
+        let dir = new_dir(parent, name)?;
         let mut plane = Self {
+            lifetime,
             name: name.to_string(),
             kubeconfig: dir.join("kubeconfig"),
             dir,
@@ -82,7 +94,7 @@ impl ControlPlane {
         let [etcd_client, etcd_peer, apiserver_port, kcm_port] = processes::free_ports(4)?[..] else {
             unreachable!("four ports were asked for")
         };
-        self.watchdog = Some(Watchdog::start(&self.dir)?);
+        self.watchdog = Some(Watchdog::start(&self.dir, &self.lifetime)?);
         let pki = self.dir.join("pki");
         let material = certificates::Material::generate(SERVICE_CIDR)?;
         let files = material.write(&pki)?;
@@ -307,6 +319,15 @@ impl ControlPlane {
     /// Stops every process and removes the folder (what `Drop` does).
     pub fn stop(self) {}
 
+    /// Leaves the plane running for its watchdog to end with its shared lifetime's owner.
+    fn release(mut self) {
+        self.processes.clear(); // dropping a `Child` neither kills nor waits
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.release();
+        }
+        self.lifetime = Lifetime::Released;
+    }
+
     /// Its `stage`th process (0: etcd, 1: kube-apiserver, 2: kube-controller-manager).
     fn process_mut(&mut self, stage: usize) -> Option<&mut Process> {
         self.processes.get_mut(stage)
@@ -315,6 +336,9 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        if matches!(self.lifetime, Lifetime::Released) {
+            return;
+        }
         // In the reverse order of their start: kube-apiserver, stopped after etcd, would wait
         // for it until killed.
         for process in self.processes.iter_mut().rev() {
@@ -416,11 +440,10 @@ impl Binaries {
     }
 }
 
-/// A new, empty folder for a plane under the temporary directory.
-fn new_dir(name: &str) -> anyhow::Result<PathBuf> {
+/// A new, empty folder for a plane under `base`.
+fn new_dir(base: &Path, name: &str) -> anyhow::Result<PathBuf> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNT: AtomicU32 = AtomicU32::new(0);
-    let base = std::env::temp_dir();
     loop {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

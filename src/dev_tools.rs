@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::ControlPlanePair;
+use vcsync_envtest::ControlPlanePair;
 
 /// Development tools under `vcsync dev`.
 #[derive(Debug, clap::Subcommand)]
@@ -43,7 +43,7 @@ async fn control_plane(args: ControlPlaneArgs) -> anyhow::Result<()> {
         pair.started_in().as_secs_f64(),
         pair.host.started_in().as_secs_f64(),
         pair.virt.started_in().as_secs_f64(),
-        super::SERVICE_CIDR,
+        vcsync_envtest::SERVICE_CIDR,
     );
     println!("Ctrl-C stops both planes and removes their folders");
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -10,6 +10,10 @@
 //! and could not remove the folder.) A normal stop SIGKILLs the watchdog itself, after stopping
 //! the processes and before removing the folder. Only a watchdog killed from outside, alone,
 //! would leave a plane running.
+//!
+//! A plane shared by several test processes (see the `shared` module) outlives the process that
+//! started it: its watchdog is given an owner pid (the test runner), and after end of file it
+//! waits for that process to end before it cleans up.
 
 use std::{
     fs::{self, File},
@@ -92,21 +96,40 @@ pub(crate) struct Watchdog {
     pipe: Option<ChildStdin>,
 }
 
-/// What the watchdog runs: read the folder, then pids until end of file, then clean up.
+/// What the watchdog runs: read the folder, then pids until end of file, then (given an
+/// `OWNER` pid) wait for the owner to end, then clean up (`ALSO_REMOVE`, if set, too).
 /// SIGTERM, SIGINT and SIGHUP are ignored so that only end of file or SIGKILL ends it (a
 /// terminal's Ctrl-C reaches the foreground group only, but a `kill` might not).
 const WATCHDOG: &str = r#"trap '' TERM INT HUP
 IFS= read -r dir || exit 0
 pids=
 while read -r pid; do pids="$pids $pid"; done
+if [ -n "$OWNER" ]; then while kill -0 "$OWNER" 2>/dev/null; do sleep 1; done; fi
 [ -n "$pids" ] && kill -KILL $pids 2>/dev/null && sleep 1
-rm -rf -- "$dir"
+rm -rf -- "$dir" ${ALSO_REMOVE:+"$ALSO_REMOVE"}
 kill -KILL 0"#;
 
+/// Whose end ends a plane.
+#[derive(Clone, Debug)]
+pub(crate) enum Lifetime {
+    /// This process's (a plane dropped normally ends sooner).
+    ThisProcess,
+    /// The process `owner`'s, after this one released the plane; `also_remove` is a folder the
+    /// watchdog removes with the plane's.
+    Shared { owner: u32, also_remove: PathBuf },
+    /// Released to its watchdog: nothing is left for this process to stop.
+    Released,
+}
+
 impl Watchdog {
-    /// Starts a watchdog that, should this process die, removes `dir`.
-    pub fn start(dir: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new("sh")
+    /// Starts a watchdog that removes `dir` at the end of `lifetime`.
+    pub fn start(dir: &Path, lifetime: &Lifetime) -> anyhow::Result<Self> {
+        let mut command = Command::new("sh");
+        if let Lifetime::Shared { owner, also_remove } = lifetime {
+            command.env("OWNER", owner.to_string());
+            command.env("ALSO_REMOVE", also_remove);
+        }
+        let mut child = command
             .args(["-c", WATCHDOG])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -143,6 +166,12 @@ impl Watchdog {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        drop(self.pipe.take());
+    }
+
+    /// Leaves the plane to the watchdog (closes its pipe): a watchdog of a shared plane then
+    /// waits for its owner to end.
+    pub fn release(mut self) {
         drop(self.pipe.take());
     }
 
@@ -252,7 +281,7 @@ mod tests {
     #[test]
     fn stop_ends_a_process_that_ignores_sigterm() {
         let dir = scratch("stop");
-        let mut watchdog = Watchdog::start(&dir).unwrap();
+        let mut watchdog = Watchdog::start(&dir, &Lifetime::ThisProcess).unwrap();
         // An ignored signal stays ignored across exec: `sleep` ignores SIGTERM too.
         let args = ["-c", "trap '' TERM; echo up; exec sleep 60"].map(String::from);
         let process = spawn("stubborn", Path::new("sh"), &args, &dir, &mut watchdog).unwrap();
@@ -273,7 +302,7 @@ mod tests {
     #[test]
     fn an_orphaned_watchdog_kills_its_group_and_removes_the_folder() {
         let dir = scratch("orphan");
-        let mut watchdog = Watchdog::start(&dir).unwrap();
+        let mut watchdog = Watchdog::start(&dir, &Lifetime::ThisProcess).unwrap();
         let args = ["60".to_string()];
         let watched = spawn("watched", Path::new("sleep"), &args, &dir, &mut watchdog).unwrap();
         // In the group without the watchdog knowing its pid: the group kill gets it.
