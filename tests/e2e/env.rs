@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::{
     Api, Client, Resource,
     api::{DeleteParams, ObjectMeta, PostParams},
@@ -16,6 +16,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use vcsync_apiserver::{ApiServer, RequestCounters, ServerConfig};
+use vcsync_envtest::{Exclusive, SharedPlanes};
 
 /// How long to wait for anything that should happen "within a second" and then some slack
 /// for a loaded CI machine.
@@ -45,6 +46,49 @@ pub struct Env {
     host_kubeconfig: PathBuf,
     virtual_kubeconfig: PathBuf,
     syncer: Option<SyncerProcess>,
+    /// The real clusters and this test's exclusive use of them (None on embedded servers);
+    /// dropped after `Drop` has cleaned up.
+    real: Option<RealClusters>,
+}
+
+/// Real clusters under test: started elsewhere (`VCSYNC_E2E_HOST_KUBECONFIG` and
+/// `VCSYNC_E2E_VIRTUAL_KUBECONFIG`), or a pair of real control planes that the first test of the
+/// run starts from `VCSYNC_KUBE_ASSETS` and every test of the run shares. One test at a time
+/// uses them: each test's syncer watches the whole virtual cluster, as a syncer does, so two
+/// at once would sync each other's tenants.
+struct RealClusters {
+    host: PathBuf,
+    virt: PathBuf,
+    throwaway: bool,
+    _exclusive: Exclusive,
+}
+
+impl RealClusters {
+    async fn of_this_run() -> Option<Self> {
+        let given = std::env::var("VCSYNC_E2E_HOST_KUBECONFIG")
+            .ok()
+            .zip(std::env::var("VCSYNC_E2E_VIRTUAL_KUBECONFIG").ok());
+        if let Some((host, virt)) = given {
+            return Some(Self {
+                _exclusive: Exclusive::take(&virt).expect("exclusive use of the real clusters"),
+                host: host.into(),
+                virt: virt.into(),
+                throwaway: false,
+            });
+        }
+        let assets = std::env::var_os("VCSYNC_KUBE_ASSETS").filter(|dir| !dir.is_empty())?;
+        let planes = SharedPlanes::pair(Path::new(&assets), "e2e")
+            .await
+            .expect("starting the real control planes of VCSYNC_KUBE_ASSETS");
+        Some(Self {
+            _exclusive: planes
+                .exclusive()
+                .expect("exclusive use of the real control planes"),
+            host: planes.host_kubeconfig().to_path_buf(),
+            virt: planes.virtual_kubeconfig().to_path_buf(),
+            throwaway: true,
+        })
+    }
 }
 
 fn unique(prefix: &str) -> String {
@@ -85,11 +129,9 @@ impl Env {
     /// A fresh environment; the syncer is not started yet.
     pub async fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let real = std::env::var("VCSYNC_E2E_HOST_KUBECONFIG")
-            .ok()
-            .zip(std::env::var("VCSYNC_E2E_VIRTUAL_KUBECONFIG").ok());
-        let (servers, host_kubeconfig, virtual_kubeconfig) = match real {
-            Some((host, virt)) => (None, PathBuf::from(host), PathBuf::from(virt)),
+        let real = RealClusters::of_this_run().await;
+        let (servers, host_kubeconfig, virtual_kubeconfig) = match &real {
+            Some(real) => (None, real.host.clone(), real.virt.clone()),
             None => {
                 let host = ApiServer::start(ServerConfig {
                     name: "host".into(),
@@ -114,13 +156,13 @@ impl Env {
         };
         let host = client_from(&host_kubeconfig).await;
         let virt = client_from(&virtual_kubeconfig).await;
-        let real = servers.is_none();
-        let host_ns = if real {
+        let on_real_clusters = servers.is_none();
+        let host_ns = if on_real_clusters {
             unique("vcsync-e2e")
         } else {
             "vcsync-host".to_string()
         };
-        let virt_ns = if real {
+        let virt_ns = if on_real_clusters {
             unique("tenant")
         } else {
             "default".to_string()
@@ -174,7 +216,15 @@ impl Env {
             host_kubeconfig,
             virtual_kubeconfig,
             syncer: None,
+            real,
         }
+    }
+
+    /// Whether the clusters are this run's own (embedded, or started from
+    /// `VCSYNC_KUBE_ASSETS`), so a test may create cluster-wide objects on the host (nodes,
+    /// storage classes) that a shared cluster's owner would not want.
+    pub fn throwaway_clusters(&self) -> bool {
+        self.real.as_ref().is_none_or(|real| real.throwaway)
     }
 
     /// Path of the virtual cluster's kubeconfig (for kubectl).
@@ -314,6 +364,17 @@ impl Drop for Env {
                 tokio::runtime::Runtime::new().unwrap().block_on(async {
                     let host = client_from(&host_kubeconfig).await;
                     let virt = client_from(&virtual_kubeconfig).await;
+                    // No kubelet confirms a bound pod's graceful deletion here: pods go at once,
+                    // or their namespaces would wait for them for ever.
+                    let now = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    };
+                    for (client, namespace) in [(&host, &host_ns), (&virt, &virt_ns)] {
+                        let _ = Api::<Pod>::namespaced(client.clone(), namespace)
+                            .delete_collection(&now, &Default::default())
+                            .await;
+                    }
                     let _ = Api::<Namespace>::all(host.clone())
                         .delete(&host_ns, &DeleteParams::default())
                         .await;
@@ -322,9 +383,16 @@ impl Drop for Env {
                             .delete(&syncer_ns, &DeleteParams::default())
                             .await;
                     }
-                    let _ = Api::<Namespace>::all(virt)
-                        .delete(&virt_ns, &DeleteParams::default())
-                        .await;
+                    // Gone before the next test's syncer starts, which would otherwise see
+                    // (and sync) this test's objects while the namespace controller deletes them.
+                    let namespaces = Api::<Namespace>::all(virt);
+                    let _ = namespaces.delete(&virt_ns, &DeleteParams::default()).await;
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while matches!(namespaces.get_opt(&virt_ns).await, Ok(Some(_)))
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 })
             })
             .join();

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `vcsync` binary: embedded host and virtual API servers by
-//! default, real clusters when `VCSYNC_E2E_HOST_KUBECONFIG` and
-//! `VCSYNC_E2E_VIRTUAL_KUBECONFIG` are set (the same test code runs in both modes).
+//! default; real clusters when `VCSYNC_E2E_HOST_KUBECONFIG` and
+//! `VCSYNC_E2E_VIRTUAL_KUBECONFIG` are set, or a pair of real control planes (kube-apiserver,
+//! kube-controller-manager, etcd) started once per run when `VCSYNC_KUBE_ASSETS` names their
+//! binaries (the same test code runs in every mode; tests take the real clusters one at a time).
 
 mod bad_input;
 mod bench;
