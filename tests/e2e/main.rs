@@ -20,6 +20,7 @@ mod helm;
 mod identity;
 mod kinds;
 mod kubectl;
+mod kubelet;
 mod leader;
 mod nodes;
 mod ops;

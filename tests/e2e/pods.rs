@@ -7,12 +7,12 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use vcsync_apiserver::{Simulator, SimulatorConfig};
 use vcsync_translators::{MANAGED_BY_LABEL, NAMESPACE_LABEL, OBJECT_NAME_ANNOTATION};
 
 use crate::{
     data_sync::config_map,
     env::{Env, eventually, get, writes_besides_heartbeats},
+    kubelet::{HostKubelet, NODE, bind_host_pod, finish_host_pod_deletion, report_running, run_host_pod},
 };
 
 const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -83,50 +83,6 @@ async fn host_pod(env: &Env, name: &str) -> Pod {
         get(&env.host_api::<Pod>(), &env.host_name(name)).await
     })
     .await
-}
-
-/// The host's scheduler and kubelets: the embedded server's simulator, or the real ones.
-fn simulate(env: &Env) -> Option<Simulator> {
-    env.embedded()
-        .map(|(host, _)| host.start_simulator(SimulatorConfig::default()))
-}
-
-/// What a host scheduler does: binds the host pod to `node` (embedded servers only).
-async fn bind_host_pod(env: &Env, name: &str, node: &str) {
-    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": env.host_name(name)},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-    let _: serde_json::Value = env
-        .host_api::<Pod>()
-        .create_subresource("binding", &env.host_name(name), &PostParams::default(), &binding)
-        .await
-        .unwrap();
-}
-
-/// What a host kubelet reports for a running pod (embedded servers only).
-fn running_status(pod_ip: &str) -> serde_json::Value {
-    json!({"status": {
-        "phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
-        "hostIP": "192.168.7.1", "hostIPs": [{"ip": "192.168.7.1"}],
-        "startTime": "2030-01-01T00:00:00Z",
-        "conditions": [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2030-01-01T00:00:00Z"},
-            {"type": "Ready", "status": "True", "lastTransitionTime": "2030-01-01T00:00:02Z"}
-        ],
-        "containerStatuses": [{"name": "app", "image": "nginx:1.27", "imageID": "docker.io/library/nginx@sha256:1",
-            "ready": true, "started": true, "restartCount": 0,
-            "state": {"running": {"startedAt": "2030-01-01T00:00:01Z"}}}]
-    }})
-}
-
-async fn report_running(env: &Env, name: &str, pod_ip: &str) {
-    env.host_api::<Pod>()
-        .patch_status(
-            &env.host_name(name),
-            &PatchParams::default(),
-            &Patch::Merge(running_status(pod_ip)),
-        )
-        .await
-        .unwrap();
 }
 
 fn phase(pod: &Pod) -> Option<&str> {
@@ -272,7 +228,7 @@ async fn a_virtual_pod_runs_on_the_host_with_its_references_translated() {
 #[tokio::test]
 async fn the_host_runs_the_pod_and_its_status_and_node_come_up() {
     let mut env = Env::new().await;
-    let _simulator = simulate(&env);
+    let _kubelet = HostKubelet::start(&env).await;
     env.start_syncer("").await;
     create_pod(&env, &simple_pod("runner")).await;
     let virt = eventually("virtual pod bound and running", || async {
@@ -294,19 +250,15 @@ async fn the_host_runs_the_pod_and_its_status_and_node_come_up() {
 #[tokio::test]
 async fn status_reported_on_the_host_comes_up_and_binds_the_virtual_pod() {
     let mut env = Env::new().await;
-    if env.embedded().is_none() {
-        eprintln!("skipped: a real host's kubelet would overwrite the status written here");
-        return;
-    }
     env.start_syncer("").await;
     create_pod(&env, &simple_pod("reported")).await;
     host_pod(&env, "reported").await;
-    bind_host_pod(&env, "reported", "node-a").await;
-    report_running(&env, "reported", "10.244.1.9").await;
+    bind_host_pod(&env, &env.host_name("reported"), NODE).await;
+    report_running(&env, &env.host_name("reported"), "10.244.1.9").await;
 
     let virt = eventually("virtual pod bound with the host's status", || async {
         get(&env.virt_api::<Pod>(), "reported").await.filter(|p| {
-            node_name(p) == Some("node-a")
+            node_name(p) == Some(NODE)
                 && p.status.as_ref().and_then(|s| s.pod_ip.as_deref()) == Some("10.244.1.9")
         })
     })
@@ -350,14 +302,11 @@ async fn an_image_update_flows_down() {
 #[tokio::test]
 async fn a_graceful_virtual_delete_reaches_the_host_with_its_grace_period() {
     let mut env = Env::new().await;
-    let real = env.embedded().is_none();
     env.start_syncer("").await;
     create_pod(&env, &simple_pod("leaving")).await;
     host_pod(&env, "leaving").await;
-    if !real {
-        // Scheduled pods are deleted gracefully (unscheduled ones at once).
-        bind_host_pod(&env, "leaving", "node-a").await;
-    }
+    // Scheduled pods are deleted gracefully (unscheduled ones at once).
+    bind_host_pod(&env, &env.host_name("leaving"), NODE).await;
     eventually("virtual pod bound", || async {
         get(&env.virt_api::<Pod>(), "leaving")
             .await
@@ -369,28 +318,20 @@ async fn a_graceful_virtual_delete_reaches_the_host_with_its_grace_period() {
         .delete("leaving", &DeleteParams::default().grace_period(7))
         .await
         .unwrap();
-    if !real {
-        let terminating = eventually("host pod terminating", || async {
-            get(&env.host_api::<Pod>(), &env.host_name("leaving"))
-                .await
-                .filter(|p| p.metadata.deletion_timestamp.is_some())
-        })
-        .await;
-        assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(7));
-        let virt = get(&env.virt_api::<Pod>(), "leaving").await;
-        assert!(
-            virt.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
-            "the virtual pod must wait for its host pod"
-        );
-        // The host kubelet finishes.
-        env.host_api::<Pod>()
-            .delete(
-                &env.host_name("leaving"),
-                &DeleteParams::default().grace_period(0),
-            )
+    let terminating = eventually("host pod terminating", || async {
+        get(&env.host_api::<Pod>(), &env.host_name("leaving"))
             .await
-            .unwrap();
-    }
+            .filter(|p| p.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(7));
+    let virt = get(&env.virt_api::<Pod>(), "leaving").await;
+    assert!(
+        virt.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+        "the virtual pod must wait for its host pod"
+    );
+    // The host kubelet finishes.
+    finish_host_pod_deletion(&env, &env.host_name("leaving")).await;
     eventually("virtual pod gone after its host pod", || async {
         get(&env.virt_api::<Pod>(), "leaving")
             .await
@@ -411,15 +352,9 @@ async fn a_graceful_virtual_delete_reaches_the_host_with_its_grace_period() {
 #[tokio::test]
 async fn a_host_pod_deleted_outside_vcsync_deletes_the_virtual_pod_instead_of_recreating_it() {
     let mut env = Env::new().await;
-    if env.embedded().is_none() {
-        eprintln!("skipped: needs to write the host pod's status");
-        return;
-    }
     env.start_syncer("").await;
     let created = create_pod(&env, &simple_pod("evicted")).await;
-    host_pod(&env, "evicted").await;
-    bind_host_pod(&env, "evicted", "node-a").await;
-    report_running(&env, "evicted", "10.244.1.10").await;
+    run_host_pod(&env, &env.host_name("evicted")).await;
     eventually("virtual pod running", || async {
         get(&env.virt_api::<Pod>(), "evicted")
             .await
@@ -483,8 +418,7 @@ async fn restart_over_synced_pods_writes_nothing() {
         host_pod(&env, name).await;
         // Half of them scheduled and running, half still pending.
         if i % 2 == 0 {
-            bind_host_pod(&env, name, "node-a").await;
-            report_running(&env, name, &format!("10.244.2.{i}")).await;
+            run_host_pod(&env, &env.host_name(name)).await;
         }
     }
     for name in &names {

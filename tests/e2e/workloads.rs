@@ -11,19 +11,17 @@ use k8s_openapi::{
 };
 use kube::{Api, api::PostParams};
 use serde_json::json;
-use vcsync_apiserver::SimulatorConfig;
 
 use crate::{
     env::{Env, eventually, get},
     kubectl::run,
+    kubelet::HostKubelet,
 };
 
 #[tokio::test]
 async fn a_kubectl_pod_runs_gets_a_fake_node_with_a_live_lease_a_service_ip_endpoints_and_events() {
     let mut env = Env::new().await;
-    let _simulator = env
-        .embedded()
-        .map(|(host, _)| host.start_simulator(SimulatorConfig::default()));
+    let _kubelet = HostKubelet::start(&env).await;
     env.start_syncer("sync:\n  nodes:\n    leaseRenewSeconds: 1\n")
         .await;
 
