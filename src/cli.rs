@@ -148,6 +148,12 @@ pub struct DevArgs {
     /// Pending on the host).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Run on a real host and a real virtual control plane (kube-apiserver,
+    /// kube-controller-manager and etcd each) from this folder of binaries (the last line that
+    /// tests/control-plane/build.sh prints) instead of the embedded servers; `--nodes` fake
+    /// kubelets then schedule and run the host's pods through its API.
+    #[arg(long)]
+    pub kube_assets: Option<PathBuf>,
     /// A development tool instead of the syncer.
     #[command(subcommand)]
     pub tool: Option<crate::dev_tools::DevTool>,

@@ -249,3 +249,77 @@ async fn a_folder_without_the_binaries_is_a_clear_error() {
     assert!(err.contains("build.sh"), "{err}");
     std::fs::remove_dir_all(&empty).unwrap();
 }
+
+/// `vcsync dev --kube-assets`: the syncer between a real host and a real virtual control plane,
+/// with fake kubelets on the host: a pod created with kubectl's client in the virtual cluster
+/// runs on the host and comes up Running on a fake node; SIGTERM stops everything.
+#[tokio::test]
+async fn dev_runs_the_syncer_between_real_planes_and_pods_run() {
+    let Some(assets) = assets() else { return };
+    let dir = std::env::temp_dir().join(format!("vcsync-dev-real-{}", std::process::id()));
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_vcsync"))
+        .args(["dev", "--nodes", "2", "--dir"])
+        .arg(&dir)
+        .arg("--kube-assets")
+        .arg(&assets)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let mut welcome = String::new();
+    for line in stdout.by_ref() {
+        let line = line.unwrap();
+        welcome.push_str(&line);
+        welcome.push('\n');
+        if line.contains("host namespace:") {
+            break;
+        }
+    }
+    assert!(
+        welcome.contains("real kube-apiserver control planes"),
+        "{welcome}"
+    );
+    let virt = client_of(&dir.join("virtual.kubeconfig")).await;
+    let host = client_of(&dir.join("host.kubeconfig")).await;
+    let version = virt.apiserver_version().await.unwrap();
+    assert_eq!(version.git_version, "v1.37.2", "a real kube-apiserver");
+
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "web", "image": "nginx"}]}
+    }))
+    .unwrap();
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(virt.clone(), "default");
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let running = eventually("the virtual pod Running on a node", || async {
+        let pod = pods.get("web").await.ok()?;
+        let status = pod.status.as_ref()?;
+        (status.phase.as_deref() == Some("Running")).then_some(pod)
+    })
+    .await;
+    let node = running.spec.unwrap().node_name.unwrap();
+    let nodes = Api::<k8s_openapi::api::core::v1::Node>::all(virt.clone());
+    assert!(nodes.get_opt(&node).await.unwrap().is_some(), "fake node {node}");
+    let host_pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(host, "vcsync-dev");
+    assert!(host_pods.get_opt("web-x-default").await.unwrap().is_some());
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status();
+    let deadline = Instant::now() + PATIENCE;
+    while dev.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "vcsync dev did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dev.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn client_of(kubeconfig: &Path) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}

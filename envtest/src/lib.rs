@@ -20,9 +20,11 @@
 
 mod certificates;
 mod kubeconfig;
+mod kubelets;
 mod processes;
 mod shared;
 
+pub use kubelets::{FAKE_KUBELET_LABEL, FakeKubelets};
 pub use shared::{Exclusive, SharedPlanes};
 
 use std::{
@@ -32,6 +34,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::ServiceAccount;
+use tracing::instrument::WithSubscriber;
 
 use processes::{Lifetime, Process, STOP_GRACE, Watchdog};
 
@@ -236,7 +239,10 @@ impl ControlPlane {
     {
         let started = Instant::now();
         loop {
-            let last = match check().await {
+            // A probe's failures are expected while the plane starts: kube's client would log
+            // each at error level.
+            let probe = check().with_subscriber(tracing::subscriber::NoSubscriber::default());
+            let last = match probe.await {
                 Ok(true) => return Ok(()),
                 Ok(false) => "not yet".to_string(),
                 Err(err) => format!("{err:#}"),
