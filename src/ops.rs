@@ -104,7 +104,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let verb = verb_of(request.method(), request.uri());
+        let (verb, resource) = request_of(request.method(), request.uri());
         let (side, metrics) = (self.side, self.metrics.clone());
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -113,43 +113,49 @@ where
                 Ok(response) => response.status().as_u16().to_string(),
                 Err(_) => "error".to_string(),
             };
-            metrics.record_api_request(side, verb, &code);
+            metrics.record_api_request(side, verb, &resource, &code);
             result
         })
     }
 }
 
-/// The Kubernetes verb of a request: the HTTP method, and for GETs whether the path names
-/// one object or a collection and whether it watches.
-fn verb_of(method: &http::Method, uri: &http::Uri) -> &'static str {
+/// The Kubernetes verb and resource of a request, as kube-apiserver's request info reads them:
+/// the verb from the HTTP method, and for GETs whether the path names one object or a
+/// collection and whether it watches; the resource (`pods`, `pods/status`) from the path after
+/// `/api/<version>` or `/apis/<group>/<version>` and the namespace; empty for other paths.
+fn request_of(method: &http::Method, uri: &http::Uri) -> (&'static str, String) {
     let query = uri.query().unwrap_or("");
-    let names_object = || {
-        let path: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
-        // Strip /api/<version> or /apis/<group>/<version>.
-        let rest = match path.first() {
-            Some(&"api") => path.get(2..),
-            Some(&"apis") => path.get(3..),
-            _ => None,
-        }
-        .unwrap_or(&[]);
-        let rest = match rest {
-            ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
-            other => other,
-        };
-        rest.len() >= 2
+    let path: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match path.first() {
+        Some(&"api") => path.get(2..),
+        Some(&"apis") => path.get(3..),
+        _ => None,
+    }
+    .unwrap_or(&[]);
+    // `namespaces/<ns>/<resource>...`, but `namespaces/<name>/status` is the namespace's own.
+    let rest = match rest {
+        ["namespaces", _, kind, ..] if !matches!(*kind, "status" | "finalize") => &rest[2..],
+        other => other,
     };
-    match *method {
+    let names_object = rest.len() >= 2;
+    let resource = match rest {
+        [kind, _, subresource, ..] => format!("{kind}/{subresource}"),
+        [kind, ..] => kind.to_string(),
+        [] => String::new(),
+    };
+    let verb = match *method {
         http::Method::GET if query.split('&').any(|p| p == "watch=true" || p == "watch=1") => "watch",
-        http::Method::GET if names_object() => "get",
+        http::Method::GET if names_object => "get",
         http::Method::GET if uri.path().starts_with("/api") => "list",
         http::Method::GET => "get",
         http::Method::POST => "create",
         http::Method::PUT => "update",
         http::Method::PATCH => "patch",
-        http::Method::DELETE if names_object() => "delete",
+        http::Method::DELETE if names_object => "delete",
         http::Method::DELETE => "deletecollection",
         _ => "other",
-    }
+    };
+    (verb, resource)
 }
 
 #[cfg(test)]
@@ -157,34 +163,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn verbs_follow_kubernetes() {
+    fn verbs_and_resources_follow_kubernetes() {
         let cases = [
-            ("GET", "/api/v1/namespaces/ns/configmaps?labelSelector=a", "list"),
+            (
+                "GET",
+                "/api/v1/namespaces/ns/configmaps?labelSelector=a",
+                "list",
+                "configmaps",
+            ),
             (
                 "GET",
                 "/api/v1/namespaces/ns/configmaps?watch=true&resourceVersion=1",
                 "watch",
+                "configmaps",
             ),
-            ("GET", "/api/v1/namespaces/ns/configmaps/cm", "get"),
-            ("GET", "/api/v1/namespaces/ns", "get"),
-            ("GET", "/api/v1/namespaces", "list"),
-            ("GET", "/api/v1/nodes/n1", "get"),
-            ("GET", "/apis/apps/v1/deployments", "list"),
+            ("GET", "/api/v1/namespaces/ns/configmaps/cm", "get", "configmaps"),
+            ("GET", "/api/v1/namespaces/ns", "get", "namespaces"),
+            (
+                "PUT",
+                "/api/v1/namespaces/ns/finalize",
+                "update",
+                "namespaces/finalize",
+            ),
+            ("GET", "/api/v1/namespaces", "list", "namespaces"),
+            ("GET", "/api/v1/nodes/n1", "get", "nodes"),
+            ("PATCH", "/api/v1/nodes/n1/status", "patch", "nodes/status"),
+            ("GET", "/apis/apps/v1/deployments", "list", "deployments"),
             (
                 "GET",
                 "/apis/networking.k8s.io/v1/namespaces/ns/ingresses/i",
                 "get",
+                "ingresses",
             ),
-            ("GET", "/version", "get"),
-            ("POST", "/api/v1/namespaces/ns/pods", "create"),
-            ("PUT", "/api/v1/namespaces/ns/pods/p/status", "update"),
-            ("PATCH", "/api/v1/namespaces/ns/pods/p", "patch"),
-            ("DELETE", "/api/v1/namespaces/ns/pods/p", "delete"),
-            ("DELETE", "/api/v1/namespaces/ns/pods", "deletecollection"),
+            ("GET", "/version", "get", ""),
+            ("POST", "/api/v1/namespaces/ns/pods", "create", "pods"),
+            (
+                "PUT",
+                "/api/v1/namespaces/ns/pods/p/status",
+                "update",
+                "pods/status",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/ns/pods/p/binding",
+                "create",
+                "pods/binding",
+            ),
+            ("PATCH", "/api/v1/namespaces/ns/pods/p", "patch", "pods"),
+            ("DELETE", "/api/v1/namespaces/ns/pods/p", "delete", "pods"),
+            ("DELETE", "/api/v1/namespaces/ns/pods", "deletecollection", "pods"),
         ];
-        for (method, uri, verb) in cases {
+        for (method, uri, verb, resource) in cases {
             let uri: http::Uri = uri.parse().unwrap();
-            assert_eq!(verb_of(&method.parse().unwrap(), &uri), verb, "{method} {uri}");
+            let got = request_of(&method.parse().unwrap(), &uri);
+            assert_eq!(got, (verb, resource.to_string()), "{method} {uri}");
         }
     }
 
@@ -209,9 +241,13 @@ mod tests {
         }
         let text = metrics.encode();
         assert!(
-            text.contains(r#"vcsync_api_requests_total{cluster="host",verb="get",code="200"} 1"#),
+            text.contains(
+                r#"vcsync_api_requests_total{cluster="host",verb="get",resource="pods",code="200"} 1"#
+            ),
             "{text}"
         );
-        assert!(text.contains(r#"vcsync_api_requests_total{cluster="host",verb="get",code="404"} 1"#));
+        assert!(text.contains(
+            r#"vcsync_api_requests_total{cluster="host",verb="get",resource="pods",code="404"} 1"#
+        ));
     }
 }

@@ -52,6 +52,8 @@ pub struct RequestLabels {
     pub cluster: String,
     /// Kubernetes verb: get, list, watch, create, update, patch, delete, deletecollection.
     pub verb: String,
+    /// The resource, with its subresource (`pods`, `pods/status`); empty for other paths.
+    pub resource: String,
     /// HTTP status code, or `error` when no response came back.
     pub code: String,
 }
@@ -132,7 +134,7 @@ impl Metrics {
         let api_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "api_requests",
-            "Requests to the API servers, per cluster (virtual, host), verb and status code",
+            "Requests to the API servers, per cluster (virtual, host), verb, resource and status code",
             api_requests.clone(),
         );
         let leader = Gauge::default();
@@ -216,11 +218,12 @@ impl Metrics {
     }
 
     /// Counts one request to the `side` API server.
-    pub fn record_api_request(&self, side: Side, verb: &str, code: &str) {
+    pub fn record_api_request(&self, side: Side, verb: &str, resource: &str, code: &str) {
         self.api_requests
             .get_or_create(&RequestLabels {
                 cluster: side.to_string(),
                 verb: verb.to_string(),
+                resource: resource.to_string(),
                 code: code.to_string(),
             })
             .inc();
@@ -519,13 +522,17 @@ mod tests {
     #[test]
     fn api_requests_are_counted_per_cluster_verb_and_code() {
         let metrics = Metrics::new();
-        metrics.record_api_request(Side::Host, "create", "201");
-        metrics.record_api_request(Side::Host, "create", "201");
-        metrics.record_api_request(Side::Virtual, "list", "error");
+        metrics.record_api_request(Side::Host, "create", "pods", "201");
+        metrics.record_api_request(Side::Host, "create", "pods", "201");
+        metrics.record_api_request(Side::Virtual, "list", "configmaps", "error");
         let text = metrics.encode();
         assert!(text.contains("# TYPE vcsync_api_requests counter"), "{text}");
-        assert!(text.contains(r#"vcsync_api_requests_total{cluster="host",verb="create",code="201"} 2"#));
-        assert!(text.contains(r#"vcsync_api_requests_total{cluster="virtual",verb="list",code="error"} 1"#));
+        assert!(text.contains(
+            r#"vcsync_api_requests_total{cluster="host",verb="create",resource="pods",code="201"} 2"#
+        ));
+        assert!(text.contains(
+            r#"vcsync_api_requests_total{cluster="virtual",verb="list",resource="configmaps",code="error"} 1"#
+        ));
     }
 
     #[test]
