@@ -1,0 +1,237 @@
+//! The bench: both clusters, the syncer, the watches and the measurements every scenario uses.
+
+use super::*;
+
+pub(super) struct Bench {
+    pub(super) host_server: ApiServer,
+    pub(super) virt_server: ApiServer,
+    pub(super) host: Client,
+    pub(super) virt: Client,
+    pub(super) syncer: Syncer,
+    pub(super) seen: Shared,
+    pub(super) watches: Vec<tokio::task::JoinHandle<()>>,
+    pub(super) client: ClientRequests,
+    pub(super) ticks: f64,
+    pub(super) timeout: Duration,
+    /// RSS of the idle syncer (ready, no objects).
+    pub(super) baseline: ProcStats,
+}
+
+impl Bench {
+    pub(super) async fn new(args: &BenchArgs, dir: &Path) -> anyhow::Result<(Bench, Option<Simulator>)> {
+        let host_server = ApiServer::start(ServerConfig {
+            name: "host".into(),
+            // The watch history must hold a whole burst: the syncer's watches never fall behind
+            // into 410 Gone because the bench is large.
+            watch_history: 100_000,
+            ..ServerConfig::default()
+        })
+        .await
+        .context("starting the host API server")?;
+        let virt_server = ApiServer::start(ServerConfig {
+            name: "virtual".into(),
+            watch_history: 100_000,
+            ..ServerConfig::default()
+        })
+        .await
+        .context("starting the virtual API server")?;
+        // Enough room on a few nodes for every pod of the run (direct ones included): few fake
+        // nodes, so heartbeats stay a small constant.
+        let simulator = (args.nodes > 0).then(|| {
+            host_server.start_simulator(SimulatorConfig {
+                nodes: args.nodes,
+                max_pods_per_node: (2 * args.pods.max(args.rate as usize * args.seconds as usize))
+                    .div_ceil(args.nodes)
+                    + 110,
+                ..SimulatorConfig::default()
+            })
+        });
+        let host_kubeconfig = dir.join("host.kubeconfig");
+        let virtual_kubeconfig = dir.join("virtual.kubeconfig");
+        crate::dev::write(&host_kubeconfig, &host_server.kubeconfig())?;
+        crate::dev::write(&virtual_kubeconfig, &virt_server.kubeconfig())?;
+        let config_path = dir.join("vcsync.yaml");
+        // No client-side rate limit: the bench measures the syncer, not its token bucket (with
+        // the default 100 qps a burst of 10,000 pods would take minutes by design).
+        crate::dev::write(
+            &config_path,
+            &format!(
+                "instance: {INSTANCE}\nhostNamespace: {HOST_NAMESPACE}\n\
+                 host:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n\
+                 virtual:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n",
+                host_kubeconfig.display(),
+                virtual_kubeconfig.display()
+            ),
+        )?;
+        let host = crate::dev::client(&host_server.url())?;
+        let virt = crate::dev::client(&virt_server.url())?;
+        crate::dev::create_namespace(&host, HOST_NAMESPACE).await?;
+        crate::dev::create_namespace(&host, DIRECT_NAMESPACE).await?;
+        crate::dev::create_namespace(&virt, VIRTUAL_NAMESPACE).await?;
+        let log = std::fs::File::create(dir.join("syncer.log")).context("creating the syncer log")?;
+        let syncer = Syncer {
+            config: config_path,
+            log: Arc::new(Mutex::new(log)),
+            child: None,
+            ready: Arc::new(Mutex::new(None)),
+            spawned: Instant::now(),
+        };
+        let seen = Shared::default();
+        let watches = start_watches(&host, &virt, &seen);
+        let bench = Bench {
+            host_server,
+            virt_server,
+            host,
+            virt,
+            syncer,
+            seen,
+            watches,
+            client: ClientRequests::default(),
+            ticks: clock_ticks(),
+            timeout: Duration::from_secs(args.timeout),
+            baseline: ProcStats::default(),
+        };
+        Ok((bench, simulator))
+    }
+
+    /// Starts the syncer and records its idle figures.
+    pub(super) async fn start_syncer(&mut self, out: &mut BTreeMap<String, Value>) -> anyhow::Result<()> {
+        self.syncer.start()?;
+        let ready = self.syncer.wait_ready(self.timeout).await?;
+        out.insert("start_ready_s".into(), json!(round3(ready.as_secs_f64())));
+        // Let the start settle (fake nodes, first heartbeats) before the idle figures.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        self.baseline = proc_stats(self.syncer.pid()?, self.ticks)?;
+        out.insert("idle_rss_bytes".into(), json!(self.baseline.rss));
+        Ok(())
+    }
+
+    pub(super) fn reset_counters(&self) {
+        self.host_server.reset_counters();
+        self.virt_server.reset_counters();
+        self.client.reset();
+    }
+
+    /// The syncer's requests since the last reset. The bench's watches count only when they
+    /// started after the reset (they never do: they start before the first reset).
+    pub(super) fn requests(&self) -> SyncerRequests {
+        SyncerRequests::new(
+            &self.host_server.counters(),
+            &self.virt_server.counters(),
+            &self.client,
+            0,
+        )
+    }
+
+    /// Waits until the syncer wrote nothing for `quiet` (heartbeats aside).
+    pub(super) async fn settle(&self, quiet: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let mut last = self.requests().object_writes();
+        let mut since = Instant::now();
+        while since.elapsed() < quiet {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.requests().object_writes();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+            if start.elapsed() > self.timeout {
+                bail!("the syncer kept writing for {:?}", self.timeout);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn record_process(
+        &self,
+        out: &mut BTreeMap<String, Value>,
+        pods: usize,
+        prefix: &str,
+    ) -> anyhow::Result<ProcStats> {
+        let stats = proc_stats(self.syncer.pid()?, self.ticks)?;
+        out.insert(format!("{prefix}cpu_s"), json!(round3(stats.cpu_s)));
+        // This process: both API servers, the simulator and the bench client.
+        if let Ok(own) = proc_stats(std::process::id(), self.ticks) {
+            out.insert(
+                format!("{prefix}servers_and_client_cpu_s"),
+                json!(round3(own.cpu_s)),
+            );
+        }
+        out.insert(format!("{prefix}rss_bytes"), json!(stats.rss));
+        out.insert(format!("{prefix}peak_rss_bytes"), json!(stats.hwm));
+        if pods > 0 {
+            out.insert(
+                format!("{prefix}rss_per_pod_bytes"),
+                json!(stats.rss.saturating_sub(self.baseline.rss) / pods as u64),
+            );
+        }
+        Ok(stats)
+    }
+
+    pub(super) fn record_requests(
+        &self,
+        out: &mut BTreeMap<String, Value>,
+        pods: usize,
+        prefix: &str,
+    ) -> SyncerRequests {
+        let requests = self.requests();
+        let per = pods.max(1) as f64;
+        out.insert(format!("{prefix}writes"), json!(requests.object_writes()));
+        out.insert(
+            format!("{prefix}heartbeat_writes"),
+            json!(requests.heartbeat_writes()),
+        );
+        out.insert(
+            format!("{prefix}writes_per_pod"),
+            json!(round3(requests.pod_writes() as f64 / per)),
+        );
+        out.insert(
+            format!("{prefix}writes_per_pod_all_kinds"),
+            json!(round3(requests.object_writes() as f64 / per)),
+        );
+        out.insert(format!("{prefix}requests"), requests.to_json(pods));
+        requests
+    }
+
+    /// CPU seconds used so far by this process (servers, simulator, client) and the syncer.
+    pub(super) fn cpu(&self) -> (f64, f64) {
+        let of = |pid: anyhow::Result<u32>| {
+            pid.and_then(|pid| proc_stats(pid, self.ticks))
+                .map(|s| s.cpu_s)
+                .unwrap_or(0.0)
+        };
+        (of(Ok(std::process::id())), of(self.syncer.pid()))
+    }
+
+    /// Creates `n` pods with their references in the virtual cluster and waits until all run
+    /// in both clusters; returns (time until all exist on the host, until all run virtually),
+    /// and the CPU seconds (this process, the syncer) used until all existed on the host.
+    pub(super) async fn sync_pods(
+        &self,
+        n: usize,
+        concurrency: usize,
+    ) -> anyhow::Result<(Duration, Duration, (f64, f64))> {
+        let (own_before, syncer_before) = self.cpu();
+        let start = Instant::now();
+        create_all(
+            &self.virt,
+            "virtual",
+            VIRTUAL_NAMESPACE,
+            0..n,
+            concurrency,
+            &self.client,
+        )
+        .await?;
+        let all_on_host = wait_for(&self.seen, "all pods on the host", self.timeout, |s| {
+            s.pods.values().filter(|p| p.host_seen.is_some()).count() >= n
+        })
+        .await?;
+        let (own, syncer) = self.cpu();
+        let cpu = (own - own_before, syncer - syncer_before);
+        let all_running = wait_for(&self.seen, "all virtual pods Running", self.timeout, |s| {
+            s.pods.values().filter(|p| p.virtual_running.is_some()).count() >= n
+        })
+        .await?;
+        Ok((all_on_host - start, all_running - start, cpu))
+    }
+}
