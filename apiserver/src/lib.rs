@@ -29,6 +29,7 @@ mod objects;
 mod openapi;
 mod patch;
 mod persist;
+mod pod_update;
 mod protobuf;
 mod query;
 mod representation;

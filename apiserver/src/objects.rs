@@ -385,6 +385,10 @@ impl Objects {
         new["kind"] = json!(def.kind);
         new["apiVersion"] = json!(def.api_version());
         admission::default_on_write(def, &mut new);
+        if sub.is_none() && def.kind == "Pod" && def.group.is_empty() {
+            crate::pod_update::validate(&new, old)
+                .map_err(|e| ApiError::field_invalid("", "Pod", &name, &e.field, e.type_, &e.detail))?;
+        }
         if def.kind == "Service" && def.group.is_empty() {
             self.allocator()
                 .assign(&mut new, Some(old))

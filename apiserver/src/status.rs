@@ -11,8 +11,8 @@ pub(crate) struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    /// `details.name`, `details.group` and `details.kind` (resource plural, or Kind for Invalid).
-    pub details: Option<(String, String, String)>,
+    /// `details` (boxed: it is rare and the error travels in every `Result`).
+    pub details: Option<Box<Details>>,
     /// `details.retryAfterSeconds` and the `Retry-After` header (429); 0 for none (a plain `u32`
     /// keeps the error small).
     pub retry_after_seconds: u32,
@@ -33,7 +33,12 @@ impl ApiError {
     }
 
     fn with_details(mut self, name: &str, group: &str, kind: &str) -> Self {
-        self.details = Some((name.to_string(), group.to_string(), kind.to_string()));
+        self.details = Some(Box::new(Details {
+            name: name.to_string(),
+            group: group.to_string(),
+            kind: kind.to_string(),
+            causes: Vec::new(),
+        }));
         self
     }
 
@@ -94,6 +99,32 @@ impl ApiError {
             format!("{kind} \"{name}\" is invalid: {field_error}"),
         )
         .with_details(name, group, kind)
+    }
+
+    /// 422 Invalid for one field error, with its `details.causes` entry as kube-apiserver gives it:
+    /// `type` is the error type as it reads in the message ("Forbidden", "Required value", ...).
+    pub fn field_invalid(
+        group: &str,
+        kind: &str,
+        name: &str,
+        field: &str,
+        type_: &str,
+        detail: &str,
+    ) -> Self {
+        let message = if detail.is_empty() {
+            type_.to_string()
+        } else {
+            format!("{type_}: {detail}")
+        };
+        let mut error = Self::invalid(group, kind, name, format!("{field}: {message}"));
+        if let Some(details) = error.details.as_mut() {
+            details.causes.push(json!({
+                "reason": cause_reason(type_),
+                "message": message,
+                "field": field,
+            }));
+        }
+        error
     }
 
     /// 400 BadRequest.
@@ -166,10 +197,13 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if let Some((name, group, kind)) = &self.details {
-            let mut details = json!({ "name": name, "kind": kind });
-            if !group.is_empty() {
-                details["group"] = json!(group);
+        if let Some(found) = &self.details {
+            let mut details = json!({ "name": found.name, "kind": found.kind });
+            if !found.group.is_empty() {
+                details["group"] = json!(found.group);
+            }
+            if !found.causes.is_empty() {
+                details["causes"] = json!(found.causes);
             }
             status["details"] = details;
         }
@@ -177,6 +211,32 @@ impl ApiError {
             status["details"]["retryAfterSeconds"] = json!(self.retry_after_seconds);
         }
         status
+    }
+}
+
+/// `details` of a `Status`.
+#[derive(Debug, Clone)]
+pub(crate) struct Details {
+    pub name: String,
+    pub group: String,
+    /// The resource plural, or the Kind for Invalid.
+    pub kind: String,
+    /// `details.causes`: `{reason, message, field}` objects.
+    pub causes: Vec<Value>,
+}
+
+/// The `reason` of a cause for a field error type as it reads in messages (k8s.io/apimachinery's
+/// `field.ErrorType`).
+fn cause_reason(type_: &str) -> &'static str {
+    match type_ {
+        "Not found" => "FieldValueNotFound",
+        "Required value" => "FieldValueRequired",
+        "Duplicate value" => "FieldValueDuplicate",
+        "Forbidden" => "FieldValueForbidden",
+        "Too long" => "FieldValueTooLong",
+        "Too many" => "FieldValueTooMany",
+        "Unsupported value" => "FieldValueNotSupported",
+        _ => "FieldValueInvalid",
     }
 }
 
