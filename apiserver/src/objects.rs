@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::admission;
 use crate::patch::{self, PatchKind};
+use crate::representation::ListPage;
 use crate::resources::{Registry, ResourceDef};
 use crate::selectors::Selectors;
 use crate::service_alloc::ServiceAllocator;
@@ -22,17 +23,6 @@ pub(crate) struct Objects {
     pub registry: Registry,
     pub store: Store,
     allocator: Mutex<ServiceAllocator>,
-}
-
-/// One page of a LIST. Items are shared with the store, so a large list costs no deep copies;
-/// it is serialized straight from them.
-#[derive(Debug, serde::Serialize)]
-pub(crate) struct ListPage {
-    pub kind: String,
-    #[serde(rename = "apiVersion")]
-    pub api_version: String,
-    pub metadata: Value,
-    pub items: Vec<Arc<Value>>,
 }
 
 /// The store key of the namespaces table.
@@ -169,6 +159,9 @@ impl Objects {
             api_version: def.api_version(),
             metadata,
             items,
+            // kube-apiserver's items of built-in kinds have no kind and apiVersion; custom
+            // resources (unstructured) keep theirs.
+            item_types: def.crd.is_some(),
         })
     }
 

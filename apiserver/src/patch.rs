@@ -4,8 +4,8 @@
 //! Strategic merge here is merge patch plus: lists of objects known to Kubernetes as "merge by key"
 //! (containers, volumes, env, ports, conditions, ...) are merged element-wise by their key,
 //! `metadata.finalizers` is merged as a set, `$patch: replace|delete` and
-//! `$deleteFromPrimitiveList/<field>` are honoured, and `$setElementOrder/<field>` and
-//! `$retainKeys` are accepted and ignored. There is no OpenAPI schema behind it, so keys are chosen
+//! `$deleteFromPrimitiveList/<field>` are honoured, merged lists are ordered as kube-apiserver
+//! orders them (honouring `$setElementOrder/<field>`), and `$retainKeys` is accepted and ignored. There is no OpenAPI schema behind it, so keys are chosen
 //! by field name; that covers the built-in kinds vcsync syncs.
 
 use serde_json::{Map, Value};
@@ -126,7 +126,12 @@ pub(crate) fn strategic_merge(target: &mut Value, patch: &Value) {
             continue;
         }
         match (target_map.get_mut(key), value) {
-            (Some(Value::Array(existing)), Value::Array(items)) => merge_list(key, existing, items),
+            (Some(Value::Array(existing)), Value::Array(items)) => {
+                let order = patch_map
+                    .get(&format!("$setElementOrder/{key}"))
+                    .and_then(Value::as_array);
+                merge_list(key, existing, items, order)
+            }
             (Some(existing @ Value::Object(_)), Value::Object(_)) => strategic_merge(existing, value),
             (_, _) => {
                 target_map.insert(key.clone(), strip_directives(value));
@@ -135,7 +140,8 @@ pub(crate) fn strategic_merge(target: &mut Value, patch: &Value) {
     }
 }
 
-fn merge_list(field: &str, existing: &mut Vec<Value>, items: &[Value]) {
+/// Merges `items` into the list `existing`; `order` is the patch's `$setElementOrder/<field>`.
+fn merge_list(field: &str, existing: &mut Vec<Value>, items: &[Value], order: Option<&Vec<Value>>) {
     if items
         .iter()
         .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
@@ -159,6 +165,7 @@ fn merge_list(field: &str, existing: &mut Vec<Value>, items: &[Value]) {
         *existing = items.iter().map(strip_directives).collect();
         return;
     };
+    let live: Vec<Value> = existing.iter().map(|e| e[key].clone()).collect();
     for item in items {
         let id = item.get(key);
         let position = id.and_then(|id| existing.iter().position(|e| e.get(key) == Some(id)));
@@ -171,6 +178,40 @@ fn merge_list(field: &str, existing: &mut Vec<Value>, items: &[Value]) {
             (Some(i), false) => strategic_merge(&mut existing[i], item),
             (None, false) => existing.push(strip_directives(item)),
         }
+    }
+    let patch_order: Vec<Value> = match order {
+        Some(order) => order.iter().map(|o| o[key].clone()).collect(),
+        None => items
+            .iter()
+            .filter(|i| i.get("$patch").is_none())
+            .map(|i| i[key].clone())
+            .collect(),
+    };
+    order_elements(existing, key, &live, &patch_order);
+}
+
+/// Orders a merged list as kube-apiserver does: the items the patch names in the patch's order
+/// (or its `$setElementOrder`), the others in their live order, interleaved where both were live
+/// by their live positions; new items go before the live ones they meet.
+fn order_elements(merged: &mut Vec<Value>, key: &str, live: &[Value], patch_order: &[Value]) {
+    let position = |list: &[Value], item: &Value| list.iter().position(|k| *k == item[key]);
+    let (mut named, server_only): (Vec<Value>, Vec<Value>) = std::mem::take(merged)
+        .into_iter()
+        .partition(|item| position(patch_order, item).is_some());
+    named.sort_by_key(|item| position(patch_order, item));
+    let (mut left, mut right) = (server_only.into_iter().peekable(), named.into_iter().peekable());
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (Some(l), Some(r)) => matches!(
+                (position(live, l), position(live, r)),
+                (Some(li), Some(ri)) if li < ri
+            ),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_left { left.next() } else { right.next() };
+        merged.extend(next);
     }
 }
 
@@ -242,6 +283,32 @@ mod tests {
         let patch = json!({"metadata": {"labels": {"$patch": "replace", "z": "9"}}});
         strategic_merge(&mut target, &patch);
         assert_eq!(target["metadata"]["labels"], json!({"z": "9"}));
+    }
+
+    #[test]
+    fn merged_lists_are_ordered_like_kube_apiserver() {
+        let mut target = json!({"env": [{"name": "A"}, {"name": "B"}, {"name": "C"}]});
+        strategic_merge(
+            &mut target,
+            &json!({"env": [{"name": "N"}, {"name": "B", "value": "2"}]}),
+        );
+        let names: Vec<&str> = target["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["N", "A", "B", "C"]);
+        let patch = json!({"$setElementOrder/env": [{"name": "C"}, {"name": "A"}],
+            "env": [{"name": "A", "value": "1"}]});
+        strategic_merge(&mut target, &patch);
+        let names: Vec<&str> = target["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["N", "B", "C", "A"]);
     }
 
     #[test]

@@ -2,9 +2,56 @@
 //! Table (`as=Table`), or metadata only (`as=PartialObjectMetadata[List]`, used by kube-rs
 //! metadata watchers to keep caches small).
 
+use std::sync::Arc;
+
+use serde::ser::{SerializeMap, SerializeStruct};
 use serde_json::{Value, json};
 
-use crate::objects::ListPage;
+/// One page of a LIST. Items are shared with the store, so a large list costs no deep copies;
+/// it is serialized straight from them.
+#[derive(Debug)]
+pub(crate) struct ListPage {
+    pub kind: String,
+    pub api_version: String,
+    pub metadata: Value,
+    pub items: Vec<Arc<Value>>,
+    /// Whether the items keep their `kind` and `apiVersion` (stored objects carry them).
+    pub item_types: bool,
+}
+
+impl serde::Serialize for ListPage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let items: Vec<ListItem<'_>> = self
+            .items
+            .iter()
+            .map(|object| ListItem(object, self.item_types))
+            .collect();
+        let mut list = serializer.serialize_struct("List", 4)?;
+        list.serialize_field("kind", &self.kind)?;
+        list.serialize_field("apiVersion", &self.api_version)?;
+        list.serialize_field("metadata", &self.metadata)?;
+        list.serialize_field("items", &items)?;
+        list.end()
+    }
+}
+
+/// An item of a list, with or without its `kind` and `apiVersion`.
+struct ListItem<'a>(&'a Value, bool);
+
+impl serde::Serialize for ListItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (Value::Object(fields), false) = (self.0, self.1) else {
+            return self.0.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in fields {
+            if key != "kind" && key != "apiVersion" {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
 
 /// The representation of objects in a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,5 +107,25 @@ mod tests {
             partial,
             json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": {"name": "x"}})
         );
+    }
+
+    #[test]
+    fn list_items_lose_their_types_unless_custom() {
+        let object = json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "x"}});
+        let page = |item_types| ListPage {
+            kind: "ConfigMapList".into(),
+            api_version: "v1".into(),
+            metadata: json!({"resourceVersion": "1"}),
+            items: vec![Arc::new(object.clone())],
+            item_types,
+        };
+        let builtin = serde_json::to_value(page(false)).unwrap();
+        assert_eq!(builtin["items"], json!([{"metadata": {"name": "x"}}]));
+        assert_eq!(
+            (&builtin["kind"], &builtin["apiVersion"]),
+            (&json!("ConfigMapList"), &json!("v1"))
+        );
+        let custom = serde_json::to_value(page(true)).unwrap();
+        assert_eq!(custom["items"], json!([object]));
     }
 }
