@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::objects::{DEFAULT_SERVICE_ACCOUNT, NAMESPACES, Objects, format_timestamp, now_rfc3339};
+use crate::objects::{NAMESPACES, Objects, format_timestamp, now_rfc3339};
 use crate::resources::ResourceDef;
 use crate::selectors::Selectors;
 use crate::status::{ApiError, ApiResult};
@@ -282,9 +282,9 @@ pub(crate) fn remove_now(
     if def.namespaced {
         finish_namespace(objects, state, namespace);
     }
-    if def.group.is_empty() && def.kind == "ServiceAccount" && name == DEFAULT_SERVICE_ACCOUNT {
-        // The service-account controller puts it back while the namespace lives.
-        objects.ensure_default_service_account(state, namespace);
+    if crate::namespace_content::is_namespace_content(def, name) {
+        // The controllers put it back while the namespace lives.
+        objects.fill_namespace(state, namespace);
     }
     Some(removed)
 }

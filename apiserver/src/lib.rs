@@ -25,6 +25,7 @@ mod faults;
 mod http;
 mod ip_pool;
 mod kubeconfig;
+mod namespace_content;
 mod objects;
 mod openapi;
 mod patch;

@@ -28,12 +28,10 @@ pub(crate) struct Objects {
 /// The store key of the namespaces table.
 pub(crate) const NAMESPACES: &str = "/namespaces";
 
-/// The service account every namespace gets.
-pub(crate) const DEFAULT_SERVICE_ACCOUNT: &str = "default";
-
 impl Objects {
     /// An object layer holding `restored` (persisted state) if given, with the built-in
-    /// namespaces and the `kubernetes` Service created when missing.
+    /// namespaces (each with its default ServiceAccount and root CA ConfigMap) and the
+    /// `kubernetes` Service created when missing.
     pub fn new(
         registry: Registry,
         history: usize,
@@ -47,6 +45,7 @@ impl Objects {
         };
         if let Some(restored) = restored {
             objects.restore(restored);
+            objects.fill_all_namespaces();
         }
         let namespaces = objects
             .registry
@@ -236,29 +235,9 @@ impl Objects {
             self.registry.set_crd(&name, types);
         }
         if def.store_key() == NAMESPACES {
-            self.ensure_default_service_account(state, &name);
+            self.fill_namespace(state, &name);
         }
         Ok(created)
-    }
-
-    /// Creates the `default` ServiceAccount of a namespace that is open and lacks one, as the
-    /// service-account controller does (synchronously here, so it exists as soon as the namespace).
-    pub(crate) fn ensure_default_service_account(&self, state: &mut State, namespace: &str) {
-        let Some(def) = self.registry.find("", "v1", "serviceaccounts") else {
-            return;
-        };
-        if state
-            .get(&def.store_key(), namespace, DEFAULT_SERVICE_ACCOUNT)
-            .is_some()
-            || check_namespace_open(state, namespace).is_err()
-        {
-            return;
-        }
-        let body = json!({"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": DEFAULT_SERVICE_ACCOUNT, "namespace": namespace}});
-        if let Err(e) = self.create_in(state, &def, namespace, body) {
-            tracing::warn!(namespace, error = %e.message, "could not create the default service account");
-        }
     }
 
     /// PUT of the main resource (`sub` None) or of `status`.
@@ -552,7 +531,7 @@ fn check_namespace(def: &ResourceDef, namespace: &str, body: &mut Value) -> ApiR
 }
 
 /// Namespaced writes need an existing namespace that is not being deleted.
-fn check_namespace_open(state: &State, namespace: &str) -> ApiResult<()> {
+pub(crate) fn check_namespace_open(state: &State, namespace: &str) -> ApiResult<()> {
     let ns = state
         .get(NAMESPACES, "", namespace)
         .ok_or_else(|| ApiError::not_found("", "namespaces", namespace))?;
