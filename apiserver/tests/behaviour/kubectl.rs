@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::env::{Env, TestResult};
+use crate::env::both;
 
 const MIN_MINOR: u32 = 37;
 
@@ -110,114 +110,111 @@ spec:
     image: nginx:1.27
 ";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_get_create_apply_label_edit_watch_delete() -> TestResult {
-    let binary = find_kubectl().unwrap_or_else(|message| panic!("{message}"));
-    let env = Env::new("kubectl").await;
-    let kubeconfig = match (env.server(), std::env::var("VCSYNC_TEST_KUBECONFIG")) {
-        (Some(server), _) => write_temp("kubeconfig", &server.kubeconfig()),
-        (None, Ok(path)) => PathBuf::from(path),
-        (None, Err(_)) => unreachable!("a real cluster needs VCSYNC_TEST_KUBECONFIG"),
-    };
-    let kubectl = Kubectl {
-        binary,
-        kubeconfig,
-        namespace: env.ns.clone(),
-    };
-    let manifest = write_temp("manifest.yaml", MANIFEST);
-    // The blocking kubectl calls run off the async runtime's reactor thread.
-    tokio::task::spawn_blocking(move || {
-        let manifest_arg = manifest.to_str().unwrap();
-        assert!(
-            kubectl
-                .run(&["create", "configmap", "x", "--from-literal=a=b"])
-                .contains("configmap/x created")
-        );
-        let listed = kubectl.run(&["get", "configmaps"]);
-        assert!(listed.starts_with("NAME") && listed.contains("\nx "), "{listed}");
-        assert!(
-            kubectl
-                .run(&["get", "configmap", "x", "-o", "yaml"])
-                .contains("  a: b\n")
-        );
-
-        let first = kubectl.run(&["apply", "-f", manifest_arg]);
-        assert!(
-            first.contains("configmap/applied created") && first.contains("pod/web created"),
-            "{first}"
-        );
-        std::fs::write(&manifest, MANIFEST.replace("value1", "value2")).unwrap();
-        assert!(
-            kubectl
-                .run(&["apply", "-f", manifest_arg])
-                .contains("configmap/applied configured")
-        );
-        let value = kubectl.run(&["get", "configmap", "applied", "-o", "jsonpath={.data.key}"]);
-        assert_eq!(value, "value2");
-
-        kubectl.run(&["label", "configmap", "applied", "tier=front"]);
-        assert!(
-            kubectl
-                .run(&["get", "configmaps", "-l", "tier=front", "-o", "name"])
-                .contains("configmap/applied")
-        );
-
-        kubectl.run_with(
-            &["edit", "configmap", "applied"],
-            &[("KUBE_EDITOR", "sed -i s/value2/value3/")],
-        );
-        let value = kubectl.run(&["get", "configmap", "applied", "-o", "jsonpath={.data.key}"]);
-        assert_eq!(value, "value3");
-
-        let secret = write_temp(
-            "secret.yaml",
-            "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {pw: hunter2}\n",
-        );
-        kubectl.run(&["create", "-f", secret.to_str().unwrap()]);
-        assert_eq!(
-            kubectl.run(&["get", "secret", "s", "-o", "jsonpath={.data.pw}"]),
-            "aHVudGVyMg=="
-        );
-        kubectl.run(&["create", "deployment", "d", "--image=nginx", "--replicas=2"]);
-        assert!(kubectl.run(&["get", "deployments"]).contains("d "));
-
-        // `create token` sends a protobuf TokenRequest to the default service account.
-        let token = kubectl.run(&["create", "token", "default", "--duration=2h", "--audience=a"]);
-        assert_eq!(token.trim().split('.').count(), 3, "{token}");
-
-        // get -w prints the existing objects, then changes as they happen.
-        let mut watch = kubectl
-            .command(&["get", "configmaps", "-w"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-        assert!(lines.next().unwrap().unwrap().starts_with("NAME"));
-        kubectl.run(&["create", "configmap", "watched", "--from-literal=a=b"]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut saw = false;
-        for line in lines.by_ref() {
-            if line.unwrap().starts_with("watched ") {
-                saw = true;
-                break;
-            }
+both! {
+    multi_thread;
+    async fn kubectl_get_create_apply_label_edit_watch_delete(env: Env) -> TestResult {
+        let binary = find_kubectl().unwrap_or_else(|message| panic!("{message}"));
+        let kubeconfig = env.kubeconfig().to_path_buf();
+        let kubectl = Kubectl {
+            binary,
+            kubeconfig,
+            namespace: env.ns.clone(),
+        };
+        let manifest = write_temp("manifest.yaml", MANIFEST);
+        // The blocking kubectl calls run off the async runtime's reactor thread.
+        tokio::task::spawn_blocking(move || {
+            let manifest_arg = manifest.to_str().unwrap();
             assert!(
-                Instant::now() < deadline,
-                "kubectl get -w did not show the new object"
+                kubectl
+                    .run(&["create", "configmap", "x", "--from-literal=a=b"])
+                    .contains("configmap/x created")
             );
-        }
-        let _ = watch.kill();
-        let _ = watch.wait();
-        assert!(saw);
+            let listed = kubectl.run(&["get", "configmaps"]);
+            assert!(listed.starts_with("NAME") && listed.contains("\nx "), "{listed}");
+            assert!(
+                kubectl
+                    .run(&["get", "configmap", "x", "-o", "yaml"])
+                    .contains("  a: b\n")
+            );
 
-        assert!(kubectl.run(&["delete", "configmap", "x"]).contains("deleted"));
-        kubectl.run(&["delete", "pod", "web", "--grace-period=0", "--force"]);
-        let remaining = kubectl.run(&["get", "configmaps", "-o", "name"]);
-        assert!(!remaining.contains("configmap/x\n"), "{remaining}");
-        let _ = std::fs::remove_file(&manifest);
-        let _ = std::fs::remove_file(&secret);
-    })
-    .await?;
-    env.finish().await;
-    Ok(())
+            let first = kubectl.run(&["apply", "-f", manifest_arg]);
+            assert!(
+                first.contains("configmap/applied created") && first.contains("pod/web created"),
+                "{first}"
+            );
+            std::fs::write(&manifest, MANIFEST.replace("value1", "value2")).unwrap();
+            assert!(
+                kubectl
+                    .run(&["apply", "-f", manifest_arg])
+                    .contains("configmap/applied configured")
+            );
+            let value = kubectl.run(&["get", "configmap", "applied", "-o", "jsonpath={.data.key}"]);
+            assert_eq!(value, "value2");
+
+            kubectl.run(&["label", "configmap", "applied", "tier=front"]);
+            assert!(
+                kubectl
+                    .run(&["get", "configmaps", "-l", "tier=front", "-o", "name"])
+                    .contains("configmap/applied")
+            );
+
+            kubectl.run_with(
+                &["edit", "configmap", "applied"],
+                &[("KUBE_EDITOR", "sed -i s/value2/value3/")],
+            );
+            let value = kubectl.run(&["get", "configmap", "applied", "-o", "jsonpath={.data.key}"]);
+            assert_eq!(value, "value3");
+
+            let secret = write_temp(
+                "secret.yaml",
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {pw: hunter2}\n",
+            );
+            kubectl.run(&["create", "-f", secret.to_str().unwrap()]);
+            assert_eq!(
+                kubectl.run(&["get", "secret", "s", "-o", "jsonpath={.data.pw}"]),
+                "aHVudGVyMg=="
+            );
+            kubectl.run(&["create", "deployment", "d", "--image=nginx", "--replicas=2"]);
+            assert!(kubectl.run(&["get", "deployments"]).contains("d "));
+
+            // `create token` sends a protobuf TokenRequest to the default service account.
+            let token = kubectl.run(&["create", "token", "default", "--duration=2h", "--audience=a"]);
+            assert_eq!(token.trim().split('.').count(), 3, "{token}");
+
+            // get -w prints the existing objects, then changes as they happen.
+            let mut watch = kubectl
+                .command(&["get", "configmaps", "-w"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+            assert!(lines.next().unwrap().unwrap().starts_with("NAME"));
+            kubectl.run(&["create", "configmap", "watched", "--from-literal=a=b"]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut saw = false;
+            for line in lines.by_ref() {
+                if line.unwrap().starts_with("watched ") {
+                    saw = true;
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "kubectl get -w did not show the new object"
+                );
+            }
+            let _ = watch.kill();
+            let _ = watch.wait();
+            assert!(saw);
+
+            assert!(kubectl.run(&["delete", "configmap", "x"]).contains("deleted"));
+            kubectl.run(&["delete", "pod", "web", "--grace-period=0", "--force"]);
+            let remaining = kubectl.run(&["get", "configmaps", "-o", "name"]);
+            assert!(!remaining.contains("configmap/x\n"), "{remaining}");
+            let _ = std::fs::remove_file(&manifest);
+            let _ = std::fs::remove_file(&secret);
+        })
+        .await?;
+        env.finish().await;
+        Ok(())
+    }
 }

@@ -1,5 +1,5 @@
-//! Behaviour tests of the API server through real clients (kube-rs, kubectl). They run against
-//! the embedded server, or against a real cluster when `VCSYNC_TEST_KUBECONFIG` is set.
+//! Behaviour tests of the API server through real clients (kube-rs, kubectl). Each case runs
+//! against the embedded server and against a real kube-apiserver (see `env.rs`).
 
 mod crd;
 mod crud;

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::time::timeout;
 use vcsync_apiserver::{ApiServer, ServerConfig};
 
-use crate::env::{TestResult, object};
+use crate::env::{embedded, object};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -83,245 +83,249 @@ fn widget_crd() -> CustomResourceDefinition {
     }))
 }
 
-#[tokio::test]
-async fn objects_survive_a_restart_with_uids_and_resource_versions() -> TestResult {
-    let dir = TempDir::new("restart");
-    let (server, client) = start(dir.path()).await?;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let kube_system = namespaces.get("kube-system").await?;
-    namespaces
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": "app"}})),
-        )
-        .await?;
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "app");
-    let cm = config_maps
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": "cm"}, "data": {"a": "1"}})),
-        )
-        .await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "app");
-    let secret = secrets
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}})),
-        )
-        .await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "app");
-    let pod = pods
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": "p"},
-                "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
-        )
-        .await?;
-    let services: Api<Service> = Api::namespaced(client.clone(), "app");
-    let node_port = services
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": "np"},
-                "spec": {"type": "NodePort", "ports": [{"port": 80}]}})),
-        )
-        .await?;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &widget_crd()).await?;
-    let widget_type =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
-    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "app", &widget_type);
-    let widget = widgets
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
-                "metadata": {"name": "w"}, "spec": {"size": 3}}))?,
-        )
-        .await?;
-    let before = config_maps.list(&ListParams::default()).await?;
-    let list_rv: u64 = before.metadata.resource_version.as_deref().unwrap().parse()?;
-    server.shutdown().await;
+embedded! {
+    async fn objects_survive_a_restart_with_uids_and_resource_versions() -> TestResult {
+        let dir = TempDir::new("restart");
+        let (server, client) = start(dir.path()).await?;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let kube_system = namespaces.get("kube-system").await?;
+        namespaces
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": "app"}})),
+            )
+            .await?;
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "app");
+        let cm = config_maps
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": "cm"}, "data": {"a": "1"}})),
+            )
+            .await?;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "app");
+        let secret = secrets
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}})),
+            )
+            .await?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "app");
+        let pod = pods
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": "p"},
+                    "spec": {"containers": [{"name": "c", "image": "nginx"}]}})),
+            )
+            .await?;
+        let services: Api<Service> = Api::namespaced(client.clone(), "app");
+        let node_port = services
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": "np"},
+                    "spec": {"type": "NodePort", "ports": [{"port": 80}]}})),
+            )
+            .await?;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        crds.create(&PostParams::default(), &widget_crd()).await?;
+        let widget_type =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.com", "v1", "Widget"), "widgets");
+        let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "app", &widget_type);
+        let widget = widgets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                    "metadata": {"name": "w"}, "spec": {"size": 3}}))?,
+            )
+            .await?;
+        let before = config_maps.list(&ListParams::default()).await?;
+        let list_rv: u64 = before.metadata.resource_version.as_deref().unwrap().parse()?;
+        server.shutdown().await;
 
-    let (server, client) = start(dir.path()).await?;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let again = namespaces.get("kube-system").await?;
-    assert_eq!(again.uid(), kube_system.uid(), "kube-system keeps its uid");
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "app");
-    let cm2 = config_maps.get("cm").await?;
-    assert_eq!(
-        (cm2.uid(), cm2.resource_version(), cm2.creation_timestamp()),
-        (cm.uid(), cm.resource_version(), cm.creation_timestamp())
-    );
-    assert_eq!(cm2.data, cm.data);
-    let secret2 = Api::<Secret>::namespaced(client.clone(), "app").get("s").await?;
-    assert_eq!(
-        (secret2.uid(), secret2.resource_version()),
-        (secret.uid(), secret.resource_version())
-    );
-    let pod2 = Api::<Pod>::namespaced(client.clone(), "app").get("p").await?;
-    assert_eq!(
-        (pod2.uid(), pod2.resource_version()),
-        (pod.uid(), pod.resource_version())
-    );
-    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "app", &widget_type);
-    let widget2 = widgets.get("w").await?;
-    assert_eq!(widget2.uid(), widget.uid(), "custom resources are served again");
-    assert_eq!(widget2.data["spec"]["size"], 3);
+        let (server, client) = start(dir.path()).await?;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let again = namespaces.get("kube-system").await?;
+        assert_eq!(again.uid(), kube_system.uid(), "kube-system keeps its uid");
+        let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "app");
+        let cm2 = config_maps.get("cm").await?;
+        assert_eq!(
+            (cm2.uid(), cm2.resource_version(), cm2.creation_timestamp()),
+            (cm.uid(), cm.resource_version(), cm.creation_timestamp())
+        );
+        assert_eq!(cm2.data, cm.data);
+        let secret2 = Api::<Secret>::namespaced(client.clone(), "app").get("s").await?;
+        assert_eq!(
+            (secret2.uid(), secret2.resource_version()),
+            (secret.uid(), secret.resource_version())
+        );
+        let pod2 = Api::<Pod>::namespaced(client.clone(), "app").get("p").await?;
+        assert_eq!(
+            (pod2.uid(), pod2.resource_version()),
+            (pod.uid(), pod.resource_version())
+        );
+        let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "app", &widget_type);
+        let widget2 = widgets.get("w").await?;
+        assert_eq!(widget2.uid(), widget.uid(), "custom resources are served again");
+        assert_eq!(widget2.data["spec"]["size"], 3);
 
-    // The counter carries on: lists are not older, writes get higher versions.
-    let listed = config_maps.list(&ListParams::default()).await?;
-    let list_rv2: u64 = listed.metadata.resource_version.as_deref().unwrap().parse()?;
-    assert!(list_rv2 >= list_rv, "{list_rv2} >= {list_rv}");
-    let updated = config_maps
-        .patch(
-            "cm",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"a": "2"}})),
-        )
-        .await?;
-    assert!(rv_of(&updated) > list_rv, "{} > {list_rv}", rv_of(&updated));
-    assert_eq!(updated.uid(), cm.uid());
-    // A write with the pre-restart resourceVersion is a conflict, as it should be.
-    let mut stale = cm2.clone();
-    stale.data = Some([("a".to_string(), "3".to_string())].into());
-    let err = config_maps
-        .replace("cm", &PostParams::default(), &stale)
-        .await
-        .unwrap_err();
-    assert_eq!(crate::env::status_code(&err), 409);
+        // The counter carries on: lists are not older, writes get higher versions.
+        let listed = config_maps.list(&ListParams::default()).await?;
+        let list_rv2: u64 = listed.metadata.resource_version.as_deref().unwrap().parse()?;
+        assert!(list_rv2 >= list_rv, "{list_rv2} >= {list_rv}");
+        let updated = config_maps
+            .patch(
+                "cm",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": {"a": "2"}})),
+            )
+            .await?;
+        assert!(rv_of(&updated) > list_rv, "{} > {list_rv}", rv_of(&updated));
+        assert_eq!(updated.uid(), cm.uid());
+        // A write with the pre-restart resourceVersion is a conflict, as it should be.
+        let mut stale = cm2.clone();
+        stale.data = Some([("a".to_string(), "3".to_string())].into());
+        let err = config_maps
+            .replace("cm", &PostParams::default(), &stale)
+            .await
+            .unwrap_err();
+        assert_eq!(crate::env::status_code(&err), 409);
 
-    // Service addresses are not handed out twice.
-    let services: Api<Service> = Api::namespaced(client.clone(), "app");
-    let taken_ip = node_port.spec.as_ref().unwrap().cluster_ip.clone().unwrap();
-    let taken_port = node_port.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port;
-    let fresh = services
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": "np2"},
-                "spec": {"type": "NodePort", "ports": [{"port": 80}]}})),
-        )
-        .await?;
-    let spec = fresh.spec.unwrap();
-    assert_ne!(spec.cluster_ip.unwrap(), taken_ip);
-    assert_ne!(spec.ports.unwrap()[0].node_port, taken_port);
-    let kubernetes = Api::<Service>::namespaced(client.clone(), "default")
-        .get("kubernetes")
-        .await?;
-    assert_ne!(kubernetes.spec.unwrap().cluster_ip.unwrap(), taken_ip);
-    server.shutdown().await;
-    Ok(())
-}
-
-#[tokio::test]
-async fn watches_from_before_a_restart_get_410_and_from_after_see_changes() -> TestResult {
-    let dir = TempDir::new("watch");
-    let (server, client) = start(dir.path()).await?;
-    let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    let first = api
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": "one"}})),
-        )
-        .await?;
-    api.create(
-        &PostParams::default(),
-        &object(json!({"metadata": {"name": "two"}})),
-    )
-    .await?;
-    server.shutdown().await;
-
-    let (server, client) = start(dir.path()).await?;
-    let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    let mut events = api
-        .watch(
-            &WatchParams::default(),
-            first.resource_version().as_deref().unwrap(),
-        )
-        .await?
-        .boxed();
-    match timeout(WAIT, events.try_next()).await??.expect("an event") {
-        WatchEvent::Error(status) => assert_eq!(status.code, 410, "{}", status.message),
-        other => panic!("expected a 410 ERROR event, got {other:?}"),
+        // Service addresses are not handed out twice.
+        let services: Api<Service> = Api::namespaced(client.clone(), "app");
+        let taken_ip = node_port.spec.as_ref().unwrap().cluster_ip.clone().unwrap();
+        let taken_port = node_port.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port;
+        let fresh = services
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": "np2"},
+                    "spec": {"type": "NodePort", "ports": [{"port": 80}]}})),
+            )
+            .await?;
+        let spec = fresh.spec.unwrap();
+        assert_ne!(spec.cluster_ip.unwrap(), taken_ip);
+        assert_ne!(spec.ports.unwrap()[0].node_port, taken_port);
+        let kubernetes = Api::<Service>::namespaced(client.clone(), "default")
+            .get("kubernetes")
+            .await?;
+        assert_ne!(kubernetes.spec.unwrap().cluster_ip.unwrap(), taken_ip);
+        server.shutdown().await;
+        Ok(())
     }
-    // From the version a list returns now, the stream is complete.
-    let list = api.list(&ListParams::default()).await?;
-    let rv = list.metadata.resource_version.unwrap();
-    let mut events = api.watch(&WatchParams::default(), &rv).await?.boxed();
-    api.create(
-        &PostParams::default(),
-        &object(json!({"metadata": {"name": "three"}})),
-    )
-    .await?;
-    match timeout(WAIT, events.try_next()).await??.expect("an event") {
-        WatchEvent::Added(cm) => assert_eq!(cm.name_any(), "three"),
-        other => panic!("expected ADDED three, got {other:?}"),
+}
+
+embedded! {
+    async fn watches_from_before_a_restart_get_410_and_from_after_see_changes() -> TestResult {
+        let dir = TempDir::new("watch");
+        let (server, client) = start(dir.path()).await?;
+        let api: Api<ConfigMap> = Api::namespaced(client, "default");
+        let first = api
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": "one"}})),
+            )
+            .await?;
+        api.create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "two"}})),
+        )
+        .await?;
+        server.shutdown().await;
+
+        let (server, client) = start(dir.path()).await?;
+        let api: Api<ConfigMap> = Api::namespaced(client, "default");
+        let mut events = api
+            .watch(
+                &WatchParams::default(),
+                first.resource_version().as_deref().unwrap(),
+            )
+            .await?
+            .boxed();
+        match timeout(WAIT, events.try_next()).await??.expect("an event") {
+            WatchEvent::Error(status) => assert_eq!(status.code, 410, "{}", status.message),
+            other => panic!("expected a 410 ERROR event, got {other:?}"),
+        }
+        // From the version a list returns now, the stream is complete.
+        let list = api.list(&ListParams::default()).await?;
+        let rv = list.metadata.resource_version.unwrap();
+        let mut events = api.watch(&WatchParams::default(), &rv).await?.boxed();
+        api.create(
+            &PostParams::default(),
+            &object(json!({"metadata": {"name": "three"}})),
+        )
+        .await?;
+        match timeout(WAIT, events.try_next()).await??.expect("an event") {
+            WatchEvent::Added(cm) => assert_eq!(cm.name_any(), "three"),
+            other => panic!("expected ADDED three, got {other:?}"),
+        }
+        server.shutdown().await;
+        Ok(())
     }
-    server.shutdown().await;
-    Ok(())
 }
 
-#[tokio::test]
-async fn a_crash_keeps_what_was_written_a_moment_before() -> TestResult {
-    let dir = TempDir::new("crash");
-    let (server, client) = start(dir.path()).await?;
-    let api: Api<ConfigMap> = Api::namespaced(client, "default");
-    let early = api
-        .create(
+embedded! {
+    async fn a_crash_keeps_what_was_written_a_moment_before() -> TestResult {
+        let dir = TempDir::new("crash");
+        let (server, client) = start(dir.path()).await?;
+        let api: Api<ConfigMap> = Api::namespaced(client, "default");
+        let early = api
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": "early"}})),
+            )
+            .await?;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // What a kill -9 now leaves behind: the state file as it is on disk.
+        let crashed = TempDir::new("crash-copy");
+        std::fs::copy(dir.path().join("state.json"), crashed.path().join("state.json"))?;
+        api.create(
             &PostParams::default(),
-            &object(json!({"metadata": {"name": "early"}})),
+            &object(json!({"metadata": {"name": "late"}})),
         )
         .await?;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    // What a kill -9 now leaves behind: the state file as it is on disk.
-    let crashed = TempDir::new("crash-copy");
-    std::fs::copy(dir.path().join("state.json"), crashed.path().join("state.json"))?;
-    api.create(
-        &PostParams::default(),
-        &object(json!({"metadata": {"name": "late"}})),
-    )
-    .await?;
 
-    let (restarted, client) = start(crashed.path()).await?;
-    let api2: Api<ConfigMap> = Api::namespaced(client, "default");
-    let kept = api2.get("early").await?;
-    assert_eq!(
-        (kept.uid(), kept.resource_version()),
-        (early.uid(), early.resource_version())
-    );
-    // Versions the crashed server may have handed out after its last write are never reused.
-    let next = api2
-        .create(
-            &PostParams::default(),
-            &object(json!({"metadata": {"name": "after"}})),
-        )
-        .await?;
-    assert!(rv_of(&next) > rv_of(&early) + 1_000_000, "{}", rv_of(&next));
-    restarted.shutdown().await;
-    server.shutdown().await;
-    Ok(())
+        let (restarted, client) = start(crashed.path()).await?;
+        let api2: Api<ConfigMap> = Api::namespaced(client, "default");
+        let kept = api2.get("early").await?;
+        assert_eq!(
+            (kept.uid(), kept.resource_version()),
+            (early.uid(), early.resource_version())
+        );
+        // Versions the crashed server may have handed out after its last write are never reused.
+        let next = api2
+            .create(
+                &PostParams::default(),
+                &object(json!({"metadata": {"name": "after"}})),
+            )
+            .await?;
+        assert!(rv_of(&next) > rv_of(&early) + 1_000_000, "{}", rv_of(&next));
+        restarted.shutdown().await;
+        server.shutdown().await;
+        Ok(())
+    }
 }
 
-#[tokio::test]
-async fn a_corrupt_or_locked_state_is_an_error_at_start() -> TestResult {
-    let dir = TempDir::new("corrupt");
-    let (server, _client) = start(dir.path()).await?;
-    let locked = start_error(dir.path()).await;
-    assert!(locked.contains("another API server"), "{locked}");
-    server.shutdown().await;
+embedded! {
+    async fn a_corrupt_or_locked_state_is_an_error_at_start() -> TestResult {
+        let dir = TempDir::new("corrupt");
+        let (server, _client) = start(dir.path()).await?;
+        let locked = start_error(dir.path()).await;
+        assert!(locked.contains("another API server"), "{locked}");
+        server.shutdown().await;
 
-    let file = dir.path().join("state.json");
-    let text = std::fs::read_to_string(&file)?;
-    std::fs::write(&file, &text[..text.len() / 2])?;
-    let corrupt = start_error(dir.path()).await;
-    assert!(
-        corrupt.contains("state.json") && corrupt.contains("corrupt"),
-        "{corrupt}"
-    );
-    std::fs::write(&file, "")?;
-    assert!(
-        start(dir.path()).await.is_err(),
-        "an empty file is not an empty server"
-    );
-    Ok(())
+        let file = dir.path().join("state.json");
+        let text = std::fs::read_to_string(&file)?;
+        std::fs::write(&file, &text[..text.len() / 2])?;
+        let corrupt = start_error(dir.path()).await;
+        assert!(
+            corrupt.contains("state.json") && corrupt.contains("corrupt"),
+            "{corrupt}"
+        );
+        std::fs::write(&file, "")?;
+        assert!(
+            start(dir.path()).await.is_err(),
+            "an empty file is not an empty server"
+        );
+        Ok(())
+    }
 }
 
 /// Creates `n` pods in `default`, 32 at a time; how long it took.
@@ -351,36 +355,38 @@ async fn create_pods(client: &Client, n: usize) -> Result<Duration, kube::Error>
     Ok(started.elapsed())
 }
 
-/// The cost of persistence with 10,000 pods: one write of the state, and a start that loads it.
-/// `cargo test --release -p vcsync-apiserver --test behaviour persistence_cost -- --ignored --nocapture`
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "a measurement"]
-async fn persistence_cost_10k_pods() -> TestResult {
-    let in_memory = ApiServer::start(ServerConfig::default()).await?;
-    let client = Client::try_from(kube::Config::new(in_memory.url().parse().unwrap())).unwrap();
-    let without = create_pods(&client, 10_000).await?;
-    in_memory.shutdown().await;
-    let dir = TempDir::new("cost");
-    let (server, client) = start(dir.path()).await?;
-    let created = create_pods(&client, 10_000).await?;
-    let started = Instant::now();
-    server.shutdown().await;
-    let shutdown = started.elapsed();
-    let size = std::fs::metadata(dir.path().join("state.json"))?.len();
-    let started = Instant::now();
-    let (server, client) = start(dir.path()).await?;
-    let load = started.elapsed();
-    let n = Api::<Pod>::namespaced(client, "default")
-        .list(&ListParams::default())
-        .await?
-        .items
-        .len();
-    assert_eq!(n, 10_000);
-    println!(
-        "10k pods: created in {created:?} ({without:?} without a state directory); shutdown with the final write {shutdown:?}; \
-         state file {:.1} MB; start with load and first write {load:?}",
-        size as f64 / 1e6
-    );
-    server.shutdown().await;
-    Ok(())
+embedded! {
+    multi_thread;
+    /// The cost of persistence with 10,000 pods: one write of the state, and a start that loads
+    /// it. `cargo test --release -p vcsync-apiserver --test behaviour persistence_cost -- --ignored --nocapture`
+    #[ignore = "a measurement"]
+    async fn persistence_cost_10k_pods() -> TestResult {
+        let in_memory = ApiServer::start(ServerConfig::default()).await?;
+        let client = Client::try_from(kube::Config::new(in_memory.url().parse().unwrap())).unwrap();
+        let without = create_pods(&client, 10_000).await?;
+        in_memory.shutdown().await;
+        let dir = TempDir::new("cost");
+        let (server, client) = start(dir.path()).await?;
+        let created = create_pods(&client, 10_000).await?;
+        let started = Instant::now();
+        server.shutdown().await;
+        let shutdown = started.elapsed();
+        let size = std::fs::metadata(dir.path().join("state.json"))?.len();
+        let started = Instant::now();
+        let (server, client) = start(dir.path()).await?;
+        let load = started.elapsed();
+        let n = Api::<Pod>::namespaced(client, "default")
+            .list(&ListParams::default())
+            .await?
+            .items
+            .len();
+        assert_eq!(n, 10_000);
+        println!(
+            "10k pods: created in {created:?} ({without:?} without a state directory); shutdown with the final write {shutdown:?}; \
+             state file {:.1} MB; start with load and first write {load:?}",
+            size as f64 / 1e6
+        );
+        server.shutdown().await;
+        Ok(())
+    }
 }
