@@ -52,6 +52,11 @@ pub trait DownKind: SyncResource {
         false
     }
 
+    /// Called on the desired host object before it is compared with `host`, the host copy:
+    /// takes over what the host's own controllers own in it (a claim's volume and the binder's
+    /// annotations, say), so that their writes are neither drift nor overwritten.
+    fn keep_host_owned(&mut self, _host: &Self) {}
+
     /// Called on the virtual object: the same object with the host's status, if that differs.
     fn status_up(&self, _host: &Self) -> Option<Self> {
         None
@@ -215,6 +220,7 @@ impl<K: DownKind> Syncer for DownSyncer<K> {
         // Hooks change the desired object before the comparison: their changes are part of
         // what is in sync, never a reason to write again.
         ctx.register_context().hooks().apply(Side::Host, &mut desired);
+        desired.keep_host_owned(&host);
         if is_in_sync(host.as_ref(), &desired) {
             return self.status_up(ctx, &host, &virt).await;
         }

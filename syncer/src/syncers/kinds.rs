@@ -34,6 +34,15 @@ use super::down::DownKind;
 /// one billion for system classes.
 pub const MAX_TENANT_PRIORITY: i32 = 1_000_000_000;
 
+/// Annotations of a claim that the host's volume binder, provisioners, resizer and scheduler
+/// write (`pv.kubernetes.io/bind-completed`, `volume.kubernetes.io/selected-node`, ...): on
+/// the host copy they are the host's, never the tenant's.
+const HOST_CLAIM_ANNOTATION_PREFIXES: [&str; 3] = [
+    "pv.kubernetes.io/",
+    "volume.kubernetes.io/",
+    "volume.beta.kubernetes.io/storage-provisioner",
+];
+
 /// The label every namespace carries with its own name.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
@@ -83,6 +92,39 @@ impl DownKind for PersistentVolumeClaim {
             spec: Some(spec),
             status: None,
         }
+    }
+
+    /// A claim's spec is immutable after creation but for its requests and volume attributes
+    /// class; the host fills in the rest (its volume once bound, its default class), and its
+    /// volume binder, provisioner and scheduler annotate it. An update keeps all of that:
+    /// Kubernetes refuses to unset a volume or class, and without the binder's annotations the
+    /// claim would be bound again.
+    fn keep_host_owned(&mut self, host: &Self) {
+        if let Some(host_spec) = &host.spec {
+            let desired = self.spec.take().unwrap_or_default();
+            let mut spec = host_spec.clone();
+            let mut resources = spec.resources.take().unwrap_or_default();
+            resources.requests = desired.resources.and_then(|r| r.requests);
+            spec.resources = Some(resources);
+            spec.volume_attributes_class_name = desired.volume_attributes_class_name;
+            self.spec = Some(spec);
+        }
+        let host_owned = |key: &str| {
+            HOST_CLAIM_ANNOTATION_PREFIXES
+                .iter()
+                .any(|prefix| key.starts_with(prefix))
+        };
+        let mut annotations = self.metadata.annotations.take().unwrap_or_default();
+        annotations.retain(|key, _| !host_owned(key));
+        annotations.extend(
+            host.metadata
+                .annotations
+                .iter()
+                .flatten()
+                .filter(|(key, _)| host_owned(key))
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+        self.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
     }
 
     /// Only what the tenant can change after creation: the requested size.
@@ -455,6 +497,42 @@ mod tests {
         let host = class.with_payload(meta(), &translator());
         assert_eq!(host.value, Some(MAX_TENANT_PRIORITY));
         assert_eq!(host.global_default, Some(false));
+    }
+
+    #[test]
+    fn a_claim_bound_on_the_host_keeps_its_volume_class_and_binder_annotations() {
+        let virt: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "data", "namespace": "n", "annotations": {"team": "a",
+                "volume.kubernetes.io/storage-provisioner": "virtual.example"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}}
+        }))
+        .unwrap();
+        let host: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "host-name", "annotations": {"team": "a",
+                "pv.kubernetes.io/bind-completed": "yes", "volume.beta.kubernetes.io/storage-provisioner": "csi.example"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}},
+                "volumeName": "pvc-1", "storageClassName": "standard", "volumeMode": "Filesystem"}
+        }))
+        .unwrap();
+        let mut desired = virt.with_payload(virt.metadata.clone(), &translator());
+        desired.keep_host_owned(&host);
+        let spec = desired.spec.as_ref().unwrap();
+        assert_eq!(spec.volume_name.as_deref(), Some("pvc-1"));
+        assert_eq!(spec.storage_class_name.as_deref(), Some("standard"));
+        assert_eq!(
+            spec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            "2Gi"
+        );
+        assert_eq!(
+            desired.metadata.annotations.unwrap(),
+            [
+                ("team", "a"),
+                ("pv.kubernetes.io/bind-completed", "yes"),
+                ("volume.beta.kubernetes.io/storage-provisioner", "csi.example"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into()
+        );
     }
 
     #[test]
