@@ -51,12 +51,24 @@ fn widget(name: &str, spec: Value) -> DynamicObject {
 const CONFIG: &str = "plugins:\n  crd-sync:\n    config:\n      resources:\n      - group: e2e.vcsync.dev\n        version: v1\n        kind: Widget\n        references:\n        - path: spec.configMapName\n          kind: ConfigMap\n";
 
 async fn create_host_crd(env: &Env) {
+    create_host_crd_of(env, widget_crd(), &widgets()).await;
+}
+
+/// Creates `crd` on the host (an earlier test's is taken as it is: CRDs outlive tests on real
+/// clusters) and waits until its resource `resource` is served: a real API server
+/// establishes a new CRD a moment after creating it.
+async fn create_host_crd_of(env: &Env, crd: CustomResourceDefinition, resource: &ApiResource) {
     let crds: Api<CustomResourceDefinition> = Api::all(env.host.clone());
-    match crds.create(&PostParams::default(), &widget_crd()).await {
+    match crds.create(&PostParams::default(), &crd).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(err) => panic!("creating the host CRD: {err}"),
     }
+    let objects: Api<DynamicObject> = Api::all_with(env.host.clone(), resource);
+    eventually("the host CRD served", || async {
+        objects.list(&Default::default()).await.ok()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -193,9 +205,17 @@ async fn crd_sync_from_host_mirrors_read_only() {
     let mut env = Env::new().await;
     create_host_crd(&env).await;
     let host: Api<DynamicObject> = Api::namespaced_with(env.host.clone(), &env.host_ns, &widgets());
-    let mut shared = widget("shared", json!({"size": 3}));
-    shared.data["status"] = json!({"phase": "Up"});
-    host.create(&PostParams::default(), &shared).await.unwrap();
+    host.create(&PostParams::default(), &widget("shared", json!({"size": 3})))
+        .await
+        .unwrap();
+    // Status through its subresource, as the host's controller writes it (a create drops it).
+    host.patch_status(
+        "shared",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Up"}})),
+    )
+    .await
+    .unwrap();
     // vcsync's own copies in that namespace are not the host's objects.
     let mut owned = widget("owned", json!({"size": 1}));
     owned.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), env.instance.clone())].into());
@@ -311,19 +331,16 @@ async fn crd_sync_cluster_scoped_kinds_get_instance_prefixed_host_names() {
     crd.spec.names.kind = "Gadget".into();
     crd.spec.names.list_kind = Some("GadgetList".into());
     crd.spec.versions[0].subresources = None;
-    Api::<CustomResourceDefinition>::all(env.host.clone())
-        .create(&PostParams::default(), &crd)
-        .await
-        .unwrap();
-    env.start_syncer(&format!(
-        "plugins:\n  crd-sync:\n    config:\n      resources:\n      - group: {GROUP}\n        version: v1\n        kind: Gadget\n        plural: gadgets\n        references:\n        - path: spec.parents[]\n          kind: Gadget\n"
-    ))
-    .await;
     let resource = ApiResource {
         kind: "Gadget".into(),
         plural: "gadgets".into(),
         ..widgets()
     };
+    create_host_crd_of(&env, crd, &resource).await;
+    env.start_syncer(&format!(
+        "plugins:\n  crd-sync:\n    config:\n      resources:\n      - group: {GROUP}\n        version: v1\n        kind: Gadget\n        plural: gadgets\n        references:\n        - path: spec.parents[]\n          kind: Gadget\n"
+    ))
+    .await;
     let virt: Api<DynamicObject> = Api::all_with(env.virt.clone(), &resource);
     let host: Api<DynamicObject> = Api::all_with(env.host.clone(), &resource);
     let mut gadget = widget("g1", json!({"parents": ["p1", "p2"]}));
