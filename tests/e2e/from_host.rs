@@ -214,15 +214,17 @@ where
 #[tokio::test]
 async fn storage_classes_are_mirrored_read_only() {
     let mut env = Env::new().await;
-    if env.embedded().is_none() || !served::<StorageClass>(&env).await {
-        eprintln!("skipped: creates host storage classes on the embedded servers");
+    if !env.throwaway_clusters() || !served::<StorageClass>(&env).await {
+        eprintln!("skipped: creates host storage classes, on the run's own clusters only");
         return;
     }
+    // Cluster-scoped: a name of the test's own, so that it runs again on the same clusters.
+    let fast = format!("{}-fast", env.instance);
     env.start_syncer("").await;
     let host_classes: Api<StorageClass> = Api::all(env.host.clone());
     let virtual_classes: Api<StorageClass> = Api::all(env.virt.clone());
     let class: StorageClass = serde_json::from_value(json!({
-        "metadata": {"name": "fast", "labels": {"tier": "ssd"},
+        "metadata": {"name": fast, "labels": {"tier": "ssd"},
                      "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
         "provisioner": "csi.example.com", "parameters": {"type": "nvme"},
         "reclaimPolicy": "Delete", "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": true
@@ -231,7 +233,7 @@ async fn storage_classes_are_mirrored_read_only() {
     host_classes.create(&PostParams::default(), &class).await.unwrap();
 
     let mirror = eventually("storage class mirrored", || async {
-        get(&virtual_classes, "fast").await
+        get(&virtual_classes, &fast).await
     })
     .await;
     assert_eq!(mirror.provisioner, "csi.example.com");
@@ -249,7 +251,7 @@ async fn storage_classes_are_mirrored_read_only() {
     // A tenant's edit is reverted.
     virtual_classes
         .patch(
-            "fast",
+            &fast,
             &PatchParams::default(),
             &Patch::Merge(
                 json!({"allowVolumeExpansion": false, "metadata": {"labels": {"tier": "tampered"}}}),
@@ -258,7 +260,7 @@ async fn storage_classes_are_mirrored_read_only() {
         .await
         .unwrap();
     eventually("tenant edit reverted", || async {
-        get(&virtual_classes, "fast").await.filter(|c| {
+        get(&virtual_classes, &fast).await.filter(|c| {
             c.allow_volume_expansion == Some(true) && c.metadata.labels.as_ref().unwrap()["tier"] == "ssd"
         })
     })
@@ -266,11 +268,11 @@ async fn storage_classes_are_mirrored_read_only() {
 
     // A tenant's delete is undone.
     virtual_classes
-        .delete("fast", &DeleteParams::default())
+        .delete(&fast, &DeleteParams::default())
         .await
         .unwrap();
     eventually("deleted mirror recreated", || async {
-        get(&virtual_classes, "fast")
+        get(&virtual_classes, &fast)
             .await
             .filter(|c| c.metadata.uid != mirror.metadata.uid)
     })
@@ -279,24 +281,24 @@ async fn storage_classes_are_mirrored_read_only() {
     // The host's change flows up; its delete removes the mirror.
     host_classes
         .patch(
-            "fast",
+            &fast,
             &PatchParams::default(),
             &Patch::Merge(json!({"mountOptions": ["discard"]})),
         )
         .await
         .unwrap();
     eventually("host change mirrored", || async {
-        get(&virtual_classes, "fast")
+        get(&virtual_classes, &fast)
             .await
             .filter(|c| c.mount_options == Some(vec!["discard".to_string()]))
     })
     .await;
     host_classes
-        .delete("fast", &DeleteParams::default())
+        .delete(&fast, &DeleteParams::default())
         .await
         .unwrap();
     eventually("mirror removed with the host class", || async {
-        get(&virtual_classes, "fast").await.is_none().then_some(())
+        get(&virtual_classes, &fast).await.is_none().then_some(())
     })
     .await;
 }
@@ -304,10 +306,15 @@ async fn storage_classes_are_mirrored_read_only() {
 #[tokio::test]
 async fn a_tenants_own_class_is_left_alone_and_ingress_classes_are_mirrored() {
     let mut env = Env::new().await;
-    if env.embedded().is_none() || !served::<IngressClass>(&env).await {
-        eprintln!("skipped: creates host ingress classes on the embedded servers");
+    if !env.throwaway_clusters() || !served::<IngressClass>(&env).await {
+        eprintln!("skipped: creates host ingress classes, on the run's own clusters only");
         return;
     }
+    // Cluster-scoped: names of the test's own, so that it runs again on the same clusters.
+    let (shared, nginx) = (
+        format!("{}-shared", env.instance),
+        format!("{}-nginx", env.instance),
+    );
     let pp = PostParams::default();
     let ingress_class = |name: &str, controller: &str| -> IngressClass {
         serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"controller": controller}}))
@@ -316,50 +323,70 @@ async fn a_tenants_own_class_is_left_alone_and_ingress_classes_are_mirrored() {
     let host_classes: Api<IngressClass> = Api::all(env.host.clone());
     let virtual_classes: Api<IngressClass> = Api::all(env.virt.clone());
     let tenants = virtual_classes
-        .create(&pp, &ingress_class("shared", "tenant.example.com/own"))
+        .create(&pp, &ingress_class(&shared, "tenant.example.com/own"))
         .await
         .unwrap();
     host_classes
-        .create(&pp, &ingress_class("shared", "k8s.io/ingress-nginx"))
+        .create(&pp, &ingress_class(&shared, "k8s.io/ingress-nginx"))
         .await
         .unwrap();
     host_classes
-        .create(&pp, &ingress_class("nginx", "k8s.io/ingress-nginx"))
+        .create(&pp, &ingress_class(&nginx, "k8s.io/ingress-nginx"))
         .await
         .unwrap();
     env.start_syncer("").await;
 
     let mirror = eventually("ingress class mirrored", || async {
-        get(&virtual_classes, "nginx").await
+        get(&virtual_classes, &nginx).await
     })
     .await;
     assert_eq!(
         mirror.spec.unwrap().controller.as_deref(),
         Some("k8s.io/ingress-nginx")
     );
-    let after = get(&virtual_classes, "shared").await.unwrap();
+    let after = get(&virtual_classes, &shared).await.unwrap();
     assert_eq!(
         after.metadata.resource_version, tenants.metadata.resource_version,
         "the tenant's own class was overwritten"
     );
+
+    // Leave nothing behind: the host classes (their mirror goes with them) and the tenant's.
+    for name in [&shared, &nginx] {
+        host_classes.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    virtual_classes
+        .delete(&shared, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("mirror removed with the host class", || async {
+        get(&virtual_classes, &nginx).await.is_none().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn classes_are_not_mirrored_when_switched_off() {
     let mut env = Env::new().await;
-    if env.embedded().is_none() || !served::<StorageClass>(&env).await {
-        eprintln!("skipped: creates host storage classes on the embedded servers");
+    if !env.throwaway_clusters() || !served::<StorageClass>(&env).await {
+        eprintln!("skipped: creates host storage classes, on the run's own clusters only");
         return;
     }
+    // Cluster-scoped: names of the test's own, so that it runs again on the same clusters.
+    let (slow, marker) = (
+        format!("{}-slow", env.instance),
+        format!("{}-marker", env.instance),
+    );
     let pp = PostParams::default();
     let class: StorageClass =
-        serde_json::from_value(json!({"metadata": {"name": "slow"}, "provisioner": "p"})).unwrap();
+        serde_json::from_value(json!({"metadata": {"name": slow}, "provisioner": "p"})).unwrap();
     Api::<StorageClass>::all(env.host.clone())
         .create(&pp, &class)
         .await
         .unwrap();
-    let ingress: IngressClass =
-        serde_json::from_value(json!({"metadata": {"name": "marker"}, "spec": {"controller": "c"}})).unwrap();
+    let ingress: IngressClass = serde_json::from_value(
+        json!({"metadata": {"name": marker}, "spec": {"controller": "e2e.vcsync.dev/c"}}),
+    )
+    .unwrap();
     Api::<IngressClass>::all(env.host.clone())
         .create(&pp, &ingress)
         .await
@@ -368,12 +395,29 @@ async fn classes_are_not_mirrored_when_switched_off() {
         .await;
     // Ingress classes are still on: once one is mirrored, the storage class had its chance.
     eventually("ingress class mirrored", || async {
-        get(&Api::<IngressClass>::all(env.virt.clone()), "marker").await
+        get(&Api::<IngressClass>::all(env.virt.clone()), &marker).await
     })
     .await;
     assert!(
-        get(&Api::<StorageClass>::all(env.virt.clone()), "slow")
+        get(&Api::<StorageClass>::all(env.virt.clone()), &slow)
             .await
             .is_none()
     );
+
+    // Leave nothing behind: the host classes (the ingress class's mirror goes with it).
+    Api::<StorageClass>::all(env.host.clone())
+        .delete(&slow, &DeleteParams::default())
+        .await
+        .unwrap();
+    Api::<IngressClass>::all(env.host.clone())
+        .delete(&marker, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("mirror removed with the host class", || async {
+        get(&Api::<IngressClass>::all(env.virt.clone()), &marker)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }
