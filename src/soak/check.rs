@@ -1,6 +1,6 @@
 //! The checker: a snapshot of both clusters against what the churn left.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use vcsync_syncer::Config;
 use vcsync_translators::{
@@ -8,7 +8,7 @@ use vcsync_translators::{
     OBJECT_UID_ANNOTATION, RESERVED_PREFIX,
 };
 
-use super::plan::{Content, Key};
+use super::plan::{Content, Key, Kind};
 
 /// An object as listed from either cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,6 +27,16 @@ pub(super) struct Snapshot {
     pub(super) host: BTreeMap<Key, Observed>,
     /// UID of the virtual `kube-system` namespace: the cluster current copies are made for.
     pub(super) cluster_uid: Option<String>,
+    /// The virtual namespaces `virt` holds (the churn's): host copies of other namespaces'
+    /// objects (`kube-system`'s, say) are not judged.
+    pub(super) namespaces: BTreeSet<String>,
+}
+
+/// Objects the control plane itself puts in every namespace (kube-controller-manager's root CA
+/// publisher; the embedded server does the same): no churn made them, and they are synced as
+/// any other.
+fn published_by_the_control_plane(key: &Key) -> bool {
+    key.kind == Kind::ConfigMap && key.name == "kube-root-ca.crt"
 }
 
 /// Violations found by [`check`], each with a description; and the counts of what was fine.
@@ -115,7 +125,11 @@ pub(super) fn check(
             Some(_) => {}
         }
     }
-    for key in snapshot.virt.keys().filter(|k| !expected.contains_key(k)) {
+    for key in snapshot
+        .virt
+        .keys()
+        .filter(|k| !expected.contains_key(k) && !published_by_the_control_plane(k))
+    {
         findings
             .virtual_drift
             .push(format!("{key}: not made by the churn"));
@@ -196,6 +210,9 @@ pub(super) fn check(
             namespace: namespace.clone(),
             name: name.clone(),
         };
+        if !snapshot.namespaces.contains(namespace) {
+            continue;
+        }
         if host_key_of(config, &virtual_key) != *host_key {
             findings
                 .duplicates
@@ -253,6 +270,7 @@ mod tests {
         let expected = final_state(&ops);
         let mut snapshot = Snapshot {
             cluster_uid: Some("cluster-b".into()),
+            namespaces: expected.keys().map(|key| key.namespace.clone()).collect(),
             ..Default::default()
         };
         for (i, (key, content)) in expected.iter().enumerate() {
@@ -362,6 +380,55 @@ mod tests {
         let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
         assert_eq!(findings.orphans.len(), 1, "{findings:#?}");
         assert_eq!(findings.violations(), 1);
+    }
+
+    #[test]
+    fn the_control_planes_root_ca_is_no_drift_and_other_namespaces_copies_are_not_judged() {
+        let (config, expected, foreign, mut snapshot) = world();
+        let namespace = expected.keys().next().unwrap().namespace.clone();
+        let synced_before = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot).synced;
+        let mut published = |namespace: &str, in_view: bool| {
+            let key = Key {
+                kind: Kind::ConfigMap,
+                namespace: namespace.to_string(),
+                name: "kube-root-ca.crt".into(),
+            };
+            let data = BTreeMap::from([("ca.crt".to_string(), "PEM".to_string())]);
+            let virtual_object = Observed {
+                uid: format!("ca-{namespace}"),
+                data: data.clone(),
+                ..Default::default()
+            };
+            let host_key = host_key_of(&config, &key);
+            let annotations = BTreeMap::from([
+                (OBJECT_NAME_ANNOTATION.to_string(), key.name.clone()),
+                (OBJECT_NAMESPACE_ANNOTATION.to_string(), key.namespace.clone()),
+                (OBJECT_UID_ANNOTATION.to_string(), virtual_object.uid.clone()),
+                (CLUSTER_UID_ANNOTATION.to_string(), "cluster-b".to_string()),
+            ]);
+            let labels = BTreeMap::from([(MANAGED_BY_LABEL.to_string(), INSTANCE.to_string())]);
+            snapshot.host.insert(
+                host_key,
+                Observed {
+                    labels,
+                    annotations,
+                    data,
+                    ..Default::default()
+                },
+            );
+            if in_view {
+                snapshot.virt.insert(key, virtual_object);
+            }
+        };
+        published(&namespace, true);
+        published("kube-system", false);
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
+        assert_eq!(findings.violations(), 0, "{findings:#?}");
+        assert_eq!(
+            findings.synced,
+            synced_before + 1,
+            "the root CA's copy is checked"
+        );
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub(super) async fn snapshot(
         virt: list_all(virt, Some(namespaces)).await?,
         host: list_all(host, None).await?,
         cluster_uid: cluster_uid(virt).await?,
+        namespaces: namespaces.clone(),
     })
 }
 

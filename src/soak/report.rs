@@ -109,6 +109,7 @@ impl Report {
                 "currentCopiesKept": p.pruned.current_kept,
                 "currentCopiesTouched": p.pruned.current_touched.len(),
                 "convergenceSeconds": p.convergence.map(|d| d.as_secs_f64()),
+                "checked": p.findings.checked,
                 "synced": p.findings.synced,
                 "blockedByForeign": p.findings.blocked,
                 "violations": p.violations(),

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use vcsync_apiserver::{ApiServer, Fault, Simulator, SimulatorConfig, Verb};
-use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_KIND_ANNOTATION, OBJECT_NAME_ANNOTATION};
+use vcsync_translators::{MANAGED_BY_LABEL, NAMESPACE_LABEL, OBJECT_KIND_ANNOTATION, OBJECT_NAME_ANNOTATION};
 
 use crate::{
     data_sync::config_map,
@@ -117,7 +117,12 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let selector = format!("{MANAGED_BY_LABEL}={}", env.instance);
+    // This test's virtual namespace only: every namespace has a `kube-root-ca.crt`, and with
+    // `configMaps.all` each has a host copy.
+    let selector = format!(
+        "{MANAGED_BY_LABEL}={},{NAMESPACE_LABEL}={}",
+        env.instance, env.virt_ns
+    );
     let list = env
         .host_api::<K>()
         .list(&ListParams::default().labels(&selector))
