@@ -118,10 +118,14 @@ async fn kubelet_loop(client: Client, namespace: String, instance: String) {
                 pod.metadata.uid.clone(),
             );
             if pod.metadata.deletion_timestamp.is_some() {
-                let since = *deleting_since.entry(name.clone()).or_insert_with(Instant::now);
+                let since = *deleting_since
+                    .entry(uid.clone().unwrap_or_default())
+                    .or_insert_with(Instant::now);
                 let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0).max(0);
-                if since.elapsed() >= Duration::from_secs(grace as u64) {
-                    delete_now(&pods, &name, uid).await;
+                if since.elapsed() >= Duration::from_secs(grace as u64)
+                    && let Err(err) = delete_now(&pods, &name, uid).await
+                {
+                    eprintln!("[kubelet] deleting host pod {name}: {err}");
                 }
                 continue;
             }
@@ -194,7 +198,9 @@ pub async fn finish_host_pod_deletion(env: &Env, host_pod: &str) {
             .filter(|p| p.metadata.deletion_timestamp.is_some())
     })
     .await;
-    delete_now(&pods, host_pod, pod.metadata.uid).await;
+    delete_now(&pods, host_pod, pod.metadata.uid)
+        .await
+        .unwrap_or_else(|err| panic!("deleting host pod {host_pod}: {err}"));
 }
 
 /// A pod IP no other pod of this test process has, outside the simulator's 10.244.0.0/16.
@@ -227,7 +233,8 @@ async fn report(pods: &Api<Pod>, host_pod: &str, pod_ip: &str) -> kube::Result<(
     .map(drop)
 }
 
-async fn delete_now(pods: &Api<Pod>, host_pod: &str, uid: Option<String>) {
+/// Deletes host pod `host_pod` for good (grace period 0), if it still is the pod of `uid`.
+async fn delete_now(pods: &Api<Pod>, host_pod: &str, uid: Option<String>) -> kube::Result<()> {
     let params = DeleteParams {
         grace_period_seconds: Some(0),
         preconditions: Some(Preconditions {
@@ -237,9 +244,9 @@ async fn delete_now(pods: &Api<Pod>, host_pod: &str, uid: Option<String>) {
         ..Default::default()
     };
     match pods.delete(host_pod, &params).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-        Err(err) => panic!("deleting host pod {host_pod}: {err}"),
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(err) => Err(err),
     }
 }
 
