@@ -5,11 +5,13 @@
 use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
-use vcsync_apiserver::SimulatorConfig;
+use vcsync_translators::OBJECT_UID_ANNOTATION;
 
 use crate::{
     env::{Env, eventually, get},
+    kubelet::HostKubelet,
     pods::simple_pod,
+    services::adopted_service,
 };
 
 const REFUSED: &str = "vcsync.dev/refused";
@@ -109,8 +111,10 @@ async fn external_ips_in_the_allowed_ranges_reach_the_host_and_the_others_do_not
         "{message}"
     );
 
-    // Taking the refused address out: the host copy no longer records a refusal.
-    let mut virt = get(&env.virt_api::<Service>(), "edge").await.unwrap();
+    // Taking the refused address out: the host copy no longer records a refusal. (Once vcsync
+    // has recreated the virtual service with the host's cluster IP: a tenant's update of the
+    // service it replaces would conflict.)
+    let mut virt = adopted_service(&env, "edge").await;
     virt.spec.as_mut().unwrap().external_ips = Some(vec!["203.0.113.10".into()]);
     env.virt_api::<Service>()
         .replace("edge", &PostParams::default(), &virt)
@@ -158,14 +162,22 @@ async fn a_refused_type_becomes_cluster_ip_on_the_host() {
     })
     .await;
     assert_eq!(virt.spec.unwrap().type_.as_deref(), Some("NodePort"));
+    // The host copy records the recreated service's UID (one write), and then stays as it is.
+    let settled = eventually("host copy naming the recreated virtual service", || async {
+        get(&env.host_api::<Service>(), &env.host_name("np"))
+            .await
+            .filter(|s| annotation(s, OBJECT_UID_ANNOTATION) == virt.metadata.uid.as_deref())
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let later = get(&env.host_api::<Service>(), &env.host_name("np"))
         .await
         .unwrap();
     assert_eq!(
-        later.metadata.resource_version, host.metadata.resource_version,
+        later.metadata.resource_version, settled.metadata.resource_version,
         "no repeated writes"
     );
+    assert_eq!(later.spec, settled.spec);
 }
 
 #[tokio::test]
@@ -228,14 +240,16 @@ async fn load_balancer_classes_and_annotations_pass_only_when_allowed() {
 }
 
 /// A selector-less service `name` and its Endpoints with `ips` (port 80) in the virtual
-/// cluster. A real virtual API server refuses link-local and loopback addresses itself: then
-/// the Endpoints are created with `fallback` only, and false is returned.
+/// cluster, created once vcsync has given the service its host's cluster IP (see
+/// [`adopted_service`]). A real virtual API server refuses link-local and loopback addresses
+/// itself: then the Endpoints are created with `fallback` only, and false is returned.
 async fn selector_less(env: &Env, name: &str, ips: &[&str], fallback: &[&str]) -> bool {
     create_service(
         env,
         json!({"metadata": {"name": name}, "spec": {"ports": [{"port": 80}]}}),
     )
     .await;
+    adopted_service(env, name).await;
     let endpoints = |ips: &[&str]| -> Endpoints {
         let addresses: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
         serde_json::from_value(json!({"metadata": {"name": name},
@@ -304,12 +318,14 @@ async fn endpoints_to_the_metadata_service_never_reach_the_host() {
 #[tokio::test]
 async fn endpoints_to_the_tenants_own_host_pod_reach_the_host_while_the_pod_lives() {
     let mut env = Env::new().await;
-    let _simulator = env
-        .embedded()
-        .map(|(host, _)| host.start_simulator(SimulatorConfig::default()));
+    let _kubelet = HostKubelet::start(&env).await;
     env.start_syncer("").await;
+    // A host pod being deleted still holds its IP until its kubelet ends it, after its grace
+    // period: a short one, so that the test sees it go.
+    let mut backend = simple_pod("backend");
+    backend.spec.as_mut().unwrap().termination_grace_period_seconds = Some(1);
     env.virt_api::<Pod>()
-        .create(&PostParams::default(), &simple_pod("backend"))
+        .create(&PostParams::default(), &backend)
         .await
         .unwrap();
     let pod_ip = eventually("the host pod's IP", || async {
@@ -335,19 +351,12 @@ async fn endpoints_to_the_tenants_own_host_pod_reach_the_host_while_the_pod_live
         "{message}"
     );
 
-    // The pod goes: its IP may be someone else's next, so it leaves the host copy.
+    // The pod goes (the host's kubelet ends it): its IP may be someone else's next, so it
+    // leaves the host copy.
     env.virt_api::<Pod>()
         .delete("backend", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
-    // What the host's kubelet does once the container stopped (the embedded host does not).
-    let _ = env
-        .host_api::<Pod>()
-        .delete(
-            &env.host_name("backend"),
-            &DeleteParams::default().grace_period(0),
-        )
-        .await;
     eventually("the pod's IP dropped from the host endpoints", || async {
         get(&env.host_api::<Endpoints>(), &env.host_name("own"))
             .await

@@ -1,11 +1,15 @@
 //! Services: down with translated selectors, cluster IPs and node ports up, endpoints mirrored.
 
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Pod, Service};
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
 use vcsync_translators::{MANAGED_BY_LABEL, NAMESPACE_LABEL};
 
-use crate::env::{Env, eventually, get};
+use crate::{
+    env::{Env, eventually, get},
+    kubelet::HostKubelet,
+    pods::simple_pod,
+};
 
 fn service(value: serde_json::Value) -> Service {
     serde_json::from_value(value).unwrap()
@@ -77,6 +81,10 @@ async fn service_goes_down_and_the_virtual_one_takes_the_host_cluster_ip_and_nod
 #[tokio::test]
 async fn host_endpoints_of_a_selector_service_are_mirrored_up_with_virtual_pod_references() {
     let mut env = Env::new().await;
+    // The host's endpoints controller owns the Endpoints of a selector service (a real one
+    // refuses a second writer's create): the test runs the selected pod on the host instead,
+    // and the controller writes its address and a reference to the host pod.
+    let _kubelet = HostKubelet::start(&env).await;
     env.start_syncer("").await;
     let web = service(
         json!({"metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}, "ports": [{"port": 80}]}}),
@@ -85,32 +93,57 @@ async fn host_endpoints_of_a_selector_service_are_mirrored_up_with_virtual_pod_r
         .create(&PostParams::default(), &web)
         .await
         .unwrap();
-    let host_name = env.host_name("api");
-    eventually("host service", || async {
-        get(&env.host_api::<Service>(), &host_name).await
-    })
-    .await;
-
-    // What the host's endpoints controller would write (an address without a pod reference,
-    // so that it does not depend on the pod syncer).
-    let endpoints: Endpoints = serde_json::from_value(json!({"metadata": {"name": host_name},
-        "subsets": [{"addresses": [{"ip": "10.244.1.7"}], "ports": [{"port": 8080}]}]}))
-    .unwrap();
-    env.host_api::<Endpoints>()
-        .create(&PostParams::default(), &endpoints)
+    env.virt_api::<Pod>()
+        .create(&PostParams::default(), &simple_pod("api"))
         .await
         .unwrap();
-
-    let mirrored = eventually("endpoints mirrored into the virtual cluster", || async {
-        get(&env.virt_api::<Endpoints>(), "api")
-            .await
-            .filter(|e| e.subsets.is_some())
+    let host_pod = env.host_name("api");
+    let host_address = eventually("host endpoints naming the running host pod", || async {
+        let endpoints = get(&env.host_api::<Endpoints>(), &env.host_name("api")).await?;
+        addresses(&endpoints)
+            .find(|a| a.target_ref.as_ref().and_then(|t| t.name.as_deref()) == Some(host_pod.as_str()))
+            .cloned()
     })
     .await;
-    assert_eq!(
-        mirrored.subsets.unwrap()[0].addresses.as_ref().unwrap()[0].ip,
-        "10.244.1.7"
-    );
+
+    let mirrored = eventually("endpoints mirrored into the virtual cluster", || async {
+        let endpoints = get(&env.virt_api::<Endpoints>(), "api").await?;
+        addresses(&endpoints).find(|a| a.ip == host_address.ip).cloned()
+    })
+    .await;
+    let target = mirrored.target_ref.expect("a pod reference");
+    assert_eq!(target.kind.as_deref(), Some("Pod"));
+    assert_eq!(target.name.as_deref(), Some("api"), "the virtual pod's name");
+    assert_eq!(target.namespace.as_deref(), Some(env.virt_ns.as_str()));
+}
+
+/// The ready addresses of `endpoints`.
+fn addresses(endpoints: &Endpoints) -> impl Iterator<Item = &EndpointAddress> {
+    endpoints
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten())
+}
+
+/// Waits until the virtual service `name` carries its host service's cluster IP, and returns it.
+///
+/// vcsync recreates the virtual service for that (the field is immutable). A virtual control
+/// plane that runs its own endpoints controller (the real pair of the tests does; `deploy/` and
+/// the kubernetes driver disable it) deletes the Endpoints of a service while it is gone, so a
+/// test that gives a service its own Endpoints waits for this first.
+pub(crate) async fn adopted_service(env: &Env, name: &str) -> Service {
+    eventually(
+        &format!("virtual service {name} with its host's cluster IP"),
+        || async {
+            let host = get(&env.host_api::<Service>(), &env.host_name(name)).await?;
+            let host_ip = host.spec?.cluster_ip?;
+            get(&env.virt_api::<Service>(), name).await.filter(|s| {
+                s.spec.as_ref().and_then(|spec| spec.cluster_ip.as_deref()) == Some(host_ip.as_str())
+            })
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -124,6 +157,7 @@ async fn endpoints_of_a_selector_less_service_go_down() {
         .create(&PostParams::default(), &external)
         .await
         .unwrap();
+    adopted_service(&env, "db").await;
     let endpoints: Endpoints = serde_json::from_value(json!({"metadata": {"name": "db"},
         "subsets": [{"addresses": [{"ip": "192.0.2.10"}], "ports": [{"port": 5432}]}]}))
     .unwrap();
