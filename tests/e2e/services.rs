@@ -1,8 +1,14 @@
 //! Services: down with translated selectors, cluster IPs and node ports up, endpoints mirrored.
 
-use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Pod, Service};
+use k8s_openapi::api::{
+    core::v1::{EndpointAddress, Endpoints, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
+use vcsync_syncer::syncers::services::{
+    slices::SERVICE_NAME_LABEL as SERVICE_NAME, translate::MIRRORED_LABEL as MIRRORED,
+};
 use vcsync_translators::{MANAGED_BY_LABEL, NAMESPACE_LABEL};
 
 use crate::{
@@ -115,6 +121,30 @@ async fn host_endpoints_of_a_selector_service_are_mirrored_up_with_virtual_pod_r
     assert_eq!(target.kind.as_deref(), Some("Pod"));
     assert_eq!(target.name.as_deref(), Some("api"), "the virtual pod's name");
     assert_eq!(target.namespace.as_deref(), Some(env.virt_ns.as_str()));
+
+    // The host's EndpointSlices come up too, as slices of vcsync's own (a virtual control
+    // plane's endpoint controllers, where they run, write theirs beside them and cannot
+    // write these).
+    let slice = eventually("a mirrored EndpointSlice of the service", || async {
+        let slices = env
+            .virt_api::<EndpointSlice>()
+            .list(&ListParams::default().labels(&format!("{SERVICE_NAME}=api,{MIRRORED}=true")))
+            .await
+            .unwrap();
+        slices.items.into_iter().find_map(|slice| {
+            slice
+                .endpoints
+                .into_iter()
+                .flatten()
+                .find(|e| e.addresses.contains(&host_address.ip))
+        })
+    })
+    .await;
+    let target = slice.target_ref.expect("a pod reference");
+    assert_eq!(
+        (target.name.as_deref(), target.namespace.as_deref()),
+        (Some("api"), Some(env.virt_ns.as_str()))
+    );
 }
 
 /// The ready addresses of `endpoints`.
