@@ -3,11 +3,15 @@
 use super::*;
 
 pub(super) struct Bench {
-    pub(super) host_server: ApiServer,
-    pub(super) virt_server: ApiServer,
+    pub(super) clusters: BenchClusters,
     pub(super) host: Client,
     pub(super) virt: Client,
     pub(super) syncer: Syncer,
+    /// The syncer's operations endpoint (its `/metrics` counts its requests).
+    pub(super) metrics: std::net::SocketAddr,
+    /// The syncer's request counts at the last reset (real control planes only: the embedded
+    /// servers' own counters are reset instead).
+    pub(super) requests_at_reset: Mutex<BTreeMap<(String, String, String), u64>>,
     pub(super) seen: Shared,
     pub(super) watches: Vec<tokio::task::JoinHandle<()>>,
     pub(super) client: ClientRequests,
@@ -18,38 +22,17 @@ pub(super) struct Bench {
 }
 
 impl Bench {
-    pub(super) async fn new(args: &BenchArgs, dir: &Path) -> anyhow::Result<(Bench, Option<Simulator>)> {
-        let host_server = ApiServer::start(ServerConfig {
-            name: "host".into(),
-            // The watch history must hold a whole burst: the syncer's watches never fall behind
-            // into 410 Gone because the bench is large.
-            watch_history: 100_000,
-            ..ServerConfig::default()
-        })
-        .await
-        .context("starting the host API server")?;
-        let virt_server = ApiServer::start(ServerConfig {
-            name: "virtual".into(),
-            watch_history: 100_000,
-            ..ServerConfig::default()
-        })
-        .await
-        .context("starting the virtual API server")?;
-        // Enough room on a few nodes for every pod of the run (direct ones included): few fake
-        // nodes, so heartbeats stay a small constant.
-        let simulator = (args.nodes > 0).then(|| {
-            host_server.start_simulator(SimulatorConfig {
-                nodes: args.nodes,
-                max_pods_per_node: (2 * args.pods.max(args.rate as usize * args.seconds as usize))
-                    .div_ceil(args.nodes)
-                    + 110,
-                ..SimulatorConfig::default()
-            })
-        });
+    pub(super) async fn new(args: &BenchArgs, dir: &Path) -> anyhow::Result<Bench> {
+        let clusters = BenchClusters::start(args).await?;
         let host_kubeconfig = dir.join("host.kubeconfig");
         let virtual_kubeconfig = dir.join("virtual.kubeconfig");
-        crate::dev::write(&host_kubeconfig, &host_server.kubeconfig())?;
-        crate::dev::write(&virtual_kubeconfig, &virt_server.kubeconfig())?;
+        let (host_text, virtual_text) = clusters.kubeconfigs()?;
+        crate::dev::write(&host_kubeconfig, &host_text)?;
+        crate::dev::write(&virtual_kubeconfig, &virtual_text)?;
+        let metrics = {
+            let probe = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+            probe.local_addr()?
+        };
         let config_path = dir.join("vcsync.yaml");
         // No client-side rate limit: the bench measures the syncer, not its token bucket (with
         // the default 100 qps a burst of 10,000 pods would take minutes by design).
@@ -58,13 +41,13 @@ impl Bench {
             &format!(
                 "instance: {INSTANCE}\nhostNamespace: {HOST_NAMESPACE}\n\
                  host:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n\
-                 virtual:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n",
+                 virtual:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n\
+                 operations:\n  address: {metrics}\n",
                 host_kubeconfig.display(),
                 virtual_kubeconfig.display()
             ),
         )?;
-        let host = crate::dev::client(&host_server.url())?;
-        let virt = crate::dev::client(&virt_server.url())?;
+        let (host, virt) = clusters.clients().await?;
         crate::dev::create_namespace(&host, HOST_NAMESPACE).await?;
         crate::dev::create_namespace(&host, DIRECT_NAMESPACE).await?;
         crate::dev::create_namespace(&virt, VIRTUAL_NAMESPACE).await?;
@@ -78,20 +61,20 @@ impl Bench {
         };
         let seen = Shared::default();
         let watches = start_watches(&host, &virt, &seen);
-        let bench = Bench {
-            host_server,
-            virt_server,
+        Ok(Bench {
+            clusters,
             host,
             virt,
             syncer,
+            metrics,
+            requests_at_reset: Mutex::default(),
             seen,
             watches,
             client: ClientRequests::default(),
             ticks: clock_ticks(),
             timeout: Duration::from_secs(args.timeout),
             baseline: ProcStats::default(),
-        };
-        Ok((bench, simulator))
+        })
     }
 
     /// Starts the syncer and records its idle figures.
@@ -106,31 +89,44 @@ impl Bench {
         Ok(())
     }
 
-    pub(super) fn reset_counters(&self) {
-        self.host_server.reset_counters();
-        self.virt_server.reset_counters();
+    pub(super) async fn reset_counters(&self) -> anyhow::Result<()> {
+        self.clusters.reset_counters();
         self.client.reset();
+        if self.clusters.counters().is_none() {
+            // A syncer started after this counts from zero.
+            let now = match self.syncer.child {
+                Some(_) => syncer_requests(self.metrics).await?,
+                None => BTreeMap::new(),
+            };
+            *self.requests_at_reset.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        }
+        Ok(())
     }
 
-    /// The syncer's requests since the last reset. The bench's watches count only when they
-    /// started after the reset (they never do: they start before the first reset).
-    pub(super) fn requests(&self) -> SyncerRequests {
-        SyncerRequests::new(
-            &self.host_server.counters(),
-            &self.virt_server.counters(),
-            &self.client,
-            0,
-        )
+    /// The syncer's requests since the last reset: the embedded servers' counts of them (the
+    /// bench's watches count only when they started after the reset; they never do: they
+    /// start before the first reset), or on real control planes the syncer's own count.
+    pub(super) async fn requests(&self) -> anyhow::Result<SyncerRequests> {
+        if let Some((host, virt)) = self.clusters.counters() {
+            return Ok(SyncerRequests::new(&host, &virt, &self.client, 0));
+        }
+        let mut counts = syncer_requests(self.metrics).await?;
+        let at_reset = self.requests_at_reset.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, n) in counts.iter_mut() {
+            *n = n.saturating_sub(at_reset.get(key).copied().unwrap_or(0));
+        }
+        counts.retain(|_, n| *n > 0);
+        Ok(SyncerRequests { counts })
     }
 
     /// Waits until the syncer wrote nothing for `quiet` (heartbeats aside).
     pub(super) async fn settle(&self, quiet: Duration) -> anyhow::Result<()> {
         let start = Instant::now();
-        let mut last = self.requests().object_writes();
+        let mut last = self.requests().await?.object_writes();
         let mut since = Instant::now();
         while since.elapsed() < quiet {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = self.requests().object_writes();
+            let now = self.requests().await?.object_writes();
             if now != last {
                 last = now;
                 since = Instant::now();
@@ -150,13 +146,11 @@ impl Bench {
     ) -> anyhow::Result<ProcStats> {
         let stats = proc_stats(self.syncer.pid()?, self.ticks)?;
         out.insert(format!("{prefix}cpu_s"), json!(round3(stats.cpu_s)));
-        // This process: both API servers, the simulator and the bench client.
-        if let Ok(own) = proc_stats(std::process::id(), self.ticks) {
-            out.insert(
-                format!("{prefix}servers_and_client_cpu_s"),
-                json!(round3(own.cpu_s)),
-            );
-        }
+        // Both API servers, the simulator and the bench client.
+        out.insert(
+            format!("{prefix}servers_and_client_cpu_s"),
+            json!(round3(self.cpu().0)),
+        );
         out.insert(format!("{prefix}rss_bytes"), json!(stats.rss));
         out.insert(format!("{prefix}peak_rss_bytes"), json!(stats.hwm));
         if pods > 0 {
@@ -168,13 +162,13 @@ impl Bench {
         Ok(stats)
     }
 
-    pub(super) fn record_requests(
+    pub(super) async fn record_requests(
         &self,
         out: &mut BTreeMap<String, Value>,
         pods: usize,
         prefix: &str,
-    ) -> SyncerRequests {
-        let requests = self.requests();
+    ) -> anyhow::Result<SyncerRequests> {
+        let requests = self.requests().await?;
         let per = pods.max(1) as f64;
         out.insert(format!("{prefix}writes"), json!(requests.object_writes()));
         out.insert(
@@ -190,17 +184,24 @@ impl Bench {
             json!(round3(requests.object_writes() as f64 / per)),
         );
         out.insert(format!("{prefix}requests"), requests.to_json(pods));
-        requests
+        Ok(requests)
     }
 
-    /// CPU seconds used so far by this process (servers, simulator, client) and the syncer.
+    /// CPU seconds used so far by the servers, the simulator and the client (this process,
+    /// and the control planes' processes on real ones), and by the syncer.
     pub(super) fn cpu(&self) -> (f64, f64) {
         let of = |pid: anyhow::Result<u32>| {
             pid.and_then(|pid| proc_stats(pid, self.ticks))
                 .map(|s| s.cpu_s)
                 .unwrap_or(0.0)
         };
-        (of(Ok(std::process::id())), of(self.syncer.pid()))
+        let servers: f64 = self
+            .clusters
+            .server_pids()
+            .into_iter()
+            .map(|pid| of(Ok(pid)))
+            .sum();
+        (of(Ok(std::process::id())) + servers, of(self.syncer.pid()))
     }
 
     /// Creates `n` pods with their references in the virtual cluster and waits until all run

@@ -1,7 +1,9 @@
 //! `vcsync bench`: performance figures of the syncer against the embedded API servers.
 //!
 //! A host and a virtual embedded API server run in this process (the host with the simulator
-//! of a scheduler and kubelets); the syncer runs as a child process (`vcsync run`), so that its
+//! of a scheduler and kubelets), or with `--kube-assets` a real host and virtual control plane
+//! (etcd, kube-apiserver and kube-controller-manager each, fake kubelets on the host); the
+//! syncer runs as a child process (`vcsync run`), so that its
 //! CPU seconds (`/proc/<pid>/stat`) and its resident memory (`/proc/<pid>/status`) are its
 //! alone. The bench client (this process) creates objects and watches both clusters:
 //!
@@ -47,6 +49,7 @@ use kube::{
 use vcsync_apiserver::{ApiServer, RequestCounters, ServerConfig, Simulator, SimulatorConfig};
 use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION};
 
+mod clusters;
 mod figures;
 mod harness;
 mod objects;
@@ -54,7 +57,7 @@ mod scenarios;
 mod syncer_process;
 mod watches;
 
-use self::{figures::*, harness::*, objects::*, scenarios::*, syncer_process::*, watches::*};
+use self::{clusters::*, figures::*, harness::*, objects::*, scenarios::*, syncer_process::*, watches::*};
 
 /// Instance name of the benchmarked syncer.
 pub(super) const INSTANCE: &str = "bench";
@@ -109,6 +112,13 @@ pub struct BenchArgs {
     /// directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Run on a real host and a real virtual control plane (kube-apiserver,
+    /// kube-controller-manager and etcd each, as processes of their own) from this folder of
+    /// binaries (the last line that tests/control-plane/build.sh prints) instead of the embedded
+    /// servers; `--nodes` fake kubelets then run the host's pods through its API. The servers'
+    /// CPU is then the planes' processes', and the syncer's requests its own count of them.
+    #[arg(long)]
+    pub kube_assets: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -127,7 +137,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.rate == 0 || args.seconds == 0 {
         bail!("--rate and --seconds must be positive");
     }
-    let (mut bench, simulator) = Bench::new(&args, &dir).await?;
+    let mut bench = Bench::new(&args, &dir).await?;
     let mut out = BTreeMap::new();
     out.insert(
         "scenario".into(),
@@ -135,6 +145,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     out.insert("pods".into(), json!(args.pods));
     out.insert("simulated_nodes".into(), json!(args.nodes));
+    out.insert("servers".into(), json!(bench.clusters.kind()));
     out.insert("concurrency".into(), json!(args.concurrency));
     let result = match args.scenario {
         Scenario::Burst => burst(&args, &mut bench, &mut out).await,
@@ -146,11 +157,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for task in &bench.watches {
         task.abort();
     }
-    if let Some(simulator) = simulator {
-        simulator.stop().await;
-    }
-    bench.virt_server.shutdown().await;
-    bench.host_server.shutdown().await;
+    bench.clusters.stop().await;
     if let Err(err) = result {
         return Err(err.context(format!("syncer log in {}", dir.join("syncer.log").display())));
     }

@@ -26,7 +26,7 @@ pub(super) async fn burst(
     );
     bench.start_syncer(out).await?;
     let idle = bench.record_process(&mut BTreeMap::new(), 0, "")?;
-    bench.reset_counters();
+    bench.reset_counters().await?;
     let (on_host, running, (servers_cpu, syncer_cpu)) = bench.sync_pods(n, args.concurrency).await?;
     out.insert("sync_s".into(), json!(round3(on_host.as_secs_f64())));
     out.insert(
@@ -49,7 +49,7 @@ pub(super) async fn burst(
     bench.settle(Duration::from_secs(2)).await?;
     let stats = bench.record_process(out, n, "")?;
     out.insert("syncer_cpu_s".into(), json!(round3(stats.cpu_s - idle.cpu_s)));
-    bench.record_requests(out, n, "");
+    bench.record_requests(out, n, "").await?;
     let seen = lock(&bench.seen);
     out.insert(
         "pods_synced".into(),
@@ -139,7 +139,7 @@ pub(super) async fn steady(
 
     bench.start_syncer(out).await?;
     let idle = bench.record_process(&mut BTreeMap::new(), 0, "")?;
-    bench.reset_counters();
+    bench.reset_counters().await?;
     let (sent, sending) = create_paced(&bench.virt, VIRTUAL_NAMESPACE, total, args.rate).await?;
     bench.client.add("virtual", "create", "pods", total as u64);
     out.insert("offered_rate".into(), json!(args.rate));
@@ -176,7 +176,7 @@ pub(super) async fn steady(
     }
     let stats = bench.record_process(out, total, "")?;
     out.insert("syncer_cpu_s".into(), json!(round3(stats.cpu_s - idle.cpu_s)));
-    bench.record_requests(out, total, "");
+    bench.record_requests(out, total, "").await?;
     out.insert("pods_synced".into(), json!(total));
     out.insert("pods".into(), json!(total));
     Ok(())
@@ -189,7 +189,7 @@ pub(super) async fn restart(
 ) -> anyhow::Result<()> {
     let n = args.pods;
     bench.start_syncer(out).await?;
-    bench.reset_counters();
+    bench.reset_counters().await?;
     let (on_host, running, _) = bench.sync_pods(n, args.concurrency).await?;
     out.insert("sync_s".into(), json!(round3(on_host.as_secs_f64())));
     out.insert(
@@ -198,18 +198,18 @@ pub(super) async fn restart(
     );
     bench.settle(Duration::from_secs(2)).await?;
     bench.record_process(out, n, "before_restart_")?;
-    bench.record_requests(out, n, "");
+    bench.record_requests(out, n, "").await?;
     out.insert("pods_synced".into(), json!(n));
 
     bench.syncer.stop().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    bench.reset_counters();
+    bench.reset_counters().await?;
     bench.syncer.start()?;
     let ready = bench.syncer.wait_ready(bench.timeout).await?;
     out.insert("restart_ready_s".into(), json!(round3(ready.as_secs_f64())));
     // The resync: every object reconciled once after the start; a window well past it.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let requests = bench.record_requests(out, n, "restart_");
+    let requests = bench.record_requests(out, n, "restart_").await?;
     out.insert("restart_writes".into(), json!(requests.object_writes()));
     let stats = bench.record_process(out, n, "restart_")?;
     out.insert("restart_cpu_s".into(), json!(round3(stats.cpu_s)));
@@ -232,7 +232,7 @@ pub(super) async fn churn(
     bench.settle(Duration::from_secs(2)).await?;
 
     // Updates: every ConfigMap's value 1 -> 2.
-    bench.reset_counters();
+    bench.reset_counters().await?;
     let sent: Mutex<HashMap<String, Instant>> = Mutex::default();
     let start = Instant::now();
     let results: Vec<kube::Result<ConfigMap>> = stream::iter(0..n)
@@ -276,10 +276,10 @@ pub(super) async fn churn(
         }
     }
     latency_fields("update", latencies, out);
-    bench.record_requests(out, n, "update_");
+    bench.record_requests(out, n, "update_").await?;
 
     // Deletes: every pod; its host copy goes, then its config map and secret (last reference).
-    bench.reset_counters();
+    bench.reset_counters().await?;
     let start = Instant::now();
     let results: Vec<anyhow::Result<()>> = stream::iter(0..n)
         .map(|i| {
@@ -324,7 +324,7 @@ pub(super) async fn churn(
         json!(round3((data_gone - start).as_secs_f64())),
     );
     bench.settle(Duration::from_secs(1)).await?;
-    bench.record_requests(out, n, "delete_");
+    bench.record_requests(out, n, "delete_").await?;
     bench.record_process(out, 0, "")?;
     out.insert("pods_synced".into(), json!(n));
     Ok(())
