@@ -21,12 +21,21 @@ pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 /// The ConfigMap kube-controller-manager publishes in every namespace (the embedded server too).
 pub const ROOT_CA: &str = "kube-root-ca.crt";
 
-/// The real kube-apiserver's kubeconfig, if there is one to test against: today the file that
-/// `VCSYNC_TEST_KUBECONFIG` names. The one place that decides where the real server comes from.
-pub fn real_kubeconfig() -> Option<PathBuf> {
-    std::env::var_os("VCSYNC_TEST_KUBECONFIG")
-        .filter(|path| !path.is_empty())
-        .map(PathBuf::from)
+/// The real kube-apiserver's kubeconfig, if there is one to test against: the file that
+/// `VCSYNC_TEST_KUBECONFIG` names (a server started elsewhere), or else a control plane started
+/// from the binaries in `VCSYNC_KUBE_ASSETS` by the first case of the run and shared by all of
+/// them (`vcsync_envtest::SharedPlanes`). The one place that decides where the real server
+/// comes from.
+pub async fn real_kubeconfig() -> Option<PathBuf> {
+    let given = std::env::var_os("VCSYNC_TEST_KUBECONFIG").filter(|path| !path.is_empty());
+    if let Some(path) = given {
+        return Some(PathBuf::from(path));
+    }
+    let assets = std::env::var_os("VCSYNC_KUBE_ASSETS").filter(|dir| !dir.is_empty())?;
+    let plane = vcsync_envtest::SharedPlanes::single(std::path::Path::new(&assets), "behaviour")
+        .await
+        .expect("starting the real control plane of VCSYNC_KUBE_ASSETS");
+    Some(plane.host_kubeconfig().to_path_buf())
 }
 
 /// Which server a case runs against.
@@ -45,12 +54,13 @@ where
 {
     let env = match target {
         Target::Embedded => Env::embedded(case_name).await,
-        Target::KubeApiserver => match real_kubeconfig() {
+        Target::KubeApiserver => match real_kubeconfig().await {
             Some(path) => Env::real(path, case_name).await,
             None => {
                 eprintln!(
-                    "{case_name}::kube_apiserver skipped: no real kube-apiserver \
-                     (VCSYNC_TEST_KUBECONFIG is not set)"
+                    "{case_name}::kube_apiserver skipped: no real kube-apiserver (set \
+                     VCSYNC_KUBE_ASSETS to the folder tests/control-plane/build.sh prints, or \
+                     VCSYNC_TEST_KUBECONFIG)"
                 );
                 return Ok(());
             }
