@@ -18,7 +18,7 @@ pub mod policy;
 pub mod slices;
 pub mod translate;
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use async_trait::async_trait;
 use dashmap::DashSet;
@@ -48,8 +48,12 @@ use crate::{
 
 use translate::{
     MIRRORED_LABEL, desired_host_spec, mirrored_endpoints_labels, needs_host_cluster_ip, node_ports_up,
-    recreated_virtual_service, virtual_endpoints_subsets,
+    recreated_virtual_service, virtual_endpoints_subsets, without_held_node_ports,
 };
+
+/// How soon a service retries taking a cluster IP or node port of its host service that another
+/// virtual service holds.
+const HELD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Registers the service and endpoints syncers when services are enabled.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
@@ -75,6 +79,7 @@ pub struct ServiceSyncer {
     host_pods: Cache<Pod>,
     host_slices: Cache<EndpointSlice>,
     virtual_slices: Cache<EndpointSlice>,
+    virtual_services: Cache<Service>,
     /// Services whose host cluster IP the virtual API server refused (CIDR mismatch): not
     /// retried until vcsync restarts, so a misconfiguration cannot cause a delete loop.
     adoption_failed: DashSet<VirtualKey>,
@@ -92,6 +97,7 @@ impl ServiceSyncer {
             host_pods: ctx.host_informer::<Pod>().store(),
             host_slices: host_slices_informer(ctx).store(),
             virtual_slices: ctx.virtual_informer::<EndpointSlice>().store(),
+            virtual_services: ctx.virtual_informer::<Service>().store(),
             adoption_failed: DashSet::new(),
             policy: ctx.config().sync.services.clone(),
         }
@@ -142,11 +148,29 @@ impl ServiceSyncer {
         }
     }
 
+    /// The cluster IPs and node ports the virtual services other than `virt` hold.
+    fn held_by_others(&self, virt: &Service) -> (HashSet<String>, HashSet<i32>) {
+        let (mut ips, mut node_ports) = (HashSet::new(), HashSet::new());
+        for other in self.virtual_services.state() {
+            if other.metadata.uid == virt.metadata.uid {
+                continue;
+            }
+            let Some(spec) = other.spec.as_ref() else {
+                continue;
+            };
+            ips.extend(spec.cluster_ips.iter().flatten().cloned());
+            ips.extend(spec.cluster_ip.iter().cloned());
+            node_ports.extend(spec.ports.iter().flatten().filter_map(|p| p.node_port));
+        }
+        (ips, node_ports)
+    }
+
     async fn adopt_host_cluster_ip(
         &self,
         ctx: &SyncContext<Service>,
         virt: &Service,
         host: &ServiceSpec,
+        held_node_ports: &HashSet<i32>,
     ) -> Result<()> {
         let key = virtual_key_of(virt);
         let api = ctx.virtual_api_for(virt);
@@ -165,7 +189,8 @@ impl ServiceSyncer {
             &key.to_string(),
         ))?;
         let params = write_params();
-        match api.create(&params, &recreated_virtual_service(virt, host)).await {
+        let recreated = recreated_virtual_service(virt, host, |port| held_node_ports.contains(&port));
+        match api.create(&params, &recreated).await {
             Ok(created) => {
                 tracing::info!(cluster_ip = ?host.cluster_ip, "virtual service recreated with the host's cluster IP");
                 ctx.events()
@@ -184,7 +209,7 @@ impl ServiceSyncer {
                 // may be held in the virtual cluster by another service (two services whose
                 // ports the servers allocated the other way round), and a restore with them
                 // would fail too and lose the service.
-                let mut restore = recreated_virtual_service(virt, host);
+                let mut restore = recreated;
                 restore.spec = virt.spec.clone();
                 let restored = api.create(&params, &restore).await.map_err(api_error(
                     Side::Virtual,
@@ -363,18 +388,40 @@ impl Syncer for ServiceSyncer {
         let key = virtual_key_of(virt.as_ref());
         let virt_spec = virt.spec.clone().unwrap_or_default();
         if needs_host_cluster_ip(&virt_spec, &host_spec) && !self.adoption_failed.contains(&key) {
-            self.adopt_host_cluster_ip(ctx, &virt, &host_spec).await?;
+            let (held_ips, held_node_ports) = self.held_by_others(&virt);
+            // Another virtual service holds the host's cluster IP (one being deleted, say): the
+            // recreate would fail, so the service stays as it is until the IP is free.
+            if host_spec
+                .cluster_ip
+                .as_ref()
+                .is_some_and(|ip| held_ips.contains(ip))
+            {
+                tracing::info!(cluster_ip = ?host_spec.cluster_ip, "host cluster IP held by another virtual service; adoption waits");
+                return Ok(Action::requeue(HELD_RETRY));
+            }
+            self.adopt_host_cluster_ip(ctx, &virt, &host_spec, &held_node_ports)
+                .await?;
             return Ok(Action::await_change());
         }
         let api = ctx.virtual_api_for(&virt);
         let params = write_params();
+        // Node ports another virtual service holds come up once it lets them go.
+        let mut done = Action::await_change();
         if let Some(ports) = node_ports_up(&virt_spec, &host_spec) {
-            let mut updated = (*virt).clone();
-            updated.spec.get_or_insert_with(Default::default).ports = Some(ports);
-            api.replace(&virt.name_any(), &params, &updated)
-                .await
-                .map_err(api_error(Side::Virtual, "update", "Service", &key.to_string()))?;
-            return Ok(Action::await_change());
+            let own = virt_spec.ports.clone().unwrap_or_default();
+            let (_, held_node_ports) = self.held_by_others(&virt);
+            let (ports, held) = without_held_node_ports(ports, &own, |port| held_node_ports.contains(&port));
+            if held {
+                done = Action::requeue(HELD_RETRY);
+            }
+            if ports != own {
+                let mut updated = (*virt).clone();
+                updated.spec.get_or_insert_with(Default::default).ports = Some(ports);
+                api.replace(&virt.name_any(), &params, &updated)
+                    .await
+                    .map_err(api_error(Side::Virtual, "update", "Service", &key.to_string()))?;
+                return Ok(done);
+            }
         }
         let host_lb = host.status.as_ref().and_then(|s| s.load_balancer.clone());
         let virt_lb = virt.status.as_ref().and_then(|s| s.load_balancer.clone());
@@ -410,7 +457,7 @@ impl Syncer for ServiceSyncer {
             );
             slices::apply_virtual_slices(&api, &self.virtual_slices, &virt, desired).await?;
         }
-        Ok(Action::await_change())
+        Ok(done)
     }
 
     fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {

@@ -105,14 +105,34 @@ pub fn needs_host_cluster_ip(virt: &ServiceSpec, host: &ServiceSpec) -> bool {
     !host_ip.is_empty() && host_ip != "None" && virt.cluster_ip.as_deref() != Some(host_ip)
 }
 
+/// `up` (the virtual ports with the host's node ports, from [`node_ports_up`]) with the node
+/// ports that `held` says another virtual service holds put back to the virtual port's own
+/// (`own`, in the same order): the virtual API server would refuse them. Also whether any was.
+pub fn without_held_node_ports(
+    mut up: Vec<ServicePort>,
+    own: &[ServicePort],
+    held: impl Fn(i32) -> bool,
+) -> (Vec<ServicePort>, bool) {
+    let mut any = false;
+    for (port, own) in up.iter_mut().zip(own) {
+        if port.node_port != own.node_port && port.node_port.is_some_and(&held) {
+            port.node_port = own.node_port;
+            any = true;
+        }
+    }
+    (up, any)
+}
+
 /// A copy of the virtual service, as it will be recreated: same name, labels, annotations and
-/// spec, with the host's cluster IPs and node ports.
-pub fn recreated_virtual_service(virt: &Service, host: &ServiceSpec) -> Service {
+/// spec, with the host's cluster IPs and node ports; a node port that `held` says another virtual
+/// service holds stays the virtual service's own until that one lets it go.
+pub fn recreated_virtual_service(virt: &Service, host: &ServiceSpec, held: impl Fn(i32) -> bool) -> Service {
     let mut spec = virt.spec.clone().unwrap_or_default();
     spec.cluster_ip = host.cluster_ip.clone();
     spec.cluster_ips = host.cluster_ips.clone();
     if let Some(ports) = node_ports_up(&spec, host) {
-        spec.ports = Some(ports);
+        let own = spec.ports.clone().unwrap_or_default();
+        spec.ports = Some(without_held_node_ports(ports, &own, held).0);
     }
     let meta = &virt.metadata;
     Service {
@@ -276,6 +296,29 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(node_ports_up(&synced, &host), None);
+    }
+
+    /// Two services whose node ports the two servers allocated the other way round (or a
+    /// virtual service that keeps its own node port, its type refused on the host): the virtual
+    /// server would refuse the recreate with the host's, and the cluster IP would not come up.
+    #[test]
+    fn a_node_port_another_virtual_service_holds_stays_the_virtual_ones_own() {
+        let virt = service(json!({"metadata": {"name": "web", "namespace": "n"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.9",
+                "ports": [{"port": 80, "nodePort": 30001}, {"port": 443, "nodePort": 30002}]}}));
+        let host: ServiceSpec = serde_json::from_value(json!({"type": "NodePort", "clusterIP": "10.96.0.20",
+            "clusterIPs": ["10.96.0.20"],
+            "ports": [{"port": 80, "nodePort": 31000}, {"port": 443, "nodePort": 31001}]}))
+        .unwrap();
+        let recreated = recreated_virtual_service(&virt, &host, |port| port == 31001);
+        let spec = recreated.spec.unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.20"));
+        let node_ports: Vec<_> = spec.ports.iter().flatten().map(|p| p.node_port).collect();
+        assert_eq!(node_ports, [Some(31000), Some(30002)]);
+
+        let all_free = recreated_virtual_service(&virt, &host, |_| false).spec.unwrap();
+        let node_ports: Vec<_> = all_free.ports.iter().flatten().map(|p| p.node_port).collect();
+        assert_eq!(node_ports, [Some(31000), Some(31001)]);
     }
 
     #[test]
