@@ -49,6 +49,9 @@ pub struct Env {
     /// The real clusters and this test's exclusive use of them (None on embedded servers);
     /// dropped after `Drop` has cleaned up.
     real: Option<RealClusters>,
+    /// The empty virtual control plane that replaced the shared one (real clusters of the
+    /// run's own, after [`Env::replace_virtual_server_empty`]).
+    replacement: Option<vcsync_envtest::ControlPlane>,
 }
 
 /// Real clusters under test: started elsewhere (`VCSYNC_E2E_HOST_KUBECONFIG` and
@@ -131,7 +134,16 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let real = RealClusters::of_this_run().await;
         let (servers, host_kubeconfig, virtual_kubeconfig) = match &real {
-            Some(real) => (None, real.host.clone(), real.virt.clone()),
+            // Copies of the test's own, which it may rewrite (a replaced virtual cluster).
+            Some(real) => {
+                let (h, v) = (
+                    dir.path().join("host.kubeconfig"),
+                    dir.path().join("virtual.kubeconfig"),
+                );
+                std::fs::copy(&real.host, &h).expect("copying the host kubeconfig");
+                std::fs::copy(&real.virt, &v).expect("copying the virtual kubeconfig");
+                (None, h, v)
+            }
             None => {
                 let host = ApiServer::start(ServerConfig {
                     name: "host".into(),
@@ -217,6 +229,7 @@ impl Env {
             virtual_kubeconfig,
             syncer: None,
             real,
+            replacement: None,
         }
     }
 
@@ -300,24 +313,43 @@ impl Env {
         }
     }
 
-    /// Replaces the embedded virtual API server with an empty one, as a virtual control plane
-    /// whose datastore was lost comes back: a new `kube-system` namespace UID, none of the
-    /// tenant's objects. The syncer must be stopped; the virtual kubeconfig is rewritten.
-    /// Embedded servers only.
+    /// Whether [`Env::replace_virtual_server_empty`] can: on embedded servers and on the run's
+    /// own control planes, not on clusters started elsewhere.
+    pub fn can_replace_virtual_cluster(&self) -> bool {
+        self.throwaway_clusters()
+    }
+
+    /// Replaces the virtual API server with an empty one, as a virtual control plane whose
+    /// datastore was lost comes back: a new `kube-system` namespace UID, none of the tenant's
+    /// objects. On real control planes a new virtual plane is started for the rest of the test
+    /// (the shared one stays as it is). The syncer must be stopped; the virtual kubeconfig is
+    /// rewritten.
     pub async fn replace_virtual_server_empty(&mut self) {
         assert!(self.syncer.is_none(), "stop the syncer first");
-        let (host, old) = self.servers.take().expect("replacing needs the embedded servers");
-        old.shutdown().await;
-        let virt = ApiServer::start(ServerConfig {
-            name: "virtual".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        std::fs::write(&self.virtual_kubeconfig, virt.kubeconfig()).unwrap();
+        assert!(
+            self.can_replace_virtual_cluster(),
+            "a shared cluster cannot be emptied"
+        );
+        if let Some((host, old)) = self.servers.take() {
+            old.shutdown().await;
+            let virt = ApiServer::start(ServerConfig {
+                name: "virtual".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            std::fs::write(&self.virtual_kubeconfig, virt.kubeconfig()).unwrap();
+            self.servers = Some((host, virt));
+        } else {
+            let assets = std::env::var_os("VCSYNC_KUBE_ASSETS").expect("the run's own planes");
+            let plane = vcsync_envtest::ControlPlane::start(Path::new(&assets), "virtual")
+                .await
+                .expect("starting an empty virtual control plane");
+            std::fs::copy(plane.kubeconfig(), &self.virtual_kubeconfig).unwrap();
+            self.replacement = Some(plane);
+        }
         self.virt = client_from(&self.virtual_kubeconfig).await;
         create_namespace(&self.virt, &self.virt_ns).await;
-        self.servers = Some((host, virt));
     }
 
     /// The embedded servers, or None against real clusters (tests of counters skip then).
@@ -353,9 +385,11 @@ impl Drop for Env {
         if self.servers.is_none() {
             // Real clusters: leave nothing behind. With clients of their own: the test's clients
             // run their request buffers on the test's runtime, which this drop blocks.
+            // The shared virtual cluster's namespace, also when the test replaced it.
+            let shared_virtual = self.real.as_ref().map(|real| real.virt.clone());
             let (host_kubeconfig, virtual_kubeconfig, host_ns, syncer_ns, virt_ns) = (
                 self.host_kubeconfig.clone(),
-                self.virtual_kubeconfig.clone(),
+                shared_virtual.unwrap_or_else(|| self.virtual_kubeconfig.clone()),
                 self.host_ns.clone(),
                 self.syncer_ns.clone(),
                 self.virt_ns.clone(),

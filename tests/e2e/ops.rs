@@ -2,6 +2,7 @@
 //! SIGTERM, on a syncer started here with `operations.address: 127.0.0.1:0`.
 
 use std::{
+    collections::BTreeMap,
     path::Path,
     time::{Duration, Instant},
 };
@@ -95,6 +96,35 @@ pub(crate) fn sample_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
             (metric == name && labels.iter().all(|l| rest.contains(l))).then(|| value.parse::<f64>().ok())?
         })
         .sum()
+}
+
+/// The syncer's requests to the host since it started, by (verb, resource), from its own
+/// count (`vcsync_api_requests_total`, summed over status codes): what it did, whatever else
+/// talks to the same API server.
+pub(crate) async fn host_requests(address: &str) -> BTreeMap<(String, String), u64> {
+    let (_, metrics) = http_get(address, "/metrics").await;
+    let mut requests = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some((labels, value)) = line
+            .strip_prefix("vcsync_api_requests_total{")
+            .and_then(|rest| rest.split_once("} "))
+        else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix("=\""))
+                .and_then(|value| value.strip_suffix('"'))
+                .unwrap_or_default()
+                .to_string()
+        };
+        if label("cluster") == "host" {
+            *requests.entry((label("verb"), label("resource"))).or_default() +=
+                value.parse::<f64>().unwrap_or_default() as u64;
+        }
+    }
+    requests
 }
 
 #[tokio::test]
