@@ -157,9 +157,21 @@ async fn update_drift_delete<K>(
     let kind = K::kind(&());
     let (virt, host) = (env.virt_api::<K>(), env.host_api::<K>());
     let host_name = env.host_name(name);
-    virt.patch(name, &PatchParams::default(), &Patch::Merge(update))
-        .await
-        .unwrap();
+    // Refused (403) while the object is not yet in a state that allows the update: a claim
+    // grows only while Bound, and a virtual cluster that runs a volume binder of its own (the
+    // test pair's controller manager does; a deployed one does not) sets a claim whose volume
+    // it does not know back to Pending now and then, until vcsync brings Bound up again.
+    eventually(&format!("{kind} update accepted"), || async {
+        match virt
+            .patch(name, &PatchParams::default(), &Patch::Merge(update.clone()))
+            .await
+        {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(status)) if status.code == 403 => None,
+            Err(err) => panic!("updating {kind} {name}: {err}"),
+        }
+    })
+    .await;
     eventually(&format!("{kind} update on the host"), || async {
         get(&host, &host_name).await.filter(|o| updated(o))
     })
