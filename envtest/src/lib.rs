@@ -57,25 +57,71 @@ pub struct ControlPlane {
     processes: Vec<Process>,
     watchdog: Option<Watchdog>,
     lifetime: Lifetime,
+    role: Role,
     started_in: Duration,
 }
+
+/// What a plane is for, which decides the controllers its controller manager runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A host cluster: every controller.
+    Host,
+    /// A virtual cluster: [`VIRTUAL_CONTROLLERS`].
+    Virtual,
+}
+
+/// The controllers of a virtual cluster's controller manager: those a deployed virtual cluster
+/// runs (`deploy/` and the kubernetes driver turn off the same ones, and `cloud-node-lifecycle`,
+/// which kube-controller-manager 1.37 no longer has): none that needs nodes or volumes of its
+/// own, and no endpoints controllers, since vcsync writes a virtual service's endpoints from
+/// the host's.
+pub const VIRTUAL_CONTROLLERS: &str = "*,-nodeipam,-persistentvolume-binder,-attachdetach,\
+     -persistentvolume-expander,-endpoint,-endpointslice,-endpointslicemirroring";
 
 impl ControlPlane {
     /// Starts a plane from the binaries in `assets`, named `name` (its kubeconfig's cluster,
     /// user and context, and part of its folder's name), and waits until it is ready: the API
     /// server answers `/readyz` to its admin, the controller manager `/healthz`, and the
     /// `default` ServiceAccount exists (the controllers run).
+    /// It runs every controller, as a host cluster does.
     pub async fn start(assets: &Path, name: &str) -> anyhow::Result<Self> {
-        Self::start_in(assets, name, &std::env::temp_dir(), Lifetime::ThisProcess).await
+        Self::start_in(
+            assets,
+            name,
+            Role::Host,
+            &std::env::temp_dir(),
+            Lifetime::ThisProcess,
+        )
+        .await
     }
 
-    /// [`ControlPlane::start`] with its folder under `parent` and its watchdog's `lifetime`.
-    async fn start_in(assets: &Path, name: &str, parent: &Path, lifetime: Lifetime) -> anyhow::Result<Self> {
+    /// [`ControlPlane::start`] for a virtual cluster: its controller manager runs the
+    /// controllers a deployed virtual cluster runs ([`VIRTUAL_CONTROLLERS`]).
+    pub async fn start_virtual(assets: &Path, name: &str) -> anyhow::Result<Self> {
+        Self::start_in(
+            assets,
+            name,
+            Role::Virtual,
+            &std::env::temp_dir(),
+            Lifetime::ThisProcess,
+        )
+        .await
+    }
+
+    /// A plane of `role`, with its folder under `parent` and its watchdog's `lifetime`.
+    async fn start_in(
+        assets: &Path,
+        name: &str,
+        role: Role,
+        parent: &Path,
+        lifetime: Lifetime,
+    ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let binaries = Binaries::find(assets)?;
         let dir = new_dir(parent, name)?;
         let mut plane = Self {
             lifetime,
+            role,
             name: name.to_string(),
             kubeconfig: dir.join("kubeconfig"),
             dir,
@@ -202,7 +248,13 @@ impl ControlPlane {
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--use-service-account-credentials=true".to_string(),
             "--leader-elect=false".to_string(),
-            "--controllers=*".to_string(),
+            format!(
+                "--controllers={}",
+                match self.role {
+                    Role::Host => "*",
+                    Role::Virtual => VIRTUAL_CONTROLLERS,
+                }
+            ),
         ];
         self.spawn("kube-controller-manager", &binaries.controller_manager, &kcm_args)?;
         let mut health = kube::Config::new(format!("https://127.0.0.1:{kcm_port}").parse()?);
@@ -372,7 +424,7 @@ impl ControlPlanePair {
         let started = Instant::now();
         let (host, virt) = tokio::try_join!(
             ControlPlane::start(assets, "host"),
-            ControlPlane::start(assets, "virtual"),
+            ControlPlane::start_virtual(assets, "virtual"),
         )?;
         let started_in = started.elapsed();
         tracing::info!(?started_in, "control plane pair started");

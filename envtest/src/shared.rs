@@ -22,7 +22,7 @@ use std::{
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::{ControlPlane, processes::Lifetime};
+use crate::{ControlPlane, Role, processes::Lifetime};
 
 /// Planes started once per test run and key (see the module documentation).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,15 +47,15 @@ impl SharedPlanes {
     /// A host and a virtual plane (named `host` and `virtual`) for this run and `key`, started
     /// from the binaries in `assets` by the first caller.
     pub async fn pair(assets: &Path, key: &str) -> anyhow::Result<Self> {
-        Self::get(assets, key, &["host", "virtual"]).await
+        Self::get(assets, key, &[("host", Role::Host), ("virtual", Role::Virtual)]).await
     }
 
     /// One plane (named `host`) for this run and `key`.
     pub async fn single(assets: &Path, key: &str) -> anyhow::Result<Self> {
-        Self::get(assets, key, &["host"]).await
+        Self::get(assets, key, &[("host", Role::Host)]).await
     }
 
-    async fn get(assets: &Path, key: &str, names: &[&str]) -> anyhow::Result<Self> {
+    async fn get(assets: &Path, key: &str, wanted: &[(&str, Role)]) -> anyhow::Result<Self> {
         let owner = Owner::of_this_run()?;
         let dir = std::env::temp_dir().join(format!("vcsync-envtest-{}-{}-{key}", owner.pid, owner.started));
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -76,9 +76,9 @@ impl SharedPlanes {
             owner: owner.pid,
             also_remove: dir.clone(),
         };
-        let starts = names
+        let starts = wanted
             .iter()
-            .map(|name| ControlPlane::start_in(assets, name, &dir, lifetime.clone()));
+            .map(|(name, role)| ControlPlane::start_in(assets, name, *role, &dir, lifetime.clone()));
         // At once: a pair starts in the time of one. On an error the others are dropped,
         // stopped and removed.
         let started_planes = futures::future::try_join_all(starts).await?;
@@ -103,7 +103,11 @@ impl SharedPlanes {
         eprintln!(
             "envtest: started {} for this test run in {:.1} s (folder {}; they stop when process \
              {} ends)",
-            names.join(" and "),
+            wanted
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(" and "),
             planes.started_in.as_secs_f64(),
             dir.display(),
             owner.pid

@@ -342,7 +342,7 @@ impl Env {
             self.servers = Some((host, virt));
         } else {
             let assets = std::env::var_os("VCSYNC_KUBE_ASSETS").expect("the run's own planes");
-            let plane = vcsync_envtest::ControlPlane::start(Path::new(&assets), "virtual")
+            let plane = vcsync_envtest::ControlPlane::start_virtual(Path::new(&assets), "virtual")
                 .await
                 .expect("starting an empty virtual control plane");
             std::fs::copy(plane.kubeconfig(), &self.virtual_kubeconfig).unwrap();
