@@ -17,7 +17,8 @@ pub struct Config {
     /// in it.
     pub host_namespace: String,
     /// Where namespaced virtual objects land: `single` (all in `hostNamespace`, names translated)
-    /// or `perNamespace` (one host namespace per virtual namespace, names kept).
+    /// or `perNamespace` (one host namespace per virtual namespace, names kept except those the
+    /// host's control plane puts in every namespace: `vcsync_translators::per_namespace_name`).
     #[serde(default)]
     pub namespace_mapping: NamespaceMappingMode,
     /// How to reach the host API server.
@@ -56,7 +57,9 @@ pub enum NamespaceMappingMode {
     /// Every virtual namespace lands in `hostNamespace`, names `<name>-x-<namespace>`.
     #[default]
     Single,
-    /// Each virtual namespace gets a host namespace `<instance>-x-<namespace>`, names kept.
+    /// Each virtual namespace gets a host namespace `<instance>-x-<namespace>`, names kept except
+    /// `kube-root-ca.crt`, `default` and `openshift-service-ca.crt`, which the host's control plane
+    /// puts in every namespace (`vcsync-x-<name>`, see `vcsync_translators::per_namespace_name`).
     PerNamespace,
 }
 

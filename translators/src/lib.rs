@@ -20,7 +20,10 @@ pub use labels::{
     host_annotations, host_label_selector, host_labels, host_map_selector, is_reserved_key,
     virtual_labels_from_host, virtual_metadata_from_host,
 };
-pub use names::{MAX_NAME_LEN, host_cluster_name, host_name, host_namespace_name, safe_label_value};
+pub use names::{
+    CONTROL_PLANE_NAMES, MAX_NAME_LEN, PER_NAMESPACE_ESCAPE, host_cluster_name, host_name,
+    host_namespace_name, per_namespace_name, safe_label_value,
+};
 pub use ownership::{
     CLUSTER_UID_ANNOTATION, MANAGED_BY_LABEL, NAMESPACE_LABEL, OBJECT_KIND_ANNOTATION,
     OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION, Ownership, RESERVED_PREFIX,

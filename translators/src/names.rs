@@ -23,6 +23,38 @@
 //!
 //! The host name starts with the first character of the virtual name (plain and hashed), so a
 //! virtual name that is a DNS-1035 label (Service names) gives a host name that is one too.
+//!
+//! Neither form can be a name the host's control plane puts in every namespace
+//! ([`CONTROL_PLANE_NAMES`]): a plain name contains `-x-`, a hashed one ends in its hash.
+//!
+//! # Per-namespace mapping
+//!
+//! When each virtual namespace has a host namespace of its own, names need no namespace part and
+//! are kept ([`per_namespace_name`]), except where the host's control plane already holds the name
+//! in every namespace: kube-controller-manager publishes ConfigMap `kube-root-ca.crt` and creates
+//! ServiceAccount `default` in each one (OpenShift adds ConfigMap `openshift-service-ca.crt`). The
+//! virtual cluster has its own objects of those names, and every pod references them (its
+//! projected service-account token volume names `kube-root-ca.crt`), so kept as they are they would
+//! land on the host's own objects. Those names, and every name that already starts with the escape
+//! prefix [`PER_NAMESPACE_ESCAPE`] (`vcsync-x-`), take the prefix: `kube-root-ca.crt` becomes
+//! `vcsync-x-kube-root-ca.crt`, `vcsync-x-a` becomes `vcsync-x-vcsync-x-a`. A prefixed name that
+//! would outgrow a DNS-1123 label or subdomain (a first label over 63 characters, or over 253 in
+//! all) takes the hashed form `vcsync-x-h-<readable>-<hash>` instead, a DNS-1123 label valid for
+//! every kind.
+//!
+//! The translation does not know the kind (the callers translate names of every kind through one
+//! function), so the names are reserved for every kind: a virtual Service named `default` becomes
+//! `vcsync-x-default` on the host too. Consistent, merely less readable.
+//!
+//! Why this is injective within a host namespace, and never gives a control-plane name:
+//! * kept vs escaped or hashed: a kept name does not start with the prefix, the others do.
+//! * escaped vs escaped: `prefix + a == prefix + b` means `a == b`.
+//! * escaped vs hashed: `prefix + m == prefix + "h-..."` needs an escaped `m` starting with `h-`,
+//!   but an escaped name is a control-plane name or starts with `vcsync-x-`, and none starts with
+//!   `h-`.
+//! * hashed vs hashed: distinct names hash distinct SHA-256 inputs (as above, 40 bits).
+//! * a control-plane name is never kept, and no control-plane name starts with the prefix, so no
+//!   result is one.
 
 use sha2::{Digest, Sha256};
 
@@ -43,6 +75,23 @@ const CLUSTER_PREFIX: &str = "vcsync";
 
 /// Prefix of a hashed name whose readable part came out empty (only for invalid input).
 const EMPTY_PREFIX: &str = "h";
+
+/// Maximum length of a DNS-1123 subdomain, the limit of most object names.
+const MAX_SUBDOMAIN_LEN: usize = 253;
+
+/// Names the host's control plane itself puts in every namespace, which [`per_namespace_name`]
+/// never keeps: ConfigMap `kube-root-ca.crt` (kube-controller-manager's root CA publisher),
+/// ServiceAccount `default` (its service-account controller) and ConfigMap
+/// `openshift-service-ca.crt` (OpenShift's service CA publisher). Reserved for every kind.
+pub const CONTROL_PLANE_NAMES: [&str; 3] = ["kube-root-ca.crt", "default", "openshift-service-ca.crt"];
+
+/// Prefix [`per_namespace_name`] puts before a control-plane name, and before any name that
+/// already starts with it (which keeps the mapping injective).
+pub const PER_NAMESPACE_ESCAPE: &str = "vcsync-x-";
+
+/// Marker after [`PER_NAMESPACE_ESCAPE`] of a hashed per-namespace name; no escaped name starts
+/// with it.
+const PER_NAMESPACE_HASHED: &str = "h-";
 
 /// Host name of the namespaced virtual object `namespace/name`, in the single host namespace.
 ///
@@ -93,6 +142,47 @@ pub fn host_namespace_name(instance: &str, namespace: &str) -> String {
         }
     }
     hashed_dns_label(&[instance, namespace], &digest(&["ns", instance, namespace]))
+}
+
+/// Host name of a namespaced virtual object named `name` in the per-namespace mapping, where the
+/// host namespace already says which virtual namespace it belongs to.
+///
+/// `name` itself, unless it is one of [`CONTROL_PLANE_NAMES`] or starts with
+/// [`PER_NAMESPACE_ESCAPE`]: then `vcsync-x-<name>` (`vcsync-x-kube-root-ca.crt`), or, when that
+/// would be too long (a first label, up to the first `.`, over 63 characters, or more than 253 in
+/// all), the hashed DNS-1123 label `vcsync-x-h-<readable>-<hash>`. A valid name stays valid for its kind (a DNS-1035
+/// label stays one), and the mapping is injective and never gives a control-plane name (see the
+/// module documentation).
+pub fn per_namespace_name(name: &str) -> String {
+    if !CONTROL_PLANE_NAMES.contains(&name) && !name.starts_with(PER_NAMESPACE_ESCAPE) {
+        return name.to_owned();
+    }
+    let escaped = format!("{PER_NAMESPACE_ESCAPE}{name}");
+    // The prefix lengthens the first label: a label or subdomain stays one if that label and the
+    // whole name still fit.
+    let first_label = escaped.split('.').next().unwrap_or_default();
+    if first_label.len() <= MAX_NAME_LEN && escaped.len() <= MAX_SUBDOMAIN_LEN {
+        return escaped;
+    }
+    let head = format!("{PER_NAMESPACE_ESCAPE}{PER_NAMESPACE_HASHED}");
+    let budget = MAX_NAME_LEN - head.len() - 1 - HASH_LEN;
+    let rest = name.strip_prefix(PER_NAMESPACE_ESCAPE).unwrap_or(name);
+    let readable: String = rest
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .take(budget)
+        .collect();
+    let readable = readable.trim_matches('-');
+    let readable = if readable.is_empty() {
+        EMPTY_PREFIX
+    } else {
+        readable
+    };
+    format!("{head}{readable}-{}", digest(&["per-namespace", name]))
 }
 
 /// `value` made into a valid label value: at most 63 characters of `[A-Za-z0-9._-]`, starting and

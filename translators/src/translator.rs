@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::keys::{HostKey, VirtualKey};
 use crate::labels::{host_annotations, host_labels};
-use crate::names::{host_cluster_name, host_name, host_namespace_name};
+use crate::names::{host_cluster_name, host_name, host_namespace_name, per_namespace_name};
 use crate::ownership::{
     CLUSTER_UID_ANNOTATION, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, Ownership,
 };
@@ -107,7 +107,8 @@ pub enum NamespaceMapping {
         host_namespace: String,
     },
     /// Each virtual namespace lands in a host namespace of its own
-    /// ([`host_namespace_name`]`(instance, namespace)`); object names are kept.
+    /// ([`host_namespace_name`]`(instance, namespace)`); object names are kept, except the names
+    /// the host's control plane puts in every namespace ([`per_namespace_name`]).
     PerNamespace {
         /// The vcsync instance name, first part of every host namespace name.
         instance: String,
@@ -127,7 +128,7 @@ impl NamespaceMapping {
     pub fn host_object_name(&self, virtual_namespace: &str, name: &str) -> String {
         match self {
             Self::Single { .. } => host_name(virtual_namespace, name),
-            Self::PerNamespace { .. } => name.to_owned(),
+            Self::PerNamespace { .. } => per_namespace_name(name),
         }
     }
 
@@ -156,7 +157,8 @@ impl NamespaceMapping {
 }
 
 /// Translator for namespaced kinds in the per-namespace mapping: `ns/name` lands in
-/// `host_namespace_name(instance, ns)` under its own name.
+/// `host_namespace_name(instance, ns)` under its own name, or, for a name the host's control plane
+/// puts in every namespace (`kube-root-ca.crt`), under [`per_namespace_name`]'s translation.
 #[derive(Clone, Debug)]
 pub struct PerNamespaceTranslator {
     ownership: Ownership,
@@ -170,13 +172,14 @@ impl PerNamespaceTranslator {
 }
 
 impl NameTranslator for PerNamespaceTranslator {
-    /// `ns/name` -> `host_namespace_name(instance, ns)/name`. A key without a namespace (a bug in
-    /// the caller) is treated as namespace `""`, which gets a hashed namespace no real one has.
+    /// `ns/name` -> `host_namespace_name(instance, ns)/per_namespace_name(name)`, the same as
+    /// [`NamespaceMapping::host_key`]. A key without a namespace (a bug in the caller) is treated
+    /// as namespace `""`, which gets a hashed namespace no real one has.
     fn host_key(&self, virtual_key: &VirtualKey) -> HostKey {
         let ns = virtual_key.namespace.as_deref().unwrap_or_default();
         HostKey::namespaced(
             host_namespace_name(self.ownership.instance(), ns),
-            virtual_key.name.clone(),
+            per_namespace_name(&virtual_key.name),
         )
     }
 

@@ -3,5 +3,6 @@
 mod indices;
 mod labels;
 mod names;
+mod per_namespace;
 mod references;
 mod translator;

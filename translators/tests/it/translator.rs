@@ -8,7 +8,7 @@ use rstest::rstest;
 use vcsync_translators::{
     ClusterScopedTranslator, HostKey, HostNamespaceTranslator, MANAGED_BY_LABEL, NameTranslator,
     NamespaceMapping, NamespacedTranslator, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, Ownership,
-    PerNamespaceTranslator, VirtualKey,
+    PerNamespaceTranslator, VirtualKey, per_namespace_name,
 };
 
 fn namespaced() -> NamespacedTranslator {
@@ -237,7 +237,8 @@ proptest! {
         let meta = ObjectMeta { name: Some(name.clone()), namespace: Some(ns), ..ObjectMeta::default() };
         let host = per_namespace().host_metadata("ConfigMap", &meta);
         let host_key = per_namespace().host_key(&key);
-        prop_assert_eq!(host.name.as_ref(), Some(&name));
+        prop_assert_eq!(host.name.as_ref(), Some(&per_namespace_name(&name)));
+        prop_assert_eq!(host.name.as_ref(), Some(&host_key.name));
         prop_assert_eq!(host.namespace.as_ref(), host_key.namespace.as_ref());
         prop_assert_eq!(per_namespace().virtual_key(&host), Some(key));
     }

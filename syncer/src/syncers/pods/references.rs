@@ -262,6 +262,33 @@ mod tests {
         );
     }
 
+    /// In the per-namespace mapping names are kept, but not the root CA config map the host
+    /// publishes in every namespace of its own: the reference names the virtual one's copy.
+    #[test]
+    fn per_namespace_references_avoid_the_hosts_own_objects() {
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "team"}, "spec": {
+            "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "cfg"}}]}],
+            "volumes": [{"name": "v", "projected": {"sources": [{"configMap": {"name": "kube-root-ca.crt"}}]}}],
+        }}))
+        .unwrap();
+        let mut spec = pod.spec.unwrap();
+        let mapping = NamespaceMapping::PerNamespace {
+            instance: "inst".into(),
+        };
+        translate_references(&mapping, "team", &mut spec);
+        let out = serde_json::to_value(spec).unwrap();
+        let root_ca = out.pointer("/volumes/0/projected/sources/0/configMap/name");
+        assert_eq!(root_ca, Some(&json!("vcsync-x-kube-root-ca.crt")));
+        assert_eq!(
+            root_ca,
+            Some(&json!(mapping.host_object_name("team", "kube-root-ca.crt")))
+        );
+        assert_eq!(
+            out.pointer("/containers/0/envFrom/0/configMapRef/name"),
+            Some(&json!("cfg"))
+        );
+    }
+
     #[rstest]
     #[case("metadata.name", Some("metadata.annotations['vcsync.dev/object-name']"))]
     #[case(
