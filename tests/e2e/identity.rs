@@ -98,12 +98,12 @@ async fn workload(env: &Env) -> BTreeMap<String, String> {
         // Pod, ConfigMap, Secret, token Secret, claim, service (and, where the virtual
         // cluster publishes one, the root CA the pod's token volume projects).
         let parts = [
-            "Pod/web-",
-            "ConfigMap/settings-",
-            "Secret/password-",
+            "Pod/web",
+            "ConfigMap/settings",
+            "Secret/password",
             ".sa-token",
-            "PersistentVolumeClaim/data-",
-            "Service/web-",
+            "PersistentVolumeClaim/data",
+            "Service/web",
         ];
         let all = parts
             .iter()
