@@ -6,14 +6,17 @@ use std::path::Path;
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client, api::PostParams};
-use vcsync_apiserver::{ApiServer, ServerConfig, Simulator, SimulatorConfig};
+use vcsync_apiserver::{ApiServer, ServerConfig, SimulatorConfig};
 use vcsync_syncer::Config;
 
 use std::sync::Arc;
 
 use vcsync_syncer::Plugin;
 
-use crate::cli::{ConfigSource, DevArgs};
+use crate::{
+    cli::{ConfigSource, DevArgs},
+    cluster_pair::ClusterPair,
+};
 
 /// The host namespace of the dev setup.
 const DEV_NAMESPACE: &str = "vcsync-dev";
@@ -38,8 +41,21 @@ pub async fn run(
     let host_kubeconfig = args.dir.join("host.kubeconfig");
     let virtual_kubeconfig = args.dir.join("virtual.kubeconfig");
     let clusters = match &args.kube_assets {
-        Some(assets) => DevClusters::real(assets, args.nodes).await?,
-        None => DevClusters::embedded(args.nodes).await?,
+        Some(assets) => {
+            println!(
+                "starting a real host and virtual control plane from {}",
+                assets.display()
+            );
+            ClusterPair::real(assets, args.nodes).await?
+        }
+        None => {
+            let simulator = SimulatorConfig {
+                nodes: args.nodes,
+                ..SimulatorConfig::default()
+            };
+            // The host's scheduler and kubelets, so pods become Running with IPs and nodes.
+            ClusterPair::embedded(server_config, (args.nodes > 0).then_some(simulator)).await?
+        }
     };
     write(&host_kubeconfig, &clusters.host_kubeconfig)?;
     write(&virtual_kubeconfig, &clusters.virtual_kubeconfig)?;
@@ -71,130 +87,24 @@ pub async fn run(
     result
 }
 
-/// The two clusters of `vcsync dev` and what runs their pods.
-struct DevClusters {
-    host_client: Client,
-    virtual_client: Client,
-    host_kubeconfig: String,
-    virtual_kubeconfig: String,
-    /// What the host is and who runs its pods, for the welcome text.
-    description: String,
-    kind: DevKind,
-}
-
-enum DevKind {
-    /// Embedded servers; the host's scheduler and kubelets simulated in the server.
-    Embedded {
-        host: ApiServer,
-        virt: ApiServer,
-        simulator: Option<Simulator>,
-    },
-    /// Real control planes; fake kubelets (nodes, scheduler, pod status) through the host API.
-    Real {
-        pair: Box<vcsync_envtest::ControlPlanePair>,
-        kubelets: Option<vcsync_envtest::FakeKubelets>,
-    },
-}
-
-impl DevClusters {
-    async fn embedded(nodes: usize) -> anyhow::Result<Self> {
-        let (host, virt) = start_servers("virtual").await?;
-        // The host's scheduler and kubelets, so pods become Running with IPs and nodes.
-        let simulator = (nodes > 0).then(|| {
-            host.start_simulator(SimulatorConfig {
-                nodes,
-                ..SimulatorConfig::default()
-            })
-        });
-        Ok(Self {
-            host_client: client(&host.url())?,
-            virtual_client: client(&virt.url())?,
-            host_kubeconfig: host.kubeconfig(),
-            virtual_kubeconfig: virt.kubeconfig(),
-            description: format!(
-                "embedded API servers (virtual {}, host {}); simulated host nodes: {nodes}",
-                virt.url(),
-                host.url()
-            ),
-            kind: DevKind::Embedded {
-                host,
-                virt,
-                simulator,
-            },
-        })
-    }
-
-    async fn real(assets: &Path, nodes: usize) -> anyhow::Result<Self> {
-        println!(
-            "starting a real host and virtual control plane from {}",
-            assets.display()
-        );
-        let pair = vcsync_envtest::ControlPlanePair::start(assets).await?;
-        let host_client = pair.host.client().await?;
-        let kubelets = if nodes > 0 {
-            Some(vcsync_envtest::FakeKubelets::start(host_client.clone(), nodes).await?)
-        } else {
-            None
-        };
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-        };
-        Ok(Self {
-            virtual_client: pair.virt.client().await?,
-            host_client,
-            host_kubeconfig: read(pair.host.kubeconfig())?,
-            virtual_kubeconfig: read(pair.virt.kubeconfig())?,
-            description: format!(
-                "real kube-apiserver control planes (virtual {}, host {}; started in {:.1} s); \
-                 fake host nodes (kubelets through the host API): {nodes}",
-                pair.virt.server(),
-                pair.host.server(),
-                pair.started_in().as_secs_f64()
-            ),
-            kind: DevKind::Real {
-                pair: Box::new(pair),
-                kubelets,
-            },
-        })
-    }
-
-    async fn stop(self) {
-        match self.kind {
-            DevKind::Embedded {
-                host,
-                virt,
-                simulator,
-            } => {
-                if let Some(simulator) = simulator {
-                    simulator.stop().await;
-                }
-                virt.shutdown().await;
-                host.shutdown().await;
-            }
-            DevKind::Real { pair, kubelets } => {
-                drop(kubelets);
-                pair.stop();
-            }
-        }
-    }
-}
-
 /// A host and a virtual embedded API server (the virtual one named `virtual_name`), on
 /// loopback ports of their own.
 pub(crate) async fn start_servers(virtual_name: &str) -> anyhow::Result<(ApiServer, ApiServer)> {
-    let host = ApiServer::start(ServerConfig {
-        name: "host".into(),
-        ..ServerConfig::default()
-    })
-    .await
-    .context("starting the host API server")?;
-    let virt = ApiServer::start(ServerConfig {
-        name: virtual_name.into(),
-        ..ServerConfig::default()
-    })
-    .await
-    .context("starting the virtual API server")?;
+    let host = ApiServer::start(server_config("host"))
+        .await
+        .context("starting the host API server")?;
+    let virt = ApiServer::start(server_config(virtual_name))
+        .await
+        .context("starting the virtual API server")?;
     Ok((host, virt))
+}
+
+/// An embedded server named `name` as `vcsync dev` runs it.
+fn server_config(name: &str) -> ServerConfig {
+    ServerConfig {
+        name: name.into(),
+        ..ServerConfig::default()
+    }
 }
 
 /// Creates namespace `name`.
@@ -213,16 +123,11 @@ pub(crate) async fn create_namespace(client: &Client, name: &str) -> anyhow::Res
     Ok(())
 }
 
-pub(crate) fn client(url: &str) -> anyhow::Result<Client> {
-    let config = kube::Config::new(url.parse().context("embedded server URL")?);
-    Client::try_from(config).context("building a client for the embedded server")
-}
-
 pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn print_welcome(clusters: &DevClusters, host_kc: &Path, virtual_kc: &Path, nodes: usize) {
+fn print_welcome(clusters: &ClusterPair, host_kc: &Path, virtual_kc: &Path, nodes: usize) {
     let (h, v) = (host_kc.display(), virtual_kc.display());
     let nodes_hint = if nodes > 0 { "; kubectl get nodes" } else { "" };
     println!(
@@ -230,13 +135,14 @@ fn print_welcome(clusters: &DevClusters, host_kc: &Path, virtual_kc: &Path, node
          \n  {}\
          \n  virtual kubeconfig: {v}\
          \n  host kubeconfig:    {h}\
-         \n  host namespace:     {DEV_NAMESPACE}\n\
+         \n  host namespace:     {DEV_NAMESPACE}\
+         \n  host nodes:         {nodes} (pods stay Pending without)\n\
          \nTry, in another terminal:\
          \n  export KUBECONFIG={v}\
          \n  kubectl create configmap app-config --from-literal=greeting=hello\
          \n  kubectl run web --image=nginx --overrides='{{\"spec\":{{\"volumes\":[{{\"name\":\"c\",\"configMap\":{{\"name\":\"app-config\"}}}}]}}}}'\
          \n  kubectl --kubeconfig {h} -n {DEV_NAMESPACE} get configmaps --show-labels\
          \n  kubectl get pods -o wide{nodes_hint}\n",
-        clusters.description,
+        clusters.description(),
     );
 }

@@ -15,6 +15,7 @@ mod child;
 mod cli;
 mod clients;
 pub mod cluster;
+mod cluster_pair;
 mod dev;
 mod dev_tools;
 mod logging;

@@ -1,9 +1,11 @@
 //! The bench: both clusters, the syncer, the watches and the measurements every scenario uses.
 
+use crate::cluster_pair::ClusterPair;
+
 use super::*;
 
 pub(super) struct Bench {
-    pub(super) clusters: BenchClusters,
+    pub(super) clusters: ClusterPair,
     pub(super) host: Client,
     pub(super) virt: Client,
     pub(super) syncer: Syncer,
@@ -23,12 +25,11 @@ pub(super) struct Bench {
 
 impl Bench {
     pub(super) async fn new(args: &BenchArgs, dir: &Path) -> anyhow::Result<Bench> {
-        let clusters = BenchClusters::start(args).await?;
+        let clusters = clusters::start(args).await?;
         let host_kubeconfig = dir.join("host.kubeconfig");
         let virtual_kubeconfig = dir.join("virtual.kubeconfig");
-        let (host_text, virtual_text) = clusters.kubeconfigs()?;
-        crate::dev::write(&host_kubeconfig, &host_text)?;
-        crate::dev::write(&virtual_kubeconfig, &virtual_text)?;
+        crate::dev::write(&host_kubeconfig, &clusters.host_kubeconfig)?;
+        crate::dev::write(&virtual_kubeconfig, &clusters.virtual_kubeconfig)?;
         let metrics = {
             let probe = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
             probe.local_addr()?
@@ -47,7 +48,7 @@ impl Bench {
                 virtual_kubeconfig.display()
             ),
         )?;
-        let (host, virt) = clusters.clients().await?;
+        let (host, virt) = (clusters.host_client.clone(), clusters.virtual_client.clone());
         crate::dev::create_namespace(&host, HOST_NAMESPACE).await?;
         crate::dev::create_namespace(&host, DIRECT_NAMESPACE).await?;
         crate::dev::create_namespace(&virt, VIRTUAL_NAMESPACE).await?;

@@ -46,7 +46,7 @@ use kube::{
     api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
     runtime::watcher,
 };
-use vcsync_apiserver::{ApiServer, RequestCounters, ServerConfig, Simulator, SimulatorConfig};
+use vcsync_apiserver::{RequestCounters, ServerConfig, SimulatorConfig};
 use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION};
 
 mod clusters;
@@ -57,7 +57,10 @@ mod scenarios;
 mod syncer_process;
 mod watches;
 
-use self::{clusters::*, figures::*, harness::*, objects::*, scenarios::*, syncer_process::*, watches::*};
+use self::{
+    clusters::syncer_requests, figures::*, harness::*, objects::*, scenarios::*, syncer_process::*,
+    watches::*,
+};
 
 /// Instance name of the benchmarked syncer.
 pub(super) const INSTANCE: &str = "bench";

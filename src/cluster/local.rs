@@ -452,7 +452,7 @@ pub async fn serve(dir: PathBuf) -> anyhow::Result<()> {
             ..SimulatorConfig::default()
         })
     });
-    let host_client = crate::dev::client(&host.url())?;
+    let host_client = crate::cluster_pair::client(&host.url())?;
     let namespaces = Api::<Namespace>::all(host_client.clone());
     if namespaces.get_opt(&config.host_namespace).await?.is_none() {
         crate::dev::create_namespace(&host_client, &config.host_namespace).await?;

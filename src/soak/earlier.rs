@@ -32,7 +32,7 @@ impl Virtual {
     /// `server`, with its kubeconfig written to `kubeconfig`.
     pub(super) fn new(server: ApiServer, kubeconfig: PathBuf) -> anyhow::Result<Self> {
         crate::dev::write(&kubeconfig, &server.kubeconfig())?;
-        let client = crate::dev::client(&server.url())?;
+        let client = crate::cluster_pair::client(&server.url())?;
         Ok(Self {
             server,
             client,

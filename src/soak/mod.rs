@@ -181,7 +181,7 @@ async fn soak(
 ) -> anyhow::Result<Report> {
     let host_kubeconfig = dir.join("host.kubeconfig");
     crate::dev::write(&host_kubeconfig, &host_server.kubeconfig())?;
-    let host = crate::dev::client(&host_server.url())?;
+    let host = crate::cluster_pair::client(&host_server.url())?;
 
     let config = Config::new(INSTANCE, HOST_NAMESPACE);
     let config_path = dir.join("vcsync.yaml");

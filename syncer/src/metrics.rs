@@ -230,6 +230,35 @@ impl Metrics {
     }
 }
 
+/// The API requests counted in a metrics text as `/metrics` serves it
+/// (`vcsync_api_requests_total`), by (cluster, verb, resource), summed over status codes: the
+/// reading side of [`Metrics::record_api_request`], for the bench and tests that tell the
+/// syncer's requests apart from every other client's of a real API server.
+pub fn api_requests_in(text: &str) -> BTreeMap<(String, String, String), u64> {
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let Some((labels, value)) = line
+            .strip_prefix("vcsync_api_requests_total{")
+            .and_then(|rest| rest.split_once("} "))
+        else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix("=\""))
+                .and_then(|value| value.strip_suffix('"'))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let n = value.trim().parse::<f64>().unwrap_or_default() as u64;
+        *counts
+            .entry((label("cluster"), label("verb"), label("resource")))
+            .or_default() += n;
+    }
+    counts
+}
+
 /// What the host guard ([`crate::safety`]) reports; detached from any registry by default.
 #[derive(Clone, Debug, Default)]
 pub struct SafetyMetrics {
@@ -533,6 +562,12 @@ mod tests {
         assert!(text.contains(
             r#"vcsync_api_requests_total{cluster="virtual",verb="list",resource="configmaps",code="error"} 1"#
         ));
+        metrics.record_api_request(Side::Host, "create", "pods", "409");
+        let counts = api_requests_in(&metrics.encode());
+        let key = |c: &str, v: &str, r: &str| (c.to_string(), v.to_string(), r.to_string());
+        assert_eq!(counts[&key("host", "create", "pods")], 3, "summed over codes");
+        assert_eq!(counts[&key("virtual", "list", "configmaps")], 1);
+        assert_eq!(counts.len(), 2, "{counts:?}");
     }
 
     #[test]

@@ -103,28 +103,11 @@ pub(crate) fn sample_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
 /// talks to the same API server.
 pub(crate) async fn host_requests(address: &str) -> BTreeMap<(String, String), u64> {
     let (_, metrics) = http_get(address, "/metrics").await;
-    let mut requests = BTreeMap::new();
-    for line in metrics.lines() {
-        let Some((labels, value)) = line
-            .strip_prefix("vcsync_api_requests_total{")
-            .and_then(|rest| rest.split_once("} "))
-        else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix("=\""))
-                .and_then(|value| value.strip_suffix('"'))
-                .unwrap_or_default()
-                .to_string()
-        };
-        if label("cluster") == "host" {
-            *requests.entry((label("verb"), label("resource"))).or_default() +=
-                value.parse::<f64>().unwrap_or_default() as u64;
-        }
-    }
-    requests
+    vcsync_syncer::metrics::api_requests_in(&metrics)
+        .into_iter()
+        .filter(|((cluster, _, _), _)| cluster == "host")
+        .map(|((_, verb, resource), n)| ((verb, resource), n))
+        .collect()
 }
 
 #[tokio::test]

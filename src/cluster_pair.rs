@@ -1,0 +1,163 @@
+//! A host and a virtual cluster to run the syncer between, for `vcsync dev` and `vcsync bench`:
+//! embedded API servers in this process (the host with the simulator of a scheduler and
+//! kubelets), or real control planes (etcd, kube-apiserver and kube-controller-manager each, as
+//! processes of their own; `--kube-assets`) with fake kubelets on the host working through its
+//! API.
+
+use std::path::Path;
+
+use anyhow::Context;
+use kube::Client;
+use vcsync_apiserver::{ApiServer, RequestCounters, ServerConfig, Simulator, SimulatorConfig};
+use vcsync_envtest::{ControlPlanePair, FakeKubelets};
+
+/// The two clusters, their clients and kubeconfigs.
+pub struct ClusterPair {
+    pub host_client: Client,
+    pub virtual_client: Client,
+    /// The host's kubeconfig (its text).
+    pub host_kubeconfig: String,
+    /// The virtual cluster's kubeconfig (its text).
+    pub virtual_kubeconfig: String,
+    servers: Servers,
+}
+
+enum Servers {
+    Embedded {
+        host: ApiServer,
+        virt: ApiServer,
+        simulator: Option<Simulator>,
+    },
+    Real {
+        pair: Box<ControlPlanePair>,
+        kubelets: Option<FakeKubelets>,
+    },
+}
+
+impl ClusterPair {
+    /// Real control planes from the binaries in `assets`, with `nodes` fake kubelets on the host
+    /// (none: the host's pods stay Pending).
+    pub async fn real(assets: &Path, nodes: usize) -> anyhow::Result<Self> {
+        let pair = ControlPlanePair::start(assets).await?;
+        let host_client = pair.host.client().await?;
+        let kubelets = match nodes {
+            0 => None,
+            _ => Some(FakeKubelets::start(host_client.clone(), nodes).await?),
+        };
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        Ok(Self {
+            virtual_client: pair.virt.client().await?,
+            host_client,
+            host_kubeconfig: read(pair.host.kubeconfig())?,
+            virtual_kubeconfig: read(pair.virt.kubeconfig())?,
+            servers: Servers::Real {
+                pair: Box::new(pair),
+                kubelets,
+            },
+        })
+    }
+
+    /// Embedded servers made by `server(name)` for `host` and `virtual`, the host with the
+    /// simulator `simulator` (none: the host's pods stay Pending).
+    pub async fn embedded(
+        server: impl Fn(&str) -> ServerConfig,
+        simulator: Option<SimulatorConfig>,
+    ) -> anyhow::Result<Self> {
+        let host = ApiServer::start(server("host"))
+            .await
+            .context("starting the host API server")?;
+        let virt = ApiServer::start(server("virtual"))
+            .await
+            .context("starting the virtual API server")?;
+        let simulator = simulator.map(|config| host.start_simulator(config));
+        Ok(Self {
+            host_client: client(&host.url())?,
+            virtual_client: client(&virt.url())?,
+            host_kubeconfig: host.kubeconfig(),
+            virtual_kubeconfig: virt.kubeconfig(),
+            servers: Servers::Embedded {
+                host,
+                virt,
+                simulator,
+            },
+        })
+    }
+
+    /// What serves the clusters: `embedded` or `kube-apiserver`.
+    pub fn kind(&self) -> &'static str {
+        match self.servers {
+            Servers::Embedded { .. } => "embedded",
+            Servers::Real { .. } => "kube-apiserver",
+        }
+    }
+
+    /// Where the API servers listen and how long real ones took to start, for people.
+    pub fn description(&self) -> String {
+        match &self.servers {
+            Servers::Embedded { host, virt, .. } => format!(
+                "embedded API servers (virtual {}, host {})",
+                virt.url(),
+                host.url()
+            ),
+            Servers::Real { pair, .. } => format!(
+                "real kube-apiserver control planes (virtual {}, host {}; started in {:.1} s)",
+                pair.virt.server(),
+                pair.host.server(),
+                pair.started_in().as_secs_f64()
+            ),
+        }
+    }
+
+    /// The processes serving the clusters besides this one: none for embedded servers.
+    pub fn server_pids(&self) -> Vec<u32> {
+        match &self.servers {
+            Servers::Embedded { .. } => Vec::new(),
+            Servers::Real { pair, .. } => pair.pids(),
+        }
+    }
+
+    /// The (host, virtual) servers' own request counters: embedded servers only.
+    pub fn counters(&self) -> Option<(RequestCounters, RequestCounters)> {
+        match &self.servers {
+            Servers::Embedded { host, virt, .. } => Some((host.counters(), virt.counters())),
+            Servers::Real { .. } => None,
+        }
+    }
+
+    /// Zeroes the embedded servers' request counters.
+    pub fn reset_counters(&self) {
+        if let Servers::Embedded { host, virt, .. } = &self.servers {
+            host.reset_counters();
+            virt.reset_counters();
+        }
+    }
+
+    /// Stops the simulator or the fake kubelets, then the servers.
+    pub async fn stop(self) {
+        match self.servers {
+            Servers::Embedded {
+                host,
+                virt,
+                simulator,
+            } => {
+                if let Some(simulator) = simulator {
+                    simulator.stop().await;
+                }
+                virt.shutdown().await;
+                host.shutdown().await;
+            }
+            Servers::Real { pair, kubelets } => {
+                drop(kubelets);
+                pair.stop();
+            }
+        }
+    }
+}
+
+/// A client of an embedded server at `url`.
+pub fn client(url: &str) -> anyhow::Result<Client> {
+    let config = kube::Config::new(url.parse().context("embedded server URL")?);
+    Client::try_from(config).context("building a client for the embedded server")
+}
