@@ -61,6 +61,18 @@ impl RequestCounters {
     }
 }
 
+/// Counters from (verb, resource, count) triples: another count of requests (a client's own)
+/// read the same way.
+impl FromIterator<(String, String, u64)> for RequestCounters {
+    fn from_iter<I: IntoIterator<Item = (String, String, u64)>>(triples: I) -> Self {
+        let mut counters = Self::default();
+        for (verb, resource, n) in triples {
+            *counters.counts.entry((verb, resource)).or_default() += n;
+        }
+        counters
+    }
+}
+
 /// The live counters of a server.
 #[derive(Debug, Default)]
 pub(crate) struct LiveCounters {

@@ -10,8 +10,9 @@
 //! tests as threads of one process. Either way: one set of planes per key and run, gone when
 //! the run ends, however it ends.
 //!
-//! Tests that must not run beside each other on the shared planes (each test's syncer watches
-//! the whole virtual cluster) take an [`Exclusive`] use of them.
+//! Tests that must not run beside each other on shared planes (each test's syncer watches the
+//! whole virtual cluster) lease one of several pairs for their exclusive use
+//! ([`SharedPlanes::lease_pair`]).
 
 use std::{
     fs::{self, File},
@@ -48,6 +49,32 @@ impl SharedPlanes {
     /// from the binaries in `assets` by the first caller.
     pub async fn pair(assets: &Path, key: &str) -> anyhow::Result<Self> {
         Self::get(assets, key, &[("host", Role::Host), ("virtual", Role::Virtual)]).await
+    }
+
+    /// The exclusive use of one of `count` pairs of this run and `key` (`key-0` ...): a free
+    /// one if there is (started by the first to take it), else the next to be freed of one
+    /// chosen by this process's id. Tests that cannot share a pair with another running test
+    /// still run `count` at a time.
+    pub async fn lease_pair(assets: &Path, key: &str, count: usize) -> anyhow::Result<(Self, Exclusive)> {
+        let owner = Owner::of_this_run()?;
+        let slot = |index: usize| format!("{}-{}-{key}-{index}", owner.pid, owner.started);
+        let count = count.max(1);
+        let mut leased = None;
+        for index in 0..count {
+            if let Some(exclusive) = Exclusive::try_take(&slot(index))? {
+                leased = Some((index, exclusive));
+                break;
+            }
+        }
+        let (index, exclusive) = match leased {
+            Some(leased) => leased,
+            None => {
+                let index = std::process::id() as usize % count;
+                (index, Exclusive::take(&slot(index))?)
+            }
+        };
+        let planes = Self::pair(assets, &format!("{key}-{index}")).await?;
+        Ok((planes, exclusive))
     }
 
     /// One plane (named `host`) for this run and `key`.
@@ -150,12 +177,6 @@ impl SharedPlanes {
     pub fn started_in(&self) -> Duration {
         self.started_in
     }
-
-    /// The exclusive use of these planes (see [`Exclusive::take`]).
-    pub fn exclusive(&self) -> anyhow::Result<Exclusive> {
-        let servers: Vec<&str> = self.planes.iter().map(|p| p.server.as_str()).collect();
-        Exclusive::take(&servers.join(" "))
-    }
 }
 
 /// The exclusive use of something shared by the test processes of a machine, named by a string
@@ -167,14 +188,32 @@ pub struct Exclusive {
 impl Exclusive {
     /// Waits (blocking this thread) until no other holder of `name` is left, then holds it.
     pub fn take(name: &str) -> anyhow::Result<Self> {
+        let (path, lock) = Self::file(name)?;
+        lock.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+        Ok(Self { _lock: lock })
+    }
+
+    /// Holds `name` if nobody else does, at once.
+    pub fn try_take(name: &str) -> anyhow::Result<Option<Self>> {
+        let (path, lock) = Self::file(name)?;
+        match lock.try_lock() {
+            Ok(()) => Ok(Some(Self { _lock: lock })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(err)) => {
+                Err(err).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+
+    /// The lock file of `name` (in the temporary directory, named by a digest of `name`).
+    fn file(name: &str) -> anyhow::Result<(std::path::PathBuf, File)> {
         let digest: u64 = name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
             (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
         });
         let path = std::env::temp_dir().join(format!("vcsync-envtest-exclusive-{digest:016x}"));
         let lock = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        lock.lock()
-            .with_context(|| format!("locking {}", path.display()))?;
-        Ok(Self { _lock: lock })
+        Ok((path, lock))
     }
 }
 
@@ -246,6 +285,11 @@ mod tests {
         assert!(
             receiver.recv_timeout(Duration::from_millis(300)).is_err(),
             "taken twice at once"
+        );
+        assert!(
+            Exclusive::try_take(&format!("test-{}", std::process::id()))
+                .unwrap()
+                .is_none()
         );
         drop(held);
         receiver

@@ -151,7 +151,7 @@ async fn crd_sync_to_host_round_trip() {
 
     // A restart over the synced state writes nothing. (Before the collision below: a key that
     // collides with a foreign object is retried with a create, which the server refuses.)
-    if env.embedded().is_some() {
+    {
         let (host, virt) = env.restart_counting(CONFIG).await;
         assert_eq!(host.writes(), 0, "host writes after restart: {host:?}");
         assert_eq!(virt.writes(), 0, "virtual writes after restart: {virt:?}");
@@ -281,18 +281,12 @@ async fn crd_sync_from_host_mirrors_read_only() {
 #[tokio::test]
 async fn crd_sync_bad_config_section_is_exit_2_with_location() {
     let env = Env::new().await;
-    let Some((host, virt)) = env.embedded().cloned() else {
-        eprintln!("skipped: needs the embedded servers");
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
     let (h, v, config) = (
-        dir.path().join("host.kubeconfig"),
-        dir.path().join("virtual.kubeconfig"),
+        env.host_kubeconfig(),
+        env.virtual_kubeconfig(),
         dir.path().join("vcsync.yaml"),
     );
-    std::fs::write(&h, host.kubeconfig()).unwrap();
-    std::fs::write(&v, virt.kubeconfig()).unwrap();
     std::fs::write(
         &config,
         format!(

@@ -46,6 +46,8 @@ pub struct Env {
     host_kubeconfig: PathBuf,
     virtual_kubeconfig: PathBuf,
     syncer: Option<SyncerProcess>,
+    /// The operations endpoint of the syncer last started (`host:port`).
+    ops_address: String,
     /// The real clusters and this test's exclusive use of them (None on embedded servers);
     /// dropped after `Drop` has cleaned up.
     real: Option<RealClusters>,
@@ -54,11 +56,15 @@ pub struct Env {
     replacement: Option<vcsync_envtest::ControlPlane>,
 }
 
+/// How many real pairs a run starts from `VCSYNC_KUBE_ASSETS`: as many tests run at once (the
+/// machines have 2 cores; nextest runs as many tests at a time).
+const REAL_PAIRS: usize = 2;
+
 /// Real clusters under test: started elsewhere (`VCSYNC_E2E_HOST_KUBECONFIG` and
 /// `VCSYNC_E2E_VIRTUAL_KUBECONFIG`), or a pair of real control planes that the first test of the
-/// run starts from `VCSYNC_KUBE_ASSETS` and every test of the run shares. One test at a time
-/// uses them: each test's syncer watches the whole virtual cluster, as a syncer does, so two
-/// at once would sync each other's tenants.
+/// run starts from `VCSYNC_KUBE_ASSETS` and the tests of the run share ([`REAL_PAIRS`] of them).
+/// One test at a time uses a pair: each test's syncer watches the whole virtual cluster, as a
+/// syncer does, so two at once would sync each other's tenants.
 struct RealClusters {
     host: PathBuf,
     virt: PathBuf,
@@ -80,13 +86,11 @@ impl RealClusters {
             });
         }
         let assets = std::env::var_os("VCSYNC_KUBE_ASSETS").filter(|dir| !dir.is_empty())?;
-        let planes = SharedPlanes::pair(Path::new(&assets), "e2e")
+        let (planes, exclusive) = SharedPlanes::lease_pair(Path::new(&assets), "e2e", REAL_PAIRS)
             .await
             .expect("starting the real control planes of VCSYNC_KUBE_ASSETS");
         Some(Self {
-            _exclusive: planes
-                .exclusive()
-                .expect("exclusive use of the real control planes"),
+            _exclusive: exclusive,
             host: planes.host_kubeconfig().to_path_buf(),
             virt: planes.virtual_kubeconfig().to_path_buf(),
             throwaway: true,
@@ -228,6 +232,7 @@ impl Env {
             host_kubeconfig,
             virtual_kubeconfig,
             syncer: None,
+            ops_address: String::new(),
             real,
             replacement: None,
         }
@@ -282,26 +287,52 @@ impl Env {
     /// once the syncer logged that its controllers started.
     pub async fn start_syncer(&mut self, extra: &str) {
         let path = self.dir.path().join("vcsync.yaml");
-        std::fs::write(&path, self.config_text(extra)).unwrap();
+        // Its operations endpoint, whose /metrics counts its requests (see `syncer_requests`).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|probe| probe.local_addr())
+            .unwrap()
+            .port();
+        self.ops_address = format!("127.0.0.1:{port}");
+        let extra = format!("operations:\n  address: {}\n{extra}", self.ops_address);
+        std::fs::write(&path, self.config_text(&extra)).unwrap();
         let mut syncer = SyncerProcess::spawn(&path, "info,vcsync_syncer=debug");
         syncer.wait_for_log("controllers started").await;
         self.syncer = Some(syncer);
     }
 
-    /// Stops the syncer, zeroes both embedded servers' request counters, starts it again with
-    /// `extra` and gives every controller 2 s to reconcile every key once; returns the (host,
-    /// virtual) counters of that restart. Embedded servers only.
+    /// Stops the syncer, starts it again with `extra` and gives every controller 2 s to
+    /// reconcile every key once; returns the (host, virtual) requests of that restart: as the
+    /// embedded servers counted them (zeroed before the start), or on real clusters as the new
+    /// syncer counted its own.
     pub async fn restart_counting(&mut self, extra: &str) -> (RequestCounters, RequestCounters) {
-        let (host, virt) = self
-            .embedded()
-            .cloned()
-            .expect("request counters need the embedded servers");
         self.stop_syncer().await;
-        host.reset_counters();
-        virt.reset_counters();
+        if let Some((host, virt)) = self.embedded() {
+            host.reset_counters();
+            virt.reset_counters();
+        }
         self.start_syncer(extra).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        (host.counters(), virt.counters())
+        match self.embedded() {
+            Some((host, virt)) => (host.counters(), virt.counters()),
+            None => self.syncer_requests().await,
+        }
+    }
+
+    /// The (host, virtual) requests of the running syncer since it started, by its own count
+    /// (`vcsync_api_requests_total` on its /metrics): on any API server, whatever else talks
+    /// to it.
+    pub async fn syncer_requests(&self) -> (RequestCounters, RequestCounters) {
+        let (code, metrics) = crate::ops::http_get(&self.ops_address, "/metrics").await;
+        assert_eq!(code, 200, "the syncer's /metrics");
+        let counts = vcsync_syncer::metrics::api_requests_in(&metrics);
+        let side = |cluster: &str| {
+            counts
+                .iter()
+                .filter(|((c, _, _), _)| c == cluster)
+                .map(|((_, verb, resource), n)| (verb.clone(), resource.clone(), *n))
+                .collect()
+        };
+        (side("host"), side("virtual"))
     }
 
     /// Stops the syncer with SIGKILL-free shutdown (SIGTERM) and waits for it.

@@ -404,10 +404,6 @@ async fn a_host_pod_deleted_outside_vcsync_deletes_the_virtual_pod_instead_of_re
 #[tokio::test]
 async fn restart_over_synced_pods_writes_nothing() {
     let mut env = Env::new().await;
-    if env.embedded().is_none() {
-        eprintln!("skipped: request counters need the embedded servers");
-        return;
-    }
     env.start_syncer("").await;
     rich_pod_data(&env).await;
     let names: Vec<String> = (0..6).map(|i| format!("steady-{i}")).collect();
