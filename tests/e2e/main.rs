@@ -32,4 +32,5 @@ mod security;
 mod service_policy;
 mod services;
 mod soak;
+mod token_secrets;
 mod workloads;

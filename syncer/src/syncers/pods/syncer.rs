@@ -478,7 +478,12 @@ impl PodSyncer {
             )
             .await;
         self.tokens
-            .delete(ctx, &self.host_pod_namespace(virt), &self.host_pod_name(virt))
+            .delete(
+                ctx,
+                &self.host_pod_namespace(virt),
+                &self.host_pod_name(virt),
+                virt.metadata.uid.as_deref(),
+            )
             .await?;
         self.delete_virtual_now(ctx, virt).await?;
         Ok(Action::await_change())
@@ -668,13 +673,33 @@ impl Syncer for PodSyncer {
                 let shorter = matches!((grace, host_grace), (Some(g), Some(h)) if i64::from(g) < h);
                 if host.metadata.deletion_timestamp.is_none() || shorter {
                     delete_object_with_grace(ctx, &host, grace).await?;
+                    // A host pod deleted at once (grace 0, or never scheduled, so no kubelet
+                    // confirms) is gone now; and an unscheduled virtual pod goes at once too,
+                    // with no reconcile left that sees the one without the other: its tokens
+                    // go now, not at the next sweep.
+                    let unscheduled = |pod: &Pod| pod.spec.as_ref().is_none_or(|s| s.node_name.is_none());
+                    if grace == Some(0) || unscheduled(&host) || unscheduled(&virt) {
+                        self.tokens
+                            .delete(
+                                ctx,
+                                &self.host_pod_namespace(&virt),
+                                &self.host_pod_name(&virt),
+                                virt.metadata.uid.as_deref(),
+                            )
+                            .await?;
+                    }
                 }
                 Ok(Action::await_change())
             }
             None => {
                 self.written.remove(Self::uid(&virt));
                 self.tokens
-                    .delete(ctx, &self.host_pod_namespace(&virt), &self.host_pod_name(&virt))
+                    .delete(
+                        ctx,
+                        &self.host_pod_namespace(&virt),
+                        &self.host_pod_name(&virt),
+                        virt.metadata.uid.as_deref(),
+                    )
                     .await?;
                 if virt.metadata.deletion_grace_period_seconds != Some(0) {
                     self.delete_virtual_now(ctx, &virt).await?;
@@ -706,8 +731,14 @@ impl UpSyncer<Pod> for PodSyncer {
         if let Some(uid) = host.annotations().get(OBJECT_UID_ANNOTATION) {
             self.written.remove(uid);
         }
+        let pod_uid = host.annotations().get(OBJECT_UID_ANNOTATION).map(String::as_str);
         self.tokens
-            .delete(ctx, &host.namespace().unwrap_or_default(), &host.name_any())
+            .delete(
+                ctx,
+                &host.namespace().unwrap_or_default(),
+                &host.name_any(),
+                pod_uid,
+            )
             .await?;
         Ok(Action::await_change())
     }

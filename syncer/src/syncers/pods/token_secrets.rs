@@ -419,16 +419,50 @@ impl TokenSecrets {
         ))
     }
 
-    /// Deletes the token Secret of host pod `host_namespace/host_pod`, if there is one of ours.
-    pub async fn delete(&self, ctx: &SyncContext<Pod>, host_namespace: &str, host_pod: &str) -> Result<()> {
+    /// Deletes the token Secret of host pod `host_namespace/host_pod`, if there is one of ours
+    /// issued for the virtual pod of uid `pod_uid` (any, when unknown). The host cache may not
+    /// show a Secret written a moment ago (a pod deleted at once after its creation): the Secret
+    /// is then read by name, so that it goes with its pod, not at the next sweep. The delete is
+    /// bound to the uid of the Secret read, and a missing one is done.
+    pub async fn delete(
+        &self,
+        ctx: &SyncContext<Pod>,
+        host_namespace: &str,
+        host_pod: &str,
+        pod_uid: Option<&str>,
+    ) -> Result<()> {
         let name = token_secret_name(host_pod);
         self.created.remove(&format!("{host_namespace}/{name}"));
-        let Some(secret) = self
+        let secret = match self
             .host_secrets
             .get(&ObjectRef::new(&name).within(host_namespace))
-        else {
-            return Ok(());
+        {
+            Some(secret) => secret,
+            None => {
+                let api =
+                    Api::<Secret>::namespaced(ctx.register_context().host_client().clone(), host_namespace);
+                match api.get_opt(&name).await {
+                    Ok(Some(secret)) => Arc::new(secret),
+                    Ok(None) => {
+                        tracing::debug!(secret = %name, "no token Secret to delete");
+                        return Ok(());
+                    }
+                    Err(err) => {
+                        return Err(api_error(
+                            Side::Host,
+                            "get",
+                            "Secret",
+                            &format!("{host_namespace}/{name}"),
+                        )(err));
+                    }
+                }
+            }
         };
+        // A Secret of the same name issued for a newer pod of the same name is that pod's.
+        if pod_uid.is_some_and(|uid| TokenSecretState::of(&secret).pod_uid != uid) {
+            tracing::debug!(secret = %name, ?pod_uid, "token Secret of another pod kept");
+            return Ok(());
+        }
         delete_token_secret(ctx.register_context(), &secret).await
     }
 
@@ -458,6 +492,7 @@ fn token_pod_key(secret: &Secret) -> Option<VirtualKey> {
 /// Deletes one of this instance's token Secrets (UID precondition).
 async fn delete_token_secret(ctx: &RegisterContext, secret: &Secret) -> Result<()> {
     if !ctx.ownership().owns(&secret.metadata) {
+        tracing::debug!(secret = %secret.name_any(), "not our token Secret: kept");
         return Ok(());
     }
     let host_ns = secret
@@ -479,7 +514,10 @@ async fn delete_token_secret(ctx: &RegisterContext, secret: &Secret) -> Result<(
             tracing::info!(secret = %key, "deleted service account tokens");
             Ok(())
         }
-        Err(err) if matches!(status_code(&err), Some(404 | 409)) => Ok(()),
+        Err(err) if matches!(status_code(&err), Some(404 | 409)) => {
+            tracing::debug!(secret = %key, error = %err, "token Secret already gone or replaced");
+            Ok(())
+        }
         Err(err) => Err(api_error(Side::Host, "delete", "Secret", &key)(err)),
     }
 }
