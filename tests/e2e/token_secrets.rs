@@ -71,3 +71,40 @@ async fn token_secrets_go_with_pods_deleted_right_after_they_reached_the_host() 
         assert!(get(&env.host_api::<Pod>(), &env.host_name(name)).await.is_none());
     }
 }
+
+/// Pods deleted on both sides while the syncer was stopped leave token Secrets that no
+/// reconcile will meet: the sweep after the next start removes them, even when the syncer never
+/// runs a whole sweep interval (60 s) between restarts.
+#[tokio::test]
+async fn token_secrets_orphaned_while_stopped_go_soon_after_the_next_start() {
+    let mut env = Env::new().await;
+    env.start_syncer("").await;
+    let names: Vec<String> = (0..5).map(|i| format!("left-{i}")).collect();
+    for name in &names {
+        env.virt_api::<Pod>()
+            .create(&PostParams::default(), &simple_pod(name))
+            .await
+            .unwrap();
+    }
+    eventually("every token Secret written", || async {
+        (token_secrets(&env, &names).await.len() == names.len()).then_some(())
+    })
+    .await;
+    env.stop_syncer().await;
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    for name in &names {
+        env.virt_api::<Pod>().delete(name, &now).await.unwrap();
+        env.host_api::<Pod>()
+            .delete(&env.host_name(name), &now)
+            .await
+            .unwrap();
+    }
+    env.start_syncer("").await;
+    eventually("no token Secret left", || async {
+        token_secrets(&env, &names).await.is_empty().then_some(())
+    })
+    .await;
+}

@@ -37,8 +37,12 @@ use crate::{
     writes::write_params,
 };
 
-/// How often orphaned token Secrets are looked for, and how old one must be to count.
+/// How often orphaned token Secrets are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How old an orphaned token Secret must be to go (one being written with its pod is not an
+/// orphan), and so when the second sweep after a start runs: a syncer restarted more often
+/// than [`SWEEP_INTERVAL`] still sweeps what was orphaned while it was stopped.
+const ORPHAN_MIN_AGE: Duration = Duration::from_secs(10);
 /// Never renew tokens more often than this, whatever the clock says.
 const MIN_REFRESH_DELAY: Duration = Duration::from_secs(1);
 
@@ -523,16 +527,22 @@ async fn delete_token_secret(ctx: &RegisterContext, secret: &Secret) -> Result<(
 }
 
 /// Removes token Secrets whose host pod and virtual pod are both gone (a crash between writing
-/// the Secret and the pod, a deletion missed while stopped). Runs on the leader, from caches.
+/// the Secret and the pod, a deletion missed while stopped). Runs on the leader, from caches:
+/// once they are synced, again [`ORPHAN_MIN_AGE`] later, then every [`SWEEP_INTERVAL`].
 pub async fn sweep(ctx: RegisterContext) {
     let secrets = ctx.host_informer::<Secret>().store();
     let host_pods = ctx.host_informer::<Pod>().store();
     let virtual_pods = ctx.virtual_informer::<Pod>().store();
-    let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+    let mut pause = Duration::ZERO;
     loop {
-        interval.tick().await;
+        tokio::time::sleep(pause).await;
+        pause = if pause.is_zero() {
+            ORPHAN_MIN_AGE
+        } else {
+            SWEEP_INTERVAL
+        };
         let cutoff =
-            jiff::Timestamp::now() - jiff::SignedDuration::try_from(SWEEP_INTERVAL).unwrap_or_default();
+            jiff::Timestamp::now() - jiff::SignedDuration::try_from(ORPHAN_MIN_AGE).unwrap_or_default();
         let orphans = secrets.map(|secret| {
             let host_pod = secret
                 .metadata
