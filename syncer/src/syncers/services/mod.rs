@@ -54,6 +54,8 @@ use translate::{
 /// How soon a service retries taking a cluster IP or node port of its host service that another
 /// virtual service holds.
 const HELD_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// When to look again at host Endpoints that name a host pod the pod cache does not show yet.
+const POD_CACHE_LAG_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Registers the service and endpoints syncers when services are enabled.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
@@ -243,6 +245,33 @@ impl ServiceSyncer {
             .host_pods
             .get(&kube::runtime::reflector::ObjectRef::new(host_pod).within(host_ns))?;
         self.translator.virtual_key(pod.meta())
+    }
+
+    /// Whether the host Endpoints of `host` name a pod of the host namespace that the host pod
+    /// cache does not hold (yet).
+    fn names_unseen_host_pods(&self, host: &Service) -> bool {
+        let host_ns = host.namespace().unwrap_or_default();
+        let Some(endpoints) = self
+            .host_endpoints
+            .get(&kube::runtime::reflector::ObjectRef::new(&host.name_any()).within(&host_ns))
+        else {
+            return false;
+        };
+        let subsets = endpoints.subsets.iter().flatten();
+        let addresses = subsets.flat_map(|subset| {
+            let ready = subset.addresses.iter().flatten();
+            ready.chain(subset.not_ready_addresses.iter().flatten())
+        });
+        addresses
+            .filter_map(|address| address.target_ref.as_ref())
+            .filter(|target| target.kind.as_deref() == Some("Pod"))
+            .filter(|target| target.namespace.as_deref().is_none_or(|ns| ns == host_ns))
+            .filter_map(|target| target.name.as_deref())
+            .any(|pod| {
+                self.host_pods
+                    .get(&kube::runtime::reflector::ObjectRef::new(pod).within(&host_ns))
+                    .is_none()
+            })
     }
 
     /// Mirrors the host Endpoints of a selector service up; returns whether it wrote.
@@ -456,6 +485,11 @@ impl Syncer for ServiceSyncer {
                 &virt.namespace().unwrap_or_default(),
             );
             slices::apply_virtual_slices(&api, &self.virtual_slices, &virt, desired).await?;
+            // An address of a host pod the pod cache does not show yet was left out: its
+            // arrival brings no event here, so look again once the cache caught up.
+            if self.names_unseen_host_pods(&host) {
+                return Ok(Action::requeue(POD_CACHE_LAG_RETRY));
+            }
         }
         Ok(done)
     }
