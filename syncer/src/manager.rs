@@ -121,6 +121,7 @@ pub async fn run_with_metrics(
         });
     }
     metrics.status().set_controllers_started(true);
+    crate::writes::mark_started();
     tracing::info!(controllers = ?names, "caches synced; controllers started");
     let mut lost = false;
     // Held until the controllers stopped: dropping it would stop them.

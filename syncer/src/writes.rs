@@ -112,6 +112,35 @@ pub async fn delete_object_with_grace<K: SyncResource>(
     }
 }
 
+/// When this process's controllers started (see [`mark_started`]).
+static STARTED: std::sync::OnceLock<jiff::Timestamp> = std::sync::OnceLock::new();
+
+/// Records that the controllers start now: a virtual object older than this with no host copy
+/// in the cache is looked up before its copy is created (see [`create_host_object`]).
+pub fn mark_started() {
+    let _ = STARTED.set(jiff::Timestamp::now());
+}
+
+/// Whether the create of `virt`'s copy should read the host name first: it is known to be held
+/// by a foreign object, or the virtual object is older than this process, for which a missing
+/// copy is more often a collision met before a restart than a new object. A read, where a
+/// create would be a write refused with 409 at every start.
+fn look_before_create<K: SyncResource>(
+    collisions: &crate::indices::Collisions,
+    kind: &str,
+    virtual_key: &vcsync_translators::VirtualKey,
+    virt: &K,
+) -> bool {
+    if collisions.contains(kind, virtual_key) {
+        return true;
+    }
+    let created = virt.meta().creation_timestamp.as_ref().map(|t| t.0);
+    match (STARTED.get(), created) {
+        (Some(started), Some(created)) => created < *started,
+        (None, _) | (_, None) => true,
+    }
+}
+
 /// Creates `desired` on the host. If a foreign object already holds the name, nothing is
 /// written: the virtual object gets a Warning event and the key is retried much later.
 pub async fn create_host_object<K: SyncResource>(
@@ -124,46 +153,70 @@ pub async fn create_host_object<K: SyncResource>(
     let params = write_params();
     let collisions = ctx.register_context().indices().collisions();
     let virtual_key = crate::controller::virtual_key_of(virt);
-    match ctx.host_api_for(desired).create(&params, desired).await {
+    let api = ctx.host_api_for(desired);
+    let read = |api: kube::Api<K>| {
+        let (name, kind, key) = (desired.name_any(), kind.clone(), key.clone());
+        async move {
+            api.get_opt(&name)
+                .await
+                .map_err(api_error(Side::Host, "get", &kind, &key))
+        }
+    };
+    if look_before_create(collisions, &kind, &virtual_key, virt)
+        && let Some(existing) = read(api.clone()).await?
+    {
+        return name_taken(ctx, virt, &existing, &virtual_key).await;
+    }
+    match api.create(&params, desired).await {
         Ok(_) => {
             tracing::info!(host = %key, "created host object");
             collisions.clear(&kind, &virtual_key);
             Ok(Action::await_change())
         }
-        Err(err) if status_code(&err) == Some(409) => {
-            let existing = ctx
-                .host_api_for(desired)
-                .get_opt(&desired.name_any())
-                .await
-                .map_err(api_error(Side::Host, "get", &kind, &key))?;
-            match existing {
-                Some(existing) if !ctx.register_context().ownership().owns(existing.meta()) => {
-                    let error = Error::ForeignHostObject {
-                        host: key,
-                        instance: ctx.register_context().ownership().instance().to_string(),
-                    };
-                    tracing::warn!(error = %error, "name collision with a foreign host object");
-                    collisions.note(&kind, &virtual_key);
-                    ctx.events()
-                        .publish(
-                            &virt.object_ref(&()),
-                            EventType::Warning,
-                            "HostNameCollision",
-                            &error.to_string(),
-                        )
-                        .await;
-                    Ok(Action::requeue(FOREIGN_RETRY))
-                }
-                // Ours (the cache is behind) or gone again: look again once the cache caught up.
-                _ => Ok(Action::requeue(Duration::from_millis(100))),
-            }
-        }
+        Err(err) if status_code(&err) == Some(409) => match read(api).await? {
+            Some(existing) => name_taken(ctx, virt, &existing, &virtual_key).await,
+            // Gone again: look again shortly.
+            None => Ok(Action::requeue(Duration::from_millis(100))),
+        },
         Err(err) => {
             let error = api_error(Side::Host, "create", &kind, &key)(err);
             record_rejection(ctx, virt, &error).await;
             Err(error)
         }
     }
+}
+
+/// The host name of `virt`'s copy is held by `existing`: a foreign object (the collision is
+/// noted and reported on the virtual object, and looked at again much later), or one of ours
+/// the cache does not show yet (looked at again once it caught up).
+async fn name_taken<K: SyncResource>(
+    ctx: &SyncContext<K>,
+    virt: &K,
+    existing: &K,
+    virtual_key: &vcsync_translators::VirtualKey,
+) -> Result<Action> {
+    if ctx.register_context().ownership().owns(existing.meta()) {
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
+    let kind = K::kind(&());
+    let error = Error::ForeignHostObject {
+        host: display_key(existing),
+        instance: ctx.register_context().ownership().instance().to_string(),
+    };
+    tracing::warn!(error = %error, "name collision with a foreign host object");
+    ctx.register_context()
+        .indices()
+        .collisions()
+        .note(&kind, virtual_key);
+    ctx.events()
+        .publish(
+            &virt.object_ref(&()),
+            EventType::Warning,
+            "HostNameCollision",
+            &error.to_string(),
+        )
+        .await;
+    Ok(Action::requeue(FOREIGN_RETRY))
 }
 
 /// Replaces a host object with `desired`, which must carry the observed resourceVersion

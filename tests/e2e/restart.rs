@@ -1,9 +1,10 @@
-//! Restarting the syncer over an already-synced state writes nothing.
+//! Restarting the syncer over an already-synced state writes nothing, also where a foreign
+//! object holds a host name.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::{
@@ -151,5 +152,64 @@ async fn objects_deleted_while_the_syncer_was_down_are_cleaned_up_after_restart(
         get(&env.host_api::<ConfigMap>(), &env.host_name("stays"))
             .await
             .is_some()
+    );
+}
+
+/// A host name a foreign object holds is met with a read, not with a create refused again at
+/// every start: a restart over a collision writes nothing on the host, and the collision is
+/// still reported.
+#[tokio::test]
+async fn restart_over_a_name_collision_writes_nothing() {
+    let mut env = Env::new().await;
+    let foreign = config_map(&env.host_name("clash"), &[("owner", "platform")]);
+    env.host_api::<ConfigMap>()
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let all = "sync:\n  configMaps:\n    all: true\n";
+    env.start_syncer(all).await;
+    env.virt_api::<ConfigMap>()
+        .create(
+            &PostParams::default(),
+            &config_map("clash", &[("owner", "tenant")]),
+        )
+        .await
+        .unwrap();
+    let collisions = || async {
+        env.virt_api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some("clash")
+                    && e.reason.as_deref() == Some("HostNameCollision")
+            })
+            .map(|e| e.count.unwrap_or(1))
+            .sum::<i32>()
+    };
+    eventually("the collision reported", || async {
+        (collisions().await > 0).then_some(())
+    })
+    .await;
+
+    let (host_restart, _) = env.restart_counting(all).await;
+    assert_eq!(
+        host_restart.writes(),
+        0,
+        "host writes after restart: {host_restart:?}"
+    );
+    assert!(
+        host_restart.get("get", "configmaps") >= 1,
+        "the collision was looked at: {host_restart:?}"
+    );
+    let kept = get(&env.host_api::<ConfigMap>(), &env.host_name("clash"))
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.data.unwrap()["owner"],
+        "platform",
+        "the foreign object untouched"
     );
 }
