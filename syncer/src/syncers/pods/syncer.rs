@@ -343,6 +343,13 @@ impl PodSyncer {
         host_uid.is_none() || host_uid == virt.metadata.uid.as_ref()
     }
 
+    /// Deletes the token Secret of `virt`'s host pod, if it was issued for `virt`.
+    async fn delete_tokens(&self, ctx: &SyncContext<Pod>, virt: &Pod) -> Result<()> {
+        let (namespace, name) = (self.host_pod_namespace(virt), self.host_pod_name(virt));
+        let uid = virt.metadata.uid.as_deref();
+        self.tokens.delete(ctx, &namespace, &name, uid).await
+    }
+
     /// Status up, when it differs (pods/status of the virtual pod); true if it wrote.
     async fn status_up(&self, ctx: &SyncContext<Pod>, host: &Pod, virt: &Pod) -> Result<bool> {
         let Some(status) = virtual_status(host, virt) else {
@@ -477,14 +484,7 @@ impl PodSyncer {
                 &message,
             )
             .await;
-        self.tokens
-            .delete(
-                ctx,
-                &self.host_pod_namespace(virt),
-                &self.host_pod_name(virt),
-                virt.metadata.uid.as_deref(),
-            )
-            .await?;
+        self.delete_tokens(ctx, virt).await?;
         self.delete_virtual_now(ctx, virt).await?;
         Ok(Action::await_change())
     }
@@ -679,28 +679,14 @@ impl Syncer for PodSyncer {
                     // go now, not at the next sweep.
                     let unscheduled = |pod: &Pod| pod.spec.as_ref().is_none_or(|s| s.node_name.is_none());
                     if grace == Some(0) || unscheduled(&host) || unscheduled(&virt) {
-                        self.tokens
-                            .delete(
-                                ctx,
-                                &self.host_pod_namespace(&virt),
-                                &self.host_pod_name(&virt),
-                                virt.metadata.uid.as_deref(),
-                            )
-                            .await?;
+                        self.delete_tokens(ctx, &virt).await?;
                     }
                 }
                 Ok(Action::await_change())
             }
             None => {
                 self.written.remove(Self::uid(&virt));
-                self.tokens
-                    .delete(
-                        ctx,
-                        &self.host_pod_namespace(&virt),
-                        &self.host_pod_name(&virt),
-                        virt.metadata.uid.as_deref(),
-                    )
-                    .await?;
+                self.delete_tokens(ctx, &virt).await?;
                 if virt.metadata.deletion_grace_period_seconds != Some(0) {
                     self.delete_virtual_now(ctx, &virt).await?;
                     tracing::info!(pod = %display_key(&virt), "finished deleting the virtual pod");
