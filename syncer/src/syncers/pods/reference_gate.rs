@@ -161,10 +161,13 @@ impl ReferenceGate {
         if !missing_optional {
             return Decision::Go(None);
         }
+        // An optional reference goes unless its copy is there now: one found missing above may
+        // have come since (a Secret created a moment before its pod), its host name held by a
+        // foreign object; kept, the host pod would name that object.
         let mut pod = virt.clone();
         if let Some(spec) = pod.spec.as_mut() {
             without_missing_optional(spec, |kind, name| {
-                self.state(&RefTarget::new(kind, ns.as_str(), name)) == RefState::Missing
+                self.state(&RefTarget::new(kind, ns.as_str(), name)) != RefState::Ready
             });
         }
         Decision::Go(Some(Box::new(pod)))

@@ -112,10 +112,11 @@ fn container_sites(container: &Container, sites: &mut Vec<Site>) {
     }
 }
 
-/// Leaves out of `spec` the optional sites whose object is `missing`, as a kubelet would start
-/// the pod without them: a volume becomes an empty directory (its mounts still resolve), a
-/// projected source, an env variable, an `envFrom` entry or an image pull secret is dropped.
-/// The host pod then names nothing that is not there for it.
+/// Leaves out of `spec` the optional sites whose object is `missing` (for the gate: whose copy
+/// is not there), as a kubelet would start the pod without them: a volume becomes an empty
+/// directory (its mounts still resolve), a projected source, an env variable, an `envFrom`
+/// entry or an image pull secret is dropped. The host pod then names nothing that is not there
+/// for it.
 pub fn without_missing_optional(spec: &mut PodSpec, missing: impl Fn(RefKind, &str) -> bool) {
     if let Some(secrets) = spec.image_pull_secrets.as_mut() {
         secrets.retain(|s| !missing(RefKind::Secret, &s.name));
