@@ -318,6 +318,24 @@ impl Env {
         }
     }
 
+    /// Waits (at most 20 s) until the running syncer has written nothing for half a second:
+    /// what it had to sync is synced.
+    pub async fn settle_syncer(&self) {
+        let writes = || async {
+            let (host, virt) = self.syncer_requests().await;
+            host.writes() + virt.writes()
+        };
+        let mut last = writes().await;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = writes().await;
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+    }
+
     /// The (host, virtual) requests of the running syncer since it started, by its own count
     /// (`vcsync_api_requests_total` on its /metrics): on any API server, whatever else talks
     /// to it.

@@ -323,6 +323,8 @@ async fn an_import_is_written_once_and_removed_with_its_config_entry() {
         get(&env.virt_api::<Secret>(), "shared").await
     })
     .await;
+    // A restart from a fully synced state (on a real virtual cluster there is more to sync).
+    env.settle_syncer().await;
     env.stop_syncer().await;
     {
         // Unchanged configuration: a restart writes nothing.

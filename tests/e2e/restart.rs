@@ -1,8 +1,6 @@
 //! Restarting the syncer over an already-synced state writes nothing, also where a foreign
 //! object holds a host name.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -73,21 +71,8 @@ async fn restart_over_a_synced_state_makes_zero_writes() {
         (cms == 20 && secrets == 20).then_some(())
     })
     .await;
-    // The pods sync too (token secrets, statuses): stop only once nothing is written any more,
-    // so that the restart starts from a fully synced state.
-    let writes = || async {
-        let (host, virt) = env.syncer_requests().await;
-        host.writes() + virt.writes()
-    };
-    let mut last = writes().await;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = writes().await;
-        if now == last {
-            break;
-        }
-        last = now;
-    }
+    // The pods sync too (token secrets, statuses): restart only from a fully synced state.
+    env.settle_syncer().await;
 
     let (host_restart, virt_restart) = env.restart_counting("").await;
     assert_eq!(
