@@ -340,17 +340,7 @@ impl Env {
     /// (`vcsync_api_requests_total` on its /metrics): on any API server, whatever else talks
     /// to it.
     pub async fn syncer_requests(&self) -> (RequestCounters, RequestCounters) {
-        let (code, metrics) = crate::ops::http_get(&self.ops_address, "/metrics").await;
-        assert_eq!(code, 200, "the syncer's /metrics");
-        let counts = vcsync_syncer::metrics::api_requests_in(&metrics);
-        let side = |cluster: &str| {
-            counts
-                .iter()
-                .filter(|((c, _, _), _)| c == cluster)
-                .map(|((_, verb, resource), n)| (verb.clone(), resource.clone(), *n))
-                .collect()
-        };
-        (side("host"), side("virtual"))
+        crate::ops::syncer_requests_at(&self.ops_address).await
     }
 
     /// Stops the syncer with SIGKILL-free shutdown (SIGTERM) and waits for it.

@@ -16,7 +16,7 @@ use vcsync_translators::{CLUSTER_UID_ANNOTATION, MANAGED_BY_LABEL};
 use crate::{
     data_sync::{config_map, pod, secret},
     env::{Env, eventually, get},
-    ops::{Syncer, host_requests, http_get, sample_sum},
+    ops::{Syncer, http_get, sample_sum, syncer_requests_at},
 };
 
 /// `kind/name -> uid` of this instance's host objects of kind `K`.
@@ -124,11 +124,10 @@ async fn virtual_cluster_uid(env: &Env) -> Option<String> {
 
 /// The host deletes of the syncer at `address` since it started.
 async fn host_deletes(address: &str) -> u64 {
-    host_requests(address)
-        .await
-        .iter()
-        .filter(|((verb, _), _)| verb == "delete" || verb == "deletecollection")
-        .map(|(_, n)| n)
+    let (host, _) = syncer_requests_at(address).await;
+    host.iter()
+        .filter(|(verb, _, _)| matches!(*verb, "delete" | "deletecollection"))
+        .map(|(_, _, n)| n)
         .sum()
 }
 
@@ -282,8 +281,9 @@ async fn adopt_previous_relinks_namesakes_and_prune_previous_deletes_the_rest() 
     // mapping the host namespaces of the new cluster's namespaces (default, kube-system, ...)
     // are namesakes at once and re-linked by an update each (a second one when a reconcile
     // raced with the cache and met a conflict).
-    for ((verb, resource), n) in host_requests(&address).await {
-        let expected = match (verb.as_str(), resource.as_str()) {
+    let (host, _) = syncer_requests_at(&address).await;
+    for (verb, resource, n) in host.iter() {
+        let expected = match (verb, resource) {
             (_, "events") | ("get" | "list" | "watch", _) => continue,
             ("update", "configmaps") => n == 1,
             ("update", "namespaces") => env.mapping.is_per_namespace(),

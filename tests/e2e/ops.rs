@@ -2,7 +2,6 @@
 //! SIGTERM, on a syncer started here with `operations.address: 127.0.0.1:0`.
 
 use std::{
-    collections::BTreeMap,
     path::Path,
     time::{Duration, Instant},
 };
@@ -10,6 +9,7 @@ use std::{
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::PostParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vcsync_apiserver::RequestCounters;
 
 use crate::{
     data_sync::config_map,
@@ -98,16 +98,21 @@ pub(crate) fn sample_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-/// The syncer's requests to the host since it started, by (verb, resource), from its own
-/// count (`vcsync_api_requests_total`, summed over status codes): what it did, whatever else
-/// talks to the same API server.
-pub(crate) async fn host_requests(address: &str) -> BTreeMap<(String, String), u64> {
-    let (_, metrics) = http_get(address, "/metrics").await;
-    vcsync_syncer::metrics::api_requests_in(&metrics)
-        .into_iter()
-        .filter(|((cluster, _, _), _)| cluster == "host")
-        .map(|((_, verb, resource), n)| ((verb, resource), n))
-        .collect()
+/// The (host, virtual) requests of the syncer serving its operations endpoint at `address`
+/// since it started, by its own count (`vcsync_api_requests_total`, summed over status codes):
+/// what it did, whatever else talks to the same API servers.
+pub(crate) async fn syncer_requests_at(address: &str) -> (RequestCounters, RequestCounters) {
+    let (code, metrics) = http_get(address, "/metrics").await;
+    assert_eq!(code, 200, "the syncer's /metrics");
+    let counts = vcsync_syncer::metrics::api_requests_in(&metrics);
+    let side = |cluster: &str| {
+        counts
+            .iter()
+            .filter(|((c, _, _), _)| c == cluster)
+            .map(|((_, verb, resource), n)| (verb.clone(), resource.clone(), *n))
+            .collect()
+    };
+    (side("host"), side("virtual"))
 }
 
 #[tokio::test]

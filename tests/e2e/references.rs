@@ -54,15 +54,15 @@ fn platform_secret() -> Secret {
     serde_json::from_value(json!({"metadata": {}, "stringData": {"password": "host-only"}})).unwrap()
 }
 
-/// The reasons of the events on virtual pod `pod`.
-async fn reasons(env: &Env, pod: &str) -> Vec<String> {
+/// The reasons of the events about the virtual object `name` (a pod, say).
+pub(crate) async fn reasons(env: &Env, name: &str) -> Vec<String> {
     env.virt_api::<Event>()
         .list(&Default::default())
         .await
         .unwrap()
         .items
         .into_iter()
-        .filter(|e| e.involved_object.name.as_deref() == Some(pod))
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
         .filter_map(|e| e.reason)
         .collect()
 }
