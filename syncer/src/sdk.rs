@@ -134,6 +134,25 @@ pub trait Syncer: Base {
         }
     }
 
+    /// Whether the syncer keeps objects of its own for `key` beside the virtual object and its
+    /// host twin (a pod's token Secret). Such a key stays live when both twins are gone, so that
+    /// a delete or a change of those objects still reconciles it, in [`Syncer::sync_gone`].
+    /// Default: none.
+    fn keeps_beside(&self, key: &VirtualKey) -> bool {
+        let _ = key;
+        false
+    }
+
+    /// Neither the virtual object nor its host twin exists (both absent from the caches, after
+    /// a delete, say), and [`Syncer::keeps_beside`] said the syncer keeps something for `key`:
+    /// clean it up. The default does nothing; pods delete their token Secret here, which a pod
+    /// deleted before it reached the host (or while the syncer was stopped between deleting the
+    /// host pod and its tokens) would otherwise leave behind until the next sweep.
+    async fn sync_gone(&self, ctx: &SyncContext<Self::Resource>, key: &VirtualKey) -> Result<Action> {
+        let _ = (ctx, key);
+        Ok(Action::await_change())
+    }
+
     /// The virtual object a host copy made for an earlier, lost virtual cluster describes, for
     /// `--restore-from-host`; None (the default) when this kind cannot be restored from its
     /// copy.

@@ -343,6 +343,11 @@ impl Env {
         crate::ops::syncer_requests_at(&self.ops_address).await
     }
 
+    /// The log lines of the syncer last started, so far.
+    pub fn syncer_lines(&self) -> Vec<String> {
+        self.syncer.as_ref().map(SyncerProcess::lines).unwrap_or_default()
+    }
+
     /// Stops the syncer with SIGKILL-free shutdown (SIGTERM) and waits for it.
     pub async fn stop_syncer(&mut self) {
         if let Some(mut syncer) = self.syncer.take() {

@@ -112,6 +112,19 @@ async fn token_secrets_orphaned_while_stopped_go_soon_after_the_next_start() {
         token_secrets(&env, &names).await.is_empty().then_some(())
     })
     .await;
+    // Each went in its pod's first reconcile after the start (neither pod there, the Secret
+    // is), not at a sweep: these are younger than the age a sweep waits for.
+    let lines = env.syncer_lines();
+    for name in &names {
+        let secret = format!("secret={}/{}.sa-token", env.host_ns, env.host_name(name));
+        let deleted =
+            |line: &&String| line.contains("deleted service account tokens") && line.ends_with(&secret);
+        let line = lines.iter().find(deleted);
+        assert!(
+            line.is_some_and(|line| line.contains("reconcile{syncer=\"pods\"")),
+            "{secret}: {line:?}"
+        );
+    }
 }
 
 /// How long a deleted test pod stays on the host once its delete reached it

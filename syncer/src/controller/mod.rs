@@ -369,6 +369,7 @@ impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
             .virtual_store()
             .contains(&object_ref(key.namespace.as_deref(), &key.name))
             || self.host_object(key).is_some()
+            || self.syncer.keeps_beside(key)
     }
 
     fn synced_objects(&self) -> Option<(Cow<'static, str>, usize)> {
@@ -398,7 +399,7 @@ impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
                     }
                     None => crate::delete_object(&self.ctx, &host).await,
                 },
-                (None, None) => Ok(Action::await_change()),
+                (None, None) => self.syncer.sync_gone(&self.ctx, key).await,
             }
         })
         .await

@@ -16,7 +16,9 @@ use kube::{
     runtime::reflector::ObjectRef,
 };
 use tokio::sync::{mpsc, watch};
-use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, is_reserved_key};
+use vcsync_translators::{
+    NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, VirtualKey, is_reserved_key,
+};
 
 use super::{
     environment::ServiceLink,
@@ -545,6 +547,24 @@ impl Syncer for PodSyncer {
         self.pods.translator()
     }
 
+    /// A token Secret for the pod of `key`.
+    fn keeps_beside(&self, key: &VirtualKey) -> bool {
+        let host = self.pods.translator().host_key(key);
+        self.tokens
+            .orphan_candidate(&host.namespace.unwrap_or_default(), &host.name, key)
+            .is_some()
+    }
+
+    /// Neither pod exists: a token Secret still there was written for a pod that went before
+    /// it reached the host (or whose deletion no reconcile met), and goes now.
+    async fn sync_gone(&self, ctx: &SyncContext<Pod>, key: &VirtualKey) -> Result<Action> {
+        let host = self.pods.translator().host_key(key);
+        self.tokens
+            .delete_orphaned(ctx, &host.namespace.unwrap_or_default(), &host.name, key)
+            .await?;
+        Ok(Action::await_change())
+    }
+
     async fn sync_down(&self, ctx: &SyncContext<Pod>, virt: Arc<Pod>) -> Result<Action> {
         if is_terminal(&virt) {
             // A finished pod is a record: nothing runs it again, nothing deletes it.
@@ -739,7 +759,7 @@ impl ControllerModifier for PodSyncer {
     ) -> Result<ControllerBuilder> {
         let events = self.secret_events.lock().expect("secret events lock").take();
         let builder = match events {
-            Some(events) => builder.watches(TokenSecrets::changes(events)),
+            Some(events) => builder.watches(self.tokens.changes(events)),
             None => builder,
         };
         // A pod waiting at the reference gate goes on once the copy it waits for is there.

@@ -470,16 +470,55 @@ impl TokenSecrets {
         delete_token_secret(ctx.register_context(), &secret).await
     }
 
-    /// Reconciles triggered by token Secret changes (one deleted by someone, say).
+    /// The token Secret of host pod `host_namespace/host_pod` the host cache shows for virtual pod
+    /// `key`, if any.
+    pub fn orphan_candidate(
+        &self,
+        host_namespace: &str,
+        host_pod: &str,
+        key: &VirtualKey,
+    ) -> Option<Arc<Secret>> {
+        let name = token_secret_name(host_pod);
+        self.host_secrets
+            .get(&ObjectRef::new(&name).within(host_namespace))
+            .filter(|secret| token_pod_key(secret).as_ref() == Some(key))
+    }
+
+    /// Deletes the token Secret of host pod `host_namespace/host_pod` if the host cache shows one
+    /// of ours for virtual pod `key`: called when neither pod exists. A Secret the cache does
+    /// not show yet brings a reconcile of `key` with its event, and goes then.
+    pub async fn delete_orphaned(
+        &self,
+        ctx: &SyncContext<Pod>,
+        host_namespace: &str,
+        host_pod: &str,
+        key: &VirtualKey,
+    ) -> Result<()> {
+        let Some(secret) = self.orphan_candidate(host_namespace, host_pod, key) else {
+            return Ok(());
+        };
+        self.created
+            .remove(&format!("{host_namespace}/{}", token_secret_name(host_pod)));
+        delete_token_secret(ctx.register_context(), &secret).await
+    }
+
+    /// Reconciles triggered by token Secret changes (one deleted by someone, say), and after a
+    /// (re)list of the host Secrets one for every token Secret cached: one whose pods are both
+    /// gone (a syncer stopped between deleting the host pod and its tokens) goes then, in
+    /// [`PodSyncer::sync_gone`](super::PodSyncer), not at the next sweep.
     pub fn changes(
+        &self,
         events: mpsc::UnboundedReceiver<InformerEvent<Secret>>,
     ) -> impl futures::Stream<Item = VirtualKey> + Send + 'static {
-        tokio_stream::wrappers::UnboundedReceiverStream::new(events).filter_map(|event| {
-            let key = match event {
-                InformerEvent::Applied(secret) | InformerEvent::Deleted(secret) => token_pod_key(&secret),
-                InformerEvent::Relisted => None,
+        let secrets = self.host_secrets.clone();
+        tokio_stream::wrappers::UnboundedReceiverStream::new(events).flat_map(move |event| {
+            let keys = match event {
+                InformerEvent::Applied(secret) | InformerEvent::Deleted(secret) => {
+                    vec![token_pod_key(&secret)]
+                }
+                InformerEvent::Relisted => secrets.map(|secret| token_pod_key(secret)),
             };
-            futures::future::ready(key)
+            futures::stream::iter(keys.into_iter().flatten())
         })
     }
 }
