@@ -32,6 +32,9 @@ impl<S: crate::Syncer> PairHandler<S> {
         };
         match guard.verdict(&kind, key, host.meta(), virt.is_some()) {
             Verdict::Sync => Ok(None),
+            // Being deleted already (a pod in its grace period): its delete event brings the
+            // namesake's reconcile; deleting it again would only write.
+            Verdict::Prune if host.meta().deletion_timestamp.is_some() => Ok(Some(Action::await_change())),
             Verdict::Prune => {
                 crate::delete_object(&self.ctx, host).await?;
                 // The namesake, if any, is synced once the host cache saw the delete.
