@@ -1,8 +1,11 @@
 //! `vcsync run` as a child process of the harnesses (`vcsync soak`, `vcsync bench`): stderr
-//! appended to a shared log file, and the moment its controllers started noted.
+//! appended to a shared log file, the moment its controllers started noted, and its own count
+//! of its requests read from its `/metrics`.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader, Write},
+    net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -54,4 +57,26 @@ pub(crate) fn spawn_syncer(
 /// Whether the child behind `started` logged that its controllers started.
 pub(crate) fn has_started(started: &Started) -> bool {
     started.lock().map(|s| s.is_some()).unwrap_or(true)
+}
+
+/// The syncer's own count of its requests (`vcsync_api_requests_total` on its `/metrics`), by
+/// (cluster, verb, resource): what a real API server cannot tell apart from its other clients'.
+pub(crate) async fn syncer_requests(
+    address: SocketAddr,
+) -> anyhow::Result<BTreeMap<(String, String, String), u64>> {
+    let response = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(address)
+            .with_context(|| format!("connecting to the syncer's /metrics at {address}"))?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response)
+    })
+    .await??;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .context("no body in the syncer's /metrics answer")?;
+    Ok(vcsync_syncer::metrics::api_requests_in(body))
 }

@@ -4,12 +4,12 @@
 //! processes of their own; `--kube-assets`) with fake kubelets on the host working through its
 //! API.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kube::Client;
 use vcsync_apiserver::{ApiServer, RequestCounters, ServerConfig, Simulator, SimulatorConfig};
-use vcsync_envtest::{ControlPlanePair, FakeKubelets};
+use vcsync_envtest::{ControlPlane, ControlPlanePair, FakeKubelets};
 
 /// The two clusters, their clients and kubeconfigs.
 pub struct ClusterPair {
@@ -26,11 +26,14 @@ enum Servers {
     Embedded {
         host: ApiServer,
         virt: ApiServer,
+        /// What the virtual server was started with (an empty replacement starts the same).
+        virtual_config: ServerConfig,
         simulator: Option<Simulator>,
     },
     Real {
         pair: Box<ControlPlanePair>,
         kubelets: Option<FakeKubelets>,
+        assets: PathBuf,
     },
 }
 
@@ -44,9 +47,6 @@ impl ClusterPair {
             0 => None,
             _ => Some(FakeKubelets::start(host_client.clone(), nodes).await?),
         };
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-        };
         Ok(Self {
             virtual_client: pair.virt.client().await?,
             host_client,
@@ -55,6 +55,7 @@ impl ClusterPair {
             servers: Servers::Real {
                 pair: Box::new(pair),
                 kubelets,
+                assets: assets.to_path_buf(),
             },
         })
     }
@@ -68,7 +69,8 @@ impl ClusterPair {
         let host = ApiServer::start(server("host"))
             .await
             .context("starting the host API server")?;
-        let virt = ApiServer::start(server("virtual"))
+        let virtual_config = server("virtual");
+        let virt = ApiServer::start(virtual_config.clone())
             .await
             .context("starting the virtual API server")?;
         let simulator = simulator.map(|config| host.start_simulator(config));
@@ -80,9 +82,36 @@ impl ClusterPair {
             servers: Servers::Embedded {
                 host,
                 virt,
+                virtual_config,
                 simulator,
             },
         })
+    }
+
+    /// Replaces the virtual cluster by an empty one, as a virtual control plane whose datastore
+    /// was lost comes back: a new server (a new `kube-system` UID, none of the tenant's
+    /// objects) on a new address, with a new kubeconfig and client. Whoever uses the old one
+    /// must be stopped first.
+    pub async fn replace_virtual_empty(&mut self) -> anyhow::Result<()> {
+        match &mut self.servers {
+            Servers::Embedded {
+                virt, virtual_config, ..
+            } => {
+                let fresh = ApiServer::start(virtual_config.clone())
+                    .await
+                    .context("starting the empty virtual API server")?;
+                self.virtual_client = client(&fresh.url())?;
+                self.virtual_kubeconfig = fresh.kubeconfig();
+                std::mem::replace(virt, fresh).shutdown().await;
+            }
+            Servers::Real { pair, assets, .. } => {
+                // The old plane stops (and its datastore goes) when it is dropped here.
+                pair.virt = ControlPlane::start_virtual(assets, "virtual").await?;
+                self.virtual_client = pair.virt.client().await?;
+                self.virtual_kubeconfig = read(pair.virt.kubeconfig())?;
+            }
+        }
+        Ok(())
     }
 
     /// What serves the clusters: `embedded` or `kube-apiserver`.
@@ -141,6 +170,7 @@ impl ClusterPair {
                 host,
                 virt,
                 simulator,
+                ..
             } => {
                 if let Some(simulator) = simulator {
                     simulator.stop().await;
@@ -148,7 +178,7 @@ impl ClusterPair {
                 virt.shutdown().await;
                 host.shutdown().await;
             }
-            Servers::Real { pair, kubelets } => {
+            Servers::Real { pair, kubelets, .. } => {
                 drop(kubelets);
                 pair.stop();
             }
@@ -160,4 +190,8 @@ impl ClusterPair {
 pub fn client(url: &str) -> anyhow::Result<Client> {
     let config = kube::Config::new(url.parse().context("embedded server URL")?);
     Client::try_from(config).context("building a client for the embedded server")
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }

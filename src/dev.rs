@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client, api::PostParams};
-use vcsync_apiserver::{ApiServer, ServerConfig, SimulatorConfig};
+use vcsync_apiserver::{ServerConfig, SimulatorConfig};
 use vcsync_syncer::Config;
 
 use std::sync::Arc;
@@ -85,18 +85,6 @@ pub async fn run(
     .await;
     clusters.stop().await;
     result
-}
-
-/// A host and a virtual embedded API server (the virtual one named `virtual_name`), on
-/// loopback ports of their own.
-pub(crate) async fn start_servers(virtual_name: &str) -> anyhow::Result<(ApiServer, ApiServer)> {
-    let host = ApiServer::start(server_config("host"))
-        .await
-        .context("starting the host API server")?;
-    let virt = ApiServer::start(server_config(virtual_name))
-        .await
-        .context("starting the virtual API server")?;
-    Ok((host, virt))
 }
 
 /// An embedded server named `name` as `vcsync dev` runs it.

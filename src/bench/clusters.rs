@@ -1,7 +1,4 @@
-//! The two clusters a bench runs on (see [`crate::cluster_pair`]), and the syncer's own count
-//! of its requests, which is what tells them apart on a real API server.
-
-use std::net::SocketAddr;
+//! The two clusters a bench runs on (see [`crate::cluster_pair`]).
 
 use crate::cluster_pair::ClusterPair;
 
@@ -27,26 +24,4 @@ pub(super) async fn start(args: &BenchArgs) -> anyhow::Result<ClusterPair> {
         ..SimulatorConfig::default()
     });
     ClusterPair::embedded(server, simulator).await
-}
-
-/// The syncer's own count of its requests (`vcsync_api_requests_total` on its `/metrics`), by
-/// (cluster, verb, resource): what a real API server cannot tell apart from its other clients'.
-pub(super) async fn syncer_requests(
-    address: SocketAddr,
-) -> anyhow::Result<BTreeMap<(String, String, String), u64>> {
-    let response = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(address)
-            .with_context(|| format!("connecting to the syncer's /metrics at {address}"))?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response)
-    })
-    .await??;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .context("no body in the syncer's /metrics answer")?;
-    Ok(vcsync_syncer::metrics::api_requests_in(body))
 }

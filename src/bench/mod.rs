@@ -57,10 +57,8 @@ mod scenarios;
 mod syncer_process;
 mod watches;
 
-use self::{
-    clusters::syncer_requests, figures::*, harness::*, objects::*, scenarios::*, syncer_process::*,
-    watches::*,
-};
+use self::{figures::*, harness::*, objects::*, scenarios::*, syncer_process::*, watches::*};
+use crate::child::syncer_requests;
 
 /// Instance name of the benchmarked syncer.
 pub(super) const INSTANCE: &str = "bench";

@@ -8,7 +8,11 @@ use vcsync_translators::{
     OBJECT_UID_ANNOTATION, RESERVED_PREFIX,
 };
 
-use super::plan::{Content, Key, Kind};
+use vcsync_syncer::syncers::pods::token::{
+    TOKEN_POD_ANNOTATION, TOKEN_POD_UID_ANNOTATION, token_secret_name,
+};
+
+use super::plan::{ANNOTATION_PREFIX, Content, Key, Kind};
 
 /// An object as listed from either cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -18,6 +22,8 @@ pub(super) struct Observed {
     pub(super) labels: BTreeMap<String, String>,
     pub(super) annotations: BTreeMap<String, String>,
     pub(super) data: BTreeMap<String, String>,
+    /// Being deleted (a pod in its grace period).
+    pub(super) terminating: bool,
 }
 
 /// Both clusters' ConfigMaps and Secrets (virtual: the soak's namespaces only).
@@ -66,6 +72,8 @@ pub(super) struct Findings {
     pub(super) virtual_drift: Vec<String>,
     /// Earlier clusters' copies deleted or modified.
     pub(super) earlier_touched: Vec<String>,
+    /// Token Secrets whose pod is gone.
+    pub(super) leftover_tokens: Vec<String>,
 }
 
 impl Findings {
@@ -77,6 +85,23 @@ impl Findings {
             + self.foreign_touched.len()
             + self.virtual_drift.len()
             + self.earlier_touched.len()
+            + self.leftover_tokens.len()
+    }
+
+    /// One of the violations, for a progress line.
+    pub(super) fn example(&self) -> Option<String> {
+        [
+            &self.losses,
+            &self.wrong,
+            &self.orphans,
+            &self.duplicates,
+            &self.foreign_touched,
+            &self.virtual_drift,
+            &self.earlier_touched,
+            &self.leftover_tokens,
+        ]
+        .into_iter()
+        .find_map(|list| list.first().cloned())
     }
 }
 
@@ -85,6 +110,42 @@ pub(super) fn without_reserved(map: &BTreeMap<String, String>) -> BTreeMap<Strin
         .filter(|(k, _)| !k.starts_with(RESERVED_PREFIX))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// The churn's annotations of `map` (the syncer and the control planes add their own).
+fn churn_annotations(map: &BTreeMap<String, String>) -> BTreeMap<&String, &String> {
+    map.iter()
+        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+        .collect()
+}
+
+/// The host keys of what pod `key` references, by what its content calls them (its data: the
+/// virtual names).
+fn host_references(config: &Config, key: &Key, data: &BTreeMap<String, String>) -> BTreeMap<String, Key> {
+    use super::plan::{POD_CONFIG_MAP, POD_SECRET};
+    [(POD_CONFIG_MAP, Kind::ConfigMap), (POD_SECRET, Kind::Secret)]
+        .into_iter()
+        .filter_map(|(what, kind)| {
+            let reference = Key {
+                kind,
+                namespace: key.namespace.clone(),
+                name: data.get(what)?.clone(),
+            };
+            Some((what.to_string(), host_key_of(config, &reference)))
+        })
+        .collect()
+}
+
+/// A token Secret of this instance: the name of the host pod it is for, and the virtual pod
+/// UID its tokens are bound to.
+pub(super) fn token_secret_of<'a>(config: &Config, secret: &'a Observed) -> Option<(&'a String, &'a String)> {
+    if !owned(config, secret) {
+        return None;
+    }
+    Some((
+        secret.annotations.get(TOKEN_POD_ANNOTATION)?,
+        secret.annotations.get(TOKEN_POD_UID_ANNOTATION)?,
+    ))
 }
 
 pub(super) fn host_key_of(config: &Config, key: &Key) -> Key {
@@ -119,9 +180,15 @@ pub(super) fn check(
             None => findings
                 .virtual_drift
                 .push(format!("{key}: missing in the virtual cluster")),
-            Some(v) if v.data != content.data || v.labels != content.labels => findings
-                .virtual_drift
-                .push(format!("{key}: differs from what the churn wrote")),
+            Some(v)
+                if v.data != content.data
+                    || v.labels != content.labels
+                    || churn_annotations(&v.annotations) != churn_annotations(&content.annotations) =>
+            {
+                findings
+                    .virtual_drift
+                    .push(format!("{key}: differs from what the churn wrote"))
+            }
             Some(_) => {}
         }
     }
@@ -149,6 +216,16 @@ pub(super) fn check(
             findings.blocked_by_earlier += 1;
             continue;
         }
+        // A pod waits for its references' copies: one held by an earlier cluster's copy holds
+        // the pod back too.
+        let host_references = match key.kind {
+            Kind::Pod => host_references(config, key, &v.data),
+            _ => BTreeMap::new(),
+        };
+        if host_references.values().any(|r| earlier.contains_key(r)) {
+            findings.blocked_by_earlier += 1;
+            continue;
+        }
         let Some(h) = snapshot.host.get(&host_key) else {
             findings.losses.push(format!("{key}: no host copy {host_key}"));
             continue;
@@ -173,11 +250,36 @@ pub(super) fn check(
         {
             problems.push("cluster UID");
         }
-        if h.data != v.data {
-            problems.push("data");
+        let data_wanted = match key.kind {
+            Kind::Pod => host_references
+                .into_iter()
+                .map(|(what, host)| (what, host.name))
+                .collect(),
+            _ => v.data.clone(),
+        };
+        if h.data != data_wanted {
+            problems.push(if key.kind == Kind::Pod {
+                "references"
+            } else {
+                "data"
+            });
         }
         if without_reserved(&h.labels) != without_reserved(&v.labels) {
             problems.push("labels");
+        }
+        if churn_annotations(&h.annotations) != churn_annotations(&v.annotations) {
+            problems.push("annotations");
+        }
+        if key.kind == Kind::Pod {
+            let token_key = Key {
+                kind: Kind::Secret,
+                namespace: host_key.namespace.clone(),
+                name: token_secret_name(&host_key.name),
+            };
+            let token = snapshot.host.get(&token_key);
+            if token.and_then(|t| token_secret_of(config, t)).map(|(_, uid)| uid) != Some(&v.uid) {
+                problems.push("token Secret (missing or another pod's)");
+            }
         }
         if problems.is_empty() {
             findings.synced += 1;
@@ -194,7 +296,7 @@ pub(super) fn check(
     for (host_key, h) in snapshot
         .host
         .iter()
-        .filter(|(key, h)| owned(h) && !earlier.contains_key(key))
+        .filter(|(key, h)| owned(h) && !earlier.contains_key(key) && token_secret_of(config, h).is_none())
     {
         let (Some(name), Some(namespace)) = (
             h.annotations.get(OBJECT_NAME_ANNOTATION),
@@ -221,6 +323,29 @@ pub(super) fn check(
             findings
                 .orphans
                 .push(format!("{host_key}: its virtual object {virtual_key} is gone"));
+        }
+    }
+
+    // Every token Secret: its host pod is there, made for the virtual pod its tokens are for.
+    for (host_key, (pod, uid)) in snapshot
+        .host
+        .iter()
+        .filter(|(key, _)| key.kind == Kind::Secret)
+        .filter_map(|(key, h)| Some((key, token_secret_of(config, h)?)))
+    {
+        let pod_key = Key {
+            kind: Kind::Pod,
+            namespace: host_key.namespace.clone(),
+            name: pod.clone(),
+        };
+        let pod_uid = snapshot
+            .host
+            .get(&pod_key)
+            .and_then(|p| p.annotations.get(OBJECT_UID_ANNOTATION));
+        if pod_uid != Some(uid) {
+            findings.leftover_tokens.push(format!(
+                "{host_key}: its pod {pod_key} (virtual uid {uid}) is gone"
+            ));
         }
     }
 
@@ -259,15 +384,20 @@ mod tests {
     use super::*;
     use crate::soak::{
         HOST_NAMESPACE, INSTANCE,
-        plan::{Kind, final_state, plan},
+        plan::{Kind, POD_CONFIG_MAP, Sizes, final_state, plan},
     };
 
     /// A consistent world: `expected`'s objects in the virtual cluster, their host copies, one
     /// foreign object at a colliding name and one elsewhere.
     fn world() -> (Config, BTreeMap<Key, Content>, BTreeMap<Key, Observed>, Snapshot) {
         let config = Config::new(INSTANCE, HOST_NAMESPACE);
-        let ops = plan(7, 40, 2, 0);
-        let expected = final_state(&ops);
+        let sizes = Sizes {
+            objects: 40,
+            pods: 10,
+            namespaces: 2,
+            empty_restarts: 0,
+        };
+        let expected = final_state(&plan(7, sizes));
         let mut snapshot = Snapshot {
             cluster_uid: Some("cluster-b".into()),
             namespaces: expected.keys().map(|key| key.namespace.clone()).collect(),
@@ -281,30 +411,50 @@ mod tests {
                     uid: uid.clone(),
                     resource_version: i.to_string(),
                     labels: content.labels.clone(),
-                    annotations: BTreeMap::new(),
+                    annotations: content.annotations.clone(),
                     data: content.data.clone(),
+                    terminating: false,
                 },
             );
             let mut labels = without_reserved(&content.labels);
             labels.insert(MANAGED_BY_LABEL.into(), INSTANCE.into());
+            let mut annotations = content.annotations.clone();
+            annotations.extend([
+                (OBJECT_NAME_ANNOTATION.into(), key.name.clone()),
+                (OBJECT_NAMESPACE_ANNOTATION.into(), key.namespace.clone()),
+                (OBJECT_UID_ANNOTATION.into(), uid.clone()),
+                (CLUSTER_UID_ANNOTATION.into(), "cluster-b".into()),
+            ]);
+            let host_key = host_key_of(&config, key);
+            let data = match key.kind {
+                Kind::Pod => host_references(&config, key, &content.data)
+                    .into_iter()
+                    .map(|(what, host)| (what, host.name))
+                    .collect(),
+                _ => content.data.clone(),
+            };
+            if key.kind == Kind::Pod {
+                let (token_key, token) = token_secret_for(&host_key, &uid);
+                snapshot.host.insert(token_key, token);
+            }
             snapshot.host.insert(
-                host_key_of(&config, key),
+                host_key,
                 Observed {
                     uid: format!("host-{uid}"),
                     resource_version: i.to_string(),
                     labels,
-                    annotations: BTreeMap::from([
-                        (OBJECT_NAME_ANNOTATION.into(), key.name.clone()),
-                        (OBJECT_NAMESPACE_ANNOTATION.into(), key.namespace.clone()),
-                        (OBJECT_UID_ANNOTATION.into(), uid),
-                        (CLUSTER_UID_ANNOTATION.into(), "cluster-b".into()),
-                    ]),
-                    data: content.data.clone(),
+                    annotations,
+                    data,
+                    terminating: false,
                 },
             );
         }
-        // A foreign object holds the host name of the first virtual object.
-        let blocked = host_key_of(&config, expected.keys().next().unwrap());
+        // A foreign object holds the host name of the first ConfigMap of its own.
+        let blocked = expected
+            .keys()
+            .find(|key| key.name.starts_with("cm-"))
+            .map(|key| host_key_of(&config, key))
+            .unwrap();
         let foreign_object = Observed {
             uid: "foreign".into(),
             resource_version: "1".into(),
@@ -320,6 +470,96 @@ mod tests {
         snapshot.host.insert(elsewhere.clone(), foreign_object.clone());
         let foreign = BTreeMap::from([(blocked, foreign_object.clone()), (elsewhere, foreign_object)]);
         (config, expected, foreign, snapshot)
+    }
+
+    /// The token Secret of host pod `host_pod`, issued for virtual pod `uid`.
+    fn token_secret_for(host_pod: &Key, uid: &str) -> (Key, Observed) {
+        let key = Key {
+            kind: Kind::Secret,
+            namespace: host_pod.namespace.clone(),
+            name: token_secret_name(&host_pod.name),
+        };
+        let token = Observed {
+            uid: format!("token-{uid}"),
+            labels: BTreeMap::from([(MANAGED_BY_LABEL.into(), INSTANCE.into())]),
+            annotations: BTreeMap::from([
+                (TOKEN_POD_ANNOTATION.into(), host_pod.name.clone()),
+                (TOKEN_POD_UID_ANNOTATION.into(), uid.into()),
+            ]),
+            ..Default::default()
+        };
+        (key, token)
+    }
+
+    /// A synced pod of `world()`: its virtual key and host key.
+    fn a_pod(config: &Config, expected: &BTreeMap<Key, Content>) -> (Key, Key) {
+        let key = expected.keys().find(|key| key.kind == Kind::Pod).unwrap().clone();
+        let host_key = host_key_of(config, &key);
+        (key, host_key)
+    }
+
+    #[test]
+    fn a_pod_needs_its_references_translated_its_annotations_and_its_token_secret() {
+        let (config, expected, foreign, snapshot) = world();
+        let (_, host_key) = a_pod(&config, &expected);
+        let token_key = Key {
+            kind: Kind::Secret,
+            namespace: host_key.namespace.clone(),
+            name: token_secret_name(&host_key.name),
+        };
+        type Breakage<'a> = (&'a str, Box<dyn Fn(&mut Snapshot) + 'a>);
+        let breakages: [Breakage; 4] = [
+            (
+                "references",
+                Box::new(|s: &mut Snapshot| {
+                    let pod = s.host.get_mut(&host_key).unwrap();
+                    pod.data.insert(POD_CONFIG_MAP.into(), "untranslated".into());
+                }),
+            ),
+            (
+                "annotations",
+                Box::new(|s: &mut Snapshot| {
+                    let pod = s.host.get_mut(&host_key).unwrap();
+                    pod.annotations.insert("soak-note-9".into(), "stale".into());
+                }),
+            ),
+            (
+                "token Secret",
+                Box::new(|s: &mut Snapshot| {
+                    s.host.remove(&token_key);
+                }),
+            ),
+            (
+                "token Secret",
+                Box::new(|s: &mut Snapshot| {
+                    let token = s.host.get_mut(&token_key).unwrap();
+                    token
+                        .annotations
+                        .insert(TOKEN_POD_UID_ANNOTATION.into(), "an-older-pod".into());
+                }),
+            ),
+        ];
+        for (problem, broken) in breakages {
+            let mut snapshot = snapshot.clone();
+            broken(&mut snapshot);
+            let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
+            assert_eq!(findings.wrong.len(), 1, "{problem}: {findings:#?}");
+            assert!(findings.wrong[0].contains(problem), "{findings:#?}");
+            // A token Secret of an older pod of that name is also one without its pod.
+            assert!(findings.violations() <= 2, "{findings:#?}");
+        }
+    }
+
+    #[test]
+    fn a_token_secret_whose_pod_is_gone_is_left_over() {
+        let (config, mut expected, foreign, mut snapshot) = world();
+        let (key, host_key) = a_pod(&config, &expected);
+        expected.remove(&key);
+        snapshot.virt.remove(&key);
+        snapshot.host.remove(&host_key);
+        let findings = check(&config, &expected, &foreign, &BTreeMap::new(), &snapshot);
+        assert_eq!(findings.leftover_tokens.len(), 1, "{findings:#?}");
+        assert_eq!(findings.violations(), 1, "{findings:#?}");
     }
 
     #[test]
@@ -508,6 +748,7 @@ mod tests {
                 (CLUSTER_UID_ANNOTATION.into(), "cluster-a".into()),
             ]),
             data: BTreeMap::from([("old".into(), "data".into())]),
+            terminating: false,
         };
         let lost = Key {
             kind: Kind::ConfigMap,

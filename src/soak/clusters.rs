@@ -1,19 +1,13 @@
-//! Talking to the clusters: listing, the churn's writes, the foreign objects.
+//! Reading the clusters (every ConfigMap, Secret and pod, as the checker sees them) and the
+//! foreign host objects.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::Duration,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
-use k8s_openapi::{
-    ByteString,
-    api::core::v1::{ConfigMap, Namespace, Secret},
-    serde_json::{self, Value, json},
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{ListParams, ObjectMeta},
 };
 use vcsync_syncer::Config;
 use vcsync_translators::MANAGED_BY_LABEL;
@@ -21,7 +15,8 @@ use vcsync_translators::MANAGED_BY_LABEL;
 use super::{
     FOREIGN_COLLISIONS, FOREIGN_OTHERS, HOST_NAMESPACE,
     check::{Observed, Snapshot, host_key_of},
-    plan::{Content, Key, Kind, Op, Rng},
+    objects::{POD_ENV, POD_VOLUME, create},
+    plan::{Content, Key, Kind, Op, POD_CONFIG_MAP, POD_SECRET, Rng, pod_references},
 };
 
 pub(super) fn observed(meta: &ObjectMeta, data: BTreeMap<String, String>) -> Observed {
@@ -31,6 +26,7 @@ pub(super) fn observed(meta: &ObjectMeta, data: BTreeMap<String, String>) -> Obs
         labels: meta.labels.clone().unwrap_or_default(),
         annotations: meta.annotations.clone().unwrap_or_default(),
         data,
+        terminating: meta.deletion_timestamp.is_some(),
     }
 }
 
@@ -85,7 +81,43 @@ pub(super) async fn list_all(
             );
         }
     }
+    for pod in Api::<Pod>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing pods")?
+    {
+        if keep(&pod.metadata) {
+            let mut observed = observed(&pod.metadata, pod_references_of(&pod));
+            // Status changes (scheduling, running) are not the syncer's doing.
+            observed.resource_version.clear();
+            all.insert(key_of(Kind::Pod, &pod.metadata), observed);
+        }
+    }
     Ok(all)
+}
+
+/// What `pod` references as the churn's content does: the ConfigMap of its volume and the
+/// Secret of its env var (host names on the host; the syncer adds volumes and env vars of its
+/// own).
+pub(super) fn pod_references_of(pod: &Pod) -> BTreeMap<String, String> {
+    let spec = pod.spec.as_ref();
+    let config_map = spec
+        .and_then(|s| {
+            let volumes = s.volumes.as_ref()?;
+            volumes.iter().find(|v| v.name == POD_VOLUME)?.config_map.as_ref()
+        })
+        .map(|cm| cm.name.clone());
+    let secret = spec
+        .and_then(|s| {
+            let env = s.containers.first()?.env.as_ref()?;
+            env.iter().find(|e| e.name == POD_ENV)?.value_from.as_ref()
+        })
+        .and_then(|from| from.secret_key_ref.as_ref())
+        .map(|secret| secret.name.clone());
+    [(POD_CONFIG_MAP, config_map), (POD_SECRET, secret)]
+        .into_iter()
+        .filter_map(|(what, name)| Some((what.to_string(), name?)))
+        .collect()
 }
 
 /// UID of the virtual `kube-system` namespace: the identity of the virtual cluster.
@@ -110,132 +142,6 @@ pub(super) async fn snapshot(
     })
 }
 
-pub(super) fn meta(key: &Key, labels: &BTreeMap<String, String>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(key.name.clone()),
-        namespace: Some(key.namespace.clone()),
-        labels: Some(labels.clone()),
-        ..Default::default()
-    }
-}
-
-pub(super) async fn create(client: &Client, key: &Key, content: &Content) -> kube::Result<()> {
-    let pp = PostParams::default();
-    match key.kind {
-        Kind::ConfigMap => {
-            let cm = ConfigMap {
-                metadata: meta(key, &content.labels),
-                data: Some(content.data.clone()),
-                ..Default::default()
-            };
-            Api::<ConfigMap>::namespaced(client.clone(), &key.namespace)
-                .create(&pp, &cm)
-                .await?;
-        }
-        Kind::Secret => {
-            let secret = Secret {
-                metadata: meta(key, &content.labels),
-                data: Some(
-                    content
-                        .data
-                        .iter()
-                        .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
-                        .collect(),
-                ),
-                type_: Some("Opaque".into()),
-                ..Default::default()
-            };
-            Api::<Secret>::namespaced(client.clone(), &key.namespace)
-                .create(&pp, &secret)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-/// A JSON merge patch turning `before` into `after` (`encode` renders a data value).
-pub(super) fn merge_patch(before: &Content, after: &Content, encode: impl Fn(&str) -> Value) -> Value {
-    fn diff(
-        before: &BTreeMap<String, String>,
-        after: &BTreeMap<String, String>,
-        encode: &dyn Fn(&str) -> Value,
-    ) -> Value {
-        let mut patch = serde_json::Map::new();
-        for k in before.keys().filter(|k| !after.contains_key(*k)) {
-            patch.insert(k.clone(), Value::Null);
-        }
-        for (k, v) in after {
-            patch.insert(k.clone(), encode(v));
-        }
-        Value::Object(patch)
-    }
-    json!({
-        "metadata": {"labels": diff(&before.labels, &after.labels, &|v| Value::String(v.into()))},
-        "data": diff(&before.data, &after.data, &encode),
-    })
-}
-
-/// Applies `op` to the virtual cluster (an empty restart is the soak's to carry out: nothing
-/// here).
-pub(super) async fn apply(client: &Client, op: &Op) -> kube::Result<()> {
-    match op {
-        Op::EmptyVirtualRestart => Ok(()),
-        Op::Create(key, content) => create(client, key, content).await,
-        Op::Update(key, before, after) => {
-            let pp = PatchParams::default();
-            match key.kind {
-                Kind::ConfigMap => {
-                    let patch = merge_patch(before, after, |v| Value::String(v.into()));
-                    Api::<ConfigMap>::namespaced(client.clone(), &key.namespace)
-                        .patch(&key.name, &pp, &Patch::Merge(patch))
-                        .await?;
-                }
-                Kind::Secret => {
-                    let patch = merge_patch(before, after, |v| {
-                        serde_json::to_value(ByteString(v.as_bytes().to_vec())).unwrap_or(Value::Null)
-                    });
-                    Api::<Secret>::namespaced(client.clone(), &key.namespace)
-                        .patch(&key.name, &pp, &Patch::Merge(patch))
-                        .await?;
-                }
-            }
-            Ok(())
-        }
-        Op::Delete(key) => {
-            let dp = DeleteParams::default();
-            match key.kind {
-                Kind::ConfigMap => {
-                    Api::<ConfigMap>::namespaced(client.clone(), &key.namespace)
-                        .delete(&key.name, &dp)
-                        .await?;
-                }
-                Kind::Secret => {
-                    Api::<Secret>::namespaced(client.clone(), &key.namespace)
-                        .delete(&key.name, &dp)
-                        .await?;
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Applies `op`, retrying transient failures a few times.
-pub(super) async fn apply_with_retries(client: &Client, op: &Op) -> anyhow::Result<()> {
-    let mut attempt = 0;
-    loop {
-        match apply(client, op).await {
-            Ok(()) => return Ok(()),
-            Err(err) if attempt < 5 => {
-                attempt += 1;
-                tracing::debug!(%err, "churn operation failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => return Err(err).with_context(|| format!("churn operation {op:?}")),
-        }
-    }
-}
-
 /// Creates the foreign host objects: some at the host names of virtual objects the churn will
 /// create (half of them labelled as another instance's), some at unrelated names. Returns them
 /// as the host lists them.
@@ -245,10 +151,20 @@ pub(super) async fn create_foreign(
     ops: &[Op],
     rng: &mut Rng,
 ) -> anyhow::Result<BTreeMap<Key, Observed>> {
+    // ConfigMaps and Secrets of their own: a pod waits for its references, so a foreign object
+    // at one of their names would hold the pod back too, which is not what this checks.
+    let references: BTreeSet<Key> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Create(key, _) if key.kind == Kind::Pod => Some(pod_references(key)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     let created: Vec<&Key> = ops
         .iter()
         .filter_map(|op| match op {
-            Op::Create(key, _) => Some(key),
+            Op::Create(key, _) if key.kind != Kind::Pod && !references.contains(key) => Some(key),
             _ => None,
         })
         .collect();
@@ -278,6 +194,7 @@ pub(super) async fn create_foreign(
         let content = Content {
             data: BTreeMap::from([("foreign".to_string(), "do not touch".to_string())]),
             labels: labels.clone(),
+            annotations: BTreeMap::new(),
         };
         create(host, key, &content)
             .await
@@ -288,26 +205,4 @@ pub(super) async fn create_foreign(
         .into_iter()
         .filter(|(key, _)| keys.contains_key(key))
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_merge_patch_removes_and_sets_keys() {
-        let before = Content {
-            data: BTreeMap::from([("a".into(), "1".into()), ("b".into(), "2".into())]),
-            labels: BTreeMap::from([("app".into(), "x".into())]),
-        };
-        let after = Content {
-            data: BTreeMap::from([("b".into(), "3".into())]),
-            labels: BTreeMap::from([("tier".into(), "t".into())]),
-        };
-        let patch = merge_patch(&before, &after, |v| Value::String(v.into()));
-        assert_eq!(
-            patch,
-            json!({"metadata": {"labels": {"app": null, "tier": "t"}}, "data": {"a": null, "b": "3"}})
-        );
-    }
 }

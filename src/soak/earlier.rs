@@ -1,76 +1,50 @@
-//! Empty restarts of the virtual cluster: the server replaced by an empty one, the host copies
-//! made for the earlier cluster recorded then, and the last phase that prunes them.
+//! Empty restarts of the virtual cluster: the host copies made for the earlier cluster recorded
+//! when it is replaced ([`super::pair::Clusters::replace_virtual_empty`]), and the last phase
+//! that prunes them.
 //!
 //! A virtual API server that comes back empty (a lost datastore) has a new `kube-system` UID.
 //! The syncer must keep every host copy made for the earlier cluster exactly as it was (same
 //! uid and resourceVersion), sync the new cluster as usual, and delete the earlier copies only
 //! when restarted with `safety.earlierCopies.prune`: those and nothing else.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
-};
+use std::collections::BTreeMap;
 
-use anyhow::Context;
-use kube::Client;
-use vcsync_apiserver::{ApiServer, ServerConfig};
-use vcsync_syncer::Config;
+use vcsync_syncer::{Config, syncers::pods::token::TOKEN_POD_UID_ANNOTATION};
+use vcsync_translators::OBJECT_UID_ANNOTATION;
 
 use super::{
-    check::{Observed, Snapshot, owned},
-    plan::Key,
+    check::{Observed, Snapshot, owned, token_secret_of},
+    plan::{Key, Kind},
 };
-
-/// The virtual API server, its client and its kubeconfig file (which the syncer reads).
-pub(super) struct Virtual {
-    pub(super) server: ApiServer,
-    pub(super) client: Client,
-    pub(super) kubeconfig: PathBuf,
-}
-
-impl Virtual {
-    /// `server`, with its kubeconfig written to `kubeconfig`.
-    pub(super) fn new(server: ApiServer, kubeconfig: PathBuf) -> anyhow::Result<Self> {
-        crate::dev::write(&kubeconfig, &server.kubeconfig())?;
-        let client = crate::cluster_pair::client(&server.url())?;
-        Ok(Self {
-            server,
-            client,
-            kubeconfig,
-        })
-    }
-
-    /// Creates the churn's namespaces.
-    pub(super) async fn create_namespaces(&self, namespaces: &BTreeSet<String>) -> anyhow::Result<()> {
-        for ns in namespaces {
-            crate::dev::create_namespace(&self.client, ns).await?;
-        }
-        Ok(())
-    }
-
-    /// Replaces the server with an empty one, as a virtual control plane whose datastore was
-    /// lost comes back (a new `kube-system` UID, none of the tenant's objects), rewrites the
-    /// kubeconfig and recreates `namespaces`. The syncer must be stopped.
-    pub(super) async fn replace_empty(&mut self, namespaces: &BTreeSet<String>) -> anyhow::Result<()> {
-        let fresh = ApiServer::start(ServerConfig {
-            name: "virtual".into(),
-            ..ServerConfig::default()
-        })
-        .await
-        .context("starting the empty virtual API server")?;
-        let old = std::mem::replace(self, Self::new(fresh, self.kubeconfig.clone())?);
-        old.server.shutdown().await;
-        self.create_namespaces(namespaces).await
-    }
-}
 
 /// Adds this instance's host objects in `host` to `earlier` (copies made for the cluster being
 /// replaced; the syncer is stopped). A copy recorded at an earlier replacement keeps its first
 /// record, so a change since then is caught.
+///
+/// A pod being deleted is not recorded: its deletion was decided for the earlier cluster and
+/// goes on. Neither is a token Secret whose pod is not recorded (it goes with its pod).
 pub(super) fn record(config: &Config, host: &BTreeMap<Key, Observed>, earlier: &mut BTreeMap<Key, Observed>) {
-    for (key, object) in host.iter().filter(|(_, o)| owned(config, o)) {
+    let kept = |o: &Observed| owned(config, o) && !o.terminating;
+    for (key, object) in host.iter().filter(|(_, o)| kept(o)) {
+        if let Some((pod, _)) = token_secret_of(config, object) {
+            let pod = Key {
+                kind: Kind::Pod,
+                namespace: key.namespace.clone(),
+                name: pod.clone(),
+            };
+            if !host.get(&pod).is_some_and(kept) {
+                continue;
+            }
+        }
         earlier.entry(key.clone()).or_insert_with(|| object.clone());
     }
+}
+
+/// The virtual object a host object was made for: a copy's virtual UID, a token Secret's pod
+/// UID. A token Secret of an earlier pod is rewritten in place for a namesake pod of the
+/// current cluster: the same object, no longer the earlier cluster's.
+fn made_for(object: &Observed) -> [Option<&String>; 2] {
+    [OBJECT_UID_ANNOTATION, TOKEN_POD_UID_ANNOTATION].map(|key| object.annotations.get(key))
 }
 
 /// What the prune run did to the host copies.
@@ -104,7 +78,7 @@ pub(super) fn check_pruned(
     let mut pruned = Pruned::default();
     for (key, copy) in earlier {
         match now.host.get(key) {
-            Some(object) if object.uid == copy.uid => pruned
+            Some(object) if object.uid == copy.uid && made_for(object) == made_for(copy) => pruned
                 .left
                 .push(format!("{key}: an earlier cluster's copy was not pruned")),
             _ => pruned.deleted += 1,
@@ -134,7 +108,7 @@ mod tests {
     use vcsync_translators::MANAGED_BY_LABEL;
 
     use super::*;
-    use crate::soak::{HOST_NAMESPACE, INSTANCE, plan::Kind};
+    use crate::soak::{HOST_NAMESPACE, INSTANCE};
 
     fn copy(uid: &str, owner: &str) -> Observed {
         Observed {
@@ -184,6 +158,43 @@ mod tests {
     }
 
     #[test]
+    fn pods_being_deleted_and_their_token_secrets_are_not_recorded() {
+        use vcsync_syncer::syncers::pods::token::{TOKEN_POD_ANNOTATION, TOKEN_POD_UID_ANNOTATION};
+        let config = Config::new(INSTANCE, HOST_NAMESPACE);
+        let pod = |name: &str, terminating: bool| {
+            let key = Key {
+                kind: Kind::Pod,
+                namespace: HOST_NAMESPACE.into(),
+                name: name.into(),
+            };
+            let object = Observed {
+                terminating,
+                ..copy(&format!("u-{name}"), INSTANCE)
+            };
+            (key, object)
+        };
+        let token = |name: &str| {
+            let mut object = copy(&format!("u-{name}-token"), INSTANCE);
+            object.annotations.extend([
+                (TOKEN_POD_ANNOTATION.to_string(), name.to_string()),
+                (TOKEN_POD_UID_ANNOTATION.to_string(), format!("v-{name}")),
+            ]);
+            (key(&format!("{name}.sa-token")), object)
+        };
+        let host = BTreeMap::from([
+            pod("running", false),
+            token("running"),
+            pod("going", true),
+            token("going"),
+            token("gone"),
+        ]);
+        let mut earlier = BTreeMap::new();
+        record(&config, &host, &mut earlier);
+        let recorded: Vec<String> = earlier.keys().map(|key| key.name.clone()).collect();
+        assert_eq!(recorded, vec!["running.sa-token", "running"]);
+    }
+
+    #[test]
     fn a_clean_prune_deletes_the_earlier_copies_only() {
         let (config, earlier, before) = before();
         let mut now = before.clone();
@@ -192,6 +203,23 @@ mod tests {
         let pruned = check_pruned(&config, &earlier, &before, &now);
         assert_eq!(pruned.violations(), 0, "{pruned:?}");
         assert_eq!((pruned.deleted, pruned.current_kept), (2, 1));
+
+        // Rewritten in place for a namesake of the current cluster (a token Secret): pruned too;
+        // untouched: left.
+        let mut rewritten = now.clone();
+        let mut same_object = before.host[&key("taken")].clone();
+        same_object
+            .annotations
+            .insert(TOKEN_POD_UID_ANNOTATION.into(), "the-namesake".into());
+        rewritten.host.insert(key("taken"), same_object);
+        assert_eq!(
+            check_pruned(&config, &earlier, &before, &rewritten).violations(),
+            0
+        );
+        rewritten
+            .host
+            .insert(key("taken"), before.host[&key("taken")].clone());
+        assert_eq!(check_pruned(&config, &earlier, &before, &rewritten).left.len(), 1);
     }
 
     #[test]

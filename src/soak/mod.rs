@@ -1,21 +1,32 @@
 //! `vcsync soak`: a bounded crash-consistency soak of the syncer.
 //!
-//! Starts a host and a virtual embedded API server in this process, runs `vcsync run` as a child
-//! process between them, and drives a seeded create/update/delete churn of ConfigMaps and Secrets
-//! over several virtual namespaces while killing the child with SIGKILL at random points and
-//! restarting it. Foreign host objects (not this instance's, some at the very names the syncer
-//! would use) are created first. After the churn the syncer is killed and restarted a last time,
-//! and once it has converged (bounded wait) the state is checked:
+//! Runs `vcsync run` as a child process between a host and a virtual cluster ([`pair`]:
+//! embedded API servers started here, real control planes started here, or a pair the user
+//! gives) and drives a seeded churn over several virtual namespaces ([`plan`]): ConfigMaps,
+//! Secrets, and pods that mount a ConfigMap and take a Secret as env; creates, data, label and
+//! annotation updates, graceful and forced deletes, names reused with new UIDs. It kills the
+//! child with SIGKILL at random points, also during its start-up, and restarts it. Foreign
+//! host objects (not this instance's, some at the very names the syncer would use) are created
+//! first, and the host is watched throughout ([`host_watch`]): host pods replaced while their
+//! virtual pod lives, token Secrets that outlive their pod. After the churn the syncer is
+//! killed and restarted, and once it has converged (bounded wait) the state is checked
+//! ([`check`]):
 //!
 //! - every virtual object has exactly one host copy, under the translated name, with the virtual
-//!   object's data, labels and UID (a virtual object whose host name is held by a foreign object
-//!   has none, by design: it is counted as blocked);
-//! - no owned host object without a virtual twin (orphans), none under a wrong name (duplicates);
+//!   object's data (a pod: its references, translated), labels, annotations and UID, a pod also
+//!   its token Secret (a virtual object whose host name is held by a foreign object has none,
+//!   by design: it is counted as blocked);
+//! - no owned host object without a virtual twin (orphans), none under a wrong name
+//!   (duplicates), no token Secret without its pod;
 //! - every foreign host object still exists with its original resourceVersion;
 //! - the virtual objects are exactly what the churn made (the syncer never rewrote them);
 //! - the syncer never exited on its own.
 //!
-//! With `--empty-virtual-restarts N` the virtual API server is also replaced N times by an empty
+//! Then it is killed and restarted once more over the converged state: in the next
+//! `--quiet-seconds` it must make no host write at all (its own request count), and the check
+//! must still pass.
+//!
+//! With `--empty-virtual-restarts N` the virtual cluster is also replaced N times by an empty
 //! one at random points of the churn (the syncer SIGKILLed first, restarted after), as a virtual
 //! control plane whose datastore was lost comes back ([`earlier`]); the churn goes on in the new
 //! cluster. The final check then also demands that every host copy made for an earlier cluster
@@ -25,8 +36,12 @@
 //! The report is a table or JSON; any violation makes the command fail.
 
 mod check;
+mod churn;
 mod clusters;
 mod earlier;
+mod host_watch;
+mod objects;
+mod pair;
 mod plan;
 mod report;
 mod syncer;
@@ -35,19 +50,19 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, bail};
 use k8s_openapi::serde_json;
-use vcsync_apiserver::ApiServer;
 use vcsync_syncer::Config;
 
 use check::check;
-use clusters::{apply_with_retries, create_foreign, list_all, snapshot};
-use earlier::Virtual;
-use plan::{Op, Rng, final_state, plan, virtual_namespace};
-use report::{PruneReport, Report};
+use clusters::snapshot;
+use host_watch::HostWatch;
+use pair::{Clusters, Source};
+use plan::{Op, Sizes, final_state, plan, virtual_namespace};
+use report::{PruneReport, QuietReport, Report};
 use syncer::SyncerProcess;
 
 /// Instance name of the soaked syncer.
@@ -64,9 +79,12 @@ const EXAMPLES: usize = 5;
 /// Flags of `vcsync soak`.
 #[derive(Debug, clap::Args)]
 pub struct SoakArgs {
-    /// Distinct virtual objects (ConfigMaps and Secrets) the churn creates.
+    /// Distinct ConfigMaps and Secrets the churn creates (pods' own come on top).
     #[arg(long, default_value_t = 1000)]
     pub objects: usize,
+    /// Pods the churn creates, each with a ConfigMap volume and a Secret env var of its own.
+    #[arg(long, default_value_t = 200)]
+    pub pods: usize,
     /// SIGKILLs of the syncer at random points of the churn (one more precedes the final run).
     #[arg(long, default_value_t = 20)]
     pub kills: usize,
@@ -80,13 +98,30 @@ pub struct SoakArgs {
     #[arg(long, default_value_t = 2)]
     pub pace_ms: u64,
     /// Times the virtual API server is replaced by an empty one (a lost datastore) at random
-    /// points of the churn; then a last run prunes the earlier clusters' host copies.
+    /// points of the churn; then a last run prunes the earlier clusters' host copies. Not with
+    /// a given pair.
     #[arg(long, default_value_t = 0)]
     pub empty_virtual_restarts: usize,
     /// Bound of the wait for convergence after the final restart (and after the prune run), in
     /// seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// How long the syncer restarted over the converged state is watched for host writes (there
+    /// must be none), in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub quiet_seconds: u64,
+    /// Soak real control planes (etcd, kube-apiserver, kube-controller-manager) started from the
+    /// binaries in this folder (`tests/control-plane/build.sh` prints it), fake kubelets on the
+    /// host, instead of embedded API servers.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["host_kubeconfig", "virtual_kubeconfig"])]
+    pub kube_assets: Option<PathBuf>,
+    /// Soak the host cluster of this kubeconfig (with `--virtual-kubeconfig`); the soak makes
+    /// and at the end (when it passed) removes its namespaces there, which must not exist.
+    #[arg(long, requires = "virtual_kubeconfig")]
+    pub host_kubeconfig: Option<PathBuf>,
+    /// Soak the virtual cluster of this kubeconfig (with `--host-kubeconfig`).
+    #[arg(long, requires = "host_kubeconfig")]
+    pub virtual_kubeconfig: Option<PathBuf>,
     /// Directory for the kubeconfigs, vcsync.yaml and the syncer's log (default: a fresh
     /// temporary directory, removed when the soak passes).
     #[arg(long)]
@@ -94,6 +129,16 @@ pub struct SoakArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+impl SoakArgs {
+    fn source(&self) -> Source {
+        match (&self.kube_assets, &self.host_kubeconfig, &self.virtual_kubeconfig) {
+            (Some(assets), _, _) => Source::Real(assets.clone()),
+            (None, Some(host), Some(virt)) => Source::Given(host.clone(), virt.clone()),
+            _ => Source::Embedded,
+        }
+    }
 }
 
 /// Runs the soak; fails when any invariant does not hold.
@@ -104,7 +149,13 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
-    let namespaces = args.namespaces.max(1);
+    let source = args.source();
+    if matches!(source, Source::Given(..)) && args.empty_virtual_restarts > 0 {
+        bail!(
+            "--empty-virtual-restarts needs clusters the soak starts itself (embedded, or \
+             --kube-assets): a given virtual cluster cannot be replaced"
+        );
+    }
     let (dir, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),
         None => (
@@ -114,18 +165,26 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!(
-        "vcsync soak: seed {seed}, {} objects, {} kills, {} empty virtual restarts; files in {}",
+        "vcsync soak: seed {seed}, {} objects, {} pods, {} kills, {} empty virtual restarts; files in {}",
         args.objects,
+        args.pods,
         args.kills,
         args.empty_virtual_restarts,
         dir.display()
     );
 
-    let (host_server, virt_server) = crate::dev::start_servers("virtual").await?;
-    let mut virt = Virtual::new(virt_server, dir.join("virtual.kubeconfig"))?;
-    let result = soak(&args, seed, namespaces, &dir, &host_server, &mut virt).await;
-    virt.server.shutdown().await;
-    host_server.shutdown().await;
+    let mut clusters = Clusters::start(&source, &dir).await?;
+    let virtual_namespaces: BTreeSet<String> = (0..args.namespaces.max(1)).map(virtual_namespace).collect();
+    let result = soak(&args, seed, &dir, &mut clusters, &virtual_namespaces).await;
+    if let Ok(report) = &result
+        && report.violations() == 0
+    {
+        clusters
+            .remove_namespaces(HOST_NAMESPACE, &virtual_namespaces)
+            .await
+            .context("removing the soak's namespaces")?;
+    }
+    clusters.stop().await;
     let report = result?;
 
     if args.json {
@@ -146,50 +205,15 @@ pub async fn run(args: SoakArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGKILLs of the syncer, by whether its controllers had started.
-#[derive(Default)]
-struct Kills {
-    total: usize,
-    after_startup: usize,
-    during_startup: usize,
-}
-
-impl Kills {
-    /// SIGKILLs the syncer if it runs; returns whether it did.
-    fn kill(&mut self, syncer: &mut SyncerProcess) -> bool {
-        syncer.reap_crash();
-        if !syncer.running() {
-            return false;
-        }
-        if syncer.kill() {
-            self.after_startup += 1;
-        } else {
-            self.during_startup += 1;
-        }
-        self.total += 1;
-        true
-    }
-}
-
-async fn soak(
-    args: &SoakArgs,
-    seed: u64,
-    namespaces: usize,
-    dir: &Path,
-    host_server: &ApiServer,
-    virt: &mut Virtual,
-) -> anyhow::Result<Report> {
-    let host_kubeconfig = dir.join("host.kubeconfig");
-    crate::dev::write(&host_kubeconfig, &host_server.kubeconfig())?;
-    let host = crate::cluster_pair::client(&host_server.url())?;
-
-    let config = Config::new(INSTANCE, HOST_NAMESPACE);
+/// The syncer's configuration files: the normal one and the prune run's.
+fn write_configs(dir: &Path, clusters: &Clusters, operations: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
     let config_path = dir.join("vcsync.yaml");
     let config_text = format!(
         "instance: {INSTANCE}\nhostNamespace: {HOST_NAMESPACE}\nhost:\n  kubeconfig: {}\n\
-         virtual:\n  kubeconfig: {}\nsync:\n  configMaps:\n    all: true\n  secrets:\n    all: true\n",
-        host_kubeconfig.display(),
-        virt.kubeconfig.display()
+         virtual:\n  kubeconfig: {}\nsync:\n  configMaps:\n    all: true\n  secrets:\n    all: true\n\
+         operations:\n  address: {operations}\n",
+        clusters.host_kubeconfig.display(),
+        clusters.virtual_kubeconfig.display()
     );
     crate::dev::write(&config_path, &config_text)?;
     // The last run's: earlier clusters' copies deleted.
@@ -198,28 +222,34 @@ async fn soak(
         &prune_config_path,
         &format!("{config_text}safety:\n  earlierCopies:\n    prune: true\n"),
     )?;
+    Ok((config_path, prune_config_path))
+}
 
-    crate::dev::create_namespace(&host, HOST_NAMESPACE).await?;
-    let virtual_namespaces: BTreeSet<String> = (0..namespaces).map(virtual_namespace).collect();
-    virt.create_namespaces(&virtual_namespaces).await?;
+async fn soak(
+    args: &SoakArgs,
+    seed: u64,
+    dir: &Path,
+    clusters: &mut Clusters,
+    virtual_namespaces: &BTreeSet<String>,
+) -> anyhow::Result<Report> {
+    let config = Config::new(INSTANCE, HOST_NAMESPACE);
+    let operations = {
+        let probe = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        probe.local_addr()?
+    };
+    let (config_path, prune_config_path) = write_configs(dir, clusters, &operations.to_string())?;
+    clusters
+        .create_namespaces(HOST_NAMESPACE, virtual_namespaces)
+        .await?;
 
-    let ops = plan(seed, args.objects, namespaces, args.empty_virtual_restarts);
+    let sizes = Sizes {
+        objects: args.objects,
+        pods: args.pods,
+        namespaces: virtual_namespaces.len(),
+        empty_restarts: args.empty_virtual_restarts,
+    };
+    let ops = plan(seed, sizes);
     let expected = final_state(&ops);
-    // A second stream for everything but the plan, so the plan of a seed does not depend on
-    // the other flags.
-    let mut rng = Rng(seed ^ 0x5eed_cafe_f00d_d00d);
-    let foreign = create_foreign(&host, &config, &ops, &mut rng).await?;
-
-    // Kill points: distinct operation indices; after a kill the syncer stays down for a few
-    // operations, so that some changes happen while nobody watches.
-    let mut kill_points: Vec<usize> = Vec::new();
-    if !ops.is_empty() {
-        let mut set = BTreeSet::new();
-        while set.len() < args.kills.min(ops.len()) {
-            set.insert(rng.below(ops.len()));
-        }
-        kill_points = set.into_iter().collect();
-    }
     let log = std::fs::File::create(dir.join("syncer.log")).context("creating the syncer log")?;
     let mut syncer = SyncerProcess {
         config: config_path,
@@ -228,125 +258,107 @@ async fn soak(
         started: Default::default(),
         runs: 0,
         crashes: Vec::new(),
+        kills: Vec::new(),
     };
-    let mut kills = Kills::default();
-    let mut scheduled_kills = 0;
-    // Host copies made for the clusters the empty restarts replaced, as they were then.
-    let mut earlier = BTreeMap::new();
-    let mut empty_restarts = 0;
-    // After a kill the syncer stays down for a few operations (`restart_at`), or (30%) until the
-    // next kill point, which then starts it and kills it during its start-up.
-    let mut restart_at: Option<usize> = None;
-    let mut startup_kill_next = false;
-    syncer.start()?;
-    let churn_start = Instant::now();
-    let mut next_kill = kill_points.iter().peekable();
-    for (i, op) in ops.iter().enumerate() {
-        syncer.reap_crash();
-        let kill_here = next_kill.peek() == Some(&&i);
-        if !syncer.running() && (kill_here || restart_at.is_none_or(|at| i >= at) && !startup_kill_next) {
-            syncer.start()?;
-            restart_at = None;
-        }
-        if kill_here {
-            next_kill.next();
-            if startup_kill_next {
-                // Within its first moments: listing, filling caches, starting controllers.
-                tokio::time::sleep(Duration::from_millis(rng.below(40) as u64)).await;
-            } else if rng.chance(50) {
-                // Otherwise half the kills land mid-churn, half after a pause (catching up or idle).
-                tokio::time::sleep(Duration::from_millis(rng.below(1500) as u64)).await;
-            }
-            if kills.kill(&mut syncer) {
-                scheduled_kills += 1;
-                eprintln!(
-                    "vcsync soak: SIGKILL {scheduled_kills}/{} at operation {i}/{}",
-                    args.kills,
-                    ops.len()
-                );
-            }
-            startup_kill_next = rng.chance(30);
-            restart_at = (!startup_kill_next).then(|| i + rng.below(30));
-        }
-        if *op == Op::EmptyVirtualRestart {
-            // The syncer goes down with the control plane; when it comes back (at the next
-            // operation if it was running, else as scheduled) the virtual cluster is empty.
-            kills.kill(&mut syncer);
-            earlier::record(&config, &list_all(&host, None).await?, &mut earlier);
-            virt.replace_empty(&virtual_namespaces).await?;
-            empty_restarts += 1;
-            eprintln!(
-                "vcsync soak: the virtual cluster restarted empty at operation {i}/{} ({} earlier copies)",
-                ops.len(),
-                earlier.len()
-            );
-        } else {
-            apply_with_retries(&virt.client, op).await?;
-        }
-        if args.pace_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(args.pace_ms)).await;
-        }
-    }
-    let churn = churn_start.elapsed();
+    let host_watch = HostWatch::start(&clusters.host, HOST_NAMESPACE, INSTANCE);
+    let mut churned = churn::churn(args, seed, &ops, clusters, virtual_namespaces, &mut syncer).await?;
 
     // The final run: a last SIGKILL (if one is running) and a fresh start.
-    kills.kill(&mut syncer);
+    churned.kills.kill(&mut syncer);
     syncer.start()?;
     let timeout = Duration::from_secs(args.timeout);
-    let virt_client = virt.client.clone();
+    let (host, virt) = (clusters.host.clone(), clusters.virt.clone());
+    let probe = async |earlier: &BTreeMap<_, _>| {
+        let state = snapshot(&host, &virt, virtual_namespaces).await?;
+        let findings = check(&config, &expected, &churned.foreign, earlier, &state);
+        anyhow::Ok((findings.violations(), findings.example(), (findings, state)))
+    };
     let ((findings, converged), convergence) = syncer
-        .converge(timeout, async || {
-            let state = snapshot(&host, &virt_client, &virtual_namespaces).await?;
-            let findings = check(&config, &expected, &foreign, &earlier, &state);
-            Ok((findings.violations(), (findings, state)))
-        })
+        .converge(timeout, async || probe(&churned.earlier).await)
         .await?;
+
+    // Restarted over the converged state, the syncer writes nothing to the host.
+    let mut quiet = None;
+    if convergence.is_some() {
+        churned.kills.kill(&mut syncer);
+        syncer.start()?;
+        let started = syncer.wait_started(timeout).await;
+        tokio::time::sleep(Duration::from_secs(args.quiet_seconds)).await;
+        let requests = crate::child::syncer_requests(operations).await.ok();
+        let (_, _, (findings, _)) = probe(&churned.earlier).await?;
+        quiet = Some(QuietReport::new(started, args.quiet_seconds, requests, findings));
+    }
     syncer.reap_crash();
     syncer.kill();
 
     // The prune run: the earlier clusters' copies go, nothing else does.
     let mut prune = None;
-    if empty_restarts > 0 && convergence.is_some() {
+    if churned.empty_restarts > 0 && convergence.is_some() {
         syncer.config = prune_config_path;
         syncer.start()?;
         let none = BTreeMap::new();
         let ((findings, pruned), convergence) = syncer
             .converge(timeout, async || {
-                let state = snapshot(&host, &virt_client, &virtual_namespaces).await?;
-                let findings = check(&config, &expected, &foreign, &none, &state);
-                let pruned = earlier::check_pruned(&config, &earlier, &converged, &state);
-                Ok((findings.violations() + pruned.violations(), (findings, pruned)))
+                let state = snapshot(&host, &virt, virtual_namespaces).await?;
+                let findings = check(&config, &expected, &churned.foreign, &none, &state);
+                let pruned = earlier::check_pruned(&config, &churned.earlier, &converged, &state);
+                let example = findings.example().or_else(|| pruned.left.first().cloned());
+                Ok((
+                    findings.violations() + pruned.violations(),
+                    example,
+                    (findings, pruned),
+                ))
             })
             .await?;
+        let requests = crate::child::syncer_requests(operations).await.ok();
+        let host_deletes = requests.map(|requests| {
+            requests
+                .iter()
+                .filter(|((cluster, verb, _), _)| cluster == "host" && verb == "delete")
+                .map(|(_, n)| n)
+                .sum()
+        });
         syncer.reap_crash();
         syncer.kill();
         prune = Some(PruneReport {
             findings,
             pruned,
             convergence,
+            host_deletes,
+            earlier_copies: churned.earlier.len(),
         });
     }
 
+    let (late_tokens, longest_token_lag) =
+        host_watch.read(|history| history.late_tokens(&syncer.kills, std::time::Instant::now()));
+    let recreations = host_watch.read(|history| history.recreations.clone());
     let count = |f: fn(&Op) -> bool| ops.iter().filter(|op| f(op)).count();
+    let kills = &churned.kills;
     Ok(Report {
         seed,
-        namespaces,
+        clusters: clusters.kind(),
+        namespaces: virtual_namespaces.len(),
         operations: ops.len(),
         created: count(|op| matches!(op, Op::Create(..))),
         updated: count(|op| matches!(op, Op::Update(..))),
         deleted: count(|op| matches!(op, Op::Delete(..))),
+        pods_created: count(|op| matches!(op, Op::Create(key, _) if key.kind == plan::Kind::Pod)),
         final_objects: expected.len(),
         runs: syncer.runs,
         kills: kills.total,
         kills_running: kills.after_startup,
         kills_starting: kills.during_startup,
         crashes: std::mem::take(&mut syncer.crashes),
-        foreign: foreign.len(),
-        churn,
+        foreign: churned.foreign.len(),
+        churn: churned.duration,
         convergence,
         findings,
-        empty_restarts,
-        earlier_copies: earlier.len(),
+        recreations,
+        late_tokens,
+        longest_token_lag,
+        quiet,
+        empty_restarts: churned.empty_restarts,
+        earlier_copies: churned.earlier.len(),
         prune,
         dir: dir.to_path_buf(),
     })

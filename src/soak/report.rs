@@ -1,6 +1,6 @@
 //! What the soak did and found, as a table or JSON.
 
-use std::{path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use k8s_openapi::serde_json::{Value, json};
 
@@ -9,11 +9,14 @@ use super::{EXAMPLES, check::Findings, earlier::Pruned};
 /// What the soak did and found.
 pub(super) struct Report {
     pub(super) seed: u64,
+    /// What served the clusters: embedded, kube-apiserver or given.
+    pub(super) clusters: &'static str,
     pub(super) namespaces: usize,
     pub(super) operations: usize,
     pub(super) created: usize,
     pub(super) updated: usize,
     pub(super) deleted: usize,
+    pub(super) pods_created: usize,
     pub(super) final_objects: usize,
     pub(super) runs: usize,
     pub(super) kills: usize,
@@ -24,6 +27,14 @@ pub(super) struct Report {
     pub(super) churn: Duration,
     pub(super) convergence: Option<Duration>,
     pub(super) findings: Findings,
+    /// Host pods replaced while their virtual pod lived, as the host watch saw them.
+    pub(super) recreations: Vec<String>,
+    /// Token Secrets that outlived their pod while the syncer ran.
+    pub(super) late_tokens: Vec<String>,
+    /// The longest of those lags.
+    pub(super) longest_token_lag: Duration,
+    /// The restart over the converged state (None: it did not converge).
+    pub(super) quiet: Option<QuietReport>,
     /// Times the virtual cluster came back empty.
     pub(super) empty_restarts: usize,
     /// Host copies made for the clusters those restarts replaced.
@@ -34,17 +45,78 @@ pub(super) struct Report {
     pub(super) dir: PathBuf,
 }
 
+/// The syncer restarted over the converged state: what it wrote to the host meanwhile.
+pub(super) struct QuietReport {
+    /// Whether its controllers started.
+    pub(super) started: bool,
+    pub(super) seconds: u64,
+    /// Its host writes (`verb resource: n`); None: its count could not be read.
+    pub(super) host_writes: Option<Vec<String>>,
+    /// The full check at the end of it.
+    pub(super) findings: Findings,
+}
+
+impl QuietReport {
+    /// From the syncer's own request counts by (cluster, verb, resource).
+    pub(super) fn new(
+        started: bool,
+        seconds: u64,
+        requests: Option<BTreeMap<(String, String, String), u64>>,
+        findings: Findings,
+    ) -> Self {
+        let host_writes = requests.map(|requests| {
+            requests
+                .into_iter()
+                .filter(|((cluster, verb, _), n)| {
+                    cluster == "host" && *n > 0 && !matches!(verb.as_str(), "get" | "list" | "watch")
+                })
+                .map(|((_, verb, resource), n)| format!("{verb} {resource}: {n}"))
+                .collect()
+        });
+        Self {
+            started,
+            seconds,
+            host_writes,
+            findings,
+        }
+    }
+
+    fn writes(&self) -> Vec<String> {
+        match &self.host_writes {
+            Some(writes) => writes.clone(),
+            None => vec!["the syncer's request count could not be read".into()],
+        }
+    }
+
+    fn violations(&self) -> usize {
+        usize::from(!self.started) + self.writes().len() + self.findings.violations()
+    }
+}
+
 /// The last run, with `safety.earlierCopies.prune`.
 pub(super) struct PruneReport {
     /// The full check after it (no earlier copy may be left).
     pub(super) findings: Findings,
     pub(super) pruned: Pruned,
     pub(super) convergence: Option<Duration>,
+    /// The prune run's host deletes by its own count (None: not read).
+    pub(super) host_deletes: Option<u64>,
+    /// At most one delete each (a pod in its grace period is not deleted again).
+    pub(super) earlier_copies: usize,
 }
 
 impl PruneReport {
+    /// Host deletes beyond one per earlier copy (all of them when the count is unknown).
+    fn excess_deletes(&self) -> u64 {
+        self.host_deletes
+            .map_or(u64::MAX, |n| n.saturating_sub(self.earlier_copies as u64))
+    }
+
     fn violations(&self) -> usize {
-        self.findings.violations() + self.pruned.violations() + usize::from(self.convergence.is_none())
+        self.findings.violations()
+            + self.pruned.violations()
+            + usize::from(self.convergence.is_none())
+            + usize::from(self.excess_deletes() > 0)
     }
 }
 
@@ -68,11 +140,12 @@ fn findings_examples(f: &Findings) -> Value {
         "foreignTouched": examples(&f.foreign_touched),
         "virtualDrift": examples(&f.virtual_drift),
         "earlierTouched": examples(&f.earlier_touched),
+        "leftoverTokenSecrets": examples(&f.leftover_tokens),
     })
 }
 
 /// The findings' violations by kind, as (table row, example label, list).
-fn violation_rows(f: &Findings) -> [(&'static str, &'static str, &Vec<String>); 7] {
+fn violation_rows(f: &Findings) -> [(&'static str, &'static str, &Vec<String>); 8] {
     [
         ("losses", "loss", &f.losses),
         ("wrong host copies", "wrong", &f.wrong),
@@ -89,6 +162,11 @@ fn violation_rows(f: &Findings) -> [(&'static str, &'static str, &Vec<String>); 
             "earlier touched",
             &f.earlier_touched,
         ),
+        (
+            "token Secrets left without their pod",
+            "leftover token Secret",
+            &f.leftover_tokens,
+        ),
     ]
 }
 
@@ -96,7 +174,10 @@ impl Report {
     pub(super) fn violations(&self) -> usize {
         self.findings.violations()
             + self.crashes.len()
+            + self.recreations.len()
+            + self.late_tokens.len()
             + usize::from(self.convergence.is_none())
+            + self.quiet.as_ref().map_or(0, QuietReport::violations)
             + self.prune.as_ref().map_or(0, PruneReport::violations)
     }
 
@@ -105,6 +186,7 @@ impl Report {
         let prune = self.prune.as_ref().map(|p| {
             json!({
                 "earlierCopiesDeleted": p.pruned.deleted,
+                "hostDeletes": p.host_deletes,
                 "earlierCopiesLeft": p.pruned.left.len(),
                 "currentCopiesKept": p.pruned.current_kept,
                 "currentCopiesTouched": p.pruned.current_touched.len(),
@@ -120,13 +202,27 @@ impl Report {
                 },
             })
         });
-        json!({
+        let quiet = self.quiet.as_ref().map(|q| {
+            json!({
+                "started": q.started,
+                "seconds": q.seconds,
+                "hostWrites": q.writes().len(),
+                "violations": q.violations(),
+                "examples": {
+                    "hostWrites": examples(&q.writes()),
+                    "check": findings_examples(&q.findings),
+                },
+            })
+        });
+        let mut report = json!({
             "seed": self.seed,
+            "clusters": self.clusters,
             "namespaces": self.namespaces,
             "operations": self.operations,
             "created": self.created,
             "updated": self.updated,
             "deleted": self.deleted,
+            "podsCreated": self.pods_created,
             "finalObjects": self.final_objects,
             "runs": self.runs,
             "kills": self.kills,
@@ -138,6 +234,17 @@ impl Report {
             "earlierCopies": self.earlier_copies,
             "churnSeconds": self.churn.as_secs_f64(),
             "convergenceSeconds": self.convergence.map(|d| d.as_secs_f64()),
+            "recreatedHostPods": self.recreations.len(),
+            "lateTokenSecrets": self.late_tokens.len(),
+            "longestTokenLagSeconds": self.longest_token_lag.as_secs_f64(),
+            "quietRestart": quiet,
+            "prune": prune,
+            "violations": self.violations(),
+            "recreationExamples": examples(&self.recreations),
+            "lateTokenExamples": examples(&self.late_tokens),
+            "dir": self.dir.display().to_string(),
+        });
+        let findings = json!({
             "checked": f.checked,
             "synced": f.synced,
             "blockedByForeign": f.blocked,
@@ -150,22 +257,26 @@ impl Report {
             "foreignTouched": f.foreign_touched.len(),
             "virtualDrift": f.virtual_drift.len(),
             "earlierTouched": f.earlier_touched.len(),
-            "prune": prune,
-            "violations": self.violations(),
+            "leftoverTokenSecrets": f.leftover_tokens.len(),
             "examples": findings_examples(f),
-            "dir": self.dir.display().to_string(),
-        })
+        });
+        if let (Some(report), Value::Object(findings)) = (report.as_object_mut(), findings) {
+            report.extend(findings);
+        }
+        report
     }
 
     pub(super) fn to_text(&self) -> String {
         let f = &self.findings;
         let mut rows = vec![
             ("seed", self.seed.to_string()),
+            ("clusters", self.clusters.to_string()),
             ("virtual namespaces", self.namespaces.to_string()),
             ("churn operations", self.operations.to_string()),
             ("  objects created", self.created.to_string()),
             ("  objects updated", self.updated.to_string()),
             ("  objects deleted", self.deleted.to_string()),
+            ("  of the creates, pods", self.pods_created.to_string()),
             ("virtual objects at the end", self.final_objects.to_string()),
             ("syncer runs", self.runs.to_string()),
             (
@@ -199,10 +310,39 @@ impl Report {
         for (row, _, list) in violation_rows(f) {
             rows.push((row, list.len().to_string()));
         }
+        rows.push((
+            "host pods recreated while their virtual pod lived",
+            self.recreations.len().to_string(),
+        ));
+        rows.push((
+            "token Secrets outliving their pod (syncer up)",
+            format!(
+                "{} (longest {:.1} s)",
+                self.late_tokens.len(),
+                self.longest_token_lag.as_secs_f64()
+            ),
+        ));
+        if let Some(q) = &self.quiet {
+            rows.extend([
+                ("restart over the converged state: started", q.started.to_string()),
+                (
+                    "  host writes in the next seconds",
+                    format!("{} in {} s", q.writes().len(), q.seconds),
+                ),
+                (
+                    "  violations of the full check after",
+                    q.findings.violations().to_string(),
+                ),
+            ]);
+        }
         if let Some(p) = &self.prune {
             rows.extend([
                 ("prune run: convergence", seconds(p.convergence)),
                 ("  earlier copies deleted", p.pruned.deleted.to_string()),
+                (
+                    "  host deletes (at most one per earlier copy)",
+                    p.host_deletes.map_or("unknown".into(), |n| n.to_string()),
+                ),
                 ("  earlier copies left", p.pruned.left.len().to_string()),
                 (
                     "  current copies kept untouched",
@@ -241,6 +381,10 @@ impl Report {
             .map(|(_, what, list)| (what.to_string(), list))
             .collect();
         lists.push(("crash".into(), &self.crashes));
+        lists.push(("recreated".into(), &self.recreations));
+        lists.push(("late token Secret".into(), &self.late_tokens));
+        let quiet_writes = self.quiet.as_ref().map(QuietReport::writes).unwrap_or_default();
+        lists.push(("host write after the restart".into(), &quiet_writes));
         if let Some(p) = &self.prune {
             lists.push(("prune: earlier copy left".into(), &p.pruned.left));
             lists.push(("prune: current copy touched".into(), &p.pruned.current_touched));

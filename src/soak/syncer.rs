@@ -19,6 +19,8 @@ pub(super) struct SyncerProcess {
     pub(super) started: crate::child::Started,
     pub(super) runs: usize,
     pub(super) crashes: Vec<String>,
+    /// When each SIGKILL was sent.
+    pub(super) kills: Vec<Instant>,
 }
 
 impl SyncerProcess {
@@ -46,10 +48,25 @@ impl SyncerProcess {
     /// SIGKILLs the child; returns whether its controllers had started.
     pub(super) fn kill(&mut self) -> bool {
         if let Some(mut child) = self.child.take() {
+            self.kills.push(Instant::now());
             let _ = child.kill();
             let _ = child.wait();
         }
         crate::child::has_started(&self.started)
+    }
+
+    /// Waits until the current run's controllers started (false: `timeout` passed or the
+    /// syncer exited first).
+    pub(super) async fn wait_started(&mut self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while !crate::child::has_started(&self.started) {
+            self.reap_crash();
+            if !self.running() || start.elapsed() > timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
     }
 
     /// Records (and forgets) a child that exited on its own: a crash of the syncer.
@@ -65,23 +82,33 @@ impl SyncerProcess {
 }
 
 impl SyncerProcess {
-    /// Polls `probe` (its violations and findings) every 200 ms from now until it finds no
-    /// violation, `timeout` passes or the syncer exits; a pass is confirmed 2 s later. Returns
-    /// the last findings and the time to the first pass (None: not converged).
+    /// Polls `probe` (its violations, one of them, and findings) every 200 ms from now until it
+    /// finds no violation, `timeout` passes or the syncer exits; a pass is confirmed 2 s later.
+    /// Says every 10 s what it still waits for. Returns the last findings and the time to the
+    /// first pass (None: not converged).
     pub(super) async fn converge<T>(
         &mut self,
         timeout: Duration,
-        mut probe: impl AsyncFnMut() -> anyhow::Result<(usize, T)>,
+        mut probe: impl AsyncFnMut() -> anyhow::Result<(usize, Option<String>, T)>,
     ) -> anyhow::Result<(T, Option<Duration>)> {
         let start = Instant::now();
+        let mut said = Instant::now();
         loop {
-            let (violations, findings) = probe().await?;
+            let (violations, example, findings) = probe().await?;
             if violations == 0 {
                 let convergence = start.elapsed();
                 // Converged for good: the same verdict a little later.
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let (violations, findings) = probe().await?;
+                let (violations, _, findings) = probe().await?;
                 return Ok((findings, (violations == 0).then_some(convergence)));
+            }
+            if said.elapsed() >= Duration::from_secs(10) {
+                said = Instant::now();
+                eprintln!(
+                    "vcsync soak: {violations} violations left after {:.0} s, e.g. {}",
+                    start.elapsed().as_secs_f64(),
+                    example.unwrap_or_default()
+                );
             }
             self.reap_crash();
             if start.elapsed() > timeout || !self.running() {
