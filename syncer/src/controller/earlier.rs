@@ -4,7 +4,7 @@
 use kube::Resource;
 use vcsync_translators::VirtualKey;
 
-use super::{CACHE_LAG_RETRY, PairHandler, virtual_key_of};
+use super::{PairHandler, virtual_key_of};
 use crate::{
     Action,
     error::{Result, api_error, status_code},
@@ -32,13 +32,13 @@ impl<S: crate::Syncer> PairHandler<S> {
         };
         match guard.verdict(&kind, key, host.meta(), virt.is_some()) {
             Verdict::Sync => Ok(None),
-            // Being deleted already (a pod in its grace period): its delete event brings the
-            // namesake's reconcile; deleting it again would only write.
-            Verdict::Prune if host.meta().deletion_timestamp.is_some() => Ok(Some(Action::await_change())),
+            // Deleted once: the delete event (or, for a pod in its grace period, the one that
+            // ends it) brings the namesake's reconcile; deleting again would only write.
             Verdict::Prune => {
-                crate::delete_object(&self.ctx, host).await?;
-                // The namesake, if any, is synced once the host cache saw the delete.
-                Ok(Some(Action::requeue(CACHE_LAG_RETRY)))
+                if host.meta().deletion_timestamp.is_none() {
+                    crate::delete_object(&self.ctx, host).await?;
+                }
+                Ok(Some(Action::await_change()))
             }
             Verdict::Keep if virt.is_none() && guard.restores() => match self.syncer.restore(host) {
                 Some(restored) => self.restore(restored).await.map(Some),
