@@ -2,12 +2,16 @@
 //! object holds a host name.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::{
+    ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
 use serde_json::json;
 
 use crate::{
     data_sync::{config_map, pod},
     env::{Env, eventually, get},
+    pods::simple_pod,
     references::reasons,
 };
 
@@ -184,5 +188,60 @@ async fn restart_over_a_name_collision_writes_nothing() {
         kept.data.unwrap()["owner"],
         "platform",
         "the foreign object untouched"
+    );
+}
+
+/// A foreign host pod holds a virtual pod's host name: the virtual pod says why it is not run
+/// (`PodScheduled` False, `HostNameCollision`), once, and a restart writes nothing to the host
+/// and nothing to that status.
+#[tokio::test]
+async fn restart_over_a_pod_name_collision_writes_nothing_and_the_pod_says_why() {
+    let mut env = Env::new().await;
+    env.host_api::<Pod>()
+        .create(&PostParams::default(), &simple_pod(&env.host_name("clash")))
+        .await
+        .unwrap();
+    env.start_syncer("").await;
+    env.virt_api::<Pod>()
+        .create(&PostParams::default(), &simple_pod("clash"))
+        .await
+        .unwrap();
+    let reported = eventually("the virtual pod says why it is not run", || async {
+        let pod = get(&env.virt_api::<Pod>(), "clash").await?;
+        let conditions = pod.status.as_ref()?.conditions.clone()?;
+        let scheduled = conditions.into_iter().find(|c| c.type_ == "PodScheduled")?;
+        (scheduled.reason.as_deref() == Some("HostNameCollision")).then_some(scheduled)
+    })
+    .await;
+    assert_eq!(reported.status, "False");
+    assert!(
+        reported
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&env.host_name("clash")),
+        "{reported:?}"
+    );
+
+    let (host_restart, virtual_restart) = env.restart_counting("").await;
+    assert_eq!(
+        host_restart.writes(),
+        0,
+        "host writes after restart: {host_restart:?}"
+    );
+    assert_eq!(
+        virtual_restart.get("update", "pods/status"),
+        0,
+        "the status already said so: {virtual_restart:?}"
+    );
+    let foreign = get(&env.host_api::<Pod>(), &env.host_name("clash"))
+        .await
+        .unwrap();
+    assert!(
+        foreign
+            .annotations()
+            .get(vcsync_translators::OBJECT_UID_ANNOTATION)
+            .is_none(),
+        "the foreign pod untouched: {foreign:?}"
     );
 }

@@ -110,11 +110,14 @@ pub fn was_running_on_host(virt: &Pod) -> bool {
     let Some(status) = &virt.status else {
         return false;
     };
+    // A pod that could not be placed (the host's scheduler, or a host name collision) never
+    // ran: `PodScheduled` False says nothing about a host pod.
+    let unplaced = |c: &PodCondition| c.type_ == "PodScheduled" && c.status == "False";
     status
         .conditions
         .iter()
         .flatten()
-        .any(|c| HOST_CONDITIONS.contains(&c.type_.as_str()))
+        .any(|c| HOST_CONDITIONS.contains(&c.type_.as_str()) && !unplaced(c))
         || status.start_time.is_some()
         || status.host_ip.is_some()
         || status.pod_ip.is_some()
@@ -127,6 +130,40 @@ pub fn is_terminal(pod: &Pod) -> bool {
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     )
+}
+
+/// Reason of the `PodScheduled=False` condition of a virtual pod whose host name a foreign
+/// host object holds.
+pub const COLLISION_REASON: &str = "HostNameCollision";
+
+/// The status of a virtual pod that cannot be placed on the host because `message` (its host
+/// name is taken): `PodScheduled` False with [`COLLISION_REASON`], as a scheduler reports a pod
+/// it cannot place; None when the pod already says so (no write).
+pub fn collision_status(virt: &Pod, message: &str) -> Option<PodStatus> {
+    let mut status = virt.status.clone().unwrap_or_default();
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    let reported = conditions.iter().any(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some(COLLISION_REASON)
+            && c.message.as_deref() == Some(message)
+    });
+    if reported {
+        return None;
+    }
+    conditions.retain(|c| c.type_ != "PodScheduled");
+    conditions.push(PodCondition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: Some(COLLISION_REASON.into()),
+        message: Some(message.into()),
+        last_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        )),
+        ..PodCondition::default()
+    });
+    status.phase.get_or_insert_with(|| "Pending".into());
+    Some(status)
 }
 
 #[cfg(test)]
@@ -166,6 +203,27 @@ mod tests {
             "spec": extra_spec,
             "status": {"phase": "Pending", "qosClass": "BestEffort"}
         }))
+    }
+
+    #[test]
+    fn a_collision_is_reported_once_as_an_unschedulable_pod() {
+        let virt = pending_virtual(json!({}));
+        let status = collision_status(&virt, "taken").expect("a first report writes");
+        let conditions = status.conditions.clone().unwrap();
+        let scheduled: Vec<_> = conditions.iter().filter(|c| c.type_ == "PodScheduled").collect();
+        assert_eq!(scheduled.len(), 1, "{conditions:?}");
+        assert_eq!(scheduled[0].status, "False");
+        assert_eq!(scheduled[0].reason.as_deref(), Some(COLLISION_REASON));
+        assert_eq!(status.phase.as_deref(), Some("Pending"));
+        let reported = Pod {
+            status: Some(status),
+            ..virt
+        };
+        assert!(collision_status(&reported, "taken").is_none(), "no second write");
+        assert!(
+            collision_status(&reported, "taken by another").is_some(),
+            "a new message is written"
+        );
     }
 
     #[test]
@@ -246,6 +304,7 @@ mod tests {
     #[case::fresh(json!({"phase": "Pending"}), false)]
     #[case::none(Value::Null, false)]
     #[case::bound(json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}), true)]
+    #[case::not_placed(json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "HostNameCollision"}]}), false)]
     #[case::gate_condition_only(json!({"phase": "Pending", "conditions": [{"type": "lb", "status": "True"}]}), false)]
     #[case::started(json!({"phase": "Running", "startTime": "2030-01-01T00:00:00Z"}), true)]
     #[case::has_ip(json!({"phase": "Pending", "podIP": "10.0.0.1"}), true)]

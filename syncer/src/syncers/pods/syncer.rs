@@ -7,7 +7,7 @@ use std::{
 
 use async_trait::async_trait;
 use k8s_openapi::{
-    api::core::v1::{Binding, ObjectReference, Pod, Secret, Service},
+    api::core::v1::{Binding, ObjectReference, Pod, PodStatus, Secret, Service},
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
@@ -24,7 +24,7 @@ use super::{
     environment::ServiceLink,
     reference_gate::{Decision, RefState, ReferenceGate, wait_for},
     security::{PodSecurityLevel, report_dropped_tolerations, violations},
-    status::{is_terminal, virtual_status, was_running_on_host},
+    status::{collision_status, is_terminal, virtual_status, was_running_on_host},
     token::TokenMount,
     token_secrets::TokenSecrets,
     translate::{MANAGED_ANNOTATIONS, MANAGED_LABELS, MutableFields, PodEnvironment, PodTranslator},
@@ -354,9 +354,31 @@ impl PodSyncer {
 
     /// Status up, when it differs (pods/status of the virtual pod); true if it wrote.
     async fn status_up(&self, ctx: &SyncContext<Pod>, host: &Pod, virt: &Pod) -> Result<bool> {
-        let Some(status) = virtual_status(host, virt) else {
-            return Ok(false);
-        };
+        match virtual_status(host, virt) {
+            Some(status) => self.write_status(ctx, virt, status).await,
+            None => Ok(false),
+        }
+    }
+
+    /// The host name of `virt` is held by a foreign object: its status says so (once), as a
+    /// scheduler's says why it cannot place a pod.
+    async fn report_collision(&self, ctx: &SyncContext<Pod>, virt: &Pod) -> Result<bool> {
+        let message = format!(
+            "host pod {}/{} exists and is not managed by vcsync instance {}: this pod is not run \
+             until that name is free",
+            self.host_pod_namespace(virt),
+            self.host_pod_name(virt),
+            ctx.register_context().ownership().instance()
+        );
+        match collision_status(virt, &message) {
+            Some(status) => self.write_status(ctx, virt, status).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Writes `status` to the virtual pod (pods/status); true if it wrote, false if the pod is
+    /// gone.
+    async fn write_status(&self, ctx: &SyncContext<Pod>, virt: &Pod, status: PodStatus) -> Result<bool> {
         let mut updated = virt.clone();
         updated.status = Some(status);
         let params = write_params();
@@ -617,6 +639,10 @@ impl Syncer for PodSyncer {
         };
         let (stored, created) = tokio::join!(store_tokens, create_host_object(ctx, &virt, &desired));
         let action = created?;
+        let collisions = ctx.register_context().indices().collisions();
+        if collisions.contains("Pod", &virtual_key_of(virt.as_ref())) {
+            self.report_collision(ctx, &virt).await?;
+        }
         if action == Action::await_change() {
             self.written
                 .entry(Self::uid(&virt).to_string())
