@@ -23,6 +23,7 @@ mod ops;
 mod rate_limit;
 mod sidecar;
 mod soak;
+mod watch_events;
 
 use std::{process::ExitCode, sync::Arc};
 

@@ -52,14 +52,8 @@ where
 {
     let seen = seen.clone();
     tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(api, config));
-        while let Some(event) = events.next().await {
-            let now = Instant::now();
-            let (object, gone) = match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
-                Ok(watcher::Event::Delete(o)) => (o, true),
-                _ => continue,
-            };
+        let mut changes = std::pin::pin!(crate::watch_events::changes(api, config));
+        while let Some((object, gone, now)) = changes.next().await {
             let Some(name) = name_of(&object) else {
                 continue;
             };

@@ -12,11 +12,7 @@ use std::{
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::{
-    Api, Client,
-    api::ObjectMeta,
-    runtime::{WatchStreamExt, watcher},
-};
+use kube::{Api, Client, api::ObjectMeta, runtime::watcher};
 use vcsync_syncer::syncers::pods::token::{TOKEN_POD_ANNOTATION, TOKEN_POD_UID_ANNOTATION};
 use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_UID_ANNOTATION};
 
@@ -184,14 +180,8 @@ where
 {
     let history = history.clone();
     tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(api, config).default_backoff());
-        while let Some(event) = events.next().await {
-            let now = Instant::now();
-            let (object, gone) = match event {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
-                Ok(watcher::Event::Delete(o)) => (o, true),
-                _ => continue,
-            };
+        let mut changes = std::pin::pin!(crate::watch_events::changes(api, config));
+        while let Some((object, gone, now)) = changes.next().await {
             let mut history = history.lock().unwrap_or_else(|p| p.into_inner());
             record(&mut history, object.meta(), gone, now);
         }
