@@ -300,11 +300,15 @@ impl Env {
         self.syncer = Some(syncer);
     }
 
-    /// Stops the syncer, starts it again with `extra` and gives every controller 2 s to
-    /// reconcile every key once; returns the (host, virtual) requests of that restart: as the
-    /// embedded servers counted them (zeroed before the start), or on real clusters as the new
-    /// syncer counted its own.
+    /// Lets a running syncer settle first (what it had to sync is synced: a restart is measured
+    /// from a synced state), stops it, starts it again with `extra` and gives every controller
+    /// 2 s to reconcile every key once; returns the (host, virtual) requests of that restart: as
+    /// the embedded servers counted them (zeroed before the start), or on real clusters as the
+    /// new syncer counted its own.
     pub async fn restart_counting(&mut self, extra: &str) -> (RequestCounters, RequestCounters) {
+        if self.syncer.is_some() {
+            self.settle_syncer().await;
+        }
         self.stop_syncer().await;
         if let Some((host, virt)) = self.embedded() {
             host.reset_counters();

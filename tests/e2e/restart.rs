@@ -76,9 +76,7 @@ async fn restart_over_a_synced_state_makes_zero_writes() {
         (cms == 20 && secrets == 20).then_some(())
     })
     .await;
-    // The pods sync too (token secrets, statuses): restart only from a fully synced state.
-    env.settle_syncer().await;
-
+    // The pods sync too (token secrets, statuses): restart_counting waits until they are.
     let (host_restart, virt_restart) = env.restart_counting("").await;
     assert_eq!(
         host_restart.writes(),
