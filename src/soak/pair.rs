@@ -64,11 +64,15 @@ impl Clusters {
     pub(super) async fn start(source: &Source, dir: &Path) -> anyhow::Result<Self> {
         let pair = match source {
             Source::Given(host, virt) => {
+                // The syncer's configuration names them: absolute, wherever it resolves paths.
+                let absolute = |path: &Path| {
+                    std::fs::canonicalize(path).with_context(|| format!("finding {}", path.display()))
+                };
                 return Ok(Self {
                     host: client_of(host).await?,
                     virt: client_of(virt).await?,
-                    host_kubeconfig: host.clone(),
-                    virtual_kubeconfig: virt.clone(),
+                    host_kubeconfig: absolute(host)?,
+                    virtual_kubeconfig: absolute(virt)?,
                     started: None,
                 });
             }
