@@ -8,6 +8,7 @@
 
 pub mod indices;
 pub mod keys;
+pub mod kubelet;
 pub mod labels;
 pub mod names;
 pub mod ownership;
