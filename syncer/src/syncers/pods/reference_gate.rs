@@ -134,6 +134,21 @@ impl ReferenceGate {
         state.unwrap_or(RefState::NotSynced)
     }
 
+    /// The optional references of `virt` the gate would leave out now (their objects missing
+    /// from the virtual cache).
+    pub fn left_out(&self, virt: &Pod) -> Vec<RefTarget> {
+        let Some(spec) = virt.spec.as_ref() else {
+            return Vec::new();
+        };
+        let ns = virt.namespace().unwrap_or_default();
+        sites(spec)
+            .into_iter()
+            .filter(|site| site.optional)
+            .map(|site| RefTarget::new(site.kind, ns.as_str(), site.name.as_str()))
+            .filter(|target| self.state(target) != RefState::Ready)
+            .collect()
+    }
+
     /// Whether `virt` may be created on the host, and from what. A pod told to wait is
     /// reconciled again when the copy it waits for appears (see [`ReferenceGate::ready_pods`]).
     pub fn decide(&self, virt: &Pod) -> Decision {

@@ -7,7 +7,9 @@ use std::{
 
 use async_trait::async_trait;
 use k8s_openapi::{
-    api::core::v1::{Binding, ObjectReference, Pod, PodStatus, Secret, Service},
+    api::core::v1::{
+        Binding, ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, PodStatus, Secret, Service,
+    },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{
@@ -17,7 +19,7 @@ use kube::{
 };
 use tokio::sync::{mpsc, watch};
 use vcsync_translators::{
-    NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, VirtualKey, is_reserved_key,
+    NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, RefKind, VirtualKey, is_reserved_key,
 };
 
 use super::{
@@ -53,6 +55,9 @@ const DEFAULT_DNS_SERVICE: (&str, &str) = ("kube-system", "kube-dns");
 /// How long a host pod just created is trusted to exist while the host cache does not show it
 /// yet; past that, the cache is believed again.
 const CREATE_LAG: std::time::Duration = std::time::Duration::from_secs(5);
+/// How soon a pod whose optional reference the virtual cache does not show yet (but the API
+/// server does) is looked at again.
+const REFERENCE_CACHE_LAG: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What this syncer wrote for one virtual pod (by UID) that its caches may not show yet. A
 /// reconcile against a cache that is known to be behind would only repeat the write and get a
@@ -352,6 +357,45 @@ impl PodSyncer {
         self.tokens.delete(ctx, &namespace, &name, uid).await
     }
 
+    /// Whether an optional reference the gate would leave out of `virt`'s host pod exists in
+    /// the virtual cluster after all (read from its API server, not the cache).
+    async fn left_out_exist(&self, ctx: &SyncContext<Pod>, virt: &Pod) -> Result<bool> {
+        let client = ctx.register_context().virtual_client().clone();
+        for target in self.references.left_out(virt) {
+            let ns = target.key.namespace.as_deref().unwrap_or_default();
+            let name = target.key.name.as_str();
+            let found = match target.kind {
+                RefKind::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), ns)
+                    .get_metadata_opt(name)
+                    .await
+                    .map(|o| o.is_some()),
+                RefKind::Secret => Api::<Secret>::namespaced(client.clone(), ns)
+                    .get_metadata_opt(name)
+                    .await
+                    .map(|o| o.is_some()),
+                RefKind::PersistentVolumeClaim => {
+                    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+                        .get_metadata_opt(name)
+                        .await
+                        .map(|o| o.is_some())
+                }
+                RefKind::ServiceAccount => Ok(false),
+            };
+            let found = found.map_err(|err| {
+                api_error(
+                    Side::Virtual,
+                    "get",
+                    &format!("{:?}", target.kind),
+                    &format!("{ns}/{name}"),
+                )(err)
+            })?;
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Status up, when it differs (pods/status of the virtual pod); true if it wrote.
     async fn status_up(&self, ctx: &SyncContext<Pod>, host: &Pod, virt: &Pod) -> Result<bool> {
         match virtual_status(host, virt) {
@@ -613,6 +657,11 @@ impl Syncer for PodSyncer {
         let virt_for_host: &Pod = match self.references.decide(&virt) {
             Decision::Go(None) => &virt,
             Decision::Go(Some(pod)) => {
+                if self.left_out_exist(ctx, &virt).await? {
+                    // The virtual cache is behind (a Secret created a moment before its pod):
+                    // an object that exists is waited for, never left out.
+                    return Ok(Action::requeue(REFERENCE_CACHE_LAG));
+                }
                 without_missing_optional = pod;
                 &without_missing_optional
             }
