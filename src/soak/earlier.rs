@@ -13,7 +13,7 @@ use vcsync_syncer::{Config, syncers::pods::token::TOKEN_POD_UID_ANNOTATION};
 use vcsync_translators::OBJECT_UID_ANNOTATION;
 
 use super::{
-    check::{Observed, Snapshot, owned, token_secret_of},
+    check::{Observed, Snapshot, change, owned, token_secret_of},
     plan::{Key, Kind},
 };
 
@@ -89,15 +89,11 @@ pub(super) fn check_pruned(
         .iter()
         .filter(|(key, o)| owned(config, o) && !earlier.contains_key(*key));
     for (key, copy) in current {
-        match now.host.get(key) {
-            None => pruned
+        match change(copy, now.host.get(key)) {
+            Some(change) => pruned
                 .current_touched
-                .push(format!("{key}: the current cluster's copy was deleted")),
-            Some(object) if object != copy => pruned.current_touched.push(format!(
-                "{key}: the current cluster's copy changed (uid {} -> {}, resourceVersion {} -> {})",
-                copy.uid, object.uid, copy.resource_version, object.resource_version
-            )),
-            Some(_) => pruned.current_kept += 1,
+                .push(format!("{key}: the current cluster's copy was {change}")),
+            None => pruned.current_kept += 1,
         }
     }
     pruned

@@ -351,32 +351,34 @@ pub(super) fn check(
 
     // Foreign objects: untouched.
     for (key, before) in foreign {
-        match snapshot.host.get(key) {
-            None => findings.foreign_touched.push(format!("{key}: deleted")),
-            Some(now) if now.resource_version != before.resource_version || now != before => {
-                findings.foreign_touched.push(format!(
-                    "{key}: modified (resourceVersion {} -> {})",
-                    before.resource_version, now.resource_version
-                ))
-            }
-            Some(_) => {}
+        if let Some(change) = change(before, snapshot.host.get(key)) {
+            findings.foreign_touched.push(format!("{key}: {change}"));
         }
     }
 
     // Earlier clusters' copies: untouched.
     for (key, before) in earlier {
-        match snapshot.host.get(key) {
-            None => findings
+        match change(before, snapshot.host.get(key)) {
+            Some(change) => findings
                 .earlier_touched
-                .push(format!("{key}: an earlier cluster's copy was deleted")),
-            Some(now) if now != before => findings.earlier_touched.push(format!(
-                "{key}: an earlier cluster's copy was modified (uid {} -> {}, resourceVersion {} -> {})",
-                before.uid, now.uid, before.resource_version, now.resource_version
-            )),
-            Some(_) => findings.earlier_kept += 1,
+                .push(format!("{key}: an earlier cluster's copy was {change}")),
+            None => findings.earlier_kept += 1,
         }
     }
     findings
+}
+
+/// How `now` differs from `before`, the same host object as recorded earlier: `deleted`, or
+/// `modified (...)`; None when it is there unchanged.
+pub(super) fn change(before: &Observed, now: Option<&Observed>) -> Option<String> {
+    match now {
+        None => Some("deleted".into()),
+        Some(now) if now != before => Some(format!(
+            "modified (uid {} -> {}, resourceVersion {} -> {})",
+            before.uid, now.uid, before.resource_version, now.resource_version
+        )),
+        Some(_) => None,
+    }
 }
 
 #[cfg(test)]
