@@ -44,9 +44,11 @@ pub enum RefState {
 /// What the gate says to a pod about to be created on the host.
 #[derive(Debug)]
 pub enum Decision {
-    /// Create it: from the virtual pod (None), or from this copy of it without its missing
-    /// optional references.
-    Go(Option<Box<Pod>>),
+    /// Create it from the virtual pod.
+    Go,
+    /// Create it from this copy of the virtual pod, without the optional references in
+    /// `left_out` (missing from the virtual cache).
+    GoWithout { pod: Box<Pod>, left_out: Vec<RefTarget> },
     /// Not yet: the first reference that is not ready, and where it stands.
     Wait(RefTarget, RefState),
 }
@@ -134,32 +136,22 @@ impl ReferenceGate {
         state.unwrap_or(RefState::NotSynced)
     }
 
-    /// The optional references of `virt` the gate would leave out now (their objects missing
-    /// from the virtual cache).
-    pub fn left_out(&self, virt: &Pod) -> Vec<RefTarget> {
-        let Some(spec) = virt.spec.as_ref() else {
-            return Vec::new();
-        };
-        let ns = virt.namespace().unwrap_or_default();
-        sites(spec)
-            .into_iter()
-            .filter(|site| site.optional)
-            .map(|site| RefTarget::new(site.kind, ns.as_str(), site.name.as_str()))
-            .filter(|target| self.state(target) != RefState::Ready)
-            .collect()
-    }
-
     /// Whether `virt` may be created on the host, and from what. A pod told to wait is
     /// reconciled again when the copy it waits for appears (see [`ReferenceGate::ready_pods`]).
     pub fn decide(&self, virt: &Pod) -> Decision {
         let Some(spec) = virt.spec.as_ref() else {
-            return Decision::Go(None);
+            return Decision::Go;
         };
         let ns = virt.namespace().unwrap_or_default();
         let mut missing_optional = false;
+        let mut optional = Vec::new();
         for site in sites(spec) {
             let target = RefTarget::new(site.kind, ns.as_str(), site.name.as_str());
-            match self.state(&target) {
+            let state = self.state(&target);
+            if site.optional {
+                optional.push(target.clone());
+            }
+            match state {
                 RefState::Ready => {}
                 RefState::Missing if site.optional => missing_optional = true,
                 state => {
@@ -174,18 +166,22 @@ impl ReferenceGate {
             }
         }
         if !missing_optional {
-            return Decision::Go(None);
+            return Decision::Go;
         }
         // An optional reference goes unless its copy is there now: one found missing above may
         // have come since (a Secret created a moment before its pod), its host name held by a
         // foreign object; kept, the host pod would name that object.
+        optional.retain(|target| self.state(target) != RefState::Ready);
         let mut pod = virt.clone();
         if let Some(spec) = pod.spec.as_mut() {
             without_missing_optional(spec, |kind, name| {
-                self.state(&RefTarget::new(kind, ns.as_str(), name)) != RefState::Ready
+                optional.contains(&RefTarget::new(kind, ns.as_str(), name))
             });
         }
-        Decision::Go(Some(Box::new(pod)))
+        Decision::GoWithout {
+            pod: Box::new(pod),
+            left_out: optional,
+        }
     }
 
     /// The first reference of the running pod `virt` whose host name a foreign object holds

@@ -19,7 +19,8 @@ use kube::{
 };
 use tokio::sync::{mpsc, watch};
 use vcsync_translators::{
-    NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, RefKind, VirtualKey, is_reserved_key,
+    NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, RefKind, RefTarget, VirtualKey,
+    is_reserved_key,
 };
 
 use super::{
@@ -357,45 +358,6 @@ impl PodSyncer {
         self.tokens.delete(ctx, &namespace, &name, uid).await
     }
 
-    /// Whether an optional reference the gate would leave out of `virt`'s host pod exists in
-    /// the virtual cluster after all (read from its API server, not the cache).
-    async fn left_out_exist(&self, ctx: &SyncContext<Pod>, virt: &Pod) -> Result<bool> {
-        let client = ctx.register_context().virtual_client().clone();
-        for target in self.references.left_out(virt) {
-            let ns = target.key.namespace.as_deref().unwrap_or_default();
-            let name = target.key.name.as_str();
-            let found = match target.kind {
-                RefKind::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), ns)
-                    .get_metadata_opt(name)
-                    .await
-                    .map(|o| o.is_some()),
-                RefKind::Secret => Api::<Secret>::namespaced(client.clone(), ns)
-                    .get_metadata_opt(name)
-                    .await
-                    .map(|o| o.is_some()),
-                RefKind::PersistentVolumeClaim => {
-                    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-                        .get_metadata_opt(name)
-                        .await
-                        .map(|o| o.is_some())
-                }
-                RefKind::ServiceAccount => Ok(false),
-            };
-            let found = found.map_err(|err| {
-                api_error(
-                    Side::Virtual,
-                    "get",
-                    &format!("{:?}", target.kind),
-                    &format!("{ns}/{name}"),
-                )(err)
-            })?;
-            if found {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// Status up, when it differs (pods/status of the virtual pod); true if it wrote.
     async fn status_up(&self, ctx: &SyncContext<Pod>, host: &Pod, virt: &Pod) -> Result<bool> {
         match virtual_status(host, virt) {
@@ -558,6 +520,43 @@ impl PodSyncer {
     }
 }
 
+/// Whether one of `targets`, references the virtual cache does not show, exists in the virtual
+/// cluster after all (read from its API server, not the cache).
+async fn any_exists(ctx: &SyncContext<Pod>, targets: &[RefTarget]) -> Result<bool> {
+    let client = ctx.register_context().virtual_client().clone();
+    for target in targets {
+        let ns = target.key.namespace.as_deref().unwrap_or_default();
+        let name = target.key.name.as_str();
+        let found = match target.kind {
+            RefKind::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .get_metadata_opt(name)
+                .await
+                .map(|o| o.is_some()),
+            RefKind::Secret => Api::<Secret>::namespaced(client.clone(), ns)
+                .get_metadata_opt(name)
+                .await
+                .map(|o| o.is_some()),
+            RefKind::PersistentVolumeClaim => Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+                .get_metadata_opt(name)
+                .await
+                .map(|o| o.is_some()),
+            RefKind::ServiceAccount => Ok(false),
+        };
+        let found = found.map_err(|err| {
+            api_error(
+                Side::Virtual,
+                "get",
+                &format!("{:?}", target.kind),
+                &format!("{ns}/{name}"),
+            )(err)
+        })?;
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Runs the hooks over a desired host pod, and lists the label and annotation keys they added
 /// among the managed ones, so that a key a hook no longer adds is removed by the next update.
 fn apply_hooks(ctx: &RegisterContext, pod: &mut Pod) {
@@ -655,9 +654,9 @@ impl Syncer for PodSyncer {
         }
         let without_missing_optional;
         let virt_for_host: &Pod = match self.references.decide(&virt) {
-            Decision::Go(None) => &virt,
-            Decision::Go(Some(pod)) => {
-                if self.left_out_exist(ctx, &virt).await? {
+            Decision::Go => &virt,
+            Decision::GoWithout { pod, left_out } => {
+                if any_exists(ctx, &left_out).await? {
                     // The virtual cache is behind (a Secret created a moment before its pod):
                     // an object that exists is waited for, never left out.
                     return Ok(Action::requeue(REFERENCE_CACHE_LAG));
