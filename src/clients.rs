@@ -18,7 +18,37 @@ pub async fn client_for(
     cluster: &ClusterConfig,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Client> {
-    let config = match &cluster.kubeconfig {
+    let config = kube_config_for(side, cluster).await?;
+    let url = config.cluster_url.clone();
+    let client = kube::client::ClientBuilder::try_from(config)
+        .with_context(|| format!("building the {side} client for {url}"))?
+        .with_layer(&CountingLayer::new(side, metrics.clone()))
+        .with_layer(&TokenBucketLayer::new(cluster.qps, cluster.burst))
+        .build();
+    wait_until_reachable(side, &url.to_string(), &client).await;
+    Ok(client)
+}
+
+/// A client for one side's long streams (followed logs, exec, port-forward): no read timeout,
+/// and no share of the syncer's request budget. Requests are counted into `metrics`.
+pub async fn stream_client_for(
+    side: Side,
+    cluster: &ClusterConfig,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Client> {
+    let mut config = kube_config_for(side, cluster).await?;
+    config.read_timeout = None;
+    let url = config.cluster_url.clone();
+    Ok(kube::client::ClientBuilder::try_from(config)
+        .with_context(|| format!("building the {side} stream client for {url}"))?
+        .with_layer(&CountingLayer::new(side, metrics.clone()))
+        .build())
+}
+
+/// The connection settings of one side: the configured kubeconfig, or in-cluster / the usual
+/// inference.
+async fn kube_config_for(side: Side, cluster: &ClusterConfig) -> anyhow::Result<kube::Config> {
+    Ok(match &cluster.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading the {side} kubeconfig {}", path.display()))?;
@@ -33,15 +63,7 @@ pub async fn client_for(
         None => kube::Config::infer().await.with_context(|| {
             format!("no kubeconfig configured for the {side} cluster and none could be inferred")
         })?,
-    };
-    let url = config.cluster_url.clone();
-    let client = kube::client::ClientBuilder::try_from(config)
-        .with_context(|| format!("building the {side} client for {url}"))?
-        .with_layer(&CountingLayer::new(side, metrics.clone()))
-        .with_layer(&TokenBucketLayer::new(cluster.qps, cluster.burst))
-        .build();
-    wait_until_reachable(side, &url.to_string(), &client).await;
-    Ok(client)
+    })
 }
 
 /// Retries until the API server answers, saying clearly in the log what it waits for;

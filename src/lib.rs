@@ -18,6 +18,7 @@ pub mod cluster;
 mod cluster_pair;
 mod dev;
 mod dev_tools;
+mod kubelet;
 mod logging;
 mod ops;
 mod rate_limit;

@@ -15,7 +15,11 @@ use vcsync_syncer::{
     syncers::pods::security::PodSecurityLevel,
 };
 
-use crate::{cli::ConfigSource, clients::client_for};
+use crate::{
+    cli::ConfigSource,
+    clients::{client_for, stream_client_for},
+    kubelet::{KubeletServer, PodResolver},
+};
 
 /// Serves the operations endpoints (when configured), connects to both clusters and runs the
 /// syncer until a shutdown signal.
@@ -80,7 +84,16 @@ pub async fn run_with_metrics(
         );
     }
     let guard = host_guard(&config, &virtual_client, &host_client, &metrics).await?;
+    let (config, kubelet) = bind_kubelet(config).await?;
     let ctx = RegisterContext::guarded(virtual_client, host_client, config, guard)?;
+    if let Some(server) = kubelet {
+        let pods = PodResolver {
+            virtual_client: stream_client_for(Side::Virtual, &ctx.config().virtual_cluster, &metrics).await?,
+            host_client: stream_client_for(Side::Host, &ctx.config().host, &metrics).await?,
+            translator: ctx.namespaced_translator(),
+        };
+        ctx.spawn_background(server.serve(pods));
+    }
     syncers::register_builtin(&ctx).await?;
     for plugin in plugins {
         let plugin_config = PluginConfig::new(plugin.name(), &source.file, &source.text);
@@ -92,6 +105,25 @@ pub async fn run_with_metrics(
     manager::run_with_metrics(ctx, metrics, shutdown).await?;
     tracing::info!("vcsync stopped");
     Ok(())
+}
+
+/// Binds the kubelet API when one is configured, and returns the configuration with the bound
+/// address (so virtual nodes advertise the port chosen for port 0).
+async fn bind_kubelet(mut config: Config) -> anyhow::Result<(Config, Option<KubeletServer>)> {
+    if config.kubelet.listen.is_none() {
+        return Ok((config, None));
+    }
+    // The address first: a configuration that names none fails before anything is bound.
+    let configured = config.kubelet.listen.context("kubelet.listen")?;
+    let names = [crate::kubelet::advertised(&config.kubelet, configured)?
+        .address
+        .to_string()];
+    let server = KubeletServer::bind(&config.kubelet, &names).await?;
+    let bound = server.local_addr()?;
+    config.kubelet.listen = Some(bound);
+    let endpoint = crate::kubelet::advertised(&config.kubelet, bound)?;
+    tracing::info!(listen = %bound, advertised = %format!("{}:{}", endpoint.address, endpoint.port), "serving the kubelet API of the virtual nodes");
+    Ok((config, Some(server)))
 }
 
 /// The guard of the virtual cluster served now: its identity read and recorded on the host,

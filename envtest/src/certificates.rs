@@ -29,6 +29,8 @@ pub(crate) struct Material {
     pub admin: Pair,
     /// `system:kube-controller-manager`.
     pub controller_manager: Pair,
+    /// `kube-apiserver-kubelet-client` in `system:masters`: the API server's identity at kubelets.
+    pub kubelet_client: Pair,
     /// The service-account token signing key (private, PKCS#8) and its public half.
     pub service_account_key: String,
     pub service_account_pub: String,
@@ -43,6 +45,8 @@ pub(crate) struct Files {
     pub ca_key: std::path::PathBuf,
     pub serving_cert: std::path::PathBuf,
     pub serving_key: std::path::PathBuf,
+    pub kubelet_client_cert: std::path::PathBuf,
+    pub kubelet_client_key: std::path::PathBuf,
     pub service_account_key: std::path::PathBuf,
     pub service_account_pub: std::path::PathBuf,
     pub front_proxy_ca_cert: std::path::PathBuf,
@@ -138,6 +142,13 @@ impl Material {
             vec![],
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
+        // What the API server presents to kubelets (kubeadm's `apiserver-kubelet-client`).
+        let kubelet_client = leaf(
+            &ca,
+            name("kube-apiserver-kubelet-client", Some("system:masters")),
+            vec![],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
         let service_account = KeyPair::generate().context("generating the service-account key")?;
         let front_proxy_ca = new_ca("front-proxy-ca")?;
         let front_proxy_client = leaf(
@@ -154,6 +165,7 @@ impl Material {
             serving,
             admin,
             controller_manager,
+            kubelet_client,
             service_account_key: service_account.serialize_pem(),
             service_account_pub: service_account.public_key_pem(),
             front_proxy_ca: Pair {
@@ -177,6 +189,8 @@ impl Material {
             ca_key: put("ca.key", &self.ca.key)?,
             serving_cert: put("apiserver.crt", &self.serving.cert)?,
             serving_key: put("apiserver.key", &self.serving.key)?,
+            kubelet_client_cert: put("apiserver-kubelet-client.crt", &self.kubelet_client.cert)?,
+            kubelet_client_key: put("apiserver-kubelet-client.key", &self.kubelet_client.key)?,
             service_account_key: put("sa.key", &self.service_account_key)?,
             service_account_pub: put("sa.pub", &self.service_account_pub)?,
             front_proxy_ca_cert: put("front-proxy-ca.crt", &self.front_proxy_ca.cert)?,

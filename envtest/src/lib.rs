@@ -192,6 +192,13 @@ impl ControlPlane {
             format!("--tls-cert-file={}", path(&files.serving_cert)),
             format!("--tls-private-key-file={}", path(&files.serving_key)),
             format!("--client-ca-file={}", path(&files.ca_cert)),
+            // Its identity at kubelets (those of the virtual nodes are vcsync's endpoint, which
+            // accepts certificates of this plane's CA).
+            format!(
+                "--kubelet-client-certificate={}",
+                path(&files.kubelet_client_cert)
+            ),
+            format!("--kubelet-client-key={}", path(&files.kubelet_client_key)),
             "--authorization-mode=RBAC".to_string(),
             "--allow-privileged=true".to_string(),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),

@@ -39,6 +39,9 @@ pub struct Config {
     /// The operations endpoints (`/healthz`, `/readyz`, `/metrics`).
     #[serde(default)]
     pub operations: OperationsConfig,
+    /// The kubelet API served for the virtual nodes (`kubectl logs`, `exec`, `port-forward`).
+    #[serde(default)]
+    pub kubelet: crate::kubelet_config::KubeletConfig,
     /// Leader election between replicas (off by default).
     #[serde(default)]
     pub leader_election: crate::leader::LeaderElectionConfig,
@@ -563,6 +566,7 @@ impl Config {
             controllers: ControllersConfig::default(),
             log: LogConfig::default(),
             operations: OperationsConfig::default(),
+            kubelet: Default::default(),
             leader_election: Default::default(),
             safety: Default::default(),
             plugins: Default::default(),
@@ -618,6 +622,7 @@ impl Config {
             ));
         }
         self.leader_election.validate()?;
+        self.kubelet.validate()?;
         Ok(())
     }
 }

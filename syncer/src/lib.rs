@@ -15,6 +15,7 @@ pub mod events;
 pub mod hooks;
 pub mod indices;
 pub mod informer;
+pub mod kubelet_config;
 pub mod leader;
 pub mod manager;
 pub mod metrics;

@@ -31,6 +31,7 @@
 //! ([`heartbeat`]): the one deliberate periodic write of vcsync.
 
 pub mod heartbeat;
+pub mod kubelet_endpoint;
 pub mod leases;
 pub mod node_status;
 pub mod node_syncer;
@@ -59,6 +60,7 @@ use crate::{
     config::{NodeMode, NodesConfig},
     error::Side,
     informer::{Informer, InformerEvent, Scope},
+    kubelet_config::POD_IP_ENV,
     register_fake_syncer,
     syncers::from_host::{Readable, informer_keys, probe},
 };
@@ -124,6 +126,17 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
         _ => SyntheticNode::default(),
     };
 
+    let kubelet = ctx
+        .config()
+        .kubelet
+        .endpoint(std::env::var(POD_IP_ENV).ok().as_deref())
+        .map_err(|message| {
+            Error::Config(crate::config::ConfigError {
+                file: "configuration".to_string(),
+                location: None,
+                message,
+            })
+        })?;
     register_fake_syncer(
         ctx,
         NodeSyncer::new(
@@ -132,6 +145,7 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
             pods,
             leases.store(),
             synthetic,
+            kubelet,
             triggers,
         ),
     )

@@ -15,7 +15,8 @@ use k8s_openapi::{
 };
 use vcsync_translators::is_reserved_key;
 
-use crate::{config::NodeMode, syncers::from_host::SYNCED_FROM_HOST_LABEL};
+use super::kubelet_endpoint;
+use crate::{config::NodeMode, kubelet_config::KubeletEndpoint, syncers::from_host::SYNCED_FROM_HOST_LABEL};
 
 /// Marker label of fake nodes (fake mode); only nodes carrying it or
 /// [`SYNCED_FROM_HOST_LABEL`] are ever updated or deleted.
@@ -87,8 +88,9 @@ pub fn desired_node(
     mode: NodeMode,
     host: Option<&Node>,
     synthetic: &SyntheticNode,
+    kubelet: Option<KubeletEndpoint>,
 ) -> DesiredNode {
-    match (mode, host) {
+    let mut desired = match (mode, host) {
         (NodeMode::Real, Some(host)) => DesiredNode {
             labels: real_node_labels(host),
             status: status_from_host(host, mode),
@@ -101,7 +103,11 @@ pub fn desired_node(
             labels: fake_node_labels(name, None),
             status: synthetic_status(name, synthetic),
         },
+    };
+    if let Some(endpoint) = kubelet {
+        kubelet_endpoint::point_at(&mut desired.status, endpoint);
     }
+    desired
 }
 
 /// Fake mode: the host's identity, platform and topology labels plus the marker; without a
@@ -158,7 +164,8 @@ fn complete_beta_twins(labels: &mut BTreeMap<String, String>) {
 /// is what in-cluster tools use; real mode: all).
 ///
 /// Deliberately not copied: images (large, and nothing in the virtual cluster pulls),
-/// daemonEndpoints (the host kubelet is not reachable through the virtual API server),
+/// daemonEndpoints (the host kubelet is not reachable through the virtual API server; with a
+/// kubelet endpoint of vcsync's, [`desired_node`] puts that in),
 /// volumes (host business).
 pub fn status_from_host(host: &Node, mode: NodeMode) -> NodeStatus {
     let empty = NodeStatus::default();
@@ -267,6 +274,7 @@ pub fn status_in_sync(current: Option<&NodeStatus>, desired: &NodeStatus) -> boo
     current.capacity == desired.capacity
         && current.allocatable == desired.allocatable
         && current.addresses == desired.addresses
+        && kubelet_endpoint::port(current) == kubelet_endpoint::port(desired)
         && current.node_info == desired.node_info
         && conditions_in_sync(current.conditions.as_deref(), desired.conditions.as_deref())
 }
@@ -300,6 +308,9 @@ pub fn status_for_write(
     status.capacity = desired.capacity.clone();
     status.allocatable = desired.allocatable.clone();
     status.addresses = desired.addresses.clone();
+    if kubelet_endpoint::port(&status) != kubelet_endpoint::port(desired) {
+        status.daemon_endpoints = desired.daemon_endpoints.clone();
+    }
     status.node_info = desired.node_info.clone();
     status.conditions = desired.conditions.as_ref().map(|conditions| {
         conditions
@@ -506,6 +517,7 @@ mod tests {
             mode,
             with_host.then_some(&host),
             &SyntheticNode::default(),
+            None,
         );
         assert_eq!(desired.labels[marker], "true");
         let node = Node {
@@ -624,7 +636,7 @@ mod tests {
 
     #[test]
     fn label_edits_are_drift() {
-        let desired = desired_node("n", NodeMode::Fake, None, &SyntheticNode::default());
+        let desired = desired_node("n", NodeMode::Fake, None, &SyntheticNode::default(), None);
         let mut node = Node {
             metadata: kube::api::ObjectMeta {
                 labels: Some(desired.labels.clone()),

@@ -37,6 +37,7 @@ use crate::{
     config::NodeMode,
     controller::{CACHE_LAG_RETRY, Triggers},
     error::{Side, api_error, status_code},
+    kubelet_config::KubeletEndpoint,
     sdk::Base,
     writes::write_params,
 };
@@ -50,6 +51,8 @@ pub struct NodeSyncer {
     pods: Option<Arc<PodsByNode>>,
     leases: Cache<Lease>,
     synthetic: SyntheticNode,
+    /// vcsync's kubelet API, which every virtual node names as its kubelet; None when not served.
+    kubelet: Option<KubeletEndpoint>,
     triggers: Triggers,
 }
 
@@ -61,6 +64,7 @@ impl NodeSyncer {
         pods: Option<Arc<PodsByNode>>,
         leases: Cache<Lease>,
         synthetic: SyntheticNode,
+        kubelet: Option<KubeletEndpoint>,
         triggers: Vec<BoxStream<'static, VirtualKey>>,
     ) -> Self {
         Self {
@@ -69,6 +73,7 @@ impl NodeSyncer {
             pods,
             leases,
             synthetic,
+            kubelet,
             triggers: Triggers::new(triggers),
         }
     }
@@ -87,7 +92,7 @@ impl NodeSyncer {
             }
             NodeMode::Real => host.is_some(),
         };
-        wanted.then(|| desired_node(name, self.mode, host.as_deref(), &self.synthetic))
+        wanted.then(|| desired_node(name, self.mode, host.as_deref(), &self.synthetic, self.kubelet))
     }
 
     async fn create(&self, ctx: &SyncContext<Node>, name: &str, desired: DesiredNode) -> Result<Action> {
@@ -227,6 +232,7 @@ mod tests {
             pods,
             crate::cache::empty::<Lease>(),
             SyntheticNode::default(),
+            None,
             Vec::new(),
         )
     }
