@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real control plane the tests run against (kube-apiserver, kube-controller-manager,
-# etcd) from the Go modules pinned in go.mod, into target/kube-assets/<versions>/ of the
-# repository. Does nothing when they are already there. Progress goes to stderr; the last line of
-# stdout is the folder (for VCSYNC_KUBE_ASSETS). Needs only the Go module proxy; once built,
-# nothing needs the network.
+# etcd) from the Go modules pinned in go.mod, and the fake kubelet of cmd/fake-kubelet, into
+# target/kube-assets/<versions>/ of the repository. Builds only the binaries missing there, so a
+# new one does not rebuild the others. Progress goes to stderr; the last line of stdout is the
+# folder (for VCSYNC_KUBE_ASSETS). Needs only the Go module proxy; once built, nothing needs the
+# network.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -16,13 +17,20 @@ required() {
 kubernetes="$(required k8s.io/kubernetes)"
 etcd="$(required go.etcd.io/etcd/server/v3)"
 out="$root/target/kube-assets/kubernetes-$kubernetes-etcd-$etcd"
-binaries=(kube-apiserver kube-controller-manager etcd)
+# Each binary's package, by the name it gets in the folder.
+declare -A packages=(
+  [kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
+  [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
+  [etcd]=./cmd/etcd
+  [fake-kubelet]=./cmd/fake-kubelet
+)
+binaries=(kube-apiserver kube-controller-manager etcd fake-kubelet)
 
-built=true
+missing=()
 for binary in "${binaries[@]}"; do
-  [ -x "$out/$binary" ] || built=false
+  [ -x "$out/$binary" ] || missing+=("$binary")
 done
-if $built; then
+if [ ${#missing[@]} -eq 0 ]; then
   echo "control plane $kubernetes (etcd $etcd) already built" >&2
   echo "$out"
   exit 0
@@ -32,23 +40,21 @@ if ! command -v go >/dev/null; then
   echo "build.sh: go not found; install Go 1.26 (the machines have it)" >&2
   exit 1
 fi
-echo "building control plane $kubernetes (etcd $etcd) into $out (the first time takes minutes)" >&2
-tmp="$out.partial"
-rm -rf "$tmp"
-mkdir -p "$tmp"
+echo "building ${missing[*]} of control plane $kubernetes (etcd $etcd) into $out (kube-apiserver takes minutes)" >&2
+mkdir -p "$out"
 # The version the binaries report (/version, feature defaults), as Kubernetes' own build sets it.
 minor="$(echo "$kubernetes" | cut -d. -f2)"
 version_pkg=k8s.io/component-base/version
 ldflags="-s -w -X $version_pkg.gitVersion=$kubernetes -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=$minor"
 ldflags="$ldflags -X $version_pkg.gitTreeState=clean"
 flags=(-trimpath -ldflags "$ldflags")
-for package in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager ./cmd/etcd; do
-  name="$(basename "$package")"
+for name in "${missing[@]}"; do
+  package="${packages[$name]}"
   echo "  go build $package" >&2
   start=$SECONDS
-  go build "${flags[@]}" -o "$tmp/$name" "$package"
+  # Built beside its place and moved there whole, so a binary in the folder is always complete.
+  go build "${flags[@]}" -o "$out/.$name.partial" "$package"
+  mv -f "$out/.$name.partial" "$out/$name"
   echo "  built $name in $((SECONDS - start)) s" >&2
 done
-rm -rf "$out"
-mv "$tmp" "$out"
 echo "$out"
