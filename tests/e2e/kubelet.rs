@@ -188,6 +188,13 @@ pub async fn report_running(env: &Env, host_pod: &str, pod_ip: &str) {
         .unwrap_or_else(|err| panic!("reporting host pod {host_pod} Running: {err}"));
 }
 
+/// [`report_running`] for a host pod of `pods` (another host namespace than the test's).
+pub async fn report_running_in(pods: &Api<Pod>, host_pod: &str, pod_ip: &str) {
+    report(pods, host_pod, pod_ip)
+        .await
+        .unwrap_or_else(|err| panic!("reporting host pod {host_pod} Running: {err}"));
+}
+
 /// What a host kubelet does when host pod `host_pod` is deleted (waited for): its containers
 /// stop at once and it deletes the pod for good (grace period 0, its UID as precondition).
 pub async fn finish_host_pod_deletion(env: &Env, host_pod: &str) {
@@ -311,22 +318,37 @@ fn running_status(pod: &Pod, pod_ip: &str) -> Value {
 
 /// Makes sure [`NODE`] exists, Ready, with a fresh lease and heartbeat.
 async fn ensure_node(client: &Client) -> kube::Result<()> {
+    ensure_node_at(client, NODE, NODE_IP, None).await
+}
+
+/// Makes sure host node `name` exists, Ready, at `address` (its InternalIP, its only address),
+/// with `kubelet_port` as its kubelet's port if given, with a fresh lease and heartbeat.
+pub async fn ensure_node_at(
+    client: &Client,
+    name: &str,
+    address: &str,
+    kubelet_port: Option<u16>,
+) -> kube::Result<()> {
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE,
-        "labels": {"kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux", "vcsync.dev/e2e": "kubelet"}}});
-    nodes.patch(NODE, &apply, &Patch::Apply(&node)).await?;
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name,
+        "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "vcsync.dev/e2e": "kubelet"}}});
+    nodes.patch(name, &apply, &Patch::Apply(&node)).await?;
     let now = now();
     let resources = json!({"cpu": "8", "memory": "32Gi", "pods": "110"});
-    let status = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}, "status": {
+    // The InternalIP only: a kube-apiserver calls a kubelet at a Hostname address first.
+    let mut status = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "status": {
         "capacity": resources, "allocatable": resources,
-        "addresses": [{"type": "InternalIP", "address": NODE_IP}, {"type": "Hostname", "address": NODE}],
+        "addresses": [{"type": "InternalIP", "address": address}],
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
             "message": "played by the e2e tests", "lastHeartbeatTime": now, "lastTransitionTime": now}],
         "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.37.0",
             "containerRuntimeVersion": "e2e://1", "kernelVersion": "6", "osImage": "e2e", "bootID": "",
             "machineID": "", "systemUUID": "", "kubeProxyVersion": ""}}});
-    nodes.patch_status(NODE, &apply, &Patch::Apply(&status)).await?;
+    if let Some(port) = kubelet_port {
+        status["status"]["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
+    }
+    nodes.patch_status(name, &apply, &Patch::Apply(&status)).await?;
     let lease_namespace = "kube-node-lease";
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": lease_namespace}});
     if Api::<Namespace>::all(client.clone())
@@ -340,10 +362,10 @@ async fn ensure_node(client: &Client) -> kube::Result<()> {
             .await;
     }
     let renew = serde_json::to_value(MicroTime(Timestamp::now())).unwrap();
-    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": NODE},
-        "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40, "renewTime": renew}});
+    let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": renew}});
     Api::<Lease>::namespaced(client.clone(), lease_namespace)
-        .patch(NODE, &apply, &Patch::Apply(&lease))
+        .patch(name, &apply, &Patch::Apply(&lease))
         .await
         .map(drop)
 }

@@ -21,6 +21,7 @@ mod identity;
 mod kinds;
 mod kubectl;
 mod kubelet;
+mod kubelet_api;
 mod leader;
 mod nodes;
 mod ops;
