@@ -82,6 +82,12 @@ const SERVICE_IP_FILE: &str = "/run/vcsync/service-ip";
 const DETECTED_VOLUME: &str = "detected";
 /// Port of the cluster's Service (the virtual API server's 6443 behind it).
 const SERVICE_PORT: u16 = 443;
+
+/// Where vcsync serves the kubelet API of the virtual nodes: loopback, for k3s in the same pod.
+const KUBELET_LISTEN: &str = "127.0.0.1:10250";
+
+/// The CA of k3s's client certificates, its API server's kubelet client certificate among them.
+const K3S_CLIENT_CA: &str = "/data/k3s/server/tls/client-ca.crt";
 /// The message the status carries when the datastore is on an emptyDir.
 pub const NO_PERSISTENCE: &str = "persistence: none (state is lost on restart)";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "vcsync-cluster");
@@ -299,6 +305,12 @@ fn render_with(name: &str, values: &Values, detected_cidr: Option<&str>) -> Resu
         .pods
         .kubernetes_service
         .get_or_insert_with(|| ServiceAddress::host_service(&base, SERVICE_PORT));
+    // The kubelet API of the virtual nodes (kubectl logs, exec, port-forward), unless the values
+    // have a kubelet section of their own.
+    if !values.config.as_ref().is_some_and(|c| c.contains_key("kubelet")) {
+        config.kubelet.listen = Some(KUBELET_LISTEN.parse().expect("a socket address"));
+        config.kubelet.client_ca_file = Some(K3S_CLIENT_CA.into());
+    }
     let config_yaml = serde_yaml_ng::to_string(&config).context("config")?;
     let meta = |object_name: &str, namespaced: bool| ObjectMeta {
         name: Some(object_name.into()),

@@ -19,7 +19,11 @@
 //!   here.
 //! - In the `single` mapping the one cluster-scoped object read besides those is the host
 //!   namespace itself (`resourceNames`-limited), for the start-up check that it exists.
-//! - The virtual cluster needs no RBAC: vcsync uses its admin kubeconfig there.
+//! - The kubelet API (`kubelet.listen`) reads host pods' `log` and opens their `exec`,
+//!   `attach` and `portforward` subresources, in the namespaces vcsync writes pods to; it never
+//!   needs `nodes/proxy`, which would reach every pod of a host node.
+//! - The virtual cluster needs no RBAC: vcsync uses its admin kubeconfig there (the kubelet API
+//!   creates TokenReviews and SubjectAccessReviews with it).
 
 use std::collections::BTreeMap;
 
@@ -38,6 +42,11 @@ const WRITE: &[&str] = &["get", "list", "watch", "create", "update", "delete"];
 const RECORD: &[&str] = &["get", "create", "update"];
 /// Verbs of what vcsync only reports: Events on the host.
 const REPORT: &[&str] = &["create"];
+/// Verbs of a host pod's log, which the kubelet API reads for `kubectl logs`.
+const LOG: &[&str] = &["get"];
+/// Verbs of a host pod's streams (exec, attach, port-forward), which the kubelet API opens:
+/// `create` for SPDY (POST), `get` for WebSocket (GET).
+const STREAM: &[&str] = &["get", "create"];
 
 /// What vcsync does with one host resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,6 +55,8 @@ enum Access {
     Write,
     Record,
     Report,
+    Log,
+    Stream,
 }
 
 /// One host resource vcsync uses: API group, plural, whether namespaced, access.
@@ -79,6 +90,7 @@ const fn cluster(group: &'static str, resource: &'static str, access: Access) ->
 fn uses(config: &Config) -> Vec<Use> {
     use Access::{Read, Write};
     let sync = &config.sync;
+    let kubelet = config.kubelet.listen.is_some();
     // Pods are always synced; each pod's service account token lives in a host secret.
     // The identity record (a ConfigMap) and the Events that report what the host guard holds
     // back are always needed (crate::safety).
@@ -134,6 +146,11 @@ fn uses(config: &Config) -> Vec<Use> {
             cluster("networking.k8s.io", "ingressclasses", Read),
         ),
         (true, cluster("", "nodes", Read)),
+        // The kubelet API of the virtual nodes: namespaced pod subresources, never nodes/proxy.
+        (kubelet, namespaced("", "pods/log", Access::Log)),
+        (kubelet, namespaced("", "pods/exec", Access::Stream)),
+        (kubelet, namespaced("", "pods/attach", Access::Stream)),
+        (kubelet, namespaced("", "pods/portforward", Access::Stream)),
         (
             config.namespace_mapping == NamespaceMappingMode::PerNamespace,
             cluster("", "namespaces", Write),
@@ -158,6 +175,8 @@ fn rules<'a>(uses: impl Iterator<Item = &'a Use>) -> Vec<PolicyRule> {
                 Access::Write => WRITE,
                 Access::Record => RECORD,
                 Access::Report => REPORT,
+                Access::Log => LOG,
+                Access::Stream => STREAM,
             };
             PolicyRule {
                 api_groups: Some(vec![group.to_string()]),
@@ -351,6 +370,42 @@ mod tests {
         assert_eq!(granted(&cluster_rules, "", "nodes"), READ);
         assert_eq!(granted(&cluster_rules, "storage.k8s.io", "storageclasses"), READ);
         assert_eq!(granted(&cluster_rules, "", "namespaces"), ["get"], "its own only");
+    }
+
+    #[test]
+    fn the_kubelet_api_gets_pod_streams_in_the_host_namespace_and_never_node_proxy() {
+        let without = host_rbac(&config(""), "vcsync");
+        let rules = without.role.unwrap().0.rules.unwrap();
+        assert!(
+            granted(&rules, "", "pods/exec").is_empty(),
+            "no kubelet API, no streams"
+        );
+        for mapping in ["single", "perNamespace"] {
+            let rbac = host_rbac(
+                &config(&format!(
+                    "namespaceMapping: {mapping}
+kubelet:
+  listen: 0.0.0.0:10250
+"
+                )),
+                "vcsync",
+            );
+            let mut rules = rbac.role.map(|r| r.0.rules.unwrap()).unwrap_or_default();
+            let cluster_rules = rbac.cluster_role.unwrap().0.rules.unwrap();
+            if mapping == "perNamespace" {
+                rules = cluster_rules.clone();
+            }
+            assert_eq!(granted(&rules, "", "pods/log"), LOG, "{mapping}");
+            for stream in ["pods/exec", "pods/attach", "pods/portforward"] {
+                assert_eq!(granted(&rules, "", stream), STREAM, "{mapping}: {stream}");
+            }
+            let everything = rules.iter().chain(&cluster_rules);
+            let resources: Vec<&String> = everything.flat_map(|r| r.resources.iter().flatten()).collect();
+            assert!(
+                !resources.iter().any(|r| r.starts_with("nodes/")),
+                "{mapping}: {resources:?}"
+            );
+        }
     }
 
     #[test]

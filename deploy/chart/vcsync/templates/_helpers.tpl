@@ -39,6 +39,13 @@ vcsync.dev/cluster: {{ .Release.Name }}
 {{- dig .kind "enabled" .default $sync -}}
 {{- end -}}
 
+{{/* Whether vcsync serves the kubelet API of the virtual nodes: unless the config has a kubelet
+section without `listen` (the driver's kubelet_api_on). */}}
+{{- define "vcsync.kubelet" -}}
+{{- $config := .Values.config | default dict -}}
+{{- or (not (hasKey $config "kubelet")) (hasKey ($config.kubelet | default dict) "listen") -}}
+{{- end -}}
+
 {{- define "vcsync.perNamespace" -}}
 {{- eq ((.Values.config | default dict).namespaceMapping | default "single") "perNamespace" -}}
 {{- end -}}
@@ -62,6 +69,10 @@ true||events|report
 {{ include "vcsync.enabled" (dict "root" . "kind" "networkPolicies" "default" false) }}|networking.k8s.io|networkpolicies|write
 {{ include "vcsync.enabled" (dict "root" . "kind" "podDisruptionBudgets" "default" false) }}|policy|poddisruptionbudgets|write
 {{ include "vcsync.enabled" (dict "root" . "kind" "events" "default" true) }}||events|read
+{{ include "vcsync.kubelet" . }}||pods/log|log
+{{ include "vcsync.kubelet" . }}||pods/exec|stream
+{{ include "vcsync.kubelet" . }}||pods/attach|stream
+{{ include "vcsync.kubelet" . }}||pods/portforward|stream
 {{- end -}}
 
 {{- define "vcsync.clusterUses" -}}
@@ -73,14 +84,15 @@ true||nodes|read
 {{- end -}}
 
 {{/* Rules for "enabled|group|resource|access" lines: one rule per resource. Access: read, write,
-record (the identity record ConfigMap), report (host Events of the host guard). */}}
+record (the identity record ConfigMap), report (host Events of the host guard), log (a pod's
+log), stream (a pod's exec, attach and portforward). */}}
 {{- define "vcsync.rules" -}}
 {{- range splitList "\n" . }}
 {{- $f := splitList "|" . }}
 {{- if eq (index $f 0) "true" }}
 - apiGroups: [{{ index $f 1 | quote }}]
   resources: [{{ index $f 2 }}]
-  verbs: {{ if eq (index $f 3) "read" }}[get, list, watch]{{ else if eq (index $f 3) "record" }}[get, create, update]{{ else if eq (index $f 3) "report" }}[create]{{ else }}[get, list, watch, create, update, delete]{{ end }}
+  verbs: {{ if eq (index $f 3) "read" }}[get, list, watch]{{ else if eq (index $f 3) "record" }}[get, create, update]{{ else if eq (index $f 3) "report" }}[create]{{ else if eq (index $f 3) "log" }}[get]{{ else if eq (index $f 3) "stream" }}[get, create]{{ else }}[get, list, watch, create, update, delete]{{ end }}
 {{- end }}
 {{- end }}
 {{- end -}}
