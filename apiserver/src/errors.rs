@@ -34,6 +34,9 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+    /// The server's kubelet client certificate could not be made or read back.
+    #[error("the API server's kubelet client identity: {0}")]
+    KubeletIdentity(String),
     /// The state directory ([`crate::ServerConfig::state_dir`]) or its state file cannot be
     /// used: unreadable, corrupt, locked by another server, or not writable.
     #[error("cannot use the API server state {path}: {reason}")]

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub faults: Faults,
     pub shutdown: watch::Receiver<bool>,
     pub addr: SocketAddr,
+    /// What the server presents when it calls a node's kubelet.
+    pub kubelet_identity: Arc<crate::kubelet::identity::KubeletClientIdentity>,
 }
 
 /// The router: everything goes through [`handle`].

@@ -25,6 +25,7 @@ mod faults;
 mod http;
 mod ip_pool;
 mod kubeconfig;
+mod kubelet;
 mod namespace_content;
 mod objects;
 mod openapi;
@@ -147,8 +148,13 @@ impl ApiServer {
         let persister = state_dir
             .map(|dir| persist::Persister::start(dir, objects.clone()))
             .transpose()?;
+        let kubelet_identity = kubelet::identity::KubeletClientIdentity::load_or_generate(
+            &config.name,
+            config.state_dir.as_deref(),
+        )?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let shared = Arc::new(http::Shared {
+            kubelet_identity: Arc::new(kubelet_identity),
             faults: faults::Faults::new(objects.clone()),
             objects,
             counters: counters::LiveCounters::default(),
@@ -199,6 +205,12 @@ impl ApiServer {
     /// `ServerConfig::name`, which is also the current context.
     pub fn kubeconfig(&self) -> String {
         kubeconfig::render(&self.inner.config.name, &self.url())
+    }
+
+    /// The CA of the client certificate this server presents to kubelets (PEM): what a kubelet
+    /// serving its nodes must trust (vcsync's `kubelet.clientCaFile`).
+    pub fn kubelet_client_ca_pem(&self) -> &str {
+        &self.inner.shared.kubelet_identity.ca_pem
     }
 
     /// A snapshot of the request counters.
