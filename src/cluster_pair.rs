@@ -114,6 +114,15 @@ impl ClusterPair {
         Ok(())
     }
 
+    /// The CA (PEM) of the client certificate the virtual API server presents to kubelets: what
+    /// vcsync's kubelet API must trust (`kubelet.clientCaFile`).
+    pub fn virtual_kubelet_client_ca(&self) -> anyhow::Result<String> {
+        match &self.servers {
+            Servers::Embedded { virt, .. } => Ok(virt.kubelet_client_ca_pem().to_string()),
+            Servers::Real { pair, .. } => read(&pair.virt.ca_cert()),
+        }
+    }
+
     /// What serves the clusters: `embedded` or `kube-apiserver`.
     pub fn kind(&self) -> &'static str {
         match self.servers {

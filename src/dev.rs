@@ -72,6 +72,14 @@ pub async fn run(
     config.host_namespace = DEV_NAMESPACE.into();
     config.host.kubeconfig = Some(host_kubeconfig.clone());
     config.virtual_cluster.kubeconfig = Some(virtual_kubeconfig.clone());
+    if config.kubelet.listen.is_none() {
+        // The kubelet API of the virtual nodes on loopback, for kubectl logs, exec and
+        // port-forward, trusting the virtual API server's kubelet client certificate.
+        let ca = args.dir.join("virtual-kubelet-client-ca.crt");
+        write(&ca, &clusters.virtual_kubelet_client_ca()?)?;
+        config.kubelet.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.kubelet.client_ca_file = Some(ca);
+    }
 
     print_welcome(&clusters, &host_kubeconfig, &virtual_kubeconfig, args.nodes);
     let result = crate::sidecar::run_with_clients(

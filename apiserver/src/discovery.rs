@@ -92,7 +92,7 @@ pub(crate) fn resources(registry: &Registry, group: &str, version: &str) -> Opti
             "singularName": def.singular,
             "namespaced": def.namespaced,
             "kind": def.kind,
-            "verbs": VERBS,
+            "verbs": if crate::reviews::is_review(&def) { &["create"][..] } else { VERBS },
         });
         if !def.short_names.is_empty() {
             main["shortNames"] = json!(def.short_names);
@@ -108,6 +108,10 @@ pub(crate) fn resources(registry: &Registry, group: &str, version: &str) -> Opti
                 "eviction" => ("Eviction", &["create"], Some(("policy", "v1"))),
                 "token" => ("TokenRequest", &["create"], Some(("authentication.k8s.io", "v1"))),
                 "scale" => ("Scale", &["get", "patch", "update"], None),
+                "log" => ("Pod", &["get"], None),
+                "exec" => ("PodExecOptions", &["create", "get"], None),
+                "attach" => ("PodAttachOptions", &["create", "get"], None),
+                "portforward" => ("PodPortForwardOptions", &["create", "get"], None),
                 "finalize" => (def.kind.as_str(), &["update"], None),
                 _ => (def.kind.as_str(), &["get", "patch", "update"], None),
             };
@@ -162,6 +166,8 @@ mod tests {
                 "networking.k8s.io",
                 "policy",
                 "scheduling.k8s.io",
+                "authentication.k8s.io",
+                "authorization.k8s.io",
                 "apiextensions.k8s.io"
             ]
         );

@@ -49,6 +49,23 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if let Some((stream, namespace, name)) = pod_stream(request.uri().path()) {
+        // Served by the pod's kubelet: the request goes there as it came (an upgrade included).
+        let verb = if stream.upgrades() && request.method() == Method::POST {
+            "create"
+        } else {
+            "get"
+        };
+        let sub = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        shared.counters.record(verb, &format!("pods/{sub}"));
+        return crate::kubelet::proxy::serve(&shared, stream, &namespace, &name, request).await;
+    }
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => body,
@@ -77,7 +94,22 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     result.unwrap_or_else(error)
 }
 
-fn error(e: ApiError) -> Response {
+/// `/api/v1/namespaces/{namespace}/pods/{name}/{log|exec|attach|portforward}`: the stream and
+/// the pod.
+fn pod_stream(path: &str) -> Option<(crate::kubelet::location::PodStream, String, String)> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["api", "v1", "namespaces", namespace, "pods", name, sub]
+            if !namespace.is_empty() && !name.is_empty() =>
+        {
+            let stream = crate::kubelet::location::PodStream::of(sub)?;
+            Some((stream, namespace.to_string(), name.to_string()))
+        }
+        _ => None,
+    }
+}
+
+pub(crate) fn error(e: ApiError) -> Response {
     tracing::debug!(code = e.code, reason = e.reason, message = %e.message, "request failed");
     let mut response = json_response(
         StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -285,6 +317,19 @@ async fn resource(
         )));
     }
     let ok = |object: &Value| Ok(json_response(StatusCode::OK, object));
+    if crate::reviews::is_review(&def) {
+        return match (verb, target.name.as_deref()) {
+            ("create", None) => {
+                let request = decode_body(content_type, &body)?;
+                let answered = crate::reviews::answer(&def, namespace.as_deref(), request)?;
+                Ok(json_response(StatusCode::CREATED, &answered))
+            }
+            _ => Err(ApiError::method_not_allowed(format!(
+                "{verb} is not supported on {}",
+                def.plural
+            ))),
+        };
+    }
     match (verb, target.name.as_deref()) {
         ("watch", name) => {
             if let Some(name) = name {

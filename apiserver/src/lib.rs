@@ -36,6 +36,7 @@ mod protobuf;
 mod query;
 mod representation;
 mod resources;
+mod reviews;
 mod selectors;
 mod service_alloc;
 mod simulator;

@@ -66,7 +66,7 @@ const BUILTIN: &[Row] = &[
     ("", "v1", "Namespace", "namespaces", false, &["ns"], &["status"], &[]),
     ("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[], &[]),
     ("", "v1", "Secret", "secrets", true, &[], &[], &[]),
-    ("", "v1", "Pod", "pods", true, &["po"], &["status", "binding", "eviction"], &["all"]),
+    ("", "v1", "Pod", "pods", true, &["po"], &["status", "binding", "eviction", "log", "exec", "attach", "portforward"], &["all"]),
     ("", "v1", "Service", "services", true, &["svc"], &["status"], &["all"]),
     ("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], &["token"], &[]),
     ("", "v1", "Endpoints", "endpoints", true, &["ep"], &[], &[]),
@@ -86,6 +86,11 @@ const BUILTIN: &[Row] = &[
     ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true, &["netpol"], &[], &[]),
     ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true, &["pdb"], &["status"], &[]),
     ("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", false, &["pc"], &[], &[]),
+    ("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", false, &[], &[], &[]),
+    ("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", false, &[], &[], &[]),
+    ("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", false, &[], &[], &[]),
+    ("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", false, &[], &[], &[]),
+    ("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", true, &[], &[], &[]),
     ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", false, &["crd", "crds"], &["status"], &["api-extensions"]),
 ];
 

@@ -132,6 +132,24 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
+    /// 500 with kube-apiserver's `InternalError` reason.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "InternalError", message)
+    }
+
+    /// An error a kubelet answered with (its HTTP status and body text), as kube-apiserver
+    /// passes it on.
+    pub fn from_kubelet(code: u16, message: impl Into<String>) -> Self {
+        let reason = match code {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            _ => "InternalError",
+        };
+        Self::new(code, reason, message)
+    }
+
     /// 403 Forbidden.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)

@@ -358,6 +358,12 @@ impl ControlPlane {
     }
 
     /// Its folder: pki/, etcd/, the kubeconfigs and a log per process.
+    /// The plane's CA (PEM file): its clients' certificates, the kubelet client certificate its
+    /// kube-apiserver presents among them, chain to it.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("pki").join("ca.crt")
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -101,22 +101,14 @@ pub async fn forward(
             .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, String::new()));
     }
     if !status.is_success() {
-        // An error (a Status object, or text): small, and it names the host pod, which the
-        // tenant knows by its virtual name.
-        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        // An error: a Status object (or text) naming the host pod. A kubelet answers errors in
+        // plain text, which the virtual API server passes on; the tenant knows the pod by its
+        // virtual name.
         let body = match axum::body::to_bytes(Body::new(response.into_body()), 1 << 20).await {
             Ok(body) => body,
             Err(err) => Bytes::from(format!("reading the host's answer: {err}")),
         };
-        let virtual_name = request.pod.name.as_str();
-        let text = String::from_utf8_lossy(&body).replace(&host.name, virtual_name);
-        let mut answer = Response::builder().status(status);
-        if let Some(content_type) = content_type {
-            answer = answer.header(header::CONTENT_TYPE, content_type);
-        }
-        return answer
-            .body(Body::from(text))
-            .unwrap_or_else(|_| plain(status, String::new()));
+        return plain(status, error_text(&body).replace(&host.name, &request.pod.name));
     }
     let mut answer = Response::builder().status(status);
     for name in [header::CONTENT_TYPE, header::TRANSFER_ENCODING] {
@@ -127,6 +119,15 @@ pub async fn forward(
     answer
         .body(Body::new(response.into_body()))
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, String::new()))
+}
+
+/// The message of an error body: a Status object's `message`, else the text.
+fn error_text(body: &[u8]) -> String {
+    let status: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    match status.as_ref().and_then(|s| s["message"].as_str()) {
+        Some(message) => message.to_string(),
+        None => String::from_utf8_lossy(body).trim_end().to_string(),
+    }
 }
 
 /// Copies bytes both ways between the caller's and the host's upgraded connections until one
@@ -170,4 +171,22 @@ pub fn plain(status: StatusCode, text: String) -> Response<Body> {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn an_error_is_the_message_of_a_status_or_the_text() {
+        let status = br#"{"kind":"Status","code":400,"message":"container \"app\" in pod \"web-x-shop\" is waiting to start"}"#;
+        assert_eq!(
+            error_text(status),
+            "container \"app\" in pod \"web-x-shop\" is waiting to start"
+        );
+        assert_eq!(
+            error_text(b"previous terminated container not found\n"),
+            "previous terminated container not found"
+        );
+    }
 }
