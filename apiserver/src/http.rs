@@ -275,6 +275,7 @@ async fn resource(
     shared.counters.record(verb, &resource_name);
     if let Some(sub) = target.sub.as_deref()
         && sub != "status"
+        && sub != "ephemeralcontainers"
         && verb != "create"
     {
         return Err(ApiError::method_not_allowed(format!(

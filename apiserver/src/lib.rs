@@ -20,6 +20,7 @@ mod counters;
 mod crd;
 mod deletion;
 mod discovery;
+mod ephemeral;
 mod errors;
 mod faults;
 mod http;

@@ -321,6 +321,10 @@ impl Objects {
                 merged["metadata"]["resourceVersion"] = new["metadata"]["resourceVersion"].take();
                 new = merged;
             }
+            Some("ephemeralcontainers") if def.kind == "Pod" => {
+                new = crate::ephemeral::merged(&new, old)
+                    .map_err(|e| ApiError::field_invalid("", "Pod", &name, &e.field, e.type_, &e.detail))?;
+            }
             Some(other) => return Err(ApiError::no_route(&format!("{}/{other}", def.plural))),
             None if def.has_status() => new["status"] = old["status"].clone(),
             None => {}

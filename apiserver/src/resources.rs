@@ -66,7 +66,7 @@ const BUILTIN: &[Row] = &[
     ("", "v1", "Namespace", "namespaces", false, &["ns"], &["status"], &[]),
     ("", "v1", "ConfigMap", "configmaps", true, &["cm"], &[], &[]),
     ("", "v1", "Secret", "secrets", true, &[], &[], &[]),
-    ("", "v1", "Pod", "pods", true, &["po"], &["status", "binding", "eviction", "log", "exec", "attach", "portforward"], &["all"]),
+    ("", "v1", "Pod", "pods", true, &["po"], &["status", "binding", "eviction", "ephemeralcontainers", "log", "exec", "attach", "portforward"], &["all"]),
     ("", "v1", "Service", "services", true, &["svc"], &["status"], &["all"]),
     ("", "v1", "ServiceAccount", "serviceaccounts", true, &["sa"], &["token"], &[]),
     ("", "v1", "Endpoints", "endpoints", true, &["ep"], &[], &[]),

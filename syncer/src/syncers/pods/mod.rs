@@ -88,6 +88,7 @@
 //!   deleted first; the new pod follows once it is gone.
 
 pub mod environment;
+pub mod ephemeral;
 pub mod reference_gate;
 pub mod reference_sites;
 pub mod references;

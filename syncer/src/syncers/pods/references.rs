@@ -5,7 +5,7 @@
 //! so a reference resolves to the copy the ConfigMap / Secret / PVC syncers keep there.
 
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIVolumeFile, EnvFromSource, EnvVar, ObjectFieldSelector, PodSpec, Volume,
+    DownwardAPIVolumeFile, EnvFromSource, EnvVar, ObjectFieldSelector, PodSpec, Volume,
 };
 use vcsync_translators::{
     NamespaceMapping, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION,
@@ -21,7 +21,8 @@ pub const SERVICE_ACCOUNT_ANNOTATION: &str = "vcsync.dev/service-account-name";
 /// Covered: configMap, secret and persistentVolumeClaim volumes, projected configMap / secret /
 /// downwardAPI sources, downwardAPI volumes, the secret references of csi, cephfs, rbd, iscsi,
 /// flexVolume, scaleIO, storageos and azureFile volumes, `env[].valueFrom` (configMapKeyRef,
-/// secretKeyRef, fieldRef) and `envFrom` of containers and init containers, imagePullSecrets.
+/// secretKeyRef, fieldRef) and `envFrom` of containers, init containers and ephemeral
+/// containers, imagePullSecrets.
 /// Service-account token projections are handled by [`super::token`].
 pub fn translate_references(mapping: &NamespaceMapping, ns: &str, spec: &mut PodSpec) {
     let rename = |name: &mut String| {
@@ -40,7 +41,10 @@ pub fn translate_references(mapping: &NamespaceMapping, ns: &str, spec: &mut Pod
         .iter_mut()
         .chain(spec.init_containers.iter_mut().flatten())
     {
-        translate_container(mapping, ns, container);
+        translate_env(mapping, ns, &mut container.env, &mut container.env_from);
+    }
+    for container in spec.ephemeral_containers.iter_mut().flatten() {
+        translate_env(mapping, ns, &mut container.env, &mut container.env_from);
     }
 }
 
@@ -105,11 +109,17 @@ fn translate_volume(mapping: &NamespaceMapping, ns: &str, volume: &mut Volume) {
     }
 }
 
-fn translate_container(mapping: &NamespaceMapping, ns: &str, container: &mut Container) {
-    for var in container.env.iter_mut().flatten() {
+/// The `env` and `envFrom` of a container (regular, init or ephemeral).
+fn translate_env(
+    mapping: &NamespaceMapping,
+    ns: &str,
+    env: &mut Option<Vec<EnvVar>>,
+    env_from: &mut Option<Vec<EnvFromSource>>,
+) {
+    for var in env.iter_mut().flatten() {
         translate_env_var(mapping, ns, var);
     }
-    for source in container.env_from.iter_mut().flatten() {
+    for source in env_from.iter_mut().flatten() {
         translate_env_from(mapping, ns, source);
     }
 }

@@ -1,7 +1,9 @@
 //! Status up: what the host's scheduler and kubelet report about a host pod becomes the status
 //! of its virtual pod, as if a kubelet of the virtual cluster had reported it.
 
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodStatus,
+};
 
 /// Condition types the host's scheduler and kubelet own; the virtual pod shows the host's.
 /// Other types (readiness gates set by controllers of the virtual cluster, DisruptionTarget)
@@ -17,10 +19,15 @@ const HOST_CONDITIONS: [&str; 7] = [
 ];
 
 /// The status the virtual pod should have given its host pod, or None when it already has it
-/// (no write).
-pub fn virtual_status(host: &Pod, virt: &Pod) -> Option<PodStatus> {
+/// (no write). `refused`: why the virtual pod's ephemeral containers the host pod lacks stay off
+/// the host; they are reported terminated with that message, so `kubectl debug -it` ends at once
+/// with the reason instead of waiting for a container that never starts.
+pub fn virtual_status(host: &Pod, virt: &Pod, refused: Option<&str>) -> Option<PodStatus> {
     let observed = virt.status.clone().unwrap_or_default();
-    let desired = desired_status(host, virt);
+    let mut desired = desired_status(host, virt);
+    if let Some(message) = refused {
+        report_refused_ephemeral(host, virt, message, &mut desired);
+    }
     (desired != observed).then_some(desired)
 }
 
@@ -42,6 +49,7 @@ fn desired_status(host: &Pod, virt: &Pod) -> PodStatus {
     status.start_time = from.start_time;
     status.init_container_statuses = from.init_container_statuses;
     status.container_statuses = from.container_statuses;
+    status.ephemeral_container_statuses = from.ephemeral_container_statuses;
     status.resize = from.resize;
     status.resources = from.resources;
     status.volume_health = from.volume_health;
@@ -68,6 +76,44 @@ fn desired_status(host: &Pod, virt: &Pod) -> PodStatus {
     apply_readiness_gates(virt, &mut conditions);
     status.conditions = (!conditions.is_empty()).then_some(conditions);
     status
+}
+
+/// Adds a terminated status (reason `PodSecurityViolation`, exit code 126: cannot run) for each
+/// ephemeral container of `virt` that `host` lacks.
+fn report_refused_ephemeral(host: &Pod, virt: &Pod, message: &str, status: &mut PodStatus) {
+    let on_host = |name: &str| {
+        host.spec
+            .iter()
+            .flat_map(|s| s.ephemeral_containers.iter().flatten())
+            .any(|c| c.name == name)
+    };
+    let statuses = status.ephemeral_container_statuses.get_or_insert_with(Vec::new);
+    for container in virt
+        .spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+    {
+        if on_host(&container.name) || statuses.iter().any(|s| s.name == container.name) {
+            continue;
+        }
+        statuses.push(ContainerStatus {
+            name: container.name.clone(),
+            image: container.image.clone().unwrap_or_default(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 126,
+                    reason: Some("PodSecurityViolation".to_string()),
+                    message: Some(message.to_string()),
+                    ..ContainerStateTerminated::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        });
+    }
+    if statuses.is_empty() {
+        status.ephemeral_container_statuses = None;
+    }
 }
 
 /// The host pod has no readiness gates (their conditions are set on the virtual pod), so its
@@ -227,8 +273,46 @@ mod tests {
     }
 
     #[test]
+    fn refused_ephemeral_containers_are_reported_terminated_and_added_ones_come_from_the_host() {
+        let virt = pending_virtual(json!({"containers": [], "ephemeralContainers": [
+            {"name": "on-host", "image": "busybox"}, {"name": "refused", "image": "busybox"}]}));
+        let mut host = running_host();
+        host.spec = Some(
+            serde_json::from_value(json!({"containers": [],
+            "ephemeralContainers": [{"name": "on-host", "image": "busybox"}]}))
+            .unwrap(),
+        );
+        host.status.as_mut().unwrap().ephemeral_container_statuses = Some(vec![
+            serde_json::from_value(json!({
+            "name": "on-host", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"running": {}}}))
+            .unwrap(),
+        ]);
+        let status = virtual_status(&host, &virt, Some("violates PodSecurity")).unwrap();
+        let statuses = status.ephemeral_container_statuses.unwrap();
+        assert_eq!(statuses.len(), 2, "{statuses:?}");
+        assert!(
+            statuses[0].state.as_ref().unwrap().running.is_some(),
+            "the host's"
+        );
+        let terminated = statuses[1].state.clone().unwrap().terminated.unwrap();
+        assert_eq!(
+            (statuses[1].name.as_str(), terminated.exit_code),
+            ("refused", 126)
+        );
+        assert_eq!(terminated.reason.as_deref(), Some("PodSecurityViolation"));
+        let without = virtual_status(&host, &virt, None).unwrap();
+        assert_eq!(
+            without.ephemeral_container_statuses.unwrap().len(),
+            1,
+            "nothing refused, nothing made up"
+        );
+    }
+
+    #[test]
     fn host_status_comes_up() {
-        let status = virtual_status(&running_host(), &pending_virtual(json!({"containers": []}))).unwrap();
+        let status =
+            virtual_status(&running_host(), &pending_virtual(json!({"containers": []})), None).unwrap();
         let mut expected = serde_json::to_value(running_host().status.unwrap()).unwrap();
         expected["observedGeneration"] = json!(1);
         expected["conditions"][1]["observedGeneration"] = json!(1);
@@ -239,8 +323,8 @@ mod tests {
     fn an_up_to_date_virtual_status_needs_no_write() {
         let host = running_host();
         let mut virt = pending_virtual(json!({"containers": []}));
-        virt.status = virtual_status(&host, &virt);
-        assert_eq!(virtual_status(&host, &virt), None);
+        virt.status = virtual_status(&host, &virt, None);
+        assert_eq!(virtual_status(&host, &virt, None), None);
     }
 
     #[test]
@@ -248,7 +332,7 @@ mod tests {
         let host =
             pod(json!({"metadata": {"name": "h"}, "status": {"phase": "Pending", "qosClass": "BestEffort"}}));
         assert_eq!(
-            virtual_status(&host, &pending_virtual(json!({"containers": []}))),
+            virtual_status(&host, &pending_virtual(json!({"containers": []})), None),
             None
         );
     }
@@ -260,7 +344,7 @@ mod tests {
             serde_json::from_value(json!({"type": "DisruptionTarget", "status": "True"})).unwrap(),
             serde_json::from_value(json!({"type": "Ready", "status": "False"})).unwrap(),
         ]);
-        let status = virtual_status(&running_host(), &virt).unwrap();
+        let status = virtual_status(&running_host(), &virt, None).unwrap();
         let types: Vec<_> = status.conditions.unwrap().into_iter().map(|c| c.type_).collect();
         assert_eq!(types, ["PodScheduled", "Ready", "DisruptionTarget"]);
     }
@@ -289,7 +373,7 @@ mod tests {
                 serde_json::from_value(json!({"type": "lb", "status": gate})).unwrap(),
             ]);
         }
-        let status = virtual_status(&running_host(), &virt).unwrap();
+        let status = virtual_status(&running_host(), &virt, None).unwrap();
         let condition = status
             .conditions
             .unwrap()

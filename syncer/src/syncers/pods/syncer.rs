@@ -25,6 +25,7 @@ use vcsync_translators::{
 
 use super::{
     environment::ServiceLink,
+    ephemeral,
     reference_gate::{Decision, RefState, ReferenceGate, wait_for},
     security::{PodSecurityLevel, report_dropped_tolerations, violations},
     status::{collision_status, is_terminal, virtual_status, was_running_on_host},
@@ -359,8 +360,14 @@ impl PodSyncer {
     }
 
     /// Status up, when it differs (pods/status of the virtual pod); true if it wrote.
-    async fn status_up(&self, ctx: &SyncContext<Pod>, host: &Pod, virt: &Pod) -> Result<bool> {
-        match virtual_status(host, virt) {
+    async fn status_up(
+        &self,
+        ctx: &SyncContext<Pod>,
+        host: &Pod,
+        virt: &Pod,
+        refused: Option<&str>,
+    ) -> Result<bool> {
+        match virtual_status(host, virt, refused) {
             Some(status) => self.write_status(ctx, virt, status).await,
             None => Ok(false),
         }
@@ -494,6 +501,52 @@ impl PodSyncer {
             )
             .await;
         Ok(Action::await_change())
+    }
+
+    /// Gives the host pod the ephemeral containers `updated` has (`kubectl debug` on the virtual
+    /// pod), through its `ephemeralcontainers` subresource, if the virtual pod with them still
+    /// meets the Pod Security Standard. Otherwise the pod runs on unchanged, a Warning event says
+    /// why, and so does the returned message (the refused containers' status).
+    async fn add_ephemeral_containers(
+        &self,
+        ctx: &SyncContext<Pod>,
+        virt: &Pod,
+        updated: &Pod,
+    ) -> Result<Option<String>> {
+        let level = ctx.register_context().config().sync.pods.pod_security_standard;
+        let broken = violations(
+            level,
+            virt.spec.as_ref().unwrap_or(&Default::default()),
+            virt.metadata.annotations.as_ref(),
+        );
+        if !broken.is_empty() {
+            let message = format!(
+                "ephemeral containers not added on the host: violates PodSecurity {level:?}: {}",
+                broken.join("; ")
+            );
+            tracing::warn!(pod = %display_key(virt), "{message}");
+            ctx.events()
+                .publish(
+                    &virt.object_ref(&()),
+                    EventType::Warning,
+                    "PodSecurityViolation",
+                    &message,
+                )
+                .await;
+            return Ok(Some(message));
+        }
+        let name = updated.metadata.name.as_deref().unwrap_or_default();
+        ctx.host_api_for(updated)
+            .replace_subresource("ephemeralcontainers", name, &write_params(), updated)
+            .await
+            .map_err(api_error(
+                Side::Host,
+                "update ephemeral containers of",
+                "Pod",
+                &display_key(updated),
+            ))?;
+        tracing::info!(pod = %display_key(virt), host = %display_key(updated), "added ephemeral containers on the host");
+        Ok(None)
     }
 
     /// The host pod of a virtual pod that ran on the host is gone (deleted or evicted outside
@@ -716,6 +769,8 @@ impl Syncer for PodSyncer {
             return Ok(Action::await_change());
         }
         let mut action = Action::await_change();
+        // Why the virtual pod's new ephemeral containers stay off the host, if they do.
+        let mut refused = None;
         if host.metadata.deletion_timestamp.is_none() {
             if let Some(update) = host_update(&host, &self.mutable_fields(ctx, &virt)) {
                 match update_host_object(ctx, &virt, &update).await {
@@ -728,6 +783,10 @@ impl Syncer for PodSyncer {
                     Err(err) => return Err(err),
                 }
             }
+            let ephemeral = self.pods.host_ephemeral_containers(&virt);
+            if let Some(updated) = ephemeral::with_added(&host, &ephemeral) {
+                refused = self.add_ephemeral_containers(ctx, &virt, &updated).await?;
+            }
             if let Some(delay) = self.tokens.refresh(ctx, &host, &virt).await? {
                 action = Action::requeue(delay);
             }
@@ -738,7 +797,8 @@ impl Syncer for PodSyncer {
         }
         // Binding first: it changes the virtual pod (and its PodScheduled condition), whose
         // update brings the next reconcile, which writes the status once against it.
-        let wrote = self.bind(ctx, &host, &virt).await? || self.status_up(ctx, &host, &virt).await?;
+        let wrote = self.bind(ctx, &host, &virt).await?
+            || self.status_up(ctx, &host, &virt, refused.as_deref()).await?;
         if wrote {
             self.written
                 .entry(Self::uid(&virt).to_string())
@@ -758,7 +818,7 @@ impl Syncer for PodSyncer {
     ) -> Result<Action> {
         match host.filter(|h| Self::is_twin(h, &virt)) {
             Some(host) => {
-                self.status_up(ctx, &host, &virt).await?;
+                self.status_up(ctx, &host, &virt, None).await?;
                 let grace = virt
                     .metadata
                     .deletion_grace_period_seconds

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::{
     api::core::v1::{
-        Affinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm,
-        PodSchedulingGate, PodSpec, Toleration,
+        Affinity, EphemeralContainer, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+        PodAffinityTerm, PodSchedulingGate, PodSpec, Toleration,
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, ObjectMeta},
 };
@@ -166,6 +166,22 @@ impl PodTranslator {
             tolerations,
             scheduling_gates: spec.and_then(|s| s.scheduling_gates.clone()).unwrap_or_default(),
         }
+    }
+
+    /// The ephemeral containers of `virt`, translated for the host (references renamed as in
+    /// [`Self::host_pod`]); empty when it has none.
+    pub fn host_ephemeral_containers(&self, virt: &Pod) -> Vec<EphemeralContainer> {
+        let ns = virt.metadata.namespace.as_deref().unwrap_or_default();
+        let ephemeral = virt.spec.as_ref().and_then(|s| s.ephemeral_containers.clone());
+        let Some(ephemeral) = ephemeral.filter(|e| !e.is_empty()) else {
+            return Vec::new();
+        };
+        let mut spec = PodSpec {
+            ephemeral_containers: Some(ephemeral),
+            ..PodSpec::default()
+        };
+        translate_references(&self.mapping, ns, &mut spec);
+        spec.ephemeral_containers.unwrap_or_default()
     }
 
     /// The host pod of `virt` in `env`.
