@@ -589,3 +589,123 @@ async fn body_text(response: http::Response<kube::client::Body>) -> String {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8_lossy(&bytes).to_string()
 }
+
+/// What the host node's kubelet reports once ephemeral container `name` of host pod `host`
+/// starts (on real clusters the tests play that kubelet).
+async fn report_ephemeral_running(env: &Env, host: &vcsync_translators::HostKey, name: &str) {
+    use kube::api::{Patch, PatchParams};
+    let pods: Api<Pod> = Api::namespaced(env.host.clone(), host.namespace.as_deref().unwrap());
+    let status = json!({"status": {"ephemeralContainerStatuses": [{"name": name, "image": "busybox",
+        "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"running": {"startedAt": k8s_openapi::jiff::Timestamp::now().to_string()}}}]}});
+    pods.patch_status(&host.name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap_or_else(|err| panic!("reporting ephemeral container {name} of {host} running: {err}"));
+}
+
+/// The names of the ephemeral containers host pod `host` has.
+async fn host_ephemeral_containers(env: &Env, host: &vcsync_translators::HostKey) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(env.host.clone(), host.namespace.as_deref().unwrap());
+    let pod = get(&pods, &host.name).await.expect("the host pod");
+    pod.spec
+        .and_then(|s| s.ephemeral_containers)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.name)
+        .collect()
+}
+
+#[tokio::test]
+async fn kubectl_debug_adds_an_ephemeral_container_to_the_host_twin_and_attaches_to_it() {
+    let Some(setup) = KubeletSetup::start().await else {
+        return;
+    };
+    let ns = setup.env.virt_ns.clone();
+    setup.run_pod(&ns, "web").await;
+    let host = setup.env.mapping.host_key(&ns, "web");
+
+    // kubectl waits for the container to run, then attaches with stdin: the echo comes back.
+    let debug = setup.kubectl(
+        &ns,
+        &[
+            "debug",
+            "web",
+            "-i",
+            "--image=busybox",
+            "--container=debugger",
+            "--profile=baseline",
+            "--",
+            "cat",
+        ],
+        Some("hello from the debugger\n"),
+    );
+    let report = async {
+        eventually("the debugger on the host pod", || async {
+            host_ephemeral_containers(&setup.env, &host)
+                .await
+                .contains(&"debugger".to_string())
+                .then_some(())
+        })
+        .await;
+        if setup.env.embedded().is_none() {
+            report_ephemeral_running(&setup.env, &host, "debugger").await;
+        }
+    };
+    let (output, ()) = tokio::join!(debug, report);
+    assert_success(&output, "kubectl debug -i");
+    assert!(text(&output).contains("hello from the debugger"), "{output:?}");
+    let virtual_pod = get(&Api::<Pod>::namespaced(setup.env.virt.clone(), &ns), "web")
+        .await
+        .unwrap();
+    let statuses = virtual_pod
+        .status
+        .unwrap()
+        .ephemeral_container_statuses
+        .unwrap_or_default();
+    assert_eq!(
+        statuses.first().map(|s| s.name.as_str()),
+        Some("debugger"),
+        "the host's status came up"
+    );
+
+    // The general profile's SYS_PTRACE for --target breaks the baseline Pod Security Standard:
+    // the container never reaches the host, and kubectl learns why at once.
+    let refused = setup
+        .kubectl(
+            &ns,
+            &[
+                "debug",
+                "web",
+                "-i",
+                "--image=busybox",
+                "--container=prying",
+                "--target=app",
+                "--profile=general",
+                "--",
+                "cat",
+            ],
+            Some(""),
+        )
+        .await;
+    let virtual_pod = eventually("the refused container's status", || async {
+        let pod = get(&Api::<Pod>::namespaced(setup.env.virt.clone(), &ns), "web").await?;
+        let status = pod
+            .status?
+            .ephemeral_container_statuses?
+            .into_iter()
+            .find(|s| s.name == "prying")?;
+        status.state?.terminated
+    })
+    .await;
+    assert_eq!(
+        virtual_pod.reason.as_deref(),
+        Some("PodSecurityViolation"),
+        "{refused:?}"
+    );
+    assert!(
+        !host_ephemeral_containers(&setup.env, &host)
+            .await
+            .contains(&"prying".to_string())
+    );
+    setup.finish().await;
+}
