@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use kube::Client;
 use vcsync_apiserver::{ApiServer, RequestCounters, ServerConfig, Simulator, SimulatorConfig};
-use vcsync_envtest::{ControlPlane, ControlPlanePair, FakeKubelets};
+use vcsync_envtest::{ControlPlane, ControlPlanePair, FakeKubelets, KubeletApi};
 
 /// The two clusters, their clients and kubeconfigs.
 pub struct ClusterPair {
@@ -45,7 +45,16 @@ impl ClusterPair {
         let host_client = pair.host.client().await?;
         let kubelets = match nodes {
             0 => None,
-            _ => Some(FakeKubelets::start(host_client.clone(), nodes).await?),
+            _ => {
+                // The host nodes' kubelet API, when the assets hold the fake kubelet: then
+                // kubectl logs, exec and port-forward reach the host pods.
+                let binary = assets.join("fake-kubelet");
+                let api = match binary.exists() {
+                    true => Some(KubeletApi::start(&binary, &pair.host.ca_cert())?),
+                    false => None,
+                };
+                Some(FakeKubelets::start_with_api(host_client.clone(), nodes, api).await?)
+            }
         };
         Ok(Self {
             virtual_client: pair.virt.client().await?,

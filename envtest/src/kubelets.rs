@@ -37,16 +37,76 @@ const LEASE_RENEWAL: Duration = Duration::from_secs(10);
 pub struct FakeKubelets {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     nodes: Vec<String>,
+    _api: Option<KubeletApi>,
+}
+
+/// A kubelet API answering for pods of nodes: the fake kubelet of `tests/control-plane`
+/// (`fake-kubelet` among the assets), a process on a loopback port. Its containers log
+/// `line N of {namespace}/{pod}/{container}`, echo what is written to them and know a few
+/// commands (see its source). It stops when dropped.
+pub struct KubeletApi {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl KubeletApi {
+    /// Starts `binary`, accepting only client certificates of the CA in `client_ca` (a
+    /// kube-apiserver's kubelet client certificate).
+    pub fn start(binary: &std::path::Path, client_ca: &std::path::Path) -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(binary)
+            .args(["--listen", "127.0.0.1:0", "--client-ca"])
+            .arg(client_ca)
+            .args(["--parent-pid", &std::process::id().to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("its stdout")?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let port = line.trim().rsplit(':').next().and_then(|port| port.parse().ok());
+        let Some(port) = port else {
+            let _ = child.kill();
+            anyhow::bail!(
+                "{} said {line:?}, not `listening on 127.0.0.1:PORT`",
+                binary.display()
+            );
+        };
+        Ok(Self { child, port })
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for KubeletApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl FakeKubelets {
     /// Makes (or takes back) `count` nodes named `node-1` ... and starts their scheduler,
     /// kubelets and Lease renewals on `client`'s cluster.
     pub async fn start(client: Client, count: usize) -> anyhow::Result<Self> {
+        Self::start_with_api(client, count, None).await
+    }
+
+    /// [`Self::start`], the nodes' kubelet API `api` (their address 127.0.0.1 and its port), so
+    /// that the API server's `pods/log`, `exec`, `attach` and `portforward` reach it.
+    pub async fn start_with_api(
+        client: Client,
+        count: usize,
+        api: Option<KubeletApi>,
+    ) -> anyhow::Result<Self> {
         let nodes: Vec<String> = (1..=count).map(|i| format!("node-{i}")).collect();
         let node_api: Api<Node> = Api::all(client.clone());
         for (index, name) in nodes.iter().enumerate() {
-            let node = node_object(name, index);
+            let node = node_object(name, index, api.as_ref().map(KubeletApi::port));
             match node_api.create(&PostParams::default(), &node).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
@@ -57,7 +117,11 @@ impl FakeKubelets {
         if !nodes.is_empty() {
             tasks.push(tokio::spawn(run_pods(client, nodes.clone())));
         }
-        Ok(Self { tasks, nodes })
+        Ok(Self {
+            tasks,
+            nodes,
+            _api: api,
+        })
     }
 
     /// The names of the nodes.
@@ -74,10 +138,12 @@ impl Drop for FakeKubelets {
     }
 }
 
-/// The node `name`, Ready, with an InternalIP of its own.
-fn node_object(name: &str, index: usize) -> Node {
+/// The node `name`, Ready, with an InternalIP of its own, or with `kubelet_port` at 127.0.0.1
+/// (the address of its kubelet API, which kube-apiserver calls; no Hostname address then, which
+/// it would try first).
+fn node_object(name: &str, index: usize, kubelet_port: Option<u16>) -> Node {
     let now = Timestamp::now().to_string();
-    serde_json::from_value(json!({
+    let mut node = json!({
         "metadata": {"name": name, "labels": {
             FAKE_KUBELET_LABEL: "true", "kubernetes.io/hostname": name,
             "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
@@ -94,8 +160,12 @@ fn node_object(name: &str, index: usize) -> Node {
                          "machineID": "", "operatingSystem": "linux", "osImage": "fake",
                          "systemUUID": ""}
         }
-    }))
-    .expect("a valid node")
+    });
+    if let Some(port) = kubelet_port {
+        node["status"]["addresses"] = json!([{"type": "InternalIP", "address": "127.0.0.1"}]);
+        node["status"]["daemonEndpoints"] = json!({"kubeletEndpoint": {"Port": port}});
+    }
+    serde_json::from_value(node).expect("a valid node")
 }
 
 /// Renews each node's Lease in `kube-node-lease`, creating it first.

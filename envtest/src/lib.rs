@@ -24,7 +24,7 @@ mod kubelets;
 mod processes;
 mod shared;
 
-pub use kubelets::{FAKE_KUBELET_LABEL, FakeKubelets};
+pub use kubelets::{FAKE_KUBELET_LABEL, FakeKubelets, KubeletApi};
 pub use shared::{Exclusive, SharedPlanes};
 
 use std::{

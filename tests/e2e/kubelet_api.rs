@@ -21,6 +21,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 use serde_json::json;
+use vcsync_envtest::KubeletApi;
 
 use crate::{
     env::{Env, eventually, get},
@@ -35,7 +36,7 @@ struct KubeletSetup {
     node: String,
     /// Folder of the CA files (the virtual plane's, for the syncer; the host's, for the kubelet).
     _dir: tempfile::TempDir,
-    kubelet: Child,
+    _kubelet: KubeletApi,
 }
 
 /// Why a test cannot run here, printed as it returns.
@@ -65,7 +66,9 @@ impl KubeletSetup {
         let dir = tempfile::tempdir().unwrap();
         let host_ca = write_ca(env.host_kubeconfig(), &dir.path().join("host-ca.crt"));
         let virtual_ca = write_ca(env.virtual_kubeconfig(), &dir.path().join("virtual-ca.crt"));
-        let (kubelet, port) = start_fake_kubelet(&PathBuf::from(assets).join("fake-kubelet"), &host_ca);
+        let kubelet = KubeletApi::start(&PathBuf::from(assets).join("fake-kubelet"), &host_ca)
+            .unwrap_or_else(|err| panic!("the fake kubelet: {err:#}"));
+        let port = kubelet.port();
         let node = format!("kubelet-{}", env.instance);
         ensure_node_at(&env.host, &node, "127.0.0.1", Some(port))
             .await
@@ -74,7 +77,7 @@ impl KubeletSetup {
             env,
             node,
             _dir: dir,
-            kubelet,
+            _kubelet: kubelet,
         };
         let config = format!(
             "kubelet:\n  listen: 127.0.0.1:0\n  clientCaFile: {}\n",
@@ -195,13 +198,6 @@ impl KubeletSetup {
     }
 }
 
-impl Drop for KubeletSetup {
-    fn drop(&mut self) {
-        let _ = self.kubelet.kill();
-        let _ = self.kubelet.wait();
-    }
-}
-
 /// Binds host pod `host` to `node` and reports it Running, as a host scheduler and kubelet do.
 async fn bind_in(env: &Env, host: &vcsync_translators::HostKey, node: &str) {
     let namespace = host.namespace.as_deref().unwrap();
@@ -252,30 +248,6 @@ fn write_ca(kubeconfig: &Path, path: &Path) -> PathBuf {
     };
     std::fs::write(path, pem).unwrap();
     path.to_path_buf()
-}
-
-/// Starts the fake kubelet, requiring client certificates of `client_ca`; returns it and its port.
-fn start_fake_kubelet(binary: &Path, client_ca: &Path) -> (Child, u16) {
-    use std::io::BufRead;
-    let mut child = Command::new(binary)
-        .args(["--listen", "127.0.0.1:0", "--client-ca"])
-        .arg(client_ca)
-        .args(["--parent-pid", &std::process::id().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|err| panic!("starting {}: {err}", binary.display()));
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("fake-kubelet said {line:?}, not `listening on 127.0.0.1:PORT`"));
-    (child, port)
 }
 
 fn text(output: &Output) -> String {
