@@ -26,17 +26,25 @@ use vcsync_envtest::KubeletApi;
 use crate::{
     env::{Env, eventually, get},
     kubectl::kubectl,
-    kubelet::{bind_host_pod, ensure_node_at, next_pod_ip, report_running},
+    kubelet::{HostKubelet, bind_host_pod, ensure_node_at, next_pod_ip, report_running},
 };
 
-/// A test's clusters with vcsync's kubelet API on, and a host node whose kubelet answers.
+/// A test's clusters with vcsync's kubelet API on, and host nodes whose kubelets answer.
 struct KubeletSetup {
     env: Env,
-    /// The host node the test's pods run on (and its virtual twin).
-    node: String,
+    host_nodes: HostNodes,
     /// Folder of the CA files (the virtual plane's, for the syncer; the host's, for the kubelet).
     _dir: tempfile::TempDir,
-    _kubelet: KubeletApi,
+}
+
+/// Who runs the host pods and answers as their kubelet.
+enum HostNodes {
+    /// The embedded host's simulator: it schedules and runs pods, and each simulated node
+    /// serves a kubelet API.
+    Simulated { _simulator: HostKubelet },
+    /// On real clusters: a node of the test's own, whose pods the test binds and reports
+    /// running, and whose kubelet is the fake kubelet of `VCSYNC_KUBE_ASSETS`.
+    Fake { node: String, _kubelet: KubeletApi },
 }
 
 /// Why a test cannot run here, printed as it returns.
@@ -49,35 +57,44 @@ impl KubeletSetup {
     /// The setup, or None (printed) where the clusters cannot call a kubelet on this machine.
     async fn start() -> Option<KubeletSetup> {
         let env = Env::new().await;
-        if env.embedded().is_some() {
-            // The embedded API servers do not call kubelets yet (issue 22, step 5).
-            return skip("the embedded API servers serve no pods/log or pods/exec yet");
-        }
-        let virtual_server = server_of(env.virtual_kubeconfig());
-        let host_server = server_of(env.host_kubeconfig());
-        if !is_loopback(&virtual_server) || !is_loopback(&host_server) {
-            return skip(
-                "the clusters' API servers are not on this machine's loopback: they cannot call a kubelet here",
-            );
-        }
-        let Some(assets) = std::env::var_os("VCSYNC_KUBE_ASSETS").filter(|a| !a.is_empty()) else {
-            return skip("no VCSYNC_KUBE_ASSETS: no fake-kubelet for the host node");
-        };
         let dir = tempfile::tempdir().unwrap();
-        let host_ca = write_ca(env.host_kubeconfig(), &dir.path().join("host-ca.crt"));
-        let virtual_ca = write_ca(env.virtual_kubeconfig(), &dir.path().join("virtual-ca.crt"));
-        let kubelet = KubeletApi::start(&PathBuf::from(assets).join("fake-kubelet"), &host_ca)
-            .unwrap_or_else(|err| panic!("the fake kubelet: {err:#}"));
-        let port = kubelet.port();
-        let node = format!("kubelet-{}", env.instance);
-        ensure_node_at(&env.host, &node, "127.0.0.1", Some(port))
-            .await
-            .unwrap_or_else(|err| panic!("host node {node}: {err}"));
+        let virtual_ca = dir.path().join("virtual-ca.crt");
+        let host_nodes = match env.embedded() {
+            Some((_, virt)) => {
+                std::fs::write(&virtual_ca, virt.kubelet_client_ca_pem()).unwrap();
+                HostNodes::Simulated {
+                    _simulator: HostKubelet::start(&env).await,
+                }
+            }
+            None => {
+                let virtual_server = server_of(env.virtual_kubeconfig());
+                let host_server = server_of(env.host_kubeconfig());
+                if !is_loopback(&virtual_server) || !is_loopback(&host_server) {
+                    return skip(
+                        "the clusters' API servers are not on this machine's loopback: they cannot call a kubelet here",
+                    );
+                }
+                let Some(assets) = std::env::var_os("VCSYNC_KUBE_ASSETS").filter(|a| !a.is_empty()) else {
+                    return skip("no VCSYNC_KUBE_ASSETS: no fake-kubelet for the host node");
+                };
+                let host_ca = write_ca(env.host_kubeconfig(), &dir.path().join("host-ca.crt"));
+                write_ca(env.virtual_kubeconfig(), &virtual_ca);
+                let kubelet = KubeletApi::start(&PathBuf::from(assets).join("fake-kubelet"), &host_ca)
+                    .unwrap_or_else(|err| panic!("the fake kubelet: {err:#}"));
+                let node = format!("kubelet-{}", env.instance);
+                ensure_node_at(&env.host, &node, "127.0.0.1", Some(kubelet.port()))
+                    .await
+                    .unwrap_or_else(|err| panic!("host node {node}: {err}"));
+                HostNodes::Fake {
+                    node,
+                    _kubelet: kubelet,
+                }
+            }
+        };
         let mut setup = KubeletSetup {
             env,
-            node,
+            host_nodes,
             _dir: dir,
-            _kubelet: kubelet,
         };
         let config = format!(
             "kubelet:\n  listen: 127.0.0.1:0\n  clientCaFile: {}\n",
@@ -87,9 +104,9 @@ impl KubeletSetup {
         Some(setup)
     }
 
-    /// Creates virtual pod `namespace/name` (one container `app`), runs its host twin on the
-    /// test's node and waits until the virtual pod is Running on the virtual twin of that node,
-    /// which names vcsync's kubelet endpoint.
+    /// Creates virtual pod `namespace/name` (one container `app`), has its host twin run (on the
+    /// test's node, or where the simulator puts it) and waits until the virtual pod is Running
+    /// on the virtual twin of that node, which names vcsync's kubelet endpoint.
     async fn run_pod(&self, namespace: &str, name: &str) {
         let env = &self.env;
         let pod: Pod = serde_json::from_value(json!({
@@ -101,35 +118,36 @@ impl KubeletSetup {
             .create(&PostParams::default(), &pod)
             .await
             .unwrap();
-        let host = env.mapping.host_key(namespace, name);
-        let host_pods: Api<Pod> = Api::namespaced(env.host.clone(), host.namespace.as_deref().unwrap());
-        eventually(&format!("host pod {host}"), || async {
-            get(&host_pods, &host.name).await
-        })
-        .await;
-        bind_in(env, &host, &self.node).await;
+        if let HostNodes::Fake { node, .. } = &self.host_nodes {
+            let host = env.mapping.host_key(namespace, name);
+            let host_pods: Api<Pod> = Api::namespaced(env.host.clone(), host.namespace.as_deref().unwrap());
+            eventually(&format!("host pod {host}"), || async {
+                get(&host_pods, &host.name).await
+            })
+            .await;
+            bind_in(env, &host, node).await;
+        }
         let virtual_pods: Api<Pod> = Api::namespaced(env.virt.clone(), namespace);
         eventually(&format!("virtual pod {namespace}/{name} Running"), || async {
             get(&virtual_pods, name).await.filter(|pod| {
                 pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-                    && pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(self.node.as_str())
+                    && pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some()
             })
         })
         .await;
         self.endpoint_port().await;
     }
 
-    /// The kubelet port the virtual node names (vcsync's endpoint), once it names one.
+    /// The kubelet port the virtual nodes name (vcsync's endpoint), once one names it.
     async fn endpoint_port(&self) -> u16 {
         let nodes: Api<Node> = Api::all(self.env.virt.clone());
-        eventually(
-            &format!("virtual node {} naming a kubelet port", self.node),
-            || async {
-                let node = get(&nodes, &self.node).await?;
+        eventually("a virtual node naming a kubelet port", || async {
+            let listed = nodes.list(&Default::default()).await.ok()?;
+            listed.items.into_iter().find_map(|node| {
                 let port = node.status?.daemon_endpoints?.kubelet_endpoint?.port;
                 u16::try_from(port).ok().filter(|port| *port != 0)
-            },
-        )
+            })
+        })
         .await
     }
 
@@ -192,9 +210,11 @@ impl KubeletSetup {
 
     /// Deletes the test's host node (cluster-wide, so not left to the namespaces' clean-up).
     async fn finish(self) {
-        let _ = Api::<Node>::all(self.env.host.clone())
-            .delete(&self.node, &DeleteParams::default())
-            .await;
+        if let HostNodes::Fake { node, .. } = &self.host_nodes {
+            let _ = Api::<Node>::all(self.env.host.clone())
+                .delete(node, &DeleteParams::default())
+                .await;
+        }
     }
 }
 
@@ -488,10 +508,15 @@ async fn the_kubelet_endpoint_answers_only_callers_with_node_rights_and_only_for
         (status, body_text(response).await)
     };
 
-    // The virtual cluster's admin certificate: its own pod answers, another pod does not.
-    let admin = setup
-        .endpoint_client(Some(setup.env.virtual_kubeconfig()), None)
-        .await;
+    // The virtual cluster's admin certificate (on the embedded servers, which authorise every
+    // request, a token they issued): its own pod answers, another pod does not.
+    let admin = match setup.env.embedded() {
+        None => setup.endpoint_client(Some(setup.env.virtual_kubeconfig()), None).await,
+        Some(_) => {
+            let token = service_account_token(&setup.env.virt, &ns, "reader").await;
+            setup.endpoint_client(None, Some(&token)).await
+        }
+    };
     let (status, body) = answer(admin.clone(), logs(&ns, "web")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body.trim(), setup.log_line(&ns, "web", 10));
@@ -516,6 +541,11 @@ async fn the_kubelet_endpoint_answers_only_callers_with_node_rights_and_only_for
         (StatusCode::UNAUTHORIZED, "Unauthorized")
     );
 
+    if setup.env.embedded().is_some() {
+        // The embedded servers authorise every request and issue no client certificates.
+        setup.finish().await;
+        return;
+    }
     // A service account of the tenant without node rights: authenticated, then 403.
     let token = service_account_token(&setup.env.virt, &ns, "nobody").await;
     let nobody = setup.endpoint_client(None, Some(&token)).await;
