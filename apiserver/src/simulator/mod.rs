@@ -13,6 +13,7 @@
 //! made when the object already has the desired content.
 
 mod endpoints;
+mod kubelet;
 mod load_balancer;
 mod node_agent;
 mod nodes;
@@ -130,17 +131,20 @@ impl SimulatorConfig {
 pub struct Simulator {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    kubelets: kubelet::Kubelets,
     node_names: Vec<String>,
     writes: Arc<AtomicU64>,
 }
 
 impl Simulator {
-    /// Stops the simulator and waits for its task to end.
+    /// Stops the simulator and waits for its task to end and its kubelets' listeners to
+    /// close (their sessions end too).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         if let Err(e) = self.task.await {
             tracing::warn!(error = %e, "the simulator task failed");
         }
+        self.kubelets.stopped().await;
     }
 
     /// Names of the simulated nodes.
@@ -157,8 +161,10 @@ impl Simulator {
 
 impl ApiServer {
     /// Starts a simulator acting on this server's objects. The nodes and their leases exist when
-    /// this returns; the rest happens on a task of the current tokio runtime. Run one simulator
-    /// per server.
+    /// this returns, and each node's kubelet API listens on the node's InternalIP (127.0.1.1 for
+    /// the first node, and so on) at the port its `daemonEndpoints` names, accepting client
+    /// certificates under [`ApiServer::kubelet_client_ca_pem`]; the rest happens on tasks of the
+    /// current tokio runtime. Run one simulator per server.
     ///
     /// # Panics
     ///
@@ -168,15 +174,29 @@ impl ApiServer {
             panic!("{e}");
         }
         let shared = &self.inner.shared;
-        let simulation = Simulation::new(shared.objects.clone(), config);
-        let node_names = simulation.nodes.iter().map(|n| n.name.clone()).collect();
-        let writes = simulation.writes.clone();
         let (stop, stopped) = watch::channel(false);
         let shutdown = shared.shutdown.clone();
+        let mut nodes: Vec<SimNode> = (0..config.nodes).map(|i| SimNode::new(&config, i)).collect();
+        let addresses: Vec<(String, std::net::Ipv4Addr)> =
+            nodes.iter().map(|n| (n.name.clone(), n.ip)).collect();
+        let stopping = kubelet::Stopping::new(stop.subscribe(), shutdown.clone());
+        let (kubelets, ports) = kubelet::Kubelets::start(
+            &addresses,
+            self.kubelet_client_ca_pem(),
+            shared.objects.clone(),
+            stopping,
+        );
+        for (node, port) in nodes.iter_mut().zip(ports) {
+            node.kubelet_port = port.unwrap_or(nodes::DEFAULT_KUBELET_PORT);
+        }
+        let simulation = Simulation::new(shared.objects.clone(), config, nodes);
+        let node_names = simulation.nodes.iter().map(|n| n.name.clone()).collect();
+        let writes = simulation.writes.clone();
         let task = tokio::spawn(simulation.run(stopped, shutdown));
         Simulator {
             stop,
             task,
+            kubelets,
             node_names,
             writes,
         }
@@ -243,9 +263,8 @@ struct Simulation {
 
 impl Simulation {
     /// Registers the nodes and their leases.
-    fn new(objects: Arc<Objects>, config: SimulatorConfig) -> Self {
+    fn new(objects: Arc<Objects>, config: SimulatorConfig, nodes: Vec<SimNode>) -> Self {
         let kinds = Kinds::new(&objects);
-        let nodes: Vec<SimNode> = (0..config.nodes).map(|i| SimNode::new(&config, i)).collect();
         let pool = IpPool::new(&config.pod_cidr).expect("validated");
         let agent = NodeAgent::new(&nodes, pool, &config);
         let simulation = Simulation {

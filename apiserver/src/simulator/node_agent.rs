@@ -507,7 +507,7 @@ mod tests {
         let mut agent = agent(Duration::ZERO);
         let key = ("ns".to_string(), "p".to_string());
         let mut running = pod("u1", "sim-node-0");
-        running["status"]["hostIP"] = json!("172.18.0.2");
+        running["status"]["hostIP"] = json!("127.0.1.1");
         running["status"]["podIP"] = json!("10.244.0.7");
         agent.observe(&key, Some(&running));
         assert!(agent.timers.is_empty(), "already started");
@@ -520,7 +520,7 @@ mod tests {
     #[test]
     fn started_status_running_and_failing() {
         let ip: Ipv4Addr = "10.244.0.1".parse().unwrap();
-        let host: Ipv4Addr = "172.18.0.2".parse().unwrap();
+        let host: Ipv4Addr = "127.0.1.1".parse().unwrap();
         let now = "2026-01-01T00:00:00Z";
         let mut scheduled = pod("u1", "sim-node-0");
         scheduled["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True",
@@ -528,7 +528,7 @@ mod tests {
         let status = started_status(&scheduled, ip, host, now, &[]);
         assert_eq!(status["phase"], "Running");
         assert_eq!(status["podIP"], "10.244.0.1");
-        assert_eq!(status["hostIP"], "172.18.0.2");
+        assert_eq!(status["hostIP"], "127.0.1.1");
         assert_eq!(status["qosClass"], "BestEffort");
         let container = &status["containerStatuses"][0];
         assert_eq!(container["ready"], true);

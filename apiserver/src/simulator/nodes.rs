@@ -11,8 +11,11 @@ use super::{Simulation, SimulatorConfig};
 pub(crate) const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// `leaseDurationSeconds` of node leases, as kubelets set it.
 const LEASE_DURATION_SECONDS: i64 = 40;
-/// Node addresses: the `i`-th node gets this address plus `i`.
-const FIRST_NODE_IP: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+/// Node addresses: the `i`-th node gets this address plus `i`, on loopback (Linux routes all of
+/// 127/8 there), where its kubelet API listens.
+const FIRST_NODE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 1, 1);
+/// The kubelet port a node names when its kubelet API could not be served.
+pub(crate) const DEFAULT_KUBELET_PORT: u16 = 10250;
 /// The kubelet version simulated nodes report.
 pub(crate) const KUBELET_VERSION: &str = "v1.37.0-sim";
 /// The node conditions a kubelet reports: (type, status, reason, message).
@@ -43,6 +46,8 @@ const CONDITIONS: [(&str, &str, &str, &str); 4] = [
 pub(crate) struct SimNode {
     pub name: String,
     pub ip: Ipv4Addr,
+    /// Where its kubelet API listens (`status.daemonEndpoints.kubeletEndpoint.Port`).
+    pub kubelet_port: u16,
 }
 
 impl SimNode {
@@ -51,6 +56,7 @@ impl SimNode {
         SimNode {
             name: format!("{}{index}", config.node_name_prefix),
             ip: Ipv4Addr::from(u32::from(FIRST_NODE_IP).wrapping_add(index as u32)),
+            kubelet_port: DEFAULT_KUBELET_PORT,
         }
     }
 
@@ -87,12 +93,10 @@ impl SimNode {
             "status": {
                 "capacity": resources,
                 "allocatable": resources,
-                "addresses": [
-                    { "type": "InternalIP", "address": self.ip.to_string() },
-                    { "type": "Hostname", "address": self.name },
-                ],
+                // No Hostname address: kube-apiserver would try it first, and it resolves nowhere.
+                "addresses": [{ "type": "InternalIP", "address": self.ip.to_string() }],
                 "conditions": conditions,
-                "daemonEndpoints": { "kubeletEndpoint": { "Port": 10250 } },
+                "daemonEndpoints": { "kubeletEndpoint": { "Port": self.kubelet_port } },
                 "nodeInfo": {
                     "machineID": id,
                     "systemUUID": id,
@@ -284,7 +288,14 @@ mod tests {
             object["metadata"]["labels"]["kubernetes.io/hostname"],
             "sim-node-1"
         );
-        assert_eq!(object["status"]["addresses"][0]["address"], "172.18.0.3");
+        assert_eq!(
+            object["status"]["addresses"],
+            json!([{"type": "InternalIP", "address": "127.0.1.2"}])
+        );
+        assert_eq!(
+            object["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+            DEFAULT_KUBELET_PORT
+        );
         assert_eq!(object["status"]["allocatable"]["pods"], "110");
         assert_eq!(object["status"]["nodeInfo"]["kubeletVersion"], KUBELET_VERSION);
         let ready = object["status"]["conditions"]

@@ -91,7 +91,10 @@ embedded! {
             let ip = status.pod_ip.unwrap();
             assert!(ip.starts_with("10.244."), "{ip}");
             ips.push(ip);
-            assert!(status.host_ip.unwrap().starts_with("172.18.0."));
+            // The node's address, where its kubelet API listens.
+            let node = running.spec.as_ref().unwrap().node_name.clone().unwrap();
+            let index: u8 = node.strip_prefix("sim-node-").unwrap().parse().unwrap();
+            assert_eq!(status.host_ip.unwrap(), format!("127.0.1.{}", index + 1));
             assert!(status.start_time.is_some());
             let container = &status.container_statuses.unwrap()[0];
             assert!(container.ready && container.started == Some(true));
@@ -430,6 +433,40 @@ embedded! {
         .await;
         assert!(cleared.is_some(), "status cleared when the type changes");
         simulator.stop().await;
+        env.finish().await;
+        Ok(())
+    }
+}
+
+embedded! {
+    async fn nodes_name_their_kubelet_endpoints(env: Env) -> TestResult {
+        let simulator = start(&env, SimulatorConfig { nodes: 2, ..Default::default() });
+        let nodes: Api<Node> = Api::all(env.client.clone());
+        let mut endpoints = Vec::new();
+        for (index, name) in simulator.node_names().iter().enumerate() {
+            let status = nodes.get(name).await?.status.unwrap();
+            let addresses: Vec<(String, String)> = status
+                .addresses
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.type_, a.address))
+                .collect();
+            let ip = format!("127.0.1.{}", index + 1);
+            // Only the InternalIP: kube-apiserver would try a Hostname first.
+            assert_eq!(addresses, [("InternalIP".to_string(), ip.clone())]);
+            let port = status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port;
+            assert_ne!(port, 10250, "a port of its own");
+            endpoints.push((ip, port as u16));
+        }
+        for (ip, port) in &endpoints {
+            // The kubelet API listens there (TLS, client certificates required: see the
+            // simulator's kubelet tests for what it serves).
+            tokio::net::TcpStream::connect((ip.as_str(), *port)).await?;
+        }
+        simulator.stop().await;
+        for (ip, port) in &endpoints {
+            assert!(tokio::net::TcpStream::connect((ip.as_str(), *port)).await.is_err(), "closed at stop");
+        }
         env.finish().await;
         Ok(())
     }
