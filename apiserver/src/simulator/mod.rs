@@ -13,6 +13,7 @@
 //! made when the object already has the desired content.
 
 mod endpoints;
+mod ephemeral;
 mod kubelet;
 mod load_balancer;
 mod node_agent;
@@ -256,6 +257,8 @@ struct Simulation {
     scheduler: Scheduler,
     endpoints: EndpointIndex,
     balancers: LoadBalancers,
+    /// Pods with ephemeral containers to report started.
+    ephemeral: KeySet,
     writes_since_yield: usize,
     /// Write requests made, shared with the handle.
     writes: Arc<AtomicU64>,
@@ -275,6 +278,7 @@ impl Simulation {
             scheduler: Scheduler::default(),
             endpoints: EndpointIndex::default(),
             balancers: LoadBalancers::new(),
+            ephemeral: KeySet::new(),
             writes_since_yield: 0,
             writes: Arc::new(AtomicU64::new(0)),
             config,
@@ -438,6 +442,7 @@ impl Simulation {
             self.scheduler.retry_unschedulable();
         }
         self.endpoints.observe_pod(key, pod.map(|p| &**p));
+        self.observe_ephemeral(key, pod.map(|p| &**p));
     }
 
     fn on_service(&mut self, key: &ObjectKey, service: Option<&Arc<Value>>) {
@@ -457,6 +462,7 @@ impl Simulation {
         self.schedule_pending().await;
         self.reconcile_endpoints().await;
         self.reconcile_balancers().await;
+        self.start_ephemeral().await;
     }
 
     /// The object layer, for a write: counted in [`Simulator::writes`].

@@ -342,6 +342,9 @@ pub(crate) fn started_status(
     if !init_statuses.is_empty() {
         status["initContainerStatuses"] = Value::Array(init_statuses);
     }
+    if let Some(ephemeral) = super::ephemeral::statuses(pod, now, fail_images) {
+        status["ephemeralContainerStatuses"] = Value::Array(ephemeral);
+    }
     status
 }
 

@@ -51,12 +51,17 @@ fn create(kubeconfig: &Path, object: serde_json::Value) {
     assert!(output.status.success(), "kubectl create: {output:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_reaches_simulated_kubelets_through_kube_apiserver() {
+/// Logs (`RUST_LOG`) to the test's output: which protocol each request speaks, for one.
+fn log_to_test_output() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_reaches_simulated_kubelets_through_kube_apiserver() {
+    log_to_test_output();
     let Some(assets) = std::env::var_os("VCSYNC_KUBE_ASSETS") else {
         println!("skipped: VCSYNC_KUBE_ASSETS is not set (the folder tests/control-plane/build.sh prints)");
         return;
@@ -110,37 +115,70 @@ async fn kubectl_reaches_simulated_kubelets_through_kube_apiserver() {
         assert!(output.status.success(), "kubectl patch: {output:?}");
     }
 
+    create(
+        &kubeconfig,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ghost", "namespace": "default"},
+            "spec": {"nodeName": SPDY_NODE.0, "containers": [{"name": "app", "image": "busybox"}]}}),
+    );
     let checks = tokio::task::spawn_blocking(move || {
         for (node, _) in [SPDY_NODE, WS_NODE] {
             check_pod(&kubeconfig, &format!("{node}-pod"));
         }
-        // kubectl's SPDY fallback, end to end.
-        let mut command = kubectl(
-            &kubeconfig,
-            &[
-                "exec",
-                "spdy-node-pod",
-                "--",
-                "sh",
-                "-c",
-                "echo $HOSTNAME; exit 7",
-            ],
+        // A pod the kubelet does not run (bound to its node in kube-apiserver only): the
+        // kubelet's 404 comes back through kube-apiserver.
+        let output = run(&kubeconfig, &["logs", "ghost"], "");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            output.stdout.is_empty() && stderr.contains("(NotFound)"),
+            "{output:?}"
         );
-        let output = command
-            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
-            .output()
-            .unwrap();
-        assert_eq!(
-            (output.status.code(), stdout(&output).as_str()),
-            (Some(7), "spdy-node-pod\n")
-        );
-        // No such pod on the kubelet's node: kube-apiserver passes the kubelet's 404 on.
-        let output = run(&kubeconfig, &["logs", "spdy-node-pod", "-c", "nope"], "");
-        assert!(!output.status.success());
     });
     let result = checks.await;
     fixture.stop().await;
     drop(plane);
+    if let Err(err) = result {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_reaches_simulated_kubelets_through_the_embedded_server() {
+    log_to_test_output();
+    if Command::new(kubectl_binary())
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        println!("skipped: no kubectl (VCSYNC_KUBECTL or PATH)");
+        return;
+    }
+    let server = crate::ApiServer::start(crate::ServerConfig::default())
+        .await
+        .unwrap();
+    let simulator = server.start_simulator(crate::SimulatorConfig {
+        nodes: 1,
+        ..Default::default()
+    });
+    let objects = server.inner.shared.objects.clone();
+    let pods = objects.registry.find("", "v1", "pods").unwrap();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]}});
+    objects.create(&pods, "default", pod).unwrap();
+    let started = Instant::now();
+    while objects.get(&pods, "default", "web").unwrap()["status"]["phase"] != "Running" {
+        assert!(started.elapsed() < Duration::from_secs(10), "the pod runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dir = std::env::temp_dir().join(format!("vcsync-sim-kubelet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+    let checks = tokio::task::spawn_blocking(move || check_pod(&kubeconfig, "web"));
+    let result = checks.await;
+    simulator.stop().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
     if let Err(err) = result {
         std::panic::resume_unwind(err.into_panic());
     }
@@ -186,7 +224,23 @@ fn check_pod(kubeconfig: &Path, pod: &str) {
     );
     assert!(output.status.success(), "{pod}: attach {output:?}");
 
-    port_forward(kubeconfig, pod);
+    port_forward(kubeconfig, pod, true);
+
+    // kubectl's SPDY fallbacks.
+    let mut command = kubectl(
+        kubeconfig,
+        &["exec", pod, "--", "sh", "-c", "echo $HOSTNAME; exit 7"],
+    );
+    let output = command
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .output()
+        .unwrap();
+    assert_eq!(
+        (output.status.code(), stdout(&output)),
+        (Some(7), format!("{pod}\n")),
+        "{pod}: {output:?}"
+    );
+    port_forward(kubeconfig, pod, false);
 }
 
 /// `logs -f`: the ten lines, then one more every 200 ms.
@@ -243,9 +297,11 @@ fn terminal(kubeconfig: &Path, pod: &str) {
     assert_eq!(status.code(), Some(4), "{pod}: exec -it {out:?}");
 }
 
-/// `port-forward`: 64 KiB through a forwarded port come back, twice.
-fn port_forward(kubeconfig: &Path, pod: &str) {
+/// `port-forward`: 64 KiB through a forwarded port come back, twice (kubectl's WebSocket
+/// tunnel, or SPDY).
+fn port_forward(kubeconfig: &Path, pod: &str, websockets: bool) {
     let mut child = kubectl(kubeconfig, &["port-forward", pod, ":8080"])
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
