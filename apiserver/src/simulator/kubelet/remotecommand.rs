@@ -139,7 +139,10 @@ pub(crate) async fn serve(mut connection: Connection, version_name: &str, sessio
     tokio::pin!(closed);
     let outcome = tokio::select! {
         outcome = process::run(&session.container, &session.action, stdio, options.tty) => outcome,
-        _ = &mut closed => return,
+        _ = &mut closed => {
+            tracing::debug!(container = ?session.container, "simulated kubelet: the client went away; the session ends");
+            return;
+        }
     };
     for pump in &mut pumps {
         tokio::select! {

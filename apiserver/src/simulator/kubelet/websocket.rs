@@ -152,7 +152,10 @@ where
     let process = process::run(&session.container, &session.action, stdio, options.tty);
     let outcome = tokio::select! {
         outcome = process => outcome,
-        _ = reader.join() => return,
+        _ = reader.join() => {
+            tracing::debug!(container = ?session.container, "simulated kubelet: the client went away; the session ends");
+            return;
+        }
     };
     for pump in &mut pumps {
         tokio::select! {
