@@ -511,7 +511,11 @@ async fn the_kubelet_endpoint_answers_only_callers_with_node_rights_and_only_for
     // The virtual cluster's admin certificate (on the embedded servers, which authorise every
     // request, a token they issued): its own pod answers, another pod does not.
     let admin = match setup.env.embedded() {
-        None => setup.endpoint_client(Some(setup.env.virtual_kubeconfig()), None).await,
+        None => {
+            setup
+                .endpoint_client(Some(setup.env.virtual_kubeconfig()), None)
+                .await
+        }
         Some(_) => {
             let token = service_account_token(&setup.env.virt, &ns, "reader").await;
             setup.endpoint_client(None, Some(&token)).await

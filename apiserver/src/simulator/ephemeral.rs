@@ -6,9 +6,9 @@
 
 use serde_json::{Value, json};
 
+use super::Simulation;
 use super::node_agent::image_matches;
 use super::nodes::fnv1a;
-use super::Simulation;
 use crate::objects::now_rfc3339;
 use crate::store::ObjectKey;
 
