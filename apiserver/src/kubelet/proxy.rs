@@ -17,17 +17,10 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
-use tokio_rustls::{
-    TlsConnector,
-    rustls::{
-        self, ClientConfig, DigitallySignedStruct, SignatureScheme,
-        client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-        crypto::{CryptoProvider, ring::default_provider},
-        pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
-    },
-};
+use tokio_rustls::{TlsConnector, rustls::pki_types::ServerName};
 
 use super::{
+    client_tls::client_config,
     identity::KubeletClientIdentity,
     location::{KubeletLocation, PodStream, locate},
 };
@@ -200,7 +193,7 @@ async fn connect(
         .map_err(|err| unreachable(format!("dial tcp {host}:{port}: {err}")))?;
     let _ = tcp.set_nodelay(true);
     let server_name = ServerName::try_from(host.to_string()).map_err(|err| unreachable(err.to_string()))?;
-    let tls = TlsConnector::from(client_config(identity)?)
+    let tls = TlsConnector::from(client_config(Some(identity)).map_err(|err| unreachable(err.to_string()))?)
         .connect(server_name, tcp)
         .await
         .map_err(|err| unreachable(format!("TLS with the kubelet at {host}:{port}: {err}")))?;
@@ -213,65 +206,6 @@ async fn connect(
         }
     });
     Ok(sender)
-}
-
-fn client_config(identity: &KubeletClientIdentity) -> ApiResult<Arc<ClientConfig>> {
-    let invalid = |err: String| ApiError::internal(format!("the kubelet client certificate: {err}"));
-    let chain = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| invalid(err.to_string()))?;
-    let key =
-        PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(|err| invalid(err.to_string()))?;
-    let provider = Arc::new(default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|err| invalid(err.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyKubelet(provider)))
-        .with_client_auth_cert(chain, key)
-        .map_err(|err| invalid(err.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// Accepts any kubelet serving certificate (its signatures still checked), as kube-apiserver
-/// does when no `--kubelet-certificate-authority` is given.
-#[derive(Debug)]
-struct AnyKubelet(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyKubelet {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Copies bytes both ways between the client's and the kubelet's upgraded connections until

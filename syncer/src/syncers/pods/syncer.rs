@@ -487,19 +487,7 @@ impl PodSyncer {
         level: PodSecurityLevel,
         broken: &[String],
     ) -> Result<Action> {
-        let message = format!(
-            "not running on the host: violates PodSecurity {level:?}: {}",
-            broken.join("; ")
-        );
-        tracing::warn!(pod = %display_key(virt), "{message}");
-        ctx.events()
-            .publish(
-                &virt.object_ref(&()),
-                EventType::Warning,
-                "PodSecurityViolation",
-                &message,
-            )
-            .await;
+        report_violation(ctx, virt, "not running on the host", level, broken).await;
         Ok(Action::await_change())
     }
 
@@ -520,20 +508,8 @@ impl PodSyncer {
             virt.metadata.annotations.as_ref(),
         );
         if !broken.is_empty() {
-            let message = format!(
-                "ephemeral containers not added on the host: violates PodSecurity {level:?}: {}",
-                broken.join("; ")
-            );
-            tracing::warn!(pod = %display_key(virt), "{message}");
-            ctx.events()
-                .publish(
-                    &virt.object_ref(&()),
-                    EventType::Warning,
-                    "PodSecurityViolation",
-                    &message,
-                )
-                .await;
-            return Ok(Some(message));
+            let what = "ephemeral containers not added on the host";
+            return Ok(Some(report_violation(ctx, virt, what, level, &broken).await));
         }
         let name = updated.metadata.name.as_deref().unwrap_or_default();
         ctx.host_api_for(updated)
@@ -575,6 +551,29 @@ impl PodSyncer {
 
 /// Whether one of `targets`, references the virtual cache does not show, exists in the virtual
 /// cluster after all (read from its API server, not the cache).
+/// Reports that `virt` breaks Pod Security `level` (`broken` names each rule) and what vcsync
+/// does not do because of it (`what`): a warning in the log and a Warning event on the virtual
+/// pod. Returns the message.
+async fn report_violation(
+    ctx: &SyncContext<Pod>,
+    virt: &Pod,
+    what: &str,
+    level: PodSecurityLevel,
+    broken: &[String],
+) -> String {
+    let message = format!("{what}: violates PodSecurity {level:?}: {}", broken.join("; "));
+    tracing::warn!(pod = %display_key(virt), "{message}");
+    ctx.events()
+        .publish(
+            &virt.object_ref(&()),
+            EventType::Warning,
+            "PodSecurityViolation",
+            &message,
+        )
+        .await;
+    message
+}
+
 async fn any_exists(ctx: &SyncContext<Pod>, targets: &[RefTarget]) -> Result<bool> {
     let client = ctx.register_context().virtual_client().clone();
     for target in targets {

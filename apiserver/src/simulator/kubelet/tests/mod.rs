@@ -69,9 +69,8 @@ impl Fixture {
     }
 
     /// The client certificate and key the embedded server presents to kubelets (PEM).
-    pub(super) fn client_identity(&self) -> (String, String) {
-        let identity = &self.server.inner.shared.kubelet_identity;
-        (identity.cert_pem.clone(), identity.key_pem.clone())
+    pub(super) fn client_identity(&self) -> crate::kubelet::identity::KubeletClientIdentity {
+        (*self.server.inner.shared.kubelet_identity).clone()
     }
 
     /// Stops the kubelets and waits for their listeners to close.
