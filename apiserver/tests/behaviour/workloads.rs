@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{DaemonSet, ReplicaSet, StatefulSet};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -22,8 +22,17 @@ fn pod(name: &str) -> Pod {
         "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}))
 }
 
-/// POSTs a Binding of pod `name` to `node`; the error is the HTTP status code.
+/// POSTs a Binding of pod `name` to `node` (made first if missing: on a real control plane the
+/// pod garbage collector fails and deletes pods bound to a node that does not exist, which would
+/// race the test); the error is the HTTP status code.
 async fn bind(env: &Env, name: &str, node: &str) -> Result<(), u16> {
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let made: Node = object(json!({"metadata": {"name": node}}));
+    match nodes.create(&PostParams::default(), &made).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(err) => panic!("node {node}: {err}"),
+    }
     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
         "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
     let request = http::Request::post(format!("/api/v1/namespaces/{}/pods/{name}/binding", env.ns))
