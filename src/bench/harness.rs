@@ -37,17 +37,25 @@ impl Bench {
         let config_path = dir.join("vcsync.yaml");
         // No client-side rate limit: the bench measures the syncer, not its token bucket (with
         // the default 100 qps a burst of 10,000 pods would take minutes by design).
-        crate::dev::write(
-            &config_path,
-            &format!(
-                "instance: {INSTANCE}\nhostNamespace: {HOST_NAMESPACE}\n\
-                 host:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n\
-                 virtual:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n\
-                 operations:\n  address: {metrics}\n",
-                host_kubeconfig.display(),
-                virtual_kubeconfig.display()
-            ),
-        )?;
+        let mut config = format!(
+            "instance: {INSTANCE}\nhostNamespace: {HOST_NAMESPACE}\n\
+             host:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n\
+             virtual:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n\
+             operations:\n  address: {metrics}\n",
+            host_kubeconfig.display(),
+            virtual_kubeconfig.display()
+        );
+        if args.scenario == Scenario::Kubelet {
+            // The kubelet API of the virtual nodes on loopback, trusting the virtual API
+            // server's kubelet client certificate, as `vcsync dev` runs it.
+            let ca = dir.join("virtual-kubelet-client-ca.crt");
+            crate::dev::write(&ca, &clusters.virtual_kubelet_client_ca()?)?;
+            config.push_str(&format!(
+                "kubelet:\n  listen: 127.0.0.1:0\n  clientCaFile: {}\n",
+                ca.display()
+            ));
+        }
+        crate::dev::write(&config_path, &config)?;
         let (host, virt) = (clusters.host_client.clone(), clusters.virtual_client.clone());
         crate::dev::create_namespace(&host, HOST_NAMESPACE).await?;
         crate::dev::create_namespace(&host, DIRECT_NAMESPACE).await?;

@@ -20,6 +20,10 @@
 //!   writes of the resync, memory of the refilled caches.
 //! - `churn`: N pods synced, then every ConfigMap updated, then every pod deleted: latencies
 //!   and requests per operation.
+//! - `kubelet`: one pod, the syncer's kubelet API on: `logs --tail=1` and `exec -- echo hi`
+//!   latencies (N requests each way) and `kubectl port-forward` throughput through the syncer
+//!   (virtual API server, the pod by its virtual name) against directly on the host (its host
+//!   twin), in the same run.
 //!
 //! Request counts come from the servers' counters, minus the bench client's own requests
 //! (its creates, patches and deletes are counted here; its watches start on empty collections:
@@ -52,6 +56,7 @@ use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION};
 mod clusters;
 mod figures;
 mod harness;
+mod kubelet;
 mod objects;
 mod scenarios;
 mod syncer_process;
@@ -83,6 +88,9 @@ pub enum Scenario {
     Restart,
     /// Update and delete N synced objects.
     Churn,
+    /// Logs, exec and port-forward of one pod through the syncer's kubelet API, against
+    /// directly on the host.
+    Kubelet,
 }
 
 /// Flags of `vcsync bench`.
@@ -103,6 +111,12 @@ pub struct BenchArgs {
     /// Requests the bench client keeps in flight (burst, setup of restart and churn).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// Requests of kubelet, each way (through the syncer and directly): logs and exec each.
+    #[arg(long, default_value_t = 50)]
+    pub requests: usize,
+    /// MiB pushed through each port-forward of kubelet (and echoed back).
+    #[arg(long, default_value_t = 64)]
+    pub forward_mib: usize,
     /// Simulated host nodes (0: no simulator; pods then never run, and nothing comes up).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
@@ -138,6 +152,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.rate == 0 || args.seconds == 0 {
         bail!("--rate and --seconds must be positive");
     }
+    // Before any server starts: the kubelet scenario's port-forwards need kubectl.
+    let kubectl = match args.scenario {
+        Scenario::Kubelet => Some(kubelet::find_kubectl()?),
+        _ => None,
+    };
     let mut bench = Bench::new(&args, &dir).await?;
     let mut out = BTreeMap::new();
     out.insert(
@@ -153,6 +172,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Steady => steady(&args, &mut bench, &mut out).await,
         Scenario::Restart => restart(&args, &mut bench, &mut out).await,
         Scenario::Churn => churn(&args, &mut bench, &mut out).await,
+        Scenario::Kubelet => kubelet::kubelet(&args, kubectl.as_deref(), &dir, &mut bench, &mut out).await,
     };
     bench.syncer.stop().await;
     for task in &bench.watches {
@@ -188,14 +208,17 @@ fn to_table(out: &BTreeMap<String, Value>) -> String {
         }
     }
     for (key, map) in nested {
+        // The kubelet scenario counts the syncer's requests per request through it.
+        let per = match map.values().next() {
+            Some(v) if v.get("per_request").is_some() => "per_request",
+            _ => "per_pod",
+        };
         text.push_str(&format!(
-            "  {key} (syncer only; cluster verb resource: count, per pod)\n"
+            "  {key} (syncer only; cluster verb resource: count, {})\n",
+            per.replace('_', " ")
         ));
         for (what, v) in map {
-            text.push_str(&format!(
-                "    {what:<40} {:>8}  {:>8}\n",
-                v["count"], v["per_pod"]
-            ));
+            text.push_str(&format!("    {what:<40} {:>8}  {:>8}\n", v["count"], v[per]));
         }
     }
     text
