@@ -79,3 +79,55 @@ fn a_restart_over_synced_pods_writes_nothing() {
     assert!(number(&report, "restart_ready_s") > 0.0, "{report:#}");
     assert!(number(&report, "rss_per_pod_bytes") >= 0.0, "{report:#}");
 }
+
+#[test]
+fn kubelet_reports_logs_exec_and_port_forward_through_the_syncer_and_directly() {
+    let report = bench(&["kubelet", "--requests", "5", "--forward-mib", "1"]);
+    let mut fields = Vec::new();
+    for phase in ["logs", "exec"] {
+        for path in ["through", "direct"] {
+            assert_eq!(
+                number(&report, &format!("{phase}_{path}_samples")),
+                5.0,
+                "{report:#}"
+            );
+            for p in ["p50", "p99"] {
+                fields.push(format!("{phase}_{path}_{p}_ms"));
+            }
+        }
+        for p in ["p50", "p99"] {
+            fields.push(format!("{phase}_through_direct_{p}_ratio"));
+            // What the syncer adds: a difference of two latencies, finite but of either sign.
+            let added = number(&report, &format!("{phase}_added_{p}_ms"));
+            assert!(added.is_finite(), "{phase}_added_{p}_ms in {report:#}");
+        }
+        // Each request through the syncer is authorised and forwarded to the host.
+        let requests = &report[format!("{phase}_syncer_requests")];
+        assert!(
+            requests["virtual create subjectaccessreviews"]["count"].as_u64() >= Some(5),
+            "{report:#}"
+        );
+    }
+    for path in ["through", "direct"] {
+        fields.push(format!("forward_{path}_mib_s"));
+        let rounds = report[format!("forward_{path}_rounds_mib_s")]
+            .as_array()
+            .unwrap_or_else(|| panic!("forward_{path}_rounds_mib_s in {report:#}"));
+        assert_eq!(
+            rounds.len() as f64,
+            number(&report, "forward_rounds"),
+            "{report:#}"
+        );
+        assert!(
+            rounds
+                .iter()
+                .all(|r| r.as_f64().is_some_and(|r| r.is_finite() && r > 0.0)),
+            "{report:#}"
+        );
+    }
+    fields.push("forward_through_direct_ratio".into());
+    for field in &fields {
+        let value = number(&report, field);
+        assert!(value.is_finite() && value > 0.0, "{field} in {report:#}");
+    }
+}
