@@ -74,6 +74,11 @@ impl KubeletServer {
                     continue;
                 }
             };
+            // No Nagle: an answer's last small write would otherwise wait for the caller's
+            // delayed ACK (about 40 ms per request, measured by `vcsync bench kubelet`).
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "kubelet API: could not set TCP_NODELAY");
+            }
             let (acceptor, backend) = (self.acceptor.clone(), backend.clone());
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
