@@ -263,7 +263,7 @@ async fn dev_runs_the_syncer_between_real_planes_and_pods_run() {
         .arg("--kube-assets")
         .arg(&assets)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.with_extension("log")).unwrap())
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(dev.stdout.take().unwrap()).lines();
@@ -278,7 +278,8 @@ async fn dev_runs_the_syncer_between_real_planes_and_pods_run() {
     }
     assert!(
         welcome.contains("real kube-apiserver control planes"),
-        "{welcome}"
+        "{welcome}\nits log:\n{}",
+        std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
     );
     let virt = client_of(&dir.join("virtual.kubeconfig")).await;
     let host = client_of(&dir.join("host.kubeconfig")).await;
@@ -314,6 +315,7 @@ async fn dev_runs_the_syncer_between_real_planes_and_pods_run() {
     }
     assert!(dev.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
 }
 
 async fn client_of(kubeconfig: &Path) -> Client {
