@@ -63,8 +63,7 @@ impl KubeletServer {
     /// Serves until the task is dropped or aborted. `pods`' clients should have no read
     /// timeout: a followed log or a shell may be quiet for long.
     pub async fn serve(self, pods: PodResolver) {
-        let backend = pods;
-        let backend = Arc::new(backend);
+        let pods = Arc::new(pods);
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -79,7 +78,7 @@ impl KubeletServer {
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(error = %err, "kubelet API: could not set TCP_NODELAY");
             }
-            let (acceptor, backend) = (self.acceptor.clone(), backend.clone());
+            let (acceptor, pods) = (self.acceptor.clone(), pods.clone());
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
@@ -96,10 +95,8 @@ impl KubeletServer {
                     .and_then(|chain| chain.first());
                 let caller = certificate.and_then(tls::certificate_caller);
                 let service = service_fn(move |request| {
-                    let (backend, caller) = (backend.clone(), caller.clone());
-                    async move {
-                        Ok::<_, std::convert::Infallible>(handle(&backend, caller.as_ref(), request).await)
-                    }
+                    let (pods, caller) = (pods.clone(), caller.clone());
+                    async move { Ok::<_, std::convert::Infallible>(handle(&pods, caller.as_ref(), request).await) }
                 });
                 let connection = http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
@@ -127,19 +124,19 @@ pub fn advertised(config: &KubeletConfig, bound: SocketAddr) -> anyhow::Result<K
 
 /// One request: who, which pod, may they, and then the host's answer.
 async fn handle(
-    backend: &PodResolver,
+    pods: &PodResolver,
     certificate: Option<&Caller>,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
     let access = auth::node_access(request.method(), &path);
-    let caller = match auth::authenticate(&backend.virtual_client, certificate, request.headers()).await {
+    let caller = match auth::authenticate(&pods.virtual_client, certificate, request.headers()).await {
         Ok(caller) => caller,
         Err(refusal) => return refused(refusal),
     };
     if path == "/healthz" {
-        return match auth::authorize(&backend.virtual_client, &caller, &access, None).await {
+        return match auth::authorize(&pods.virtual_client, &caller, &access, None).await {
             Ok(()) => plain(StatusCode::OK, "ok".into()),
             Err(refusal) => refused(refusal),
         };
@@ -151,8 +148,7 @@ async fn handle(
         }
         Err(err @ KubeletPathError::Malformed(_)) => return plain(StatusCode::BAD_REQUEST, err.to_string()),
     };
-    let resolver = backend;
-    let pod = resolver
+    let pod = pods
         .virtual_pod(&pod_request.pod, pod_request.uid.as_deref())
         .await;
     // Authorised on the pod's node; a caller may learn that a pod does not exist only if it
@@ -161,11 +157,11 @@ async fn handle(
         .as_ref()
         .ok()
         .and_then(|pod| pod.spec.as_ref()?.node_name.clone());
-    if let Err(refusal) = auth::authorize(&backend.virtual_client, &caller, &access, node.as_deref()).await {
+    if let Err(refusal) = auth::authorize(&pods.virtual_client, &caller, &access, node.as_deref()).await {
         return refused(refusal);
     }
     let pair = match pod {
-        Ok(pod) => resolver.host_twin(&pod_request.pod, &pod).await,
+        Ok(pod) => pods.host_twin(&pod_request.pod, &pod).await,
         Err(err) => Err(err),
     };
     let pair = match pair {
@@ -174,7 +170,7 @@ async fn handle(
         Err(NoPod::Unavailable(text)) => return plain(StatusCode::SERVICE_UNAVAILABLE, text),
     };
     tracing::debug!(pod = %pod_request.pod, host = %pair.host, user = %caller.user, subresource = pod_request.verb.subresource(), "kubelet request");
-    forward::forward(&backend.host_client, &pod_request, &pair.host, request).await
+    forward::forward(&pods.host_client, &pod_request, &pair.host, request).await
 }
 
 fn refused(refusal: Refusal) -> Response<Body> {

@@ -549,8 +549,6 @@ impl PodSyncer {
     }
 }
 
-/// Whether one of `targets`, references the virtual cache does not show, exists in the virtual
-/// cluster after all (read from its API server, not the cache).
 /// Reports that `virt` breaks Pod Security `level` (`broken` names each rule) and what vcsync
 /// does not do because of it (`what`): a warning in the log and a Warning event on the virtual
 /// pod. Returns the message.
@@ -574,6 +572,8 @@ async fn report_violation(
     message
 }
 
+/// Whether one of `targets`, references the virtual cache does not show, exists in the virtual
+/// cluster after all (read from its API server, not the cache).
 async fn any_exists(ctx: &SyncContext<Pod>, targets: &[RefTarget]) -> Result<bool> {
     let client = ctx.register_context().virtual_client().clone();
     for target in targets {
