@@ -1,5 +1,6 @@
-//! A kubelet's requests: routing, the pod and container checks, the log response, and the
-//! upgrade of exec, attach and port-forward requests to the session that serves them.
+//! A kubelet's requests: routing, the pod and container checks, the log response, the upgrade
+//! of exec, attach and port-forward requests to the session that serves them, and the stats of
+//! the pods the store shows running here.
 
 use std::sync::Arc;
 
@@ -14,9 +15,10 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use super::process::{Action, Container, Session};
 use super::routes::{self, Asking, Refusal, Route};
 use super::upgrade::{self, Service, Upgrade};
-use super::{LINGER, Stopping, logs, portforward, remotecommand, spdy, websocket};
+use super::{LINGER, Stopping, logs, portforward, remotecommand, resource_metrics, spdy, stats, websocket};
 use crate::objects::Objects;
 use crate::resources::ResourceDef;
+use crate::selectors::{FieldSelector, Selectors};
 
 /// One node's kubelet.
 pub(super) struct Node {
@@ -42,6 +44,17 @@ impl Node {
         let query = routes::query_pairs(request.uri().query());
         let result = match route {
             Route::Healthz => Ok(text(StatusCode::OK, "ok")),
+            Route::StatsSummary => Ok(self.summary()),
+            Route::ResourceMetrics => {
+                let now = stats::whole_second(jiff::Timestamp::now());
+                let text = resource_metrics::render(&self.usage(now), now);
+                Ok(with_type(StatusCode::OK, text, resource_metrics::CONTENT_TYPE))
+            }
+            Route::RunningPods => {
+                let pods = self.bound_pods();
+                let list = stats::running_pods(&pods.iter().map(|p| &**p).collect::<Vec<_>>());
+                Ok(with_type(StatusCode::OK, list.to_string(), "application/json"))
+            }
             Route::Logs {
                 namespace,
                 pod,
@@ -76,6 +89,40 @@ impl Node {
             Route::PortForward { namespace, pod, uid } => self.port_forward(request, namespace, pod, uid),
         };
         result.unwrap_or_else(refused)
+    }
+
+    /// The pods the store shows bound to this node.
+    fn bound_pods(&self) -> Vec<Arc<Value>> {
+        let fields = FieldSelector::parse(&format!("spec.nodeName={}", self.name)).unwrap_or_default();
+        let selectors = Selectors {
+            fields,
+            ..Selectors::default()
+        };
+        self.objects
+            .list(&self.pods, None, &selectors, None, None)
+            .map(|page| page.items)
+            .unwrap_or_default()
+    }
+
+    /// What the running pods here use at `now`.
+    fn usage(&self, now: jiff::Timestamp) -> Vec<stats::PodUsage> {
+        let pods = self.bound_pods();
+        pods.iter().filter_map(|pod| stats::pod_usage(pod, now)).collect()
+    }
+
+    /// `/stats/summary`: the node (started when it registered) and its running pods.
+    fn summary(&self) -> Response<Body> {
+        let now = stats::whole_second(jiff::Timestamp::now());
+        let node = (self.objects.registry.find("", "v1", "nodes"))
+            .and_then(|nodes| self.objects.get(&nodes, "", &self.name).ok());
+        let node = node.as_deref().unwrap_or(&Value::Null);
+        let start = node["metadata"]["creationTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(now);
+        let capacity = stats::quantity(&node["status"]["capacity"]["memory"]).map(|bytes| bytes as u64);
+        let summary = stats::summary(&self.name, start, capacity, &self.usage(now), now);
+        with_type(StatusCode::OK, summary.to_string(), "application/json")
     }
 
     /// The pod as stored, if it exists.
@@ -234,13 +281,19 @@ fn refused(refusal: Refusal) -> Response<Body> {
 
 /// A plain-text response, as a kubelet writes its errors.
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    let mut response = Response::new(Body::from(message.into()));
+    let mut response = with_type(status, message.into(), "text/plain; charset=utf-8");
+    response
+        .headers_mut()
+        .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// A response of `content_type`.
+fn with_type(status: StatusCode, body: String, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

@@ -5,7 +5,8 @@
 //! tests does (`tests/control-plane/cmd/fake-kubelet`): `/containerLogs` ([`logs`]), `/exec`
 //! and `/attach` ([`shell`]) over WebSocket channel protocols ([`websocket`]) or SPDY
 //! ([`remotecommand`]), `/portForward` echoing every port over SPDY or the SPDY-in-WebSocket
-//! tunnel ([`portforward`]), and `/healthz`.
+//! tunnel ([`portforward`]), `/healthz`, and the usage of the running pods: `/stats/summary`
+//! and `/runningpods/` ([`stats`]), `/metrics/resource` ([`resource_metrics`]).
 //!
 //! Only pods the store shows bound to the node are served (404 otherwise); nothing is kept per
 //! pod, and nothing runs per pod until a request comes.
@@ -15,10 +16,12 @@ mod logs;
 mod portforward;
 mod process;
 mod remotecommand;
+mod resource_metrics;
 mod routes;
 mod script;
 mod shell;
 mod spdy;
+mod stats;
 mod tls;
 mod upgrade;
 mod websocket;

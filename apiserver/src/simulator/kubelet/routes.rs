@@ -12,6 +12,12 @@ use super::process::{Action, StreamOptions};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     Healthz,
+    /// `/stats/summary`: the node's and its running pods' usage (stats/v1alpha1 `Summary`).
+    StatsSummary,
+    /// `/metrics/resource`: the same figures as Prometheus text.
+    ResourceMetrics,
+    /// `/runningpods/`: the running pods as the container runtime sees them.
+    RunningPods,
     Logs {
         namespace: String,
         pod: String,
@@ -73,6 +79,9 @@ pub(crate) fn route(method: &Method, path: &str) -> Result<Route, Refusal> {
     let named = |names: &[&str]| names.iter().all(|n| !n.is_empty());
     let (route, allowed) = match parts.as_slice() {
         ["healthz"] => (Route::Healthz, reading),
+        ["stats", "summary"] => (Route::StatsSummary, reading),
+        ["metrics", "resource"] => (Route::ResourceMetrics, reading),
+        ["runningpods", ""] => (Route::RunningPods, reading),
         ["containerLogs", ns, pod, container] if named(&[ns, pod, container]) => (
             Route::Logs {
                 namespace: ns.to_string(),
@@ -260,6 +269,16 @@ mod tests {
     #[test]
     fn kubelet_paths_route() {
         assert_eq!(route(&Method::GET, "/healthz"), Ok(Route::Healthz));
+        assert_eq!(route(&Method::GET, "/stats/summary"), Ok(Route::StatsSummary));
+        assert_eq!(
+            route(&Method::GET, "/metrics/resource"),
+            Ok(Route::ResourceMetrics)
+        );
+        assert_eq!(route(&Method::GET, "/runningpods/"), Ok(Route::RunningPods));
+        assert_eq!(
+            route(&Method::POST, "/stats/summary").unwrap_err().status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
         assert_eq!(
             route(&Method::GET, "/containerLogs/ns/p%2Dx/c"),
             Ok(Route::Logs {
@@ -300,7 +319,8 @@ mod tests {
             "/exec/ns/p/a/b/c",
             "/containerLogs/ns/p",
             "/containerLogs/ns//c",
-            "/runningpods/",
+            "/runningpods",
+            "/stats/summary/x",
         ] {
             assert_eq!(
                 route(&Method::GET, missing).unwrap_err().status,

@@ -1,9 +1,11 @@
-//! The kubelets on real sockets: Rust clients for each protocol ([`protocols`]), and kubectl
-//! through a real kube-apiserver ([`kubectl`], when its binaries are there).
+//! The kubelets on real sockets: Rust clients for each protocol ([`protocols`]), the stats
+//! endpoints ([`stats`]), and kubectl through a real kube-apiserver ([`kubectl`], when its
+//! binaries are there).
 
 mod kubectl;
 mod protocols;
 mod spdy;
+mod stats;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
