@@ -10,7 +10,9 @@
 mod auth;
 mod forward;
 mod pods;
+mod stats;
 mod tls;
+mod usage;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -29,7 +31,15 @@ use self::{
     auth::{Caller, Refusal},
     forward::plain,
     pods::NoPod,
+    stats::CpuTotals,
 };
+
+/// What the serve loop shares with each request.
+struct Shared {
+    pods: PodResolver,
+    /// Cumulative CPU time of the tenant's containers, for stats and metrics.
+    cpu: CpuTotals,
+}
 
 /// How long a caller may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,7 +73,10 @@ impl KubeletServer {
     /// Serves until the task is dropped or aborted. `pods`' clients should have no read
     /// timeout: a followed log or a shell may be quiet for long.
     pub async fn serve(self, pods: PodResolver) {
-        let pods = Arc::new(pods);
+        let shared = Arc::new(Shared {
+            pods,
+            cpu: CpuTotals::default(),
+        });
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(accepted) => accepted,
@@ -78,7 +91,7 @@ impl KubeletServer {
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(error = %err, "kubelet API: could not set TCP_NODELAY");
             }
-            let (acceptor, pods) = (self.acceptor.clone(), pods.clone());
+            let (acceptor, shared) = (self.acceptor.clone(), shared.clone());
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
@@ -95,8 +108,10 @@ impl KubeletServer {
                     .and_then(|chain| chain.first());
                 let caller = certificate.and_then(tls::certificate_caller);
                 let service = service_fn(move |request| {
-                    let (pods, caller) = (pods.clone(), caller.clone());
-                    async move { Ok::<_, std::convert::Infallible>(handle(&pods, caller.as_ref(), request).await) }
+                    let (shared, caller) = (shared.clone(), caller.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(handle(&shared, caller.as_ref(), request).await)
+                    }
                 });
                 let connection = http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service)
@@ -123,11 +138,8 @@ pub fn advertised(config: &KubeletConfig, bound: SocketAddr) -> anyhow::Result<K
 }
 
 /// One request: who, which pod, may they, and then the host's answer.
-async fn handle(
-    pods: &PodResolver,
-    certificate: Option<&Caller>,
-    request: Request<Incoming>,
-) -> Response<Body> {
+async fn handle(shared: &Shared, certificate: Option<&Caller>, request: Request<Incoming>) -> Response<Body> {
+    let pods = &shared.pods;
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
     let access = auth::node_access(request.method(), &path);
@@ -135,11 +147,13 @@ async fn handle(
         Ok(caller) => caller,
         Err(refusal) => return refused(refusal),
     };
-    if path == "/healthz" {
-        return match auth::authorize(&pods.virtual_client, &caller, &access, None).await {
-            Ok(()) => plain(StatusCode::OK, "ok".into()),
-            Err(refusal) => refused(refusal),
-        };
+    if let Some(report) = NodeReport::of(&path) {
+        // About the node, not one pod: the caller needs its rights on every node, since one
+        // endpoint serves them all.
+        if let Err(refusal) = auth::authorize(&pods.virtual_client, &caller, &access, None).await {
+            return refused(refusal);
+        }
+        return node_report(shared, report).await;
     }
     let pod_request = match parse_pod_request(&path, &query) {
         Ok(pod_request) => pod_request,
@@ -171,6 +185,63 @@ async fn handle(
     };
     tracing::debug!(pod = %pod_request.pod, host = %pair.host, user = %caller.user, subresource = pod_request.verb.subresource(), "kubelet request");
     forward::forward(&pods.host_client, &pod_request, &pair.host, request).await
+}
+
+/// The kubelet's answers about the node rather than one pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NodeReport {
+    Healthz,
+    StatsSummary,
+    ResourceMetrics,
+    RunningPods,
+}
+
+impl NodeReport {
+    fn of(path: &str) -> Option<Self> {
+        match path {
+            "/healthz" => Some(Self::Healthz),
+            "/stats/summary" | "/stats/summary/" => Some(Self::StatsSummary),
+            "/metrics/resource" => Some(Self::ResourceMetrics),
+            "/runningpods" | "/runningpods/" => Some(Self::RunningPods),
+            _ => None,
+        }
+    }
+}
+
+/// The node report `report`, from the virtual pods and the host's usage of their twins.
+async fn node_report(shared: &Shared, report: NodeReport) -> Response<Body> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let node = shared.pods.translator.ownership().to_string();
+    let answer = match report {
+        NodeReport::Healthz => return plain(StatusCode::OK, "ok".into()),
+        NodeReport::RunningPods => usage::running_pods(&shared.pods.virtual_client)
+            .await
+            .map(|pods| json(&stats::running_pods(&pods))),
+        NodeReport::StatsSummary => usage::tenant_usage(&shared.pods, &shared.cpu)
+            .await
+            .map(|pods| json(&stats::summary(&node, &pods, now))),
+        NodeReport::ResourceMetrics => usage::tenant_usage(&shared.pods, &shared.cpu).await.map(|pods| {
+            let text = stats::resource_metrics(&pods, now);
+            with_type(text.into_bytes(), "text/plain; version=0.0.4; charset=utf-8")
+        }),
+    };
+    answer.unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "kubelet API: node report");
+        plain(StatusCode::INTERNAL_SERVER_ERROR, err)
+    })
+}
+
+fn json(value: &serde_json::Value) -> Response<Body> {
+    with_type(serde_json::to_vec(value).unwrap_or_default(), "application/json")
+}
+
+fn with_type(body: Vec<u8>, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 fn refused(refusal: Refusal) -> Response<Body> {

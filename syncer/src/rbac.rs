@@ -21,7 +21,8 @@
 //!   namespace itself (`resourceNames`-limited), for the start-up check that it exists.
 //! - The kubelet API (`kubelet.listen`) reads host pods' `log` and opens their `exec`,
 //!   `attach` and `portforward` subresources, in the namespaces vcsync writes pods to; it never
-//!   needs `nodes/proxy`, which would reach every pod of a host node.
+//!   needs `nodes/proxy`, which would reach every pod of a host node. Its stats and metrics
+//!   come from the host's PodMetrics (`metrics.k8s.io` pods, get and list) in those namespaces.
 //! - The virtual cluster needs no RBAC: vcsync uses its admin kubeconfig there (the kubelet API
 //!   creates TokenReviews and SubjectAccessReviews with it).
 
@@ -47,6 +48,8 @@ const LOG: &[&str] = &["get"];
 /// Verbs of a host pod's streams (exec, attach, port-forward), which the kubelet API opens:
 /// `create` for SPDY (POST), `get` for WebSocket (GET).
 const STREAM: &[&str] = &["get", "create"];
+/// Verbs of host PodMetrics (`metrics.k8s.io`), which the kubelet API reads for its stats.
+const METRICS: &[&str] = &["get", "list"];
 
 /// What vcsync does with one host resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,6 +60,7 @@ enum Access {
     Report,
     Log,
     Stream,
+    Metrics,
 }
 
 /// One host resource vcsync uses: API group, plural, whether namespaced, access.
@@ -151,6 +155,7 @@ fn uses(config: &Config) -> Vec<Use> {
         (kubelet, namespaced("", "pods/exec", Access::Stream)),
         (kubelet, namespaced("", "pods/attach", Access::Stream)),
         (kubelet, namespaced("", "pods/portforward", Access::Stream)),
+        (kubelet, namespaced("metrics.k8s.io", "pods", Access::Metrics)),
         (
             config.namespace_mapping == NamespaceMappingMode::PerNamespace,
             cluster("", "namespaces", Write),
@@ -177,6 +182,7 @@ fn rules<'a>(uses: impl Iterator<Item = &'a Use>) -> Vec<PolicyRule> {
                 Access::Report => REPORT,
                 Access::Log => LOG,
                 Access::Stream => STREAM,
+                Access::Metrics => METRICS,
             };
             PolicyRule {
                 api_groups: Some(vec![group.to_string()]),
@@ -399,6 +405,7 @@ kubelet:
             for stream in ["pods/exec", "pods/attach", "pods/portforward"] {
                 assert_eq!(granted(&rules, "", stream), STREAM, "{mapping}: {stream}");
             }
+            assert_eq!(granted(&rules, "metrics.k8s.io", "pods"), METRICS, "{mapping}");
             let everything = rules.iter().chain(&cluster_rules);
             let resources: Vec<&String> = everything.flat_map(|r| r.resources.iter().flatten()).collect();
             assert!(

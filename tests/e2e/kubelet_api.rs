@@ -30,8 +30,8 @@ use crate::{
 };
 
 /// A test's clusters with vcsync's kubelet API on, and host nodes whose kubelets answer.
-struct KubeletSetup {
-    env: Env,
+pub(crate) struct KubeletSetup {
+    pub(crate) env: Env,
     host_nodes: HostNodes,
     /// Folder of the CA files (the virtual plane's, for the syncer; the host's, for the kubelet).
     _dir: tempfile::TempDir,
@@ -55,7 +55,7 @@ fn skip(why: &str) -> Option<KubeletSetup> {
 
 impl KubeletSetup {
     /// The setup, or None (printed) where the clusters cannot call a kubelet on this machine.
-    async fn start() -> Option<KubeletSetup> {
+    pub(crate) async fn start() -> Option<KubeletSetup> {
         let env = Env::new().await;
         let dir = tempfile::tempdir().unwrap();
         let virtual_ca = dir.path().join("virtual-ca.crt");
@@ -107,7 +107,7 @@ impl KubeletSetup {
     /// Creates virtual pod `namespace/name` (one container `app`), has its host twin run (on the
     /// test's node, or where the simulator puts it) and waits until the virtual pod is Running
     /// on the virtual twin of that node, which names vcsync's kubelet endpoint.
-    async fn run_pod(&self, namespace: &str, name: &str) {
+    pub(crate) async fn run_pod(&self, namespace: &str, name: &str) {
         let env = &self.env;
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": name},
@@ -152,7 +152,7 @@ impl KubeletSetup {
     }
 
     /// kubectl against the virtual cluster in `namespace`, with `stdin`.
-    async fn kubectl(&self, namespace: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    pub(crate) async fn kubectl(&self, namespace: &str, args: &[&str], stdin: Option<&str>) -> Output {
         let mut command = Command::new(kubectl());
         command
             .arg("--kubeconfig")
@@ -188,7 +188,7 @@ impl KubeletSetup {
 
     /// A client of vcsync's endpoint with the credentials of `kubeconfig`'s user (none without),
     /// and `token` as bearer token if given, trusting the endpoint's self-signed certificate.
-    async fn endpoint_client(&self, kubeconfig: Option<&Path>, token: Option<&str>) -> Client {
+    pub(crate) async fn endpoint_client(&self, kubeconfig: Option<&Path>, token: Option<&str>) -> Client {
         let port = self.endpoint_port().await;
         let mut config = match kubeconfig {
             Some(path) => {
@@ -208,8 +208,24 @@ impl KubeletSetup {
         Client::try_from(config).unwrap()
     }
 
+    /// Creates virtual namespace `name`, and waits for its host namespace where it has one.
+    pub(crate) async fn create_namespace(&self, name: &str) {
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(self.env.virt.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        if self.env.mapping.is_per_namespace() {
+            let host_ns = self.env.mapping.host_namespace(name);
+            eventually(&format!("host namespace {host_ns}"), || async {
+                get(&Api::<Namespace>::all(self.env.host.clone()), &host_ns).await
+            })
+            .await;
+        }
+    }
+
     /// Deletes the test's host node (cluster-wide, so not left to the namespaces' clean-up).
-    async fn finish(self) {
+    pub(crate) async fn finish(self) {
         if let HostNodes::Fake { node, .. } = &self.host_nodes {
             let _ = Api::<Node>::all(self.env.host.clone())
                 .delete(node, &DeleteParams::default())
@@ -270,11 +286,11 @@ fn write_ca(kubeconfig: &Path, path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-fn text(output: &Output) -> String {
+pub(crate) fn text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).to_string()
 }
 
-fn assert_success(output: &Output, what: &str) {
+pub(crate) fn assert_success(output: &Output, what: &str) {
     assert!(
         output.status.success(),
         "{what} failed ({}): {}{}",
@@ -408,18 +424,7 @@ async fn kubectl_port_forward_carries_bytes_both_ways_in_a_second_namespace() {
         return;
     };
     let other = format!("{}-b", setup.env.virt_ns);
-    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": other}})).unwrap();
-    Api::<Namespace>::all(setup.env.virt.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-    if setup.env.mapping.is_per_namespace() {
-        let host_ns = setup.env.mapping.host_namespace(&other);
-        eventually(&format!("host namespace {host_ns}"), || async {
-            get(&Api::<Namespace>::all(setup.env.host.clone()), &host_ns).await
-        })
-        .await;
-    }
+    setup.create_namespace(&other).await;
     setup.run_pod(&other, "db").await;
     let logs = setup.kubectl(&other, &["logs", "db", "--tail=1"], None).await;
     assert_success(&logs, "kubectl logs in a second namespace");
@@ -571,7 +576,7 @@ async fn the_kubelet_endpoint_answers_only_callers_with_node_rights_and_only_for
 }
 
 /// A token of service account `name` (created) of namespace `namespace`.
-async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
+pub(crate) async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
     use k8s_openapi::api::{authentication::v1::TokenRequest, core::v1::ServiceAccount};
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let account = ServiceAccount {
@@ -590,7 +595,7 @@ async fn service_account_token(client: &Client, namespace: &str, name: &str) -> 
     issued.status.and_then(|status| status.token).expect("a token")
 }
 
-async fn body_text(response: http::Response<kube::client::Body>) -> String {
+pub(crate) async fn body_text(response: http::Response<kube::client::Body>) -> String {
     use http_body_util::BodyExt;
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8_lossy(&bytes).to_string()

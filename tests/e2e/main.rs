@@ -22,6 +22,7 @@ mod kinds;
 mod kubectl;
 mod kubelet;
 mod kubelet_api;
+mod kubelet_stats;
 mod leader;
 mod nodes;
 mod ops;

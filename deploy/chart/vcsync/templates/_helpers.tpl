@@ -73,6 +73,7 @@ true||events|report
 {{ include "vcsync.kubelet" . }}||pods/exec|stream
 {{ include "vcsync.kubelet" . }}||pods/attach|stream
 {{ include "vcsync.kubelet" . }}||pods/portforward|stream
+{{ include "vcsync.kubelet" . }}|metrics.k8s.io|pods|metrics
 {{- end -}}
 
 {{- define "vcsync.clusterUses" -}}
@@ -85,14 +86,14 @@ true||nodes|read
 
 {{/* Rules for "enabled|group|resource|access" lines: one rule per resource. Access: read, write,
 record (the identity record ConfigMap), report (host Events of the host guard), log (a pod's
-log), stream (a pod's exec, attach and portforward). */}}
+log), stream (a pod's exec, attach and portforward), metrics (PodMetrics). */}}
 {{- define "vcsync.rules" -}}
 {{- range splitList "\n" . }}
 {{- $f := splitList "|" . }}
 {{- if eq (index $f 0) "true" }}
 - apiGroups: [{{ index $f 1 | quote }}]
   resources: [{{ index $f 2 }}]
-  verbs: {{ if eq (index $f 3) "read" }}[get, list, watch]{{ else if eq (index $f 3) "record" }}[get, create, update]{{ else if eq (index $f 3) "report" }}[create]{{ else if eq (index $f 3) "log" }}[get]{{ else if eq (index $f 3) "stream" }}[get, create]{{ else }}[get, list, watch, create, update, delete]{{ end }}
+  verbs: {{ if eq (index $f 3) "read" }}[get, list, watch]{{ else if eq (index $f 3) "record" }}[get, create, update]{{ else if eq (index $f 3) "report" }}[create]{{ else if eq (index $f 3) "log" }}[get]{{ else if eq (index $f 3) "stream" }}[get, create]{{ else if eq (index $f 3) "metrics" }}[get, list]{{ else }}[get, list, watch, create, update, delete]{{ end }}
 {{- end }}
 {{- end }}
 {{- end -}}
