@@ -12,6 +12,7 @@ mod forward;
 mod pods;
 mod stats;
 mod tls;
+mod ttl_cache;
 mod usage;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -28,7 +29,7 @@ use vcsync_translators::kubelet::{KubeletPathError, parse_pod_request};
 
 pub use self::pods::PodResolver;
 use self::{
-    auth::{Caller, Refusal},
+    auth::{Caller, Refusal, Reviewer},
     forward::plain,
     pods::NoPod,
     stats::CpuTotals,
@@ -37,6 +38,8 @@ use self::{
 /// What the serve loop shares with each request.
 struct Shared {
     pods: PodResolver,
+    /// Who callers are and what they may do, asked of the virtual API server.
+    reviewer: Reviewer,
     /// Cumulative CPU time of the tenant's containers, for stats and metrics.
     cpu: CpuTotals,
 }
@@ -74,6 +77,7 @@ impl KubeletServer {
     /// timeout: a followed log or a shell may be quiet for long.
     pub async fn serve(self, pods: PodResolver) {
         let shared = Arc::new(Shared {
+            reviewer: Reviewer::new(pods.virtual_client.clone()),
             pods,
             cpu: CpuTotals::default(),
         });
@@ -143,14 +147,14 @@ async fn handle(shared: &Shared, certificate: Option<&Caller>, request: Request<
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
     let access = auth::node_access(request.method(), &path);
-    let caller = match auth::authenticate(&pods.virtual_client, certificate, request.headers()).await {
+    let caller = match shared.reviewer.authenticate(certificate, request.headers()).await {
         Ok(caller) => caller,
         Err(refusal) => return refused(refusal),
     };
     if let Some(report) = NodeReport::of(&path) {
         // About the node, not one pod: the caller needs its rights on every node, since one
         // endpoint serves them all.
-        if let Err(refusal) = auth::authorize(&pods.virtual_client, &caller, &access, None).await {
+        if let Err(refusal) = shared.reviewer.authorize(&caller, &access, None).await {
             return refused(refusal);
         }
         return node_report(shared, report).await;
@@ -171,7 +175,7 @@ async fn handle(shared: &Shared, certificate: Option<&Caller>, request: Request<
         .as_ref()
         .ok()
         .and_then(|pod| pod.spec.as_ref()?.node_name.clone());
-    if let Err(refusal) = auth::authorize(&pods.virtual_client, &caller, &access, node.as_deref()).await {
+    if let Err(refusal) = shared.reviewer.authorize(&caller, &access, node.as_deref()).await {
         return refused(refusal);
     }
     let pair = match pod {
