@@ -1,11 +1,13 @@
 //! Discovery documents: `/version`, `/api`, `/apis`, and the APIResourceList of each group
-//! version. Always the legacy (non-aggregated) format: clients asking for aggregated discovery
-//! see a plain `application/json` answer and fall back, as they do against older servers.
+//! version (`metrics.k8s.io` last, as kube-apiserver orders an aggregated API of its priority).
+//! Always the legacy (non-aggregated) format: clients asking for aggregated discovery see a
+//! plain `application/json` answer and fall back, as they do against older servers.
 
 use std::net::SocketAddr;
 
 use serde_json::{Value, json};
 
+use crate::kubelet::metrics;
 use crate::resources::{Registry, VERBS};
 
 /// The Kubernetes version the server claims to be.
@@ -49,7 +51,7 @@ pub(crate) fn groups(registry: &Registry) -> Value {
             None => groups.push((def.group.clone(), vec![def.version.clone()])),
         }
     }
-    let groups: Vec<Value> = groups
+    let mut groups: Vec<Value> = groups
         .into_iter()
         .map(|(name, versions)| {
             let entries: Vec<Value> = versions
@@ -59,6 +61,7 @@ pub(crate) fn groups(registry: &Registry) -> Value {
             json!({ "name": name, "versions": entries, "preferredVersion": entries[0] })
         })
         .collect();
+    groups.push(metrics::api_group());
     json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
@@ -79,6 +82,9 @@ pub(crate) fn group(registry: &Registry, group: &str) -> Option<Value> {
 
 /// `/api/v1` or `/apis/{group}/{version}`: the APIResourceList.
 pub(crate) fn resources(registry: &Registry, group: &str, version: &str) -> Option<Value> {
+    if (group, version) == (metrics::GROUP, metrics::VERSION) {
+        return Some(metrics::api_resources());
+    }
     if !registry.serves(group, version) {
         return None;
     }
@@ -168,7 +174,8 @@ mod tests {
                 "scheduling.k8s.io",
                 "authentication.k8s.io",
                 "authorization.k8s.io",
-                "apiextensions.k8s.io"
+                "apiextensions.k8s.io",
+                "metrics.k8s.io"
             ]
         );
         let core = resources(&registry, "", "v1").unwrap();
@@ -179,6 +186,9 @@ mod tests {
             .find(|r| r["name"] == "pods/status");
         assert!(pods_status.is_some());
         assert!(resources(&registry, "apps", "v2").is_none());
+        let metrics = resources(&registry, "metrics.k8s.io", "v1beta1").unwrap();
+        assert_eq!(metrics["resources"][1]["kind"], "PodMetrics");
+        assert_eq!(group(&registry, "metrics.k8s.io").unwrap()["kind"], "APIGroup");
         assert_eq!(
             group(&registry, "apps").unwrap()["preferredVersion"]["groupVersion"],
             "apps/v1"

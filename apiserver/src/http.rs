@@ -66,6 +66,10 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         shared.counters.record(verb, &format!("pods/{sub}"));
         return crate::kubelet::proxy::serve(&shared, stream, &namespace, &name, request).await;
     }
+    if crate::kubelet::metrics::serves(request.uri().path()) {
+        // metrics.k8s.io: computed from the kubelets' summaries, not stored.
+        return crate::kubelet::metrics::serve(&shared, request).await;
+    }
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => body,
