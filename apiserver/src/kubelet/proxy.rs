@@ -180,8 +180,9 @@ fn kubelet_request(
         .map_err(|err| ApiError::internal(format!("kubelet request: {err}")))
 }
 
-/// An HTTP/1.1 connection to the kubelet at `host:port` over TLS with `identity`.
-async fn connect(
+/// An HTTP/1.1 connection to the kubelet at `host:port` over TLS with `identity` (the
+/// kubelet's serving certificate is not checked, as kube-apiserver does not by default).
+pub(crate) async fn connect(
     identity: &KubeletClientIdentity,
     host: &str,
     port: u16,

@@ -9,13 +9,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http::{Request, StatusCode, header};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_rustls::{TlsConnector, rustls::pki_types::ServerName};
 
 use super::usage::Summary;
-use crate::kubelet::{client_tls::client_config, identity::KubeletClientIdentity, location::node_connection};
+use crate::kubelet::{identity::KubeletClientIdentity, location::node_connection, proxy::connect};
 
 /// How long one node's scrape may take, connection included.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,20 +50,7 @@ pub(crate) async fn summaries(
 /// One node's summary.
 async fn summary(identity: &KubeletClientIdentity, node: &Value) -> Result<Summary, String> {
     let (host, port) = node_connection(node).map_err(|err| err.message)?;
-    let tcp = TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|err| format!("dial tcp {host}:{port}: {err}"))?;
-    let _ = tcp.set_nodelay(true);
-    let config = client_config(Some(identity)).map_err(|err| err.to_string())?;
-    let server_name = ServerName::try_from(host.clone()).map_err(|err| err.to_string())?;
-    let tls = TlsConnector::from(config)
-        .connect(server_name, tcp)
-        .await
-        .map_err(|err| format!("TLS with the kubelet at {host}:{port}: {err}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|err| err.to_string())?;
-    let connection = tokio::spawn(connection);
+    let mut sender = connect(identity, &host, port).await.map_err(|err| err.message)?;
     let authority = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -85,7 +69,6 @@ async fn summary(identity: &KubeletClientIdentity, node: &Value) -> Result<Summa
     let body = axum::body::to_bytes(Body::new(response.into_body()), MAX_SUMMARY)
         .await
         .map_err(|err| err.to_string())?;
-    connection.abort();
     if status != StatusCode::OK {
         let text = String::from_utf8_lossy(&body);
         return Err(format!("{status}: {}", text.trim_end()));
