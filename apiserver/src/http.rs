@@ -81,6 +81,11 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     let path = parts.uri.path().trim_end_matches('/');
     tracing::debug!(method = %parts.method, uri = %parts.uri, "request");
+    if let Some(response) =
+        openapi::serve(&shared.objects, &parts.method, path, parts.uri.query(), &parts.headers)
+    {
+        return response;
+    }
     let result = match non_resource(&shared, &parts.method, path) {
         Some(response) => Ok(response),
         None => {
@@ -159,9 +164,6 @@ fn non_resource(shared: &Shared, method: &Method, path: &str) -> Option<Response
         ["apis"] => ok(discovery::groups(registry)),
         ["apis", group] => ok(discovery::group(registry, group)?),
         ["apis", group, version] => ok(discovery::resources(registry, group, version)?),
-        ["openapi", "v3"] => ok(openapi::root(registry)),
-        ["openapi", "v3", "api", version] => ok(openapi::group_version(registry, "", version)?),
-        ["openapi", "v3", "apis", group, version] => ok(openapi::group_version(registry, group, version)?),
         _ => None,
     }
 }

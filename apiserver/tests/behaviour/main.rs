@@ -8,6 +8,7 @@ mod env;
 mod faults;
 mod kinds;
 mod kubectl;
+mod openapi;
 mod patches;
 mod persistence;
 mod selectors;
