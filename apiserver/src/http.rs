@@ -394,8 +394,14 @@ async fn resource(
         }
         ("create", None) => {
             needs_namespace()?;
-            let created = objects.create(&def, ns, decode_body(content_type, &body)?)?;
-            Ok(json_response(StatusCode::CREATED, &created))
+            let mut object = decode_body(content_type, &body)?;
+            let raw = crate::field_validation::is_json(content_type).then_some(&body[..]);
+            let fields = crate::field_validation::checker(objects, &def, raw_query, "CreateOptions")?;
+            let warnings = fields.body(raw, &mut object)?;
+            let created = objects.create(&def, ns, object)?;
+            let mut response = json_response(StatusCode::CREATED, &created);
+            crate::field_validation::add_warnings(&mut response, &warnings);
+            Ok(response)
         }
         ("create", Some(name)) if target.sub.as_deref() == Some("binding") => {
             objects.bind(&def, ns, name, &decode_body(content_type, &body)?)?;
@@ -411,20 +417,31 @@ async fn resource(
         }
         ("update", Some(name)) => {
             needs_namespace()?;
-            let updated = objects.update(
-                &def,
-                ns,
-                name,
-                target.sub.as_deref(),
-                decode_body(content_type, &body)?,
-            )?;
-            ok(&updated)
+            let mut object = decode_body(content_type, &body)?;
+            let raw = crate::field_validation::is_json(content_type).then_some(&body[..]);
+            let fields = crate::field_validation::checker(objects, &def, raw_query, "UpdateOptions")?;
+            let warnings = fields.body(raw, &mut object)?;
+            let updated = objects.update(&def, ns, name, target.sub.as_deref(), object)?;
+            let mut response = json_response(StatusCode::OK, &updated);
+            crate::field_validation::add_warnings(&mut response, &warnings);
+            Ok(response)
         }
         ("patch", Some(name)) => {
             needs_namespace()?;
             let kind = PatchKind::from_content_type(content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
-            ok(&*objects.patch(&def, ns, name, target.sub.as_deref(), kind, &body)?)
+            let fields = crate::field_validation::checker(objects, &def, raw_query, "PatchOptions")?;
+            let warnings = std::sync::Mutex::new(Vec::new());
+            let check = |kind: PatchKind, patched: &mut Value| -> ApiResult<()> {
+                let found = fields.patched(kind, &body, patched)?;
+                warnings.lock().unwrap_or_else(|p| p.into_inner()).extend(found);
+                Ok(())
+            };
+            let patched = objects.patch(&def, ns, name, target.sub.as_deref(), kind, &body, &check)?;
+            let mut response = json_response(StatusCode::OK, &*patched);
+            let warnings = warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+            crate::field_validation::add_warnings(&mut response, &warnings);
+            Ok(response)
         }
         ("delete", Some(name)) => {
             needs_namespace()?;

@@ -23,6 +23,7 @@ mod discovery;
 mod ephemeral;
 mod errors;
 mod faults;
+mod field_validation;
 mod http;
 mod ip_pool;
 mod kubeconfig;

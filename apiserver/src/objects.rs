@@ -274,6 +274,8 @@ impl Objects {
         sub: Option<&str>,
         kind: PatchKind,
         body: &[u8],
+        // Field validation of the patched object (crate::field_validation); may prune it.
+        check: &dyn Fn(PatchKind, &mut Value) -> ApiResult<()>,
     ) -> ApiResult<Arc<Value>> {
         let invalid = |e: String| ApiError::invalid(&def.group, &def.kind, name, e);
         if kind == PatchKind::Apply {
@@ -283,16 +285,18 @@ impl Objects {
             if existing.is_none() && sub.is_none() {
                 let mut object = applied;
                 object["metadata"]["name"] = json!(name);
+                check(kind, &mut object)?;
                 return match self.create(def, namespace, object) {
                     // Lost a race with another creator: fall through to a merge.
                     Err(e) if e.reason == "AlreadyExists" => {
-                        self.patch(def, namespace, name, sub, kind, body)
+                        self.patch(def, namespace, name, sub, kind, body, check)
                     }
                     other => other,
                 };
             }
             let body = serde_json::to_vec(&applied).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            return self.patch(def, namespace, name, sub, PatchKind::Strategic, &body);
+            let as_apply = |_: PatchKind, patched: &mut Value| check(PatchKind::Apply, patched);
+            return self.patch(def, namespace, name, sub, PatchKind::Strategic, &body, &as_apply);
         }
         let mut state = self.store.lock();
         let old = state
@@ -300,6 +304,7 @@ impl Objects {
             .ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))?;
         let mut patched = Value::clone(&old);
         patch::apply(kind, &mut patched, body).map_err(invalid)?;
+        check(kind, &mut patched)?;
         self.write_existing(&mut state, def, sub, patched, &old)
     }
 

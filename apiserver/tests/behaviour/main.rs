@@ -6,6 +6,7 @@ mod crud;
 mod deletion;
 mod env;
 mod faults;
+mod field_validation;
 mod kinds;
 mod kubectl;
 mod openapi;
