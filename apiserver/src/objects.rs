@@ -218,9 +218,12 @@ impl Objects {
             }
             _ => String::new(),
         };
-        admission::validate_name(def, &name)
-            .map_err(|e| ApiError::invalid(&def.group, &def.kind, &name, e))?;
         body["metadata"]["name"] = json!(name);
+        admission::admit_create(state, def, &mut body, None)?;
+        let errors = admission::validate(def, &body, None);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid_fields(&def.group, &def.kind, &name, &errors));
+        }
         if state.get(&def.store_key(), namespace, &name).is_some() {
             return Err(ApiError::already_exists(&def.group, &def.plural, &name));
         }
@@ -366,9 +369,12 @@ impl Objects {
         new["kind"] = json!(def.kind);
         new["apiVersion"] = json!(def.api_version());
         admission::default_on_write(def, &mut new);
-        if sub.is_none() && def.kind == "Pod" && def.group.is_empty() {
-            crate::pod_update::validate(&new, old)
-                .map_err(|e| ApiError::field_invalid("", "Pod", &name, &e.field, e.type_, &e.detail))?;
+        if sub.is_none() {
+            admission::admit_create(state, def, &mut new, Some(old))?;
+            let errors = admission::validate(def, &new, Some(old));
+            if !errors.is_empty() {
+                return Err(ApiError::invalid_fields(&def.group, &def.kind, &name, &errors));
+            }
         }
         if def.kind == "Service" && def.group.is_empty() {
             self.allocator()

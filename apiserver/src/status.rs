@@ -127,6 +127,56 @@ impl ApiError {
         error
     }
 
+    /// 422 Invalid for a list of field errors, as apimachinery's `errors.NewInvalid`: the
+    /// message names the qualified kind and joins the distinct errors (`[a, b]` for several);
+    /// `details.causes` holds one entry per error.
+    pub fn invalid_fields(
+        group: &str,
+        kind: &str,
+        name: &str,
+        errors: &[crate::pod_update::FieldError],
+    ) -> Self {
+        let body = |e: &crate::pod_update::FieldError| {
+            if e.detail.is_empty() {
+                e.type_.to_string()
+            } else {
+                format!("{}: {}", e.type_, e.detail)
+            }
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for e in errors {
+            let text = format!("{}: {}", e.field, body(e));
+            if !seen.contains(&text) {
+                seen.push(text);
+            }
+        }
+        let joined = match seen.len() {
+            1 => seen.remove(0),
+            _ => format!("[{}]", seen.join(", ")),
+        };
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let mut error = Self::new(
+            422,
+            "Invalid",
+            format!("{qualified} \"{name}\" is invalid: {joined}"),
+        )
+        .with_details(name, group, kind);
+        if let Some(details) = error.details.as_mut() {
+            for e in errors {
+                let mut cause = json!({ "reason": cause_reason(e.type_), "message": body(e) });
+                if !e.field.is_empty() {
+                    cause["field"] = json!(e.field);
+                }
+                details.causes.push(cause);
+            }
+        }
+        error
+    }
+
     /// 400 BadRequest.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)

@@ -3,6 +3,7 @@
 
 mod crd;
 mod crud;
+mod defaulting;
 mod deletion;
 mod env;
 mod faults;
@@ -14,5 +15,6 @@ mod patches;
 mod persistence;
 mod selectors;
 mod simulator;
+mod validation;
 mod watch;
 mod workloads;

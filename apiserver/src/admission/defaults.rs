@@ -1,51 +1,11 @@
-//! Per-kind defaulting and validation, as the real API server's registry strategies and default
-//! admission plugins do it, reduced to the fields clients commonly rely on.
+//! Per-kind defaulting as kube-apiserver's scheme defaults (k8s.io/kubernetes
+//! pkg/apis/core/v1/defaults.go, pkg/apis/apps/v1/defaults.go, ...) and the statuses its
+//! registry strategies reset on create.
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use crate::resources::ResourceDef;
-
-/// Validates `metadata.name` for the kind: DNS-1123 labels for namespaces and services, DNS-1123
-/// subdomains for everything else. Returns the field error text.
-pub(crate) fn validate_name(def: &ResourceDef, name: &str) -> Result<(), String> {
-    let label_only = matches!(def.kind.as_str(), "Namespace" | "Service");
-    let (ok, max, what) = if label_only {
-        (is_dns1123_label(name), 63, "a lowercase RFC 1123 label")
-    } else {
-        (
-            // Kubernetes limits a subdomain as a whole (253), not its dot-separated parts.
-            name.split('.').all(is_dns1123_label_pattern),
-            253,
-            "a lowercase RFC 1123 subdomain",
-        )
-    };
-    if name.is_empty() {
-        return Err("metadata.name: Required value: name or generateName is required".to_string());
-    }
-    if !ok || name.len() > max {
-        return Err(format!(
-            "metadata.name: Invalid value: \"{name}\": must be {what}: it must consist of lower case \
-             alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-        ));
-    }
-    Ok(())
-}
-
-fn is_dns1123_label(s: &str) -> bool {
-    s.len() <= 63 && is_dns1123_label_pattern(s)
-}
-
-/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, of any length.
-fn is_dns1123_label_pattern(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    !bytes.is_empty()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
-}
 
 /// Defaults applied on create only (status is reset, as the registries do).
 pub(crate) fn default_on_create(def: &ResourceDef, object: &mut Value) {
@@ -104,6 +64,24 @@ pub(crate) fn default_on_write(def: &ResourceDef, object: &mut Value) {
         "Secret" => default_secret(object),
         "Pod" => default_pod_spec(&mut object["spec"]),
         "Service" => default_service(object),
+        "PersistentVolumeClaim" if object["spec"].is_object() => {
+            set_default(&mut object["spec"], "volumeMode", json!("Filesystem"))
+        }
+        "PersistentVolume" if object["spec"].is_object() => {
+            set_default(
+                &mut object["spec"],
+                "persistentVolumeReclaimPolicy",
+                json!("Retain"),
+            );
+            set_default(&mut object["spec"], "volumeMode", json!("Filesystem"));
+        }
+        "Endpoints" => {
+            for subset in object["subsets"].as_array_mut().into_iter().flatten() {
+                for port in subset["ports"].as_array_mut().into_iter().flatten() {
+                    set_default(port, "protocol", json!("TCP"));
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -137,38 +115,177 @@ fn default_secret(secret: &mut Value) {
     }
 }
 
-fn default_pod_spec(spec: &mut Value) {
+/// `SetDefaults_PodSpec`, `SetDefaults_Pod`, `SetDefaults_Container`, `SetDefaults_Volume` and
+/// the volume sources', probes' and field selectors' defaults.
+pub(crate) fn default_pod_spec(spec: &mut Value) {
     if !spec.is_object() {
         return;
+    }
+    if spec["serviceAccountName"].as_str().is_none_or(str::is_empty)
+        && let Some(account) = spec["serviceAccount"].as_str().filter(|s| !s.is_empty())
+    {
+        spec["serviceAccountName"] = json!(account);
+    }
+    match spec["serviceAccountName"].as_str().filter(|s| !s.is_empty()) {
+        Some(account) => spec["serviceAccount"] = json!(account),
+        None => {
+            if let Some(map) = spec.as_object_mut() {
+                map.remove("serviceAccount");
+            }
+        }
     }
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "schedulerName", json!("default-scheduler"));
+    if spec["terminationGracePeriodSeconds"]
+        .as_i64()
+        .is_some_and(|s| s < 0)
+    {
+        spec["terminationGracePeriodSeconds"] = json!(1);
+    }
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "enableServiceLinks", json!(true));
-    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-    set_default(spec, "priority", json!(0));
-    for list in ["containers", "initContainers"] {
+    let host_network = spec["hostNetwork"] == true;
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
         let Some(Value::Array(containers)) = spec.get_mut(list) else {
             continue;
         };
         for container in containers {
-            set_default(container, "terminationMessagePath", json!("/dev/termination-log"));
-            set_default(container, "terminationMessagePolicy", json!("File"));
-            let image = container["image"].as_str().unwrap_or_default();
-            let tag = image.rsplit('/').next().unwrap_or_default();
-            let latest = !tag.contains(':') && !image.contains('@') || tag.ends_with(":latest");
-            set_default(
-                container,
-                "imagePullPolicy",
-                json!(if latest { "Always" } else { "IfNotPresent" }),
-            );
-            if let Some(Value::Array(ports)) = container.get_mut("ports") {
-                for port in ports {
-                    set_default(port, "protocol", json!("TCP"));
+            default_container(container, host_network && list != "ephemeralContainers");
+        }
+    }
+    if let Some(Value::Array(volumes)) = spec.get_mut("volumes") {
+        volumes.iter_mut().for_each(default_volume);
+    }
+}
+
+fn default_container(container: &mut Value, host_network: bool) {
+    if !container.is_object() {
+        return;
+    }
+    set_default(container, "terminationMessagePath", json!("/dev/termination-log"));
+    set_default(container, "terminationMessagePolicy", json!("File"));
+    let policy = if image_tag(container["image"].as_str().unwrap_or_default()) == "latest" {
+        "Always"
+    } else {
+        "IfNotPresent"
+    };
+    set_default(container, "imagePullPolicy", json!(policy));
+    set_default(container, "resources", json!({}));
+    // Limits without requests are requested as well.
+    if let Some(limits) = container["resources"]["limits"].as_object().cloned() {
+        let requests = ensure_map(&mut container["resources"], "requests");
+        for (resource, quantity) in limits {
+            requests.entry(resource).or_insert(quantity);
+        }
+    }
+    if let Some(Value::Array(ports)) = container.get_mut("ports") {
+        for port in ports {
+            set_default(port, "protocol", json!("TCP"));
+            if host_network {
+                let number = port["containerPort"].clone();
+                if port["hostPort"].as_i64().unwrap_or(0) == 0 {
+                    port["hostPort"] = number;
                 }
             }
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let Some(probe) = container.get_mut(probe).filter(|p| p.is_object()) else {
+            continue;
+        };
+        for (key, value) in [
+            ("timeoutSeconds", 1),
+            ("periodSeconds", 10),
+            ("successThreshold", 1),
+            ("failureThreshold", 3),
+        ] {
+            if probe[key].as_i64().unwrap_or(0) == 0 {
+                probe[key] = json!(value);
+            }
+        }
+        if probe["httpGet"].is_object() {
+            set_default(&mut probe["httpGet"], "path", json!("/"));
+            set_default(&mut probe["httpGet"], "scheme", json!("HTTP"));
+        }
+    }
+    if let Some(Value::Array(env)) = container.get_mut("env") {
+        for var in env {
+            if var["valueFrom"]["fieldRef"].is_object() {
+                set_default(&mut var["valueFrom"]["fieldRef"], "apiVersion", json!("v1"));
+            }
+        }
+    }
+    if let Some(map) = container["resources"].as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+}
+
+/// The tag `ParseImageName` finds: "latest" when the reference has neither tag nor digest.
+fn image_tag(image: &str) -> &str {
+    if image.is_empty() {
+        return "";
+    }
+    let (name, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (image, None),
+    };
+    let last = name.rsplit('/').next().unwrap_or(name);
+    match last.rsplit_once(':') {
+        Some((_, tag)) => tag,
+        None if digest.is_some() => "",
+        None => "latest",
+    }
+}
+
+fn default_volume(volume: &mut Value) {
+    let Some(map) = volume.as_object_mut() else {
+        return;
+    };
+    if map.keys().all(|k| k == "name") {
+        map.insert("emptyDir".into(), json!({}));
+    }
+    for source in ["secret", "configMap", "downwardAPI", "projected"] {
+        if volume[source].is_object() {
+            set_default(&mut volume[source], "defaultMode", json!(420));
+        }
+    }
+    if volume["hostPath"].is_object() {
+        set_default(&mut volume["hostPath"], "type", json!(""));
+    }
+    let items_of = |v: &mut Value| -> Vec<Value> { v.as_array().cloned().unwrap_or_default() };
+    if volume["downwardAPI"].is_object() {
+        let mut items = items_of(&mut volume["downwardAPI"]["items"]);
+        default_field_refs(&mut items);
+        if !items.is_empty() {
+            volume["downwardAPI"]["items"] = json!(items);
+        }
+    }
+    if let Some(Value::Array(sources)) = volume.get_mut("projected").and_then(|p| p.get_mut("sources")) {
+        for source in sources {
+            if source["serviceAccountToken"].is_object() {
+                set_default(
+                    &mut source["serviceAccountToken"],
+                    "expirationSeconds",
+                    json!(3600),
+                );
+            }
+            if source["downwardAPI"].is_object() {
+                let mut items = items_of(&mut source["downwardAPI"]["items"]);
+                default_field_refs(&mut items);
+                if !items.is_empty() {
+                    source["downwardAPI"]["items"] = json!(items);
+                }
+            }
+        }
+    }
+}
+
+fn default_field_refs(items: &mut [Value]) {
+    for item in items {
+        if item["fieldRef"].is_object() {
+            set_default(&mut item["fieldRef"], "apiVersion", json!("v1"));
         }
     }
 }
@@ -180,6 +297,16 @@ fn default_service(service: &mut Value) {
     }
     set_default(spec, "type", json!("ClusterIP"));
     set_default(spec, "sessionAffinity", json!("None"));
+    if spec["sessionAffinity"] == "None"
+        && let Some(map) = spec.as_object_mut()
+    {
+        map.remove("sessionAffinityConfig");
+    }
+    if spec["sessionAffinity"] == "ClientIP"
+        && spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"].is_null()
+    {
+        spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
+    }
     if spec["type"] != "ExternalName" {
         set_default(spec, "internalTrafficPolicy", json!("Cluster"));
         set_default(spec, "ipFamilies", json!(["IPv4"]));
@@ -319,18 +446,6 @@ fn pod_qos_class(spec: &Value) -> &'static str {
 mod tests {
     use super::*;
     use crate::resources::Registry;
-
-    #[test]
-    fn names() {
-        let registry = Registry::builtin();
-        let cm = registry.find("", "v1", "configmaps").unwrap();
-        let svc = registry.find("", "v1", "services").unwrap();
-        assert!(validate_name(&cm, "a.b-c").is_ok());
-        assert!(validate_name(&svc, "a.b").is_err());
-        for bad in ["", "A", "-a", "a-", "a_b"] {
-            assert!(validate_name(&cm, bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn secret_string_data_becomes_data() {
