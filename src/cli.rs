@@ -31,8 +31,8 @@ enum Command {
     /// Print the least-privilege host RBAC (Role, ClusterRole and bindings) for a config: just
     /// the resources and verbs of the syncers it switches on.
     Rbac(RbacArgs),
-    /// Benchmark the syncer against embedded API servers (burst, steady, restart, churn) and
-    /// report latencies, requests per pod, CPU and memory.
+    /// Benchmark the syncer against embedded API servers (burst, steady, restart, churn,
+    /// kubelet) and report latencies, requests per pod, CPU and memory.
     Bench(crate::bench::BenchArgs),
     /// Manage whole virtual clusters (create, delete, pause, resume, list, status, exists,
     /// connect) through drivers: `kubernetes` (in a host cluster) or `local` (this machine).
