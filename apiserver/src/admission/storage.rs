@@ -93,11 +93,14 @@ fn update(errors: &mut Errors, claim: &Value, old: &Value) {
             ),
         ));
     }
+    // RecoverVolumeExpansionFailure (on by default since 1.34): a request may shrink, to
+    // recover from a failed expansion, but must stay above the capacity the claim has.
     let size = |c: &Value| quantity(&c["spec"]["resources"]["requests"]["storage"]).unwrap_or(0.0);
-    if size(claim) < size(old) {
+    let capacity = quantity(&old["status"]["capacity"]["storage"]).unwrap_or(0.0);
+    if size(claim) < size(old) && size(claim) <= capacity {
         errors.push(field::forbidden(
             "spec.resources.requests.storage",
-            "field can not be less than previous value",
+            "field can not be less than status.capacity",
         ));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::env::{Env, TestResult, both, eventually};
+use crate::env::{Env, both, eventually};
 
 /// One raw answer: code, the `Warning` headers, the body.
 struct Answer {

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::env::{Env, TestResult, both};
+use crate::env::{Env, both};
 
 async fn get(env: &Env, path: &str, accept: &str) -> Result<(u16, http::HeaderMap, Value), kube::Error> {
     let request = http::Request::get(path)
