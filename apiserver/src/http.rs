@@ -323,6 +323,9 @@ async fn resource(
             query.resource_version.as_deref().unwrap_or_default()
         )));
     }
+    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let writer =
+        crate::managed_fields::Writer::new(query.field_manager.clone(), query.force, user_agent.unwrap_or_default());
     let ok = |object: &Value| Ok(json_response(StatusCode::OK, object));
     if crate::reviews::is_review(&def) {
         return match (verb, target.name.as_deref()) {
@@ -398,7 +401,7 @@ async fn resource(
             let raw = crate::field_validation::is_json(content_type).then_some(&body[..]);
             let fields = crate::field_validation::checker(objects, &def, raw_query, "CreateOptions")?;
             let warnings = fields.body(raw, &mut object)?;
-            let created = objects.create(&def, ns, object)?;
+            let created = crate::managed_fields::with_writer(writer, || objects.create(&def, ns, object))?;
             let mut response = json_response(StatusCode::CREATED, &created);
             crate::field_validation::add_warnings(&mut response, &warnings);
             Ok(response)
@@ -421,7 +424,9 @@ async fn resource(
             let raw = crate::field_validation::is_json(content_type).then_some(&body[..]);
             let fields = crate::field_validation::checker(objects, &def, raw_query, "UpdateOptions")?;
             let warnings = fields.body(raw, &mut object)?;
-            let updated = objects.update(&def, ns, name, target.sub.as_deref(), object)?;
+            let updated = crate::managed_fields::with_writer(writer, || {
+                objects.update(&def, ns, name, target.sub.as_deref(), object)
+            })?;
             let mut response = json_response(StatusCode::OK, &updated);
             crate::field_validation::add_warnings(&mut response, &warnings);
             Ok(response)
@@ -437,8 +442,14 @@ async fn resource(
                 warnings.lock().unwrap_or_else(|p| p.into_inner()).extend(found);
                 Ok(())
             };
-            let patched = objects.patch(&def, ns, name, target.sub.as_deref(), kind, &body, &check)?;
-            let mut response = json_response(StatusCode::OK, &*patched);
+            writer.check_patch(kind == PatchKind::Apply)?;
+            // An apply that creates answers 201, as kube-apiserver's patch handler does.
+            let creates = kind == PatchKind::Apply && objects.get(&def, ns, name).is_err();
+            let patched = crate::managed_fields::with_writer(writer, || {
+                objects.patch(&def, ns, name, target.sub.as_deref(), kind, &body, &check)
+            })?;
+            let code = if creates { StatusCode::CREATED } else { StatusCode::OK };
+            let mut response = json_response(code, &*patched);
             let warnings = warnings.into_inner().unwrap_or_else(|p| p.into_inner());
             crate::field_validation::add_warnings(&mut response, &warnings);
             Ok(response)

@@ -28,6 +28,7 @@ mod http;
 mod ip_pool;
 mod kubeconfig;
 mod kubelet;
+mod managed_fields;
 mod namespace_content;
 mod objects;
 mod openapi;

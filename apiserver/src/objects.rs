@@ -203,6 +203,7 @@ impl Objects {
         }
         admission::default_on_create(def, &mut body);
         admission::default_on_write(def, &mut body);
+        crate::managed_fields::on_create(state, def, &mut body);
 
         if def.namespaced {
             check_namespace_open(state, namespace)?;
@@ -282,24 +283,7 @@ impl Objects {
     ) -> ApiResult<Arc<Value>> {
         let invalid = |e: String| ApiError::invalid(&def.group, &def.kind, name, e);
         if kind == PatchKind::Apply {
-            let applied: Value = serde_yaml_ng::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-            let existing = self.store.lock().get(&def.store_key(), namespace, name);
-            if existing.is_none() && sub.is_none() {
-                let mut object = applied;
-                object["metadata"]["name"] = json!(name);
-                check(kind, &mut object)?;
-                return match self.create(def, namespace, object) {
-                    // Lost a race with another creator: fall through to a merge.
-                    Err(e) if e.reason == "AlreadyExists" => {
-                        self.patch(def, namespace, name, sub, kind, body, check)
-                    }
-                    other => other,
-                };
-            }
-            let body = serde_json::to_vec(&applied).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            let as_apply = |_: PatchKind, patched: &mut Value| check(PatchKind::Apply, patched);
-            return self.patch(def, namespace, name, sub, PatchKind::Strategic, &body, &as_apply);
+            return crate::managed_fields::apply_patch(self, def, namespace, name, sub, body, check);
         }
         let mut state = self.store.lock();
         let old = state
@@ -313,7 +297,7 @@ impl Objects {
 
     /// The common end of update and patch: subresource rules, preconditions, immutable metadata,
     /// defaulting, generation, no-op detection and finalizer-completed removal.
-    fn write_existing(
+    pub(crate) fn write_existing(
         &self,
         state: &mut State,
         def: &ResourceDef,
@@ -369,6 +353,7 @@ impl Objects {
         new["kind"] = json!(def.kind);
         new["apiVersion"] = json!(def.api_version());
         admission::default_on_write(def, &mut new);
+        crate::managed_fields::on_update(state, def, sub, old, &mut new);
         if sub.is_none() {
             admission::admit_create(state, def, &mut new, Some(old))?;
             let errors = admission::validate(def, &new, Some(old));
@@ -387,6 +372,7 @@ impl Objects {
             new["metadata"]["generation"] = json!(generation);
         }
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        crate::managed_fields::keep_times_if_noop(&mut new, old);
         if new == **old {
             return Ok(old.clone());
         }

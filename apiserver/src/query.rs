@@ -6,7 +6,7 @@ use crate::selectors::{FieldSelector, LabelSelector, Selectors};
 use crate::status::{ApiError, ApiResult};
 
 /// The parsed query string of one request. Unknown parameters are ignored, as they are harmless
-/// for an in-memory server (fieldManager, fieldValidation, pretty, ...).
+/// for an in-memory server (fieldValidation, pretty, ...).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Query {
     pub watch: bool,
@@ -20,6 +20,9 @@ pub(crate) struct Query {
     pub send_initial_events: bool,
     pub grace_period_seconds: Option<i64>,
     pub dry_run: bool,
+    /// `fieldManager` and `force` (server-side apply, crate::managed_fields).
+    pub field_manager: Option<String>,
+    pub force: Option<bool>,
 }
 
 impl Query {
@@ -50,6 +53,8 @@ impl Query {
                 "sendInitialEvents" => query.send_initial_events = truthy(value),
                 "gracePeriodSeconds" => query.grace_period_seconds = value.parse().ok(),
                 "dryRun" => query.dry_run = !value.is_empty(),
+                "fieldManager" => query.field_manager = Some(value.to_string()),
+                "force" => query.force = Some(truthy(value)),
                 _ => {}
             }
         }

@@ -14,6 +14,7 @@ mod openapi;
 mod patches;
 mod persistence;
 mod selectors;
+mod server_side_apply;
 mod simulator;
 mod validation;
 mod watch;
