@@ -81,9 +81,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     let path = parts.uri.path().trim_end_matches('/');
     tracing::debug!(method = %parts.method, uri = %parts.uri, "request");
-    if let Some(response) =
-        openapi::serve(&shared.objects, &parts.method, path, parts.uri.query(), &parts.headers)
-    {
+    if let Some(response) = openapi::serve(
+        &shared.objects,
+        &parts.method,
+        path,
+        parts.uri.query(),
+        &parts.headers,
+    ) {
         return response;
     }
     let result = match non_resource(&shared, &parts.method, path) {
@@ -324,8 +328,11 @@ async fn resource(
         )));
     }
     let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
-    let writer =
-        crate::managed_fields::Writer::new(query.field_manager.clone(), query.force, user_agent.unwrap_or_default());
+    let writer = crate::managed_fields::Writer::new(
+        query.field_manager.clone(),
+        query.force,
+        user_agent.unwrap_or_default(),
+    );
     let ok = |object: &Value| Ok(json_response(StatusCode::OK, object));
     if crate::reviews::is_review(&def) {
         return match (verb, target.name.as_deref()) {
@@ -448,7 +455,11 @@ async fn resource(
             let patched = crate::managed_fields::with_writer(writer, || {
                 objects.patch(&def, ns, name, target.sub.as_deref(), kind, &body, &check)
             })?;
-            let code = if creates { StatusCode::CREATED } else { StatusCode::OK };
+            let code = if creates {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             let mut response = json_response(code, &*patched);
             let warnings = warnings.into_inner().unwrap_or_else(|p| p.into_inner());
             crate::field_validation::add_warnings(&mut response, &warnings);
