@@ -36,6 +36,7 @@ mod patch;
 mod persist;
 mod pod_update;
 mod protobuf;
+mod quantity;
 mod query;
 mod representation;
 mod resources;

@@ -5,6 +5,7 @@
 //! or `storageClassName` set for the first time). Left out: selectors, data sources, quantity
 //! syntax.
 
+use crate::quantity::quantity;
 use serde_json::{Value, json};
 
 use super::field::{self, Errors, items, str_of};
@@ -116,36 +117,4 @@ fn normalized(value: &Value) -> Value {
         ),
         other => other.clone(),
     }
-}
-
-/// A resource quantity ("1Gi", "500M", "1.5", "100m", "1e3") as a number, None if unparseable.
-pub(crate) fn quantity(value: &Value) -> Option<f64> {
-    if let Some(n) = value.as_f64() {
-        return Some(n);
-    }
-    let s = value.as_str()?.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(number * factor)
 }

@@ -120,7 +120,8 @@ impl Node {
             .as_str()
             .and_then(|t| t.parse().ok())
             .unwrap_or(now);
-        let capacity = stats::quantity(&node["status"]["capacity"]["memory"]).map(|bytes| bytes as u64);
+        let capacity =
+            crate::quantity::quantity(&node["status"]["capacity"]["memory"]).map(|bytes| bytes as u64);
         let summary = stats::summary(&self.name, start, capacity, &self.usage(now), now);
         with_type(StatusCode::OK, summary.to_string(), "application/json")
     }

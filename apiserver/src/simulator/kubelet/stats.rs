@@ -9,6 +9,7 @@
 //! cumulative CPU is that rate times the seconds since the container started. A pod's figures
 //! are the sum of its containers', the node's the sum of its pods'.
 
+use crate::quantity::quantity;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
@@ -222,36 +223,6 @@ pub(crate) fn running_pods(pods: &[&Value]) -> Value {
 
 fn timestamp(value: &Value) -> Option<Timestamp> {
     value.as_str()?.parse().ok()
-}
-
-/// A quantity (`500m`, `2`, `1.5`, `64Mi`, `1G`, `1e3`) in base units (cores, bytes).
-pub(crate) fn quantity(value: &Value) -> Option<f64> {
-    let text = value.as_str()?.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exponent => 10f64.powi(exponent.strip_prefix(['e', 'E'])?.parse().ok()?),
-    };
-    Some(number * scale)
 }
 
 #[cfg(test)]
