@@ -31,7 +31,7 @@ use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::runtime::{reflector::ObjectRef, watcher};
 use tokio::sync::watch;
 
-use crate::sdk::SyncResource;
+use crate::resource::SyncResource;
 
 /// How a cache keeps its objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use crate::{
     hooks::Hooks,
     indices::Indices,
     informer::{Informer, Informers, Scope},
+    resource::{SyncResource, api_in},
     safety::HostGuard,
-    sdk::{SyncResource, api_in},
 };
 
 /// Shared state of one manager, handed to every syncer at registration.
@@ -281,13 +281,6 @@ impl<K: SyncResource> SyncContext<K> {
     /// The host namespace.
     pub fn host_namespace(&self) -> &str {
         self.register.host_namespace()
-    }
-
-    /// The `Api` of `K` in the single host namespace (the cluster scope for cluster-scoped kinds).
-    /// For writes of a given host object use [`Self::host_api_for`], which also works in the
-    /// per-namespace mapping.
-    pub fn host_api(&self) -> Api<K> {
-        api_in::<K>(self.host_client().clone(), Some(self.host_namespace()))
     }
 
     /// The `Api` of `K` on the host in the namespace of the host object `host` (the single host

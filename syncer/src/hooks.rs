@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use crate::{error::Side, sdk::SyncResource};
+use crate::{error::Side, resource::SyncResource};
 
 /// Mutates objects of some kinds before they are written to one side.
 pub trait Hook: Send + Sync + 'static {

@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, watch};
 use vcsync_translators::{RefKind, RefTarget, ReferenceIndex, VirtualKey, pod_references};
 
 use crate::cache::Cache;
-use crate::{context::RegisterContext, controller::virtual_key_of, informer::InformerEvent};
+use crate::{context::RegisterContext, informer::InformerEvent, resource::virtual_key_of};
 
 /// The indices of one manager, each created by the first syncer that asks for it.
 #[derive(Default)]

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::{
     cache::{Cache, CacheWriter, Storage, cache},
     error::Side,
-    sdk::{SyncResource, api_in},
+    resource::{SyncResource, api_in},
 };
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";

@@ -21,6 +21,7 @@ pub mod manager;
 pub mod metrics;
 pub mod plugin;
 pub mod rbac;
+pub mod resource;
 pub mod safety;
 pub mod sdk;
 pub mod syncers;

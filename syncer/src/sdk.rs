@@ -8,12 +8,9 @@
 //! the manager calls, in this order, `Initializer::init`, `IndicesRegisterer::register_indices`
 //! and `ControllerModifier::modify_controller`.
 
-use std::{fmt::Debug, sync::Arc};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
-use kube::{Api, Client, Resource};
-use serde::{Serialize, de::DeserializeOwned};
 use vcsync_translators::{NameTranslator, VirtualKey};
 
 use crate::{
@@ -23,64 +20,7 @@ use crate::{
     error::Result,
 };
 
-/// The bounds every kind handled by a syncer meets (all k8s-openapi types do).
-pub trait SyncResource:
-    Resource<DynamicType = (), Scope: ScopeOf>
-    + Clone
-    + Debug
-    + Serialize
-    + DeserializeOwned
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<T> SyncResource for T where
-    T: Resource<DynamicType = (), Scope: ScopeOf>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static
-{
-}
-
-/// Namespaced or cluster-scoped: lets generic code build the right [`Api`] for a kind.
-pub trait ScopeOf: Sized {
-    /// True for namespaced kinds.
-    const NAMESPACED: bool;
-
-    /// An `Api` in `namespace` for namespaced kinds (all namespaces when `None`); the cluster
-    /// scope for cluster-scoped kinds, whatever `namespace` says.
-    fn api<K: Resource<DynamicType = (), Scope = Self>>(client: Client, namespace: Option<&str>) -> Api<K>;
-}
-
-impl ScopeOf for NamespaceResourceScope {
-    const NAMESPACED: bool = true;
-
-    fn api<K: Resource<DynamicType = (), Scope = Self>>(client: Client, namespace: Option<&str>) -> Api<K> {
-        match namespace {
-            Some(ns) => Api::namespaced(client, ns),
-            None => Api::all(client),
-        }
-    }
-}
-
-impl ScopeOf for ClusterResourceScope {
-    const NAMESPACED: bool = false;
-
-    fn api<K: Resource<DynamicType = (), Scope = Self>>(client: Client, _namespace: Option<&str>) -> Api<K> {
-        Api::all(client)
-    }
-}
-
-/// The `Api` of kind `K` in `namespace` (ignored for cluster-scoped kinds).
-pub fn api_in<K: SyncResource>(client: Client, namespace: Option<&str>) -> Api<K> {
-    <K::Scope as ScopeOf>::api::<K>(client, namespace)
-}
+pub use crate::resource::{ScopeOf, SyncResource, api_in};
 
 /// Identity of anything registered with the manager; names appear in logs, metrics and events.
 pub trait Base: Send + Sync + 'static {

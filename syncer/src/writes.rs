@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kube::{
     Resource, ResourceExt,
-    api::{DeleteParams, PostParams, Preconditions},
+    api::{DeleteParams, Preconditions},
     runtime::reflector::ObjectRef,
 };
 
@@ -14,12 +14,11 @@ use crate::{
     context::SyncContext,
     error::{Error, Result, Side, api_error, status_code},
     events::EventType,
+    resource::SyncResource,
     safety::{Admission, virtual_key_of_host},
-    sdk::SyncResource,
 };
 
-/// Field manager recorded on every write, so owners of fields are visible on the server.
-pub const FIELD_MANAGER: &str = "vcsync";
+pub use crate::resource::{FIELD_MANAGER, write_params};
 
 /// Whether two objects carry the same labels and annotations (absent and empty are equal);
 /// the metadata part of "is the host object already what we want?".
@@ -29,15 +28,6 @@ pub fn labels_and_annotations_match(
 ) -> bool {
     let or_empty = |map: &Option<std::collections::BTreeMap<String, String>>| map.clone().unwrap_or_default();
     or_empty(&a.labels) == or_empty(&b.labels) && or_empty(&a.annotations) == or_empty(&b.annotations)
-}
-
-/// Parameters of every create and update vcsync makes: its field manager, so that the
-/// owners of fields are visible on the server.
-pub fn write_params() -> PostParams {
-    PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PostParams::default()
-    }
 }
 
 /// A held delete is looked at again now and then (the brake stays engaged until a restart).
@@ -152,7 +142,7 @@ pub async fn create_host_object<K: SyncResource>(
     let key = display_key(desired);
     let params = write_params();
     let collisions = ctx.register_context().indices().collisions();
-    let virtual_key = crate::controller::virtual_key_of(virt);
+    let virtual_key = crate::resource::virtual_key_of(virt);
     let api = ctx.host_api_for(desired);
     let read = |api: kube::Api<K>| {
         let (name, kind, key) = (desired.name_any(), kind.clone(), key.clone());

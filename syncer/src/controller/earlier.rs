@@ -73,8 +73,10 @@ impl<S: crate::Syncer> PairHandler<S> {
     async fn restore(&self, restored: S::Resource) -> Result<Action> {
         let kind = S::Resource::kind(&());
         let key = virtual_key_of(&restored);
-        let api =
-            crate::sdk::api_in::<S::Resource>(self.ctx.virtual_client().clone(), key.namespace.as_deref());
+        let api = crate::resource::api_in::<S::Resource>(
+            self.ctx.virtual_client().clone(),
+            key.namespace.as_deref(),
+        );
         let params = write_params();
         let mut result = api.create(&params, &restored).await;
         if let (Err(err), Some(ns)) = (&result, &key.namespace)

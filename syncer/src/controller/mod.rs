@@ -19,7 +19,7 @@ use futures::{
     future::{BoxFuture, Shared},
     stream::BoxStream,
 };
-use kube::{Resource, runtime::reflector::ObjectRef};
+use kube::Resource;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use vcsync_translators::VirtualKey;
@@ -31,7 +31,7 @@ use crate::{
     error::{Error, Result},
     informer::InformerEvent,
     metrics::{Metrics, SyncerMetrics},
-    sdk::SyncResource,
+    resource::{SyncResource, object_ref, virtual_key_of},
 };
 
 /// Quick retry after an optimistic-concurrency conflict: someone else wrote first, the
@@ -42,14 +42,6 @@ const CONFLICT_RETRY: Duration = Duration::from_millis(50);
 pub const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// The virtual key of a virtual object.
-pub fn virtual_key_of<K: Resource>(obj: &K) -> VirtualKey {
-    VirtualKey {
-        namespace: obj.meta().namespace.clone(),
-        name: obj.meta().name.clone().unwrap_or_default(),
-    }
-}
 
 /// Options and extra triggers of one syncer's controller, handed to
 /// [`ControllerModifier`](crate::ControllerModifier).
@@ -324,8 +316,10 @@ impl<S: crate::Syncer> PairHandler<S> {
 
     /// Asks the virtual API server itself, bypassing the cache; one GET per host deletion.
     async fn virtual_exists_live(&self, key: &VirtualKey) -> Result<bool> {
-        let api =
-            crate::sdk::api_in::<S::Resource>(self.ctx.virtual_client().clone(), key.namespace.as_deref());
+        let api = crate::resource::api_in::<S::Resource>(
+            self.ctx.virtual_client().clone(),
+            key.namespace.as_deref(),
+        );
         let kind = S::Resource::kind(&());
         let found = api
             .get_metadata_opt(&key.name)
@@ -347,14 +341,6 @@ impl<S: crate::Syncer> PairHandler<S> {
             .get(&object_ref(host_key.namespace.as_deref(), &host_key.name))
             // A host object only counts as this key's twin if its annotations say so.
             .filter(|host| translator.virtual_key(host.meta()).as_ref() == Some(key))
-    }
-}
-
-fn object_ref<K: Resource<DynamicType = ()>>(namespace: Option<&str>, name: &str) -> ObjectRef<K> {
-    let obj_ref = ObjectRef::new(name);
-    match namespace {
-        Some(ns) => obj_ref.within(ns),
-        None => obj_ref,
     }
 }
 

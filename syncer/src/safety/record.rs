@@ -7,7 +7,7 @@ use super::identity::{ClusterIdentity, IdentityRecord, RECORD_LABEL, Startup, re
 use crate::{
     Side,
     error::{Error, Result, api_error, status_code},
-    writes::write_params,
+    resource::write_params,
 };
 
 /// Namespaces every Kubernetes API server creates at start; the first one found names the

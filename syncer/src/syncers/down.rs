@@ -19,11 +19,11 @@ use crate::{
     Action, ControllerBuilder, ControllerModifier, IndicesRegisterer, RegisterContext, Result, Side,
     SyncContext, Syncer,
     cache::Cache,
-    controller::virtual_key_of,
     delete_object,
     error::api_error,
     events::EventType,
     indices::PodReferences,
+    resource::virtual_key_of,
     sdk::{Base, ScopeOf, SyncResource},
     writes::{create_host_object, labels_and_annotations_match, update_host_object, write_params},
 };

@@ -46,11 +46,11 @@ use super::{
 use crate::{
     Action, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
     cache::Cache,
-    controller::virtual_key_of,
     controller::{CACHE_LAG_RETRY, Triggers},
     error::{Side, api_error, status_code},
     informer::{InformerEvent, Scope},
     register_fake_syncer,
+    resource::virtual_key_of,
     sdk::{Base, SyncResource},
     writes::write_params,
 };

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use vcsync_translators::VirtualKey;
 
 use crate::cache::Cache;
-use crate::{controller::virtual_key_of, informer::InformerEvent};
+use crate::{informer::InformerEvent, resource::virtual_key_of};
 
 /// Pods by node and node by pod.
 ///

@@ -22,8 +22,8 @@ use vcsync_translators::{NamespaceMapping, RefKind, RefTarget, VirtualKey};
 
 use super::reference_sites::{sites, without_missing_optional};
 use crate::{
-    Action, RegisterContext, Result, SyncContext, cache::Cache, controller::virtual_key_of,
-    events::EventType, informer::InformerEvent, safety::virtual_key_of_host, sdk::SyncResource,
+    Action, RegisterContext, Result, SyncContext, cache::Cache, events::EventType, informer::InformerEvent,
+    resource::virtual_key_of, safety::virtual_key_of_host, sdk::SyncResource,
 };
 
 /// Where one referenced object stands.

@@ -38,10 +38,10 @@ use crate::{
     Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer, UpSyncer,
     cache::Cache,
     config::{PodsConfig, ServiceTarget},
-    controller::virtual_key_of,
     error::{Error, Side, api_error, status_code},
     events::EventType,
     informer::InformerEvent,
+    resource::virtual_key_of,
     sdk::Base,
     writes::{create_host_object, delete_object, delete_object_with_grace, update_host_object, write_params},
 };

@@ -27,10 +27,10 @@ use super::{
 use crate::{
     Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer,
     cache::Cache,
-    controller::virtual_key_of,
     delete_object,
     events::EventType,
     informer::InformerEvent,
+    resource::virtual_key_of,
     sdk::Base,
     writes::{create_host_object, labels_and_annotations_match, update_host_object},
 };

@@ -37,11 +37,11 @@ use vcsync_translators::{NameTranslator, VirtualKey};
 use crate::{
     Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, Side, SyncContext, Syncer,
     cache::Cache,
-    controller::virtual_key_of,
     error::api_error,
     events::EventType,
     informer::{InformerEvent, Scope},
     register_syncer,
+    resource::virtual_key_of,
     sdk::Base,
     writes::{create_host_object, labels_and_annotations_match, update_host_object, write_params},
 };
