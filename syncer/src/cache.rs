@@ -234,11 +234,6 @@ impl<K: SyncResource> Cache<K> {
         self.len() == 0
     }
 
-    /// How the objects are kept.
-    pub fn storage(&self) -> Storage {
-        self.shared.storage
-    }
-
     /// Resolves once the first list completed.
     pub async fn wait_until_ready(&self) {
         let mut ready = self.shared.ready.subscribe();

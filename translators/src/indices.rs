@@ -5,13 +5,13 @@
 //! exactly what changed, so the caller can requeue just the affected objects. Backed by `DashMap`:
 //! `Send + Sync`, lock-striped, cheap to share in an `Arc`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use crate::keys::{HostKey, VirtualKey};
+use crate::keys::VirtualKey;
 use crate::references::RefTarget;
 
 /// Which pods reference which objects, in both directions.
@@ -184,55 +184,5 @@ impl ReferenceIndex {
         }
         changed.sort();
         (linked.into_boxed_slice(), changed)
-    }
-}
-
-/// Host key -> virtual key, for mapping host events back to the virtual objects they belong to
-/// without parsing host names (hashed names cannot be parsed).
-#[derive(Debug, Default)]
-pub struct NameIndex {
-    map: DashMap<HostKey, VirtualKey>,
-}
-
-impl NameIndex {
-    /// An empty index.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Records that the host object `host` belongs to `virt`, replacing any previous mapping.
-    pub fn apply(&self, host: HostKey, virt: VirtualKey) {
-        self.map.insert(host, virt);
-    }
-
-    /// Forgets the host object `host`.
-    pub fn delete(&self, host: &HostKey) {
-        self.map.remove(host);
-    }
-
-    /// Replaces the whole state with `entries` (a relist); the last mapping of a repeated host key
-    /// wins. New entries are written before stale ones are removed, so concurrent readers never see
-    /// a surviving entry missing.
-    pub fn reset(&self, entries: impl IntoIterator<Item = (HostKey, VirtualKey)>) {
-        let entries: BTreeMap<HostKey, VirtualKey> = entries.into_iter().collect();
-        for (host, virt) in &entries {
-            self.map.insert(host.clone(), virt.clone());
-        }
-        self.map.retain(|host, _| entries.contains_key(host));
-    }
-
-    /// The virtual key of the host object `host`, if known.
-    pub fn get(&self, host: &HostKey) -> Option<VirtualKey> {
-        self.map.get(host).map(|v| v.clone())
-    }
-
-    /// Number of host objects recorded.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether no host object is recorded.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }

@@ -15,7 +15,7 @@ pub mod ownership;
 pub mod references;
 pub mod translator;
 
-pub use indices::{NameIndex, ReferenceIndex};
+pub use indices::ReferenceIndex;
 pub use keys::{HostKey, VirtualKey};
 pub use labels::{
     host_annotations, host_label_selector, host_labels, host_map_selector, is_reserved_key,

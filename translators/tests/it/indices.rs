@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use proptest::prelude::*;
-use vcsync_translators::{
-    HostKey, NameIndex, RefKind, RefTarget, ReferenceIndex, VirtualKey, pod_references,
-};
+use vcsync_translators::{RefKind, RefTarget, ReferenceIndex, VirtualKey, pod_references};
 
 fn pod(name: &str) -> VirtualKey {
     VirtualKey::namespaced("shop", name)
@@ -319,47 +317,4 @@ proptest! {
             prop_assert_eq!(index.references_of(pod), rebuilt.references_of(pod));
         }
     }
-}
-
-fn host(name: &str) -> HostKey {
-    HostKey::namespaced("vcluster-a", name)
-}
-
-#[test]
-fn name_index_apply_get_delete() {
-    let index = NameIndex::new();
-    assert!(index.is_empty());
-    index.apply(host("web-x-shop"), pod("web"));
-    assert_eq!(index.get(&host("web-x-shop")), Some(pod("web")));
-    assert_eq!(index.len(), 1);
-    index.apply(host("web-x-shop"), pod("web2"));
-    assert_eq!(index.get(&host("web-x-shop")), Some(pod("web2")));
-    assert_eq!(index.len(), 1);
-    index.delete(&host("web-x-shop"));
-    assert_eq!(index.get(&host("web-x-shop")), None);
-    assert!(index.is_empty());
-    index.delete(&host("unknown"));
-}
-
-#[test]
-fn name_index_reset_replaces_everything() {
-    let index = NameIndex::default();
-    index.apply(host("stale"), pod("stale"));
-    index.apply(host("kept"), pod("old"));
-    index.reset([(host("kept"), pod("new")), (host("added"), pod("added"))]);
-    assert_eq!(index.len(), 2);
-    assert_eq!(index.get(&host("stale")), None);
-    assert_eq!(index.get(&host("kept")), Some(pod("new")));
-    assert_eq!(index.get(&host("added")), Some(pod("added")));
-    index.reset([]);
-    assert!(index.is_empty());
-}
-
-#[test]
-fn name_index_keys_include_the_namespace() {
-    let index = NameIndex::new();
-    index.apply(HostKey::cluster("n"), VirtualKey::cluster("a"));
-    index.apply(HostKey::namespaced("ns", "n"), pod("b"));
-    assert_eq!(index.get(&HostKey::cluster("n")), Some(VirtualKey::cluster("a")));
-    assert_eq!(index.get(&HostKey::namespaced("ns", "n")), Some(pod("b")));
 }
