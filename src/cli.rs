@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use vcsync_syncer::{Config, Plugin, config::LogFormat};
 
+use crate::config_source::{ConfigSource, check_plugin_names, read_config};
+
 /// Exit code for bad input (invalid config, flags): the same as clap's usage errors.
 pub const EXIT_BAD_INPUT: u8 = 2;
 
@@ -24,7 +26,7 @@ enum Command {
     Run(RunArgs),
     /// Start a host and a virtual embedded API server and the syncer between them, for trying
     /// vcsync with kubectl on this machine (not for production).
-    Dev(DevArgs),
+    Dev(crate::dev::DevArgs),
     /// Soak the syncer: SIGKILL and restart it at random points of a seeded create/update/delete
     /// churn, then check that every virtual object has exactly one correct host copy.
     Soak(crate::soak::SoakArgs),
@@ -132,69 +134,6 @@ impl Overrides {
     }
 }
 
-/// Flags of `vcsync dev`.
-#[derive(Debug, clap::Args)]
-pub struct DevArgs {
-    /// Where the kubeconfigs of both servers are written.
-    #[arg(long, default_value = ".vcsync-dev")]
-    pub dir: PathBuf,
-    /// Optional vcsync.yaml for the syncer (instance, namespace and kubeconfigs are set by dev).
-    #[arg(long, short = 'c')]
-    pub config: Option<PathBuf>,
-    /// Log level or tracing filter.
-    #[arg(long, default_value = "info")]
-    pub log_level: String,
-    /// Simulated host nodes that schedule and "run" synced pods (0: no simulator, pods stay
-    /// Pending on the host).
-    #[arg(long, default_value_t = 3)]
-    pub nodes: usize,
-    /// Run on a real host and a real virtual control plane (kube-apiserver,
-    /// kube-controller-manager and etcd each) from this folder of binaries (the last line that
-    /// tests/control-plane/build.sh prints) instead of the embedded servers; `--nodes` fake
-    /// kubelets then schedule and run the host's pods through its API.
-    #[arg(long)]
-    pub kube_assets: Option<PathBuf>,
-    /// A development tool instead of the syncer.
-    #[command(subcommand)]
-    pub tool: Option<crate::dev_tools::DevTool>,
-}
-
-/// Where a configuration came from, for plugins to read their sections with locations.
-pub struct ConfigSource {
-    /// File name as given.
-    pub file: String,
-    /// The whole text.
-    pub text: String,
-}
-
-fn read_config(path: &std::path::Path) -> Result<(Config, ConfigSource), String> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|err| format!("{file}: cannot read: {err}"))?;
-    let config = Config::from_yaml(&text, &file).map_err(|err| err.to_string())?;
-    Ok((config, ConfigSource { file, text }))
-}
-
-/// Every `plugins:` section must name a plugin of this binary.
-fn check_plugin_names(
-    config: &Config,
-    source: &ConfigSource,
-    plugins: &[Arc<dyn Plugin>],
-) -> Result<(), String> {
-    let known: Vec<&str> = plugins.iter().map(|p| p.name()).collect();
-    match config.plugins.keys().find(|name| !known.contains(&name.as_str())) {
-        Some(name) => Err(format!(
-            "{}: plugins.{name}: this binary has no such plugin (it has: {})",
-            source.file,
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        )),
-        None => Ok(()),
-    }
-}
-
 /// Parses the command line and runs it with `plugins`; returns the process exit code.
 pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
     let cli = Cli::parse();
@@ -233,17 +172,11 @@ pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
             crate::logging::init(&config.log);
             runtime.block_on(crate::sidecar::run(config, source, plugins))
         }
-        Command::Dev(DevArgs { tool: Some(tool), .. }) => runtime.block_on(tool.run()),
+        Command::Dev(crate::dev::DevArgs { tool: Some(tool), .. }) => runtime.block_on(tool.run()),
         Command::Dev(args) => {
-            let config = match &args.config {
-                Some(path) => match read_config(path) {
-                    Ok((config, source)) => match check_plugin_names(&config, &source, &plugins) {
-                        Ok(()) => Some((config, source)),
-                        Err(err) => return bad_input(&err),
-                    },
-                    Err(err) => return bad_input(&err),
-                },
-                None => None,
+            let config = match crate::dev::file_config(&args, &plugins) {
+                Ok(config) => config,
+                Err(err) => return bad_input(&err),
             };
             crate::logging::init(&vcsync_syncer::config::LogConfig {
                 format: LogFormat::Text,

@@ -1,22 +1,61 @@
 //! `vcsync dev`: two embedded API servers (host and virtual) and the syncer between them, in
 //! one process, for trying vcsync with kubectl. Not a production setup: see the README.
 
-use std::path::Path;
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::{Api, Client, api::PostParams};
 use vcsync_apiserver::{ServerConfig, SimulatorConfig};
-use vcsync_syncer::Config;
-
-use std::sync::Arc;
-
-use vcsync_syncer::Plugin;
+use vcsync_syncer::{Config, Plugin};
 
 use crate::{
-    cli::{ConfigSource, DevArgs},
     cluster_pair::ClusterPair,
+    config_source::{ConfigSource, check_plugin_names, read_config},
+    setup::{create_namespace, write},
 };
+
+/// Flags of `vcsync dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Where the kubeconfigs of both servers are written.
+    #[arg(long, default_value = ".vcsync-dev")]
+    pub dir: PathBuf,
+    /// Optional vcsync.yaml for the syncer (instance, namespace and kubeconfigs are set by dev).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Log level or tracing filter.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Simulated host nodes that schedule and "run" synced pods (0: no simulator, pods stay
+    /// Pending on the host).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Run on a real host and a real virtual control plane (kube-apiserver,
+    /// kube-controller-manager and etcd each) from this folder of binaries (the last line that
+    /// tests/control-plane/build.sh prints) instead of the embedded servers; `--nodes` fake
+    /// kubelets then schedule and run the host's pods through its API.
+    #[arg(long)]
+    pub kube_assets: Option<PathBuf>,
+    /// A development tool instead of the syncer.
+    #[command(subcommand)]
+    pub tool: Option<crate::dev_tools::DevTool>,
+}
+
+/// The vcsync.yaml that `--config` names, checked against `plugins`, or None without one; the
+/// error is bad input.
+pub fn file_config(
+    args: &DevArgs,
+    plugins: &[Arc<dyn Plugin>],
+) -> Result<Option<(Config, ConfigSource)>, String> {
+    let Some(path) = &args.config else {
+        return Ok(None);
+    };
+    let (config, source) = read_config(path)?;
+    check_plugin_names(&config, &source, plugins)?;
+    Ok(Some((config, source)))
+}
 
 /// The host namespace of the dev setup.
 const DEV_NAMESPACE: &str = "vcsync-dev";
@@ -88,7 +127,7 @@ pub async fn run(
         &plugins,
         virtual_client,
         host_client,
-        crate::sidecar::shutdown_signal(),
+        crate::shutdown::shutdown_signal(),
     )
     .await;
     clusters.stop().await;
@@ -101,26 +140,6 @@ fn server_config(name: &str) -> ServerConfig {
         name: name.into(),
         ..ServerConfig::default()
     }
-}
-
-/// Creates namespace `name`.
-pub(crate) async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    let namespace = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .with_context(|| format!("creating namespace {name}"))?;
-    Ok(())
-}
-
-pub(crate) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn print_welcome(clusters: &ClusterPair, host_kc: &Path, virtual_kc: &Path, nodes: usize) {

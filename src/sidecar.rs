@@ -16,9 +16,10 @@ use vcsync_syncer::{
 };
 
 use crate::{
-    cli::ConfigSource,
     clients::{client_for, stream_client_for},
+    config_source::ConfigSource,
     kubelet::{KubeletServer, PodResolver},
+    shutdown::shutdown_signal,
 };
 
 /// Serves the operations endpoints (when configured), connects to both clusters and runs the
@@ -176,21 +177,4 @@ async fn check_host_namespace(host_client: &Client, name: &str) -> anyhow::Resul
         }
         Err(err) => Err(err).context("reading the host namespace"),
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested; finishing in-flight reconciles");
 }

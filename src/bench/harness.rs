@@ -28,8 +28,8 @@ impl Bench {
         let clusters = clusters::start(args).await?;
         let host_kubeconfig = dir.join("host.kubeconfig");
         let virtual_kubeconfig = dir.join("virtual.kubeconfig");
-        crate::dev::write(&host_kubeconfig, &clusters.host_kubeconfig)?;
-        crate::dev::write(&virtual_kubeconfig, &clusters.virtual_kubeconfig)?;
+        crate::setup::write(&host_kubeconfig, &clusters.host_kubeconfig)?;
+        crate::setup::write(&virtual_kubeconfig, &clusters.virtual_kubeconfig)?;
         let metrics = {
             let probe = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
             probe.local_addr()?
@@ -49,17 +49,17 @@ impl Bench {
             // The kubelet API of the virtual nodes on loopback, trusting the virtual API
             // server's kubelet client certificate, as `vcsync dev` runs it.
             let ca = dir.join("virtual-kubelet-client-ca.crt");
-            crate::dev::write(&ca, &clusters.virtual_kubelet_client_ca()?)?;
+            crate::setup::write(&ca, &clusters.virtual_kubelet_client_ca()?)?;
             config.push_str(&format!(
                 "kubelet:\n  listen: 127.0.0.1:0\n  clientCaFile: {}\n",
                 ca.display()
             ));
         }
-        crate::dev::write(&config_path, &config)?;
+        crate::setup::write(&config_path, &config)?;
         let (host, virt) = (clusters.host_client.clone(), clusters.virtual_client.clone());
-        crate::dev::create_namespace(&host, HOST_NAMESPACE).await?;
-        crate::dev::create_namespace(&host, DIRECT_NAMESPACE).await?;
-        crate::dev::create_namespace(&virt, VIRTUAL_NAMESPACE).await?;
+        crate::setup::create_namespace(&host, HOST_NAMESPACE).await?;
+        crate::setup::create_namespace(&host, DIRECT_NAMESPACE).await?;
+        crate::setup::create_namespace(&virt, VIRTUAL_NAMESPACE).await?;
         let log = std::fs::File::create(dir.join("syncer.log")).context("creating the syncer log")?;
         let syncer = Syncer {
             config: config_path,

@@ -50,6 +50,7 @@ use vcsync_syncer::config::ServiceAddress;
 use super::{
     Changed, ClusterError, ClusterStatus, Created, Driver, DriverOptions, DriverRegistration, Phase,
     Progress, Result, Values,
+    common::{replace_server, synced_counts},
 };
 
 inventory::submit! {
@@ -772,20 +773,6 @@ pub fn render_yaml(name: &str, values: &Values) -> Result<String> {
     Ok(out)
 }
 
-/// Replaces the server URL of every cluster of a kubeconfig.
-pub fn replace_server(kubeconfig: &str, url: &str) -> Result<String> {
-    let mut value: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(kubeconfig).context("parsing the kubeconfig")?;
-    if let Some(clusters) = value.get_mut("clusters").and_then(|c| c.as_sequence_mut()) {
-        for cluster in clusters {
-            if let Some(c) = cluster.get_mut("cluster").and_then(|c| c.as_mapping_mut()) {
-                c.insert("server".into(), url.into());
-            }
-        }
-    }
-    Ok(serde_yaml_ng::to_string(&value).context("kubeconfig")?)
-}
-
 /// The first CIDR a kube-apiserver names as the valid range when it refuses a Service's cluster
 /// IP: "... the provided IP (1.1.1.1) is not in the valid range. The range of valid IPs is
 /// 10.96.0.0/12" (with several ServiceCIDRs, 1.31+, the ranges follow separated by spaces).
@@ -1491,7 +1478,7 @@ impl Driver for KubernetesDriver {
             control_plane_ready,
             nodes_total: desired,
             nodes_ready: ready.min(desired),
-            synced_objects: super::local::synced_counts(&client, name).await,
+            synced_objects: synced_counts(&client, name).await,
             message,
         })
     }

@@ -17,13 +17,14 @@ use std::{
 };
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::{Api, Client, api::ListParams};
 use vcsync_apiserver::{ApiServer, ServerConfig, SimulatorConfig};
 
 use super::{
     Changed, ClusterError, ClusterStatus, Created, Driver, DriverOptions, DriverRegistration, Phase,
     Progress, Result, Values,
+    common::{replace_server, synced_counts},
 };
 
 inventory::submit! {
@@ -182,23 +183,6 @@ async fn client(kubeconfig: &Path) -> anyhow::Result<Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     Ok(Client::try_from(config)?)
-}
-
-/// Counts of host objects carrying the ownership label of `instance`, by kind.
-pub(crate) async fn synced_counts(host: &Client, instance: &str) -> std::collections::BTreeMap<String, u32> {
-    let params =
-        ListParams::default().labels(&format!("{}={instance}", vcsync_translators::MANAGED_BY_LABEL));
-    let mut counts = std::collections::BTreeMap::new();
-    macro_rules! count {
-        ($($kind:ty => $name:literal),*) => {$(
-            if let Ok(list) = Api::<$kind>::all(host.clone()).list_metadata(&params).await {
-                counts.insert($name.to_string(), list.items.len() as u32);
-            }
-        )*};
-    }
-    count!(Pod => "pods", ConfigMap => "configMaps", Secret => "secrets", Service => "services",
-        PersistentVolumeClaim => "persistentVolumeClaims");
-    counts
 }
 
 #[async_trait::async_trait]
@@ -385,7 +369,7 @@ impl Driver for LocalDriver {
         let text =
             std::fs::read_to_string(dir.join("virtual.kubeconfig")).context("reading the kubeconfig")?;
         Ok(match server {
-            Some(url) => super::kubernetes::replace_server(&text, url)?,
+            Some(url) => replace_server(&text, url)?,
             None => text,
         })
     }
@@ -455,7 +439,7 @@ pub async fn serve(dir: PathBuf) -> anyhow::Result<()> {
     let host_client = crate::cluster_pair::client(&host.url())?;
     let namespaces = Api::<Namespace>::all(host_client.clone());
     if namespaces.get_opt(&config.host_namespace).await?.is_none() {
-        crate::dev::create_namespace(&host_client, &config.host_namespace).await?;
+        crate::setup::create_namespace(&host_client, &config.host_namespace).await?;
     }
     for (file, text) in [
         ("host.kubeconfig", host.kubeconfig()),
@@ -467,7 +451,7 @@ pub async fn serve(dir: PathBuf) -> anyhow::Result<()> {
     }
     std::fs::write(dir.join("ready"), "").context("writing the ready marker")?;
     println!("serving host {} and virtual {}", host.url(), virt.url());
-    crate::sidecar::shutdown_signal().await;
+    crate::shutdown::shutdown_signal().await;
     if let Some(simulator) = simulator {
         simulator.stop().await;
     }

@@ -6,6 +6,7 @@
 //! [`ClusterError::DriverNotFound`], listing the registered ones.
 
 pub mod cli;
+mod common;
 pub mod kubernetes;
 pub mod local;
 mod progress;

@@ -215,10 +215,10 @@ fn write_configs(dir: &Path, clusters: &Clusters, operations: &str) -> anyhow::R
         clusters.host_kubeconfig.display(),
         clusters.virtual_kubeconfig.display()
     );
-    crate::dev::write(&config_path, &config_text)?;
+    crate::setup::write(&config_path, &config_text)?;
     // The last run's: earlier clusters' copies deleted.
     let prune_config_path = dir.join("vcsync-prune.yaml");
-    crate::dev::write(
+    crate::setup::write(
         &prune_config_path,
         &format!("{config_text}safety:\n  earlierCopies:\n    prune: true\n"),
     )?;

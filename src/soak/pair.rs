@@ -91,8 +91,8 @@ impl Clusters {
         };
         let host_kubeconfig = dir.join("host.kubeconfig");
         let virtual_kubeconfig = dir.join("virtual.kubeconfig");
-        crate::dev::write(&host_kubeconfig, &pair.host_kubeconfig)?;
-        crate::dev::write(&virtual_kubeconfig, &pair.virtual_kubeconfig)?;
+        crate::setup::write(&host_kubeconfig, &pair.host_kubeconfig)?;
+        crate::setup::write(&virtual_kubeconfig, &pair.virtual_kubeconfig)?;
         Ok(Self {
             host: pair.host_client.clone(),
             virt: pair.virtual_client.clone(),
@@ -118,7 +118,7 @@ impl Clusters {
             bail!("a given virtual cluster cannot be replaced");
         };
         pair.replace_virtual_empty().await?;
-        crate::dev::write(&self.virtual_kubeconfig, &pair.virtual_kubeconfig)?;
+        crate::setup::write(&self.virtual_kubeconfig, &pair.virtual_kubeconfig)?;
         self.virt = pair.virtual_client.clone();
         create_namespaces(&self.virt, namespaces, "virtual").await
     }
@@ -208,7 +208,7 @@ impl Clusters {
 /// ServiceAccount, without which a real API server refuses pods.
 async fn create_namespaces(client: &Client, names: &BTreeSet<String>, side: &str) -> anyhow::Result<()> {
     for name in names {
-        crate::dev::create_namespace(client, name)
+        crate::setup::create_namespace(client, name)
             .await
             .with_context(|| format!("in the {side} cluster"))?;
     }
