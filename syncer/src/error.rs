@@ -67,7 +67,7 @@ pub enum Error {
     },
     /// A configuration section (a plugin's, say) is invalid.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] ConfigError),
     /// The virtual cluster could not be identified, so vcsync cannot tell it from an earlier one.
     #[error("identifying the virtual cluster: {0}")]
     Identity(String),
@@ -77,6 +77,17 @@ pub enum Error {
     /// The translators refused an input.
     #[error(transparent)]
     Translate(#[from] vcsync_translators::Error),
+    /// A cached object did not decode (a bug): the reconcile that read it fails and is retried
+    /// with backoff; the object is never taken for absent.
+    #[error("cached {kind} {key} does not decode: {reason}")]
+    CacheDecode {
+        /// Kind of the object.
+        kind: String,
+        /// `namespace/name` of the object.
+        key: String,
+        /// What the decoder said.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -113,5 +124,26 @@ pub fn status_code(err: &kube::Error) -> Option<u16> {
     match err {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
+    }
+}
+
+/// A configuration that could not be read or is invalid; `Display` is one line with the
+/// location when the file has one.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, or `<inline>`.
+    pub file: String,
+    /// 1-based line and column of the problem, when known.
+    pub location: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
     }
 }

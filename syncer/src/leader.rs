@@ -17,101 +17,10 @@ use std::time::Duration;
 
 use kube::Client;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
-use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
 
+pub use crate::config::LeaderElectionConfig;
 use crate::{Error, Result};
-
-/// The `leaderElection` section.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct LeaderElectionConfig {
-    /// Whether replicas elect a leader; off: this replica is the leader.
-    #[serde(default)]
-    pub enabled: bool,
-    /// Namespace of the Lease in the virtual cluster (created when missing).
-    #[serde(default = "default_namespace")]
-    pub namespace: String,
-    /// Name of the Lease; default `vcsync-<instance>`.
-    #[serde(default)]
-    pub lease_name: Option<String>,
-    /// How long a lease is valid without renewal: the longest a standby waits after the
-    /// leader died.
-    #[serde(default = "default_lease_duration")]
-    pub lease_duration_seconds: u64,
-    /// How long before expiry the leader renews (also the clock skew tolerated between
-    /// replicas); below `leaseDurationSeconds`.
-    #[serde(default = "default_renew_grace")]
-    pub renew_grace_seconds: u64,
-    /// This replica's identity; default: `$POD_NAME`, else host name and process id.
-    #[serde(default)]
-    pub identity: Option<String>,
-}
-
-fn default_namespace() -> String {
-    "kube-system".into()
-}
-
-fn default_lease_duration() -> u64 {
-    15
-}
-
-fn default_renew_grace() -> u64 {
-    5
-}
-
-impl Default for LeaderElectionConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            namespace: default_namespace(),
-            lease_name: None,
-            lease_duration_seconds: default_lease_duration(),
-            renew_grace_seconds: default_renew_grace(),
-            identity: None,
-        }
-    }
-}
-
-impl LeaderElectionConfig {
-    /// Checks what kube-lease-manager would otherwise panic on.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.lease_duration_seconds == 0 || self.renew_grace_seconds == 0 {
-            return Err("leaderElection: leaseDurationSeconds and renewGraceSeconds must be above 0".into());
-        }
-        if self.renew_grace_seconds >= self.lease_duration_seconds {
-            return Err(format!(
-                "leaderElection: renewGraceSeconds ({}) must be below leaseDurationSeconds ({})",
-                self.renew_grace_seconds, self.lease_duration_seconds
-            ));
-        }
-        Ok(())
-    }
-
-    /// The Lease's name for `instance`.
-    pub fn lease_name(&self, instance: &str) -> String {
-        self.lease_name
-            .clone()
-            .unwrap_or_else(|| format!("vcsync-{instance}"))
-    }
-
-    /// This replica's identity.
-    pub fn identity(&self) -> String {
-        self.identity.clone().unwrap_or_else(default_identity)
-    }
-}
-
-fn default_identity() -> String {
-    if let Ok(pod) = std::env::var("POD_NAME")
-        && !pod.is_empty()
-    {
-        return pod;
-    }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "vcsync".into());
-    format!("{host}-{}", std::process::id())
-}
 
 /// A running campaign for the lease: `is_leader` follows this replica's leadership; dropping
 /// the campaign releases the lease.

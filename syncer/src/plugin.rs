@@ -18,7 +18,7 @@ use std::{fmt, marker::PhantomData};
 
 use async_trait::async_trait;
 use serde::{
-    Deserialize, Deserializer,
+    Deserializer,
     de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor},
 };
 
@@ -143,21 +143,11 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for PathSeed<'_, T> {
     }
 }
 
-/// The shape of one plugin section, for validating the file as a whole.
-#[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PluginSection {
-    /// `false` switches the plugin off.
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    /// The plugin's own configuration, checked by the plugin.
-    #[serde(default)]
-    pub config: Option<serde_yaml_ng::Value>,
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use serde::Deserialize;
 
     use super::*;
 

@@ -28,32 +28,8 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::Resource;
 
+pub use crate::config::PodSecurityLevel;
 use crate::config::{TolerationPattern, TolerationPolicy};
-use serde::{Deserialize, Serialize};
-
-/// A level of the Pod Security Standards. The default is [`PodSecurityLevel::Baseline`]:
-/// a config file without `sync.pods.podSecurityStandard` gets it.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "camelCase")]
-pub enum PodSecurityLevel {
-    /// No check: any pod reaches the host, privileged ones too (vcsync logs a warning at start).
-    Privileged,
-    /// Prevents known privilege escalations; allows the default pod.
-    #[default]
-    Baseline,
-    /// Baseline plus current hardening practice (non-root, no escalation, drop ALL, seccomp).
-    Restricted,
-}
-
-impl std::fmt::Display for PodSecurityLevel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Privileged => "privileged",
-            Self::Baseline => "baseline",
-            Self::Restricted => "restricted",
-        })
-    }
-}
 
 /// Capabilities baseline allows a container to add.
 const BASELINE_CAPABILITIES: &[&str] = &[
