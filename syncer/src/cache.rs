@@ -19,6 +19,14 @@
 //! The API follows kube-runtime's reflector store, which this replaces: `get`, `state`,
 //! `wait_until_ready`, and a [`CacheWriter`] applying watcher events (a re-list is buffered
 //! and swapped in whole at its end, so readers never see a half-filled cache).
+//!
+//! An encoded object that does not decode (a bug: it was encoded from the same type) is an
+//! error, never an absence: [`Cache::try_get`] and [`Cache::try_map`] return it, and the
+//! controller's reconcile reads through them, so the reconcile fails and is retried with
+//! backoff instead of taking the (none, host) branch that deletes host objects. Every
+//! failure is logged and counted in `vcsync_cache_decode_errors_total`. [`Cache::get`] and
+//! [`Cache::map`] are for reads whose absence only delays (a create that meets the object, a
+//! link left out until the next change), and skip such an object after counting it.
 
 use std::{
     any::Any,
@@ -31,7 +39,41 @@ use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::runtime::{reflector::ObjectRef, watcher};
 use tokio::sync::watch;
 
-use crate::resource::SyncResource;
+use crate::{
+    metrics::{CACHE_DECODE_ERRORS, KindLabels},
+    resource::SyncResource,
+};
+
+/// A cached object that does not decode.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cached {kind} {} does not decode: {reason}", display_key(.namespace.as_deref(), .name))]
+pub struct DecodeError {
+    /// Kind of the object.
+    pub kind: String,
+    /// Its namespace; None for cluster-scoped objects.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// What the decoder said.
+    pub reason: String,
+}
+
+fn display_key(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    }
+}
+
+impl From<DecodeError> for crate::Error {
+    fn from(err: DecodeError) -> Self {
+        crate::Error::CacheDecode {
+            key: display_key(err.namespace.as_deref(), &err.name),
+            kind: err.kind,
+            reason: err.reason,
+        }
+    }
+}
 
 /// How a cache keeps its objects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,16 +217,18 @@ pub fn cache<K: SyncResource>(storage: Storage) -> (Cache<K>, CacheWriter<K>) {
 }
 
 impl<K: SyncResource> Cache<K> {
-    /// The object at `reference`, if cached.
+    /// The object at `reference`, if cached; an error if it is cached but does not decode.
+    /// What a reconcile decides on (above all, whether an object is gone) is read with this.
+    pub fn try_get(&self, reference: &ObjectRef<K>) -> Result<Option<Arc<K>>, DecodeError> {
+        let key = key(reference.namespace.as_deref(), &reference.name);
+        let stored = self.shared.objects.read().expect("cache lock").get(&key).cloned();
+        stored.map(|stored| decode(&key, stored)).transpose()
+    }
+
+    /// The object at `reference`, if cached and decodable: for reads whose absence only
+    /// delays. A decode failure is logged and counted; see [`Self::try_get`].
     pub fn get(&self, reference: &ObjectRef<K>) -> Option<Arc<K>> {
-        let stored = self
-            .shared
-            .objects
-            .read()
-            .expect("cache lock")
-            .get(&key(reference.namespace.as_deref(), &reference.name))
-            .cloned()?;
-        decode(stored)
+        self.try_get(reference).ok().flatten()
     }
 
     /// Whether an object is cached at `reference` (nothing decoded).
@@ -203,17 +247,27 @@ impl<K: SyncResource> Cache<K> {
     }
 
     /// `f` of every cached object, decoding (for an encoded cache) one object at a time: a
-    /// re-list of 10,000 pods then costs one decoded pod of memory, not 10,000.
+    /// re-list of 10,000 pods then costs one decoded pod of memory, not 10,000. An object
+    /// that does not decode is skipped (logged and counted); see [`Self::try_map`].
     pub fn map<T>(&self, mut f: impl FnMut(&Arc<K>) -> T) -> Vec<T> {
-        let stored: Vec<Stored<K>> = self
+        self.try_map(|obj| f(obj)).into_iter().flatten().collect()
+    }
+
+    /// `f` of every cached object as [`Self::map`] does it, with an error in place of each
+    /// object that does not decode, for callers that must not take it for absent.
+    pub fn try_map<T>(&self, mut f: impl FnMut(&Arc<K>) -> T) -> Vec<Result<T, DecodeError>> {
+        let stored: Vec<(Box<str>, Stored<K>)> = self
             .shared
             .objects
             .read()
             .expect("cache lock")
-            .values()
-            .cloned()
+            .iter()
+            .map(|(key, stored)| (key.clone(), stored.clone()))
             .collect();
-        stored.into_iter().filter_map(decode).map(|obj| f(&obj)).collect()
+        stored
+            .into_iter()
+            .map(|(key, stored)| decode(&key, stored).map(|obj| f(&obj)))
+            .collect()
     }
 
     /// The cached objects for which `keep` holds.
@@ -241,23 +295,34 @@ impl<K: SyncResource> Cache<K> {
     }
 }
 
-fn decode<K: SyncResource>(stored: Stored<K>) -> Option<Arc<K>> {
+/// The object `stored` at `key`; a failure is logged and counted.
+fn decode<K: SyncResource>(key: &str, stored: Stored<K>) -> Result<Arc<K>, DecodeError> {
     let (dictionary, bytes) = match stored {
-        Stored::Typed(obj) => return Some(obj),
+        Stored::Typed(obj) => return Ok(obj),
         Stored::Encoded { dictionary, bytes } => (dictionary, bytes),
     };
-    // It was encoded from a K a moment ago: a decoding failure is a bug.
-    let Some(json) = dictionary.decompress(&bytes) else {
-        tracing::error!(kind = %K::kind(&()), "cached object does not decompress");
-        return None;
-    };
-    match serde_json::from_slice(&json) {
-        Ok(obj) => Some(Arc::new(obj)),
-        Err(err) => {
-            tracing::error!(kind = %K::kind(&()), error = %err, "cached object does not decode");
-            None
+    // It was encoded from a K: a failure is a bug, which the error makes loud.
+    let decoded = dictionary
+        .decompress(&bytes)
+        .ok_or_else(|| "does not decompress".to_string())
+        .and_then(|json| serde_json::from_slice(&json).map_err(|err| err.to_string()));
+    decoded.map(Arc::new).map_err(|reason| {
+        let kind = K::kind(&()).into_owned();
+        tracing::error!(%kind, key, %reason, "cached object does not decode");
+        CACHE_DECODE_ERRORS
+            .get_or_create(&KindLabels { kind: kind.clone() })
+            .inc();
+        let (namespace, name) = match key.split_once('/') {
+            Some((ns, name)) => (Some(ns.to_string()), name.to_string()),
+            None => (None, key.to_string()),
+        };
+        DecodeError {
+            kind,
+            namespace,
+            name,
+            reason,
         }
-    }
+    })
 }
 
 impl<K: SyncResource> CacheWriter<K> {
@@ -333,6 +398,20 @@ impl<K: SyncResource> CacheWriter<K> {
                 *self.shared.objects.write().expect("cache lock") = listed;
                 self.shared.ready.send_replace(true);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+impl<K: SyncResource> Cache<K> {
+    /// Test hook: replaces the bytes of the encoded object at `reference` with bytes that do
+    /// not decode.
+    pub(crate) fn corrupt(&self, reference: &ObjectRef<K>) {
+        let key = key(reference.namespace.as_deref(), &reference.name);
+        let mut objects = self.shared.objects.write().expect("cache lock");
+        match objects.get_mut(&key) {
+            Some(Stored::Encoded { bytes, .. }) => *bytes = Arc::from(&[0xff_u8; 16][..]),
+            _ => panic!("no encoded object at {key}"),
         }
     }
 }
@@ -504,6 +583,57 @@ mod tests {
             assert!(!dictionary.contains(value), "{value} in {dictionary}");
         }
         assert_eq!(*cache.get(&ObjectRef::from_obj(&secret)).unwrap(), secret);
+    }
+
+    #[test]
+    fn an_object_that_does_not_decode_is_an_error_and_counted_never_an_absence() {
+        let count = || {
+            CACHE_DECODE_ERRORS
+                .get_or_create(&KindLabels {
+                    kind: "ConfigMap".into(),
+                })
+                .get()
+        };
+        let before = count();
+        let cache = filled(
+            Storage::Encoded,
+            [config_map("a", "bad", "1"), config_map("a", "good", "2")],
+        );
+        let bad = ObjectRef::new("bad").within("a");
+        cache.corrupt(&bad);
+        let err = cache.try_get(&bad).unwrap_err();
+        assert_eq!(
+            (err.kind.as_str(), err.namespace.as_deref(), err.name.as_str()),
+            ("ConfigMap", Some("a"), "bad")
+        );
+        assert!(
+            crate::Error::from(err)
+                .to_string()
+                .starts_with("cached ConfigMap a/bad does not decode: ")
+        );
+        assert!(
+            cache
+                .try_get(&ObjectRef::new("gone").within("a"))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            cache
+                .try_get(&ObjectRef::new("good").within("a"))
+                .unwrap()
+                .is_some()
+        );
+        let mapped = cache.try_map(|cm| cm.metadata.name.clone());
+        assert_eq!(mapped.iter().filter(|r| r.is_err()).count(), 1);
+        assert_eq!(count() - before, 2);
+        let text = crate::metrics::Metrics::new().encode();
+        assert!(
+            text.contains(&format!(
+                r#"vcsync_cache_decode_errors_total{{kind="ConfigMap"}} {}"#,
+                count()
+            )),
+            "{text}"
+        );
     }
 
     #[test]

@@ -136,9 +136,23 @@ impl PodReferences {
                     .apply(virtual_key_of(pod.as_ref()), pod_references(&pod)),
                 InformerEvent::Deleted(pod) => self.index.delete(&virtual_key_of(pod.as_ref())),
                 InformerEvent::Relisted => {
-                    let changed = self
-                        .index
-                        .reset(pods.map(|pod| (virtual_key_of(pod.as_ref()), pod_references(pod))));
+                    // A pod that does not decode (counted by the cache) keeps the references
+                    // it had: dropping them would let its objects' host copies go.
+                    let listed = pods.try_map(|pod| (virtual_key_of(pod.as_ref()), pod_references(pod)));
+                    let listed: Vec<_> = listed
+                        .into_iter()
+                        .map(|entry| {
+                            entry.unwrap_or_else(|err| {
+                                let pod = VirtualKey {
+                                    namespace: err.namespace,
+                                    name: err.name,
+                                };
+                                let kept = self.index.references_of(&pod);
+                                (pod, kept)
+                            })
+                        })
+                        .collect();
+                    let changed = self.index.reset(listed);
                     let _ = ready.send(true);
                     changed
                 }

@@ -9,7 +9,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     sync::{
-        Mutex,
+        LazyLock, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Instant,
@@ -59,6 +59,12 @@ pub struct RequestLabels {
 }
 
 type HistogramFamily = Family<SyncerLabels, Histogram, fn() -> Histogram>;
+
+/// Cached objects that did not decode, per kind (`vcsync_cache_decode_errors_total`): a bug
+/// that fails the reconcile reading the object, never an absence. Process-wide, because caches
+/// are built by the informers, far from the [`Metrics`] of the process; every [`Metrics`]
+/// serves it.
+pub static CACHE_DECODE_ERRORS: LazyLock<Family<KindLabels, Counter>> = LazyLock::new(Family::default);
 
 fn reconcile_histogram() -> Histogram {
     // 1 ms .. ~16 s.
@@ -130,6 +136,11 @@ impl Metrics {
             "synced_objects",
             "Host objects owned by this instance in the informer caches, per kind",
             synced_objects.clone(),
+        );
+        registry.register(
+            "cache_decode_errors",
+            "Cached objects that did not decode (a bug; the reconcile reading one fails and is retried), per kind",
+            CACHE_DECODE_ERRORS.clone(),
         );
         let api_requests = Family::<RequestLabels, Counter>::default();
         registry.register(

@@ -308,10 +308,13 @@ pub(crate) struct PairHandler<S: crate::Syncer> {
 }
 
 impl<S: crate::Syncer> PairHandler<S> {
-    fn virtual_object(&self, key: &VirtualKey) -> Option<Arc<S::Resource>> {
-        self.ctx
+    /// The cached virtual object; an object that does not decode fails the reconcile, which
+    /// is retried, rather than reading as absent (the way to deleting its host twin).
+    fn virtual_object(&self, key: &VirtualKey) -> Result<Option<Arc<S::Resource>>> {
+        Ok(self
+            .ctx
             .virtual_store()
-            .get(&object_ref(key.namespace.as_deref(), &key.name))
+            .try_get(&object_ref(key.namespace.as_deref(), &key.name))?)
     }
 
     /// Asks the virtual API server itself, bypassing the cache; one GET per host deletion.
@@ -333,14 +336,15 @@ impl<S: crate::Syncer> PairHandler<S> {
         Ok(found.is_some())
     }
 
-    fn host_object(&self, key: &VirtualKey) -> Option<Arc<S::Resource>> {
+    fn host_object(&self, key: &VirtualKey) -> Result<Option<Arc<S::Resource>>> {
         let translator = self.syncer.translator();
         let host_key = translator.host_key(key);
-        self.ctx
+        Ok(self
+            .ctx
             .host_store()
-            .get(&object_ref(host_key.namespace.as_deref(), &host_key.name))
+            .try_get(&object_ref(host_key.namespace.as_deref(), &host_key.name))?
             // A host object only counts as this key's twin if its annotations say so.
-            .filter(|host| translator.virtual_key(host.meta()).as_ref() == Some(key))
+            .filter(|host| translator.virtual_key(host.meta()).as_ref() == Some(key)))
     }
 }
 
@@ -354,7 +358,8 @@ impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
         self.ctx
             .virtual_store()
             .contains(&object_ref(key.namespace.as_deref(), &key.name))
-            || self.host_object(key).is_some()
+            // One that does not decode keeps the key, for the reconcile to fail on.
+            || !matches!(self.host_object(key), Ok(None))
             || self.syncer.keeps_beside(key)
     }
 
@@ -367,7 +372,7 @@ impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
 
     async fn handle(&self, key: &VirtualKey) -> Result<Action> {
         with_starter(self.syncer.starter(), &self.ctx, key, async {
-            let (virt, host) = (self.virtual_object(key), self.host_object(key));
+            let (virt, host) = (self.virtual_object(key)?, self.host_object(key)?);
             if let Some(action) = self.guard_earlier(key, virt.as_deref(), host.as_deref()).await? {
                 return Ok(action);
             }
@@ -435,7 +440,7 @@ impl<F: crate::FakeSyncer> KeyHandler for FakeHandler<F> {
             match self
                 .ctx
                 .virtual_store()
-                .get(&object_ref(key.namespace.as_deref(), &key.name))
+                .try_get(&object_ref(key.namespace.as_deref(), &key.name))?
             {
                 Some(virt) => self.syncer.fake_sync(&self.ctx, virt).await,
                 None => self.syncer.fake_sync_up(&self.ctx, key).await,

@@ -861,10 +861,28 @@ impl Syncer for PodSyncer {
 #[async_trait]
 impl UpSyncer<Pod> for PodSyncer {
     /// The virtual pod is gone (deleted at once: unscheduled, or by a force delete): the host
-    /// pod goes with its own grace period, and its tokens with it.
+    /// pod goes with its own grace period, and its tokens with it. Only once the virtual API
+    /// server confirms the virtual pod is gone: the cache saying so may be behind.
     async fn sync_up(&self, ctx: &SyncContext<Pod>, host: Arc<Pod>) -> Result<Action> {
         // Already terminating: deleting again would only write.
         if host.metadata.deletion_timestamp.is_none() {
+            let Some(key) = self.translator().virtual_key(host.meta()) else {
+                return Ok(Action::await_change());
+            };
+            let virtual_pods = Api::<Pod>::namespaced(
+                ctx.virtual_client().clone(),
+                key.namespace.as_deref().unwrap_or_default(),
+            );
+            let live = virtual_pods.get_metadata_opt(&key.name).await.map_err(api_error(
+                Side::Virtual,
+                "get",
+                "Pod",
+                &key.to_string(),
+            ))?;
+            if live.is_some() {
+                // The cache is behind (a recreate, say): never delete on stale knowledge.
+                return Ok(Action::requeue(crate::controller::CACHE_LAG_RETRY));
+            }
             delete_object(ctx, &host).await?;
         }
         if let Some(uid) = host.annotations().get(OBJECT_UID_ANNOTATION) {
@@ -901,5 +919,76 @@ impl ControllerModifier for PodSyncer {
             .ready_pods()
             .into_iter()
             .fold(builder, ControllerBuilder::watches))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::{
+        cache::{Storage, filled},
+        config::Config,
+        controller::{KeyHandler, PairHandler},
+        metrics::{CACHE_DECODE_ERRORS, KindLabels},
+        syncers::pods::translate::PodEnvironment,
+    };
+
+    /// A cached virtual pod that does not decode once read as absent, and the reconcile went
+    /// on to `sync_up`, which deleted its host pod. Now the reconcile fails (to be retried
+    /// with backoff), sends nothing to either API server and the failure is counted.
+    #[tokio::test]
+    async fn a_virtual_pod_that_does_not_decode_fails_the_reconcile_and_deletes_nothing() {
+        // Both API servers: a listener that counts the connections made to it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok(_stream) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
+        let syncer = PodSyncer::new(&register);
+
+        let virt: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "team", "uid": "0f2d4c1e-1111-4a2b-9c3d-5e6f7a8b9c0d"},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]}
+        }))
+        .unwrap();
+        let host = syncer.pods.host_pod(&virt, &PodEnvironment::default());
+        let virtual_store = filled(Storage::Encoded, [virt]);
+        virtual_store.corrupt(&ObjectRef::new("web").within("team"));
+        let host_store = filled(Storage::Encoded, [host]);
+        let handler = PairHandler {
+            syncer,
+            ctx: SyncContext::new(register, virtual_store, host_store, "pods"),
+        };
+        let decode_errors = || {
+            CACHE_DECODE_ERRORS
+                .get_or_create(&KindLabels { kind: "Pod".into() })
+                .get()
+        };
+        let before = decode_errors();
+
+        let key = VirtualKey::namespaced("team", "web");
+        assert!(handler.exists(&key), "the key stays live");
+        // A request would hang on the listener, which never answers.
+        let reconcile = tokio::time::timeout(std::time::Duration::from_secs(5), handler.handle(&key));
+        let err = reconcile.await.expect("no request made").unwrap_err();
+        assert!(matches!(err, Error::CacheDecode { .. }), "{err}");
+        assert!(!err.is_conflict(), "retried with backoff");
+        assert_eq!(decode_errors() - before, 1);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            0,
+            "no request went out, so nothing was deleted"
+        );
     }
 }
