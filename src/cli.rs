@@ -26,15 +26,18 @@ enum Command {
     Run(RunArgs),
     /// Start a host and a virtual embedded API server and the syncer between them, for trying
     /// vcsync with kubectl on this machine (not for production).
+    #[cfg(feature = "dev-tools")]
     Dev(crate::dev::DevArgs),
     /// Soak the syncer: SIGKILL and restart it at random points of a seeded create/update/delete
     /// churn, then check that every virtual object has exactly one correct host copy.
+    #[cfg(feature = "dev-tools")]
     Soak(crate::soak::SoakArgs),
     /// Print the least-privilege host RBAC (Role, ClusterRole and bindings) for a config: just
     /// the resources and verbs of the syncers it switches on.
     Rbac(RbacArgs),
     /// Benchmark the syncer against embedded API servers (burst, steady, restart, churn,
     /// kubelet) and report latencies, requests per pod, CPU and memory.
+    #[cfg(feature = "dev-tools")]
     Bench(crate::bench::BenchArgs),
     /// Manage whole virtual clusters (create, delete, pause, resume, list, status, exists,
     /// connect) through drivers: `kubernetes` (in a host cluster) or `local` (this machine).
@@ -172,7 +175,9 @@ pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
             crate::logging::init(&config.log);
             runtime.block_on(crate::sidecar::run(config, source, plugins))
         }
+        #[cfg(feature = "dev-tools")]
         Command::Dev(crate::dev::DevArgs { tool: Some(tool), .. }) => runtime.block_on(tool.run()),
+        #[cfg(feature = "dev-tools")]
         Command::Dev(args) => {
             let config = match crate::dev::file_config(&args, &plugins) {
                 Ok(config) => config,
@@ -184,7 +189,9 @@ pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
             });
             runtime.block_on(crate::dev::run(args, config, plugins))
         }
+        #[cfg(feature = "dev-tools")]
         Command::Soak(args) => runtime.block_on(crate::soak::run(args)),
+        #[cfg(feature = "dev-tools")]
         Command::Bench(args) => runtime.block_on(crate::bench::run(args)),
         Command::Cluster(_) => unreachable!("handled before the runtime is built"),
         Command::Rbac(args) => match read_config(&args.config) {
@@ -212,4 +219,31 @@ pub fn main(plugins: Vec<Arc<dyn Plugin>>) -> ExitCode {
 fn bad_input(message: &str) -> ExitCode {
     eprintln!("vcsync: {message}");
     ExitCode::from(EXIT_BAD_INPUT)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// `dev`, `bench` and `soak` exist exactly when the `dev-tools` feature is on; the product's
+    /// subcommands always.
+    #[test]
+    fn the_dev_subcommands_come_with_the_dev_tools_feature_only() {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        for product in ["run", "rbac", "cluster"] {
+            assert!(names.iter().any(|n| n == product), "{names:?}");
+        }
+        for dev in ["dev", "bench", "soak"] {
+            assert_eq!(
+                names.iter().any(|n| n == dev),
+                cfg!(feature = "dev-tools"),
+                "{dev} in {names:?}"
+            );
+        }
+    }
 }

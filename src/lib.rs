@@ -10,23 +10,31 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "dev-tools")]
 mod bench;
+#[cfg(feature = "dev-tools")]
 mod child;
 mod cli;
 mod clients;
 pub mod cluster;
+#[cfg(feature = "dev-tools")]
 mod cluster_pair;
 mod config_source;
+#[cfg(feature = "dev-tools")]
 mod dev;
+#[cfg(feature = "dev-tools")]
 mod dev_tools;
 mod kubelet;
 mod logging;
 mod ops;
 mod rate_limit;
+#[cfg(feature = "dev-tools")]
 mod setup;
 mod shutdown;
 mod sidecar;
+#[cfg(feature = "dev-tools")]
 mod soak;
+#[cfg(feature = "dev-tools")]
 mod watch_events;
 
 use std::{process::ExitCode, sync::Arc};

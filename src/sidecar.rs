@@ -45,7 +45,8 @@ pub async fn run(config: Config, source: ConfigSource, plugins: Vec<Arc<dyn Plug
     .await
 }
 
-/// Runs the syncer over ready clients until `shutdown` resolves.
+/// Runs the syncer over ready clients until `shutdown` resolves (`vcsync dev`).
+#[cfg(feature = "dev-tools")]
 pub async fn run_with_clients(
     config: Config,
     source: &ConfigSource,

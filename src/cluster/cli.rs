@@ -143,6 +143,7 @@ enum ClusterCommand {
     /// List the registered drivers.
     Drivers,
     /// (internal) Serve a `local` cluster's API servers in the foreground.
+    #[cfg(feature = "dev-tools")]
     #[command(hide = true)]
     ServeLocal {
         /// The cluster's state directory.
@@ -190,6 +191,7 @@ pub fn main(args: ClusterArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    #[cfg(feature = "dev-tools")]
     if let ClusterCommand::ServeLocal { dir } = &args.command {
         return match runtime.block_on(super::local::serve(dir.clone())) {
             Ok(()) => ExitCode::SUCCESS,
@@ -352,6 +354,7 @@ async fn run(args: ClusterArgs) -> Result<()> {
             }
             Ok(())
         }
+        #[cfg(feature = "dev-tools")]
         ClusterCommand::ServeLocal { .. } => unreachable!("handled before"),
     };
     progress.finish();

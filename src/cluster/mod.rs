@@ -8,7 +8,10 @@
 pub mod cli;
 mod common;
 pub mod kubernetes;
+#[cfg(feature = "dev-tools")]
 pub mod local;
+#[cfg(not(feature = "dev-tools"))]
+mod local_unavailable;
 mod progress;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -53,6 +56,14 @@ pub enum ClusterError {
         /// What is missing.
         detail: String,
     },
+    /// The driver is registered but this binary cannot run it (built without what it needs).
+    #[error("cluster driver {name:?} is not available: {reason}")]
+    DriverUnavailable {
+        /// The driver.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// No driver of this name is registered.
     #[error("cluster driver {name:?} not found (known drivers: {})", known.join(", "))]
     DriverNotFound {
@@ -85,7 +96,8 @@ pub mod exit {
     pub const NOT_READY: u8 = 14;
     /// The driver lacks configuration (e.g. no kubeconfig for `kubernetes`).
     pub const MISSING_DRIVER_CONFIG: u8 = 15;
-    /// No driver of that name.
+    /// No driver of that name, or one this binary cannot run (the `local` driver without the
+    /// `dev-tools` feature).
     pub const DRIVER_NOT_FOUND: u8 = 16;
 }
 
@@ -99,7 +111,9 @@ impl ClusterError {
             ClusterError::ConfigMismatch { .. } => exit::CONFIG_MISMATCH,
             ClusterError::NotReady { .. } => exit::NOT_READY,
             ClusterError::MissingDriverConfig { .. } => exit::MISSING_DRIVER_CONFIG,
-            ClusterError::DriverNotFound { .. } => exit::DRIVER_NOT_FOUND,
+            ClusterError::DriverNotFound { .. } | ClusterError::DriverUnavailable { .. } => {
+                exit::DRIVER_NOT_FOUND
+            }
             ClusterError::BadInput(_) => exit::BAD_INPUT,
             ClusterError::Other(_) => 1,
         }

@@ -110,3 +110,50 @@ fn deploy_rbac_is_what_vcsync_rbac_prints_for_the_example_config_and_parses_into
         ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
     );
 }
+
+/// The product build (`--no-default-features`, as deploy/Dockerfile builds the image) links
+/// neither the embedded API server nor the real control planes of the development tools.
+#[test]
+fn the_product_build_links_no_embedded_server() {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-p",
+            "vcsync",
+            "--no-default-features",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let tree = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(tree.contains("vcsync-syncer"), "{tree}");
+    for dev_only in ["vcsync-apiserver", "vcsync-envtest"] {
+        assert!(
+            !tree.lines().any(|line| line.starts_with(dev_only)),
+            "the product build depends on {dev_only}:\n{tree}"
+        );
+    }
+}
+
+/// The default build (with the `dev-tools` feature) has the development subcommands.
+#[test]
+fn the_default_build_has_the_dev_tools() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vcsync"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for command in ["run", "rbac", "cluster", "dev", "bench", "soak"] {
+        assert!(
+            help.lines()
+                .any(|line| line.trim_start().starts_with(&format!("{command} "))),
+            "no {command} in:\n{help}"
+        );
+    }
+}
