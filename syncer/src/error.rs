@@ -97,6 +97,14 @@ impl Error {
         matches!(self, Error::Api { source, .. }
             if matches!(source.as_ref(), kube::Error::Api(status) if status.code == 409 && status.reason != "AlreadyExists"))
     }
+
+    /// The HTTP status of a failed API call; None for other errors.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { source, .. } => status_code(source),
+            _ => None,
+        }
+    }
 }
 
 /// Result with [`Error`] as the default error.

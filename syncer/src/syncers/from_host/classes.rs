@@ -28,7 +28,7 @@ use kube::{
 };
 use vcsync_translators::{VirtualKey, is_reserved_key};
 
-use super::{Readable, SYNCED_FROM_HOST_LABEL, informer_keys, is_synced_from_host, probe};
+use super::shared::{Readable, SYNCED_FROM_HOST_LABEL, informer_keys, is_synced_from_host, probe};
 use crate::{
     Action, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
     cache::Cache,

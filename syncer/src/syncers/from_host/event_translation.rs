@@ -9,7 +9,7 @@ use k8s_openapi::{
 };
 use vcsync_translators::{NameTranslator, OBJECT_UID_ANNOTATION, VirtualKey};
 
-use super::SYNCED_FROM_HOST_LABEL;
+use super::shared::SYNCED_FROM_HOST_LABEL;
 
 /// Annotation on a mirrored event naming the host event it mirrors.
 pub const HOST_EVENT_ANNOTATION: &str = "vcsync.dev/host-event";

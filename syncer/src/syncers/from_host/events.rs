@@ -41,7 +41,7 @@ use vcsync_translators::{NamespaceMapping, VirtualKey};
 use super::{
     event_router::EventRouter,
     event_translation::{EventTarget, HOST_EVENT_ANNOTATION, desired_virtual_event, event_in_sync},
-    is_synced_from_host,
+    shared::is_synced_from_host,
 };
 use crate::{
     Action, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,

@@ -38,7 +38,7 @@ use crate::{
     Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer, UpSyncer,
     cache::Cache,
     config::{PodsConfig, ServiceTarget},
-    error::{Error, Side, api_error, status_code},
+    error::{Side, api_error, status_code},
     events::EventType,
     informer::InformerEvent,
     resource::virtual_key_of,
@@ -642,14 +642,6 @@ fn display_key(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
 }
 
-/// The HTTP status of a failed API call, for errors of this crate.
-pub(super) fn client_status(err: &Error) -> Option<u16> {
-    match err {
-        Error::Api { source, .. } => status_code(source),
-        _ => None,
-    }
-}
-
 impl Base for PodSyncer {
     fn name(&self) -> &str {
         "pods"
@@ -776,7 +768,7 @@ impl Syncer for PodSyncer {
                     Ok(_) => {}
                     // Refused (an immutable field, say): the Warning event is recorded; status
                     // and binding still flow, and the next change of either pod tries again.
-                    Err(err) if !err.is_conflict() && client_status(&err).is_some_and(|c| c < 500) => {
+                    Err(err) if !err.is_conflict() && err.status().is_some_and(|c| c < 500) => {
                         tracing::warn!(pod = %display_key(&virt), error = %err, "host refused the update");
                     }
                     Err(err) => return Err(err),

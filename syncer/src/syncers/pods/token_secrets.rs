@@ -20,7 +20,6 @@ use tokio::sync::mpsc;
 use vcsync_translators::VirtualKey;
 
 use super::{
-    syncer::client_status,
     token::{
         Audiences, IssuedTokens, TOKEN_POD_ANNOTATION, TOKEN_POD_NAME_ANNOTATION,
         TOKEN_POD_NAMESPACE_ANNOTATION, TokenMount, TokenOwner, TokenSecretState, blank_token_values,
@@ -122,7 +121,7 @@ impl TokenSecrets {
         match self.prepare(ctx, virt, host_pod, &audiences, default_mount).await {
             Ok(prepared) => Ok((Some(prepared), default_mount)),
             Err(err) => {
-                let tolerated = optional && matches!(client_status(&err), Some(403..=405));
+                let tolerated = optional && matches!(err.status(), Some(403..=405));
                 let message = if tolerated {
                     format!("{err}; the pod runs without a service account token")
                 } else {
