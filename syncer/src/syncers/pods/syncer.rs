@@ -920,6 +920,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        Error,
         cache::{Storage, filled},
         config::Config,
         controller::{KeyHandler, PairHandler},
