@@ -29,7 +29,7 @@ pub use ownership::{
     CLUSTER_UID_ANNOTATION, MANAGED_BY_LABEL, NAMESPACE_LABEL, OBJECT_KIND_ANNOTATION,
     OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION, Ownership, RESERVED_PREFIX,
 };
-pub use references::{RefKind, RefTarget, pod_references};
+pub use references::{PodSite, RefKind, RefTarget, pod_references, visit_pod_sites, visit_pod_sites_mut};
 pub use translator::{
     ClusterScopedTranslator, HostNamespaceTranslator, NameTranslator, NamespaceMapping, NamespacedTranslator,
     PerNamespaceTranslator,

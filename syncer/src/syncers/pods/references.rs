@@ -2,13 +2,15 @@
 //! secrets, claims) and the downward-API fields that would otherwise show host values.
 //!
 //! Names go through [`NamespaceMapping::host_object_name`], the function that names the referenced objects on the host,
-//! so a reference resolves to the copy the ConfigMap / Secret / PVC syncers keep there.
+//! so a reference resolves to the copy the ConfigMap / Secret / PVC syncers keep there. The sites
+//! are those of [`visit_pod_sites_mut`], the walk the pod-reference index reads too
+//! ([`vcsync_translators::pod_references`]): whatever the index makes the syncers copy to the
+//! host is what the host pod names.
 
-use k8s_openapi::api::core::v1::{
-    DownwardAPIVolumeFile, EnvFromSource, EnvVar, ObjectFieldSelector, PodSpec, Volume,
-};
+use k8s_openapi::api::core::v1::PodSpec;
 use vcsync_translators::{
-    NamespaceMapping, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION,
+    NamespaceMapping, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION, PodSite,
+    RefKind, visit_pod_sites_mut,
 };
 
 /// Annotation on host pods holding the virtual pod's service account, for downward-API
@@ -18,154 +20,24 @@ pub const SERVICE_ACCOUNT_ANNOTATION: &str = "vcsync.dev/service-account-name";
 /// Renames every object reference of `spec` (a pod of virtual namespace `ns`) and points
 /// downward-API fields that differ on the host at annotations that hold the virtual values.
 ///
-/// Covered: configMap, secret and persistentVolumeClaim volumes, projected configMap / secret /
-/// downwardAPI sources, downwardAPI volumes, the secret references of csi, cephfs, rbd, iscsi,
-/// flexVolume, scaleIO, storageos and azureFile volumes, `env[].valueFrom` (configMapKeyRef,
-/// secretKeyRef, fieldRef) and `envFrom` of containers, init containers and ephemeral
-/// containers, imagePullSecrets.
+/// Left alone: the service account (the host pod's identity, which
+/// [`super::translate::PodTranslator::host_pod`] sets from the configuration) and generic
+/// ephemeral volumes (the host's ephemeral volume controller names the host pod's claim).
 /// Service-account token projections are handled by [`super::token`].
 pub fn translate_references(mapping: &NamespaceMapping, ns: &str, spec: &mut PodSpec) {
-    let rename = |name: &mut String| {
-        if !name.is_empty() {
-            *name = mapping.host_object_name(ns, name);
+    visit_pod_sites_mut(spec, |site| match site {
+        PodSite::Object {
+            kind: RefKind::ServiceAccount,
+            ..
         }
-    };
-    for secret in spec.image_pull_secrets.iter_mut().flatten() {
-        rename(&mut secret.name);
-    }
-    for volume in spec.volumes.iter_mut().flatten() {
-        translate_volume(mapping, ns, volume);
-    }
-    for container in spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-    {
-        translate_env(mapping, ns, &mut container.env, &mut container.env_from);
-    }
-    for container in spec.ephemeral_containers.iter_mut().flatten() {
-        translate_env(mapping, ns, &mut container.env, &mut container.env_from);
-    }
-}
-
-fn translate_volume(mapping: &NamespaceMapping, ns: &str, volume: &mut Volume) {
-    let rename = |name: &mut String| {
-        if !name.is_empty() {
-            *name = mapping.host_object_name(ns, name);
+        | PodSite::EphemeralClaim { .. } => {}
+        PodSite::Object { name, .. } => *name = mapping.host_object_name(ns, name),
+        PodSite::Field(path) => {
+            if let Some(host_path) = host_field_path(path) {
+                *path = host_path;
+            }
         }
-    };
-    if let Some(cm) = volume.config_map.as_mut() {
-        rename(&mut cm.name);
-    }
-    if let Some(name) = volume.secret.as_mut().and_then(|s| s.secret_name.as_mut()) {
-        rename(name);
-    }
-    if let Some(claim) = volume.persistent_volume_claim.as_mut() {
-        rename(&mut claim.claim_name);
-    }
-    for source in volume
-        .projected
-        .iter_mut()
-        .flat_map(|p| p.sources.iter_mut().flatten())
-    {
-        if let Some(cm) = source.config_map.as_mut() {
-            rename(&mut cm.name);
-        }
-        if let Some(secret) = source.secret.as_mut() {
-            rename(&mut secret.name);
-        }
-        if let Some(downward) = source.downward_api.as_mut() {
-            downward
-                .items
-                .iter_mut()
-                .flatten()
-                .for_each(translate_downward_file);
-        }
-    }
-    if let Some(downward) = volume.downward_api.as_mut() {
-        downward
-            .items
-            .iter_mut()
-            .flatten()
-            .for_each(translate_downward_file);
-    }
-    let driver_secrets = [
-        volume
-            .csi
-            .as_mut()
-            .and_then(|v| v.node_publish_secret_ref.as_mut()),
-        volume.cephfs.as_mut().and_then(|v| v.secret_ref.as_mut()),
-        volume.rbd.as_mut().and_then(|v| v.secret_ref.as_mut()),
-        volume.iscsi.as_mut().and_then(|v| v.secret_ref.as_mut()),
-        volume.flex_volume.as_mut().and_then(|v| v.secret_ref.as_mut()),
-        volume.scale_io.as_mut().map(|v| &mut v.secret_ref),
-        volume.storageos.as_mut().and_then(|v| v.secret_ref.as_mut()),
-    ];
-    for secret in driver_secrets.into_iter().flatten() {
-        rename(&mut secret.name);
-    }
-    if let Some(azure) = volume.azure_file.as_mut() {
-        rename(&mut azure.secret_name);
-    }
-}
-
-/// The `env` and `envFrom` of a container (regular, init or ephemeral).
-fn translate_env(
-    mapping: &NamespaceMapping,
-    ns: &str,
-    env: &mut Option<Vec<EnvVar>>,
-    env_from: &mut Option<Vec<EnvFromSource>>,
-) {
-    for var in env.iter_mut().flatten() {
-        translate_env_var(mapping, ns, var);
-    }
-    for source in env_from.iter_mut().flatten() {
-        translate_env_from(mapping, ns, source);
-    }
-}
-
-fn translate_env_var(mapping: &NamespaceMapping, ns: &str, var: &mut EnvVar) {
-    let Some(source) = var.value_from.as_mut() else {
-        return;
-    };
-    if let Some(cm) = source.config_map_key_ref.as_mut()
-        && !cm.name.is_empty()
-    {
-        cm.name = mapping.host_object_name(ns, &cm.name);
-    }
-    if let Some(secret) = source.secret_key_ref.as_mut()
-        && !secret.name.is_empty()
-    {
-        secret.name = mapping.host_object_name(ns, &secret.name);
-    }
-    if let Some(field) = source.field_ref.as_mut() {
-        translate_field(field);
-    }
-}
-
-fn translate_env_from(mapping: &NamespaceMapping, ns: &str, source: &mut EnvFromSource) {
-    if let Some(cm) = source.config_map_ref.as_mut()
-        && !cm.name.is_empty()
-    {
-        cm.name = mapping.host_object_name(ns, &cm.name);
-    }
-    if let Some(secret) = source.secret_ref.as_mut()
-        && !secret.name.is_empty()
-    {
-        secret.name = mapping.host_object_name(ns, &secret.name);
-    }
-}
-
-fn translate_downward_file(file: &mut DownwardAPIVolumeFile) {
-    if let Some(field) = file.field_ref.as_mut() {
-        translate_field(field);
-    }
-}
-
-fn translate_field(field: &mut ObjectFieldSelector) {
-    if let Some(path) = host_field_path(&field.field_path) {
-        field.field_path = path;
-    }
+    });
 }
 
 /// The host field that holds what `path` means on the virtual pod, when the plain field would
@@ -184,6 +56,8 @@ pub fn host_field_path(path: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use k8s_openapi::api::core::v1::Pod;
     use rstest::rstest;
     use serde_json::{Value, json};
@@ -297,6 +171,102 @@ mod tests {
             out.pointer("/containers/0/envFrom/0/configMapRef/name"),
             Some(&json!("cfg"))
         );
+    }
+
+    /// Every string leaf of `value` with its JSON pointer.
+    fn leaves(value: &Value, at: String, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::String(s) => out.push((at, s.clone())),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| leaves(v, format!("{at}/{i}"), out)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| leaves(v, format!("{at}/{k}"), out)),
+            _ => {}
+        }
+    }
+
+    /// The index and the rewrite use one walk: every object a pod references according to the
+    /// index (but the service account, which `host_pod` sets, and the ephemeral volume's
+    /// claim, which the spec does not name) is a name the rewrite changes, and the rewrite
+    /// changes nothing else but downward-API fields. The pod has a site of each kind, every
+    /// name distinct.
+    #[test]
+    fn the_rewrite_changes_exactly_the_names_the_index_lists() {
+        let env = json!({
+            "env": [
+                {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "env-cm", "key": "k"}}},
+                {"name": "B", "valueFrom": {"secretKeyRef": {"name": "env-secret", "key": "k", "optional": true}}},
+                {"name": "C", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+            ],
+            "envFrom": [{"configMapRef": {"name": "from-cm"}}, {"secretRef": {"name": "from-secret"}}]
+        });
+        let with_name = |name: &str, prefix: &str| {
+            let text = env
+                .to_string()
+                .replace("\"name\":\"", &format!("\"name\":\"{prefix}"));
+            let mut c: Value = serde_json::from_str(&text).unwrap();
+            c["name"] = json!(name);
+            c
+        };
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "team"}, "spec": {
+            "serviceAccountName": "runner",
+            "imagePullSecrets": [{"name": "pull"}],
+            "volumes": [
+                {"name": "a", "configMap": {"name": "vol-cm"}},
+                {"name": "b", "secret": {"secretName": "vol-secret"}},
+                {"name": "c", "persistentVolumeClaim": {"claimName": "claim"}},
+                {"name": "d", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
+                {"name": "e", "projected": {"sources": [
+                    {"configMap": {"name": "proj-cm"}}, {"secret": {"name": "proj-secret"}},
+                    {"downwardAPI": {"items": [{"path": "u", "fieldRef": {"fieldPath": "metadata.uid"}}]}}
+                ]}},
+                {"name": "f", "downwardAPI": {"items": [{"path": "n", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+                {"name": "g", "csi": {"driver": "d", "nodePublishSecretRef": {"name": "csi"}}},
+                {"name": "h", "cephfs": {"monitors": [], "secretRef": {"name": "cephfs"}}},
+                {"name": "i", "rbd": {"monitors": [], "image": "i", "secretRef": {"name": "rbd"}}},
+                {"name": "j", "iscsi": {"targetPortal": "p", "iqn": "q", "lun": 0, "secretRef": {"name": "iscsi"}}},
+                {"name": "k", "flexVolume": {"driver": "d", "secretRef": {"name": "flex"}}},
+                {"name": "l", "scaleIO": {"gateway": "g", "system": "s", "secretRef": {"name": "scaleio"}}},
+                {"name": "m", "storageos": {"secretRef": {"name": "storageos"}}},
+                {"name": "n", "azureFile": {"secretName": "azure", "shareName": "s"}}
+            ],
+            "containers": [with_name("app", "app-")],
+            "initContainers": [with_name("init", "init-")],
+            "ephemeralContainers": [with_name("debug", "debug-")]
+        }}))
+        .unwrap();
+
+        let indexed: BTreeSet<String> = vcsync_translators::pod_references(&pod)
+            .into_iter()
+            .filter(|target| target.kind != RefKind::ServiceAccount)
+            .map(|target| target.key.name)
+            .filter(|name| name != "p-d")
+            .collect();
+        assert_eq!(indexed.len(), 14 + 3 * 4, "{indexed:?}");
+
+        let before = serde_json::to_value(pod.spec.as_ref().unwrap()).unwrap();
+        let mut spec = pod.spec.clone().unwrap();
+        let mapping = NamespaceMapping::Single {
+            host_namespace: "host".into(),
+        };
+        translate_references(&mapping, "team", &mut spec);
+        let after = serde_json::to_value(spec).unwrap();
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        leaves(&before, String::new(), &mut old);
+        leaves(&after, String::new(), &mut new);
+        assert_eq!(old.len(), new.len());
+        let (mut renamed, mut fields) = (BTreeSet::new(), 0);
+        for ((at, was), (_, is)) in old.iter().zip(&new).filter(|((_, was), (_, is))| was != is) {
+            if at.ends_with("/fieldPath") {
+                fields += 1;
+            } else {
+                assert_eq!(*is, mapping.host_object_name("team", was), "{at}");
+                renamed.insert(was.clone());
+            }
+        }
+        assert_eq!(renamed, indexed);
+        assert_eq!(fields, 2 + 3, "downward-API fields of volumes and containers");
     }
 
     #[rstest]
