@@ -143,10 +143,7 @@ impl PodReferences {
                         .into_iter()
                         .map(|entry| {
                             entry.unwrap_or_else(|err| {
-                                let pod = VirtualKey {
-                                    namespace: err.namespace,
-                                    name: err.name,
-                                };
+                                let pod = VirtualKey::new(err.namespace, err.name);
                                 let kept = self.index.references_of(&pod);
                                 (pod, kept)
                             })

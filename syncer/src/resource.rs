@@ -71,10 +71,10 @@ pub fn api_in<K: SyncResource>(client: Client, namespace: Option<&str>) -> Api<K
 
 /// The virtual key of a virtual object.
 pub fn virtual_key_of<K: Resource>(obj: &K) -> VirtualKey {
-    VirtualKey {
-        namespace: obj.meta().namespace.clone(),
-        name: obj.meta().name.clone().unwrap_or_default(),
-    }
+    VirtualKey::new(
+        obj.meta().namespace.clone(),
+        obj.meta().name.clone().unwrap_or_default(),
+    )
 }
 
 /// The cache reference of the object `name` in `namespace` (None: cluster-scoped).

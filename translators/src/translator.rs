@@ -32,10 +32,10 @@ pub trait NameTranslator: Send + Sync + 'static {
     /// it; nothing else (no uid, resourceVersion, ownerReferences,
     /// finalizers, managedFields), because those belong to the host API server or to the syncer.
     fn host_metadata(&self, kind: &str, virtual_meta: &ObjectMeta) -> ObjectMeta {
-        let virtual_key = VirtualKey {
-            namespace: virtual_meta.namespace.clone(),
-            name: virtual_meta.name.clone().unwrap_or_default(),
-        };
+        let virtual_key = VirtualKey::new(
+            virtual_meta.namespace.clone(),
+            virtual_meta.name.clone().unwrap_or_default(),
+        );
         let host_key = self.host_key(&virtual_key);
         let mut annotations = host_annotations(kind, virtual_meta);
         if let Some(uid) = self.ownership().cluster_uid() {

@@ -256,10 +256,7 @@ impl Sync {
         let key = match (host, self.config.direction) {
             (true, Direction::ToHost) => self.translator.virtual_key(&obj.metadata),
             (true, Direction::FromHost) => Some(self.mirror_key(&obj.name_any())),
-            (false, _) => Some(VirtualKey {
-                namespace: obj.metadata.namespace.clone(),
-                name: obj.name_any(),
-            }),
+            (false, _) => Some(VirtualKey::new(obj.metadata.namespace.clone(), obj.name_any())),
         };
         key.into_iter().collect()
     }
@@ -280,13 +277,12 @@ impl Sync {
 
     /// fromHost: the virtual key of the mirror of host object `name`.
     fn mirror_key(&self, name: &str) -> VirtualKey {
-        VirtualKey {
-            namespace: self
-                .served
+        VirtualKey::new(
+            self.served
                 .namespaced
                 .then(|| self.config.virtual_namespace.clone()),
-            name: name.to_string(),
-        }
+            name.to_string(),
+        )
     }
 
     fn virtual_object(&self, key: &VirtualKey) -> Option<Arc<DynamicObject>> {
@@ -409,10 +405,7 @@ impl Sync {
 
     async fn create_host(&self, virt: &DynamicObject) -> Result<Option<Duration>> {
         let desired = self.desired_host(virt);
-        let host_key = HostKey {
-            namespace: desired.metadata.namespace.clone(),
-            name: desired.name_any(),
-        };
+        let host_key = HostKey::new(desired.metadata.namespace.clone(), desired.name_any());
         let name = desired.name_any();
         match self.host_api(&host_key).create(&post_params(), &desired).await {
             Ok(_) => {
@@ -490,10 +483,7 @@ impl Sync {
             Admission::Held => return Ok(Some(Duration::from_secs(300))),
         }
         let name = host.name_any();
-        let host_key = HostKey {
-            namespace: host.metadata.namespace.clone(),
-            name: name.clone(),
-        };
+        let host_key = HostKey::new(host.metadata.namespace.clone(), name.clone());
         match self.host_api(&host_key).delete(&name, &delete_params(host)).await {
             Ok(_) => tracing::info!(host = %name, kind = %self.kind(), "deleted host object"),
             Err(err) if status_code(&err) == Some(404) => {}
@@ -503,10 +493,7 @@ impl Sync {
     }
 
     async fn sync_from_host(&self, key: &VirtualKey) -> Result<Option<Duration>> {
-        let host_key = HostKey {
-            namespace: self.host_namespace.clone(),
-            name: key.name.clone(),
-        };
+        let host_key = HostKey::new(self.host_namespace.clone(), key.name.clone());
         let host = self
             .host_object(&host_key)
             .filter(|h| !h.labels().contains_key(MANAGED_BY_LABEL));

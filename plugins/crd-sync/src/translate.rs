@@ -107,10 +107,7 @@ pub fn desired_host(
     let namespace = virt.metadata.namespace.clone();
     let translate = |name: &str| {
         translator
-            .host_key(&VirtualKey {
-                namespace: namespace.clone(),
-                name: name.to_string(),
-            })
+            .host_key(&VirtualKey::new(namespace.clone(), name.to_string()))
             .name
     };
     for path in references {

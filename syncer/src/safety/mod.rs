@@ -374,10 +374,10 @@ impl HostGuard {
 /// The virtual key a host object names in its annotations (every translator writes them).
 pub fn virtual_key_of_host(host: &ObjectMeta) -> Option<VirtualKey> {
     let annotations = host.annotations.as_ref()?;
-    Some(VirtualKey {
-        namespace: annotations.get(OBJECT_NAMESPACE_ANNOTATION).cloned(),
-        name: annotations.get(OBJECT_NAME_ANNOTATION)?.clone(),
-    })
+    Some(VirtualKey::new(
+        annotations.get(OBJECT_NAMESPACE_ANNOTATION).cloned(),
+        annotations.get(OBJECT_NAME_ANNOTATION)?.clone(),
+    ))
 }
 
 #[cfg(test)]

@@ -567,10 +567,7 @@ impl ControllerModifier for ServiceSyncer {
                 {
                     s.labels()
                         .get(slices::SERVICE_NAME_LABEL)
-                        .map(|service| VirtualKey {
-                            namespace: s.namespace(),
-                            name: service.clone(),
-                        })
+                        .map(|service| VirtualKey::new(s.namespace(), service.clone()))
                 }
                 _ => None,
             };
