@@ -90,11 +90,11 @@ pub async fn run_with_metrics(
     let ctx = RegisterContext::guarded(virtual_client, host_client, config, guard)?;
     if let Some(server) = kubelet {
         let pods = PodResolver {
-            virtual_client: stream_client_for(Side::Virtual, &ctx.config().virtual_cluster, &metrics).await?,
-            host_client: stream_client_for(Side::Host, &ctx.config().host, &metrics).await?,
-            translator: ctx.namespaced_translator(),
+            virtual_client: stream_client_for(Side::Virtual, &ctx.clients().config().virtual_cluster, &metrics).await?,
+            host_client: stream_client_for(Side::Host, &ctx.clients().config().host, &metrics).await?,
+            translator: ctx.clients().namespaced_translator(),
         };
-        ctx.spawn_background(server.serve(pods));
+        ctx.registrar().spawn_background(server.serve(pods));
     }
     syncers::register_builtin(&ctx).await?;
     for plugin in plugins {

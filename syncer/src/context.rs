@@ -1,95 +1,51 @@
-//! What syncers are given: [`RegisterContext`] while they are registered, [`SyncContext`]
-//! in every reconcile.
+//! What syncers are given, split by capability so that a signature shows what its code may
+//! use:
+//!
+//! - [`Clients`]: both clients and the translation (ownership marker, namespace mapping, host
+//!   namespace, name translators) and the configuration;
+//! - [`Caches`]: the shared informers and indices;
+//! - [`Oversight`]: what watches over writes: events on virtual objects, the plugins' hooks and
+//!   the host guard;
+//! - [`Registrar`]: the registration sink (controllers, tasks, readiness), in
+//!   [`crate::registrar`].
+//!
+//! [`RegisterContext`] bundles the four for registration (the SDK's `Initializer`,
+//! `IndicesRegisterer`, `ControllerModifier` and the register functions take it);
+//! [`SyncContext`] is what every reconcile gets: the first three and the two caches of its kind.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use kube::{Api, Client};
 use vcsync_translators::{NameTranslator, NamespaceMapping, Ownership};
 
+pub use crate::registrar::Registrar;
 use crate::{
     cache::Cache,
     config::Config,
-    controller::PreparedController,
     events::EventRecorder,
     hooks::Hooks,
-    indices::Indices,
+    indices::{Indices, PodReferences},
     informer::{Informer, Informers, Scope},
     resource::{SyncResource, api_in},
     safety::HostGuard,
 };
 
-/// Shared state of one manager, handed to every syncer at registration.
+/// Both clients and how virtual objects translate to host ones; cheap to clone.
 #[derive(Clone)]
-pub struct RegisterContext {
-    inner: Arc<RegisterInner>,
+pub struct Clients {
+    inner: Arc<ClientsInner>,
 }
 
-struct RegisterInner {
+struct ClientsInner {
     virtual_client: Client,
     host_client: Client,
     ownership: Ownership,
     mapping: NamespaceMapping,
     config: Arc<Config>,
-    informers: Informers,
-    indices: Indices,
-    events: EventRecorder,
-    host_guard: Arc<HostGuard>,
-    hooks: Hooks,
-    controllers: Mutex<Vec<PreparedController>>,
-    background: Mutex<Vec<BoxFuture<'static, ()>>>,
-    leader_tasks: Mutex<Vec<(String, BoxFuture<'static, ()>)>>,
-    readiness: Mutex<Vec<BoxFuture<'static, ()>>>,
 }
 
-impl RegisterContext {
-    /// A context over the two clients whose guard knows no virtual cluster identity (see
-    /// [`RegisterContext::guarded`]); fails when the configured instance name is invalid.
-    pub fn new(virtual_client: Client, host_client: Client, config: Config) -> crate::Result<Self> {
-        let guard = HostGuard::unidentified(&config.safety);
-        Self::guarded(virtual_client, host_client, config, guard)
-    }
-
-    /// A context whose host objects name the virtual cluster `guard` knows, and whose host
-    /// writes `guard` watches over.
-    pub fn guarded(
-        virtual_client: Client,
-        host_client: Client,
-        config: Config,
-        guard: HostGuard,
-    ) -> crate::Result<Self> {
-        let mut ownership = Ownership::new(&config.instance)?;
-        if let Some(identity) = guard.identity() {
-            ownership = ownership.with_cluster_uid(identity.uid.clone());
-        }
-        let mapping = config.namespace_mapping();
-        let informers = Informers::new(
-            virtual_client.clone(),
-            host_client.clone(),
-            (!mapping.is_per_namespace()).then_some(config.host_namespace.as_str()),
-            &ownership.label_selector(),
-        );
-        let events = EventRecorder::new(virtual_client.clone(), "vcsync");
-        Ok(Self {
-            inner: Arc::new(RegisterInner {
-                virtual_client,
-                host_client,
-                ownership,
-                mapping,
-                config: Arc::new(config),
-                informers,
-                indices: Indices::default(),
-                events,
-                host_guard: Arc::new(guard),
-                hooks: Hooks::default(),
-                controllers: Mutex::default(),
-                background: Mutex::default(),
-                leader_tasks: Mutex::default(),
-                readiness: Mutex::default(),
-            }),
-        })
-    }
-
+impl Clients {
     /// Client of the virtual cluster's API server.
     pub fn virtual_client(&self) -> &Client {
         &self.inner.virtual_client
@@ -121,11 +77,6 @@ impl RegisterContext {
         self.inner.mapping.translator(self.inner.ownership.clone())
     }
 
-    /// What stands between the syncers and a wiped host (see [`crate::safety`]).
-    pub fn host_guard(&self) -> &Arc<HostGuard> {
-        &self.inner.host_guard
-    }
-
     /// This instance's ownership marker.
     pub fn ownership(&self) -> &Ownership {
         &self.inner.ownership
@@ -135,89 +86,153 @@ impl RegisterContext {
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
+}
 
-    /// The shared informers: one watch per kind and scope, whoever asks.
+/// The shared informers (one watch per kind and scope, whoever asks) and indices.
+#[derive(Clone)]
+pub struct Caches {
+    informers: Arc<Informers>,
+    indices: Arc<Indices>,
+}
+
+impl Caches {
+    /// The shared informers.
     pub fn informers(&self) -> &Informers {
-        &self.inner.informers
+        &self.informers
     }
 
     /// Shorthand for the informer of `K` across the virtual cluster.
     pub fn virtual_informer<K: SyncResource>(&self) -> Arc<Informer<K>> {
-        self.inner.informers.get::<K>(Scope::VirtualAll)
+        self.informers.get::<K>(Scope::VirtualAll)
     }
 
     /// Shorthand for the informer of this instance's `K` objects on the host.
     pub fn host_informer<K: SyncResource>(&self) -> Arc<Informer<K>> {
-        self.inner.informers.get::<K>(Scope::HostOwned)
+        self.informers.get::<K>(Scope::HostOwned)
     }
 
     /// The shared indices.
     pub fn indices(&self) -> &Indices {
-        &self.inner.indices
+        &self.indices
     }
 
+    /// The index of what virtual pods reference, fed (from `registrar`'s start on) by the
+    /// virtual pod informer; see [`Indices::pod_references`].
+    pub fn pod_references(&self, registrar: &Registrar) -> Arc<PodReferences> {
+        self.indices.pod_references(&self.informers, registrar)
+    }
+}
+
+/// What watches over writes: events recorded on virtual objects, the hooks plugins
+/// registered (syncers apply them to what they are about to write) and the host guard.
+#[derive(Clone)]
+pub struct Oversight {
+    events: EventRecorder,
+    hooks: Hooks,
+    host_guard: Arc<HostGuard>,
+}
+
+impl Oversight {
     /// Records events on virtual objects.
     pub fn events(&self) -> &EventRecorder {
-        &self.inner.events
+        &self.events
     }
 
     /// The hooks plugins registered; syncers apply them to what they are about to write.
     pub fn hooks(&self) -> &Hooks {
-        &self.inner.hooks
+        &self.hooks
     }
 
-    /// Runs `task` from the start of the manager on, on every replica (feeding an index, say).
-    pub fn spawn_background(&self, task: impl Future<Output = ()> + Send + 'static) {
-        self.inner
-            .background
-            .lock()
-            .expect("background lock")
-            .push(Box::pin(task));
+    /// What stands between the syncers and a wiped host (see [`crate::safety`]).
+    pub fn host_guard(&self) -> &Arc<HostGuard> {
+        &self.host_guard
+    }
+}
+
+/// Everything of one manager, handed to every syncer at registration: the four capabilities.
+#[derive(Clone)]
+pub struct RegisterContext {
+    clients: Clients,
+    caches: Caches,
+    oversight: Oversight,
+    registrar: Registrar,
+}
+
+impl RegisterContext {
+    /// A context over the two clients whose guard knows no virtual cluster identity (see
+    /// [`RegisterContext::guarded`]); fails when the configured instance name is invalid.
+    pub fn new(virtual_client: Client, host_client: Client, config: Config) -> crate::Result<Self> {
+        let guard = HostGuard::unidentified(&config.safety);
+        Self::guarded(virtual_client, host_client, config, guard)
     }
 
-    /// Runs `task` once caches are synced, on the replica that writes.
-    pub fn spawn(&self, name: &str, task: impl Future<Output = ()> + Send + 'static) {
-        self.inner
-            .leader_tasks
-            .lock()
-            .expect("tasks lock")
-            .push((name.to_string(), Box::pin(task)));
+    /// A context whose host objects name the virtual cluster `guard` knows, and whose host
+    /// writes `guard` watches over.
+    pub fn guarded(
+        virtual_client: Client,
+        host_client: Client,
+        config: Config,
+        guard: HostGuard,
+    ) -> crate::Result<Self> {
+        let mut ownership = Ownership::new(&config.instance)?;
+        if let Some(identity) = guard.identity() {
+            ownership = ownership.with_cluster_uid(identity.uid.clone());
+        }
+        let mapping = config.namespace_mapping();
+        let informers = Informers::new(
+            virtual_client.clone(),
+            host_client.clone(),
+            (!mapping.is_per_namespace()).then_some(config.host_namespace.as_str()),
+            &ownership.label_selector(),
+        );
+        let events = EventRecorder::new(virtual_client.clone(), "vcsync");
+        Ok(Self {
+            clients: Clients {
+                inner: Arc::new(ClientsInner {
+                    virtual_client,
+                    host_client,
+                    ownership,
+                    mapping,
+                    config: Arc::new(config),
+                }),
+            },
+            caches: Caches {
+                informers: Arc::new(informers),
+                indices: Arc::default(),
+            },
+            oversight: Oversight {
+                events,
+                hooks: Hooks::default(),
+                host_guard: Arc::new(guard),
+            },
+            registrar: Registrar::default(),
+        })
     }
 
-    /// Holds every controller back until `ready` resolves (an index filled from a watch, say),
-    /// so that nothing acts on partial knowledge.
-    pub fn add_readiness(&self, ready: impl Future<Output = ()> + Send + 'static) {
-        self.inner
-            .readiness
-            .lock()
-            .expect("readiness lock")
-            .push(Box::pin(ready));
+    /// Both clients, the translation and the configuration.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
     }
 
-    pub(crate) fn add_controller(&self, controller: PreparedController) {
-        self.inner
-            .controllers
-            .lock()
-            .expect("controllers lock")
-            .push(controller);
+    /// The shared informers and indices.
+    pub fn caches(&self) -> &Caches {
+        &self.caches
     }
 
-    pub(crate) fn take_controllers(&self) -> Vec<PreparedController> {
-        std::mem::take(&mut *self.inner.controllers.lock().expect("controllers lock"))
+    /// Events, hooks and the host guard.
+    pub fn oversight(&self) -> &Oversight {
+        &self.oversight
     }
 
-    pub(crate) fn take_background(&self) -> Vec<BoxFuture<'static, ()>> {
-        std::mem::take(&mut *self.inner.background.lock().expect("background lock"))
-    }
-
-    pub(crate) fn take_leader_tasks(&self) -> Vec<(String, BoxFuture<'static, ()>)> {
-        std::mem::take(&mut *self.inner.leader_tasks.lock().expect("tasks lock"))
+    /// Where controllers, tasks and readiness conditions are registered.
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
     }
 
     /// Resolves when every informer has listed once and every registered readiness resolved.
     pub(crate) fn wait_until_ready(&self) -> BoxFuture<'static, ()> {
-        let informers = self.inner.informers.wait_until_ready();
-        let extra: Vec<_> = std::mem::take(&mut *self.inner.readiness.lock().expect("readiness lock"));
+        let informers = self.caches.informers.wait_until_ready();
+        let extra = self.registrar.take_readiness();
         Box::pin(async move {
             informers.await;
             futures::future::join_all(extra).await;
@@ -227,7 +242,9 @@ impl RegisterContext {
 
 /// What a reconcile of kind `K` works with: both caches, both clients, events.
 pub struct SyncContext<K: SyncResource> {
-    register: RegisterContext,
+    clients: Clients,
+    caches: Caches,
+    oversight: Oversight,
     virtual_store: Cache<K>,
     host_store: Cache<K>,
     syncer: String,
@@ -235,22 +252,34 @@ pub struct SyncContext<K: SyncResource> {
 
 impl<K: SyncResource> SyncContext<K> {
     pub(crate) fn new(
-        register: RegisterContext,
+        register: &RegisterContext,
         virtual_store: Cache<K>,
         host_store: Cache<K>,
         syncer: &str,
     ) -> Self {
         Self {
-            register,
+            clients: register.clients.clone(),
+            caches: register.caches.clone(),
+            oversight: register.oversight.clone(),
             virtual_store,
             host_store,
             syncer: syncer.to_string(),
         }
     }
 
-    /// The registration context (clients, config, indices).
-    pub fn register_context(&self) -> &RegisterContext {
-        &self.register
+    /// Both clients, the translation and the configuration.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// The shared informers and indices.
+    pub fn caches(&self) -> &Caches {
+        &self.caches
+    }
+
+    /// Events, hooks and the host guard.
+    pub fn oversight(&self) -> &Oversight {
+        &self.oversight
     }
 
     /// Name of the syncer this context belongs to.
@@ -270,17 +299,17 @@ impl<K: SyncResource> SyncContext<K> {
 
     /// Client of the virtual cluster.
     pub fn virtual_client(&self) -> &Client {
-        self.register.virtual_client()
+        self.clients.virtual_client()
     }
 
     /// Client of the host cluster.
     pub fn host_client(&self) -> &Client {
-        self.register.host_client()
+        self.clients.host_client()
     }
 
     /// The host namespace.
     pub fn host_namespace(&self) -> &str {
-        self.register.host_namespace()
+        self.clients.host_namespace()
     }
 
     /// The `Api` of `K` on the host in the namespace of the host object `host` (the single host
@@ -297,6 +326,6 @@ impl<K: SyncResource> SyncContext<K> {
 
     /// Records events on virtual objects.
     pub fn events(&self) -> &EventRecorder {
-        self.register.events()
+        self.oversight.events()
     }
 }

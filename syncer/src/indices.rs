@@ -7,7 +7,11 @@ use tokio::sync::{mpsc, watch};
 use vcsync_translators::{RefKind, RefTarget, ReferenceIndex, VirtualKey, pod_references};
 
 use crate::cache::Cache;
-use crate::{context::RegisterContext, informer::InformerEvent, resource::virtual_key_of};
+use crate::{
+    informer::{InformerEvent, Informers, Scope},
+    registrar::Registrar,
+    resource::virtual_key_of,
+};
 
 /// The indices of one manager, each created by the first syncer that asks for it.
 #[derive(Default)]
@@ -66,18 +70,18 @@ impl Indices {
 
     /// Which objects virtual pods reference (config maps, secrets, ...), fed by the virtual
     /// pod informer. Controllers wait until it has seen the first full list.
-    pub fn pod_references(&self, ctx: &RegisterContext) -> Arc<PodReferences> {
+    pub fn pod_references(&self, informers: &Informers, registrar: &Registrar) -> Arc<PodReferences> {
         self.pod_references
             .get_or_init(|| {
-                let informer = ctx.virtual_informer::<Pod>();
+                let informer = informers.get::<Pod>(Scope::VirtualAll);
                 let events = informer.subscribe();
                 let (ready_tx, mut ready_rx) = watch::channel(false);
                 let index = Arc::new(PodReferences {
                     index: ReferenceIndex::new(),
                     listeners: Mutex::default(),
                 });
-                ctx.spawn_background(index.clone().feed(informer.store(), events, ready_tx));
-                ctx.add_readiness(async move {
+                registrar.spawn_background(index.clone().feed(informer.store(), events, ready_tx));
+                registrar.add_readiness(async move {
                     let _ = ready_rx.wait_for(|ready| *ready).await;
                 });
                 index

@@ -3,6 +3,13 @@
 //! Syncers implement the traits of [`sdk`] and are registered on a [`RegisterContext`] with
 //! [`register_syncer`] or [`register_fake_syncer`]; [`manager::run`] then runs them all. The
 //! built-in syncers live in [`syncers`]; plugins register theirs the same way.
+//!
+//! This file only declares modules and re-exports. Inside the crate, imports point one way
+//! (`tests/module_graph.py syncer/src` checks it): the leaves ([`resource`], [`error`],
+//! [`config`], [`events`], [`action`]) first; then [`cache`], [`informer`], [`indices`],
+//! [`hooks`], [`safety`], [`registrar`]; the capabilities of [`context`]; [`writes`],
+//! [`controller`] (the key-queue runtime) and [`sdk`]; the syncer handlers and [`register`];
+//! the built-in [`syncers`], [`plugin`] and [`manager`] last.
 #![forbid(unsafe_code)]
 
 pub mod action;
@@ -12,6 +19,7 @@ pub mod context;
 pub mod controller;
 pub mod error;
 pub mod events;
+mod handlers;
 pub mod hooks;
 pub mod indices;
 pub mod informer;
@@ -21,6 +29,8 @@ pub mod manager;
 pub mod metrics;
 pub mod plugin;
 pub mod rbac;
+pub mod register;
+pub mod registrar;
 pub mod resource;
 pub mod safety;
 pub mod sdk;
@@ -30,90 +40,15 @@ pub mod writes;
 
 pub use action::Action;
 pub use config::Config;
-pub use context::{RegisterContext, SyncContext};
+pub use context::{Caches, Clients, Oversight, RegisterContext, SyncContext};
 pub use controller::ControllerBuilder;
 pub use error::{Error, Result, Side};
 pub use hooks::{Hook, Hooks};
 pub use plugin::{Plugin, PluginConfig};
+pub use register::{register_controller_starter, register_fake_syncer, register_syncer};
+pub use registrar::Registrar;
 pub use sdk::{
     Base, ControllerModifier, ControllerStarter, FakeSyncer, IndicesRegisterer, Initializer, Starter,
-    SyncResource, Syncer, UpSyncer,
+    SyncResource, Syncer, Triggers, UpSyncer,
 };
 pub use writes::delete_object;
-
-use controller::{FakeHandler, PairHandler, prepare_fake, prepare_pair};
-
-/// Registers a syncer: runs its initializer, lets it register indices and modify its
-/// controller (in that order), and queues the controller to start with the manager.
-pub async fn register_syncer<S: Syncer>(ctx: &RegisterContext, syncer: S) -> Result<()> {
-    if let Some(initializer) = syncer.initializer() {
-        initializer.init(ctx).await?;
-    }
-    if let Some(registerer) = syncer.indices_registerer() {
-        registerer.register_indices(ctx)?;
-    }
-    let virtual_informer = ctx.virtual_informer::<S::Resource>();
-    let host_informer = ctx.host_informer::<S::Resource>();
-    let host_store = host_informer.store();
-    ctx.host_guard().count_host_objects(move || host_store.len());
-    let mut builder = ControllerBuilder::new(syncer.name(), ctx.config().controllers.concurrency);
-    if let Some(modifier) = syncer.controller_modifier() {
-        builder = modifier.modify_controller(ctx, builder)?;
-    }
-    let sync_ctx = SyncContext::new(
-        ctx.clone(),
-        virtual_informer.store(),
-        host_informer.store(),
-        syncer.name(),
-    );
-    ctx.add_controller(prepare_pair(
-        PairHandler {
-            syncer,
-            ctx: sync_ctx,
-        },
-        virtual_informer.subscribe(),
-        host_informer.subscribe(),
-        builder,
-    ));
-    Ok(())
-}
-
-/// Registers a fake syncer the same way as [`register_syncer`]; its controller is fed by the
-/// virtual informer of its kind and by the triggers its [`ControllerModifier`] adds.
-pub async fn register_fake_syncer<F: FakeSyncer>(ctx: &RegisterContext, syncer: F) -> Result<()> {
-    if let Some(initializer) = syncer.initializer() {
-        initializer.init(ctx).await?;
-    }
-    if let Some(registerer) = syncer.indices_registerer() {
-        registerer.register_indices(ctx)?;
-    }
-    let virtual_informer = ctx.virtual_informer::<F::Resource>();
-    let mut builder = ControllerBuilder::new(syncer.name(), ctx.config().controllers.concurrency);
-    if let Some(modifier) = syncer.controller_modifier() {
-        builder = modifier.modify_controller(ctx, builder)?;
-    }
-    // Fake objects have no host twin; the host store stays empty and is never watched.
-    let sync_ctx = SyncContext::new(
-        ctx.clone(),
-        virtual_informer.store(),
-        cache::empty(),
-        syncer.name(),
-    );
-    ctx.add_controller(prepare_fake(
-        FakeHandler {
-            syncer,
-            ctx: sync_ctx,
-        },
-        virtual_informer.subscribe(),
-        builder,
-    ));
-    Ok(())
-}
-
-/// Registers a free-form controller.
-pub async fn register_controller_starter<C: ControllerStarter>(
-    ctx: &RegisterContext,
-    starter: C,
-) -> Result<()> {
-    starter.register(ctx).await
-}

@@ -36,10 +36,10 @@ pub async fn run_with_metrics(
             .boxed()
             .shared()
     };
-    let grace = Duration::from_secs(ctx.config().controllers.shutdown_timeout_seconds);
-    let informers = ctx.informers().start();
+    let grace = Duration::from_secs(ctx.clients().config().controllers.shutdown_timeout_seconds);
+    let informers = ctx.caches().informers().start();
     let mut background = JoinSet::new();
-    for task in ctx.take_background() {
+    for task in ctx.registrar().take_background() {
         background.spawn(task);
     }
 
@@ -54,18 +54,23 @@ pub async fn run_with_metrics(
         }
     }
 
-    let election = &ctx.config().leader_election;
+    let election = &ctx.clients().config().leader_election;
     let mut campaign = None;
     if election.enabled {
         metrics.status().set_role(Role::Standby);
-        let mut started =
-            match Campaign::start(ctx.virtual_client().clone(), &ctx.config().instance, election).await {
-                Ok(started) => started,
-                Err(err) => {
-                    stop(informers, background).await;
-                    return Err(err);
-                }
-            };
+        let mut started = match Campaign::start(
+            ctx.clients().virtual_client().clone(),
+            &ctx.clients().config().instance,
+            election,
+        )
+        .await
+        {
+            Ok(started) => started,
+            Err(err) => {
+                stop(informers, background).await;
+                return Err(err);
+            }
+        };
         tracing::info!(
             identity = started.identity(),
             "caches synced; standby until this replica holds the lease"
@@ -103,6 +108,7 @@ pub async fn run_with_metrics(
 
     let mut controllers = JoinSet::new();
     let names: Vec<String> = ctx
+        .registrar()
         .take_controllers()
         .into_iter()
         .map(|prepared| {
@@ -111,7 +117,7 @@ pub async fn run_with_metrics(
             name
         })
         .collect();
-    for (name, task) in ctx.take_leader_tasks() {
+    for (name, task) in ctx.registrar().take_leader_tasks() {
         let shutdown = shutdown.clone();
         controllers.spawn(async move {
             tokio::select! {

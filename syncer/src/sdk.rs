@@ -8,9 +8,10 @@
 //! the manager calls, in this order, `Initializer::init`, `IndicesRegisterer::register_indices`
 //! and `ControllerModifier::modify_controller`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use vcsync_translators::{NameTranslator, VirtualKey};
 
 use crate::{
@@ -69,7 +70,7 @@ pub trait Syncer: Base {
     ) -> Result<Action> {
         let _ = virt;
         match host {
-            Some(host) => crate::delete_object(ctx, &host).await,
+            Some(host) => crate::writes::delete_object(ctx, &host).await,
             None => Ok(Action::await_change()),
         }
     }
@@ -214,4 +215,27 @@ pub trait ControllerModifier: Send + Sync {
 pub trait ControllerStarter: Base {
     /// Sets the controller up.
     async fn register(&self, ctx: &RegisterContext) -> Result<()>;
+}
+
+/// Extra triggers a syncer has from the moment it is built. As the syncer's
+/// [`ControllerModifier`](crate::ControllerModifier), they are handed to its controller.
+#[derive(Default)]
+pub struct Triggers(Mutex<Vec<BoxStream<'static, VirtualKey>>>);
+
+impl Triggers {
+    /// The triggers `streams`.
+    pub fn new(streams: Vec<BoxStream<'static, VirtualKey>>) -> Self {
+        Self(Mutex::new(streams))
+    }
+}
+
+impl ControllerModifier for Triggers {
+    fn modify_controller(
+        &self,
+        _ctx: &RegisterContext,
+        builder: ControllerBuilder,
+    ) -> Result<ControllerBuilder> {
+        let streams = std::mem::take(&mut *self.0.lock().expect("triggers lock"));
+        Ok(streams.into_iter().fold(builder, ControllerBuilder::watches))
+    }
 }

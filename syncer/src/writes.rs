@@ -57,7 +57,7 @@ pub async fn delete_object_with_grace<K: SyncResource>(
     host: &K,
     grace_period_seconds: Option<u32>,
 ) -> Result<Action> {
-    let ownership = ctx.register_context().ownership();
+    let ownership = ctx.clients().ownership();
     if !ownership.owns(host.meta()) {
         tracing::warn!(host = %display_key(host), "refusing to delete a host object this instance does not own");
         return Ok(Action::await_change());
@@ -72,7 +72,7 @@ pub async fn delete_object_with_grace<K: SyncResource>(
         })
     });
     match ctx
-        .register_context()
+        .oversight()
         .host_guard()
         .admit_delete(&kind, host.meta(), virtual_present)
     {
@@ -141,7 +141,7 @@ pub async fn create_host_object<K: SyncResource>(
     let kind = K::kind(&());
     let key = display_key(desired);
     let params = write_params();
-    let collisions = ctx.register_context().indices().collisions();
+    let collisions = ctx.caches().indices().collisions();
     let virtual_key = crate::resource::virtual_key_of(virt);
     let api = ctx.host_api_for(desired);
     let read = |api: kube::Api<K>| {
@@ -185,19 +185,16 @@ async fn name_taken<K: SyncResource>(
     existing: &K,
     virtual_key: &vcsync_translators::VirtualKey,
 ) -> Result<Action> {
-    if ctx.register_context().ownership().owns(existing.meta()) {
+    if ctx.clients().ownership().owns(existing.meta()) {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     let kind = K::kind(&());
     let error = Error::ForeignHostObject {
         host: display_key(existing),
-        instance: ctx.register_context().ownership().instance().to_string(),
+        instance: ctx.clients().ownership().instance().to_string(),
     };
     tracing::warn!(error = %error, "name collision with a foreign host object");
-    ctx.register_context()
-        .indices()
-        .collisions()
-        .note(&kind, virtual_key);
+    ctx.caches().indices().collisions().note(&kind, virtual_key);
     ctx.events()
         .publish(
             &virt.object_ref(&()),

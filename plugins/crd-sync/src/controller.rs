@@ -66,21 +66,21 @@ struct Sync {
 /// Starts the watches of `config` (on every replica) and queues its controller.
 pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
     let translator: Arc<dyn NameTranslator> = if served.namespaced {
-        Arc::from(ctx.namespaced_translator())
+        Arc::from(ctx.clients().namespaced_translator())
     } else {
-        Arc::new(ClusterScopedTranslator::new(ctx.ownership().clone()))
+        Arc::new(ClusterScopedTranslator::new(ctx.clients().ownership().clone()))
     };
     let host_namespace = host_watch_namespace(
-        ctx.namespace_mapping(),
+        ctx.clients().namespace_mapping(),
         served.namespaced,
         config.direction,
         &config.virtual_namespace,
     );
     let ar = served.resource.clone();
-    let virtual_api: Api<DynamicObject> = Api::all_with(ctx.virtual_client().clone(), &ar);
-    let host_api = api_in(ctx.host_client(), host_namespace.as_deref(), &ar);
+    let virtual_api: Api<DynamicObject> = Api::all_with(ctx.clients().virtual_client().clone(), &ar);
+    let host_api = api_in(ctx.clients().host_client(), host_namespace.as_deref(), &ar);
     let host_watch = match config.direction {
-        Direction::ToHost => watcher::Config::default().labels(&ctx.ownership().label_selector()),
+        Direction::ToHost => watcher::Config::default().labels(&ctx.clients().ownership().label_selector()),
         // vcsync's own copies are not the host's objects.
         Direction::FromHost => watcher::Config::default().labels(&format!("!{MANAGED_BY_LABEL}")),
     };
@@ -98,12 +98,12 @@ pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
     });
     for (events, host) in [(virtual_events, false), (host_events, true)] {
         let (sync, queue) = (sync.clone(), queue.clone());
-        ctx.spawn_background(events.for_each(move |event| {
+        ctx.registrar().spawn_background(events.for_each(move |event| {
             let keys = match event {
                 Ok(watcher::Event::Delete(obj)) if !host => {
                     let keys = sync.keys_of(&obj, host);
                     for key in &keys {
-                        sync.ctx.host_guard().witness_deleted(sync.kind(), key);
+                        sync.ctx.oversight().host_guard().witness_deleted(sync.kind(), key);
                     }
                     keys
                 }
@@ -121,7 +121,7 @@ pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
         }));
     }
     let name = format!("{}/{}", crate::NAME, sync.served.resource.plural);
-    ctx.spawn(&name, work(sync, queue));
+    ctx.registrar().spawn(&name, work(sync, queue));
 }
 
 /// The `Api` of the resource in `namespace` (None: all namespaces, or a cluster-scoped kind).
@@ -145,7 +145,7 @@ fn cache(
     let writer = reflector::store::Writer::new(ar.clone());
     let store = writer.as_reader();
     let ready = store.clone();
-    ctx.add_readiness(async move {
+    ctx.registrar().add_readiness(async move {
         let _ = ready.wait_until_ready().await;
     });
     let events = reflector(
@@ -304,27 +304,27 @@ impl Sync {
     /// The `Api` for the host object `key` (its namespace; the cluster scope when it has none).
     fn host_api(&self, key: &HostKey) -> Api<DynamicObject> {
         api_in(
-            self.ctx.host_client(),
+            self.ctx.clients().host_client(),
             key.namespace.as_deref(),
             &self.served.resource,
         )
     }
 
     fn virtual_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
-        api_in(self.ctx.virtual_client(), namespace, &self.served.resource)
+        api_in(self.ctx.clients().virtual_client(), namespace, &self.served.resource)
     }
 
     /// The host copy `virt` should have, after the hooks for host objects of this kind.
     fn desired_host(&self, virt: &DynamicObject) -> DynamicObject {
         let desired = desired_host(virt, self.kind(), self.translator.as_ref(), &self.references());
-        with_hooks(self.ctx.hooks(), Side::Host, self.kind(), desired)
+        with_hooks(self.ctx.oversight().hooks(), Side::Host, self.kind(), desired)
     }
 
     /// The virtual mirror `host` should have at `key`, after the hooks for virtual objects of
     /// this kind.
     fn desired_mirror(&self, host: &DynamicObject, key: &VirtualKey) -> DynamicObject {
         let desired = desired_mirror(host, key.namespace.as_deref());
-        with_hooks(self.ctx.hooks(), Side::Virtual, self.kind(), desired)
+        with_hooks(self.ctx.oversight().hooks(), Side::Virtual, self.kind(), desired)
     }
 
     async fn reconcile(&self, key: &VirtualKey) -> Result<Option<Duration>> {
@@ -341,7 +341,7 @@ impl Sync {
             .virtual_object(key)
             .filter(|v| v.metadata.deletion_timestamp.is_none());
         let host = self.host_object(&host_key);
-        let guard = self.ctx.host_guard();
+        let guard = self.ctx.oversight().host_guard();
         match &host {
             None => guard.forget_earlier(self.kind(), key),
             Some(host) => match guard.verdict(self.kind(), key, &host.metadata, virt.is_some()) {
@@ -358,7 +358,7 @@ impl Sync {
             (None, Some(host)) => self.delete_host(&host, false).await,
             (Some(virt), None) => self.create_host(&virt).await,
             (Some(virt), Some(host)) => {
-                if !self.ctx.ownership().owns(&host.metadata) {
+                if !self.ctx.clients().ownership().owns(&host.metadata) {
                     return Ok(None);
                 }
                 // Hooks changed `desired` already: their changes are in sync, not a reason to write.
@@ -420,14 +420,14 @@ impl Sync {
                     &name,
                 ))?;
                 match existing {
-                    Some(existing) if !self.ctx.ownership().owns(&existing.metadata) => {
+                    Some(existing) if !self.ctx.clients().ownership().owns(&existing.metadata) => {
                         let error = Error::ForeignHostObject {
                             host: name,
-                            instance: self.ctx.ownership().instance().to_string(),
+                            instance: self.ctx.clients().ownership().instance().to_string(),
                         };
                         tracing::warn!(error = %error, "name collision with a foreign host object");
                         self.ctx
-                            .events()
+                            .oversight().events()
                             .publish(
                                 &virt.object_ref(&self.served.resource),
                                 EventType::Warning,
@@ -452,7 +452,7 @@ impl Sync {
                     && (400..500).contains(&status.code)
                 {
                     self.ctx
-                        .events()
+                        .oversight().events()
                         .publish(
                             &virt.object_ref(&self.served.resource),
                             EventType::Warning,
@@ -470,12 +470,12 @@ impl Sync {
     /// `virtual_present`: whether the virtual namesake exists (the delete is not decided on an
     /// absence), for the host guard.
     async fn delete_host(&self, host: &DynamicObject, virtual_present: bool) -> Result<Option<Duration>> {
-        if !self.ctx.ownership().owns(&host.metadata) {
+        if !self.ctx.clients().ownership().owns(&host.metadata) {
             return Ok(None);
         }
         match self
             .ctx
-            .host_guard()
+            .oversight().host_guard()
             .admit_delete(self.kind(), &host.metadata, virtual_present)
         {
             Admission::Allowed => {}

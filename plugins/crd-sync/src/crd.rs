@@ -57,7 +57,7 @@ async fn source_crd(ctx: &RegisterContext, resource: &ResourceConfig) -> Result<
                 .map_err(|e| registration(resource, format!("{path}: not a CustomResourceDefinition: {e}")))
         }
         CrdSource::Host => {
-            let crds: Api<CustomResourceDefinition> = Api::all(ctx.host_client().clone());
+            let crds: Api<CustomResourceDefinition> = Api::all(ctx.clients().host_client().clone());
             let list = crds.list(&ListParams::default()).await.map_err(api_error(
                 Side::Host,
                 "list",
@@ -144,7 +144,7 @@ pub async fn ensure_crd(ctx: &RegisterContext, resource: &ResourceConfig) -> Res
         )
     })?;
     let name = desired.metadata.name.clone().unwrap_or_default();
-    let crds: Api<CustomResourceDefinition> = Api::all(ctx.virtual_client().clone());
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.clients().virtual_client().clone());
     let kind = "CustomResourceDefinition";
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
@@ -177,7 +177,7 @@ pub async fn ensure_crd(ctx: &RegisterContext, resource: &ResourceConfig) -> Res
             }
         }
     }
-    let api: Api<DynamicObject> = Api::all_with(ctx.virtual_client().clone(), &served.resource);
+    let api: Api<DynamicObject> = Api::all_with(ctx.clients().virtual_client().clone(), &served.resource);
     let deadline = tokio::time::Instant::now() + ESTABLISH_TIMEOUT;
     loop {
         match api.list(&ListParams::default().limit(1)).await {

@@ -182,12 +182,12 @@ impl Plugin for ImportSecretsPlugin {
             reason,
         })?;
         let targets = Arc::new(targets);
-        let host = ctx.informers().get::<Secret>(Scope::Custom {
+        let host = ctx.caches().informers().get::<Secret>(Scope::Custom {
             side: Side::Host,
-            namespace: Some(ctx.host_namespace().to_string()),
+            namespace: Some(ctx.clients().host_namespace().to_string()),
             labels: String::new(),
         });
-        let virtual_store = ctx.virtual_informer::<Secret>().store();
+        let virtual_store = ctx.caches().virtual_informer::<Secret>().store();
         let by_host: Arc<HashMap<String, Vec<VirtualKey>>> = Arc::new(targets.iter().fold(
             HashMap::new(),
             |mut map: HashMap<String, Vec<VirtualKey>>, (key, host)| {
@@ -222,7 +222,7 @@ impl Plugin for ImportSecretsPlugin {
             SecretImporter {
                 targets,
                 host: host.store(),
-                host_namespace: ctx.host_namespace().to_string(),
+                host_namespace: ctx.clients().host_namespace().to_string(),
                 trigger: Mutex::new(Some(trigger)),
             },
         )

@@ -83,7 +83,7 @@ impl Plugin for PodHooksPlugin {
             node_selector = config.node_selector.len(),
             "pod hooks registered"
         );
-        ctx.hooks().add(Arc::new(PodHook { config }));
+        ctx.oversight().hooks().add(Arc::new(PodHook { config }));
         Ok(())
     }
 }

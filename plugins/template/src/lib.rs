@@ -53,9 +53,9 @@ impl Plugin for TemplatePlugin {
 
     async fn register(&self, ctx: &RegisterContext, config: &PluginConfig) -> Result<()> {
         let config: TemplateConfig = config.parse()?;
-        ctx.hooks().add(Arc::new(StampHook {
+        ctx.oversight().hooks().add(Arc::new(StampHook {
             config,
-            value: ctx.config().instance.clone(),
+            value: ctx.clients().config().instance.clone(),
         }));
         Ok(())
     }

@@ -14,24 +14,18 @@ use std::{
     time::Duration,
 };
 
-use futures::{
-    FutureExt, Stream, StreamExt,
-    future::{BoxFuture, Shared},
-    stream::BoxStream,
-};
-use kube::Resource;
+use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 use vcsync_translators::VirtualKey;
-
-mod earlier;
 
 use crate::{
     Action,
     error::{Error, Result},
     informer::InformerEvent,
     metrics::{Metrics, SyncerMetrics},
-    resource::{SyncResource, object_ref, virtual_key_of},
+    registrar::{PreparedController, Shutdown},
+    resource::{SyncResource, virtual_key_of},
 };
 
 /// Quick retry after an optimistic-concurrency conflict: someone else wrote first, the
@@ -47,8 +41,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// [`ControllerModifier`](crate::ControllerModifier).
 pub struct ControllerBuilder {
     name: String,
-    concurrency: u16,
-    triggers: Vec<BoxStream<'static, VirtualKey>>,
+    pub(crate) concurrency: u16,
+    pub(crate) triggers: Vec<BoxStream<'static, VirtualKey>>,
 }
 
 impl ControllerBuilder {
@@ -76,15 +70,6 @@ impl ControllerBuilder {
         self.concurrency = concurrency;
         self
     }
-}
-
-/// Resolves when the manager shuts down; cloneable and shareable across controllers.
-pub(crate) type Shutdown = Shared<BoxFuture<'static, ()>>;
-
-/// A controller ready to run once caches are synced.
-pub(crate) struct PreparedController {
-    pub name: String,
-    pub run: Box<dyn FnOnce(Shutdown, Arc<Metrics>) -> BoxFuture<'static, ()> + Send>,
 }
 
 /// What a controller does with one key.
@@ -158,7 +143,7 @@ impl<H: KeyHandler> KeyQueue<H> {
         }
     }
 
-    fn enqueue(&self, key: &VirtualKey) {
+    pub(crate) fn enqueue(&self, key: &VirtualKey) {
         let mut keys = self.keys();
         let state = live(&mut keys, key);
         // Only compared for equality: wrapping is harmless.
@@ -202,7 +187,7 @@ impl<H: KeyHandler> KeyQueue<H> {
         })
     }
 
-    fn forget_or_enqueue(&self, key: &VirtualKey) {
+    pub(crate) fn forget_or_enqueue(&self, key: &VirtualKey) {
         let mut keys = self.keys();
         if self.handler.exists(key) {
             let state = live(&mut keys, key);
@@ -222,7 +207,7 @@ impl<H: KeyHandler> KeyQueue<H> {
     /// every key, which for synced pairs writes nothing. Keys already queued stay until their
     /// reconcile: a fake syncer's triggers name objects that do not exist yet, and a key whose
     /// objects are really gone is forgotten after its (no-op) reconcile.
-    fn rebuild(&self, all: impl IntoIterator<Item = VirtualKey>) {
+    pub(crate) fn rebuild(&self, all: impl IntoIterator<Item = VirtualKey>) {
         let mut keys = self.keys();
         for key in all {
             keys.entry(key).or_default();
@@ -302,179 +287,8 @@ fn live<'k>(keys: &'k mut Keys, key: &VirtualKey) -> &'k mut KeyState {
     keys.get_mut(key).expect("inserted above")
 }
 
-pub(crate) struct PairHandler<S: crate::Syncer> {
-    pub syncer: S,
-    pub ctx: crate::SyncContext<S::Resource>,
-}
-
-impl<S: crate::Syncer> PairHandler<S> {
-    /// The cached virtual object; an object that does not decode fails the reconcile, which
-    /// is retried, rather than reading as absent (the way to deleting its host twin).
-    fn virtual_object(&self, key: &VirtualKey) -> Result<Option<Arc<S::Resource>>> {
-        Ok(self
-            .ctx
-            .virtual_store()
-            .try_get(&object_ref(key.namespace.as_deref(), &key.name))?)
-    }
-
-    /// Asks the virtual API server itself, bypassing the cache; one GET per host deletion.
-    async fn virtual_exists_live(&self, key: &VirtualKey) -> Result<bool> {
-        let api = crate::resource::api_in::<S::Resource>(
-            self.ctx.virtual_client().clone(),
-            key.namespace.as_deref(),
-        );
-        let kind = S::Resource::kind(&());
-        let found = api
-            .get_metadata_opt(&key.name)
-            .await
-            .map_err(crate::error::api_error(
-                crate::Side::Virtual,
-                "get",
-                &kind,
-                &key.to_string(),
-            ))?;
-        Ok(found.is_some())
-    }
-
-    fn host_object(&self, key: &VirtualKey) -> Result<Option<Arc<S::Resource>>> {
-        let translator = self.syncer.translator();
-        let host_key = translator.host_key(key);
-        Ok(self
-            .ctx
-            .host_store()
-            .try_get(&object_ref(host_key.namespace.as_deref(), &host_key.name))?
-            // A host object only counts as this key's twin if its annotations say so.
-            .filter(|host| translator.virtual_key(host.meta()).as_ref() == Some(key)))
-    }
-}
-
-#[async_trait::async_trait]
-impl<S: crate::Syncer> KeyHandler for PairHandler<S> {
-    fn name(&self) -> &str {
-        self.syncer.name()
-    }
-
-    fn exists(&self, key: &VirtualKey) -> bool {
-        self.ctx
-            .virtual_store()
-            .contains(&object_ref(key.namespace.as_deref(), &key.name))
-            // One that does not decode keeps the key, for the reconcile to fail on.
-            || !matches!(self.host_object(key), Ok(None))
-            || self.syncer.keeps_beside(key)
-    }
-
-    fn synced_objects(&self) -> Option<(Cow<'static, str>, usize)> {
-        Some((
-            Cow::Owned(S::Resource::kind(&()).into_owned()),
-            self.ctx.host_store().len(),
-        ))
-    }
-
-    async fn handle(&self, key: &VirtualKey) -> Result<Action> {
-        with_starter(self.syncer.starter(), &self.ctx, key, async {
-            let (virt, host) = (self.virtual_object(key)?, self.host_object(key)?);
-            if let Some(action) = self.guard_earlier(key, virt.as_deref(), host.as_deref()).await? {
-                return Ok(action);
-            }
-            match (virt, host) {
-                (Some(virt), host) if virt.meta().deletion_timestamp.is_some() => {
-                    self.syncer.sync_terminating(&self.ctx, virt, host).await
-                }
-                (Some(virt), None) => self.syncer.sync_down(&self.ctx, virt).await,
-                (Some(virt), Some(host)) => self.syncer.sync(&self.ctx, host, virt).await,
-                (None, Some(host)) => match self.syncer.up_syncer() {
-                    Some(up) => up.sync_up(&self.ctx, host).await,
-                    None if self.virtual_exists_live(key).await? => {
-                        // The cache is behind (a recreate, say): never delete on stale knowledge.
-                        Ok(Action::requeue(CACHE_LAG_RETRY))
-                    }
-                    None => crate::delete_object(&self.ctx, &host).await,
-                },
-                (None, None) => self.syncer.sync_gone(&self.ctx, key).await,
-            }
-        })
-        .await
-    }
-}
-
-/// Runs `reconcile` between the starter's `reconcile_start` and `reconcile_end`, unless the
-/// starter asks to skip it (or fails).
-async fn with_starter<K: SyncResource>(
-    starter: Option<&dyn crate::Starter<K>>,
-    ctx: &crate::SyncContext<K>,
-    key: &VirtualKey,
-    reconcile: impl Future<Output = Result<Action>>,
-) -> Result<Action> {
-    let Some(starter) = starter else {
-        return reconcile.await;
-    };
-    let result = match starter.reconcile_start(ctx, key).await {
-        Ok(false) => reconcile.await,
-        Ok(true) => Ok(Action::await_change()),
-        Err(err) => Err(err),
-    };
-    starter.reconcile_end(key);
-    result
-}
-
-/// The handler of a [`FakeSyncer`](crate::FakeSyncer): creates what is missing, maintains what exists.
-pub(crate) struct FakeHandler<F: crate::FakeSyncer> {
-    pub syncer: F,
-    pub ctx: crate::SyncContext<F::Resource>,
-}
-
-#[async_trait::async_trait]
-impl<F: crate::FakeSyncer> KeyHandler for FakeHandler<F> {
-    fn name(&self) -> &str {
-        self.syncer.name()
-    }
-
-    fn exists(&self, key: &VirtualKey) -> bool {
-        self.ctx
-            .virtual_store()
-            .contains(&object_ref(key.namespace.as_deref(), &key.name))
-    }
-
-    async fn handle(&self, key: &VirtualKey) -> Result<Action> {
-        with_starter(self.syncer.starter(), &self.ctx, key, async {
-            match self
-                .ctx
-                .virtual_store()
-                .try_get(&object_ref(key.namespace.as_deref(), &key.name))?
-            {
-                Some(virt) => self.syncer.fake_sync(&self.ctx, virt).await,
-                None => self.syncer.fake_sync_up(&self.ctx, key).await,
-            }
-        })
-        .await
-    }
-}
-
-/// Extra triggers a syncer has from the moment it is built. As the syncer's
-/// [`ControllerModifier`](crate::ControllerModifier), they are handed to its controller.
-#[derive(Default)]
-pub struct Triggers(Mutex<Vec<BoxStream<'static, VirtualKey>>>);
-
-impl Triggers {
-    /// The triggers `streams`.
-    pub fn new(streams: Vec<BoxStream<'static, VirtualKey>>) -> Self {
-        Self(Mutex::new(streams))
-    }
-}
-
-impl crate::ControllerModifier for Triggers {
-    fn modify_controller(
-        &self,
-        _ctx: &crate::RegisterContext,
-        builder: ControllerBuilder,
-    ) -> Result<ControllerBuilder> {
-        let streams = std::mem::take(&mut *self.0.lock().expect("triggers lock"));
-        Ok(streams.into_iter().fold(builder, ControllerBuilder::watches))
-    }
-}
-
 /// A runnable controller over `handler`; `feed` spawns the tasks that fill its key queue.
-fn prepare<H: KeyHandler>(
+pub(crate) fn prepare<H: KeyHandler>(
     handler: H,
     concurrency: u16,
     feed: impl FnOnce(&Arc<KeyQueue<H>>, &Arc<H>, &mut tokio::task::JoinSet<()>) + Send + 'static,
@@ -497,73 +311,11 @@ fn prepare<H: KeyHandler>(
     }
 }
 
-/// Wires a pair syncer's informers and triggers into a key queue and returns the runnable.
-pub(crate) fn prepare_pair<S: crate::Syncer>(
-    handler: PairHandler<S>,
-    virtual_events: mpsc::UnboundedReceiver<InformerEvent<S::Resource>>,
-    host_events: mpsc::UnboundedReceiver<InformerEvent<S::Resource>>,
-    builder: ControllerBuilder,
-) -> PreparedController {
-    prepare(handler, builder.concurrency, move |queue, handler, feeders| {
-        let all = handler.clone();
-        let guard = handler.ctx.register_context().host_guard().clone();
-        let kind = S::Resource::kind(&()).into_owned();
-        feeders.spawn(feed_virtual(
-            queue.clone(),
-            virtual_events,
-            move || all_keys(&all),
-            move |key| guard.witness_deleted(&kind, key),
-            false,
-        ));
-        feeders.spawn(feed_host(queue.clone(), host_events, handler.clone()));
-        for keys in builder.triggers {
-            feeders.spawn(feed_existing_keys(queue.clone(), keys));
-        }
-    })
-}
-
-/// Wires a fake syncer's informer and triggers into a key queue and returns the runnable.
-pub(crate) fn prepare_fake<F: crate::FakeSyncer>(
-    handler: FakeHandler<F>,
-    virtual_events: mpsc::UnboundedReceiver<InformerEvent<F::Resource>>,
-    builder: ControllerBuilder,
-) -> PreparedController {
-    prepare(handler, builder.concurrency, move |queue, handler, feeders| {
-        let store = handler.ctx.virtual_store().clone();
-        feeders.spawn(feed_virtual(
-            queue.clone(),
-            virtual_events,
-            move || store.map(|o| virtual_key_of(o.as_ref())),
-            |_| {},
-            true,
-        ));
-        for keys in builder.triggers {
-            feeders.spawn(feed_any_keys(queue.clone(), keys));
-        }
-    })
-}
-
-fn all_keys<S: crate::Syncer>(handler: &PairHandler<S>) -> Vec<VirtualKey> {
-    let translator = handler.syncer.translator();
-    let mut keys: Vec<VirtualKey> = handler.ctx.virtual_store().map(|o| virtual_key_of(o.as_ref()));
-    keys.extend(
-        handler
-            .ctx
-            .host_store()
-            .map(|h| translator.virtual_key(h.meta()))
-            .into_iter()
-            .flatten(),
-    );
-    keys.sort();
-    keys.dedup();
-    keys
-}
-
 /// Feeds virtual informer events into `queue`. A deleted object's key is first handed to
 /// `witness` (a deletion seen by a watch), then forgotten unless something else still exists
 /// behind it, or, with `reconcile_deleted` (fake syncers, which may have to recreate it),
 /// reconciled once and forgotten afterwards if still gone.
-async fn feed_virtual<K: SyncResource, H: KeyHandler>(
+pub(crate) async fn feed_virtual<K: SyncResource, H: KeyHandler>(
     queue: Arc<KeyQueue<H>>,
     mut events: mpsc::UnboundedReceiver<InformerEvent<K>>,
     all_keys: impl Fn() -> Vec<VirtualKey> + Send + 'static,
@@ -587,31 +339,8 @@ async fn feed_virtual<K: SyncResource, H: KeyHandler>(
     }
 }
 
-async fn feed_host<S: crate::Syncer>(
-    queue: Arc<KeyQueue<PairHandler<S>>>,
-    mut events: mpsc::UnboundedReceiver<InformerEvent<S::Resource>>,
-    handler: Arc<PairHandler<S>>,
-) {
-    while let Some(event) = events.recv().await {
-        let key_of = |host: &S::Resource| handler.syncer.translator().virtual_key(host.meta());
-        match event {
-            InformerEvent::Applied(host) => {
-                if let Some(key) = key_of(&host) {
-                    queue.enqueue(&key);
-                }
-            }
-            InformerEvent::Deleted(host) => {
-                if let Some(key) = key_of(&host) {
-                    queue.forget_or_enqueue(&key);
-                }
-            }
-            InformerEvent::Relisted => queue.rebuild(all_keys(&handler)),
-        }
-    }
-}
-
 /// Triggers from other kinds only matter for keys whose objects exist.
-async fn feed_existing_keys<H: KeyHandler>(
+pub(crate) async fn feed_existing_keys<H: KeyHandler>(
     queue: Arc<KeyQueue<H>>,
     mut keys: BoxStream<'static, VirtualKey>,
 ) {
@@ -623,7 +352,10 @@ async fn feed_existing_keys<H: KeyHandler>(
 }
 
 /// A fake syncer's triggers name objects that may not exist yet: that is the point.
-async fn feed_any_keys<H: KeyHandler>(queue: Arc<KeyQueue<H>>, mut keys: BoxStream<'static, VirtualKey>) {
+pub(crate) async fn feed_any_keys<H: KeyHandler>(
+    queue: Arc<KeyQueue<H>>,
+    mut keys: BoxStream<'static, VirtualKey>,
+) {
     while let Some(key) = keys.next().await {
         queue.enqueue(&key);
     }

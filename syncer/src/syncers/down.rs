@@ -112,10 +112,10 @@ struct SecretCopies {
 impl SecretCopies {
     /// Whether Secret `name` of virtual namespace `ns` has this cluster's own copy on the host.
     fn owned_copy(&self, ns: &str, name: &str) -> bool {
-        let mapping = self.ctx.namespace_mapping();
+        let mapping = self.ctx.clients().namespace_mapping();
         let key = VirtualKey::namespaced(ns, name);
         self.virtual_secrets.contains(&ObjectRef::new(name).within(ns))
-            && !self.ctx.indices().collisions().contains("Secret", &key)
+            && !self.ctx.caches().indices().collisions().contains("Secret", &key)
             && self.host_secrets.contains(
                 &ObjectRef::new(&mapping.host_object_name(ns, name)).within(&mapping.host_namespace(ns)),
             )
@@ -127,16 +127,17 @@ impl<K: DownKind> DownSyncer<K> {
     /// without `REF_KIND` always sync every object).
     pub fn new(ctx: &RegisterContext, sync_all: bool) -> Result<Self> {
         let translator: Box<dyn NameTranslator> = if <K::Scope as ScopeOf>::NAMESPACED {
-            ctx.namespaced_translator()
+            ctx.clients().namespaced_translator()
         } else {
-            Box::new(ClusterScopedTranslator::new(ctx.ownership().clone()))
+            Box::new(ClusterScopedTranslator::new(ctx.clients().ownership().clone()))
         };
         let sync_all = sync_all || K::REF_KIND.is_none();
-        let secrets = (K::NAMES_SECRETS && ctx.config().sync.secrets.enabled).then(|| SecretCopies {
-            ctx: ctx.clone(),
-            virtual_secrets: ctx.virtual_informer::<Secret>().store(),
-            host_secrets: ctx.host_informer::<Secret>().store(),
-        });
+        let secrets =
+            (K::NAMES_SECRETS && ctx.clients().config().sync.secrets.enabled).then(|| SecretCopies {
+                ctx: ctx.clone(),
+                virtual_secrets: ctx.caches().virtual_informer::<Secret>().store(),
+                host_secrets: ctx.caches().host_informer::<Secret>().store(),
+            });
         Ok(Self {
             translator,
             sync_all,
@@ -207,7 +208,7 @@ impl<K: DownKind> Syncer for DownSyncer<K> {
         }
         let virt = self.naming_owned_secrets(ctx, virt).await;
         let mut desired = desired_host_object(self.translator.as_ref(), virt.as_ref());
-        ctx.register_context().hooks().apply(Side::Host, &mut desired);
+        ctx.oversight().hooks().apply(Side::Host, &mut desired);
         create_host_object(ctx, &virt, &desired).await
     }
 
@@ -219,7 +220,7 @@ impl<K: DownKind> Syncer for DownSyncer<K> {
         let mut desired = desired_host_object(self.translator.as_ref(), virt.as_ref());
         // Hooks change the desired object before the comparison: their changes are part of
         // what is in sync, never a reason to write again.
-        ctx.register_context().hooks().apply(Side::Host, &mut desired);
+        ctx.oversight().hooks().apply(Side::Host, &mut desired);
         desired.keep_host_owned(&host);
         if is_in_sync(host.as_ref(), &desired) {
             return self.status_up(ctx, &host, &virt).await;
@@ -283,7 +284,7 @@ impl<K: DownKind> DownSyncer<K> {
 impl<K: DownKind> IndicesRegisterer for DownSyncer<K> {
     fn register_indices(&self, ctx: &RegisterContext) -> Result<()> {
         if !self.sync_all {
-            let _ = self.references.set(ctx.indices().pod_references(ctx));
+            let _ = self.references.set(ctx.caches().pod_references(ctx.registrar()));
         }
         Ok(())
     }
@@ -310,10 +311,10 @@ impl<K: DownKind> ControllerModifier for DownSyncer<K> {
 
 /// The keys of the virtual `K` objects that name a Secret whose host copy just appeared.
 fn naming_objects<K: DownKind>(ctx: &RegisterContext) -> impl futures::Stream<Item = VirtualKey> + use<K> {
-    let mut events = ctx.host_informer::<Secret>().subscribe();
-    let objects = ctx.virtual_informer::<K>().store();
+    let mut events = ctx.caches().host_informer::<Secret>().subscribe();
+    let objects = ctx.caches().virtual_informer::<K>().store();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    ctx.spawn_background(async move {
+    ctx.registrar().spawn_background(async move {
         while let Some(event) = events.recv().await {
             let crate::informer::InformerEvent::Applied(secret) = event else {
                 continue;

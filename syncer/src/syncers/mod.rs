@@ -14,14 +14,14 @@ use crate::{RegisterContext, Result, register_syncer};
 
 /// Registers every built-in syncer the configuration enables.
 pub async fn register_builtin(ctx: &RegisterContext) -> Result<()> {
-    let sync = ctx.config().sync.clone();
-    if ctx.namespace_mapping().is_per_namespace() {
+    let sync = ctx.clients().config().sync.clone();
+    if ctx.clients().namespace_mapping().is_per_namespace() {
         // Each virtual namespace gets its host namespace; objects written before it exists fail
         // and are retried by their controllers.
         register_syncer(
             ctx,
             DownSyncer::<k8s_openapi::api::core::v1::Namespace>::with_translator(Box::new(
-                vcsync_translators::HostNamespaceTranslator::new(ctx.ownership().clone()),
+                vcsync_translators::HostNamespaceTranslator::new(ctx.clients().ownership().clone()),
             )),
         )
         .await?;

@@ -32,10 +32,11 @@ use super::shared::{Readable, SYNCED_FROM_HOST_LABEL, informer_keys, is_synced_f
 use crate::{
     Action, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
     cache::Cache,
-    controller::{CACHE_LAG_RETRY, Triggers},
+    controller::CACHE_LAG_RETRY,
     error::{Side, api_error, status_code},
     informer::{InformerEvent, Scope},
     register_fake_syncer,
+    sdk::Triggers,
     sdk::{Base, SyncResource},
     writes::write_params,
 };
@@ -230,8 +231,8 @@ impl<K: MirroredKind> FakeSyncer for HostMirror<K> {
 pub async fn register<K: MirroredKind>(ctx: &RegisterContext) -> Result<()> {
     let kind = K::kind(&());
     for (client, side) in [
-        (ctx.host_client(), Side::Host),
-        (ctx.virtual_client(), Side::Virtual),
+        (ctx.clients().host_client(), Side::Host),
+        (ctx.clients().virtual_client(), Side::Virtual),
     ] {
         match probe::<K>(client, side, None, None).await? {
             Readable::Yes => {}
@@ -245,12 +246,12 @@ pub async fn register<K: MirroredKind>(ctx: &RegisterContext) -> Result<()> {
             }
         }
     }
-    let host = ctx.informers().get::<K>(Scope::Custom {
+    let host = ctx.caches().informers().get::<K>(Scope::Custom {
         side: Side::Host,
         namespace: None,
         labels: String::new(),
     });
-    let virtual_informer = ctx.virtual_informer::<K>();
+    let virtual_informer = ctx.caches().virtual_informer::<K>();
     let (host_store, virtual_store) = (host.store(), virtual_informer.store());
     let triggers = vec![informer_keys(host.subscribe(), move |event| match event {
         InformerEvent::Applied(obj) | InformerEvent::Deleted(obj) => {

@@ -46,11 +46,12 @@ use super::{
 use crate::{
     Action, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
     cache::Cache,
-    controller::{CACHE_LAG_RETRY, Triggers},
+    controller::CACHE_LAG_RETRY,
     error::{Side, api_error, status_code},
     informer::{InformerEvent, Scope},
     register_fake_syncer,
     resource::virtual_key_of,
+    sdk::Triggers,
     sdk::{Base, SyncResource},
     writes::write_params,
 };
@@ -88,7 +89,7 @@ fn watch_owned<K: SyncResource>(
     objects: &mut Vec<Arc<dyn OwnedObjects>>,
     appearances: &mut SelectAll<BoxStream<'static, Appearance>>,
 ) {
-    let informer = ctx.host_informer::<K>();
+    let informer = ctx.caches().host_informer::<K>();
     let kind = K::kind(&()).to_string();
     objects.push(Arc::new(OwnedStore {
         kind: kind.clone(),
@@ -285,7 +286,7 @@ impl FakeSyncer for EventSyncer {
 /// every namespace in the per-namespace mapping, whose host namespaces come and go), resolved
 /// against this instance's host objects of the kinds that are synced.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
-    let sync = ctx.config().sync.clone();
+    let sync = ctx.clients().config().sync.clone();
     let mut objects: Vec<Arc<dyn OwnedObjects>> = Vec::new();
     let mut appearances = SelectAll::new();
     watch_owned::<Pod>(ctx, &mut objects, &mut appearances);
@@ -302,16 +303,19 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
         watch_owned::<Secret>(ctx, &mut objects, &mut appearances);
     }
 
-    let mapping = ctx.namespace_mapping().clone();
-    let host_events = ctx.informers().get::<Event>(Scope::Custom {
+    let mapping = ctx.clients().namespace_mapping().clone();
+    let host_events = ctx.caches().informers().get::<Event>(Scope::Custom {
         side: Side::Host,
-        namespace: (!mapping.is_per_namespace()).then(|| ctx.host_namespace().to_string()),
+        namespace: (!mapping.is_per_namespace()).then(|| ctx.clients().host_namespace().to_string()),
         labels: String::new(),
     });
-    let router = Arc::new(EventRouter::new(mapping.clone(), ctx.namespaced_translator()));
+    let router = Arc::new(EventRouter::new(
+        mapping.clone(),
+        ctx.clients().namespaced_translator(),
+    ));
     let (keys_tx, keys_rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready_rx) = watch::channel(false);
-    ctx.spawn_background(route(
+    ctx.registrar().spawn_background(route(
         router.clone(),
         host_events.store(),
         host_events.subscribe(),
@@ -320,7 +324,7 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
         keys_tx,
         ready_tx,
     ));
-    ctx.add_readiness(async move {
+    ctx.registrar().add_readiness(async move {
         let _ = ready_rx.wait_for(|ready| *ready).await;
     });
     register_fake_syncer(

@@ -27,7 +27,7 @@ pub use shared::{SYNCED_FROM_HOST_LABEL, is_synced_from_host};
 
 /// Registers the host -> virtual syncers the configuration enables.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
-    let sync = ctx.config().sync.clone();
+    let sync = ctx.clients().config().sync.clone();
     if sync.events.enabled {
         events::register(ctx).await?;
     }

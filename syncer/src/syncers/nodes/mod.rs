@@ -67,10 +67,10 @@ use crate::{
 
 /// Registers the node syncer and the heartbeat in the configured mode.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
-    let config = ctx.config().sync.nodes.clone();
+    let config = ctx.clients().config().sync.nodes.clone();
     let host_nodes = host_node_informer(ctx, &config).await?;
-    let virtual_nodes = ctx.virtual_informer::<Node>();
-    let leases = ctx.informers().get::<Lease>(Scope::Custom {
+    let virtual_nodes = ctx.caches().virtual_informer::<Node>();
+    let leases = ctx.caches().informers().get::<Lease>(Scope::Custom {
         side: Side::Virtual,
         namespace: Some(NODE_LEASE_NAMESPACE.to_string()),
         labels: format!("{NODE_LEASE_LABEL}=true"),
@@ -127,6 +127,7 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
     };
 
     let kubelet = ctx
+        .clients()
         .config()
         .kubelet
         .endpoint(std::env::var(POD_IP_ENV).ok().as_deref())
@@ -152,12 +153,12 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
     .await?;
 
     let heartbeat = VirtualHeartbeat::new(
-        ctx.virtual_client().clone(),
+        ctx.clients().virtual_client().clone(),
         virtual_nodes.store(),
         leases.store(),
         HeartbeatConfig::from_config(&config),
     );
-    ctx.spawn(
+    ctx.registrar().spawn(
         "node-heartbeat",
         heartbeat::run(
             HeartbeatConfig::from_config(&config),
@@ -178,7 +179,7 @@ async fn host_node_informer(
         NodeMode::Fake => String::new(),
         NodeMode::Real => config.selector.clone().unwrap_or_default(),
     };
-    let readable = probe::<Node>(ctx.host_client(), Side::Host, None, Some(&selector))
+    let readable = probe::<Node>(ctx.clients().host_client(), Side::Host, None, Some(&selector))
         .await
         .map_err(|err| match config.mode {
             NodeMode::Real => Error::Registration {
@@ -188,7 +189,7 @@ async fn host_node_informer(
             NodeMode::Fake => err,
         })?;
     match (readable, config.mode) {
-        (Readable::Yes, _) => Ok(Some(ctx.informers().get::<Node>(Scope::Custom {
+        (Readable::Yes, _) => Ok(Some(ctx.caches().informers().get::<Node>(Scope::Custom {
             side: Side::Host,
             namespace: None,
             labels: selector,
@@ -227,13 +228,14 @@ fn pods_by_node_index(
 ) -> (Arc<PodsByNode>, futures::stream::BoxStream<'static, VirtualKey>) {
     use futures::StreamExt;
 
-    let informer = ctx.virtual_informer::<Pod>();
+    let informer = ctx.caches().virtual_informer::<Pod>();
     let events = informer.subscribe();
     let index = Arc::new(PodsByNode::new());
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready_rx) = watch::channel(false);
-    ctx.spawn_background(index.clone().feed(informer.store(), events, changes_tx, ready_tx));
-    ctx.add_readiness(async move {
+    ctx.registrar()
+        .spawn_background(index.clone().feed(informer.store(), events, changes_tx, ready_tx));
+    ctx.registrar().add_readiness(async move {
         let _ = ready_rx.wait_for(|ready| *ready).await;
     });
     (
@@ -244,7 +246,7 @@ fn pods_by_node_index(
 
 /// Synthetic node data, with the virtual API server's version as kubelet version.
 async fn synthetic_node(ctx: &RegisterContext) -> SyntheticNode {
-    match ctx.virtual_client().apiserver_version().await {
+    match ctx.clients().virtual_client().apiserver_version().await {
         Ok(info) => SyntheticNode {
             kubelet_version: info.git_version,
         },

@@ -35,10 +35,11 @@ use crate::{
     Action, ControllerModifier, FakeSyncer, Result, SyncContext,
     cache::Cache,
     config::NodeMode,
-    controller::{CACHE_LAG_RETRY, Triggers},
+    controller::CACHE_LAG_RETRY,
     error::{Side, api_error, status_code},
     kubelet_config::KubeletEndpoint,
     sdk::Base,
+    sdk::Triggers,
     writes::write_params,
 };
 

@@ -108,6 +108,7 @@ use crate::{RegisterContext, Result, register_syncer};
 /// Registers the pod syncer (pods are always synced) and its token-Secret sweeper.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
     let syncer = PodSyncer::new(ctx);
-    ctx.spawn("pod-token-secret-sweeper", token_secrets::sweep(ctx.clone()));
+    ctx.registrar()
+        .spawn("pod-token-secret-sweeper", token_secrets::sweep(ctx.clone()));
     register_syncer(ctx, syncer).await
 }

@@ -62,8 +62,8 @@ struct Copies<K: SyncResource> {
 impl<K: SyncResource> Copies<K> {
     fn of(ctx: &RegisterContext, synced: bool) -> Option<Self> {
         synced.then(|| Self {
-            virtual_objects: ctx.virtual_informer::<K>().store(),
-            host_objects: ctx.host_informer::<K>().store(),
+            virtual_objects: ctx.caches().virtual_informer::<K>().store(),
+            host_objects: ctx.caches().host_informer::<K>().store(),
         })
     }
 
@@ -110,9 +110,9 @@ impl ReferenceGate {
     /// The gate over the caches of the referenced kinds whose syncers `ctx`'s configuration
     /// runs (references of the others never resolve).
     pub fn new(ctx: &RegisterContext) -> Self {
-        let sync = &ctx.config().sync;
+        let sync = &ctx.clients().config().sync;
         Self {
-            mapping: ctx.namespace_mapping().clone(),
+            mapping: ctx.clients().namespace_mapping().clone(),
             ctx: ctx.clone(),
             config_maps: Copies::of(ctx, sync.config_maps.enabled),
             secrets: Copies::of(ctx, sync.secrets.enabled),
@@ -122,7 +122,7 @@ impl ReferenceGate {
     }
 
     fn collisions(&self, kind: &str, key: &VirtualKey) -> bool {
-        self.ctx.indices().collisions().contains(kind, key)
+        self.ctx.caches().indices().collisions().contains(kind, key)
     }
 
     /// Where the object `target` stands.
@@ -187,7 +187,7 @@ impl ReferenceGate {
     /// The first reference of the running pod `virt` whose host name a foreign object holds
     /// now (its copy was replaced behind vcsync's back), if any.
     pub fn foreign_reference(&self, virt: &Pod) -> Option<RefTarget> {
-        if virt.spec.is_none() || self.ctx.indices().collisions().is_empty() {
+        if virt.spec.is_none() || self.ctx.caches().indices().collisions().is_empty() {
             return None;
         }
         let ns = virt.namespace().unwrap_or_default();
@@ -217,10 +217,10 @@ impl ReferenceGate {
     /// The pods waiting for a copy that a foreign object turned out to block: they are told.
     fn collided_pods(self: &std::sync::Arc<Self>) -> futures::stream::BoxStream<'static, VirtualKey> {
         use futures::StreamExt;
-        let mut noted = self.ctx.indices().collisions().noted();
+        let mut noted = self.ctx.caches().indices().collisions().noted();
         let gate = self.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        self.ctx.spawn_background(async move {
+        self.ctx.registrar().spawn_background(async move {
             while let Some((kind, key)) = noted.recv().await {
                 let kind = match kind.as_str() {
                     "ConfigMap" => RefKind::ConfigMap,
@@ -255,10 +255,10 @@ impl ReferenceGate {
         kind: RefKind,
     ) -> futures::stream::BoxStream<'static, VirtualKey> {
         use futures::StreamExt;
-        let mut events = self.ctx.host_informer::<K>().subscribe();
+        let mut events = self.ctx.caches().host_informer::<K>().subscribe();
         let gate = self.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        self.ctx.spawn_background(async move {
+        self.ctx.registrar().spawn_background(async move {
             while let Some(event) = events.recv().await {
                 let pods = match event {
                     InformerEvent::Applied(host) => match virtual_key_of_host(host.meta()) {
@@ -293,11 +293,11 @@ pub async fn wait_for(
 ) -> Result<Action> {
     let ns = target.key.namespace.as_deref().unwrap_or_default();
     let host_name = ctx
-        .register_context()
+        .clients()
         .namespace_mapping()
         .host_object_name(ns, &target.key.name);
     if state == RefState::Foreign {
-        ctx.register_context().host_guard().report_foreign_reference();
+        ctx.oversight().host_guard().report_foreign_reference();
     }
     if let Some((reason, message)) = waiting_message(target, state, &host_name) {
         tracing::info!(pod = %virtual_key_of(virt), reason, "{message}");

@@ -469,7 +469,7 @@ fn describe(tolerations: &[Toleration]) -> String {
 /// Tells the virtual pod which of its tolerations its host pod does not get (a Normal event
 /// `TolerationsDropped`; repeats are folded by the event recorder). Nothing when none is.
 pub(super) async fn report_dropped_tolerations(ctx: &crate::SyncContext<Pod>, virt: &Pod) {
-    let config = &ctx.register_context().config().sync.pods;
+    let config = &ctx.clients().config().sync.pods;
     let (_, dropped) = tenant_tolerations(
         &config.tolerations,
         &config.extra_tolerations,

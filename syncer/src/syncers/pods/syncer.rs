@@ -35,7 +35,8 @@ use super::{
     update::host_update,
 };
 use crate::{
-    Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer, UpSyncer,
+    Action, ControllerBuilder, ControllerModifier, Oversight, RegisterContext, Result, SyncContext, Syncer,
+    UpSyncer,
     cache::Cache,
     config::{PodsConfig, ServiceTarget},
     error::{Side, api_error, status_code},
@@ -97,11 +98,15 @@ type HostServiceIp = watch::Receiver<Option<Option<String>>>;
 /// Starts following the cluster IP of host Service `name` in the host namespace.
 fn follow_host_service(ctx: &RegisterContext, name: &str) -> HostServiceIp {
     let (tx, rx) = watch::channel(None);
-    let api = Api::<Service>::namespaced(ctx.host_client().clone(), ctx.host_namespace());
-    let service = format!("{}/{name}", ctx.host_namespace());
-    ctx.spawn_background(read_host_service(api, name.to_string(), service, tx));
+    let api = Api::<Service>::namespaced(
+        ctx.clients().host_client().clone(),
+        ctx.clients().host_namespace(),
+    );
+    let service = format!("{}/{name}", ctx.clients().host_namespace());
+    ctx.registrar()
+        .spawn_background(read_host_service(api, name.to_string(), service, tx));
     let mut first = rx.clone();
-    ctx.add_readiness(async move {
+    ctx.registrar().add_readiness(async move {
         // Err: the reader is gone (shutting down); nothing to wait for.
         let _ = first.wait_for(Option::is_some).await;
     });
@@ -181,17 +186,18 @@ fn host_service_ip(service: &Service) -> Option<String> {
 impl PodSyncer {
     /// A pod syncer for the manager of `ctx`.
     pub fn new(ctx: &RegisterContext) -> Self {
-        let sync = &ctx.config().sync;
-        let translator = NamespacedTranslator::new(ctx.ownership().clone(), ctx.host_namespace());
+        let sync = &ctx.clients().config().sync;
+        let translator =
+            NamespacedTranslator::new(ctx.clients().ownership().clone(), ctx.clients().host_namespace());
         let pods = PodTranslator::new(translator, sync.pods.clone())
-            .with_mapping(ctx.namespace_mapping().clone())
+            .with_mapping(ctx.clients().namespace_mapping().clone())
             .with_priority_classes(sync.priority_classes.enabled)
             .with_service_accounts(sync.service_accounts.enabled);
-        let secrets = ctx.host_informer::<Secret>();
+        let secrets = ctx.caches().host_informer::<Secret>();
         Self {
             pods,
             config: sync.pods.clone(),
-            services: ctx.virtual_informer::<Service>().store(),
+            services: ctx.caches().virtual_informer::<Service>().store(),
             tokens: TokenSecrets::new(ctx),
             secret_events: Mutex::new(Some(secrets.subscribe())),
             references: Arc::new(ReferenceGate::new(ctx)),
@@ -272,12 +278,12 @@ impl PodSyncer {
     /// causes a write. Only the mutable fields are taken: a hook's node selector, say,
     /// matters at creation only (the host refuses changes of it afterwards).
     fn mutable_fields(&self, ctx: &SyncContext<Pod>, virt: &Pod) -> MutableFields {
-        let hooks = ctx.register_context().hooks();
+        let hooks = ctx.oversight().hooks();
         if hooks.is_empty() {
             return self.pods.mutable_fields(virt);
         }
         let mut pod = self.pods.host_pod(virt, &PodEnvironment::default());
-        apply_hooks(ctx.register_context(), &mut pod);
+        apply_hooks(ctx.oversight(), &mut pod);
         let spec = pod.spec.unwrap_or_default();
         MutableFields {
             labels: pod.metadata.labels.unwrap_or_default(),
@@ -381,7 +387,7 @@ impl PodSyncer {
              until that name is free",
             self.host_pod_namespace(virt),
             self.host_pod_name(virt),
-            ctx.register_context().ownership().instance()
+            ctx.clients().ownership().instance()
         );
         match collision_status(virt, &message) {
             Some(status) => self.write_status(ctx, virt, status).await,
@@ -501,7 +507,7 @@ impl PodSyncer {
         virt: &Pod,
         updated: &Pod,
     ) -> Result<Option<String>> {
-        let level = ctx.register_context().config().sync.pods.pod_security_standard;
+        let level = ctx.clients().config().sync.pods.pod_security_standard;
         let broken = violations(
             level,
             virt.spec.as_ref().unwrap_or(&Default::default()),
@@ -575,7 +581,7 @@ async fn report_violation(
 /// Whether one of `targets`, references the virtual cache does not show, exists in the virtual
 /// cluster after all (read from its API server, not the cache).
 async fn any_exists(ctx: &SyncContext<Pod>, targets: &[RefTarget]) -> Result<bool> {
-    let client = ctx.register_context().virtual_client().clone();
+    let client = ctx.clients().virtual_client().clone();
     for target in targets {
         let ns = target.key.namespace.as_deref().unwrap_or_default();
         let name = target.key.name.as_str();
@@ -611,8 +617,8 @@ async fn any_exists(ctx: &SyncContext<Pod>, targets: &[RefTarget]) -> Result<boo
 
 /// Runs the hooks over a desired host pod, and lists the label and annotation keys they added
 /// among the managed ones, so that a key a hook no longer adds is removed by the next update.
-fn apply_hooks(ctx: &RegisterContext, pod: &mut Pod) {
-    let hooks = ctx.hooks();
+fn apply_hooks(oversight: &Oversight, pod: &mut Pod) {
+    let hooks = oversight.hooks();
     if hooks.is_empty() {
         return;
     }
@@ -682,7 +688,7 @@ impl Syncer for PodSyncer {
         if was_running_on_host(&virt) {
             return self.host_pod_lost(ctx, &virt).await;
         }
-        let level = ctx.register_context().config().sync.pods.pod_security_standard;
+        let level = ctx.clients().config().sync.pods.pod_security_standard;
         let broken = violations(
             level,
             virt.spec.as_ref().unwrap_or(&Default::default()),
@@ -721,7 +727,7 @@ impl Syncer for PodSyncer {
         let token = tokens.as_ref().map(|t| t.mount.clone());
         let env = self.environment(&virt, kubernetes, token, default_mount);
         let mut desired = self.pods.host_pod(virt_for_host, &env);
-        apply_hooks(ctx.register_context(), &mut desired);
+        apply_hooks(ctx.oversight(), &mut desired);
         // The token Secret and the pod are written together (see `TokenSecrets::for_new_pod`).
         let store_tokens = async {
             match tokens {
@@ -731,7 +737,7 @@ impl Syncer for PodSyncer {
         };
         let (stored, created) = tokio::join!(store_tokens, create_host_object(ctx, &virt, &desired));
         let action = created?;
-        let collisions = ctx.register_context().indices().collisions();
+        let collisions = ctx.caches().indices().collisions();
         if collisions.contains("Pod", &virtual_key_of(virt.as_ref())) {
             self.report_collision(ctx, &virt).await?;
         }
@@ -923,7 +929,8 @@ mod tests {
         Error,
         cache::{Storage, filled},
         config::Config,
-        controller::{KeyHandler, PairHandler},
+        controller::KeyHandler,
+        handlers::PairHandler,
         metrics::{CACHE_DECODE_ERRORS, KindLabels},
         syncers::pods::translate::PodEnvironment,
     };
@@ -960,7 +967,7 @@ mod tests {
         let host_store = filled(Storage::Encoded, [host]);
         let handler = PairHandler {
             syncer,
-            ctx: SyncContext::new(register, virtual_store, host_store, "pods"),
+            ctx: SyncContext::new(&register, virtual_store, host_store, "pods"),
         };
         let decode_errors = || {
             CACHE_DECODE_ERRORS

@@ -28,7 +28,7 @@ use super::{
     translate::service_account_of,
 };
 use crate::{
-    RegisterContext, Result, SyncContext,
+    Clients, RegisterContext, Result, SyncContext,
     cache::Cache,
     error::{Error, Side, api_error, status_code},
     events::EventType,
@@ -83,11 +83,11 @@ const CREATED_LAG: Duration = Duration::from_secs(5);
 impl TokenSecrets {
     /// Token Secrets for the manager of `ctx`; the informers it reads are shared.
     pub fn new(ctx: &RegisterContext) -> Self {
-        let host_secrets = ctx.host_informer::<Secret>();
+        let host_secrets = ctx.caches().host_informer::<Secret>();
         host_secrets.trim(blank_token_values);
         Self {
-            service_accounts: ctx.virtual_informer::<ServiceAccount>().store(),
-            config_maps: ctx.virtual_informer::<ConfigMap>().store(),
+            service_accounts: ctx.caches().virtual_informer::<ServiceAccount>().store(),
+            config_maps: ctx.caches().virtual_informer::<ConfigMap>().store(),
             host_secrets: host_secrets.store(),
             created: dashmap::DashMap::new(),
         }
@@ -178,7 +178,7 @@ impl TokenSecrets {
     ) -> Result<PreparedTokens> {
         let name = token_secret_name(host_pod);
         let host_ns = ctx
-            .register_context()
+            .clients()
             .host_namespace_of(&virt.namespace().unwrap_or_default());
         let key = format!("{host_ns}/{name}");
         // A cache miss is a new pod's Secret, unless this process created it a moment ago:
@@ -202,7 +202,7 @@ impl TokenSecrets {
             }
             None => None,
         };
-        let ownership = ctx.register_context().ownership();
+        let ownership = ctx.clients().ownership();
         if let Some(secret) = &existing
             && let Some((mount, refresh_at)) = self.fresh(ctx, secret, pod_uid(virt), &name, audiences)?
         {
@@ -249,7 +249,7 @@ impl TokenSecrets {
         name: &str,
         audiences: &Audiences,
     ) -> Result<Option<(TokenMount, jiff::Timestamp)>> {
-        let ownership = ctx.register_context().ownership();
+        let ownership = ctx.clients().ownership();
         if !ownership.owns(&secret.metadata) {
             return Err(Error::ForeignHostObject {
                 host: format!("{}/{name}", secret.namespace().unwrap_or_default()),
@@ -442,8 +442,7 @@ impl TokenSecrets {
         {
             Some(secret) => secret,
             None => {
-                let api =
-                    Api::<Secret>::namespaced(ctx.register_context().host_client().clone(), host_namespace);
+                let api = Api::<Secret>::namespaced(ctx.clients().host_client().clone(), host_namespace);
                 match api.get_opt(&name).await {
                     Ok(Some(secret)) => Arc::new(secret),
                     Ok(None) => {
@@ -466,7 +465,7 @@ impl TokenSecrets {
             tracing::debug!(secret = %name, ?pod_uid, "token Secret of another pod kept");
             return Ok(());
         }
-        delete_token_secret(ctx.register_context(), &secret).await
+        delete_token_secret(ctx.clients(), &secret).await
     }
 
     /// The token Secret of host pod `host_namespace/host_pod` the host cache shows for virtual pod
@@ -498,7 +497,7 @@ impl TokenSecrets {
         };
         self.created
             .remove(&format!("{host_namespace}/{}", token_secret_name(host_pod)));
-        delete_token_secret(ctx.register_context(), &secret).await
+        delete_token_secret(ctx.clients(), &secret).await
     }
 
     /// Reconciles triggered by token Secret changes (one deleted by someone, say), and after a
@@ -532,14 +531,14 @@ fn token_pod_key(secret: &Secret) -> Option<VirtualKey> {
 }
 
 /// Deletes one of this instance's token Secrets (UID precondition).
-async fn delete_token_secret(ctx: &RegisterContext, secret: &Secret) -> Result<()> {
-    if !ctx.ownership().owns(&secret.metadata) {
+async fn delete_token_secret(clients: &Clients, secret: &Secret) -> Result<()> {
+    if !clients.ownership().owns(&secret.metadata) {
         tracing::debug!(secret = %secret.name_any(), "not our token Secret: kept");
         return Ok(());
     }
     let host_ns = secret
         .namespace()
-        .unwrap_or_else(|| ctx.host_namespace().to_string());
+        .unwrap_or_else(|| clients.host_namespace().to_string());
     let key = format!("{host_ns}/{}", secret.name_any());
     let params = DeleteParams {
         preconditions: secret.metadata.uid.clone().map(|uid| Preconditions {
@@ -548,7 +547,7 @@ async fn delete_token_secret(ctx: &RegisterContext, secret: &Secret) -> Result<(
         }),
         ..DeleteParams::background()
     };
-    match Api::<Secret>::namespaced(ctx.host_client().clone(), &host_ns)
+    match Api::<Secret>::namespaced(clients.host_client().clone(), &host_ns)
         .delete(&secret.name_any(), &params)
         .await
     {
@@ -568,9 +567,9 @@ async fn delete_token_secret(ctx: &RegisterContext, secret: &Secret) -> Result<(
 /// the Secret and the pod, a deletion missed while stopped). Runs on the leader, from caches:
 /// once they are synced, again [`ORPHAN_MIN_AGE`] later, then every [`SWEEP_INTERVAL`].
 pub async fn sweep(ctx: RegisterContext) {
-    let secrets = ctx.host_informer::<Secret>().store();
-    let host_pods = ctx.host_informer::<Pod>().store();
-    let virtual_pods = ctx.virtual_informer::<Pod>().store();
+    let secrets = ctx.caches().host_informer::<Secret>().store();
+    let host_pods = ctx.caches().host_informer::<Pod>().store();
+    let virtual_pods = ctx.caches().virtual_informer::<Pod>().store();
     let mut pause = Duration::ZERO;
     loop {
         tokio::time::sleep(pause).await;
@@ -602,7 +601,7 @@ pub async fn sweep(ctx: RegisterContext) {
             (!young && !pod_exists).then(|| secret.clone())
         });
         for secret in orphans.into_iter().flatten() {
-            if let Err(err) = delete_token_secret(&ctx, &secret).await {
+            if let Err(err) = delete_token_secret(ctx.clients(), &secret).await {
                 tracing::warn!(error = %err, "could not remove an orphaned token secret");
             }
         }

@@ -71,11 +71,11 @@ impl EndpointsSyncer {
     /// A syncer over the shared informers of `ctx`.
     pub fn new(ctx: &RegisterContext) -> Self {
         Self {
-            translator: ctx.namespaced_translator(),
-            mapping: ctx.namespace_mapping().clone(),
-            virtual_services: ctx.virtual_informer::<Service>().store(),
-            host_pods: ctx.host_informer::<Pod>().store(),
-            policy: ctx.config().sync.services.clone(),
+            translator: ctx.clients().namespaced_translator(),
+            mapping: ctx.clients().namespace_mapping().clone(),
+            virtual_services: ctx.caches().virtual_informer::<Service>().store(),
+            host_pods: ctx.caches().host_informer::<Pod>().store(),
+            policy: ctx.clients().config().sync.services.clone(),
             addresses: Arc::default(),
         }
     }
@@ -183,7 +183,7 @@ impl ControllerModifier for EndpointsSyncer {
         ctx: &RegisterContext,
         builder: ControllerBuilder,
     ) -> Result<ControllerBuilder> {
-        let services = UnboundedReceiverStream::new(ctx.virtual_informer::<Service>().subscribe())
+        let services = UnboundedReceiverStream::new(ctx.caches().virtual_informer::<Service>().subscribe())
             .filter_map(|event| async move {
                 match event {
                     InformerEvent::Applied(s) | InformerEvent::Deleted(s) => Some(virtual_key_of(s.as_ref())),
@@ -192,8 +192,8 @@ impl ControllerModifier for EndpointsSyncer {
             });
         // A host pod starting or going changes which addresses are this instance's pods'.
         let addresses = self.addresses.clone();
-        let pods =
-            UnboundedReceiverStream::new(ctx.host_informer::<Pod>().subscribe()).flat_map(move |event| {
+        let pods = UnboundedReceiverStream::new(ctx.caches().host_informer::<Pod>().subscribe()).flat_map(
+            move |event| {
                 let keys: Vec<VirtualKey> = match event {
                     InformerEvent::Applied(pod) | InformerEvent::Deleted(pod) => {
                         // Every IP in the status, a finished pod's too: it no longer holds them.
@@ -222,7 +222,8 @@ impl ControllerModifier for EndpointsSyncer {
                     InformerEvent::Relisted => addresses.iter().map(|entry| entry.key().clone()).collect(),
                 };
                 futures::stream::iter(keys)
-            });
+            },
+        );
         Ok(builder.watches(services).watches(pods))
     }
 }

@@ -59,7 +59,7 @@ const POD_CACHE_LAG_RETRY: std::time::Duration = std::time::Duration::from_milli
 
 /// Registers the service and endpoints syncers when services are enabled.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
-    if !ctx.config().sync.services.enabled {
+    if !ctx.clients().config().sync.services.enabled {
         return Ok(());
     }
     register_syncer(ctx, ServiceSyncer::new(ctx)).await?;
@@ -92,16 +92,16 @@ impl ServiceSyncer {
     /// A syncer over the shared informers of `ctx`.
     pub fn new(ctx: &RegisterContext) -> Self {
         Self {
-            translator: Arc::from(ctx.namespaced_translator()),
-            host_services: ctx.host_informer::<Service>().store(),
+            translator: Arc::from(ctx.clients().namespaced_translator()),
+            host_services: ctx.caches().host_informer::<Service>().store(),
             host_endpoints: host_endpoints_informer(ctx).store(),
-            virtual_endpoints: ctx.virtual_informer::<Endpoints>().store(),
-            host_pods: ctx.host_informer::<Pod>().store(),
+            virtual_endpoints: ctx.caches().virtual_informer::<Endpoints>().store(),
+            host_pods: ctx.caches().host_informer::<Pod>().store(),
             host_slices: host_slices_informer(ctx).store(),
-            virtual_slices: ctx.virtual_informer::<EndpointSlice>().store(),
-            virtual_services: ctx.virtual_informer::<Service>().store(),
+            virtual_slices: ctx.caches().virtual_informer::<EndpointSlice>().store(),
+            virtual_services: ctx.caches().virtual_informer::<Service>().store(),
             adoption_failed: DashSet::new(),
-            policy: ctx.config().sync.services.clone(),
+            policy: ctx.clients().config().sync.services.clone(),
         }
     }
 
@@ -337,11 +337,12 @@ impl ServiceSyncer {
 /// The host namespace the host's own endpoints and slices are watched in: the single host
 /// namespace, or all namespaces in the per-namespace mapping.
 fn host_watch_namespace(ctx: &RegisterContext) -> Option<String> {
-    (!ctx.namespace_mapping().is_per_namespace()).then(|| ctx.host_namespace().to_string())
+    (!ctx.clients().namespace_mapping().is_per_namespace())
+        .then(|| ctx.clients().host_namespace().to_string())
 }
 
 fn host_slices_informer(ctx: &RegisterContext) -> Arc<crate::informer::Informer<EndpointSlice>> {
-    ctx.informers().get::<EndpointSlice>(Scope::Custom {
+    ctx.caches().informers().get::<EndpointSlice>(Scope::Custom {
         side: Side::Host,
         namespace: host_watch_namespace(ctx),
         labels: String::new(),
@@ -350,7 +351,7 @@ fn host_slices_informer(ctx: &RegisterContext) -> Arc<crate::informer::Informer<
 
 fn host_endpoints_informer(ctx: &RegisterContext) -> Arc<crate::informer::Informer<Endpoints>> {
     // Not filtered by ownership: the host's endpoints controller creates these, not vcsync.
-    ctx.informers().get::<Endpoints>(Scope::Custom {
+    ctx.caches().informers().get::<Endpoints>(Scope::Custom {
         side: Side::Host,
         namespace: host_watch_namespace(ctx),
         labels: String::new(),
@@ -377,7 +378,7 @@ impl Syncer for ServiceSyncer {
         }
         let (mut desired, refusals) = self.desired_host_service(&virt, None);
         // Hooks are the operator's: they come after the policy.
-        ctx.register_context().hooks().apply(Side::Host, &mut desired);
+        ctx.oversight().hooks().apply(Side::Host, &mut desired);
         let action = create_host_object(ctx, &virt, &desired).await?;
         self.report_refusals(ctx, &virt, &refusals).await;
         Ok(action)
@@ -393,7 +394,7 @@ impl Syncer for ServiceSyncer {
         let (mut hooked, refusals) = self.desired_host_service(&virt, Some(&host_spec));
         // Hooks change the desired service before the comparison, so they never cause
         // repeated writes.
-        ctx.register_context().hooks().apply(Side::Host, &mut hooked);
+        ctx.oversight().hooks().apply(Side::Host, &mut hooked);
         let (desired_meta, desired_spec) = (hooked.metadata, hooked.spec.unwrap_or_default());
         if desired_spec != host_spec || !labels_and_annotations_match(&host.metadata, &desired_meta) {
             let refused = |meta: &kube::api::ObjectMeta| {
@@ -529,17 +530,18 @@ impl ControllerModifier for ServiceSyncer {
                     .collect();
                 futures::stream::iter(keys)
             });
-        let virtual_keys = UnboundedReceiverStream::new(ctx.virtual_informer::<Endpoints>().subscribe())
-            .filter_map(|event| async move {
-                match event {
-                    InformerEvent::Applied(e) | InformerEvent::Deleted(e)
-                        if e.labels().get(MIRRORED_LABEL).is_some() =>
-                    {
-                        Some(virtual_key_of(e.as_ref()))
+        let virtual_keys =
+            UnboundedReceiverStream::new(ctx.caches().virtual_informer::<Endpoints>().subscribe())
+                .filter_map(|event| async move {
+                    match event {
+                        InformerEvent::Applied(e) | InformerEvent::Deleted(e)
+                            if e.labels().get(MIRRORED_LABEL).is_some() =>
+                        {
+                            Some(virtual_key_of(e.as_ref()))
+                        }
+                        _ => None,
                     }
-                    _ => None,
-                }
-            });
+                });
         let services = self.host_services.clone();
         let translator = self.translator.clone();
         let host_slice_keys =
@@ -557,22 +559,21 @@ impl ControllerModifier for ServiceSyncer {
                 };
                 futures::future::ready(key)
             });
-        let virtual_slice_keys = UnboundedReceiverStream::new(
-            ctx.virtual_informer::<EndpointSlice>().subscribe(),
-        )
-        .filter_map(|event| {
-            let key = match event {
-                InformerEvent::Applied(s) | InformerEvent::Deleted(s)
-                    if s.labels().contains_key(MIRRORED_LABEL) =>
-                {
-                    s.labels()
-                        .get(slices::SERVICE_NAME_LABEL)
-                        .map(|service| VirtualKey::new(s.namespace(), service.clone()))
-                }
-                _ => None,
-            };
-            futures::future::ready(key)
-        });
+        let virtual_slice_keys =
+            UnboundedReceiverStream::new(ctx.caches().virtual_informer::<EndpointSlice>().subscribe())
+                .filter_map(|event| {
+                    let key = match event {
+                        InformerEvent::Applied(s) | InformerEvent::Deleted(s)
+                            if s.labels().contains_key(MIRRORED_LABEL) =>
+                        {
+                            s.labels()
+                                .get(slices::SERVICE_NAME_LABEL)
+                                .map(|service| VirtualKey::new(s.namespace(), service.clone()))
+                        }
+                        _ => None,
+                    };
+                    futures::future::ready(key)
+                });
         Ok(builder
             .watches(host_keys)
             .watches(virtual_keys)

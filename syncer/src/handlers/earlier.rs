@@ -4,11 +4,12 @@
 use kube::Resource;
 use vcsync_translators::VirtualKey;
 
-use super::{PairHandler, virtual_key_of};
+use super::PairHandler;
 use crate::{
     Action,
     error::{Result, api_error, status_code},
     events::EventType,
+    resource::virtual_key_of,
     safety::Verdict,
     writes::write_params,
 };
@@ -24,7 +25,7 @@ impl<S: crate::Syncer> PairHandler<S> {
         virt: Option<&S::Resource>,
         host: Option<&S::Resource>,
     ) -> Result<Option<Action>> {
-        let guard = self.ctx.register_context().host_guard();
+        let guard = self.ctx.oversight().host_guard();
         let kind = S::Resource::kind(&());
         let Some(host) = host else {
             guard.forget_earlier(&kind, key);
