@@ -1,0 +1,268 @@
+//! The driver's access to the host cluster: its client, finding a cluster's objects, the values
+//! it runs with, applying and deleting objects.
+
+use anyhow::Context;
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Namespace, PersistentVolumeClaim, Secret},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+    core::{ApiResource, GroupVersionKind},
+};
+use serde_json::{Value, json};
+
+use crate::cluster::{ClusterError, DriverOptions, DriverRegistration, Progress, Result, Values};
+
+use super::names::*;
+
+inventory::submit! {
+    DriverRegistration {
+        name: "kubernetes",
+        about: "a k3s control plane with vcsync as sidecar in a namespace of the host cluster (current kubeconfig)",
+        factory: |options| Ok(Box::new(KubernetesDriver { options: options.clone() })),
+    }
+}
+
+/// The `kubernetes` driver.
+pub struct KubernetesDriver {
+    pub(super) options: DriverOptions,
+}
+
+pub(super) fn api_resource(object: &Value) -> (ApiResource, bool) {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let plural = match kind {
+        "Namespace" => "namespaces",
+        "ServiceAccount" => "serviceaccounts",
+        "Role" => "roles",
+        "RoleBinding" => "rolebindings",
+        "ClusterRole" => "clusterroles",
+        "ClusterRoleBinding" => "clusterrolebindings",
+        "Secret" => "secrets",
+        "Service" => "services",
+        _ => "statefulsets",
+    };
+    let namespaced = !matches!(kind, "Namespace" | "ClusterRole" | "ClusterRoleBinding");
+    (
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural),
+        namespaced,
+    )
+}
+
+pub(super) fn is_code(err: &kube::Error, code: u16) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == code)
+}
+
+impl KubernetesDriver {
+    pub(super) async fn client(&self) -> Result<Client> {
+        let missing = |detail: String| ClusterError::MissingDriverConfig {
+            driver: "kubernetes".into(),
+            detail,
+        };
+        let options = kube::config::KubeConfigOptions {
+            context: self.options.context.clone(),
+            ..Default::default()
+        };
+        let config = match &self.options.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|err| missing(format!("kubeconfig {}: {err}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|err| missing(format!("kubeconfig {}: {err}", path.display())))?
+            }
+            None if self.options.context.is_some() => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|err| missing(format!("kubeconfig: {err}")))?,
+            None => kube::Config::infer().await.map_err(|err| {
+                missing(format!(
+                    "no host cluster: pass --kubeconfig, set KUBECONFIG or run in a cluster ({err})"
+                ))
+            })?,
+        };
+        Ok(Client::try_from(config).context("building the host client")?)
+    }
+
+    /// The cluster's StatefulSet.
+    pub(super) async fn find(&self, client: &Client, name: &str) -> Result<Option<StatefulSet>> {
+        let params = ListParams::default().labels(&format!(
+            "{CLUSTER_LABEL}={name},{}={}",
+            MANAGED_BY.0, MANAGED_BY.1
+        ));
+        let list = Api::<StatefulSet>::all(client.clone())
+            .list(&params)
+            .await
+            .context("listing StatefulSets")?;
+        Ok(list.items.into_iter().next())
+    }
+
+    /// Where the control plane keeps its state, for the status message.
+    pub(super) async fn persistence(
+        &self,
+        client: &Client,
+        name: &str,
+        ns: &str,
+        sts: &StatefulSet,
+    ) -> Result<String> {
+        let Some(template) = sts
+            .spec
+            .volume_claim_templates
+            .as_ref()
+            .and_then(|t| t.iter().find(|t| t.metadata.name.as_deref() == Some("data")))
+        else {
+            return Ok(NO_PERSISTENCE.to_string());
+        };
+        let size = template
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref()?.requests.as_ref()?.get("storage").cloned())
+            .map(|q| q.0)
+            .unwrap_or_default();
+        let prefix = format!("data-{}-", base_name(name));
+        let mut claims: Vec<String> = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .context("listing PersistentVolumeClaims")?
+            .items
+            .into_iter()
+            .filter(|c| c.metadata.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+            .map(|c| {
+                let phase = c.status.and_then(|s| s.phase).unwrap_or_else(|| "Pending".into());
+                format!("{} ({phase})", c.metadata.name.unwrap_or_default())
+            })
+            .collect();
+        claims.sort();
+        Ok(if claims.is_empty() {
+            format!("persistence: PersistentVolumeClaim per replica ({size}), none created yet")
+        } else {
+            format!("persistence: {size} PersistentVolumeClaim {}", claims.join(", "))
+        })
+    }
+
+    pub(super) async fn running_values(
+        &self,
+        client: &Client,
+        name: &str,
+        ns: &str,
+    ) -> Result<Option<Values>> {
+        match Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt(&config_secret(name))
+            .await
+            .context("reading the config Secret")?
+        {
+            Some(secret) => {
+                let bytes = secret
+                    .data
+                    .and_then(|d| d.get("values.yaml").cloned())
+                    .map(|b| b.0)
+                    .unwrap_or_default();
+                Ok(Some(Values::parse(
+                    &String::from_utf8_lossy(&bytes),
+                    "values.yaml",
+                )?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A namespace that exists at `create`: one this driver created for the cluster (an
+    /// interrupted create) gets the rendered labels, Pod Security ones included; one it did not
+    /// create is the operator's and keeps its labels, and create says how to label it when its
+    /// Pod Security labels are not the requested ones (vcsync's own gate still checks pods).
+    pub(super) async fn existing_namespace(
+        &self,
+        client: &Client,
+        name: &str,
+        rendered: &Value,
+        progress: &Progress,
+    ) -> Result<()> {
+        let ns = rendered["metadata"]["name"].as_str().unwrap_or_default();
+        let namespaces = Api::<Namespace>::all(client.clone());
+        let Some(existing) = namespaces.get_opt(ns).await.context("reading the namespace")? else {
+            return Ok(());
+        };
+        let have = existing.metadata.labels.unwrap_or_default();
+        if have.get(CLUSTER_LABEL).is_some_and(|v| v == name) {
+            let patch = json!({"metadata": {"labels": rendered["metadata"]["labels"]}});
+            namespaces
+                .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("labelling Namespace {ns}"))?;
+            return Ok(());
+        }
+        let missing: Vec<String> = rendered["metadata"]["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(key, value)| {
+                key.starts_with(POD_SECURITY_LABEL) && have.get(*key).map(String::as_str) != value.as_str()
+            })
+            .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or_default()))
+            .collect();
+        if !missing.is_empty() {
+            progress.step(format!(
+                "note: namespace {ns} was not created by vcsync, its Pod Security labels are left as they \
+                 are; to have the host enforce the same level as vcsync: kubectl label --overwrite \
+                 namespace {ns} {}",
+                missing.join(" ")
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn delete_synced(&self, client: &Client, name: &str, pods_only: bool) -> Result<()> {
+        let params =
+            ListParams::default().labels(&format!("{}={name}", vcsync_translators::MANAGED_BY_LABEL));
+        let kinds: &[(&str, &str, &str, &str)] = if pods_only {
+            &[("", "v1", "Pod", "pods")]
+        } else {
+            &[
+                ("", "v1", "Pod", "pods"),
+                ("", "v1", "ConfigMap", "configmaps"),
+                ("", "v1", "Secret", "secrets"),
+                ("", "v1", "Service", "services"),
+                ("", "v1", "Endpoints", "endpoints"),
+                ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+                ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+                ("", "v1", "ServiceAccount", "serviceaccounts"),
+                ("networking.k8s.io", "v1", "Ingress", "ingresses"),
+                ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies"),
+                ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+                ("", "v1", "Namespace", "namespaces"),
+            ]
+        };
+        for (group, version, kind, plural) in kinds {
+            let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+            let Ok(list) = Api::<DynamicObject>::all_with(client.clone(), &ar)
+                .list_metadata(&params)
+                .await
+            else {
+                continue; // a kind the host does not serve
+            };
+            for item in list.items {
+                let object_name = item.metadata.name.unwrap_or_default();
+                let api = match &item.metadata.namespace {
+                    Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar),
+                    None => Api::<DynamicObject>::all_with(client.clone(), &ar),
+                };
+                let params = DeleteParams {
+                    grace_period_seconds: pods_only.then_some(0),
+                    ..Default::default()
+                };
+                match api.delete(&object_name, &params).await {
+                    Ok(_) => {}
+                    Err(err) if is_code(&err, 404) => {}
+                    Err(err) => {
+                        return Err(anyhow::Error::from(err)
+                            .context(format!("deleting {kind} {object_name}"))
+                            .into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
