@@ -5,28 +5,22 @@
 //! it to [`crate::manager::run_with_metrics`] and serves it. Every name has the `vcsync_`
 //! prefix; the README lists them.
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    sync::{
-        LazyLock, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Instant,
-};
+use std::{collections::BTreeMap, fmt, sync::LazyLock};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{
-        counter::Counter,
-        family::Family,
-        gauge::Gauge,
-        histogram::{Histogram, exponential_buckets},
-    },
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
 
 use crate::error::Side;
+
+mod controller;
+mod status;
+
+use controller::reconcile_histogram;
+pub use controller::{KindLabels, ReconcileTimer, SafetyMetrics, SyncerMetrics};
+pub use status::{Readiness, Role, Status};
 
 /// Content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -36,13 +30,6 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct SyncerLabels {
     /// Name of the syncer.
     pub syncer: String,
-}
-
-/// Labels of the per-kind metrics.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    /// Kubernetes kind.
-    pub kind: String,
 }
 
 /// Labels of the API request counter.
@@ -65,11 +52,6 @@ type HistogramFamily = Family<SyncerLabels, Histogram, fn() -> Histogram>;
 /// are built by the informers, far from the [`Metrics`] of the process; every [`Metrics`]
 /// serves it.
 pub static CACHE_DECODE_ERRORS: LazyLock<Family<KindLabels, Counter>> = LazyLock::new(Family::default);
-
-fn reconcile_histogram() -> Histogram {
-    // 1 ms .. ~16 s.
-    Histogram::new(exponential_buckets(0.001, 2.0, 15))
-}
 
 /// The process's metrics registry and status.
 pub struct Metrics {
@@ -268,244 +250,6 @@ pub fn api_requests_in(text: &str) -> BTreeMap<(String, String, String), u64> {
             .or_default() += n;
     }
     counts
-}
-
-/// What the host guard ([`crate::safety`]) reports; detached from any registry by default.
-#[derive(Clone, Debug, Default)]
-pub struct SafetyMetrics {
-    /// 1 when the virtual cluster was replaced since the record was written.
-    pub cluster_replaced: Gauge,
-    /// Host objects of an earlier virtual cluster left untouched.
-    pub earlier_cluster_objects: Gauge,
-    /// 1 while the mass-deletion brake holds deletes.
-    pub deletion_brake_engaged: Gauge,
-    /// Host deletes held back.
-    pub host_deletes_held: Counter,
-    /// Pods kept off the host for a reference to a foreign host object.
-    pub foreign_references: Counter,
-}
-
-/// The metrics of one syncer's controller; detached from any registry by default (tests).
-#[derive(Clone, Debug)]
-pub struct SyncerMetrics {
-    /// Reconciles run.
-    pub reconciles: Counter,
-    /// Reconciles that failed.
-    pub errors: Counter,
-    /// Reconcile durations.
-    pub duration: Histogram,
-    /// Keys waiting for a reconcile.
-    pub queue_depth: Gauge,
-    /// Reconciles running.
-    pub in_flight: Gauge,
-    synced_objects: Family<KindLabels, Gauge>,
-}
-
-impl Default for SyncerMetrics {
-    fn default() -> Self {
-        Self {
-            reconciles: Counter::default(),
-            errors: Counter::default(),
-            duration: reconcile_histogram(),
-            queue_depth: Gauge::default(),
-            in_flight: Gauge::default(),
-            synced_objects: Family::default(),
-        }
-    }
-}
-
-impl SyncerMetrics {
-    /// Marks a reconcile as started; dropping the guard records it as ended (an error when
-    /// [`ReconcileTimer::failed`] was called).
-    pub fn start_reconcile(&self) -> ReconcileTimer<'_> {
-        self.in_flight.inc();
-        ReconcileTimer {
-            metrics: self,
-            started: Instant::now(),
-            failed: false,
-        }
-    }
-
-    /// Sets the number of this instance's host objects of `kind` in the cache.
-    pub fn set_synced_objects(&self, kind: &str, count: usize) {
-        self.synced_objects
-            .get_or_create(&KindLabels {
-                kind: kind.to_string(),
-            })
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
-    }
-}
-
-/// A reconcile in progress; see [`SyncerMetrics::start_reconcile`].
-pub struct ReconcileTimer<'a> {
-    metrics: &'a SyncerMetrics,
-    started: Instant,
-    failed: bool,
-}
-
-impl ReconcileTimer<'_> {
-    /// The reconcile returned an error.
-    pub fn failed(&mut self) {
-        self.failed = true;
-    }
-}
-
-impl Drop for ReconcileTimer<'_> {
-    fn drop(&mut self) {
-        self.metrics.in_flight.dec();
-        self.metrics.reconciles.inc();
-        if self.failed {
-            self.metrics.errors.inc();
-        }
-        self.metrics
-            .duration
-            .observe(self.started.elapsed().as_secs_f64());
-    }
-}
-
-/// Leadership of this replica. Without leader election every replica is the leader.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Runs the controllers and writes.
-    Leader,
-    /// Watches only, ready to take over.
-    Standby,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Leader => "leader",
-            Role::Standby => "standby",
-        })
-    }
-}
-
-/// What `/readyz` reports: caches, controllers, shutdown and leadership.
-#[derive(Debug)]
-pub struct Status {
-    caches_synced: AtomicBool,
-    controllers_started: AtomicBool,
-    shutting_down: AtomicBool,
-    standby: AtomicBool,
-    leader: Gauge,
-    /// Conditions an operator must look at that do not stop the syncer (by topic).
-    warnings: Mutex<BTreeMap<&'static str, String>>,
-}
-
-impl Status {
-    fn new(leader: Gauge) -> Self {
-        leader.set(1);
-        Self {
-            caches_synced: AtomicBool::new(false),
-            controllers_started: AtomicBool::new(false),
-            shutting_down: AtomicBool::new(false),
-            standby: AtomicBool::new(false),
-            leader,
-            warnings: Mutex::default(),
-        }
-    }
-
-    /// Sets this replica's role (leader election; the default is [`Role::Leader`]) and the
-    /// `vcsync_leader` gauge.
-    pub fn set_role(&self, role: Role) {
-        self.standby.store(role == Role::Standby, Ordering::SeqCst);
-        self.leader.set(i64::from(role == Role::Leader));
-    }
-
-    /// This replica's role.
-    pub fn role(&self) -> Role {
-        if self.standby.load(Ordering::SeqCst) {
-            Role::Standby
-        } else {
-            Role::Leader
-        }
-    }
-
-    /// Every informer and index has its first full list (or no longer has, on false).
-    pub fn set_caches_synced(&self, synced: bool) {
-        self.caches_synced.store(synced, Ordering::SeqCst);
-    }
-
-    /// The controllers run (or no longer do, on false).
-    pub fn set_controllers_started(&self, started: bool) {
-        self.controllers_started.store(started, Ordering::SeqCst);
-    }
-
-    /// A shutdown was requested: not ready any more.
-    pub fn set_shutting_down(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-    }
-
-    /// Sets (Some) or clears (None) the warning about `topic` that `/readyz` shows. A warning
-    /// does not make the replica unready: it keeps syncing what it safely can, and tenants
-    /// must still reach their cluster.
-    pub fn set_warning(&self, topic: &'static str, warning: Option<String>) {
-        let mut warnings = self.warnings.lock().expect("warnings lock");
-        match warning {
-            Some(text) => warnings.insert(topic, text),
-            None => warnings.remove(topic),
-        };
-    }
-
-    /// Ready when caches are synced and the controllers started (a standby, which does not
-    /// run controllers, once its caches are synced), and no shutdown is under way.
-    pub fn readiness(&self) -> Readiness {
-        let role = self.role();
-        let (ready, reason) = if self.shutting_down.load(Ordering::SeqCst) {
-            (false, "shutting down")
-        } else if !self.caches_synced.load(Ordering::SeqCst) {
-            (false, "caches not synced yet")
-        } else if role == Role::Standby {
-            (true, "caches synced; standby, controllers run on the leader")
-        } else if !self.controllers_started.load(Ordering::SeqCst) {
-            (false, "caches synced; controllers not started yet")
-        } else {
-            (true, "caches synced; controllers started")
-        };
-        let warnings = self
-            .warnings
-            .lock()
-            .expect("warnings lock")
-            .iter()
-            .map(|(topic, text)| format!("{topic}: {text}"))
-            .collect();
-        Readiness {
-            ready,
-            reason,
-            role,
-            warnings,
-        }
-    }
-}
-
-/// The answer of `/readyz`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Readiness {
-    /// Whether the replica is ready.
-    pub ready: bool,
-    /// Why (or why not).
-    pub reason: &'static str,
-    /// Leadership role.
-    pub role: Role,
-    /// What an operator must look at (`topic: text`).
-    pub warnings: Vec<String>,
-}
-
-impl fmt::Display for Readiness {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{}: {}\nrole: {}",
-            if self.ready { "ready" } else { "not ready" },
-            self.reason,
-            self.role
-        )?;
-        for warning in &self.warnings {
-            writeln!(f, "warning: {warning}")?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
