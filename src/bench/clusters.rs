@@ -2,7 +2,9 @@
 
 use crate::cluster_pair::ClusterPair;
 
-use super::*;
+use vcsync_apiserver::{ServerConfig, SimulatorConfig};
+
+use super::args::*;
 
 /// The clusters of `args`: real control planes with `--kube-assets`, else embedded servers
 /// whose watch history holds a whole burst and whose simulated nodes have room for every pod

@@ -1,6 +1,11 @@
 //! Figures: percentiles, rounding, and the syncer's requests by cluster, verb and resource.
 
-use super::*;
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::serde_json::{self, Value, json};
+use vcsync_apiserver::RequestCounters;
+
+use super::{args::*, objects::*};
 
 pub(super) fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {

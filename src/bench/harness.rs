@@ -2,7 +2,20 @@
 
 use crate::cluster_pair::ClusterPair;
 
-use super::*;
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use k8s_openapi::serde_json::{Value, json};
+use kube::Client;
+
+use super::clusters;
+use super::{args::*, figures::*, objects::*, syncer_process::*, watches::*};
+use crate::child::syncer_requests;
 
 pub(super) struct Bench {
     pub(super) clusters: ClusterPair,

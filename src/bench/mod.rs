@@ -30,114 +30,24 @@
 //! one list and one watch each). The fake nodes' Lease renewals and node status refreshes are
 //! periodic writes independent of the pods: they are counted apart (`heartbeat_writes`).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
-    process::{Child, Command},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
-use futures::{StreamExt, stream};
-use k8s_openapi::{
-    ByteString,
-    api::core::v1::{ConfigMap, Pod, Secret},
-    serde_json::{self, Value, json},
-};
-use kube::{
-    Api, Client,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
-    runtime::watcher,
-};
-use vcsync_apiserver::{RequestCounters, ServerConfig, SimulatorConfig};
-use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION};
+use k8s_openapi::serde_json::{self, Value, json};
 
+mod args;
 mod clusters;
 mod figures;
 mod harness;
 mod kubelet;
 mod objects;
+mod report;
 mod scenarios;
 mod syncer_process;
 mod watches;
 
-use self::{figures::*, harness::*, objects::*, scenarios::*, syncer_process::*, watches::*};
-use crate::child::syncer_requests;
-
-/// Instance name of the benchmarked syncer.
-pub(super) const INSTANCE: &str = "bench";
-/// Host namespace of the benchmarked syncer.
-pub(super) const HOST_NAMESPACE: &str = "vcsync-bench";
-/// Host namespace of the direct creations of `burst`.
-pub(super) const DIRECT_NAMESPACE: &str = "bench-direct";
-/// Virtual namespace of the benchmark's objects.
-pub(super) const VIRTUAL_NAMESPACE: &str = "bench";
-/// Resources of the fake nodes' heartbeats on the virtual side (periodic, not per pod).
-pub(super) const HEARTBEAT_RESOURCES: &[&str] = &["leases", "nodes/status"];
-pub(super) const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
-
-/// The scenarios of `vcsync bench`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scenario {
-    /// N pods (each with a ConfigMap and a Secret) as fast as possible, against direct creation.
-    Burst,
-    /// R pods per second for T seconds: latency down and up.
-    Steady,
-    /// Restart the syncer over N synced pods: writes and time to ready.
-    Restart,
-    /// Update and delete N synced objects.
-    Churn,
-    /// Logs, exec and port-forward of one pod through the syncer's kubelet API, against
-    /// directly on the host.
-    Kubelet,
-}
-
-/// Flags of `vcsync bench`.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    /// The scenario to run.
-    #[arg(value_enum)]
-    pub scenario: Scenario,
-    /// Pods of burst, restart and churn.
-    #[arg(long, default_value_t = 1000)]
-    pub pods: usize,
-    /// Pods per second of steady.
-    #[arg(long, default_value_t = 200)]
-    pub rate: u32,
-    /// Duration of steady, in seconds.
-    #[arg(long, default_value_t = 10)]
-    pub seconds: u64,
-    /// Requests the bench client keeps in flight (burst, setup of restart and churn).
-    #[arg(long, default_value_t = 32)]
-    pub concurrency: usize,
-    /// Requests of kubelet, each way (through the syncer and directly): logs and exec each.
-    #[arg(long, default_value_t = 50)]
-    pub requests: usize,
-    /// MiB pushed through each port-forward of kubelet (and echoed back).
-    #[arg(long, default_value_t = 64)]
-    pub forward_mib: usize,
-    /// Simulated host nodes (0: no simulator; pods then never run, and nothing comes up).
-    #[arg(long, default_value_t = 3)]
-    pub nodes: usize,
-    /// Bound of every wait, in seconds.
-    #[arg(long, default_value_t = 600)]
-    pub timeout: u64,
-    /// Directory for the kubeconfigs, vcsync.yaml and the syncer's log (default: a temporary
-    /// directory, removed afterwards).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-    /// Run on a real host and a real virtual control plane (kube-apiserver,
-    /// kube-controller-manager and etcd each, as processes of their own) from this folder of
-    /// binaries (the last line that tests/control-plane/build.sh prints) instead of the embedded
-    /// servers; `--nodes` fake kubelets then run the host's pods through its API. The servers'
-    /// CPU is then the planes' processes', and the syncer's requests its own count of them.
-    #[arg(long)]
-    pub kube_assets: Option<PathBuf>,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
+pub use self::args::BenchArgs;
+use self::{args::*, harness::*, report::*, scenarios::*};
 
 /// Runs a scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -196,37 +106,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn to_table(out: &BTreeMap<String, Value>) -> String {
-    let mut text = String::from("vcsync bench report\n");
-    let width = out.keys().map(String::len).max().unwrap_or(0);
-    let mut nested = Vec::new();
-    for (key, value) in out {
-        match value {
-            Value::Object(map) => nested.push((key, map)),
-            Value::String(s) => text.push_str(&format!("  {key:<width$}  {s}\n")),
-            other => text.push_str(&format!("  {key:<width$}  {other}\n")),
-        }
-    }
-    for (key, map) in nested {
-        // The kubelet scenario counts the syncer's requests per request through it.
-        let per = match map.values().next() {
-            Some(v) if v.get("per_request").is_some() => "per_request",
-            _ => "per_pod",
-        };
-        text.push_str(&format!(
-            "  {key} (syncer only; cluster verb resource: count, {})\n",
-            per.replace('_', " ")
-        ));
-        for (what, v) in map {
-            text.push_str(&format!("    {what:<40} {:>8}  {:>8}\n", v["count"], v[per]));
-        }
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{figures::percentile, objects::pod};
 
     #[test]
     fn percentiles_are_nearest_rank() {

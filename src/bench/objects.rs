@@ -1,7 +1,23 @@
 //! The bench's objects (pods with a ConfigMap and a Secret each) and the client that creates
 //! them, counting its own requests.
 
-use super::*;
+use std::{
+    collections::BTreeMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use futures::{StreamExt, stream};
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{ConfigMap, Pod, Secret},
+    serde_json::{self, json},
+};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
 
 pub(super) fn pod_name(i: usize) -> String {
     format!("pod-{i}")

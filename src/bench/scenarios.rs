@@ -1,6 +1,24 @@
 //! The scenarios: burst, steady, restart and churn.
 
-use super::*;
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use futures::{StreamExt, stream};
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Pod},
+    serde_json::{Value, json},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    runtime::watcher,
+};
+
+use super::{args::*, figures::*, harness::*, objects::*, watches::*};
 
 pub(super) async fn burst(
     args: &BenchArgs,

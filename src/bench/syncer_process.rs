@@ -1,6 +1,13 @@
 //! The benchmarked syncer as a child process, and what /proc says of a process.
 
-use super::*;
+use std::{
+    path::PathBuf,
+    process::{Child, Command},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
 
 /// CPU seconds, current and peak resident memory of a process.
 #[derive(Clone, Copy, Debug, Default)]

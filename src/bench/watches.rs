@@ -1,6 +1,18 @@
 //! Watching both clusters: when each pod appears on the host and runs on each side.
 
-use super::*;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::{Api, Client, api::ObjectMeta, runtime::watcher};
+use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION};
+
+use super::args::*;
 
 /// What the watches saw of one pod (keyed by its virtual name).
 #[derive(Clone, Debug, Default)]

@@ -10,7 +10,7 @@ use std::{
 use vcsync_syncer::Config;
 
 use super::{
-    HOST_NAMESPACE, INSTANCE, SoakArgs,
+    args::{HOST_NAMESPACE, INSTANCE, SoakArgs},
     check::Observed,
     clusters::{create_foreign, list_all},
     earlier,

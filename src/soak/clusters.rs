@@ -13,7 +13,7 @@ use vcsync_syncer::Config;
 use vcsync_translators::MANAGED_BY_LABEL;
 
 use super::{
-    FOREIGN_COLLISIONS, FOREIGN_OTHERS, HOST_NAMESPACE,
+    args::{FOREIGN_COLLISIONS, FOREIGN_OTHERS, HOST_NAMESPACE},
     check::{Observed, Snapshot, host_key_of},
     objects::{POD_ENV, POD_VOLUME, create},
     plan::{Content, Key, Kind, Op, POD_CONFIG_MAP, POD_SECRET, Rng, pod_references},

@@ -104,7 +104,7 @@ mod tests {
     use vcsync_translators::MANAGED_BY_LABEL;
 
     use super::*;
-    use crate::soak::{HOST_NAMESPACE, INSTANCE};
+    use crate::soak::args::{HOST_NAMESPACE, INSTANCE};
 
     fn copy(uid: &str, owner: &str) -> Observed {
         Observed {

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use k8s_openapi::serde_json::{Value, json};
 
-use super::{EXAMPLES, check::Findings, earlier::Pruned};
+use super::{args::EXAMPLES, check::Findings, earlier::Pruned};
 
 /// What the soak did and found.
 pub(super) struct Report {

@@ -3,7 +3,18 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{kubectl::PortForward, *};
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use k8s_openapi::serde_json::{Value, json};
+
+use super::{kubectl::*, target::*};
+use crate::bench::figures::*;
+use crate::bench::harness::*;
 
 /// Transfers of each port-forward (the median is reported).
 const FORWARD_ROUNDS: usize = 3;

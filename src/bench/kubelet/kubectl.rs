@@ -7,7 +7,17 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use super::*;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use k8s_openapi::serde_json::{self, Value};
+
+use super::target::*;
+use crate::bench::syncer_process::*;
 
 /// The pod port forwarded (every port of a fake container is an echo server).
 const FORWARD_PORT: u16 = 8080;
@@ -15,7 +25,7 @@ const FORWARD_PORT: u16 = 8080;
 const KUBECTL_MIN_MINOR: u32 = 37;
 
 /// kubectl >= 1.37: `VCSYNC_KUBECTL`, else the first on PATH (as the e2e tests find it).
-pub(in crate::bench) fn find_kubectl() -> anyhow::Result<PathBuf> {
+pub(crate) fn find_kubectl() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("VCSYNC_KUBECTL") {
         let path = PathBuf::from(path);
         return match kubectl_minor(&path) {

@@ -11,27 +11,26 @@
 use kube::api::ListParams;
 use vcsync_translators::OBJECT_NAMESPACE_ANNOTATION;
 
-use self::{requests::*, samples::*};
-use super::*;
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::{Context, bail};
+use k8s_openapi::{
+    api::core::v1::Pod,
+    serde_json::{Value, json},
+};
+use kube::{Api, Client, api::PostParams};
+use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION};
+
+use self::{requests::*, samples::*, target::*};
+use super::{args::*, harness::*, objects::*, watches::*};
 
 mod forward;
 mod kubectl;
 mod requests;
 mod samples;
+mod target;
 
 pub(super) use self::kubectl::find_kubectl;
-
-/// The container of the bench's pods.
-const CONTAINER: &str = "app";
-
-/// One end of the comparison: a cluster's client and kubeconfig, and the pod there.
-struct Target {
-    label: &'static str,
-    client: Client,
-    kubeconfig: PathBuf,
-    namespace: String,
-    pod: String,
-}
 
 /// Runs the scenario on `bench`, its figures into `out`.
 pub(super) async fn kubelet(
@@ -152,26 +151,4 @@ async fn host_twin(host: &Client, name: &str) -> anyhow::Result<String> {
         })
         .and_then(|pod| pod.metadata.name)
         .with_context(|| format!("no host pod in {HOST_NAMESPACE} is the twin of {VIRTUAL_NAMESPACE}/{name}"))
-}
-
-/// Retries `request` on `target` until it succeeds (at most `timeout`).
-async fn until_ok<'a, T, F>(
-    target: &'a Target,
-    timeout: Duration,
-    what: &str,
-    request: impl Fn(&'a Target) -> F,
-) -> anyhow::Result<T>
-where
-    F: Future<Output = anyhow::Result<T>>,
-{
-    let start = Instant::now();
-    loop {
-        match request(target).await {
-            Ok(value) => return Ok(value),
-            Err(err) if start.elapsed() > timeout => {
-                return Err(err.context(format!("{what} {} within {timeout:?}", target.label)));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }

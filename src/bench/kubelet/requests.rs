@@ -17,7 +17,15 @@ use tokio_tungstenite::{
     },
 };
 
-use super::*;
+use anyhow::{Context, bail};
+use futures::StreamExt;
+use k8s_openapi::{
+    api::core::v1::Pod,
+    serde_json::{self, Value},
+};
+use kube::Api;
+
+use super::target::*;
 
 /// Channels of the exec stream protocol.
 const STDOUT: u8 = 1;

@@ -1,6 +1,12 @@
 //! Timed samples of both paths, alternating, and the figures of a phase made of them.
 
-use super::*;
+use std::{collections::BTreeMap, time::Instant};
+
+use k8s_openapi::serde_json::{self, Value, json};
+
+use super::target::*;
+use crate::bench::figures::*;
+use crate::bench::harness::*;
 
 /// `n` timed requests on each target, alternating (which goes first alternates too); the
 /// latencies in milliseconds, (through, direct).

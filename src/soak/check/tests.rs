@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::soak::{
-    HOST_NAMESPACE, INSTANCE,
+    args::{HOST_NAMESPACE, INSTANCE},
     plan::{Kind, POD_CONFIG_MAP, Sizes, final_state, plan},
 };
 
