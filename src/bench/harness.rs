@@ -5,7 +5,7 @@ use crate::cluster_pair::ClusterPair;
 use std::{
     collections::BTreeMap,
     path::Path,
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -14,14 +14,14 @@ use k8s_openapi::serde_json::{Value, json};
 use kube::Client;
 
 use super::clusters;
-use super::{args::*, figures::*, objects::*, syncer_process::*, watches::*};
-use crate::child::syncer_requests;
+use super::{args::*, figures::*, objects::*, proc_stats::*, watches::*};
+use crate::child::{SyncerChild, syncer_requests};
 
 pub(super) struct Bench {
     pub(super) clusters: ClusterPair,
     pub(super) host: Client,
     pub(super) virt: Client,
-    pub(super) syncer: Syncer,
+    pub(super) syncer: SyncerChild,
     /// The syncer's operations endpoint (its `/metrics` counts its requests).
     pub(super) metrics: std::net::SocketAddr,
     /// The syncer's request counts at the last reset (real control planes only: the embedded
@@ -74,13 +74,10 @@ impl Bench {
         crate::setup::create_namespace(&host, DIRECT_NAMESPACE).await?;
         crate::setup::create_namespace(&virt, VIRTUAL_NAMESPACE).await?;
         let log = std::fs::File::create(dir.join("syncer.log")).context("creating the syncer log")?;
-        let syncer = Syncer {
-            config: config_path,
-            log: Arc::new(Mutex::new(log)),
-            child: None,
-            ready: Arc::new(Mutex::new(None)),
-            spawned: Instant::now(),
-        };
+        // VCSYNC_BENCH_WRAPPER runs the syncer under a profiler, e.g.
+        // `valgrind --tool=massif --massif-out-file=/tmp/massif.out`.
+        let wrapper = std::env::var("VCSYNC_BENCH_WRAPPER").unwrap_or_default();
+        let syncer = SyncerChild::new(config_path, log).wrapped_by(&wrapper);
         let seen = Shared::default();
         let watches = start_watches(&host, &virt, &seen);
         Ok(Bench {
@@ -102,7 +99,10 @@ impl Bench {
     /// Starts the syncer and records its idle figures.
     pub(super) async fn start_syncer(&mut self, out: &mut BTreeMap<String, Value>) -> anyhow::Result<()> {
         self.syncer.start()?;
-        let ready = self.syncer.wait_ready(self.timeout).await?;
+        let ready = self
+            .syncer
+            .wait_started(self.timeout, Duration::from_millis(5))
+            .await?;
         out.insert("start_ready_s".into(), json!(round3(ready.as_secs_f64())));
         // Let the start settle (fake nodes, first heartbeats) before the idle figures.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -116,9 +116,9 @@ impl Bench {
         self.client.reset();
         if self.clusters.counters().is_none() {
             // A syncer started after this counts from zero.
-            let now = match self.syncer.child {
-                Some(_) => syncer_requests(self.metrics).await?,
-                None => BTreeMap::new(),
+            let now = match self.syncer.running() {
+                true => syncer_requests(self.metrics).await?,
+                false => BTreeMap::new(),
             };
             *self.requests_at_reset.lock().unwrap_or_else(|p| p.into_inner()) = now;
         }

@@ -41,9 +41,9 @@ mod figures;
 mod harness;
 mod kubelet;
 mod objects;
+mod proc_stats;
 mod report;
 mod scenarios;
-mod syncer_process;
 mod watches;
 
 pub use self::args::BenchArgs;

@@ -223,7 +223,10 @@ pub(super) async fn restart(
     tokio::time::sleep(Duration::from_millis(500)).await;
     bench.reset_counters().await?;
     bench.syncer.start()?;
-    let ready = bench.syncer.wait_ready(bench.timeout).await?;
+    let ready = bench
+        .syncer
+        .wait_started(bench.timeout, Duration::from_millis(5))
+        .await?;
     out.insert("restart_ready_s".into(), json!(round3(ready.as_secs_f64())));
     // The resync: every object reconciled once after the start; a window well past it.
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -50,7 +50,6 @@ mod syncer;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -67,6 +66,8 @@ use pair::{Clusters, Source};
 use plan::{Op, Sizes, final_state, plan, virtual_namespace};
 use report::{PruneReport, QuietReport, Report};
 use syncer::SyncerProcess;
+
+use crate::child::SyncerChild;
 
 impl SoakArgs {
     fn source(&self) -> Source {
@@ -188,15 +189,7 @@ async fn soak(
     let ops = plan(seed, sizes);
     let expected = final_state(&ops);
     let log = std::fs::File::create(dir.join("syncer.log")).context("creating the syncer log")?;
-    let mut syncer = SyncerProcess {
-        config: config_path,
-        log: Arc::new(Mutex::new(log)),
-        child: None,
-        started: Default::default(),
-        runs: 0,
-        crashes: Vec::new(),
-        kills: Vec::new(),
-    };
+    let mut syncer = SyncerProcess::new(SyncerChild::new(config_path, log));
     let host_watch = HostWatch::start(&clusters.host, HOST_NAMESPACE, INSTANCE);
     let mut churned = churn::churn(args, seed, &ops, clusters, virtual_namespaces, &mut syncer).await?;
 
@@ -231,7 +224,7 @@ async fn soak(
     // The prune run: the earlier clusters' copies go, nothing else does.
     let mut prune = None;
     if churned.empty_restarts > 0 && convergence.is_some() {
-        syncer.config = prune_config_path;
+        syncer.child.config = prune_config_path;
         syncer.start()?;
         let none = BTreeMap::new();
         let ((findings, pruned), convergence) = syncer
@@ -281,7 +274,7 @@ async fn soak(
         deleted: count(|op| matches!(op, Op::Delete(..))),
         pods_created: count(|op| matches!(op, Op::Create(key, _) if key.kind == plan::Kind::Pod)),
         final_objects: expected.len(),
-        runs: syncer.runs,
+        runs: syncer.child.runs(),
         kills: kills.total,
         kills_running: kills.after_startup,
         kills_starting: kills.during_startup,

@@ -1,82 +1,62 @@
-//! The syncer under test as a child process.
+//! The syncer under test as a child process ([`SyncerChild`]), with the soak's record of its
+//! kills and crashes, and the wait for convergence.
 
-use std::{
-    io::Write,
-    path::PathBuf,
-    process::{Child, Command},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use crate::child::SyncerChild;
 
-/// The syncer under test: `vcsync run` as a child process, its stderr appended to a log file.
+/// The syncer under test, its SIGKILLs and the runs that exited on their own.
 pub(super) struct SyncerProcess {
-    pub(super) config: PathBuf,
-    pub(super) log: Arc<Mutex<std::fs::File>>,
-    pub(super) child: Option<Child>,
-    /// Whether the current run logged that its controllers started.
-    pub(super) started: crate::child::Started,
-    pub(super) runs: usize,
+    pub(super) child: SyncerChild,
     pub(super) crashes: Vec<String>,
     /// When each SIGKILL was sent.
     pub(super) kills: Vec<Instant>,
 }
 
 impl SyncerProcess {
-    pub(super) fn start(&mut self) -> anyhow::Result<()> {
-        self.runs += 1;
-        let exe = std::env::current_exe().context("locating the vcsync binary")?;
-        let (child, started) = crate::child::spawn_syncer(
-            Command::new(exe),
-            &self.config,
-            self.log.clone(),
-            format!("[run {}] ", self.runs),
-        )?;
-        if let Ok(mut file) = self.log.lock() {
-            let _ = writeln!(file, "==== run {} (pid {})", self.runs, child.id());
+    pub(super) fn new(child: SyncerChild) -> SyncerProcess {
+        SyncerProcess {
+            child: child.numbered(),
+            crashes: Vec::new(),
+            kills: Vec::new(),
         }
-        self.started = started;
-        self.child = Some(child);
-        Ok(())
+    }
+
+    pub(super) fn start(&mut self) -> anyhow::Result<()> {
+        self.child.start()
     }
 
     pub(super) fn running(&self) -> bool {
-        self.child.is_some()
+        self.child.running()
     }
 
     /// SIGKILLs the child; returns whether its controllers had started.
     pub(super) fn kill(&mut self) -> bool {
-        if let Some(mut child) = self.child.take() {
+        if self.child.running() {
             self.kills.push(Instant::now());
-            let _ = child.kill();
-            let _ = child.wait();
         }
-        crate::child::has_started(&self.started)
+        self.child.kill()
     }
 
     /// Waits until the current run's controllers started (false: `timeout` passed or the
     /// syncer exited first).
     pub(super) async fn wait_started(&mut self, timeout: Duration) -> bool {
-        let start = Instant::now();
-        while !crate::child::has_started(&self.started) {
-            self.reap_crash();
-            if !self.running() || start.elapsed() > timeout {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        true
+        let started = self
+            .child
+            .wait_started(timeout, Duration::from_millis(50))
+            .await
+            .is_ok();
+        self.reap_crash();
+        started
     }
 
     /// Records (and forgets) a child that exited on its own: a crash of the syncer.
     pub(super) fn reap_crash(&mut self) {
-        if let Some(child) = &mut self.child
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            self.crashes
-                .push(format!("run {} exited on its own with {status}", self.runs));
-            self.child = None;
+        if let Some(status) = self.child.exited() {
+            self.crashes.push(format!(
+                "run {} exited on its own with {status}",
+                self.child.runs()
+            ));
         }
     }
 }
@@ -116,11 +96,5 @@ impl SyncerProcess {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-}
-
-impl Drop for SyncerProcess {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

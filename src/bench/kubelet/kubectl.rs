@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use k8s_openapi::serde_json::{self, Value};
 
 use super::target::*;
-use crate::bench::syncer_process::*;
+use crate::bench::proc_stats::*;
 
 /// The pod port forwarded (every port of a fake container is an echo server).
 const FORWARD_PORT: u16 = 8080;
