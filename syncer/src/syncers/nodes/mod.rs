@@ -56,7 +56,7 @@ use self::{
     pods_by_node::PodsByNode,
 };
 use crate::{
-    Error, RegisterContext, Result,
+    Clients, Error, RegisterContext, Result,
     config::{NodeMode, NodesConfig},
     error::Side,
     informer::{Informer, InformerEvent, Scope},
@@ -122,7 +122,7 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
         }));
     }
     let synthetic = match (&host_nodes, config.mode) {
-        (None, NodeMode::Fake) => synthetic_node(ctx).await,
+        (None, NodeMode::Fake) => synthetic_node(ctx.clients()).await,
         _ => SyntheticNode::default(),
     };
 
@@ -245,8 +245,8 @@ fn pods_by_node_index(
 }
 
 /// Synthetic node data, with the virtual API server's version as kubelet version.
-async fn synthetic_node(ctx: &RegisterContext) -> SyntheticNode {
-    match ctx.clients().virtual_client().apiserver_version().await {
+async fn synthetic_node(clients: &Clients) -> SyntheticNode {
+    match clients.virtual_client().apiserver_version().await {
         Ok(info) => SyntheticNode {
             kubelet_version: info.git_version,
         },

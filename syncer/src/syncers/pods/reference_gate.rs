@@ -22,8 +22,8 @@ use vcsync_translators::{NamespaceMapping, RefKind, RefTarget, VirtualKey};
 
 use super::reference_sites::{sites, without_missing_optional};
 use crate::{
-    Action, RegisterContext, Result, SyncContext, cache::Cache, events::EventType, informer::InformerEvent,
-    resource::virtual_key_of, safety::virtual_key_of_host, sdk::SyncResource,
+    Action, Caches, RegisterContext, Result, SyncContext, cache::Cache, events::EventType,
+    informer::InformerEvent, resource::virtual_key_of, safety::virtual_key_of_host, sdk::SyncResource,
 };
 
 /// Where one referenced object stands.
@@ -60,10 +60,10 @@ struct Copies<K: SyncResource> {
 }
 
 impl<K: SyncResource> Copies<K> {
-    fn of(ctx: &RegisterContext, synced: bool) -> Option<Self> {
+    fn of(caches: &Caches, synced: bool) -> Option<Self> {
         synced.then(|| Self {
-            virtual_objects: ctx.caches().virtual_informer::<K>().store(),
-            host_objects: ctx.caches().host_informer::<K>().store(),
+            virtual_objects: caches.virtual_informer::<K>().store(),
+            host_objects: caches.host_informer::<K>().store(),
         })
     }
 
@@ -114,9 +114,9 @@ impl ReferenceGate {
         Self {
             mapping: ctx.clients().namespace_mapping().clone(),
             ctx: ctx.clone(),
-            config_maps: Copies::of(ctx, sync.config_maps.enabled),
-            secrets: Copies::of(ctx, sync.secrets.enabled),
-            claims: Copies::of(ctx, sync.persistent_volume_claims.enabled),
+            config_maps: Copies::of(ctx.caches(), sync.config_maps.enabled),
+            secrets: Copies::of(ctx.caches(), sync.secrets.enabled),
+            claims: Copies::of(ctx.caches(), sync.persistent_volume_claims.enabled),
             waiting: Mutex::default(),
         }
     }

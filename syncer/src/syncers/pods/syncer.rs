@@ -198,7 +198,7 @@ impl PodSyncer {
             pods,
             config: sync.pods.clone(),
             services: ctx.caches().virtual_informer::<Service>().store(),
-            tokens: TokenSecrets::new(ctx),
+            tokens: TokenSecrets::new(ctx.caches()),
             secret_events: Mutex::new(Some(secrets.subscribe())),
             references: Arc::new(ReferenceGate::new(ctx)),
             written: dashmap::DashMap::new(),

@@ -28,7 +28,7 @@ use super::{
     translate::service_account_of,
 };
 use crate::{
-    Clients, RegisterContext, Result, SyncContext,
+    Caches, Clients, RegisterContext, Result, SyncContext,
     cache::Cache,
     error::{Error, Side, api_error, status_code},
     events::EventType,
@@ -81,13 +81,13 @@ fn pod_uid(virt: &Pod) -> &str {
 const CREATED_LAG: Duration = Duration::from_secs(5);
 
 impl TokenSecrets {
-    /// Token Secrets for the manager of `ctx`; the informers it reads are shared.
-    pub fn new(ctx: &RegisterContext) -> Self {
-        let host_secrets = ctx.caches().host_informer::<Secret>();
+    /// Token Secrets over the manager's shared informers.
+    pub fn new(caches: &Caches) -> Self {
+        let host_secrets = caches.host_informer::<Secret>();
         host_secrets.trim(blank_token_values);
         Self {
-            service_accounts: ctx.caches().virtual_informer::<ServiceAccount>().store(),
-            config_maps: ctx.caches().virtual_informer::<ConfigMap>().store(),
+            service_accounts: caches.virtual_informer::<ServiceAccount>().store(),
+            config_maps: caches.virtual_informer::<ConfigMap>().store(),
             host_secrets: host_secrets.store(),
             created: dashmap::DashMap::new(),
         }

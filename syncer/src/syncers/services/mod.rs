@@ -35,7 +35,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use vcsync_translators::{NameTranslator, VirtualKey};
 
 use crate::{
-    Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, Side, SyncContext, Syncer,
+    Action, Clients, ControllerBuilder, ControllerModifier, RegisterContext, Result, Side, SyncContext,
+    Syncer,
     cache::Cache,
     error::api_error,
     events::EventType,
@@ -336,15 +337,14 @@ impl ServiceSyncer {
 
 /// The host namespace the host's own endpoints and slices are watched in: the single host
 /// namespace, or all namespaces in the per-namespace mapping.
-fn host_watch_namespace(ctx: &RegisterContext) -> Option<String> {
-    (!ctx.clients().namespace_mapping().is_per_namespace())
-        .then(|| ctx.clients().host_namespace().to_string())
+fn host_watch_namespace(clients: &Clients) -> Option<String> {
+    (!clients.namespace_mapping().is_per_namespace()).then(|| clients.host_namespace().to_string())
 }
 
 fn host_slices_informer(ctx: &RegisterContext) -> Arc<crate::informer::Informer<EndpointSlice>> {
     ctx.caches().informers().get::<EndpointSlice>(Scope::Custom {
         side: Side::Host,
-        namespace: host_watch_namespace(ctx),
+        namespace: host_watch_namespace(ctx.clients()),
         labels: String::new(),
     })
 }
@@ -353,7 +353,7 @@ fn host_endpoints_informer(ctx: &RegisterContext) -> Arc<crate::informer::Inform
     // Not filtered by ownership: the host's endpoints controller creates these, not vcsync.
     ctx.caches().informers().get::<Endpoints>(Scope::Custom {
         side: Side::Host,
-        namespace: host_watch_namespace(ctx),
+        namespace: host_watch_namespace(ctx.clients()),
         labels: String::new(),
     })
 }
