@@ -10,28 +10,32 @@
 //! ```
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "dev-tools")]
-mod bench;
-#[cfg(feature = "dev-tools")]
-mod child;
+// The product: `run` (the sidecar), `rbac`, `cluster` with the kubernetes driver.
 mod cli;
 mod clients;
 pub mod cluster;
-#[cfg(feature = "dev-tools")]
-mod cluster_pair;
 mod config_source;
-#[cfg(feature = "dev-tools")]
-mod dev;
-#[cfg(feature = "dev-tools")]
-mod dev_tools;
 mod kubelet;
 mod logging;
 mod ops;
 mod rate_limit;
-#[cfg(feature = "dev-tools")]
-mod setup;
 mod shutdown;
 mod sidecar;
+
+// The development tools (`dev`, `bench`, `soak`, the `local` cluster driver in `cluster`), with
+// the embedded API server and the real control planes they run on: the `dev-tools` feature.
+#[cfg(feature = "dev-tools")]
+mod bench;
+#[cfg(feature = "dev-tools")]
+mod child;
+#[cfg(feature = "dev-tools")]
+mod cluster_pair;
+#[cfg(feature = "dev-tools")]
+mod dev;
+#[cfg(feature = "dev-tools")]
+mod dev_tools;
+#[cfg(feature = "dev-tools")]
+mod setup;
 #[cfg(feature = "dev-tools")]
 mod soak;
 #[cfg(feature = "dev-tools")]

@@ -3,7 +3,10 @@
 //!
 //! Drivers register themselves with [`inventory::submit!`] of a [`DriverRegistration`] in their
 //! own module; the core looks them up by name and never names one. An unknown name is
-//! [`ClusterError::DriverNotFound`], listing the registered ones.
+//! [`ClusterError::DriverNotFound`], listing the registered ones. Drivers do not import each
+//! other: what they share is in `common`. The `local` driver runs embedded API servers and comes
+//! with the `dev-tools` feature; without it, `local` is registered as unavailable
+//! ([`ClusterError::DriverUnavailable`]).
 
 pub mod cli;
 mod common;

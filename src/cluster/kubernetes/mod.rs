@@ -36,7 +36,7 @@ pub use self::{
     host::KubernetesDriver,
     names::{
         CLUSTER_LABEL, DEFAULT_CONTROL_PLANE_IMAGE, DEFAULT_PERSISTENCE_SIZE, DEFAULT_POD_SECURITY_LEVEL,
-        NO_PERSISTENCE, kubeconfig_secret, namespace_of,
+        DEFAULT_VCSYNC_IMAGE, NO_PERSISTENCE, kubeconfig_secret, namespace_of,
     },
     pod_security::pod_security_labels,
     render::{render, render_yaml},
