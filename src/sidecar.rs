@@ -90,7 +90,12 @@ pub async fn run_with_metrics(
     let ctx = RegisterContext::guarded(virtual_client, host_client, config, guard)?;
     if let Some(server) = kubelet {
         let pods = PodResolver {
-            virtual_client: stream_client_for(Side::Virtual, &ctx.clients().config().virtual_cluster, &metrics).await?,
+            virtual_client: stream_client_for(
+                Side::Virtual,
+                &ctx.clients().config().virtual_cluster,
+                &metrics,
+            )
+            .await?,
             host_client: stream_client_for(Side::Host, &ctx.clients().config().host, &metrics).await?,
             translator: ctx.clients().namespaced_translator(),
         };

@@ -103,7 +103,10 @@ pub fn register(ctx: &RegisterContext, config: ResourceConfig, served: Served) {
                 Ok(watcher::Event::Delete(obj)) if !host => {
                     let keys = sync.keys_of(&obj, host);
                     for key in &keys {
-                        sync.ctx.oversight().host_guard().witness_deleted(sync.kind(), key);
+                        sync.ctx
+                            .oversight()
+                            .host_guard()
+                            .witness_deleted(sync.kind(), key);
                     }
                     keys
                 }
@@ -311,7 +314,11 @@ impl Sync {
     }
 
     fn virtual_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
-        api_in(self.ctx.clients().virtual_client(), namespace, &self.served.resource)
+        api_in(
+            self.ctx.clients().virtual_client(),
+            namespace,
+            &self.served.resource,
+        )
     }
 
     /// The host copy `virt` should have, after the hooks for host objects of this kind.
@@ -427,7 +434,8 @@ impl Sync {
                         };
                         tracing::warn!(error = %error, "name collision with a foreign host object");
                         self.ctx
-                            .oversight().events()
+                            .oversight()
+                            .events()
                             .publish(
                                 &virt.object_ref(&self.served.resource),
                                 EventType::Warning,
@@ -452,7 +460,8 @@ impl Sync {
                     && (400..500).contains(&status.code)
                 {
                     self.ctx
-                        .oversight().events()
+                        .oversight()
+                        .events()
                         .publish(
                             &virt.object_ref(&self.served.resource),
                             EventType::Warning,
@@ -475,7 +484,8 @@ impl Sync {
         }
         match self
             .ctx
-            .oversight().host_guard()
+            .oversight()
+            .host_guard()
             .admit_delete(self.kind(), &host.metadata, virtual_present)
         {
             Admission::Allowed => {}
