@@ -17,6 +17,8 @@ import sys
 
 ROOTS = ("lib.rs", "main.rs")
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+RAW = re.compile(r'b?r(#*)"')
+CHAR = re.compile(r"'(?:\\(?:x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]+\}|.)|[^\\'])'")
 
 
 def module_of(src, path):
@@ -27,12 +29,48 @@ def module_of(src, path):
     return tuple(rel)
 
 
+def blank_literals(code):
+    """`code` with comments gone and string and char literals emptied, in one pass (a `//`
+    inside a string is no comment, a quote inside a comment or a char literal opens nothing)."""
+    out, i, n = [], 0, len(code)
+    while i < n:
+        c = code[i]
+        if code.startswith("//", i):
+            i = code.find("\n", i)
+            i = n if i < 0 else i
+        elif code.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if code.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif code.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            out.append(" ")
+        elif c in "br" and (raw := RAW.match(code, i)) and (i == 0 or not (code[i - 1].isalnum() or code[i - 1] == "_")):
+            close = '"' + raw.group(1)
+            end = code.find(close, raw.end())
+            i = n if end < 0 else end + len(close)
+            out.append('""')
+        elif c == '"':
+            i += 1
+            while i < n and code[i] != '"':
+                i += 2 if code[i] == "\\" else 1
+            i += 1
+            out.append('""')
+        elif c == "'" and (char := CHAR.match(code, i)):
+            i = char.end()
+            out.append("' '")
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def strip(code):
-    """`code` without comments, string literals, and `#[cfg(test)]` items."""
-    code = re.sub(r"//[^\n]*", "", code)
-    code = re.sub(r"/\*.*?\*/", "", code, flags=re.S)
-    code = re.sub(r'r#*"(?:.|\n)*?"#*', '""', code)
-    code = re.sub(r'"(?:\\.|[^"\\])*"', '""', code)
+    """`code` without comments, literals, and `#[cfg(test)]` items."""
+    code = blank_literals(code)
     out, i = [], 0
     for match in re.finditer(r"#\[cfg\(test\)\]", code):
         if match.start() < i:

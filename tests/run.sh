@@ -27,8 +27,9 @@ with_assets() { VCSYNC_KUBE_ASSETS="${VCSYNC_KUBE_ASSETS:-}" "$@"; }
 embedded() { env -u VCSYNC_KUBE_ASSETS "$@"; }
 
 section "unit, behaviour (embedded and real kube-apiserver) and control-plane tests"
-# No import circles between the modules of the syncer crate (tests/module_graph.py lists any).
-python3 tests/module_graph.py syncer/src
+# No import circles between the modules of the binary's and the syncer's crates
+# (tests/module_graph.py lists any).
+python3 tests/module_graph.py src syncer/src
 with_assets cargo nextest run --workspace -E 'not binary(e2e)' "$@"
 
 section "end-to-end suite, embedded servers, single namespace mapping"
