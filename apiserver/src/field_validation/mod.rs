@@ -53,7 +53,7 @@ impl Directive {
                 "Unsupported value",
                 &format!(
                     "{}: supported values: \"\", \"Ignore\", \"Strict\", \"Warn\"",
-                    walk::go_quote(other)
+                    crate::admission::field::go_quote(other)
                 ),
             )),
         }
@@ -130,7 +130,7 @@ impl Checker {
                 "{kind} in version {version} cannot be handled as a {kind}: {}",
                 strict_message(errors),
                 kind = self.kind,
-                version = walk::go_quote(&self.version),
+                version = crate::admission::field::go_quote(&self.version),
             ))
         })
     }
@@ -200,7 +200,11 @@ impl Checker {
                 "",
                 "patch",
                 "Invalid value",
-                &format!("{}: {}", walk::go_quote(&shown), strict_message(errors)),
+                &format!(
+                    "{}: {}",
+                    crate::admission::field::go_quote(&shown),
+                    strict_message(errors)
+                ),
             )
         })
     }

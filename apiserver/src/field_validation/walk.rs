@@ -98,26 +98,7 @@ pub(crate) fn message(problem: Problem, path: &str) -> String {
         Problem::Unknown => "unknown field",
         Problem::Duplicate => "duplicate field",
     };
-    format!("{kind} {}", go_quote(path))
-}
-
-/// Go's `%q` / `strconv.Quote` for the strings these messages carry.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    format!("{kind} {}", crate::admission::field::go_quote(path))
 }
 
 fn join(path: &str, key: &str) -> String {
