@@ -1,6 +1,10 @@
-//! The smallest complete vcsync plugin: one hook that stamps an annotation on every object of
-//! the configured kinds that vcsync writes to the host. Copy this crate to start a plugin
-//! (see README.md).
+//! A complete vcsync plugin to copy (see README.md), using every part of the SDK once:
+//! - a [`Hook`](vcsync_syncer::Hook) ([`stamp`]) that stamps an annotation on every object of
+//!   the configured kinds that vcsync writes to the host;
+//! - a fake syncer ([`info`]) that keeps `kube-public/vcsync-info` in the virtual cluster, with
+//!   an `Initializer`, a `Starter` and a `ControllerModifier`;
+//! - a free-form controller ([`status`], a `ControllerStarter`) that keeps a status ConfigMap in
+//!   the host namespace.
 //!
 //! ```yaml
 //! plugins:
@@ -10,11 +14,22 @@
 //!       kinds: [ConfigMap, Secret]          # default: ConfigMap
 //! ```
 
+pub mod config_map;
+pub mod info;
+pub mod stamp;
+pub mod status;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use vcsync_syncer::{Hook, Plugin, PluginConfig, RegisterContext, Result, Side};
+use vcsync_syncer::{
+    Plugin, PluginConfig, RegisterContext, Result, register_controller_starter, register_fake_syncer,
+};
+
+pub use info::InfoSyncer;
+pub use stamp::StampHook;
+pub use status::HostStatus;
 
 /// The plugin's `config`: its own type, checked with file:line:col errors like the rest of
 /// `vcsync.yaml`.
@@ -53,93 +68,13 @@ impl Plugin for TemplatePlugin {
 
     async fn register(&self, ctx: &RegisterContext, config: &PluginConfig) -> Result<()> {
         let config: TemplateConfig = config.parse()?;
-        ctx.oversight().hooks().add(Arc::new(StampHook {
-            config,
-            value: ctx.clients().config().instance.clone(),
-        }));
-        Ok(())
-    }
-}
-
-/// Adds `annotation: <value>` to host objects of the configured kinds.
-pub struct StampHook {
-    config: TemplateConfig,
-    value: String,
-}
-
-impl StampHook {
-    /// A hook stamping `value`.
-    pub fn new(config: TemplateConfig, value: &str) -> Self {
-        Self {
-            config,
-            value: value.to_string(),
-        }
-    }
-}
-
-impl Hook for StampHook {
-    fn name(&self) -> &str {
-        "template"
-    }
-
-    fn applies_to(&self, side: Side, kind: &str) -> bool {
-        side == Side::Host && self.config.kinds.iter().any(|k| k == kind)
-    }
-
-    /// Must be idempotent and depend only on the object: syncers run hooks on the desired
-    /// object before comparing it with the observed one on every reconcile.
-    fn mutate(&self, _side: Side, _kind: &str, object: &mut serde_json::Value) {
-        if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-            let annotations = meta
-                .entry("annotations")
-                .or_insert_with(|| serde_json::Value::Object(Default::default()));
-            if let Some(annotations) = annotations.as_object_mut() {
-                annotations.insert(
-                    self.config.annotation.clone(),
-                    serde_json::Value::String(self.value.clone()),
-                );
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-    use vcsync_syncer::Hooks;
-
-    use super::*;
-
-    #[test]
-    fn stamps_host_objects_of_its_kinds_only() {
-        let text = "plugins:\n  template:\n    config:\n      annotation: example.com/by\n";
-        let config: TemplateConfig = PluginConfig::new("template", "f.yaml", text).parse().unwrap();
-        assert_eq!(config.kinds, ["ConfigMap"]);
-        let hooks = Hooks::default();
-        hooks.add(Arc::new(StampHook::new(config, "tenant-a")));
-
-        let mut config_map = ConfigMap::default();
-        hooks.apply(Side::Host, &mut config_map);
-        assert_eq!(
-            config_map.metadata.annotations.unwrap()["example.com/by"],
-            "tenant-a"
-        );
-
-        let mut virtual_copy = ConfigMap::default();
-        hooks.apply(Side::Virtual, &mut virtual_copy);
-        assert_eq!(virtual_copy.metadata.annotations, None);
-        let mut pod = Pod::default();
-        hooks.apply(Side::Host, &mut pod);
-        assert_eq!(pod.metadata.annotations, None);
-    }
-
-    #[test]
-    fn mistakes_are_reported_with_a_location() {
-        let text = "plugins:\n  template:\n    config:\n      anotation: x\n";
-        let err = PluginConfig::new("template", "f.yaml", text)
-            .parse::<TemplateConfig>()
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("f.yaml:4:7:"), "{err}");
+        let instance = ctx.clients().config().instance.clone();
+        // The info syncer's initializer checks the kinds first: a mistake stops the start
+        // before the hook is added.
+        register_fake_syncer(ctx, InfoSyncer::new(&instance, &config)).await?;
+        ctx.oversight()
+            .hooks()
+            .add(Arc::new(StampHook::new(config.clone(), &instance)));
+        register_controller_starter(ctx, HostStatus::new(config)).await
     }
 }
