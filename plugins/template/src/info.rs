@@ -31,7 +31,7 @@ use vcsync_syncer::{
 use vcsync_translators::VirtualKey;
 
 use crate::{
-    TemplateConfig,
+    config::TemplateConfig,
     config_map::{self, Desired},
 };
 

@@ -14,6 +14,7 @@
 //!       kinds: [ConfigMap, Secret]          # default: ConfigMap
 //! ```
 
+pub mod config;
 pub mod config_map;
 pub mod info;
 pub mod stamp;
@@ -22,39 +23,14 @@ pub mod status;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use vcsync_syncer::{
     Plugin, PluginConfig, RegisterContext, Result, register_controller_starter, register_fake_syncer,
 };
 
+pub use config::TemplateConfig;
 pub use info::InfoSyncer;
 pub use stamp::StampHook;
 pub use status::HostStatus;
-
-/// The plugin's `config`: its own type, checked with file:line:col errors like the rest of
-/// `vcsync.yaml`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateConfig {
-    /// Annotation key stamped on host objects.
-    pub annotation: String,
-    /// Kinds (`ConfigMap`, `Pod`, ...) whose host objects get it.
-    #[serde(default = "default_kinds")]
-    pub kinds: Vec<String>,
-}
-
-fn default_kinds() -> Vec<String> {
-    vec!["ConfigMap".into()]
-}
-
-impl Default for TemplateConfig {
-    fn default() -> Self {
-        Self {
-            annotation: "example.com/synced-by".into(),
-            kinds: default_kinds(),
-        }
-    }
-}
 
 /// The plugin: its name is its section under `plugins:`.
 #[derive(Clone, Copy, Debug, Default)]

@@ -2,7 +2,7 @@
 
 use vcsync_syncer::{Hook, Side};
 
-use crate::TemplateConfig;
+use crate::config::TemplateConfig;
 
 /// Adds `annotation: <value>` to host objects of the configured kinds.
 pub struct StampHook {

@@ -18,7 +18,7 @@ use kube::{
 use vcsync_syncer::{Base, ControllerStarter, RegisterContext, Result, Side};
 
 use crate::{
-    TemplateConfig,
+    config::TemplateConfig,
     config_map::{self, Desired},
 };
 
