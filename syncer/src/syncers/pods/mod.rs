@@ -97,6 +97,7 @@ pub mod status;
 mod syncer;
 pub mod token;
 mod token_secrets;
+pub mod tolerations;
 pub mod translate;
 pub mod update;
 

@@ -20,8 +20,8 @@ use vcsync_translators::{
 use super::{
     environment::{ServiceLink, add_env, cluster_dns, service_env, uses_cluster_dns},
     references::{SERVICE_ACCOUNT_ANNOTATION, translate_references},
-    security::tenant_tolerations,
     token::{TokenMount, mount_tokens},
+    tolerations::tenant_tolerations,
 };
 use crate::config::PodsConfig;
 

@@ -27,10 +27,11 @@ use super::{
     environment::ServiceLink,
     ephemeral,
     reference_gate::{Decision, RefState, ReferenceGate, wait_for},
-    security::{PodSecurityLevel, report_dropped_tolerations, violations},
+    security::{PodSecurityLevel, violations},
     status::{collision_status, is_terminal, virtual_status, was_running_on_host},
     token::TokenMount,
     token_secrets::TokenSecrets,
+    tolerations::report_dropped_tolerations,
     translate::{MANAGED_ANNOTATIONS, MANAGED_LABELS, MutableFields, PodEnvironment, PodTranslator},
     update::host_update,
 };
