@@ -11,7 +11,8 @@
 //!
 //! [`RegisterContext`] bundles the four for registration (the SDK's `Initializer`,
 //! `IndicesRegisterer`, `ControllerModifier` and the register functions take it);
-//! [`SyncContext`] is what every reconcile gets: the first three and the two caches of its kind.
+//! [`SyncContext`] is what every reconcile gets: the first three, its [`Kind`] (typed or
+//! dynamic) and the two caches of that kind.
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ use crate::{
     hooks::Hooks,
     indices::{Indices, PodReferences},
     informer::{Informer, Informers, Scope},
-    resource::{SyncResource, api_in},
+    resource::{AnyResource, Kind, SyncResource},
     safety::HostGuard,
 };
 
@@ -241,7 +242,8 @@ impl RegisterContext {
 }
 
 /// What a reconcile of kind `K` works with: both caches, both clients, events.
-pub struct SyncContext<K: SyncResource> {
+pub struct SyncContext<K: AnyResource> {
+    kind: Kind<K>,
     clients: Clients,
     caches: Caches,
     oversight: Oversight,
@@ -250,14 +252,29 @@ pub struct SyncContext<K: SyncResource> {
     syncer: String,
 }
 
+#[cfg(test)]
 impl<K: SyncResource> SyncContext<K> {
+    /// A context of the typed kind `K` over the given caches, for tests.
     pub(crate) fn new(
         register: &RegisterContext,
         virtual_store: Cache<K>,
         host_store: Cache<K>,
         syncer: &str,
     ) -> Self {
+        Self::of_kind(register, Kind::typed(), virtual_store, host_store, syncer)
+    }
+}
+
+impl<K: AnyResource> SyncContext<K> {
+    pub(crate) fn of_kind(
+        register: &RegisterContext,
+        kind: Kind<K>,
+        virtual_store: Cache<K>,
+        host_store: Cache<K>,
+        syncer: &str,
+    ) -> Self {
         Self {
+            kind,
             clients: register.clients.clone(),
             caches: register.caches.clone(),
             oversight: register.oversight.clone(),
@@ -265,6 +282,11 @@ impl<K: SyncResource> SyncContext<K> {
             host_store,
             syncer: syncer.to_string(),
         }
+    }
+
+    /// The kind this context's syncer handles: its name, dynamic type, scope and `Api`.
+    pub fn kind(&self) -> &Kind<K> {
+        &self.kind
     }
 
     /// Both clients, the translation and the configuration.
@@ -316,12 +338,13 @@ impl<K: SyncResource> SyncContext<K> {
     /// namespace when it has none set; ignored for cluster-scoped kinds).
     pub fn host_api_for(&self, host: &K) -> Api<K> {
         let namespace = host.meta().namespace.as_deref().unwrap_or(self.host_namespace());
-        api_in::<K>(self.host_client().clone(), Some(namespace))
+        self.kind.api(self.host_client().clone(), Some(namespace))
     }
 
     /// The `Api` of `K` in the virtual cluster, in the namespace of `virt`.
     pub fn virtual_api_for(&self, virt: &K) -> Api<K> {
-        api_in::<K>(self.virtual_client().clone(), virt.meta().namespace.as_deref())
+        self.kind
+            .api(self.virtual_client().clone(), virt.meta().namespace.as_deref())
     }
 
     /// Records events on virtual objects.

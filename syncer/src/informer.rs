@@ -4,7 +4,8 @@
 //! An informer runs a kube-runtime watcher into a [`Cache`] and fans the events out to
 //! subscribers. Caches keep only what syncers read: managed fields and kubectl's
 //! last-applied annotation are dropped on the way in, and the kinds with an object or more
-//! per pod are kept encoded (see [`crate::cache`]).
+//! per pod are kept encoded (see [`crate::cache`]). Typed and dynamic kinds share the
+//! informers alike: an informer is known by its kind's [`Kind::identity`] and scope.
 
 use std::{
     any::{Any, TypeId},
@@ -20,9 +21,9 @@ use kube::{
 use tokio::sync::mpsc;
 
 use crate::{
-    cache::{Cache, CacheWriter, Storage, cache},
+    cache::{Cache, CacheWriter, Storage, cache_of},
     error::Side,
-    resource::{SyncResource, api_in},
+    resource::{AnyResource, Kind, SyncResource},
 };
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -43,13 +44,19 @@ pub enum InformerEvent<K> {
 pub type Trim<K> = Box<dyn Fn(&mut K) + Send + Sync>;
 
 /// One watched collection, its cache and its subscribers.
-pub struct Informer<K: SyncResource> {
+pub struct Informer<K: AnyResource> {
+    kind: Kind<K>,
     store: Cache<K>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<InformerEvent<K>>>>,
     trims: RwLock<Vec<Trim<K>>>,
 }
 
-impl<K: SyncResource> Informer<K> {
+impl<K: AnyResource> Informer<K> {
+    /// The kind this informer watches.
+    pub fn kind(&self) -> &Kind<K> {
+        &self.kind
+    }
+
     /// The cache; empty until the first list completed.
     pub fn store(&self) -> Cache<K> {
         self.store.clone()
@@ -85,7 +92,7 @@ impl<K: SyncResource> Informer<K> {
         mut writer: CacheWriter<K>,
         side: Side,
     ) {
-        let kind = K::kind(&());
+        let kind = self.kind.name().into_owned();
         let this = self.clone();
         let mut events = watcher(api, config)
             .default_backoff()
@@ -123,7 +130,7 @@ impl<K: SyncResource> Informer<K> {
     }
 }
 
-fn strip_unread_fields<K: SyncResource>(obj: &mut K) {
+fn strip_unread_fields<K: AnyResource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
@@ -152,13 +159,17 @@ pub enum Scope {
 
 type Starter = Box<dyn FnOnce() -> BoxFuture<'static, ()> + Send>;
 
+/// An informer is known by its Rust type, its kind's identity (all dynamic kinds are one Rust
+/// type) and its scope.
+type InformerKey = (TypeId, String, Scope);
+
 /// The set of informers of one manager, created on first request and started together.
 pub struct Informers {
     virtual_client: Client,
     host_client: Client,
     host_namespace: Option<String>,
     owner_selector: String,
-    informers: Mutex<HashMap<(TypeId, Scope), Arc<dyn Any + Send + Sync>>>,
+    informers: Mutex<HashMap<InformerKey, Arc<dyn Any + Send + Sync>>>,
     starters: Mutex<Vec<Starter>>,
     stores_ready: Mutex<Vec<BoxFuture<'static, ()>>>,
 }
@@ -184,23 +195,30 @@ impl Informers {
         }
     }
 
-    /// The informer of kind `K` over `scope`, shared with every other caller.
+    /// The informer of the typed kind `K` over `scope`, shared with every other caller.
     pub fn get<K: SyncResource>(&self, scope: Scope) -> Arc<Informer<K>> {
+        self.get_of(scope, Kind::typed())
+    }
+
+    /// The informer of `kind` (typed or dynamic) over `scope`, shared with every other caller.
+    pub fn get_of<K: AnyResource>(&self, scope: Scope, kind: Kind<K>) -> Arc<Informer<K>> {
         let mut informers = self.informers.lock().expect("informers lock");
-        let key = (TypeId::of::<K>(), scope.clone());
+        let key = (TypeId::of::<K>(), kind.identity(), scope.clone());
         if let Some(existing) = informers.get(&key) {
             return existing
                 .clone()
                 .downcast::<Informer<K>>()
                 .expect("informer type matches its TypeId key");
         }
-        let (store, writer) = cache::<K>(Storage::for_kind(&K::kind(&())));
+        let name = kind.name().into_owned();
+        let (store, writer) = cache_of::<K>(&name, Storage::for_kind(&name));
+        let (api, config, side) = self.api_for(&kind, &scope);
         let informer = Arc::new(Informer {
+            kind,
             store: store.clone(),
             subscribers: Mutex::default(),
             trims: RwLock::default(),
         });
-        let (api, config, side) = self.api_for::<K>(&scope);
         let runner = informer.clone();
         self.starters
             .lock()
@@ -216,15 +234,15 @@ impl Informers {
         informer
     }
 
-    fn api_for<K: SyncResource>(&self, scope: &Scope) -> (Api<K>, watcher::Config, Side) {
+    fn api_for<K: AnyResource>(&self, kind: &Kind<K>, scope: &Scope) -> (Api<K>, watcher::Config, Side) {
         match scope {
             Scope::VirtualAll => (
-                Api::all(self.virtual_client.clone()),
+                kind.api(self.virtual_client.clone(), None),
                 watcher::Config::default(),
                 Side::Virtual,
             ),
             Scope::HostOwned => {
-                let api = api_in::<K>(self.host_client.clone(), self.host_namespace.as_deref());
+                let api = kind.api(self.host_client.clone(), self.host_namespace.as_deref());
                 (
                     api,
                     watcher::Config::default().labels(&self.owner_selector),
@@ -240,7 +258,7 @@ impl Informers {
                     Side::Virtual => self.virtual_client.clone(),
                     Side::Host => self.host_client.clone(),
                 };
-                let api = api_in::<K>(client, namespace.as_deref());
+                let api = kind.api(client, namespace.as_deref());
                 let mut config = watcher::Config::default();
                 if !labels.is_empty() {
                     config = config.labels(labels);

@@ -45,10 +45,13 @@ pub use controller::ControllerBuilder;
 pub use error::{Error, Result, Side};
 pub use hooks::{Hook, Hooks};
 pub use plugin::{Plugin, PluginConfig};
-pub use register::{register_controller_starter, register_fake_syncer, register_syncer};
+pub use register::{
+    register_controller_starter, register_dynamic_fake_syncer, register_dynamic_syncer, register_fake_syncer,
+    register_syncer,
+};
 pub use registrar::Registrar;
 pub use sdk::{
-    Base, ControllerModifier, ControllerStarter, FakeSyncer, IndicesRegisterer, Initializer, Starter,
-    SyncResource, Syncer, Triggers, UpSyncer,
+    AnyResource, Base, ControllerModifier, ControllerStarter, FakeSyncer, IndicesRegisterer, Initializer,
+    Kind, Starter, SyncResource, Syncer, Triggers, UpSyncer,
 };
 pub use writes::delete_object;

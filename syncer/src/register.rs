@@ -1,7 +1,10 @@
 //! The SDK's register functions: a [`Syncer`] or [`FakeSyncer`] becomes a controller queued
 //! on the context's [`Registrar`](crate::context::Registrar), to start with the manager. Both
 //! kinds go through the same steps ([`setup`]): `Initializer::init`,
-//! `IndicesRegisterer::register_indices`, `ControllerModifier::modify_controller`.
+//! `IndicesRegisterer::register_indices`, `ControllerModifier::modify_controller`. Typed kinds
+//! are registered with [`register_syncer`] and [`register_fake_syncer`]; kinds known at run
+//! time (custom resources) with [`register_dynamic_syncer`] and
+//! [`register_dynamic_fake_syncer`], which take the [`Kind`] and share everything else.
 
 use crate::{
     cache,
@@ -9,6 +12,8 @@ use crate::{
     controller::ControllerBuilder,
     error::Result,
     handlers::{FakeHandler, PairHandler, prepare_fake, prepare_pair},
+    informer::Scope,
+    resource::{Kind, SyncResource},
     sdk::{Base, ControllerModifier, ControllerStarter, FakeSyncer, IndicesRegisterer, Initializer, Syncer},
 };
 
@@ -34,9 +39,32 @@ async fn setup(
     Ok(builder)
 }
 
-/// Registers a syncer: runs its initializer, lets it register indices and modify its
-/// controller (in that order), and queues the controller to start with the manager.
-pub async fn register_syncer<S: Syncer>(ctx: &RegisterContext, syncer: S) -> Result<()> {
+/// Registers a syncer of a typed kind: runs its initializer, lets it register indices and
+/// modify its controller (in that order), and queues the controller to start with the
+/// manager.
+pub async fn register_syncer<S>(ctx: &RegisterContext, syncer: S) -> Result<()>
+where
+    S: Syncer<Resource: SyncResource>,
+{
+    register_syncer_of(ctx, syncer, Kind::typed()).await
+}
+
+/// Registers a syncer of a kind known at run time (a custom resource as a `DynamicObject`,
+/// say) exactly as [`register_syncer`] does a typed one: same informers, caches, key queue and
+/// writes.
+pub async fn register_dynamic_syncer<S: Syncer>(
+    ctx: &RegisterContext,
+    syncer: S,
+    kind: Kind<S::Resource>,
+) -> Result<()> {
+    register_syncer_of(ctx, syncer, kind).await
+}
+
+async fn register_syncer_of<S: Syncer>(
+    ctx: &RegisterContext,
+    syncer: S,
+    kind: Kind<S::Resource>,
+) -> Result<()> {
     let builder = setup(
         ctx,
         &syncer,
@@ -45,14 +73,16 @@ pub async fn register_syncer<S: Syncer>(ctx: &RegisterContext, syncer: S) -> Res
         syncer.controller_modifier(),
     )
     .await?;
-    let virtual_informer = ctx.caches().virtual_informer::<S::Resource>();
-    let host_informer = ctx.caches().host_informer::<S::Resource>();
+    let informers = ctx.caches().informers();
+    let virtual_informer = informers.get_of(Scope::VirtualAll, kind.clone());
+    let host_informer = informers.get_of(Scope::HostOwned, kind.clone());
     let host_store = host_informer.store();
     ctx.oversight()
         .host_guard()
         .count_host_objects(move || host_store.len());
-    let sync_ctx = SyncContext::new(
+    let sync_ctx = SyncContext::of_kind(
         ctx,
+        kind,
         virtual_informer.store(),
         host_informer.store(),
         syncer.name(),
@@ -69,9 +99,31 @@ pub async fn register_syncer<S: Syncer>(ctx: &RegisterContext, syncer: S) -> Res
     Ok(())
 }
 
-/// Registers a fake syncer the same way as [`register_syncer`]; its controller is fed by the
-/// virtual informer of its kind and by the triggers its [`ControllerModifier`] adds.
-pub async fn register_fake_syncer<F: FakeSyncer>(ctx: &RegisterContext, syncer: F) -> Result<()> {
+/// Registers a fake syncer of a typed kind the same way as [`register_syncer`]; its controller
+/// is fed by the virtual informer of its kind and by the triggers its [`ControllerModifier`]
+/// adds.
+pub async fn register_fake_syncer<F>(ctx: &RegisterContext, syncer: F) -> Result<()>
+where
+    F: FakeSyncer<Resource: SyncResource>,
+{
+    register_fake_syncer_of(ctx, syncer, Kind::typed()).await
+}
+
+/// Registers a fake syncer of a kind known at run time, as [`register_fake_syncer`] does a
+/// typed one.
+pub async fn register_dynamic_fake_syncer<F: FakeSyncer>(
+    ctx: &RegisterContext,
+    syncer: F,
+    kind: Kind<F::Resource>,
+) -> Result<()> {
+    register_fake_syncer_of(ctx, syncer, kind).await
+}
+
+async fn register_fake_syncer_of<F: FakeSyncer>(
+    ctx: &RegisterContext,
+    syncer: F,
+    kind: Kind<F::Resource>,
+) -> Result<()> {
     let builder = setup(
         ctx,
         &syncer,
@@ -80,9 +132,10 @@ pub async fn register_fake_syncer<F: FakeSyncer>(ctx: &RegisterContext, syncer: 
         syncer.controller_modifier(),
     )
     .await?;
-    let virtual_informer = ctx.caches().virtual_informer::<F::Resource>();
+    let virtual_informer = ctx.caches().informers().get_of(Scope::VirtualAll, kind.clone());
     // Fake objects have no host twin; the host store stays empty and is never watched.
-    let sync_ctx = SyncContext::new(ctx, virtual_informer.store(), cache::empty(), syncer.name());
+    let host_store = cache::empty_of(&kind.name());
+    let sync_ctx = SyncContext::of_kind(ctx, kind, virtual_informer.store(), host_store, syncer.name());
     ctx.registrar().add_controller(prepare_fake(
         FakeHandler {
             syncer,

@@ -21,7 +21,7 @@ use crate::{
     error::Result,
 };
 
-pub use crate::resource::{ScopeOf, SyncResource, api_in};
+pub use crate::resource::{AnyResource, Kind, ScopeOf, SyncResource, api_in};
 
 /// Identity of anything registered with the manager; names appear in logs, metrics and events.
 pub trait Base: Send + Sync + 'static {
@@ -37,8 +37,11 @@ pub trait Base: Send + Sync + 'static {
 /// [`UpSyncer::sync_up`] or, by default, a guarded delete of the host object.
 #[async_trait]
 pub trait Syncer: Base {
-    /// The kind this syncer mirrors; namespaced and cluster-scoped kinds both work.
-    type Resource: SyncResource;
+    /// The kind this syncer mirrors; namespaced and cluster-scoped kinds both work, typed ones
+    /// (registered with [`register_syncer`](crate::register_syncer)) and dynamic ones
+    /// (`DynamicObject`, registered with
+    /// [`register_dynamic_syncer`](crate::register::register_dynamic_syncer)).
+    type Resource: AnyResource;
 
     /// How virtual keys map to host names and back.
     fn translator(&self) -> &dyn NameTranslator;
@@ -133,7 +136,7 @@ pub trait Syncer: Base {
 /// Without it the host object is deleted, and only if it carries this instance's ownership
 /// marker. Syncers that mirror host objects into the virtual cluster (nodes, say) implement it.
 #[async_trait]
-pub trait UpSyncer<K: SyncResource>: Send + Sync {
+pub trait UpSyncer<K: AnyResource>: Send + Sync {
     /// Only the host object exists.
     async fn sync_up(&self, ctx: &SyncContext<K>, host: Arc<K>) -> Result<Action>;
 }
@@ -142,8 +145,8 @@ pub trait UpSyncer<K: SyncResource>: Send + Sync {
 /// mirror, such as a node for a pod's `spec.nodeName`.
 #[async_trait]
 pub trait FakeSyncer: Base {
-    /// The kind of the fake objects.
-    type Resource: SyncResource;
+    /// The kind of the fake objects, typed or dynamic as for [`Syncer::Resource`].
+    type Resource: AnyResource;
 
     /// The object `key` is expected to exist in the virtual cluster but does not.
     async fn fake_sync_up(&self, ctx: &SyncContext<Self::Resource>, key: &VirtualKey) -> Result<Action>;
@@ -175,7 +178,7 @@ pub trait FakeSyncer: Base {
 
 /// Runs before and after every reconcile of a syncer or fake syncer.
 #[async_trait]
-pub trait Starter<K: SyncResource>: Send + Sync {
+pub trait Starter<K: AnyResource>: Send + Sync {
     /// Returns true to skip the rest of this reconcile; an error fails it and retries later.
     async fn reconcile_start(&self, ctx: &SyncContext<K>, key: &VirtualKey) -> Result<bool>;
 

@@ -1,12 +1,13 @@
 //! Writes to the host cluster that keep the rules: never touch a foreign object, delete only
-//! with a UID precondition, and report name collisions on the virtual object.
+//! with a UID precondition, and report name collisions on the virtual object. They serve
+//! typed and dynamic kinds alike (the kind's name, `Api` and references come from the
+//! context's [`Kind`](crate::resource::Kind)).
 
 use std::time::Duration;
 
 use kube::{
     Resource, ResourceExt,
-    api::{DeleteParams, Preconditions},
-    runtime::reflector::ObjectRef,
+    api::{DeleteParams, ObjectMeta, Preconditions},
 };
 
 use crate::{
@@ -14,7 +15,7 @@ use crate::{
     context::SyncContext,
     error::{Error, Result, Side, api_error, status_code},
     events::EventType,
-    resource::SyncResource,
+    resource::AnyResource,
     safety::{Admission, virtual_key_of_host},
 };
 
@@ -22,10 +23,7 @@ pub use crate::resource::{FIELD_MANAGER, write_params};
 
 /// Whether two objects carry the same labels and annotations (absent and empty are equal);
 /// the metadata part of "is the host object already what we want?".
-pub fn labels_and_annotations_match(
-    a: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    b: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> bool {
+pub fn labels_and_annotations_match(a: &ObjectMeta, b: &ObjectMeta) -> bool {
     let or_empty = |map: &Option<std::collections::BTreeMap<String, String>>| map.clone().unwrap_or_default();
     or_empty(&a.labels) == or_empty(&b.labels) && or_empty(&a.annotations) == or_empty(&b.annotations)
 }
@@ -43,16 +41,30 @@ fn display_key<K: Resource>(obj: &K) -> String {
     }
 }
 
+/// Parameters of a delete of the object `meta` describes: background propagation and a UID
+/// precondition, so that a newer object of the same name is never hit; `grace_period_seconds`
+/// None keeps the object's default.
+pub fn delete_params(meta: &ObjectMeta, grace_period_seconds: Option<u32>) -> DeleteParams {
+    DeleteParams {
+        preconditions: meta.uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        grace_period_seconds,
+        ..DeleteParams::background()
+    }
+}
+
 /// Deletes a host object gracefully, only if it carries this instance's ownership marker,
 /// with a UID precondition so that a newer object of the same name is never hit.
-pub async fn delete_object<K: SyncResource>(ctx: &SyncContext<K>, host: &K) -> Result<Action> {
+pub async fn delete_object<K: AnyResource>(ctx: &SyncContext<K>, host: &K) -> Result<Action> {
     delete_object_with_grace(ctx, host, None).await
 }
 
 /// [`delete_object`] with an explicit grace period in seconds (None: the object's default, for
 /// pods their `terminationGracePeriodSeconds`), so that a virtual pod's graceful deletion reaches
 /// its host twin with the same grace period.
-pub async fn delete_object_with_grace<K: SyncResource>(
+pub async fn delete_object_with_grace<K: AnyResource>(
     ctx: &SyncContext<K>,
     host: &K,
     grace_period_seconds: Option<u32>,
@@ -62,14 +74,11 @@ pub async fn delete_object_with_grace<K: SyncResource>(
         tracing::warn!(host = %display_key(host), "refusing to delete a host object this instance does not own");
         return Ok(Action::await_change());
     }
-    let kind = K::kind(&());
+    let kind = ctx.kind().name().into_owned();
     let key = display_key(host);
     let virtual_present = virtual_key_of_host(host.meta()).is_some_and(|twin| {
-        let reference = ObjectRef::<K>::new(&twin.name);
-        ctx.virtual_store().contains(&match &twin.namespace {
-            Some(ns) => reference.within(ns),
-            None => reference,
-        })
+        ctx.virtual_store()
+            .contains(&ctx.kind().object_ref(twin.namespace.as_deref(), &twin.name))
     });
     match ctx
         .oversight()
@@ -83,14 +92,7 @@ pub async fn delete_object_with_grace<K: SyncResource>(
             return Ok(Action::requeue(HELD_RETRY));
         }
     }
-    let params = DeleteParams {
-        preconditions: host.meta().uid.clone().map(|uid| Preconditions {
-            uid: Some(uid),
-            resource_version: None,
-        }),
-        grace_period_seconds,
-        ..DeleteParams::background()
-    };
+    let params = delete_params(host.meta(), grace_period_seconds);
     match ctx.host_api_for(host).delete(&host.name_any(), &params).await {
         Ok(_) => {
             tracing::info!(host = %key, "deleted host object");
@@ -115,7 +117,7 @@ pub fn mark_started() {
 /// by a foreign object, or the virtual object is older than this process, for which a missing
 /// copy is more often a collision met before a restart than a new object. A read, where a
 /// create would be a write refused with 409 at every start.
-fn look_before_create<K: SyncResource>(
+fn look_before_create<K: AnyResource>(
     collisions: &crate::indices::Collisions,
     kind: &str,
     virtual_key: &vcsync_translators::VirtualKey,
@@ -133,12 +135,12 @@ fn look_before_create<K: SyncResource>(
 
 /// Creates `desired` on the host. If a foreign object already holds the name, nothing is
 /// written: the virtual object gets a Warning event and the key is retried much later.
-pub async fn create_host_object<K: SyncResource>(
+pub async fn create_host_object<K: AnyResource>(
     ctx: &SyncContext<K>,
     virt: &K,
     desired: &K,
 ) -> Result<Action> {
-    let kind = K::kind(&());
+    let kind = ctx.kind().name().into_owned();
     let key = display_key(desired);
     let params = write_params();
     let collisions = ctx.caches().indices().collisions();
@@ -179,7 +181,7 @@ pub async fn create_host_object<K: SyncResource>(
 /// The host name of `virt`'s copy is held by `existing`: a foreign object (the collision is
 /// noted and reported on the virtual object, and looked at again much later), or one of ours
 /// the cache does not show yet (looked at again once it caught up).
-async fn name_taken<K: SyncResource>(
+async fn name_taken<K: AnyResource>(
     ctx: &SyncContext<K>,
     virt: &K,
     existing: &K,
@@ -188,7 +190,7 @@ async fn name_taken<K: SyncResource>(
     if ctx.clients().ownership().owns(existing.meta()) {
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
-    let kind = K::kind(&());
+    let kind = ctx.kind().name().into_owned();
     let error = Error::ForeignHostObject {
         host: display_key(existing),
         instance: ctx.clients().ownership().instance().to_string(),
@@ -197,7 +199,7 @@ async fn name_taken<K: SyncResource>(
     ctx.caches().indices().collisions().note(&kind, virtual_key);
     ctx.events()
         .publish(
-            &virt.object_ref(&()),
+            &ctx.kind().reference_of(virt),
             EventType::Warning,
             "HostNameCollision",
             &error.to_string(),
@@ -208,12 +210,12 @@ async fn name_taken<K: SyncResource>(
 
 /// Replaces a host object with `desired`, which must carry the observed resourceVersion
 /// (a stale one fails with a conflict and is retried quickly).
-pub async fn update_host_object<K: SyncResource>(
+pub async fn update_host_object<K: AnyResource>(
     ctx: &SyncContext<K>,
     virt: &K,
     desired: &K,
 ) -> Result<Action> {
-    let kind = K::kind(&());
+    let kind = ctx.kind().name().into_owned();
     let key = display_key(desired);
     let params = write_params();
     match ctx
@@ -235,15 +237,18 @@ pub async fn update_host_object<K: SyncResource>(
     }
 }
 
-/// The host refused a translated object (invalid, forbidden, quota): tell the tenant.
-async fn record_rejection<K: SyncResource>(ctx: &SyncContext<K>, virt: &K, error: &Error) {
+/// The host refused a translated object (invalid, forbidden, quota): tell the tenant. Not a
+/// 404: in the per-namespace mapping the host namespace is not there yet (the namespace syncer
+/// makes it), which the retry with backoff outlasts and the tenant cannot fix.
+async fn record_rejection<K: AnyResource>(ctx: &SyncContext<K>, virt: &K, error: &Error) {
     if let Error::Api { source, .. } = error
         && let kube::Error::Api(status) = source.as_ref()
         && (400..500).contains(&status.code)
+        && status.code != 404
     {
         ctx.events()
             .publish(
-                &virt.object_ref(&()),
+                &ctx.kind().reference_of(virt),
                 EventType::Warning,
                 "SyncFailed",
                 &error.to_string(),

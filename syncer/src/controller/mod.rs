@@ -25,7 +25,7 @@ use crate::{
     informer::InformerEvent,
     metrics::{Metrics, SyncerMetrics},
     registrar::{PreparedController, Shutdown},
-    resource::{SyncResource, virtual_key_of},
+    resource::{AnyResource, virtual_key_of},
 };
 
 /// Quick retry after an optimistic-concurrency conflict: someone else wrote first, the
@@ -315,7 +315,7 @@ pub(crate) fn prepare<H: KeyHandler>(
 /// `witness` (a deletion seen by a watch), then forgotten unless something else still exists
 /// behind it, or, with `reconcile_deleted` (fake syncers, which may have to recreate it),
 /// reconciled once and forgotten afterwards if still gone.
-pub(crate) async fn feed_virtual<K: SyncResource, H: KeyHandler>(
+pub(crate) async fn feed_virtual<K: AnyResource, H: KeyHandler>(
     queue: Arc<KeyQueue<H>>,
     mut events: mpsc::UnboundedReceiver<InformerEvent<K>>,
     all_keys: impl Fn() -> Vec<VirtualKey> + Send + 'static,

@@ -26,7 +26,7 @@ impl<S: crate::Syncer> PairHandler<S> {
         host: Option<&S::Resource>,
     ) -> Result<Option<Action>> {
         let guard = self.ctx.oversight().host_guard();
-        let kind = S::Resource::kind(&());
+        let kind = self.ctx.kind().name();
         let Some(host) = host else {
             guard.forget_earlier(&kind, key);
             return Ok(None);
@@ -56,7 +56,7 @@ impl<S: crate::Syncer> PairHandler<S> {
                     self.ctx
                         .events()
                         .publish(
-                            &virt.object_ref(&()),
+                            &self.ctx.kind().reference_of(virt),
                             EventType::Warning,
                             "EarlierClusterCopy",
                             &message,
@@ -72,12 +72,12 @@ impl<S: crate::Syncer> PairHandler<S> {
     /// cluster, and its namespace if that is missing too; the copy is re-linked to it by the
     /// reconcile its creation triggers.
     async fn restore(&self, restored: S::Resource) -> Result<Action> {
-        let kind = S::Resource::kind(&());
+        let kind = self.ctx.kind().name();
         let key = virtual_key_of(&restored);
-        let api = crate::resource::api_in::<S::Resource>(
-            self.ctx.virtual_client().clone(),
-            key.namespace.as_deref(),
-        );
+        let api = self
+            .ctx
+            .kind()
+            .api(self.ctx.virtual_client().clone(), key.namespace.as_deref());
         let params = write_params();
         let mut result = api.create(&params, &restored).await;
         if let (Err(err), Some(ns)) = (&result, &key.namespace)

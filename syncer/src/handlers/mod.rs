@@ -22,23 +22,23 @@ use crate::{
     error::Result,
     informer::InformerEvent,
     registrar::PreparedController,
-    resource::{SyncResource, api_in, object_ref, virtual_key_of},
+    resource::{AnyResource, virtual_key_of},
     sdk::{FakeSyncer, Starter, Syncer},
     writes::delete_object,
 };
 
 /// The cached virtual object of `key`; an object that does not decode fails the reconcile,
 /// which is retried, rather than reading as absent (the way to deleting its host twin).
-fn cached_virtual<K: SyncResource>(ctx: &SyncContext<K>, key: &VirtualKey) -> Result<Option<Arc<K>>> {
+fn cached_virtual<K: AnyResource>(ctx: &SyncContext<K>, key: &VirtualKey) -> Result<Option<Arc<K>>> {
     Ok(ctx
         .virtual_store()
-        .try_get(&object_ref(key.namespace.as_deref(), &key.name))?)
+        .try_get(&ctx.kind().object_ref(key.namespace.as_deref(), &key.name))?)
 }
 
 /// Whether the virtual cache holds `key`.
-fn virtual_cached<K: SyncResource>(ctx: &SyncContext<K>, key: &VirtualKey) -> bool {
+fn virtual_cached<K: AnyResource>(ctx: &SyncContext<K>, key: &VirtualKey) -> bool {
     ctx.virtual_store()
-        .contains(&object_ref(key.namespace.as_deref(), &key.name))
+        .contains(&ctx.kind().object_ref(key.namespace.as_deref(), &key.name))
 }
 
 pub(crate) struct PairHandler<S: Syncer> {
@@ -49,8 +49,11 @@ pub(crate) struct PairHandler<S: Syncer> {
 impl<S: Syncer> PairHandler<S> {
     /// Asks the virtual API server itself, bypassing the cache; one GET per host deletion.
     async fn virtual_exists_live(&self, key: &VirtualKey) -> Result<bool> {
-        let api = api_in::<S::Resource>(self.ctx.virtual_client().clone(), key.namespace.as_deref());
-        let kind = S::Resource::kind(&());
+        let api = self
+            .ctx
+            .kind()
+            .api(self.ctx.virtual_client().clone(), key.namespace.as_deref());
+        let kind = self.ctx.kind().name();
         let found = api
             .get_metadata_opt(&key.name)
             .await
@@ -69,7 +72,12 @@ impl<S: Syncer> PairHandler<S> {
         Ok(self
             .ctx
             .host_store()
-            .try_get(&object_ref(host_key.namespace.as_deref(), &host_key.name))?
+            .try_get(
+                &self
+                    .ctx
+                    .kind()
+                    .object_ref(host_key.namespace.as_deref(), &host_key.name),
+            )?
             // A host object only counts as this key's twin if its annotations say so.
             .filter(|host| translator.virtual_key(host.meta()).as_ref() == Some(key)))
     }
@@ -90,7 +98,7 @@ impl<S: Syncer> KeyHandler for PairHandler<S> {
 
     fn synced_objects(&self) -> Option<(Cow<'static, str>, usize)> {
         Some((
-            Cow::Owned(S::Resource::kind(&()).into_owned()),
+            Cow::Owned(self.ctx.kind().name().into_owned()),
             self.ctx.host_store().len(),
         ))
     }
@@ -124,7 +132,7 @@ impl<S: Syncer> KeyHandler for PairHandler<S> {
 
 /// Runs `reconcile` between the starter's `reconcile_start` and `reconcile_end`, unless the
 /// starter asks to skip it (or fails).
-async fn with_starter<K: SyncResource>(
+async fn with_starter<K: AnyResource>(
     starter: Option<&dyn Starter<K>>,
     ctx: &SyncContext<K>,
     key: &VirtualKey,
@@ -179,7 +187,7 @@ pub(crate) fn prepare_pair<S: Syncer>(
     prepare(handler, builder.concurrency, move |queue, handler, feeders| {
         let all = handler.clone();
         let guard = handler.ctx.oversight().host_guard().clone();
-        let kind = S::Resource::kind(&()).into_owned();
+        let kind = handler.ctx.kind().name().into_owned();
         feeders.spawn(feed_virtual(
             queue.clone(),
             virtual_events,
