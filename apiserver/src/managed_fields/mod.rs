@@ -22,6 +22,7 @@ use std::cell::RefCell;
 
 use serde_json::{Value, json};
 
+use crate::admission::field::go_quote;
 use crate::resources::ResourceDef;
 use crate::status::{ApiError, ApiResult};
 use crate::store::State;
@@ -183,11 +184,6 @@ impl Entry {
             },
         })
     }
-}
-
-/// Go's `%q` for manager names.
-fn go_quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
 }
 
 /// `DecodeManagedFields`: None when any entry is invalid.

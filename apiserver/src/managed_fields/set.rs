@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use crate::admission::field::go_quote;
+
 /// A JSON value ordered as SMD's `value.Compare` orders values: numbers, strings, booleans,
 /// lists, maps, null.
 #[derive(Clone, Debug, PartialEq)]
@@ -135,7 +137,7 @@ impl Pe {
 fn to_string(value: &Value) -> String {
     match value {
         Value::Null => "null".into(),
-        Value::String(s) => super::go_quote(s),
+        Value::String(s) => go_quote(s),
         Value::Array(items) => format!("[{}]", items.iter().map(to_string).collect::<Vec<_>>().join(",")),
         Value::Object(map) => map.iter().map(|(k, v)| format!("{k}={}", to_string(v))).collect(),
         other => other.to_string(),
