@@ -109,7 +109,9 @@ use crate::{RegisterContext, Result, register_syncer};
 /// Registers the pod syncer (pods are always synced) and its token-Secret sweeper.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
     let syncer = PodSyncer::new(ctx);
-    ctx.registrar()
-        .spawn("pod-token-secret-sweeper", token_secrets::sweep(ctx.clone()));
+    ctx.registrar().spawn(
+        "pod-token-secret-sweeper",
+        token_secrets::cleanup::sweep(ctx.clone()),
+    );
     register_syncer(ctx, syncer).await
 }
