@@ -2,17 +2,17 @@
 //!
 //! A syncer must also act when only the host object is left (the virtual one was deleted), so
 //! a controller keeps a set of live keys: the union of the virtual objects and, mapped back
-//! through the translator, this instance's host objects. Both informers feed it under one
-//! lock, which makes "is either object still there?" decisions atomic with the key's removal;
-//! a triggered key no longer in the set is dropped. The reconciles run on a
-//! [`crate::work_queue`].
+//! through the translator, this instance's host objects. Its [`KeyQueue`] keeps them in a
+//! [`WorkQueue`], the one owner of every key's state (live or not, pending, enqueues, failures,
+//! running, its requeue timer): "is either object still there?" is asked under the queue's
+//! lock, so a key's removal is atomic with the check, and a triggered key no longer live is
+//! dropped. Feeders turn informer events and triggers into keys and never wait on the queue.
+//!
+//! Retries: a conflict after [`CONFLICT_RETRY`], a cache behind the API server after
+//! [`CACHE_LAG_RETRY`], other failures after a per-key exponential backoff (200 ms doubling
+//! up to 300 s, reset by a success).
 
-use std::{
-    borrow::Cow,
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
 use tokio::sync::mpsc;
@@ -26,11 +26,12 @@ use crate::{
     metrics::{Metrics, SyncerMetrics},
     registrar::{PreparedController, Shutdown},
     resource::{AnyResource, virtual_key_of},
+    work_queue::WorkQueue,
 };
 
 /// Quick retry after an optimistic-concurrency conflict: someone else wrote first, the
 /// cache will catch up within milliseconds.
-const CONFLICT_RETRY: Duration = Duration::from_millis(50);
+pub const CONFLICT_RETRY: Duration = Duration::from_millis(50);
 /// Retry when the cache has not caught up with the API server yet (a create that raced
 /// with the cache, a recreate in flight).
 pub const CACHE_LAG_RETRY: Duration = Duration::from_millis(100);
@@ -88,142 +89,43 @@ pub(crate) trait KeyHandler: Send + Sync + 'static {
     }
 }
 
-/// What a controller keeps per live key (one map entry, one copy of the key).
-#[derive(Debug, Default)]
-struct KeyState {
-    /// Enqueues since its last reconcile ended: a key enqueued while it is being reconciled is
-    /// not forgotten by that reconcile, since the pending run must still find it (a fake
-    /// syncer's trigger names an object that does not exist yet).
-    enqueued: u32,
-    /// Triggered, and its reconcile not started yet (the `vcsync_queue_depth` gauge).
-    pending: bool,
-    /// Reconciles failed in a row, for the backoff.
-    failures: u32,
-}
-
-type Keys = HashMap<VirtualKey, KeyState>;
-
-/// The key set of one controller and the channel that triggers reconciles.
+/// The key set of one controller and its runs: the [`WorkQueue`] that owns every key's
+/// state, and the handler that says whether a key's objects still exist.
 pub(crate) struct KeyQueue<H: KeyHandler> {
     handler: Arc<H>,
-    /// The live keys; its lock also orders "does either object exist?" with removals.
-    keys: Mutex<Keys>,
-    trigger: mpsc::UnboundedSender<VirtualKey>,
-    metrics: SyncerMetrics,
+    keys: WorkQueue<VirtualKey>,
 }
 
 impl<H: KeyHandler> KeyQueue<H> {
-    fn new(handler: Arc<H>, metrics: SyncerMetrics) -> (Arc<Self>, mpsc::UnboundedReceiver<VirtualKey>) {
-        let (trigger, rx) = mpsc::unbounded_channel();
-        let queue = Arc::new(Self {
+    fn new(handler: Arc<H>) -> Arc<Self> {
+        Arc::new(Self {
             handler,
-            keys: Mutex::default(),
-            trigger,
-            metrics,
-        });
-        (queue, rx)
-    }
-
-    fn keys(&self) -> MutexGuard<'_, Keys> {
-        self.keys.lock().expect("keys lock")
-    }
-
-    /// Asks the controller to reconcile the live key `key`.
-    fn trigger(&self, state: &mut KeyState, key: &VirtualKey) {
-        if !state.pending {
-            state.pending = true;
-            self.metrics.queue_depth.inc();
-        }
-        let _ = self.trigger.send(key.clone());
-    }
-
-    fn forget(&self, keys: &mut Keys, key: &VirtualKey) {
-        if keys.remove(key).is_some_and(|state| state.pending) {
-            self.metrics.queue_depth.dec();
-        }
-    }
-
-    pub(crate) fn enqueue(&self, key: &VirtualKey) {
-        let mut keys = self.keys();
-        let state = live(&mut keys, key);
-        // Only compared for equality: wrapping is harmless.
-        state.enqueued = state.enqueued.wrapping_add(1);
-        self.trigger(state, key);
-    }
-
-    /// `key`'s reconcile starts: the enqueues seen so far, or None if the key was forgotten
-    /// meanwhile (both objects gone).
-    fn start(&self, key: &VirtualKey) -> Option<u32> {
-        let mut keys = self.keys();
-        let state = keys.get_mut(key)?;
-        if std::mem::take(&mut state.pending) {
-            self.metrics.queue_depth.dec();
-        }
-        Some(state.enqueued)
-    }
-
-    /// After a reconcile of `key` that succeeded, having started at `enqueued` enqueues.
-    fn succeeded(&self, key: &VirtualKey, enqueued: u32) {
-        let mut keys = self.keys();
-        let Some(state) = keys.get_mut(key) else {
-            return;
-        };
-        state.failures = 0;
-        if state.enqueued != enqueued {
-            return;
-        }
-        state.enqueued = 0;
-        if !self.handler.exists(key) {
-            self.forget(&mut keys, key);
-        }
-    }
-
-    /// After a failed reconcile of `key`: how many failed in a row.
-    fn failed(&self, key: &VirtualKey) -> u32 {
-        let mut keys = self.keys();
-        keys.get_mut(key).map_or(1, |state| {
-            state.failures = state.failures.saturating_add(1);
-            state.failures
+            keys: WorkQueue::default(),
         })
     }
 
-    pub(crate) fn forget_or_enqueue(&self, key: &VirtualKey) {
-        let mut keys = self.keys();
-        if self.handler.exists(key) {
-            let state = live(&mut keys, key);
-            self.trigger(state, key);
-        } else {
-            self.forget(&mut keys, key);
-        }
+    /// Makes `key` live and asks for its reconcile.
+    pub(crate) fn enqueue(&self, key: &VirtualKey) {
+        self.keys.enqueue(key);
     }
 
-    /// Whether `key` is live (a triggered key no longer live is dropped).
-    #[cfg(test)]
-    fn is_live(&self, key: &VirtualKey) -> bool {
-        self.keys().contains_key(key)
+    /// Asks for `key`'s reconcile if an object behind it still exists, else forgets it.
+    pub(crate) fn forget_or_enqueue(&self, key: &VirtualKey) {
+        self.keys.trigger_or_forget(key, |key| self.handler.exists(key));
     }
 
     /// Adds the keys of a re-list (deletions during a watch gap left no event) and reconciles
-    /// every key, which for synced pairs writes nothing. Keys already queued stay until their
-    /// reconcile: a fake syncer's triggers name objects that do not exist yet, and a key whose
-    /// objects are really gone is forgotten after its (no-op) reconcile.
+    /// every key, which for synced pairs writes nothing (see [`WorkQueue::relist`]).
     pub(crate) fn rebuild(&self, all: impl IntoIterator<Item = VirtualKey>) {
-        let mut keys = self.keys();
-        for key in all {
-            keys.entry(key).or_default();
-        }
-        keys.shrink_to_fit();
-        for (key, state) in keys.iter_mut() {
-            self.trigger(state, key);
-        }
+        self.keys.relist(all);
     }
 
-    async fn reconcile(vkey: &VirtualKey, enqueued: u32, queue: &Self) -> Result<Action> {
-        let span = tracing::info_span!("reconcile", syncer = queue.handler.name(), key = %vkey);
-        let mut timer = queue.metrics.start_reconcile();
+    async fn reconcile(&self, key: &VirtualKey, enqueued: u32, metrics: &SyncerMetrics) -> Option<Duration> {
+        let span = tracing::info_span!("reconcile", syncer = self.handler.name(), key = %key);
+        let mut timer = metrics.start_reconcile();
         let result = async {
-            let action = queue.handler.handle(vkey).await?;
-            queue.succeeded(vkey, enqueued);
+            let action = self.handler.handle(key).await?;
+            self.keys.succeeded(key, enqueued, |key| self.handler.exists(key));
             Ok(action)
         }
         .instrument(span)
@@ -232,59 +134,50 @@ impl<H: KeyHandler> KeyQueue<H> {
             timer.failed();
         }
         drop(timer);
-        if let Some((kind, count)) = queue.handler.synced_objects() {
-            queue.metrics.set_synced_objects(&kind, count);
+        if let Some((kind, count)) = self.handler.synced_objects() {
+            metrics.set_synced_objects(&kind, count);
         }
-        result
+        match result {
+            Ok(action) => action.requeue_after(),
+            Err(err) => self.error_policy(key, &err).requeue_after(),
+        }
     }
 
-    fn error_policy(vkey: &VirtualKey, err: &Error, queue: &Self) -> Action {
+    fn error_policy(&self, vkey: &VirtualKey, err: &Error) -> Action {
         if err.is_conflict() {
-            tracing::debug!(syncer = queue.handler.name(), key = %vkey, "conflict; retrying");
+            tracing::debug!(syncer = self.handler.name(), key = %vkey, "conflict; retrying");
             return Action::requeue(CONFLICT_RETRY);
         }
-        let attempt = queue.failed(vkey);
-        let delay = FIRST_BACKOFF
-            .saturating_mul(1 << attempt.min(12).saturating_sub(1))
-            .min(MAX_BACKOFF);
-        tracing::warn!(syncer = queue.handler.name(), key = %vkey, attempt, retry_in = ?delay, error = %err, "reconcile failed");
+        let attempt = self.keys.failed(vkey);
+        let delay = backoff(attempt);
+        tracing::warn!(syncer = self.handler.name(), key = %vkey, attempt, retry_in = ?delay, error = %err, "reconcile failed");
         Action::requeue(delay)
     }
 
     /// Reconciles the triggered keys until `shutdown` resolves, then lets the reconciles in
     /// flight finish.
-    async fn run(
-        self: Arc<Self>,
-        triggers: mpsc::UnboundedReceiver<VirtualKey>,
-        concurrency: u16,
-        shutdown: Shutdown,
-    ) {
+    async fn run(self: Arc<Self>, concurrency: u16, shutdown: Shutdown, metrics: SyncerMetrics) {
         if let Some((kind, count)) = self.handler.synced_objects() {
-            self.metrics.set_synced_objects(&kind, count);
+            metrics.set_synced_objects(&kind, count);
         }
-        let reconcile = |key: VirtualKey| {
-            let queue = self.clone();
-            async move {
-                // Forgotten between trigger and run: both objects are gone.
-                let enqueued = queue.start(&key)?;
-                let action = match Self::reconcile(&key, enqueued, &queue).await {
-                    Ok(action) => action,
-                    Err(err) => Self::error_policy(&key, &err, &queue),
-                };
-                action.requeue_after()
-            }
-            .boxed()
+        let metrics = Arc::new(metrics);
+        let reconcile = |key: VirtualKey, enqueued: u32| {
+            let (queue, metrics) = (self.clone(), metrics.clone());
+            async move { queue.reconcile(&key, enqueued, &metrics).await }.boxed()
         };
-        crate::work_queue::run(triggers, concurrency.into(), shutdown, reconcile).await;
+        let depth = metrics.queue_depth.clone();
+        self.keys
+            .run(concurrency.into(), depth, shutdown, reconcile)
+            .await;
     }
 }
 
-/// The state of the live key `key`, made live if it was not.
-fn live<'k>(keys: &'k mut Keys, key: &VirtualKey) -> &'k mut KeyState {
-    if !keys.contains_key(key) {
-        keys.insert(key.clone(), KeyState::default());
-    }
-    keys.get_mut(key).expect("inserted above")
+/// The delay before retrying a key that failed `attempt` times in a row: 200 ms, doubling,
+/// at most 300 s.
+fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << attempt.min(12).saturating_sub(1))
+        .min(MAX_BACKOFF)
 }
 
 /// A runnable controller over `handler`; `feed` spawns the tasks that fill its key queue.
@@ -297,10 +190,11 @@ pub(crate) fn prepare<H: KeyHandler>(
     let run = move |shutdown: Shutdown, metrics: Arc<Metrics>| {
         async move {
             let handler = Arc::new(handler);
-            let (queue, triggers) = KeyQueue::new(handler.clone(), metrics.syncer(handler.name()));
+            let queue = KeyQueue::new(handler.clone());
             let mut feeders = tokio::task::JoinSet::new();
             feed(&queue, &handler, &mut feeders);
-            queue.run(triggers, concurrency, shutdown).await;
+            let metrics = metrics.syncer(handler.name());
+            queue.run(concurrency, shutdown, metrics).await;
             feeders.abort_all();
         }
         .boxed()
@@ -362,108 +256,4 @@ pub(crate) async fn feed_any_keys<H: KeyHandler>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A fake syncer's view: nothing exists; each reconcile waits until released.
-    struct Waiting {
-        release: tokio::sync::Semaphore,
-    }
-
-    #[async_trait::async_trait]
-    impl KeyHandler for Waiting {
-        fn name(&self) -> &str {
-            "waiting"
-        }
-
-        fn exists(&self, _key: &VirtualKey) -> bool {
-            false
-        }
-
-        async fn handle(&self, _key: &VirtualKey) -> Result<Action> {
-            self.release.acquire().await.expect("open").forget();
-            Ok(Action::await_change())
-        }
-    }
-
-    fn queued(queue: &KeyQueue<Waiting>, key: &VirtualKey) -> bool {
-        queue.is_live(key)
-    }
-
-    #[tokio::test]
-    async fn a_key_enqueued_during_its_reconcile_is_not_forgotten_by_it() {
-        let (queue, _triggers) = KeyQueue::new(
-            Arc::new(Waiting {
-                release: tokio::sync::Semaphore::new(0),
-            }),
-            SyncerMetrics::default(),
-        );
-        let key = VirtualKey::cluster("n1");
-        queue.enqueue(&key);
-        let enqueued = queue.start(&key).unwrap();
-        let running = tokio::spawn({
-            let (queue, key) = (queue.clone(), key.clone());
-            async move { KeyQueue::reconcile(&key, enqueued, &queue).await }
-        });
-        tokio::task::yield_now().await;
-        queue.enqueue(&key);
-        queue.handler.release.add_permits(1);
-        running.await.unwrap().unwrap();
-        assert!(queued(&queue, &key), "the pending run would not find its key");
-        assert_eq!(
-            queue.metrics.queue_depth.get(),
-            1,
-            "the second enqueue is pending"
-        );
-
-        // The pending run, with nothing enqueued meanwhile, forgets the key of a missing object.
-        queue.handler.release.add_permits(1);
-        let enqueued = queue.start(&key).unwrap();
-        KeyQueue::reconcile(&key, enqueued, &queue).await.unwrap();
-        assert!(!queued(&queue, &key));
-        assert!(queue.keys().is_empty());
-        assert_eq!(queue.metrics.queue_depth.get(), 0);
-    }
-
-    #[tokio::test]
-    async fn shutdown_lets_the_reconcile_in_flight_finish() {
-        let (queue, triggers) = KeyQueue::new(
-            Arc::new(Waiting {
-                release: tokio::sync::Semaphore::new(0),
-            }),
-            SyncerMetrics::default(),
-        );
-        let metrics = queue.metrics.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let shutdown: Shutdown = stopped.map(|_| ()).boxed().shared();
-        queue.rebuild([VirtualKey::cluster("slow")]);
-        let running = tokio::spawn(queue.clone().run(triggers, 4, shutdown));
-        while metrics.in_flight.get() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(metrics.queue_depth.get(), 0);
-        stop.send(()).unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!running.is_finished(), "stopped with a reconcile in flight");
-        queue.handler.release.add_permits(1);
-        tokio::time::timeout(Duration::from_secs(5), running)
-            .await
-            .expect("stops once the reconcile finished")
-            .unwrap();
-        assert_eq!((metrics.reconciles.get(), metrics.in_flight.get()), (1, 0));
-    }
-
-    #[tokio::test]
-    async fn a_relist_keeps_keys_queued_for_objects_that_do_not_exist_yet() {
-        let (queue, _triggers) = KeyQueue::new(
-            Arc::new(Waiting {
-                release: tokio::sync::Semaphore::new(0),
-            }),
-            SyncerMetrics::default(),
-        );
-        let (wanted, listed) = (VirtualKey::cluster("wanted"), VirtualKey::cluster("listed"));
-        queue.enqueue(&wanted);
-        queue.rebuild([listed.clone()]);
-        assert!(queued(&queue, &wanted) && queued(&queue, &listed));
-    }
-}
+mod tests;
