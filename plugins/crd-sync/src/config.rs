@@ -2,6 +2,9 @@
 
 use serde::Deserialize;
 
+/// Name of the plugin and of its configuration section.
+pub const NAME: &str = "crd-sync";
+
 /// `plugins: crd-sync: config:`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

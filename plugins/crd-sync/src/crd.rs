@@ -6,17 +6,17 @@ use std::time::Duration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api,
-    api::{ApiResource, DynamicObject, ListParams, ObjectMeta, PostParams},
+    api::{ApiResource, DynamicObject, ListParams, ObjectMeta},
 };
 use vcsync_syncer::{
     Error, RegisterContext, Result, Side,
     error::api_error,
-    writes::{FIELD_MANAGER, labels_and_annotations_match},
+    writes::{labels_and_annotations_match, write_params},
 };
 
-use crate::config::{CrdSource, ResourceConfig};
+use crate::config::{CrdSource, NAME, ResourceConfig};
 
-/// What the controller needs to know about a served custom resource type.
+/// What the syncers need to know about a served custom resource type.
 #[derive(Clone, Debug)]
 pub struct Served {
     /// Group, version, kind, plural.
@@ -34,10 +34,7 @@ fn registration(resource: &ResourceConfig, reason: impl Into<String>) -> Error {
     Error::Registration {
         name: format!(
             "{} {}/{} {}",
-            crate::NAME,
-            resource.group,
-            resource.version,
-            resource.kind
+            NAME, resource.group, resource.version, resource.kind
         ),
         reason: reason.into(),
     }
@@ -146,10 +143,7 @@ pub async fn ensure_crd(ctx: &RegisterContext, resource: &ResourceConfig) -> Res
     let name = desired.metadata.name.clone().unwrap_or_default();
     let crds: Api<CustomResourceDefinition> = Api::all(ctx.clients().virtual_client().clone());
     let kind = "CustomResourceDefinition";
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PostParams::default()
-    };
+    let params = write_params();
     let existing = crds
         .get_opt(&name)
         .await

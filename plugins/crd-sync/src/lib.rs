@@ -20,29 +20,33 @@
 //!           kind: ConfigMap
 //! ```
 //!
-//! At registration the CRD is made available in the virtual cluster (copied from the host or
-//! read from a file; updated when it differs). Then one dynamic controller per resource
-//! ([`controller`]) keeps the objects in sync with the same rules as the built-in syncers, in
-//! either `namespaceMapping` (`single`: `<name>-x-<ns>` in the one host namespace;
-//! `perNamespace`: names kept in `<instance>-x-<ns>`), and with the SDK's hooks applied to every
-//! object it writes.
+//! At registration the CRD is made available in the virtual cluster ([`crd`]: copied from the
+//! host or read from a file; updated when it differs). Then each resource gets a syncer of
+//! `DynamicObject`s registered with the syncer runtime, as the built-in syncers are (the same
+//! informers, caches, key queue, backoff and guarded writes): [`to_host::ToHost`], a
+//! `Syncer`, or [`from_host::FromHost`], a `FakeSyncer` fed by a host informer. Objects are
+//! kept in sync in either `namespaceMapping` (`single`: `<name>-x-<ns>` in the one host
+//! namespace; `perNamespace`: names kept in `<instance>-x-<ns>`), with the SDK's hooks applied
+//! to every object written ([`translate`]).
+//!
+//! Modules import one way: [`config`] first, then [`translate`] and [`crd`], then the two
+//! syncers; this file only declares them and registers the plugin.
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod controller;
 pub mod crd;
+pub mod from_host;
+pub mod to_host;
 pub mod translate;
 
 use async_trait::async_trait;
-use vcsync_syncer::{Plugin, PluginConfig, RegisterContext, Result};
+use kube::api::DynamicObject;
+use vcsync_syncer::{Kind, Plugin, PluginConfig, RegisterContext, Result, register_dynamic_syncer};
 
-pub use config::{CrdSource, CrdSyncConfig, Direction, ReferenceConfig, ResourceConfig};
+pub use config::{CrdSource, CrdSyncConfig, Direction, NAME, ReferenceConfig, ResourceConfig};
 
 /// The plugin; its section is `plugins: crd-sync:`.
 pub struct CrdSyncPlugin;
-
-/// Name of the plugin and of its configuration section.
-pub const NAME: &str = "crd-sync";
 
 #[async_trait]
 impl Plugin for CrdSyncPlugin {
@@ -54,7 +58,14 @@ impl Plugin for CrdSyncPlugin {
         let config: CrdSyncConfig = config.parse()?;
         for resource in config.resources {
             let served = crd::ensure_crd(ctx, &resource).await?;
-            controller::register(ctx, resource, served);
+            let kind = Kind::<DynamicObject>::dynamic(served.resource.clone(), served.namespaced);
+            match resource.direction {
+                Direction::ToHost => {
+                    let syncer = to_host::ToHost::new(ctx, &resource, served);
+                    register_dynamic_syncer(ctx, syncer, kind).await?;
+                }
+                Direction::FromHost => from_host::register(ctx, &resource, served, kind).await?,
+            }
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::{any::Any, sync::Arc};
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 
-use super::DecodeError;
+use super::error::DecodeError;
 use crate::{
     metrics::{CACHE_DECODE_ERRORS, KindLabels},
     resource::AnyResource,

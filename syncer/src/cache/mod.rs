@@ -20,8 +20,8 @@
 //! `wait_until_ready`, and a [`CacheWriter`] applying watcher events (a re-list is buffered
 //! and swapped in whole at its end, so readers never see a half-filled cache).
 //!
-//! The cache itself and its reads are here; how objects are kept and read back is in
-//! [`encoding`], the writer in [`writer`], the error in [`error`]. A cache serves typed and
+//! The reads of a cache are here; its shared state is in [`store`], how objects are kept and
+//! read back in [`encoding`], the writer in [`writer`], the error in [`error`]. A cache serves typed and
 //! dynamic kinds alike (it knows its kind by name, for errors and metrics).
 //!
 //! An encoded object that does not decode (a bug: it was encoded from the same type) is an
@@ -33,7 +33,6 @@
 //! link left out until the next change), and skip such an object after counting it.
 
 use std::{
-    collections::HashMap,
     marker::PhantomData,
     sync::{Arc, RwLock},
 };
@@ -43,46 +42,17 @@ use tokio::sync::watch;
 
 mod encoding;
 mod error;
+mod store;
 mod writer;
 
 pub use encoding::Storage;
 use encoding::{Stored, decode};
 pub use error::DecodeError;
+pub use store::Cache;
+use store::{Shared, key};
 pub use writer::CacheWriter;
 
 use crate::resource::{AnyResource, SyncResource};
-
-/// `namespace/name`, or `name` for cluster-scoped objects (names never contain a slash).
-fn key(namespace: Option<&str>, name: &str) -> Box<str> {
-    match namespace {
-        Some(ns) => format!("{ns}/{name}").into_boxed_str(),
-        None => name.into(),
-    }
-}
-
-type Objects<K> = HashMap<Box<str>, Stored<K>>;
-
-struct Shared<K> {
-    /// The kind's name, for errors, logs and metrics.
-    kind: Box<str>,
-    storage: Storage,
-    objects: RwLock<Objects<K>>,
-    ready: watch::Sender<bool>,
-    _kind: PhantomData<fn() -> K>,
-}
-
-/// A read handle of a cache; cheap to clone.
-pub struct Cache<K> {
-    shared: Arc<Shared<K>>,
-}
-
-impl<K> Clone for Cache<K> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: self.shared.clone(),
-        }
-    }
-}
 
 /// A new, empty cache of the typed kind `K` keeping its objects as `storage` says, and its
 /// writer.

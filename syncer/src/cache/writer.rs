@@ -6,9 +6,8 @@ use std::sync::Arc;
 use kube::runtime::watcher;
 
 use super::{
-    Cache, Objects, Shared,
     encoding::{Dictionary, MAX_DICTIONARY_BYTES, MAX_SAMPLES, Storage, Stored, sample_of},
-    key,
+    store::{Cache, Objects, Shared, key},
 };
 use crate::resource::AnyResource;
 
