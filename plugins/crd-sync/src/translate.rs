@@ -12,8 +12,9 @@ use crate::config::Direction;
 /// Top-level fields that are not payload.
 const NOT_PAYLOAD: &[&str] = &["metadata", "status", "apiVersion", "kind"];
 
-/// Label on objects mirrored from the host (same as the built-in host mirrors').
-pub const SYNCED_FROM_HOST_LABEL: &str = "vcsync.dev/synced-from-host";
+/// Label on objects mirrored from the host, and whether an object carries it: the built-in host
+/// mirrors' own.
+pub use vcsync_syncer::syncers::from_host::{SYNCED_FROM_HOST_LABEL, is_synced_from_host as is_mirror};
 
 /// Applies `f` to every string found at the dot-separated `path` of `value`; a segment ending
 /// in `[]` walks every element of the array there. Missing fields and non-strings are skipped.
@@ -209,14 +210,6 @@ pub fn desired_mirror(host: &DynamicObject, namespace: Option<&str>) -> DynamicO
     let mut mirror = with_payload(&host.types, metadata, payload(host));
     set_status(&mut mirror, status(host).cloned());
     mirror
-}
-
-/// Whether a virtual object is a mirror made by [`desired_mirror`].
-pub fn is_mirror(meta: &ObjectMeta) -> bool {
-    meta.labels
-        .as_ref()
-        .and_then(|l| l.get(SYNCED_FROM_HOST_LABEL))
-        .is_some_and(|v| v == "true")
 }
 
 /// Whether `observed` already carries `desired`'s labels, annotations and payload (server
