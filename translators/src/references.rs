@@ -6,8 +6,9 @@
 //!
 //! Every place a pod spec names such an object is listed once, in the walk behind
 //! [`visit_pod_sites`] and [`visit_pod_sites_mut`]: the index reads the sites through the first
-//! ([`pod_references`]), the syncer renames them for the host through the second. A site added
-//! to the walk reaches both; they cannot drift apart.
+//! ([`pod_references`]), and so does the syncer's reference gate (which copies a new host pod
+//! may name); the syncer renames them for the host, and leaves out missing optional ones,
+//! through the second. A site added to the walk reaches all of them; they cannot drift apart.
 
 use std::collections::BTreeSet;
 

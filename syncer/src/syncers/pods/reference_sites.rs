@@ -1,11 +1,13 @@
 //! Where a pod spec names ConfigMaps, Secrets and claims, and whether each naming is optional:
 //! what the [reference gate](super::reference_gate) decides on. Pure.
 //!
-//! The sites are the ones [`super::references::translate_references`] renames for the host: a
-//! host pod names no object that is not listed here.
+//! The sites are those of [`visit_pod_sites`], the one list of where a pod names other objects:
+//! the pod-reference index reads it ([`vcsync_translators::pod_references`]) and
+//! [`super::references::translate_references`] renames its sites for the host, so the gate
+//! sees every object a host pod names, and the index makes the syncers copy each of them.
 
-use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, PodSpec, Volume};
-use vcsync_translators::RefKind;
+use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PodSpec};
+use vcsync_translators::{PodSite, RefKind, visit_pod_sites, visit_pod_sites_mut};
 
 /// One place where a pod spec names an object of its namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,98 +20,22 @@ pub struct Site {
     pub optional: bool,
 }
 
-impl Site {
-    fn new(kind: RefKind, name: &str, optional: Option<bool>) -> Self {
-        Self {
-            kind,
-            name: name.to_string(),
-            optional: optional == Some(true),
-        }
-    }
-}
-
-/// Every site of `spec`, in spec order; empty names are skipped (the API server rejects them).
+/// Every object site of `spec` but the service account (the host pod's identity, which the
+/// pod syncer sets), in spec order; empty names are skipped (the API server rejects them).
 pub fn sites(spec: &PodSpec) -> Vec<Site> {
     let mut sites = Vec::new();
-    for secret in spec.image_pull_secrets.iter().flatten() {
-        // A missing pull secret only matters for a private image; the kubelet goes on without.
-        sites.push(Site::new(RefKind::Secret, &secret.name, Some(true)));
-    }
-    for volume in spec.volumes.iter().flatten() {
-        volume_sites(volume, &mut sites);
-    }
-    for container in spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-    {
-        container_sites(container, &mut sites);
-    }
-    sites.retain(|site| !site.name.is_empty());
+    visit_pod_sites(spec, |site| {
+        if let PodSite::Object { kind, name, optional } = site
+            && kind != RefKind::ServiceAccount
+        {
+            sites.push(Site {
+                kind,
+                name: name.clone(),
+                optional,
+            });
+        }
+    });
     sites
-}
-
-fn volume_sites(volume: &Volume, sites: &mut Vec<Site>) {
-    if let Some(cm) = &volume.config_map {
-        sites.push(Site::new(RefKind::ConfigMap, &cm.name, cm.optional));
-    }
-    if let Some(secret) = &volume.secret {
-        let name = secret.secret_name.as_deref().unwrap_or_default();
-        sites.push(Site::new(RefKind::Secret, name, secret.optional));
-    }
-    if let Some(claim) = &volume.persistent_volume_claim {
-        sites.push(Site::new(RefKind::PersistentVolumeClaim, &claim.claim_name, None));
-    }
-    for source in volume.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
-        if let Some(cm) = &source.config_map {
-            sites.push(Site::new(RefKind::ConfigMap, &cm.name, cm.optional));
-        }
-        if let Some(secret) = &source.secret {
-            sites.push(Site::new(RefKind::Secret, &secret.name, secret.optional));
-        }
-    }
-    let driver_secrets = [
-        volume
-            .csi
-            .as_ref()
-            .and_then(|v| v.node_publish_secret_ref.as_ref()),
-        volume.cephfs.as_ref().and_then(|v| v.secret_ref.as_ref()),
-        volume.rbd.as_ref().and_then(|v| v.secret_ref.as_ref()),
-        volume.iscsi.as_ref().and_then(|v| v.secret_ref.as_ref()),
-        volume.flex_volume.as_ref().and_then(|v| v.secret_ref.as_ref()),
-        volume.scale_io.as_ref().map(|v| &v.secret_ref),
-        volume.storageos.as_ref().and_then(|v| v.secret_ref.as_ref()),
-    ];
-    for secret in driver_secrets.into_iter().flatten() {
-        sites.push(Site::new(RefKind::Secret, &secret.name, None));
-    }
-    if let Some(azure) = &volume.azure_file {
-        sites.push(Site::new(RefKind::Secret, &azure.secret_name, None));
-    }
-}
-
-fn container_sites(container: &Container, sites: &mut Vec<Site>) {
-    for source in container
-        .env
-        .iter()
-        .flatten()
-        .filter_map(|var| var.value_from.as_ref())
-    {
-        if let Some(cm) = &source.config_map_key_ref {
-            sites.push(Site::new(RefKind::ConfigMap, &cm.name, cm.optional));
-        }
-        if let Some(secret) = &source.secret_key_ref {
-            sites.push(Site::new(RefKind::Secret, &secret.name, secret.optional));
-        }
-    }
-    for source in container.env_from.iter().flatten() {
-        if let Some(cm) = &source.config_map_ref {
-            sites.push(Site::new(RefKind::ConfigMap, &cm.name, cm.optional));
-        }
-        if let Some(secret) = &source.secret_ref {
-            sites.push(Site::new(RefKind::Secret, &secret.name, secret.optional));
-        }
-    }
 }
 
 /// Leaves out of `spec` the optional sites whose object is `missing` (for the gate: whose copy
@@ -117,70 +43,85 @@ fn container_sites(container: &Container, sites: &mut Vec<Site>) {
 /// directory (its mounts still resolve), a projected source, an env variable, an `envFrom`
 /// entry or an image pull secret is dropped. The host pod then names nothing that is not there
 /// for it.
+///
+/// The sites are found by [`visit_pod_sites_mut`], which empties the names of those to leave
+/// out; what names nothing then is dropped by [`drop_emptied`].
 pub fn without_missing_optional(spec: &mut PodSpec, missing: impl Fn(RefKind, &str) -> bool) {
+    let mut emptied = false;
+    visit_pod_sites_mut(spec, |site| {
+        if let PodSite::Object {
+            kind,
+            name,
+            optional: true,
+        } = site
+            && missing(kind, name)
+        {
+            name.clear();
+            emptied = true;
+        }
+    });
+    if emptied {
+        drop_emptied(spec);
+    }
+}
+
+/// Drops what names an object by an empty name, the way a kubelet goes on without a missing
+/// optional object: a configMap or secret volume becomes an empty directory; a projected
+/// source, an env variable read from a key, an `envFrom` entry and an image pull secret go.
+/// Only optional sites can be emptied: required ones (claims, volume drivers' secrets) are
+/// waited for instead, never left out.
+fn drop_emptied(spec: &mut PodSpec) {
+    let named = |name: &String| !name.is_empty();
     if let Some(secrets) = spec.image_pull_secrets.as_mut() {
-        secrets.retain(|s| !missing(RefKind::Secret, &s.name));
+        secrets.retain(|s| named(&s.name));
     }
     for volume in spec.volumes.iter_mut().flatten() {
-        let empty = match (&volume.config_map, &volume.secret) {
-            (Some(cm), _) => cm.optional == Some(true) && missing(RefKind::ConfigMap, &cm.name),
-            (_, Some(secret)) => {
-                secret.optional == Some(true)
-                    && missing(RefKind::Secret, secret.secret_name.as_deref().unwrap_or_default())
-            }
-            _ => false,
-        };
-        if empty {
+        let emptied = volume.config_map.as_ref().is_some_and(|cm| !named(&cm.name))
+            || volume
+                .secret
+                .as_ref()
+                .is_some_and(|s| s.secret_name.as_deref() == Some(""));
+        if emptied {
             volume.config_map = None;
             volume.secret = None;
             volume.empty_dir = Some(EmptyDirVolumeSource::default());
         }
         if let Some(sources) = volume.projected.as_mut().and_then(|p| p.sources.as_mut()) {
             sources.retain(|source| {
-                let cm = source
-                    .config_map
-                    .as_ref()
-                    .is_some_and(|cm| cm.optional == Some(true) && missing(RefKind::ConfigMap, &cm.name));
-                let secret = source
-                    .secret
-                    .as_ref()
-                    .is_some_and(|s| s.optional == Some(true) && missing(RefKind::Secret, &s.name));
-                !cm && !secret
+                source.config_map.as_ref().is_none_or(|cm| named(&cm.name))
+                    && source.secret.as_ref().is_none_or(|s| named(&s.name))
             });
         }
     }
-    for container in spec
+    let containers = spec
         .containers
         .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-    {
-        if let Some(env) = container.env.as_mut() {
+        .map(|c| (&mut c.env, &mut c.env_from))
+        .chain(
+            spec.init_containers
+                .iter_mut()
+                .flatten()
+                .map(|c| (&mut c.env, &mut c.env_from)),
+        )
+        .chain(
+            spec.ephemeral_containers
+                .iter_mut()
+                .flatten()
+                .map(|c| (&mut c.env, &mut c.env_from)),
+        );
+    for (env, env_from) in containers {
+        if let Some(env) = env.as_mut() {
             env.retain(|var| {
-                let Some(source) = &var.value_from else {
-                    return true;
-                };
-                let cm = source
-                    .config_map_key_ref
-                    .as_ref()
-                    .is_some_and(|r| r.optional == Some(true) && missing(RefKind::ConfigMap, &r.name));
-                let secret = source
-                    .secret_key_ref
-                    .as_ref()
-                    .is_some_and(|r| r.optional == Some(true) && missing(RefKind::Secret, &r.name));
-                !cm && !secret
+                var.value_from.as_ref().is_none_or(|source| {
+                    source.config_map_key_ref.as_ref().is_none_or(|r| named(&r.name))
+                        && source.secret_key_ref.as_ref().is_none_or(|r| named(&r.name))
+                })
             });
         }
-        if let Some(env_from) = container.env_from.as_mut() {
+        if let Some(env_from) = env_from.as_mut() {
             env_from.retain(|source| {
-                let cm = source
-                    .config_map_ref
-                    .as_ref()
-                    .is_some_and(|r| r.optional == Some(true) && missing(RefKind::ConfigMap, &r.name));
-                let secret = source
-                    .secret_ref
-                    .as_ref()
-                    .is_some_and(|r| r.optional == Some(true) && missing(RefKind::Secret, &r.name));
-                !cm && !secret
+                source.config_map_ref.as_ref().is_none_or(|r| named(&r.name))
+                    && source.secret_ref.as_ref().is_none_or(|r| named(&r.name))
             });
         }
     }
@@ -225,6 +166,11 @@ mod tests {
     #[case::optional_env_from_config_map(
         json!({"initContainers": [container(json!({"envFrom": [{"configMapRef": {"name": "cm", "optional": true}}]}))]}),
         RefKind::ConfigMap, "cm", true)]
+    #[case::ephemeral_container_env(
+        json!({"ephemeralContainers": [container(json!({"env": [{"name": "P", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k"}}}]}))]}),
+        RefKind::ConfigMap, "cm", false)]
+    #[case::projected_config_map(
+        json!({"volumes": [{"name": "v", "projected": {"sources": [{"configMap": {"name": "cm", "optional": true}}]}}]}), RefKind::ConfigMap, "cm", true)]
     fn every_site_is_found_with_its_optionality(
         #[case] value: serde_json::Value,
         #[case] kind: RefKind,
@@ -247,6 +193,27 @@ mod tests {
         );
     }
 
+    /// The service account is the host pod's identity, set by the pod syncer: not gated.
+    #[test]
+    fn the_service_account_is_no_site_of_the_gate() {
+        let pod = spec(json!({"serviceAccountName": "runner", "containers": [container(json!({}))]}));
+        assert_eq!(sites(&pod), []);
+    }
+
+    /// Nothing is left out, and nothing dropped, when nothing optional is missing (an image
+    /// pull secret with an empty name stays as the tenant wrote it).
+    #[test]
+    fn a_pod_without_missing_optional_sites_is_left_as_it_is() {
+        let mut pod = spec(json!({
+            "imagePullSecrets": [{"name": ""}, {"name": "pull"}],
+            "volumes": [{"name": "a", "secret": {"secretName": "s", "optional": true}}],
+            "containers": [container(json!({}))]
+        }));
+        let before = pod.clone();
+        without_missing_optional(&mut pod, |_, name| name == "gone");
+        assert_eq!(pod, before);
+    }
+
     #[test]
     fn missing_optional_sites_are_left_out_and_the_rest_kept() {
         let mut pod = spec(json!({
@@ -263,6 +230,9 @@ mod tests {
                     {"name": "B", "value": "plain"}
                 ],
                 "envFrom": [{"secretRef": {"name": "gone", "optional": true}}, {"configMapRef": {"name": "cm"}}]
+            }))],
+            "ephemeralContainers": [container(json!({
+                "envFrom": [{"configMapRef": {"name": "gone", "optional": true}}, {"secretRef": {"name": "s"}}]
             }))]
         }));
         without_missing_optional(&mut pod, |_, name| name == "gone");
@@ -284,6 +254,10 @@ mod tests {
         assert_eq!(
             left["containers"][0]["envFrom"],
             json!([{"configMapRef": {"name": "cm"}}])
+        );
+        assert_eq!(
+            left["ephemeralContainers"][0]["envFrom"],
+            json!([{"secretRef": {"name": "s"}}])
         );
     }
 }
