@@ -214,3 +214,86 @@ pub fn write_params() -> PostParams {
         ..PostParams::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{ConfigMap, Node};
+    use kube::api::{ApiResource, DynamicObject};
+
+    use super::*;
+
+    fn client() -> Client {
+        Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap()
+    }
+
+    fn widgets() -> ApiResource {
+        ApiResource {
+            group: "example.com".into(),
+            version: "v1".into(),
+            api_version: "example.com/v1".into(),
+            kind: "Widget".into(),
+            plural: "widgets".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_typed_kind_builds_the_api_api_in_builds() {
+        let maps = Kind::<ConfigMap>::typed();
+        assert!(maps.is_namespaced());
+        assert_eq!(maps.name(), "ConfigMap");
+        for namespace in [Some("team"), None] {
+            assert_eq!(
+                maps.api(client(), namespace).resource_url(),
+                api_in::<ConfigMap>(client(), namespace).resource_url()
+            );
+        }
+        let nodes = Kind::<Node>::typed();
+        assert!(!nodes.is_namespaced());
+        assert_eq!(nodes.api(client(), Some("team")).resource_url(), "/api/v1/nodes");
+    }
+
+    #[tokio::test]
+    async fn a_dynamic_kind_builds_its_api_from_its_api_resource_and_scope() {
+        let namespaced = Kind::<DynamicObject>::dynamic(widgets(), true);
+        assert_eq!(namespaced.name(), "Widget");
+        assert_eq!(
+            namespaced.api(client(), Some("team")).resource_url(),
+            "/apis/example.com/v1/namespaces/team/widgets"
+        );
+        assert_eq!(
+            namespaced.api(client(), None).resource_url(),
+            "/apis/example.com/v1/widgets"
+        );
+        let cluster = Kind::<DynamicObject>::dynamic(widgets(), false);
+        assert_eq!(
+            cluster.api(client(), Some("team")).resource_url(),
+            "/apis/example.com/v1/widgets",
+            "a namespace is ignored for a cluster-scoped kind"
+        );
+        let reference = namespaced.object_ref(Some("team"), "w");
+        assert_eq!(
+            (
+                reference.dyntype.kind.as_str(),
+                reference.namespace.as_deref(),
+                reference.name.as_str()
+            ),
+            ("Widget", Some("team"), "w")
+        );
+    }
+
+    #[test]
+    fn kinds_are_told_apart_by_api_version_and_plural_not_by_rust_type() {
+        let gadgets = ApiResource {
+            kind: "Gadget".into(),
+            plural: "gadgets".into(),
+            ..widgets()
+        };
+        let (w, g) = (
+            Kind::<DynamicObject>::dynamic(widgets(), true),
+            Kind::<DynamicObject>::dynamic(gadgets, true),
+        );
+        assert_eq!(w.identity(), "example.com/v1/widgets");
+        assert_ne!(w.identity(), g.identity());
+        assert_eq!(Kind::<ConfigMap>::typed().identity(), "v1/configmaps");
+    }
+}
