@@ -18,7 +18,7 @@ use crate::{
     syncers::pods::{
         environment::ServiceLink,
         reference_gate::{Decision, wait_for},
-        security::{PodSecurityLevel, violations},
+        security::violations,
         status::{is_terminal, was_running_on_host},
         token::TokenMount,
         tolerations::report_dropped_tolerations,
@@ -44,14 +44,13 @@ impl PodSyncer {
         if was_running_on_host(&virt) {
             return self.host_pod_lost(ctx, &virt).await;
         }
-        let level = ctx.clients().config().sync.pods.pod_security_standard;
-        let broken = violations(
-            level,
-            virt.spec.as_ref().unwrap_or(&Default::default()),
-            virt.metadata.annotations.as_ref(),
-        );
-        if !broken.is_empty() {
-            return self.refuse_insecure(ctx, &virt, level, &broken).await;
+        // Breaking the Pod Security Standard: no host pod, and no retry (a pod's spec is fixed;
+        // a new pod is checked anew).
+        if refuse_insecure(ctx, &virt, "not running on the host")
+            .await
+            .is_some()
+        {
+            return Ok(Action::await_change());
         }
         report_dropped_tolerations(ctx, &virt).await;
         if self.created_recently(&virt) {
@@ -168,31 +167,21 @@ impl PodSyncer {
             default_token_mount,
         }
     }
-
-    /// `virt` breaks the configured Pod Security Standard: no host pod, a Warning event that
-    /// names each broken rule, and no retry (a pod's spec is fixed; a new pod is checked anew).
-    async fn refuse_insecure(
-        &self,
-        ctx: &SyncContext<Pod>,
-        virt: &Pod,
-        level: PodSecurityLevel,
-        broken: &[String],
-    ) -> Result<Action> {
-        report_violation(ctx, virt, "not running on the host", level, broken).await;
-        Ok(Action::await_change())
-    }
 }
 
-/// Reports that `virt` breaks Pod Security `level` (`broken` names each rule) and what vcsync
-/// does not do because of it (`what`): a warning in the log and a Warning event on the virtual
-/// pod. Returns the message.
-pub(super) async fn report_violation(
-    ctx: &SyncContext<Pod>,
-    virt: &Pod,
-    what: &str,
-    level: PodSecurityLevel,
-    broken: &[String],
-) -> String {
+/// Checks `virt` against the configured Pod Security Standard. When it breaks a rule, says so,
+/// and what vcsync does not do because of it (`what`): a warning in the log and a Warning event
+/// `PodSecurityViolation` on the virtual pod naming each broken rule; returns that message.
+pub(super) async fn refuse_insecure(ctx: &SyncContext<Pod>, virt: &Pod, what: &str) -> Option<String> {
+    let level = ctx.clients().config().sync.pods.pod_security_standard;
+    let broken = violations(
+        level,
+        virt.spec.as_ref().unwrap_or(&Default::default()),
+        virt.metadata.annotations.as_ref(),
+    );
+    if broken.is_empty() {
+        return None;
+    }
     let message = format!("{what}: violates PodSecurity {level:?}: {}", broken.join("; "));
     tracing::warn!(pod = %display_key(virt), "{message}");
     ctx.events()
@@ -203,7 +192,7 @@ pub(super) async fn report_violation(
             &message,
         )
         .await;
-    message
+    Some(message)
 }
 
 /// Whether one of `targets`, references the virtual cache does not show, exists in the virtual

@@ -11,7 +11,7 @@ use kube::{ResourceExt, api::PostParams};
 
 use super::{
     PodSyncer,
-    creation::{apply_hooks, report_violation},
+    creation::{apply_hooks, refuse_insecure},
     display_key,
 };
 use crate::{
@@ -20,7 +20,6 @@ use crate::{
     syncers::pods::{
         ephemeral,
         reference_gate::{RefState, wait_for},
-        security::violations,
         status::{collision_status, virtual_status},
         translate::{MutableFields, PodEnvironment},
         update::host_update,
@@ -126,15 +125,9 @@ impl PodSyncer {
         virt: &Pod,
         updated: &Pod,
     ) -> Result<Option<String>> {
-        let level = ctx.clients().config().sync.pods.pod_security_standard;
-        let broken = violations(
-            level,
-            virt.spec.as_ref().unwrap_or(&Default::default()),
-            virt.metadata.annotations.as_ref(),
-        );
-        if !broken.is_empty() {
-            let what = "ephemeral containers not added on the host";
-            return Ok(Some(report_violation(ctx, virt, what, level, &broken).await));
+        let what = "ephemeral containers not added on the host";
+        if let Some(refused) = refuse_insecure(ctx, virt, what).await {
+            return Ok(Some(refused));
         }
         let name = updated.metadata.name.as_deref().unwrap_or_default();
         ctx.host_api_for(updated)
