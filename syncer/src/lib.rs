@@ -1,8 +1,11 @@
 //! vcsync's syncer SDK and controller manager.
 //!
 //! Syncers implement the traits of [`sdk`] and are registered on a [`RegisterContext`] with
-//! [`register_syncer`] or [`register_fake_syncer`]; [`manager::run`] then runs them all. The
-//! built-in syncers live in [`syncers`]; plugins register theirs the same way.
+//! [`register_syncer`] or [`register_fake_syncer`] (typed kinds), or with
+//! [`register_dynamic_syncer`] and [`register_dynamic_fake_syncer`] (kinds known at run time,
+//! such as custom resources, given as a [`Kind`]); [`manager::run`] then runs them all on one
+//! runtime (informers, caches, key queues, writes). The built-in syncers live in [`syncers`];
+//! plugins register theirs the same way.
 //!
 //! This file only declares modules and re-exports. Inside the crate, imports point one way
 //! (`tests/module_graph.py syncer/src` checks it): the leaves ([`resource`], [`error`],
