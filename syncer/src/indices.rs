@@ -1,4 +1,10 @@
 //! Indices shared by syncers, fed by informers.
+//!
+//! [`PodReferences`] reads the virtual pod informer's subscription in a background task, from
+//! the manager's start on, and tells listeners (controllers' triggers) which referenced
+//! objects gained or lost a referencing pod; it flips ready at the first list, and controllers
+//! wait for that. [`Collisions`] is fed by the syncers themselves. Both only update memory and
+//! unbounded listener channels between two events, so they never hold their informer back.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -8,7 +14,7 @@ use vcsync_translators::{RefKind, RefTarget, ReferenceIndex, VirtualKey, pod_ref
 
 use crate::cache::Cache;
 use crate::{
-    informer::{InformerEvent, Informers, Scope},
+    informer::{InformerEvent, Informers, Scope, Subscription},
     registrar::Registrar,
     resource::virtual_key_of,
 };
@@ -130,7 +136,7 @@ impl PodReferences {
     async fn feed(
         self: Arc<Self>,
         pods: Cache<Pod>,
-        mut events: mpsc::UnboundedReceiver<InformerEvent<Pod>>,
+        mut events: Subscription<Pod>,
         ready: watch::Sender<bool>,
     ) {
         while let Some(event) = events.recv().await {
@@ -162,3 +168,7 @@ impl PodReferences {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "indices_tests.rs"]
+mod tests;

@@ -6,19 +6,38 @@
 //! last-applied annotation are dropped on the way in, and the kinds with an object or more
 //! per pod are kept encoded (see [`crate::cache`]). Typed and dynamic kinds share the
 //! informers alike: an informer is known by its kind's [`Kind::identity`] and scope.
+//!
+//! The fan-out is bounded, with backpressure, as kube-runtime's shared reflector does it:
+//! each [`Subscription`] buffers at most [`SUBSCRIBER_BUFFER`] events, and while one is full
+//! the informer waits for it and does not read its watch stream any further, so memory stays
+//! bounded whatever a reader's pace (the API server holds the rest, and a watch that falls
+//! too far behind ends in a re-list). A dropped subscription is removed at the next event.
+//!
+//! The price of backpressure: a subscriber must read its subscription from the manager's start
+//! on, on every replica, and must never wait, between two reads, for anything that needs the
+//! informer it reads to progress (its cache to change, a controller to run, a bounded channel
+//! that another reader of the same informer drains). The readers in this crate only update
+//! an index, a key queue ([`crate::work_queue`]) or an unbounded channel, and return to
+//! their subscription; controllers' feeders run as background tasks for that reason.
 
 use std::{
     any::{Any, TypeId},
     collections::HashMap,
-    sync::{Arc, Mutex, RwLock},
+    pin::{Pin, pin},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
 };
 
-use futures::{StreamExt, future::BoxFuture};
+use futures::{Stream, StreamExt, future::BoxFuture};
 use kube::{
     Api, Client,
     runtime::{WatchStreamExt, watcher},
 };
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::{
     cache::{Cache, CacheWriter, Storage, cache_of},
@@ -27,6 +46,12 @@ use crate::{
 };
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Events one subscriber may have waiting before its informer waits for it.
+pub const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// How long an informer waits for a full subscriber before it says so (and waits on).
+const STALL_WARNING: Duration = Duration::from_secs(30);
 
 /// What an informer tells its subscribers.
 #[derive(Debug)]
@@ -40,6 +65,42 @@ pub enum InformerEvent<K> {
     Relisted,
 }
 
+impl<K> Clone for InformerEvent<K> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Applied(obj) => Self::Applied(obj.clone()),
+            Self::Deleted(obj) => Self::Deleted(obj.clone()),
+            Self::Relisted => Self::Relisted,
+        }
+    }
+}
+
+/// The events of one informer for one reader, in order: a [`Stream`], or read with
+/// [`Subscription::recv`]. Ends when the informer stops; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription<K>(mpsc::Receiver<InformerEvent<K>>);
+
+impl<K> Subscription<K> {
+    /// The next event, or None once the informer stopped.
+    pub async fn recv(&mut self) -> Option<InformerEvent<K>> {
+        self.0.recv().await
+    }
+
+    /// A subscription fed by hand through the returned sender (for tests of readers).
+    pub fn channel(capacity: usize) -> (mpsc::Sender<InformerEvent<K>>, Self) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (tx, Self(rx))
+    }
+}
+
+impl<K> Stream for Subscription<K> {
+    type Item = InformerEvent<K>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
 /// A change every object of an informer undergoes before it is cached and sent out.
 pub type Trim<K> = Box<dyn Fn(&mut K) + Send + Sync>;
 
@@ -47,11 +108,30 @@ pub type Trim<K> = Box<dyn Fn(&mut K) + Send + Sync>;
 pub struct Informer<K: AnyResource> {
     kind: Kind<K>,
     store: Cache<K>,
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<InformerEvent<K>>>>,
     trims: RwLock<Vec<Trim<K>>>,
+    /// Subscribers not yet taken over by the running informer (which owns the others).
+    joining: Mutex<Vec<mpsc::Sender<InformerEvent<K>>>>,
+    has_joining: AtomicBool,
+    /// Subscribers, joining or taken over, not yet found dropped.
+    subscribers: AtomicUsize,
+    buffer: usize,
 }
 
 impl<K: AnyResource> Informer<K> {
+    /// An informer of `kind` writing into `store`'s cache, buffering `buffer` events per
+    /// subscriber; it runs once [`Informer::run`] is polled.
+    pub(crate) fn new(kind: Kind<K>, store: Cache<K>, buffer: usize) -> Self {
+        Self {
+            kind,
+            store,
+            trims: RwLock::default(),
+            joining: Mutex::default(),
+            has_joining: AtomicBool::new(false),
+            subscribers: AtomicUsize::new(0),
+            buffer: buffer.max(1),
+        }
+    }
+
     /// The kind this informer watches.
     pub fn kind(&self) -> &Kind<K> {
         &self.kind
@@ -62,12 +142,20 @@ impl<K: AnyResource> Informer<K> {
         self.store.clone()
     }
 
-    /// A stream of this informer's events from its start on. Subscribe during registration:
-    /// a subscriber added after the start misses what came before.
-    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<InformerEvent<K>> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.subscribers.lock().expect("subscribers lock").push(tx);
-        rx
+    /// This informer's events from now on. Subscribe during registration (a subscriber added
+    /// after the start misses what came before), and read it from the manager's start on
+    /// without waiting on this informer in between: see the module documentation.
+    pub fn subscribe(&self) -> Subscription<K> {
+        let (tx, rx) = mpsc::channel(self.buffer);
+        self.joining.lock().expect("subscribers lock").push(tx);
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        self.has_joining.store(true, Ordering::Release);
+        Subscription(rx)
+    }
+
+    /// Subscriptions not yet found dropped (a dropped one is noticed at the next event).
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
     }
 
     /// Has `trim` drop from every object what no reader of this informer needs (all its
@@ -78,56 +166,92 @@ impl<K: AnyResource> Informer<K> {
         self.trims.write().expect("trims lock").push(Box::new(trim));
     }
 
-    fn notify(&self, make: impl Fn() -> InformerEvent<K>) {
-        self.subscribers
-            .lock()
-            .expect("subscribers lock")
-            .retain(|tx| tx.send(make()).is_ok());
+    fn trim_object(&self, obj: &mut K) {
+        strip_unread_fields(obj);
+        let trims = self.trims.read().expect("trims lock");
+        trims.iter().for_each(|trim| trim(obj));
     }
 
-    async fn run(
+    /// Applies `events` (a watcher's, or a test's) to the cache and sends them on to the
+    /// subscribers, waiting for a full one before reading the next event. Watch errors are
+    /// logged and skipped (the watcher retries). Ends with the stream.
+    pub(crate) async fn run(
         self: Arc<Self>,
-        api: Api<K>,
-        config: watcher::Config,
+        events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
         mut writer: CacheWriter<K>,
         side: Side,
     ) {
         let kind = self.kind.name().into_owned();
-        let this = self.clone();
-        let mut events = watcher(api, config)
-            .default_backoff()
-            .modify(move |obj| {
-                strip_unread_fields(obj);
-                let trims = this.trims.read().expect("trims lock");
-                trims.iter().for_each(|trim| trim(obj));
-            })
-            .boxed();
+        let mut events = pin!(events);
+        let mut subscribers = Vec::new();
         while let Some(event) = events.next().await {
             let event = match event {
-                Ok(event) => event,
+                Ok(event) => event.modify(|obj| self.trim_object(obj)),
                 Err(err) => {
                     tracing::warn!(%side, %kind, error = %err, "watch failed; retrying with backoff");
                     continue;
                 }
             };
             writer.apply_watcher_event(&event);
-            match event {
-                watcher::Event::Apply(obj) => {
-                    let obj = Arc::new(obj);
-                    self.notify(|| InformerEvent::Applied(obj.clone()));
-                }
-                watcher::Event::Delete(obj) => {
-                    let obj = Arc::new(obj);
-                    self.notify(|| InformerEvent::Deleted(obj.clone()));
-                }
+            let event = match event {
+                watcher::Event::Apply(obj) => InformerEvent::Applied(Arc::new(obj)),
+                watcher::Event::Delete(obj) => InformerEvent::Deleted(Arc::new(obj)),
                 watcher::Event::InitDone => {
                     tracing::debug!(%side, %kind, objects = self.store.len(), "cache filled");
-                    self.notify(|| InformerEvent::Relisted);
+                    InformerEvent::Relisted
                 }
-                watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                watcher::Event::Init | watcher::Event::InitApply(_) => continue,
+            };
+            if self.has_joining.load(Ordering::Acquire) {
+                let mut joining = self.joining.lock().expect("subscribers lock");
+                subscribers.append(&mut joining);
+                self.has_joining.store(false, Ordering::Release);
+            }
+            self.send(&mut subscribers, event, side, &kind).await;
+        }
+    }
+
+    /// Sends `event` to every subscriber, waiting for those that are full; drops the gone.
+    async fn send(
+        &self,
+        subscribers: &mut Vec<mpsc::Sender<InformerEvent<K>>>,
+        event: InformerEvent<K>,
+        side: Side,
+        kind: &str,
+    ) {
+        let mut i = 0;
+        while i < subscribers.len() {
+            let delivered = match subscribers[i].try_send(event.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Closed(_)) => false,
+                Err(TrySendError::Full(event)) => {
+                    let tx = &subscribers[i];
+                    let permit = match tokio::time::timeout(STALL_WARNING, tx.reserve()).await {
+                        Ok(permit) => permit,
+                        Err(_) => {
+                            tracing::warn!(%side, kind, waited = ?STALL_WARNING, "a subscriber reads none of this informer's events; the watch waits for it");
+                            tx.reserve().await
+                        }
+                    };
+                    permit.map(|permit| permit.send(event)).is_ok()
+                }
+            };
+            if delivered {
+                i += 1;
+            } else {
+                subscribers.remove(i); // keeps the order: subscribers are served in turn
+                self.subscribers.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// The watch of `api` with `config`, retried with kube-runtime's default backoff.
+fn watch<K: AnyResource>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send {
+    watcher(api, config).default_backoff()
 }
 
 fn strip_unread_fields<K: AnyResource>(obj: &mut K) {
@@ -213,17 +337,14 @@ impl Informers {
         let name = kind.name().into_owned();
         let (store, writer) = cache_of::<K>(&name, Storage::for_kind(&name));
         let (api, config, side) = self.api_for(&kind, &scope);
-        let informer = Arc::new(Informer {
-            kind,
-            store: store.clone(),
-            subscribers: Mutex::default(),
-            trims: RwLock::default(),
-        });
+        let informer = Arc::new(Informer::new(kind, store.clone(), SUBSCRIBER_BUFFER));
         let runner = informer.clone();
         self.starters
             .lock()
             .expect("starters lock")
-            .push(Box::new(move || Box::pin(runner.run(api, config, writer, side))));
+            .push(Box::new(move || {
+                Box::pin(runner.run(watch(api, config), writer, side))
+            }));
         self.stores_ready
             .lock()
             .expect("ready lock")
@@ -282,3 +403,7 @@ impl Informers {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "informer_tests.rs"]
+mod tests;

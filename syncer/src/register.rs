@@ -88,6 +88,7 @@ async fn register_syncer_of<S: Syncer>(
         syncer.name(),
     );
     ctx.registrar().add_controller(prepare_pair(
+        ctx.registrar(),
         PairHandler {
             syncer,
             ctx: sync_ctx,
@@ -137,6 +138,7 @@ async fn register_fake_syncer_of<F: FakeSyncer>(
     let host_store = cache::empty_of(&kind.name());
     let sync_ctx = SyncContext::of_kind(ctx, kind, virtual_informer.store(), host_store, syncer.name());
     ctx.registrar().add_controller(prepare_fake(
+        ctx.registrar(),
         FakeHandler {
             syncer,
             ctx: sync_ctx,

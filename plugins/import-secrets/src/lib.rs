@@ -196,10 +196,10 @@ impl Plugin for ImportSecretsPlugin {
             },
         ));
         let all_targets: Vec<VirtualKey> = targets.keys().cloned().collect();
-        let trigger = tokio_stream_of(host.subscribe())
-            .flat_map(move |event| {
-                let keys: Vec<VirtualKey> =
-                    match event {
+        let trigger =
+            host.subscribe()
+                .flat_map(move |event| {
+                    let keys: Vec<VirtualKey> = match event {
                         InformerEvent::Applied(s) | InformerEvent::Deleted(s) => {
                             by_host.get(&s.name_any()).cloned().unwrap_or_default()
                         }
@@ -213,9 +213,9 @@ impl Plugin for ImportSecretsPlugin {
                             }))
                             .collect(),
                     };
-                futures::stream::iter(keys)
-            })
-            .boxed();
+                    futures::stream::iter(keys)
+                })
+                .boxed();
         tracing::info!(targets = targets.len(), "importing host secrets");
         register_fake_syncer(
             ctx,
@@ -228,12 +228,6 @@ impl Plugin for ImportSecretsPlugin {
         )
         .await
     }
-}
-
-fn tokio_stream_of<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> impl futures::Stream<Item = T> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// The fake syncer that keeps the copies.

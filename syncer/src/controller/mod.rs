@@ -15,16 +15,15 @@
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
 use futures::{FutureExt, Stream, StreamExt, stream::BoxStream};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 use vcsync_translators::VirtualKey;
 
 use crate::{
     Action,
     error::{Error, Result},
-    informer::InformerEvent,
+    informer::{InformerEvent, Subscription},
     metrics::{Metrics, SyncerMetrics},
-    registrar::{PreparedController, Shutdown},
+    registrar::{PreparedController, Registrar, Shutdown},
     resource::{AnyResource, virtual_key_of},
     work_queue::WorkQueue,
 };
@@ -180,24 +179,35 @@ fn backoff(attempt: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// A runnable controller over `handler`; `feed` spawns the tasks that fill its key queue.
+/// Where a controller's feeders go: background tasks of the manager, which run from its start
+/// on, on every replica, whether or not this one leads and its controllers run. Feeders read
+/// informer subscriptions, so they must: an informer waits for a full subscriber (see
+/// [`crate::informer`]). They only update the key queue, which never waits.
+pub(crate) struct Feeders<'r>(&'r Registrar);
+
+impl Feeders<'_> {
+    /// Runs `feeder` from the manager's start on.
+    pub(crate) fn spawn(&mut self, feeder: impl Future<Output = ()> + Send + 'static) {
+        self.0.spawn_background(feeder);
+    }
+}
+
+/// A runnable controller over `handler`. Its key queue exists from now on: `feed` spawns the
+/// tasks that fill it, which `registrar` runs from the manager's start; the returned
+/// controller, started once caches are synced (and this replica leads), runs its reconciles.
 pub(crate) fn prepare<H: KeyHandler>(
     handler: H,
     concurrency: u16,
-    feed: impl FnOnce(&Arc<KeyQueue<H>>, &Arc<H>, &mut tokio::task::JoinSet<()>) + Send + 'static,
+    registrar: &Registrar,
+    feed: impl FnOnce(&Arc<KeyQueue<H>>, &Arc<H>, &mut Feeders<'_>),
 ) -> PreparedController {
     let name = handler.name().to_string();
+    let handler = Arc::new(handler);
+    let queue = KeyQueue::new(handler.clone());
+    feed(&queue, &handler, &mut Feeders(registrar));
     let run = move |shutdown: Shutdown, metrics: Arc<Metrics>| {
-        async move {
-            let handler = Arc::new(handler);
-            let queue = KeyQueue::new(handler.clone());
-            let mut feeders = tokio::task::JoinSet::new();
-            feed(&queue, &handler, &mut feeders);
-            let metrics = metrics.syncer(handler.name());
-            queue.run(concurrency, shutdown, metrics).await;
-            feeders.abort_all();
-        }
-        .boxed()
+        let metrics = metrics.syncer(handler.name());
+        queue.run(concurrency, shutdown, metrics).boxed()
     };
     PreparedController {
         name,
@@ -211,7 +221,7 @@ pub(crate) fn prepare<H: KeyHandler>(
 /// reconciled once and forgotten afterwards if still gone.
 pub(crate) async fn feed_virtual<K: AnyResource, H: KeyHandler>(
     queue: Arc<KeyQueue<H>>,
-    mut events: mpsc::UnboundedReceiver<InformerEvent<K>>,
+    mut events: Subscription<K>,
     all_keys: impl Fn() -> Vec<VirtualKey> + Send + 'static,
     witness: impl Fn(&VirtualKey) + Send + 'static,
     reconcile_deleted: bool,

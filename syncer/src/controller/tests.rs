@@ -175,3 +175,183 @@ async fn a_deleted_objects_key_is_forgotten_unless_its_twin_exists_which_is_reco
     stop.send(()).unwrap();
     task.await.unwrap();
 }
+
+/// Feeders, driven by informer events and trigger streams.
+mod feeders {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::{api::ObjectMeta, runtime::watcher};
+    use tokio_stream::wrappers::UnboundedReceiverStream;
+
+    use super::*;
+    use crate::{
+        cache::{Storage, cache_of},
+        informer::Informer,
+        resource::Kind,
+    };
+
+    fn cm(name: &str) -> Arc<ConfigMap> {
+        Arc::new(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("team".into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        })
+    }
+
+    fn team(name: &str) -> VirtualKey {
+        VirtualKey::namespaced("team", name)
+    }
+
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn virtual_events_make_keys_live_forget_the_deleted_and_a_relist_adds_every_key() {
+        let handler = Scripted::with_outcomes([]);
+        handler.existing.lock().unwrap().insert(team("twin"));
+        let queue = KeyQueue::new(handler.clone());
+        let witnessed = Arc::new(Mutex::new(Vec::new()));
+        let (events, subscription) = Subscription::channel(4);
+        let feeding = tokio::spawn(feed_virtual(
+            queue.clone(),
+            subscription,
+            || vec![team("listed")],
+            {
+                let witnessed = witnessed.clone();
+                move |key: &VirtualKey| witnessed.lock().unwrap().push(key.to_string())
+            },
+            false,
+        ));
+        for name in ["a", "twin"] {
+            events.send(InformerEvent::Applied(cm(name))).await.unwrap();
+        }
+        settle().await;
+        assert!(queue.keys.is_live(&team("a")) && queue.keys.is_live(&team("twin")));
+
+        // Deleted: forgotten unless its host twin still exists (then reconciled, to delete it).
+        for name in ["a", "twin"] {
+            events.send(InformerEvent::Deleted(cm(name))).await.unwrap();
+        }
+        events.send(InformerEvent::Relisted).await.unwrap();
+        settle().await;
+        assert_eq!(*witnessed.lock().unwrap(), ["team/a", "team/twin"]);
+        assert!(!queue.keys.is_live(&team("a")));
+        assert!(queue.keys.is_live(&team("twin")) && queue.keys.is_live(&team("listed")));
+        // a's entry stays, dead, until it leaves the ready queue; it is not run.
+        assert_eq!(queue.keys.entries(), 3);
+        let metrics = SyncerMetrics::default();
+        let (stop, task) = run(&queue, &metrics);
+        settle().await;
+        let mut ran: Vec<String> = handler
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.0.to_string())
+            .collect();
+        ran.sort();
+        assert_eq!(ran, ["team/listed", "team/twin"]);
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        drop(events);
+        feeding.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fake_syncers_deleted_object_is_reconciled_once_more_and_its_triggers_name_anything() {
+        let handler = Scripted::with_outcomes([]);
+        let queue = KeyQueue::new(handler.clone());
+        let (events, subscription) = Subscription::channel(4);
+        let feeding = tokio::spawn(feed_virtual(
+            queue.clone(),
+            subscription,
+            Vec::new,
+            |_: &VirtualKey| {},
+            true,
+        ));
+        events.send(InformerEvent::Deleted(cm("node"))).await.unwrap();
+        let (keys_tx, keys) = tokio::sync::mpsc::unbounded_channel();
+        let triggering = tokio::spawn(feed_any_keys(
+            queue.clone(),
+            UnboundedReceiverStream::new(keys).boxed(),
+        ));
+        keys_tx.send(team("wanted")).unwrap();
+        settle().await;
+        assert!(queue.keys.is_live(&team("node")), "to recreate it if needed");
+        assert!(queue.keys.is_live(&team("wanted")));
+
+        let metrics = SyncerMetrics::default();
+        let (stop, task) = run(&queue, &metrics);
+        settle().await;
+        assert_eq!(handler.calls(), 2);
+        assert_eq!(queue.keys.entries(), 0, "both gone after their run");
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        drop((events, keys_tx));
+        feeding.await.unwrap();
+        triggering.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pair_syncers_triggers_only_matter_for_keys_whose_objects_exist() {
+        let handler = Scripted::with_outcomes([]);
+        handler.existing.lock().unwrap().insert(team("referenced"));
+        let queue = KeyQueue::new(handler.clone());
+        let keys = futures::stream::iter([team("referenced"), team("unknown")]).boxed();
+        feed_existing_keys(queue.clone(), keys).await;
+        assert!(queue.keys.is_live(&team("referenced")));
+        assert!(!queue.keys.is_live(&team("unknown")));
+        assert_eq!(queue.keys.entries(), 1);
+    }
+
+    /// A standby replica: the feeder reads its informer while no controller runs, so the watch
+    /// is never held, and the keys wait, each once, for the controller to start.
+    #[tokio::test(start_paused = true)]
+    async fn feeders_keep_their_informer_going_before_the_controller_runs() {
+        let (store, writer) = cache_of::<ConfigMap>("ConfigMap", Storage::for_kind("ConfigMap"));
+        let informer = Arc::new(Informer::new(Kind::typed(), store, 2));
+        let handler = Scripted::with_outcomes([]);
+        let queue = KeyQueue::new(handler.clone());
+        let feeding = tokio::spawn(feed_virtual(
+            queue.clone(),
+            informer.subscribe(),
+            Vec::new,
+            |_: &VirtualKey| {},
+            false,
+        ));
+        let taken = Arc::new(AtomicUsize::new(0));
+        let counter = taken.clone();
+        let events = futures::stream::iter(
+            (0..100)
+                .chain(0..100)
+                .map(|i| Ok(watcher::Event::Apply(cm(&format!("o{i}")).as_ref().clone()))),
+        )
+        .inspect(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        informer.clone().run(events, writer, crate::Side::Virtual).await;
+        assert_eq!(taken.load(Ordering::SeqCst), 200, "the watch was read to its end");
+        settle().await;
+        assert_eq!(
+            queue.keys.entries(),
+            100,
+            "one entry per key, however many events"
+        );
+
+        let metrics = SyncerMetrics::default();
+        let (stop, task) = run(&queue, &metrics);
+        settle().await;
+        assert_eq!(handler.calls(), 100, "each key reconciled once");
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        drop(informer);
+        feeding.await.unwrap();
+    }
+}

@@ -7,7 +7,6 @@
 use std::{borrow::Cow, sync::Arc};
 
 use kube::Resource;
-use tokio::sync::mpsc;
 use vcsync_translators::VirtualKey;
 
 mod earlier;
@@ -20,8 +19,8 @@ use crate::{
         feed_virtual, prepare,
     },
     error::Result,
-    informer::InformerEvent,
-    registrar::PreparedController,
+    informer::{InformerEvent, Subscription},
+    registrar::{PreparedController, Registrar},
     resource::{AnyResource, virtual_key_of},
     sdk::{FakeSyncer, Starter, Syncer},
     writes::delete_object,
@@ -179,48 +178,60 @@ impl<F: FakeSyncer> KeyHandler for FakeHandler<F> {
 
 /// Wires a pair syncer's informers and triggers into a key queue and returns the runnable.
 pub(crate) fn prepare_pair<S: Syncer>(
+    registrar: &Registrar,
     handler: PairHandler<S>,
-    virtual_events: mpsc::UnboundedReceiver<InformerEvent<S::Resource>>,
-    host_events: mpsc::UnboundedReceiver<InformerEvent<S::Resource>>,
+    virtual_events: Subscription<S::Resource>,
+    host_events: Subscription<S::Resource>,
     builder: ControllerBuilder,
 ) -> PreparedController {
-    prepare(handler, builder.concurrency, move |queue, handler, feeders| {
-        let all = handler.clone();
-        let guard = handler.ctx.oversight().host_guard().clone();
-        let kind = handler.ctx.kind().name().into_owned();
-        feeders.spawn(feed_virtual(
-            queue.clone(),
-            virtual_events,
-            move || all_keys(&all),
-            move |key| guard.witness_deleted(&kind, key),
-            false,
-        ));
-        feeders.spawn(feed_host(queue.clone(), host_events, handler.clone()));
-        for keys in builder.triggers {
-            feeders.spawn(feed_existing_keys(queue.clone(), keys));
-        }
-    })
+    prepare(
+        handler,
+        builder.concurrency,
+        registrar,
+        move |queue, handler, feeders| {
+            let all = handler.clone();
+            let guard = handler.ctx.oversight().host_guard().clone();
+            let kind = handler.ctx.kind().name().into_owned();
+            feeders.spawn(feed_virtual(
+                queue.clone(),
+                virtual_events,
+                move || all_keys(&all),
+                move |key| guard.witness_deleted(&kind, key),
+                false,
+            ));
+            feeders.spawn(feed_host(queue.clone(), host_events, handler.clone()));
+            for keys in builder.triggers {
+                feeders.spawn(feed_existing_keys(queue.clone(), keys));
+            }
+        },
+    )
 }
 
 /// Wires a fake syncer's informer and triggers into a key queue and returns the runnable.
 pub(crate) fn prepare_fake<F: FakeSyncer>(
+    registrar: &Registrar,
     handler: FakeHandler<F>,
-    virtual_events: mpsc::UnboundedReceiver<InformerEvent<F::Resource>>,
+    virtual_events: Subscription<F::Resource>,
     builder: ControllerBuilder,
 ) -> PreparedController {
-    prepare(handler, builder.concurrency, move |queue, handler, feeders| {
-        let store = handler.ctx.virtual_store().clone();
-        feeders.spawn(feed_virtual(
-            queue.clone(),
-            virtual_events,
-            move || store.map(|o| virtual_key_of(o.as_ref())),
-            |_| {},
-            true,
-        ));
-        for keys in builder.triggers {
-            feeders.spawn(feed_any_keys(queue.clone(), keys));
-        }
-    })
+    prepare(
+        handler,
+        builder.concurrency,
+        registrar,
+        move |queue, handler, feeders| {
+            let store = handler.ctx.virtual_store().clone();
+            feeders.spawn(feed_virtual(
+                queue.clone(),
+                virtual_events,
+                move || store.map(|o| virtual_key_of(o.as_ref())),
+                |_| {},
+                true,
+            ));
+            for keys in builder.triggers {
+                feeders.spawn(feed_any_keys(queue.clone(), keys));
+            }
+        },
+    )
 }
 
 fn all_keys<S: Syncer>(handler: &PairHandler<S>) -> Vec<VirtualKey> {
@@ -241,7 +252,7 @@ fn all_keys<S: Syncer>(handler: &PairHandler<S>) -> Vec<VirtualKey> {
 
 async fn feed_host<S: Syncer>(
     queue: Arc<KeyQueue<PairHandler<S>>>,
-    mut events: mpsc::UnboundedReceiver<InformerEvent<S::Resource>>,
+    mut events: Subscription<S::Resource>,
     handler: Arc<PairHandler<S>>,
 ) {
     while let Some(event) = events.recv().await {

@@ -48,7 +48,7 @@ use crate::{
     cache::Cache,
     controller::CACHE_LAG_RETRY,
     error::{Side, api_error, status_code},
-    informer::{InformerEvent, Scope},
+    informer::{InformerEvent, Scope, Subscription},
     register_fake_syncer,
     resource::virtual_key_of,
     sdk::Triggers,
@@ -96,7 +96,8 @@ fn watch_owned<K: SyncResource>(
         store: informer.store(),
     }));
     appearances.push(
-        tokio_stream::wrappers::UnboundedReceiverStream::new(informer.subscribe())
+        informer
+            .subscribe()
             .filter_map(move |event| {
                 let appearance = match event {
                     InformerEvent::Applied(obj) => {
@@ -123,7 +124,7 @@ fn watch_owned<K: SyncResource>(
 async fn route(
     router: Arc<EventRouter>,
     host_events: Cache<Event>,
-    mut events: mpsc::UnboundedReceiver<InformerEvent<Event>>,
+    mut events: Subscription<Event>,
     objects: Vec<Arc<dyn OwnedObjects>>,
     mut appearances: SelectAll<BoxStream<'static, Appearance>>,
     keys: mpsc::UnboundedSender<VirtualKey>,

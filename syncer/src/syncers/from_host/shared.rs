@@ -3,13 +3,12 @@
 
 use futures::{StreamExt, stream::BoxStream};
 use kube::{Client, api::ListParams};
-use tokio::sync::mpsc;
 use vcsync_translators::VirtualKey;
 
 use crate::{
     Result,
     error::{Side, api_error, status_code},
-    informer::InformerEvent,
+    informer::{InformerEvent, Subscription},
     sdk::{SyncResource, api_in},
 };
 
@@ -27,10 +26,10 @@ pub fn is_synced_from_host(meta: &kube::api::ObjectMeta) -> bool {
 
 /// Reconcile keys from an informer's events: `keys_of` says which keys an event concerns.
 pub(crate) fn informer_keys<K: SyncResource>(
-    events: mpsc::UnboundedReceiver<InformerEvent<K>>,
+    events: Subscription<K>,
     keys_of: impl Fn(&InformerEvent<K>) -> Vec<VirtualKey> + Send + 'static,
 ) -> BoxStream<'static, VirtualKey> {
-    tokio_stream::wrappers::UnboundedReceiverStream::new(events)
+    events
         .flat_map(move |event| futures::stream::iter(keys_of(&event)))
         .boxed()
 }

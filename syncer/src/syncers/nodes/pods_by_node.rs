@@ -17,7 +17,10 @@ use tokio::sync::{mpsc, watch};
 use vcsync_translators::VirtualKey;
 
 use crate::cache::Cache;
-use crate::{informer::InformerEvent, resource::virtual_key_of};
+use crate::{
+    informer::{InformerEvent, Subscription},
+    resource::virtual_key_of,
+};
 
 /// Pods by node and node by pod.
 ///
@@ -165,7 +168,7 @@ impl PodsByNode {
     pub(crate) async fn feed(
         self: Arc<Self>,
         pods: Cache<Pod>,
-        mut events: mpsc::UnboundedReceiver<InformerEvent<Pod>>,
+        mut events: Subscription<Pod>,
         changes: mpsc::UnboundedSender<VirtualKey>,
         ready: watch::Sender<bool>,
     ) {
@@ -375,7 +378,7 @@ mod tests {
     #[tokio::test]
     async fn feed_reports_flips_and_becomes_ready_on_the_first_list() {
         let (store, mut writer) = crate::cache::cache::<Pod>(crate::cache::Storage::Encoded);
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = Subscription::channel(4);
         let (changes_tx, mut changes_rx) = mpsc::unbounded_channel();
         let (ready_tx, mut ready_rx) = watch::channel(false);
         let index = Arc::new(PodsByNode::new());
@@ -388,11 +391,14 @@ mod tests {
         writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
         writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(bound.clone()));
         writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
-        events_tx.send(InformerEvent::Relisted).unwrap();
+        events_tx.send(InformerEvent::Relisted).await.unwrap();
         ready_rx.wait_for(|r| *r).await.unwrap();
         assert_eq!(changes_rx.recv().await, Some(VirtualKey::cluster("n1")));
 
-        events_tx.send(InformerEvent::Deleted(Arc::new(bound))).unwrap();
+        events_tx
+            .send(InformerEvent::Deleted(Arc::new(bound)))
+            .await
+            .unwrap();
         assert_eq!(changes_rx.recv().await, Some(VirtualKey::cluster("n1")));
         assert!(!index.is_used("n1"));
         drop(events_tx);

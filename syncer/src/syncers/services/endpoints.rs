@@ -17,7 +17,6 @@ use dashmap::DashMap;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use vcsync_translators::{NameTranslator, NamespaceMapping, VirtualKey};
 
 use super::{
@@ -183,17 +182,25 @@ impl ControllerModifier for EndpointsSyncer {
         ctx: &RegisterContext,
         builder: ControllerBuilder,
     ) -> Result<ControllerBuilder> {
-        let services = UnboundedReceiverStream::new(ctx.caches().virtual_informer::<Service>().subscribe())
-            .filter_map(|event| async move {
-                match event {
-                    InformerEvent::Applied(s) | InformerEvent::Deleted(s) => Some(virtual_key_of(s.as_ref())),
-                    InformerEvent::Relisted => None,
-                }
-            });
+        let services =
+            ctx.caches()
+                .virtual_informer::<Service>()
+                .subscribe()
+                .filter_map(|event| async move {
+                    match event {
+                        InformerEvent::Applied(s) | InformerEvent::Deleted(s) => {
+                            Some(virtual_key_of(s.as_ref()))
+                        }
+                        InformerEvent::Relisted => None,
+                    }
+                });
         // A host pod starting or going changes which addresses are this instance's pods'.
         let addresses = self.addresses.clone();
-        let pods = UnboundedReceiverStream::new(ctx.caches().host_informer::<Pod>().subscribe()).flat_map(
-            move |event| {
+        let pods = ctx
+            .caches()
+            .host_informer::<Pod>()
+            .subscribe()
+            .flat_map(move |event| {
                 let keys: Vec<VirtualKey> = match event {
                     InformerEvent::Applied(pod) | InformerEvent::Deleted(pod) => {
                         // Every IP in the status, a finished pod's too: it no longer holds them.
@@ -222,8 +229,7 @@ impl ControllerModifier for EndpointsSyncer {
                     InformerEvent::Relisted => addresses.iter().map(|entry| entry.key().clone()).collect(),
                 };
                 futures::stream::iter(keys)
-            },
-        );
+            });
         Ok(builder.watches(services).watches(pods))
     }
 }

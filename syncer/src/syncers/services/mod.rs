@@ -31,7 +31,6 @@ use kube::{
     Resource, ResourceExt,
     api::{DeleteParams, Preconditions},
 };
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use vcsync_translators::{NameTranslator, VirtualKey};
 
 use crate::{
@@ -509,71 +508,73 @@ impl ControllerModifier for ServiceSyncer {
     ) -> Result<ControllerBuilder> {
         let host_services = self.host_services.clone();
         let translator = self.translator.clone();
-        let host_keys =
-            UnboundedReceiverStream::new(host_endpoints_informer(ctx).subscribe()).flat_map(move |event| {
-                let names: Vec<(String, String)> = match event {
-                    InformerEvent::Applied(e) | InformerEvent::Deleted(e) => {
-                        vec![(e.namespace().unwrap_or_default(), e.name_any())]
-                    }
-                    InformerEvent::Relisted => host_services
-                        .state()
-                        .iter()
-                        .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
-                        .collect(),
-                };
-                let keys: Vec<VirtualKey> = names
+        let host_keys = host_endpoints_informer(ctx).subscribe().flat_map(move |event| {
+            let names: Vec<(String, String)> = match event {
+                InformerEvent::Applied(e) | InformerEvent::Deleted(e) => {
+                    vec![(e.namespace().unwrap_or_default(), e.name_any())]
+                }
+                InformerEvent::Relisted => host_services
+                    .state()
                     .iter()
-                    .filter_map(|(ns, name)| {
-                        host_services.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
-                    })
-                    .filter_map(|service| translator.virtual_key(service.meta()))
-                    .collect();
-                futures::stream::iter(keys)
-            });
-        let virtual_keys =
-            UnboundedReceiverStream::new(ctx.caches().virtual_informer::<Endpoints>().subscribe())
-                .filter_map(|event| async move {
-                    match event {
-                        InformerEvent::Applied(e) | InformerEvent::Deleted(e)
-                            if e.labels().get(MIRRORED_LABEL).is_some() =>
-                        {
-                            Some(virtual_key_of(e.as_ref()))
-                        }
-                        _ => None,
+                    .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+                    .collect(),
+            };
+            let keys: Vec<VirtualKey> = names
+                .iter()
+                .filter_map(|(ns, name)| {
+                    host_services.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+                })
+                .filter_map(|service| translator.virtual_key(service.meta()))
+                .collect();
+            futures::stream::iter(keys)
+        });
+        let virtual_keys = ctx
+            .caches()
+            .virtual_informer::<Endpoints>()
+            .subscribe()
+            .filter_map(|event| async move {
+                match event {
+                    InformerEvent::Applied(e) | InformerEvent::Deleted(e)
+                        if e.labels().get(MIRRORED_LABEL).is_some() =>
+                    {
+                        Some(virtual_key_of(e.as_ref()))
                     }
-                });
+                    _ => None,
+                }
+            });
         let services = self.host_services.clone();
         let translator = self.translator.clone();
-        let host_slice_keys =
-            UnboundedReceiverStream::new(host_slices_informer(ctx).subscribe()).filter_map(move |event| {
+        let host_slice_keys = host_slices_informer(ctx).subscribe().filter_map(move |event| {
+            let key = match event {
+                InformerEvent::Applied(s) | InformerEvent::Deleted(s) => {
+                    s.labels().get(slices::SERVICE_NAME_LABEL).and_then(|service| {
+                        let host_ns = s.namespace().unwrap_or_default();
+                        let service = services
+                            .get(&kube::runtime::reflector::ObjectRef::new(service).within(&host_ns))?;
+                        translator.virtual_key(service.meta())
+                    })
+                }
+                InformerEvent::Relisted => None,
+            };
+            futures::future::ready(key)
+        });
+        let virtual_slice_keys = ctx
+            .caches()
+            .virtual_informer::<EndpointSlice>()
+            .subscribe()
+            .filter_map(|event| {
                 let key = match event {
-                    InformerEvent::Applied(s) | InformerEvent::Deleted(s) => {
-                        s.labels().get(slices::SERVICE_NAME_LABEL).and_then(|service| {
-                            let host_ns = s.namespace().unwrap_or_default();
-                            let service = services
-                                .get(&kube::runtime::reflector::ObjectRef::new(service).within(&host_ns))?;
-                            translator.virtual_key(service.meta())
-                        })
+                    InformerEvent::Applied(s) | InformerEvent::Deleted(s)
+                        if s.labels().contains_key(MIRRORED_LABEL) =>
+                    {
+                        s.labels()
+                            .get(slices::SERVICE_NAME_LABEL)
+                            .map(|service| VirtualKey::new(s.namespace(), service.clone()))
                     }
-                    InformerEvent::Relisted => None,
+                    _ => None,
                 };
                 futures::future::ready(key)
             });
-        let virtual_slice_keys =
-            UnboundedReceiverStream::new(ctx.caches().virtual_informer::<EndpointSlice>().subscribe())
-                .filter_map(|event| {
-                    let key = match event {
-                        InformerEvent::Applied(s) | InformerEvent::Deleted(s)
-                            if s.labels().contains_key(MIRRORED_LABEL) =>
-                        {
-                            s.labels()
-                                .get(slices::SERVICE_NAME_LABEL)
-                                .map(|service| VirtualKey::new(s.namespace(), service.clone()))
-                        }
-                        _ => None,
-                    };
-                    futures::future::ready(key)
-                });
         Ok(builder
             .watches(host_keys)
             .watches(virtual_keys)

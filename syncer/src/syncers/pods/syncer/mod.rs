@@ -23,14 +23,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::ResourceExt;
-use tokio::sync::mpsc;
 use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, VirtualKey};
 
 use self::host_service::HostServiceIp;
 use super::{reference_gate::ReferenceGate, token_secrets::TokenSecrets, translate::PodTranslator};
 use crate::{
     Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer, UpSyncer,
-    cache::Cache, config::PodsConfig, informer::InformerEvent, resource::virtual_key_of, sdk::Base,
+    cache::Cache, config::PodsConfig, informer::Subscription, resource::virtual_key_of, sdk::Base,
 };
 
 /// How long a host pod just created is trusted to exist while the host cache does not show it
@@ -56,7 +55,7 @@ pub struct PodSyncer {
     config: PodsConfig,
     services: Cache<Service>,
     tokens: TokenSecrets,
-    secret_events: Mutex<Option<mpsc::UnboundedReceiver<InformerEvent<Secret>>>>,
+    secret_events: Mutex<Option<Subscription<Secret>>>,
     /// Which references a new host pod may name (only this cluster's own copies).
     references: Arc<ReferenceGate>,
     /// Writes the caches may not show yet, by virtual pod UID.

@@ -11,14 +11,13 @@ use kube::{
     api::{DeleteParams, Preconditions},
     runtime::reflector::ObjectRef,
 };
-use tokio::sync::mpsc;
 use vcsync_translators::VirtualKey;
 
 use super::TokenSecrets;
 use crate::{
     Clients, RegisterContext, Result, SyncContext,
     error::{Side, api_error, status_code},
-    informer::InformerEvent,
+    informer::{InformerEvent, Subscription},
     syncers::pods::token::{
         TOKEN_POD_ANNOTATION, TOKEN_POD_NAME_ANNOTATION, TOKEN_POD_NAMESPACE_ANNOTATION, TokenSecretState,
         token_secret_name,
@@ -117,10 +116,10 @@ impl TokenSecrets {
     /// [`PodSyncer::sync_gone`](super::PodSyncer), not at the next sweep.
     pub fn changes(
         &self,
-        events: mpsc::UnboundedReceiver<InformerEvent<Secret>>,
+        events: Subscription<Secret>,
     ) -> impl futures::Stream<Item = VirtualKey> + Send + 'static {
         let secrets = self.host_secrets.clone();
-        tokio_stream::wrappers::UnboundedReceiverStream::new(events).flat_map(move |event| {
+        events.flat_map(move |event| {
             let keys = match event {
                 InformerEvent::Applied(secret) | InformerEvent::Deleted(secret) => {
                     vec![token_pod_key(&secret)]
