@@ -1,6 +1,6 @@
 //! The SDK's register functions: a [`Syncer`] or [`FakeSyncer`] becomes a controller queued
 //! on the context's [`Registrar`](crate::context::Registrar), to start with the manager. Both
-//! kinds go through the same steps ([`setup`]): `Initializer::init`,
+//! kinds go through the same steps (`setup`): `Initializer::init`,
 //! `IndicesRegisterer::register_indices`, `ControllerModifier::modify_controller`. Typed kinds
 //! are registered with [`register_syncer`] and [`register_fake_syncer`]; kinds known at run
 //! time (custom resources) with [`register_dynamic_syncer`] and

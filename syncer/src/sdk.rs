@@ -195,7 +195,8 @@ pub trait Initializer: Send + Sync {
     async fn init(&self, ctx: &RegisterContext) -> Result<()>;
 }
 
-/// Registers indices (through [`RegisterContext::indices`]) that syncers read.
+/// Registers indices (through [`Caches::indices`](crate::context::Caches::indices)) that
+/// syncers read.
 pub trait IndicesRegisterer: Send + Sync {
     /// Runs after [`Initializer::init`].
     fn register_indices(&self, ctx: &RegisterContext) -> Result<()>;
@@ -213,7 +214,7 @@ pub trait ControllerModifier: Send + Sync {
 
 /// A free-form controller for what the syncer abstraction does not fit. It is registered
 /// with [`register_controller_starter`](crate::register_controller_starter) and usually
-/// spawns its work through [`RegisterContext::spawn`].
+/// spawns its work through [`Registrar::spawn`](crate::registrar::Registrar::spawn).
 #[async_trait]
 pub trait ControllerStarter: Base {
     /// Sets the controller up.
@@ -221,7 +222,7 @@ pub trait ControllerStarter: Base {
 }
 
 /// Extra triggers a syncer has from the moment it is built. As the syncer's
-/// [`ControllerModifier`](crate::ControllerModifier), they are handed to its controller.
+/// [`ControllerModifier`], they are handed to its controller.
 #[derive(Default)]
 pub struct Triggers(Mutex<Vec<BoxStream<'static, VirtualKey>>>);
 

@@ -20,9 +20,9 @@
 //! `wait_until_ready`, and a [`CacheWriter`] applying watcher events (a re-list is buffered
 //! and swapped in whole at its end, so readers never see a half-filled cache).
 //!
-//! The reads of a cache are here; its shared state is in [`store`], how objects are kept and
-//! read back in [`encoding`], the writer in [`writer`], the error in [`error`]. A cache serves typed and
-//! dynamic kinds alike (it knows its kind by name, for errors and metrics).
+//! The reads of a cache are here; its shared state is in `store.rs`, how objects are kept and
+//! read back in `encoding.rs`, the writer in `writer.rs`, the error in `error.rs`. A cache
+//! serves typed and dynamic kinds alike (it knows its kind by name, for errors and metrics).
 //!
 //! An encoded object that does not decode (a bug: it was encoded from the same type) is an
 //! error, never an absence: [`Cache::try_get`] and [`Cache::try_map`] return it, and the
