@@ -46,21 +46,13 @@ pub async fn register_syncer<S>(ctx: &RegisterContext, syncer: S) -> Result<()>
 where
     S: Syncer<Resource: SyncResource>,
 {
-    register_syncer_of(ctx, syncer, Kind::typed()).await
+    register_dynamic_syncer(ctx, syncer, Kind::typed()).await
 }
 
 /// Registers a syncer of a kind known at run time (a custom resource as a `DynamicObject`,
-/// say) exactly as [`register_syncer`] does a typed one: same informers, caches, key queue and
-/// writes.
+/// say) exactly as [`register_syncer`] does a typed one (which comes here with
+/// [`Kind::typed`]): same informers, caches, key queue and writes.
 pub async fn register_dynamic_syncer<S: Syncer>(
-    ctx: &RegisterContext,
-    syncer: S,
-    kind: Kind<S::Resource>,
-) -> Result<()> {
-    register_syncer_of(ctx, syncer, kind).await
-}
-
-async fn register_syncer_of<S: Syncer>(
     ctx: &RegisterContext,
     syncer: S,
     kind: Kind<S::Resource>,
@@ -107,20 +99,12 @@ pub async fn register_fake_syncer<F>(ctx: &RegisterContext, syncer: F) -> Result
 where
     F: FakeSyncer<Resource: SyncResource>,
 {
-    register_fake_syncer_of(ctx, syncer, Kind::typed()).await
+    register_dynamic_fake_syncer(ctx, syncer, Kind::typed()).await
 }
 
 /// Registers a fake syncer of a kind known at run time, as [`register_fake_syncer`] does a
-/// typed one.
+/// typed one (which comes here with [`Kind::typed`]).
 pub async fn register_dynamic_fake_syncer<F: FakeSyncer>(
-    ctx: &RegisterContext,
-    syncer: F,
-    kind: Kind<F::Resource>,
-) -> Result<()> {
-    register_fake_syncer_of(ctx, syncer, kind).await
-}
-
-async fn register_fake_syncer_of<F: FakeSyncer>(
     ctx: &RegisterContext,
     syncer: F,
     kind: Kind<F::Resource>,
