@@ -108,10 +108,8 @@ use crate::{RegisterContext, Result, register_syncer};
 
 /// Registers the pod syncer (pods are always synced) and its token-Secret sweeper.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
-    let syncer = PodSyncer::new(ctx);
-    ctx.registrar().spawn(
-        "pod-token-secret-sweeper",
-        token_secrets::cleanup::sweep(ctx.clone()),
-    );
+    let syncer = PodSyncer::new(ctx.clients(), ctx.caches(), ctx.registrar());
+    let sweep = token_secrets::cleanup::sweep(ctx.clients().clone(), ctx.caches().clone());
+    ctx.registrar().spawn("pod-token-secret-sweeper", sweep);
     register_syncer(ctx, syncer).await
 }

@@ -22,7 +22,7 @@ use vcsync_translators::{NamespaceMapping, RefKind, RefTarget, VirtualKey};
 
 use super::reference_sites::{sites, without_missing_optional};
 use crate::{
-    Action, Caches, RegisterContext, Result, SyncContext, cache::Cache, events::EventType,
+    Action, Caches, Clients, Registrar, Result, SyncContext, cache::Cache, events::EventType,
     informer::InformerEvent, resource::virtual_key_of, safety::virtual_key_of_host, sdk::SyncResource,
 };
 
@@ -98,7 +98,7 @@ impl<K: SyncResource> Copies<K> {
 /// The gate of one pod syncer (see the module doc).
 pub struct ReferenceGate {
     mapping: NamespaceMapping,
-    ctx: RegisterContext,
+    caches: Caches,
     config_maps: Option<Copies<ConfigMap>>,
     secrets: Option<Copies<Secret>>,
     claims: Option<Copies<PersistentVolumeClaim>>,
@@ -107,22 +107,22 @@ pub struct ReferenceGate {
 }
 
 impl ReferenceGate {
-    /// The gate over the caches of the referenced kinds whose syncers `ctx`'s configuration
-    /// runs (references of the others never resolve).
-    pub fn new(ctx: &RegisterContext) -> Self {
-        let sync = &ctx.clients().config().sync;
+    /// The gate over the `caches` of the referenced kinds whose syncers the configuration of
+    /// `clients` runs (references of the others never resolve).
+    pub fn new(clients: &Clients, caches: &Caches) -> Self {
+        let sync = &clients.config().sync;
         Self {
-            mapping: ctx.clients().namespace_mapping().clone(),
-            ctx: ctx.clone(),
-            config_maps: Copies::of(ctx.caches(), sync.config_maps.enabled),
-            secrets: Copies::of(ctx.caches(), sync.secrets.enabled),
-            claims: Copies::of(ctx.caches(), sync.persistent_volume_claims.enabled),
+            mapping: clients.namespace_mapping().clone(),
+            caches: caches.clone(),
+            config_maps: Copies::of(caches, sync.config_maps.enabled),
+            secrets: Copies::of(caches, sync.secrets.enabled),
+            claims: Copies::of(caches, sync.persistent_volume_claims.enabled),
             waiting: Mutex::default(),
         }
     }
 
     fn collisions(&self, kind: &str, key: &VirtualKey) -> bool {
-        self.ctx.caches().indices().collisions().contains(kind, key)
+        self.caches.indices().collisions().contains(kind, key)
     }
 
     /// Where the object `target` stands.
@@ -187,7 +187,7 @@ impl ReferenceGate {
     /// The first reference of the running pod `virt` whose host name a foreign object holds
     /// now (its copy was replaced behind vcsync's back), if any.
     pub fn foreign_reference(&self, virt: &Pod) -> Option<RefTarget> {
-        if virt.spec.is_none() || self.ctx.caches().indices().collisions().is_empty() {
+        if virt.spec.is_none() || self.caches.indices().collisions().is_empty() {
             return None;
         }
         let ns = virt.namespace().unwrap_or_default();
@@ -198,29 +198,36 @@ impl ReferenceGate {
     }
 
     /// The pods waiting for a copy that appeared on the host, as the host informers of the
-    /// referenced kinds report them.
-    pub fn ready_pods(self: &std::sync::Arc<Self>) -> Vec<futures::stream::BoxStream<'static, VirtualKey>> {
+    /// referenced kinds report them (read by tasks of `registrar`'s).
+    pub fn ready_pods(
+        self: &std::sync::Arc<Self>,
+        registrar: &Registrar,
+    ) -> Vec<futures::stream::BoxStream<'static, VirtualKey>> {
         let mut streams = Vec::new();
         if self.config_maps.is_some() {
-            streams.push(self.ready_pods_of::<ConfigMap>(RefKind::ConfigMap));
+            streams.push(self.ready_pods_of::<ConfigMap>(registrar, RefKind::ConfigMap));
         }
         if self.secrets.is_some() {
-            streams.push(self.ready_pods_of::<Secret>(RefKind::Secret));
+            streams.push(self.ready_pods_of::<Secret>(registrar, RefKind::Secret));
         }
         if self.claims.is_some() {
-            streams.push(self.ready_pods_of::<PersistentVolumeClaim>(RefKind::PersistentVolumeClaim));
+            streams
+                .push(self.ready_pods_of::<PersistentVolumeClaim>(registrar, RefKind::PersistentVolumeClaim));
         }
-        streams.push(self.collided_pods());
+        streams.push(self.collided_pods(registrar));
         streams
     }
 
     /// The pods waiting for a copy that a foreign object turned out to block: they are told.
-    fn collided_pods(self: &std::sync::Arc<Self>) -> futures::stream::BoxStream<'static, VirtualKey> {
+    fn collided_pods(
+        self: &std::sync::Arc<Self>,
+        registrar: &Registrar,
+    ) -> futures::stream::BoxStream<'static, VirtualKey> {
         use futures::StreamExt;
-        let mut noted = self.ctx.caches().indices().collisions().noted();
+        let mut noted = self.caches.indices().collisions().noted();
         let gate = self.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        self.ctx.registrar().spawn_background(async move {
+        registrar.spawn_background(async move {
             while let Some((kind, key)) = noted.recv().await {
                 let kind = match kind.as_str() {
                     "ConfigMap" => RefKind::ConfigMap,
@@ -252,13 +259,14 @@ impl ReferenceGate {
 
     fn ready_pods_of<K: SyncResource>(
         self: &std::sync::Arc<Self>,
+        registrar: &Registrar,
         kind: RefKind,
     ) -> futures::stream::BoxStream<'static, VirtualKey> {
         use futures::StreamExt;
-        let mut events = self.ctx.caches().host_informer::<K>().subscribe();
+        let mut events = self.caches.host_informer::<K>().subscribe();
         let gate = self.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        self.ctx.registrar().spawn_background(async move {
+        registrar.spawn_background(async move {
             while let Some(event) = events.recv().await {
                 let pods = match event {
                     InformerEvent::Applied(host) => match virtual_key_of_host(host.meta()) {

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use tokio::sync::watch;
 
-use crate::RegisterContext;
+use crate::{Clients, Registrar};
 
 /// How often the cluster IP of `kubernetesService.hostService` is read again once known (a
 /// changed IP reaches the pods created afterwards, as a kubelet's variables would).
@@ -19,18 +19,15 @@ pub(super) const HOST_SERVICE_RETRY: std::time::Duration = std::time::Duration::
 /// [`HOST_SERVICE_REFRESH`] after, on every replica.
 pub(super) type HostServiceIp = watch::Receiver<Option<Option<String>>>;
 
-/// Starts following the cluster IP of host Service `name` in the host namespace.
-pub(super) fn follow(ctx: &RegisterContext, name: &str) -> HostServiceIp {
+/// Starts following the cluster IP of host Service `name` in the host namespace, in a task of
+/// `registrar`'s, which waits for the first answer.
+pub(super) fn follow(clients: &Clients, registrar: &Registrar, name: &str) -> HostServiceIp {
     let (tx, rx) = watch::channel(None);
-    let api = Api::<Service>::namespaced(
-        ctx.clients().host_client().clone(),
-        ctx.clients().host_namespace(),
-    );
-    let service = format!("{}/{name}", ctx.clients().host_namespace());
-    ctx.registrar()
-        .spawn_background(read_host_service(api, name.to_string(), service, tx));
+    let api = Api::<Service>::namespaced(clients.host_client().clone(), clients.host_namespace());
+    let service = format!("{}/{name}", clients.host_namespace());
+    registrar.spawn_background(read_host_service(api, name.to_string(), service, tx));
     let mut first = rx.clone();
-    ctx.registrar().add_readiness(async move {
+    registrar.add_readiness(async move {
         // Err: the reader is gone (shutting down); nothing to wait for.
         let _ = first.wait_for(Option::is_some).await;
     });

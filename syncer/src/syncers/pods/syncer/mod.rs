@@ -28,8 +28,9 @@ use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTA
 use self::host_service::HostServiceIp;
 use super::{reference_gate::ReferenceGate, token_secrets::TokenSecrets, translate::PodTranslator};
 use crate::{
-    Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer, UpSyncer,
-    cache::Cache, config::PodsConfig, informer::Subscription, resource::virtual_key_of, sdk::Base,
+    Action, Caches, Clients, ControllerBuilder, ControllerModifier, RegisterContext, Registrar, Result,
+    SyncContext, Syncer, UpSyncer, cache::Cache, config::PodsConfig, informer::Subscription,
+    resource::virtual_key_of, sdk::Base,
 };
 
 /// How long a host pod just created is trusted to exist while the host cache does not show it
@@ -65,30 +66,31 @@ pub struct PodSyncer {
 }
 
 impl PodSyncer {
-    /// A pod syncer for the manager of `ctx`.
-    pub fn new(ctx: &RegisterContext) -> Self {
-        let sync = &ctx.clients().config().sync;
-        let translator =
-            NamespacedTranslator::new(ctx.clients().ownership().clone(), ctx.clients().host_namespace());
+    /// A pod syncer translating with `clients` over the shared `caches`; with
+    /// `kubernetesService.hostService`, it follows that Service's cluster IP in a task of
+    /// `registrar`'s, and the controllers wait for the first answer.
+    pub fn new(clients: &Clients, caches: &Caches, registrar: &Registrar) -> Self {
+        let sync = &clients.config().sync;
+        let translator = NamespacedTranslator::new(clients.ownership().clone(), clients.host_namespace());
         let pods = PodTranslator::new(translator, sync.pods.clone())
-            .with_mapping(ctx.clients().namespace_mapping().clone())
+            .with_mapping(clients.namespace_mapping().clone())
             .with_priority_classes(sync.priority_classes.enabled)
             .with_service_accounts(sync.service_accounts.enabled);
-        let secrets = ctx.caches().host_informer::<Secret>();
+        let secrets = caches.host_informer::<Secret>();
         Self {
             pods,
             config: sync.pods.clone(),
-            services: ctx.caches().virtual_informer::<Service>().store(),
-            tokens: TokenSecrets::new(ctx.caches()),
+            services: caches.virtual_informer::<Service>().store(),
+            tokens: TokenSecrets::new(caches),
             secret_events: Mutex::new(Some(secrets.subscribe())),
-            references: Arc::new(ReferenceGate::new(ctx)),
+            references: Arc::new(ReferenceGate::new(clients, caches)),
             written: dashmap::DashMap::new(),
             host_service_ip: sync
                 .pods
                 .kubernetes_service
                 .as_ref()
                 .and_then(|address| address.host_service_name())
-                .map(|name| host_service::follow(ctx, name)),
+                .map(|name| host_service::follow(clients, registrar, name)),
         }
     }
 
@@ -218,7 +220,7 @@ impl ControllerModifier for PodSyncer {
     /// A token Secret changing (deleted by someone, say) reconciles its pod.
     fn modify_controller(
         &self,
-        _ctx: &RegisterContext,
+        ctx: &RegisterContext,
         builder: ControllerBuilder,
     ) -> Result<ControllerBuilder> {
         let events = self.secret_events.lock().expect("secret events lock").take();
@@ -229,7 +231,7 @@ impl ControllerModifier for PodSyncer {
         // A pod waiting at the reference gate goes on once the copy it waits for is there.
         Ok(self
             .references
-            .ready_pods()
+            .ready_pods(ctx.registrar())
             .into_iter()
             .fold(builder, ControllerBuilder::watches))
     }

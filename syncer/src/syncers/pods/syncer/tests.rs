@@ -40,7 +40,7 @@ async fn a_virtual_pod_that_does_not_decode_fails_the_reconcile_and_deletes_noth
     });
     let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
     let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
-    let syncer = PodSyncer::new(&register);
+    let syncer = PodSyncer::new(register.clients(), register.caches(), register.registrar());
 
     let virt: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web", "namespace": "team", "uid": "0f2d4c1e-1111-4a2b-9c3d-5e6f7a8b9c0d"},
@@ -125,7 +125,7 @@ fn answering(status: &'static str, body: &'static str) -> (kube::Client, Arc<Mut
 async fn sync_up_with_live(status: &'static str, body: &'static str) -> (Action, Vec<String>) {
     let (client, requests) = answering(status, body);
     let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
-    let syncer = PodSyncer::new(&register);
+    let syncer = PodSyncer::new(register.clients(), register.caches(), register.registrar());
     let virt: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web", "namespace": "team", "uid": "0f2d4c1e-1111-4a2b-9c3d-5e6f7a8b9c0d"},
         "spec": {"containers": [{"name": "app", "image": "nginx"}]}

@@ -15,7 +15,7 @@ use vcsync_translators::VirtualKey;
 
 use super::TokenSecrets;
 use crate::{
-    Clients, RegisterContext, Result, SyncContext,
+    Caches, Clients, Result, SyncContext,
     error::{Side, api_error, status_code},
     informer::{InformerEvent, Subscription},
     syncers::pods::token::{
@@ -176,10 +176,10 @@ async fn delete_token_secret(clients: &Clients, secret: &Secret) -> Result<()> {
 /// Removes token Secrets whose host pod and virtual pod are both gone (a crash between writing
 /// the Secret and the pod, a deletion missed while stopped). Runs on the leader, from caches:
 /// once they are synced, again [`ORPHAN_MIN_AGE`] later, then every [`SWEEP_INTERVAL`].
-pub async fn sweep(ctx: RegisterContext) {
-    let secrets = ctx.caches().host_informer::<Secret>().store();
-    let host_pods = ctx.caches().host_informer::<Pod>().store();
-    let virtual_pods = ctx.caches().virtual_informer::<Pod>().store();
+pub async fn sweep(clients: Clients, caches: Caches) {
+    let secrets = caches.host_informer::<Secret>().store();
+    let host_pods = caches.host_informer::<Pod>().store();
+    let virtual_pods = caches.virtual_informer::<Pod>().store();
     let mut pause = Duration::ZERO;
     loop {
         tokio::time::sleep(pause).await;
@@ -211,7 +211,7 @@ pub async fn sweep(ctx: RegisterContext) {
             (!young && !pod_exists).then(|| secret.clone())
         });
         for secret in orphans.into_iter().flatten() {
-            if let Err(err) = delete_token_secret(ctx.clients(), &secret).await {
+            if let Err(err) = delete_token_secret(&clients, &secret).await {
                 tracing::warn!(error = %err, "could not remove an orphaned token secret");
             }
         }
