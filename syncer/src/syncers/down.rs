@@ -12,12 +12,13 @@ use async_trait::async_trait;
 use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 use vcsync_translators::{
-    ClusterScopedTranslator, NameTranslator, RefKind, VirtualKey, virtual_metadata_from_host,
+    ClusterScopedTranslator, NameTranslator, NamespaceMapping, RefKind, VirtualKey,
+    virtual_metadata_from_host,
 };
 
 use crate::{
-    Action, ControllerBuilder, ControllerModifier, IndicesRegisterer, RegisterContext, Result, Side,
-    SyncContext, Syncer,
+    Action, Caches, Clients, ControllerBuilder, ControllerModifier, IndicesRegisterer, RegisterContext,
+    Registrar, Result, Side, SyncContext, Syncer,
     cache::Cache,
     delete_object,
     error::api_error,
@@ -104,7 +105,8 @@ pub struct DownSyncer<K: DownKind> {
 /// The virtual Secrets and this instance's host copies of them, and the names held by foreign
 /// objects: what a host copy may name.
 struct SecretCopies {
-    ctx: RegisterContext,
+    mapping: NamespaceMapping,
+    caches: Caches,
     virtual_secrets: Cache<Secret>,
     host_secrets: Cache<Secret>,
 }
@@ -112,10 +114,10 @@ struct SecretCopies {
 impl SecretCopies {
     /// Whether Secret `name` of virtual namespace `ns` has this cluster's own copy on the host.
     fn owned_copy(&self, ns: &str, name: &str) -> bool {
-        let mapping = self.ctx.clients().namespace_mapping();
+        let mapping = &self.mapping;
         let key = VirtualKey::namespaced(ns, name);
         self.virtual_secrets.contains(&ObjectRef::new(name).within(ns))
-            && !self.ctx.caches().indices().collisions().contains("Secret", &key)
+            && !self.caches.indices().collisions().contains("Secret", &key)
             && self.host_secrets.contains(
                 &ObjectRef::new(&mapping.host_object_name(ns, name)).within(&mapping.host_namespace(ns)),
             )
@@ -123,21 +125,22 @@ impl SecretCopies {
 }
 
 impl<K: DownKind> DownSyncer<K> {
-    /// A syncer for the manager of `ctx`; `sync_all` syncs unreferenced objects too (kinds
+    /// A syncer translating with `clients` over the shared `caches`; `sync_all` syncs
+    /// unreferenced objects too (kinds
     /// without `REF_KIND` always sync every object).
-    pub fn new(ctx: &RegisterContext, sync_all: bool) -> Result<Self> {
+    pub fn new(clients: &Clients, caches: &Caches, sync_all: bool) -> Result<Self> {
         let translator: Box<dyn NameTranslator> = if <K::Scope as ScopeOf>::NAMESPACED {
-            ctx.clients().namespaced_translator()
+            clients.namespaced_translator()
         } else {
-            Box::new(ClusterScopedTranslator::new(ctx.clients().ownership().clone()))
+            Box::new(ClusterScopedTranslator::new(clients.ownership().clone()))
         };
         let sync_all = sync_all || K::REF_KIND.is_none();
-        let secrets =
-            (K::NAMES_SECRETS && ctx.clients().config().sync.secrets.enabled).then(|| SecretCopies {
-                ctx: ctx.clone(),
-                virtual_secrets: ctx.caches().virtual_informer::<Secret>().store(),
-                host_secrets: ctx.caches().host_informer::<Secret>().store(),
-            });
+        let secrets = (K::NAMES_SECRETS && clients.config().sync.secrets.enabled).then(|| SecretCopies {
+            mapping: clients.namespace_mapping().clone(),
+            caches: caches.clone(),
+            virtual_secrets: caches.virtual_informer::<Secret>().store(),
+            host_secrets: caches.host_informer::<Secret>().store(),
+        });
         Ok(Self {
             translator,
             sync_all,
@@ -303,18 +306,21 @@ impl<K: DownKind> ControllerModifier for DownSyncer<K> {
             _ => builder,
         };
         Ok(match &self.secrets {
-            Some(_) => builder.watches(naming_objects::<K>(ctx)),
+            Some(_) => builder.watches(naming_objects::<K>(ctx.caches(), ctx.registrar())),
             None => builder,
         })
     }
 }
 
 /// The keys of the virtual `K` objects that name a Secret whose host copy just appeared.
-fn naming_objects<K: DownKind>(ctx: &RegisterContext) -> impl futures::Stream<Item = VirtualKey> + use<K> {
-    let mut events = ctx.caches().host_informer::<Secret>().subscribe();
-    let objects = ctx.caches().virtual_informer::<K>().store();
+fn naming_objects<K: DownKind>(
+    caches: &Caches,
+    registrar: &Registrar,
+) -> impl futures::Stream<Item = VirtualKey> + use<K> {
+    let mut events = caches.host_informer::<Secret>().subscribe();
+    let objects = caches.virtual_informer::<K>().store();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    ctx.registrar().spawn_background(async move {
+    registrar.spawn_background(async move {
         while let Some(event) = events.recv().await {
             let crate::informer::InformerEvent::Applied(secret) = event else {
                 continue;

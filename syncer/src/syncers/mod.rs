@@ -29,14 +29,22 @@ pub async fn register_builtin(ctx: &RegisterContext) -> Result<()> {
     if sync.config_maps.enabled {
         register_syncer(
             ctx,
-            DownSyncer::<k8s_openapi::api::core::v1::ConfigMap>::new(ctx, sync.config_maps.all)?,
+            DownSyncer::<k8s_openapi::api::core::v1::ConfigMap>::new(
+                ctx.clients(),
+                ctx.caches(),
+                sync.config_maps.all,
+            )?,
         )
         .await?;
     }
     if sync.secrets.enabled {
         register_syncer(
             ctx,
-            DownSyncer::<k8s_openapi::api::core::v1::Secret>::new(ctx, sync.secrets.all)?,
+            DownSyncer::<k8s_openapi::api::core::v1::Secret>::new(
+                ctx.clients(),
+                ctx.caches(),
+                sync.secrets.all,
+            )?,
         )
         .await?;
     }
@@ -65,7 +73,7 @@ pub async fn register_builtin(ctx: &RegisterContext) -> Result<()> {
 
 async fn register_down<K: DownKind>(ctx: &RegisterContext, enabled: bool) -> Result<()> {
     if enabled {
-        register_syncer(ctx, DownSyncer::<K>::new(ctx, true)?).await?;
+        register_syncer(ctx, DownSyncer::<K>::new(ctx.clients(), ctx.caches(), true)?).await?;
     }
     Ok(())
 }

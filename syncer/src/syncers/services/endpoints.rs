@@ -24,7 +24,8 @@ use super::{
     translate::MIRRORED_LABEL,
 };
 use crate::{
-    Action, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext, Syncer,
+    Action, Caches, Clients, ControllerBuilder, ControllerModifier, RegisterContext, Result, SyncContext,
+    Syncer,
     cache::Cache,
     delete_object,
     events::EventType,
@@ -67,14 +68,14 @@ fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
 }
 
 impl EndpointsSyncer {
-    /// A syncer over the shared informers of `ctx`.
-    pub fn new(ctx: &RegisterContext) -> Self {
+    /// A syncer translating with `clients` over the shared `caches`.
+    pub fn new(clients: &Clients, caches: &Caches) -> Self {
         Self {
-            translator: ctx.clients().namespaced_translator(),
-            mapping: ctx.clients().namespace_mapping().clone(),
-            virtual_services: ctx.caches().virtual_informer::<Service>().store(),
-            host_pods: ctx.caches().host_informer::<Pod>().store(),
-            policy: ctx.clients().config().sync.services.clone(),
+            translator: clients.namespaced_translator(),
+            mapping: clients.namespace_mapping().clone(),
+            virtual_services: caches.virtual_informer::<Service>().store(),
+            host_pods: caches.host_informer::<Pod>().store(),
+            policy: clients.config().sync.services.clone(),
             addresses: Arc::default(),
         }
     }

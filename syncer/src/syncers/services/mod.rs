@@ -34,8 +34,8 @@ use kube::{
 use vcsync_translators::{NameTranslator, VirtualKey};
 
 use crate::{
-    Action, Clients, ControllerBuilder, ControllerModifier, RegisterContext, Result, Side, SyncContext,
-    Syncer,
+    Action, Caches, Clients, ControllerBuilder, ControllerModifier, RegisterContext, Result, Side,
+    SyncContext, Syncer,
     cache::Cache,
     error::api_error,
     events::EventType,
@@ -62,8 +62,8 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
     if !ctx.clients().config().sync.services.enabled {
         return Ok(());
     }
-    register_syncer(ctx, ServiceSyncer::new(ctx)).await?;
-    register_syncer(ctx, endpoints::EndpointsSyncer::new(ctx)).await
+    register_syncer(ctx, ServiceSyncer::new(ctx.clients(), ctx.caches())).await?;
+    register_syncer(ctx, endpoints::EndpointsSyncer::new(ctx.clients(), ctx.caches())).await
 }
 
 /// Whether a virtual service is synced at all.
@@ -89,19 +89,19 @@ pub struct ServiceSyncer {
 }
 
 impl ServiceSyncer {
-    /// A syncer over the shared informers of `ctx`.
-    pub fn new(ctx: &RegisterContext) -> Self {
+    /// A syncer translating with `clients` over the shared `caches`.
+    pub fn new(clients: &Clients, caches: &Caches) -> Self {
         Self {
-            translator: Arc::from(ctx.clients().namespaced_translator()),
-            host_services: ctx.caches().host_informer::<Service>().store(),
-            host_endpoints: host_endpoints_informer(ctx).store(),
-            virtual_endpoints: ctx.caches().virtual_informer::<Endpoints>().store(),
-            host_pods: ctx.caches().host_informer::<Pod>().store(),
-            host_slices: host_slices_informer(ctx).store(),
-            virtual_slices: ctx.caches().virtual_informer::<EndpointSlice>().store(),
-            virtual_services: ctx.caches().virtual_informer::<Service>().store(),
+            translator: Arc::from(clients.namespaced_translator()),
+            host_services: caches.host_informer::<Service>().store(),
+            host_endpoints: host_endpoints_informer(clients, caches).store(),
+            virtual_endpoints: caches.virtual_informer::<Endpoints>().store(),
+            host_pods: caches.host_informer::<Pod>().store(),
+            host_slices: host_slices_informer(clients, caches).store(),
+            virtual_slices: caches.virtual_informer::<EndpointSlice>().store(),
+            virtual_services: caches.virtual_informer::<Service>().store(),
             adoption_failed: DashSet::new(),
-            policy: ctx.clients().config().sync.services.clone(),
+            policy: clients.config().sync.services.clone(),
         }
     }
 
@@ -340,19 +340,19 @@ fn host_watch_namespace(clients: &Clients) -> Option<String> {
     (!clients.namespace_mapping().is_per_namespace()).then(|| clients.host_namespace().to_string())
 }
 
-fn host_slices_informer(ctx: &RegisterContext) -> Arc<crate::informer::Informer<EndpointSlice>> {
-    ctx.caches().informers().get::<EndpointSlice>(Scope::Custom {
+fn host_slices_informer(clients: &Clients, caches: &Caches) -> Arc<crate::informer::Informer<EndpointSlice>> {
+    caches.informers().get::<EndpointSlice>(Scope::Custom {
         side: Side::Host,
-        namespace: host_watch_namespace(ctx.clients()),
+        namespace: host_watch_namespace(clients),
         labels: String::new(),
     })
 }
 
-fn host_endpoints_informer(ctx: &RegisterContext) -> Arc<crate::informer::Informer<Endpoints>> {
+fn host_endpoints_informer(clients: &Clients, caches: &Caches) -> Arc<crate::informer::Informer<Endpoints>> {
     // Not filtered by ownership: the host's endpoints controller creates these, not vcsync.
-    ctx.caches().informers().get::<Endpoints>(Scope::Custom {
+    caches.informers().get::<Endpoints>(Scope::Custom {
         side: Side::Host,
-        namespace: host_watch_namespace(ctx.clients()),
+        namespace: host_watch_namespace(clients),
         labels: String::new(),
     })
 }
@@ -508,26 +508,28 @@ impl ControllerModifier for ServiceSyncer {
     ) -> Result<ControllerBuilder> {
         let host_services = self.host_services.clone();
         let translator = self.translator.clone();
-        let host_keys = host_endpoints_informer(ctx).subscribe().flat_map(move |event| {
-            let names: Vec<(String, String)> = match event {
-                InformerEvent::Applied(e) | InformerEvent::Deleted(e) => {
-                    vec![(e.namespace().unwrap_or_default(), e.name_any())]
-                }
-                InformerEvent::Relisted => host_services
-                    .state()
+        let host_keys = host_endpoints_informer(ctx.clients(), ctx.caches())
+            .subscribe()
+            .flat_map(move |event| {
+                let names: Vec<(String, String)> = match event {
+                    InformerEvent::Applied(e) | InformerEvent::Deleted(e) => {
+                        vec![(e.namespace().unwrap_or_default(), e.name_any())]
+                    }
+                    InformerEvent::Relisted => host_services
+                        .state()
+                        .iter()
+                        .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+                        .collect(),
+                };
+                let keys: Vec<VirtualKey> = names
                     .iter()
-                    .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
-                    .collect(),
-            };
-            let keys: Vec<VirtualKey> = names
-                .iter()
-                .filter_map(|(ns, name)| {
-                    host_services.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
-                })
-                .filter_map(|service| translator.virtual_key(service.meta()))
-                .collect();
-            futures::stream::iter(keys)
-        });
+                    .filter_map(|(ns, name)| {
+                        host_services.get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+                    })
+                    .filter_map(|service| translator.virtual_key(service.meta()))
+                    .collect();
+                futures::stream::iter(keys)
+            });
         let virtual_keys = ctx
             .caches()
             .virtual_informer::<Endpoints>()
@@ -544,20 +546,22 @@ impl ControllerModifier for ServiceSyncer {
             });
         let services = self.host_services.clone();
         let translator = self.translator.clone();
-        let host_slice_keys = host_slices_informer(ctx).subscribe().filter_map(move |event| {
-            let key = match event {
-                InformerEvent::Applied(s) | InformerEvent::Deleted(s) => {
-                    s.labels().get(slices::SERVICE_NAME_LABEL).and_then(|service| {
-                        let host_ns = s.namespace().unwrap_or_default();
-                        let service = services
-                            .get(&kube::runtime::reflector::ObjectRef::new(service).within(&host_ns))?;
-                        translator.virtual_key(service.meta())
-                    })
-                }
-                InformerEvent::Relisted => None,
-            };
-            futures::future::ready(key)
-        });
+        let host_slice_keys = host_slices_informer(ctx.clients(), ctx.caches())
+            .subscribe()
+            .filter_map(move |event| {
+                let key = match event {
+                    InformerEvent::Applied(s) | InformerEvent::Deleted(s) => {
+                        s.labels().get(slices::SERVICE_NAME_LABEL).and_then(|service| {
+                            let host_ns = s.namespace().unwrap_or_default();
+                            let service = services
+                                .get(&kube::runtime::reflector::ObjectRef::new(service).within(&host_ns))?;
+                            translator.virtual_key(service.meta())
+                        })
+                    }
+                    InformerEvent::Relisted => None,
+                };
+                futures::future::ready(key)
+            });
         let virtual_slice_keys = ctx
             .caches()
             .virtual_informer::<EndpointSlice>()
