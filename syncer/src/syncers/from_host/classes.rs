@@ -30,12 +30,11 @@ use vcsync_translators::{VirtualKey, is_reserved_key};
 
 use super::shared::{Readable, SYNCED_FROM_HOST_LABEL, informer_keys, is_synced_from_host, probe};
 use crate::{
-    Action, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    Action, Caches, Clients, ControllerModifier, FakeSyncer, Result, SyncContext,
     cache::Cache,
     controller::CACHE_LAG_RETRY,
     error::{Side, api_error, status_code},
     informer::{InformerEvent, Scope},
-    register_fake_syncer,
     sdk::Triggers,
     sdk::{Base, SyncResource},
     writes::write_params,
@@ -226,61 +225,59 @@ impl<K: MirroredKind> FakeSyncer for HostMirror<K> {
     }
 }
 
-/// Registers the mirror of `K` if both API servers serve the kind and the host lets vcsync
-/// read it.
-pub async fn register<K: MirroredKind>(ctx: &RegisterContext) -> Result<()> {
-    let kind = K::kind(&());
-    for (client, side) in [
-        (ctx.clients().host_client(), Side::Host),
-        (ctx.clients().virtual_client(), Side::Virtual),
-    ] {
-        match probe::<K>(client, side, None, None).await? {
-            Readable::Yes => {}
-            Readable::NotServed => {
-                tracing::info!(%kind, %side, "not served by the {side} API server; not mirrored");
-                return Ok(());
-            }
-            Readable::Forbidden(reason) => {
-                tracing::warn!(%kind, %side, %reason, "cannot list in the {side} cluster; not mirrored");
-                return Ok(());
+impl<K: MirroredKind> HostMirror<K> {
+    /// The mirror of `K` over the shared `caches`, if both API servers of `clients` serve the
+    /// kind and the host lets vcsync read it (None otherwise, said in the log).
+    pub async fn new(clients: &Clients, caches: &Caches) -> Result<Option<Self>> {
+        let kind = K::kind(&());
+        for (client, side) in [
+            (clients.host_client(), Side::Host),
+            (clients.virtual_client(), Side::Virtual),
+        ] {
+            match probe::<K>(client, side, None, None).await? {
+                Readable::Yes => {}
+                Readable::NotServed => {
+                    tracing::info!(%kind, %side, "not served by the {side} API server; not mirrored");
+                    return Ok(None);
+                }
+                Readable::Forbidden(reason) => {
+                    tracing::warn!(%kind, %side, %reason, "cannot list in the {side} cluster; not mirrored");
+                    return Ok(None);
+                }
             }
         }
-    }
-    let host = ctx.caches().informers().get::<K>(Scope::Custom {
-        side: Side::Host,
-        namespace: None,
-        labels: String::new(),
-    });
-    let virtual_informer = ctx.caches().virtual_informer::<K>();
-    let (host_store, virtual_store) = (host.store(), virtual_informer.store());
-    let triggers = vec![informer_keys(host.subscribe(), move |event| match event {
-        InformerEvent::Applied(obj) | InformerEvent::Deleted(obj) => {
-            vec![VirtualKey::cluster(obj.name_any())]
-        }
-        // Host objects deleted during a watch gap left no event: look at every mirror too.
-        InformerEvent::Relisted => host_store
-            .state()
-            .iter()
-            .map(|o| o.name_any())
-            .chain(
-                virtual_store
-                    .state()
-                    .iter()
-                    .filter(|o| is_synced_from_host(o.meta()))
-                    .map(|o| o.name_any()),
-            )
-            .map(VirtualKey::cluster)
-            .collect(),
-    })];
-    register_fake_syncer(
-        ctx,
-        HostMirror::<K> {
+        let host = caches.informers().get::<K>(Scope::Custom {
+            side: Side::Host,
+            namespace: None,
+            labels: String::new(),
+        });
+        let virtual_informer = caches.virtual_informer::<K>();
+        let (host_store, virtual_store) = (host.store(), virtual_informer.store());
+        let triggers = vec![informer_keys(host.subscribe(), move |event| match event {
+            InformerEvent::Applied(obj) | InformerEvent::Deleted(obj) => {
+                vec![VirtualKey::cluster(obj.name_any())]
+            }
+            // Host objects deleted during a watch gap left no event: look at every mirror too.
+            InformerEvent::Relisted => host_store
+                .state()
+                .iter()
+                .map(|o| o.name_any())
+                .chain(
+                    virtual_store
+                        .state()
+                        .iter()
+                        .filter(|o| is_synced_from_host(o.meta()))
+                        .map(|o| o.name_any()),
+                )
+                .map(VirtualKey::cluster)
+                .collect(),
+        })];
+        Ok(Some(Self {
             host: host.store(),
             triggers: Triggers::new(triggers),
             kind: PhantomData,
-        },
-    )
-    .await
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -44,12 +44,11 @@ use super::{
     shared::is_synced_from_host,
 };
 use crate::{
-    Action, ControllerModifier, FakeSyncer, RegisterContext, Result, SyncContext,
+    Action, Caches, Clients, ControllerModifier, FakeSyncer, Registrar, Result, SyncContext,
     cache::Cache,
     controller::CACHE_LAG_RETRY,
     error::{Side, api_error, status_code},
     informer::{InformerEvent, Scope, Subscription},
-    register_fake_syncer,
     resource::virtual_key_of,
     sdk::Triggers,
     sdk::{Base, SyncResource},
@@ -85,11 +84,11 @@ type Appearance = (String, Option<(String, String)>);
 
 /// Adds the owned host objects of `K` to what events are resolved against.
 fn watch_owned<K: SyncResource>(
-    ctx: &RegisterContext,
+    caches: &Caches,
     objects: &mut Vec<Arc<dyn OwnedObjects>>,
     appearances: &mut SelectAll<BoxStream<'static, Appearance>>,
 ) {
-    let informer = ctx.caches().host_informer::<K>();
+    let informer = caches.host_informer::<K>();
     let kind = K::kind(&()).to_string();
     objects.push(Arc::new(OwnedStore {
         kind: kind.clone(),
@@ -283,61 +282,57 @@ impl FakeSyncer for EventSyncer {
     }
 }
 
-/// Registers the event mirror: an unfiltered watch of host events in the host namespace (in
-/// every namespace in the per-namespace mapping, whose host namespaces come and go), resolved
-/// against this instance's host objects of the kinds that are synced.
-pub async fn register(ctx: &RegisterContext) -> Result<()> {
-    let sync = ctx.clients().config().sync.clone();
-    let mut objects: Vec<Arc<dyn OwnedObjects>> = Vec::new();
-    let mut appearances = SelectAll::new();
-    watch_owned::<Pod>(ctx, &mut objects, &mut appearances);
-    if sync.services.enabled {
-        watch_owned::<Service>(ctx, &mut objects, &mut appearances);
-    }
-    if sync.persistent_volume_claims.enabled {
-        watch_owned::<PersistentVolumeClaim>(ctx, &mut objects, &mut appearances);
-    }
-    if sync.config_maps.enabled {
-        watch_owned::<ConfigMap>(ctx, &mut objects, &mut appearances);
-    }
-    if sync.secrets.enabled {
-        watch_owned::<Secret>(ctx, &mut objects, &mut appearances);
-    }
+impl EventSyncer {
+    /// The event mirror: an unfiltered watch of host events in the host namespace (in every
+    /// namespace in the per-namespace mapping, whose host namespaces come and go), resolved
+    /// against this instance's host objects of the kinds the configuration of `clients`
+    /// syncs, in `caches`, by a task of `registrar`'s (controllers wait for its first pass).
+    pub fn new(clients: &Clients, caches: &Caches, registrar: &Registrar) -> Self {
+        let sync = clients.config().sync.clone();
+        let mut objects: Vec<Arc<dyn OwnedObjects>> = Vec::new();
+        let mut appearances = SelectAll::new();
+        watch_owned::<Pod>(caches, &mut objects, &mut appearances);
+        if sync.services.enabled {
+            watch_owned::<Service>(caches, &mut objects, &mut appearances);
+        }
+        if sync.persistent_volume_claims.enabled {
+            watch_owned::<PersistentVolumeClaim>(caches, &mut objects, &mut appearances);
+        }
+        if sync.config_maps.enabled {
+            watch_owned::<ConfigMap>(caches, &mut objects, &mut appearances);
+        }
+        if sync.secrets.enabled {
+            watch_owned::<Secret>(caches, &mut objects, &mut appearances);
+        }
 
-    let mapping = ctx.clients().namespace_mapping().clone();
-    let host_events = ctx.caches().informers().get::<Event>(Scope::Custom {
-        side: Side::Host,
-        namespace: (!mapping.is_per_namespace()).then(|| ctx.clients().host_namespace().to_string()),
-        labels: String::new(),
-    });
-    let router = Arc::new(EventRouter::new(
-        mapping.clone(),
-        ctx.clients().namespaced_translator(),
-    ));
-    let (keys_tx, keys_rx) = mpsc::unbounded_channel();
-    let (ready_tx, mut ready_rx) = watch::channel(false);
-    ctx.registrar().spawn_background(route(
-        router.clone(),
-        host_events.store(),
-        host_events.subscribe(),
-        objects,
-        appearances,
-        keys_tx,
-        ready_tx,
-    ));
-    ctx.registrar().add_readiness(async move {
-        let _ = ready_rx.wait_for(|ready| *ready).await;
-    });
-    register_fake_syncer(
-        ctx,
-        EventSyncer {
+        let mapping = clients.namespace_mapping().clone();
+        let host_events = caches.informers().get::<Event>(Scope::Custom {
+            side: Side::Host,
+            namespace: (!mapping.is_per_namespace()).then(|| clients.host_namespace().to_string()),
+            labels: String::new(),
+        });
+        let router = Arc::new(EventRouter::new(mapping.clone(), clients.namespaced_translator()));
+        let (keys_tx, keys_rx) = mpsc::unbounded_channel();
+        let (ready_tx, mut ready_rx) = watch::channel(false);
+        registrar.spawn_background(route(
+            router.clone(),
+            host_events.store(),
+            host_events.subscribe(),
+            objects,
+            appearances,
+            keys_tx,
+            ready_tx,
+        ));
+        registrar.add_readiness(async move {
+            let _ = ready_rx.wait_for(|ready| *ready).await;
+        });
+        Self {
             router,
             host_events: host_events.store(),
             mapping,
             triggers: Triggers::new(vec![
                 tokio_stream::wrappers::UnboundedReceiverStream::new(keys_rx).boxed(),
             ]),
-        },
-    )
-    .await
+        }
+    }
 }

@@ -20,22 +20,30 @@ pub mod event_translation;
 pub mod events;
 pub mod shared;
 
-use crate::{RegisterContext, Result};
+use k8s_openapi::api::{networking::v1::IngressClass, storage::v1::StorageClass};
+
+use crate::{RegisterContext, Result, register_fake_syncer};
 
 pub(crate) use shared::{Readable, informer_keys, probe};
 pub use shared::{SYNCED_FROM_HOST_LABEL, is_synced_from_host};
 
-/// Registers the host -> virtual syncers the configuration enables.
+/// Registers the host -> virtual syncers the configuration enables (a class mirror only if
+/// both API servers serve the kind and the host lets vcsync read it).
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
-    let sync = ctx.clients().config().sync.clone();
+    let (clients, caches) = (ctx.clients(), ctx.caches());
+    let sync = &clients.config().sync;
     if sync.events.enabled {
-        events::register(ctx).await?;
+        register_fake_syncer(ctx, events::EventSyncer::new(clients, caches, ctx.registrar())).await?;
     }
-    if sync.storage_classes.enabled {
-        classes::register::<k8s_openapi::api::storage::v1::StorageClass>(ctx).await?;
+    if sync.storage_classes.enabled
+        && let Some(mirror) = classes::HostMirror::<StorageClass>::new(clients, caches).await?
+    {
+        register_fake_syncer(ctx, mirror).await?;
     }
-    if sync.ingress_classes.enabled {
-        classes::register::<k8s_openapi::api::networking::v1::IngressClass>(ctx).await?;
+    if sync.ingress_classes.enabled
+        && let Some(mirror) = classes::HostMirror::<IngressClass>::new(clients, caches).await?
+    {
+        register_fake_syncer(ctx, mirror).await?;
     }
     Ok(())
 }

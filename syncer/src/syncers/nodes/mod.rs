@@ -56,7 +56,7 @@ use self::{
     pods_by_node::PodsByNode,
 };
 use crate::{
-    Clients, Error, RegisterContext, Result,
+    Caches, Clients, Error, RegisterContext, Registrar, Result,
     config::{NodeMode, NodesConfig},
     error::Side,
     informer::{Informer, InformerEvent, Scope},
@@ -67,10 +67,11 @@ use crate::{
 
 /// Registers the node syncer and the heartbeat in the configured mode.
 pub async fn register(ctx: &RegisterContext) -> Result<()> {
-    let config = ctx.clients().config().sync.nodes.clone();
-    let host_nodes = host_node_informer(ctx, &config).await?;
-    let virtual_nodes = ctx.caches().virtual_informer::<Node>();
-    let leases = ctx.caches().informers().get::<Lease>(Scope::Custom {
+    let (clients, caches, registrar) = (ctx.clients(), ctx.caches(), ctx.registrar());
+    let config = clients.config().sync.nodes.clone();
+    let host_nodes = host_node_informer(clients, caches, &config).await?;
+    let virtual_nodes = caches.virtual_informer::<Node>();
+    let leases = caches.informers().get::<Lease>(Scope::Custom {
         side: Side::Virtual,
         namespace: Some(NODE_LEASE_NAMESPACE.to_string()),
         labels: format!("{NODE_LEASE_LABEL}=true"),
@@ -81,7 +82,7 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
     let mut triggers = Vec::new();
     let pods = match config.mode {
         NodeMode::Fake => {
-            let (index, changes) = pods_by_node_index(ctx);
+            let (index, changes) = pods_by_node_index(caches, registrar);
             triggers.push(changes);
             Some(index)
         }
@@ -122,12 +123,11 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
         }));
     }
     let synthetic = match (&host_nodes, config.mode) {
-        (None, NodeMode::Fake) => synthetic_node(ctx.clients()).await,
+        (None, NodeMode::Fake) => synthetic_node(clients).await,
         _ => SyntheticNode::default(),
     };
 
-    let kubelet = ctx
-        .clients()
+    let kubelet = clients
         .config()
         .kubelet
         .endpoint(std::env::var(POD_IP_ENV).ok().as_deref())
@@ -153,12 +153,12 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
     .await?;
 
     let heartbeat = VirtualHeartbeat::new(
-        ctx.clients().virtual_client().clone(),
+        clients.virtual_client().clone(),
         virtual_nodes.store(),
         leases.store(),
         HeartbeatConfig::from_config(&config),
     );
-    ctx.registrar().spawn(
+    registrar.spawn(
         "node-heartbeat",
         heartbeat::run(
             HeartbeatConfig::from_config(&config),
@@ -172,14 +172,15 @@ pub async fn register(ctx: &RegisterContext) -> Result<()> {
 /// The host node informer: unfiltered in fake mode, by the selector in real mode. None in
 /// fake mode when host nodes cannot be read (said once, here).
 async fn host_node_informer(
-    ctx: &RegisterContext,
+    clients: &Clients,
+    caches: &Caches,
     config: &NodesConfig,
 ) -> Result<Option<Arc<Informer<Node>>>> {
     let selector = match config.mode {
         NodeMode::Fake => String::new(),
         NodeMode::Real => config.selector.clone().unwrap_or_default(),
     };
-    let readable = probe::<Node>(ctx.clients().host_client(), Side::Host, None, Some(&selector))
+    let readable = probe::<Node>(clients.host_client(), Side::Host, None, Some(&selector))
         .await
         .map_err(|err| match config.mode {
             NodeMode::Real => Error::Registration {
@@ -189,7 +190,7 @@ async fn host_node_informer(
             NodeMode::Fake => err,
         })?;
     match (readable, config.mode) {
-        (Readable::Yes, _) => Ok(Some(ctx.caches().informers().get::<Node>(Scope::Custom {
+        (Readable::Yes, _) => Ok(Some(caches.informers().get::<Node>(Scope::Custom {
             side: Side::Host,
             namespace: None,
             labels: selector,
@@ -224,18 +225,18 @@ async fn host_node_informer(
 /// The pods-by-node index fed from the virtual pod informer, and the stream of nodes whose
 /// use changed. Controllers wait for its first full list.
 fn pods_by_node_index(
-    ctx: &RegisterContext,
+    caches: &Caches,
+    registrar: &Registrar,
 ) -> (Arc<PodsByNode>, futures::stream::BoxStream<'static, VirtualKey>) {
     use futures::StreamExt;
 
-    let informer = ctx.caches().virtual_informer::<Pod>();
+    let informer = caches.virtual_informer::<Pod>();
     let events = informer.subscribe();
     let index = Arc::new(PodsByNode::new());
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready_rx) = watch::channel(false);
-    ctx.registrar()
-        .spawn_background(index.clone().feed(informer.store(), events, changes_tx, ready_tx));
-    ctx.registrar().add_readiness(async move {
+    registrar.spawn_background(index.clone().feed(informer.store(), events, changes_tx, ready_tx));
+    registrar.add_readiness(async move {
         let _ = ready_rx.wait_for(|ready| *ready).await;
     });
     (
