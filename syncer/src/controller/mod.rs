@@ -6,7 +6,10 @@
 //! [`WorkQueue`], the one owner of every key's state (live or not, pending, enqueues, failures,
 //! running, its requeue timer): "is either object still there?" is asked under the queue's
 //! lock, so a key's removal is atomic with the check, and a triggered key no longer live is
-//! dropped. Feeders turn informer events and triggers into keys and never wait on the queue.
+//! dropped. Feeders turn informer events and triggers into keys and never wait on the queue;
+//! they run from the manager's start on every replica (background tasks of the registrar, as
+//! informers wait for readers that fall behind), while the reconciles start only once caches
+//! are synced and this replica leads, and find the keys queued meanwhile, each once.
 //!
 //! Retries: a conflict after [`CONFLICT_RETRY`], a cache behind the API server after
 //! [`CACHE_LAG_RETRY`], other failures after a per-key exponential backoff (200 ms doubling

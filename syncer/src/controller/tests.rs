@@ -355,3 +355,28 @@ mod feeders {
         feeding.await.unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn prepare_leaves_the_feeders_to_the_registrars_background_and_the_reconciles_to_the_controller() {
+    let registrar = Registrar::default();
+    let prepared = prepare(Scripted::default(), 4, &registrar, |queue, _, feeders| {
+        let keys = futures::stream::iter([VirtualKey::cluster("a"), VirtualKey::cluster("b")]);
+        feeders.spawn(feed_any_keys(queue.clone(), keys.boxed()));
+    });
+    let background = registrar.take_background();
+    assert_eq!(background.len(), 1, "the feeder runs without the controller");
+    futures::future::join_all(background).await;
+
+    let metrics = Arc::new(Metrics::new());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown: Shutdown = stopped.map(|_| ()).boxed().shared();
+    let controller = tokio::spawn((prepared.run)(shutdown, metrics.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        metrics.syncer("scripted").reconciles.get(),
+        2,
+        "the keys queued before it ran"
+    );
+    stop.send(()).unwrap();
+    controller.await.unwrap();
+}
