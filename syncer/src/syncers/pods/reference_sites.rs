@@ -45,7 +45,7 @@ pub fn sites(spec: &PodSpec) -> Vec<Site> {
 /// for it.
 ///
 /// The sites are found by [`visit_pod_sites_mut`], which empties the names of those to leave
-/// out; what names nothing then is dropped by [`drop_emptied`].
+/// out; what names nothing then is dropped (`drop_emptied`).
 pub fn without_missing_optional(spec: &mut PodSpec, missing: impl Fn(RefKind, &str) -> bool) {
     let mut emptied = false;
     visit_pod_sites_mut(spec, |site| {

@@ -3,7 +3,7 @@
 //! A toleration lets a pod onto host nodes whose taints keep everyone else off, so only the
 //! ones `sync.pods.tolerations.allow` matches reach the host pod ([`tenant_tolerations`]); the
 //! others are dropped (the pod still runs, where the host scheduler puts it) and the virtual pod
-//! gets a Normal event `TolerationsDropped` naming them ([`report_dropped_tolerations`]).
+//! gets a Normal event `TolerationsDropped` naming them (`report_dropped_tolerations`).
 
 use k8s_openapi::api::core::v1::{Pod, Toleration};
 use kube::Resource;

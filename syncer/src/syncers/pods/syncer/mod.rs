@@ -197,7 +197,8 @@ impl Syncer for PodSyncer {
         self.sync_running(ctx, host, virt).await
     }
 
-    /// The virtual pod is being deleted: see [`deletion`].
+    /// The virtual pod is being deleted: its host pod goes with the same grace period, then
+    /// the virtual pod is finished as a kubelet does (grace period 0).
     async fn sync_terminating(
         &self,
         ctx: &SyncContext<Pod>,
