@@ -42,7 +42,7 @@ use crate::{
     informer::{InformerEvent, Scope},
     register_syncer,
     resource::virtual_key_of,
-    sdk::Base,
+    sdk::{Base, SyncResource},
     writes::{create_host_object, labels_and_annotations_match, update_host_object, write_params},
 };
 
@@ -94,10 +94,10 @@ impl ServiceSyncer {
         Self {
             translator: Arc::from(clients.namespaced_translator()),
             host_services: caches.host_informer::<Service>().store(),
-            host_endpoints: host_endpoints_informer(clients, caches).store(),
+            host_endpoints: host_informer::<Endpoints>(clients, caches).store(),
             virtual_endpoints: caches.virtual_informer::<Endpoints>().store(),
             host_pods: caches.host_informer::<Pod>().store(),
-            host_slices: host_slices_informer(clients, caches).store(),
+            host_slices: host_informer::<EndpointSlice>(clients, caches).store(),
             virtual_slices: caches.virtual_informer::<EndpointSlice>().store(),
             virtual_services: caches.virtual_informer::<Service>().store(),
             adoption_failed: DashSet::new(),
@@ -334,25 +334,14 @@ impl ServiceSyncer {
     }
 }
 
-/// The host namespace the host's own endpoints and slices are watched in: the single host
-/// namespace, or all namespaces in the per-namespace mapping.
-fn host_watch_namespace(clients: &Clients) -> Option<String> {
-    (!clients.namespace_mapping().is_per_namespace()).then(|| clients.host_namespace().to_string())
-}
-
-fn host_slices_informer(clients: &Clients, caches: &Caches) -> Arc<crate::informer::Informer<EndpointSlice>> {
-    caches.informers().get::<EndpointSlice>(Scope::Custom {
+/// The informer of the host's own `K` objects (endpoints and slices, which the host's
+/// controllers create, not vcsync: not filtered by ownership), in the single host namespace, or
+/// in all namespaces in the per-namespace mapping.
+fn host_informer<K: SyncResource>(clients: &Clients, caches: &Caches) -> Arc<crate::informer::Informer<K>> {
+    let per_namespace = clients.namespace_mapping().is_per_namespace();
+    caches.informers().get::<K>(Scope::Custom {
         side: Side::Host,
-        namespace: host_watch_namespace(clients),
-        labels: String::new(),
-    })
-}
-
-fn host_endpoints_informer(clients: &Clients, caches: &Caches) -> Arc<crate::informer::Informer<Endpoints>> {
-    // Not filtered by ownership: the host's endpoints controller creates these, not vcsync.
-    caches.informers().get::<Endpoints>(Scope::Custom {
-        side: Side::Host,
-        namespace: host_watch_namespace(clients),
+        namespace: (!per_namespace).then(|| clients.host_namespace().to_string()),
         labels: String::new(),
     })
 }
@@ -508,7 +497,7 @@ impl ControllerModifier for ServiceSyncer {
     ) -> Result<ControllerBuilder> {
         let host_services = self.host_services.clone();
         let translator = self.translator.clone();
-        let host_keys = host_endpoints_informer(ctx.clients(), ctx.caches())
+        let host_keys = host_informer::<Endpoints>(ctx.clients(), ctx.caches())
             .subscribe()
             .flat_map(move |event| {
                 let names: Vec<(String, String)> = match event {
@@ -546,7 +535,7 @@ impl ControllerModifier for ServiceSyncer {
             });
         let services = self.host_services.clone();
         let translator = self.translator.clone();
-        let host_slice_keys = host_slices_informer(ctx.clients(), ctx.caches())
+        let host_slice_keys = host_informer::<EndpointSlice>(ctx.clients(), ctx.caches())
             .subscribe()
             .filter_map(move |event| {
                 let key = match event {
