@@ -38,7 +38,7 @@
 //! - **Scheduling**: nodeSelector plus `extraNodeSelector` (the configuration wins on a key
 //!   clash), the tenant's tolerations that `sync.pods.tolerations.allow` admits (by default only
 //!   the not-ready / unreachable ones Kubernetes adds; a `TolerationsDropped` event names the
-//!   others) plus `extraTolerations`, node affinity as is (it only narrows the host scheduler's
+//!   others: [`tolerations`]) plus `extraTolerations`, node affinity as is (it only narrows the host scheduler's
 //!   choice). Pod (anti-)affinity and
 //!   topology-spread selectors are translated so they select the same pods; the namespaces of an
 //!   affinity term become a requirement on the virtual-namespace label (an empty
@@ -52,8 +52,9 @@
 //!   the host's admission, ephemeral containers (not creatable with a pod) and readiness gates
 //!   (evaluated on the virtual pod, see [`status`]) stay virtual.
 //! - **Privileges**: hostNetwork, hostPID, hostPath volumes, privileged containers and the like
-//!   are passed as they are; what tenants may run is the host's Pod Security admission's call
-//!   (the host namespace's labels), not vcsync's.
+//!   are passed as they are once the pod meets `sync.pods.podSecurityStandard` ([`security`]:
+//!   one that breaks it never reaches the host, and a `PodSecurityViolation` event says why);
+//!   the host's own Pod Security admission (the host namespace's labels) applies on top.
 //! - **Node names**: `spec.nodeName` is never copied down; the host schedules. A virtual pod
 //!   created with a node name gets a node affinity to that node instead, so the host scheduler
 //!   places it there (virtual nodes carry host node names). DaemonSet pods need nothing special:
