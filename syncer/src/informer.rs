@@ -17,7 +17,7 @@
 //! on, on every replica, and must never wait, between two reads, for anything that needs the
 //! informer it reads to progress (its cache to change, a controller to run, a bounded channel
 //! that another reader of the same informer drains). The readers in this crate only update
-//! an index, a key queue ([`crate::work_queue`]) or an unbounded channel, and return to
+//! an index, a key queue (`work_queue.rs`) or an unbounded channel, and return to
 //! their subscription; controllers' feeders run as background tasks for that reason.
 
 use std::{
@@ -229,7 +229,12 @@ impl<K: AnyResource> Informer<K> {
                     let permit = match tokio::time::timeout(STALL_WARNING, tx.reserve()).await {
                         Ok(permit) => permit,
                         Err(_) => {
-                            tracing::warn!(%side, kind, waited = ?STALL_WARNING, "a subscriber reads none of this informer's events; the watch waits for it");
+                            tracing::warn!(
+                                %side,
+                                kind,
+                                waited = ?STALL_WARNING,
+                                "a subscriber reads none of this informer's events; the watch waits for it"
+                            );
                             tx.reserve().await
                         }
                     };

@@ -2,14 +2,15 @@
 //!
 //! A syncer must also act when only the host object is left (the virtual one was deleted), so
 //! a controller keeps a set of live keys: the union of the virtual objects and, mapped back
-//! through the translator, this instance's host objects. Its [`KeyQueue`] keeps them in a
-//! [`WorkQueue`], the one owner of every key's state (live or not, pending, enqueues, failures,
-//! running, its requeue timer): "is either object still there?" is asked under the queue's
-//! lock, so a key's removal is atomic with the check, and a triggered key no longer live is
-//! dropped. Feeders turn informer events and triggers into keys and never wait on the queue;
-//! they run from the manager's start on every replica (background tasks of the registrar, as
-//! informers wait for readers that fall behind), while the reconciles start only once caches
-//! are synced and this replica leads, and find the keys queued meanwhile, each once.
+//! through the translator, this instance's host objects. Its `KeyQueue` keeps them in a
+//! `WorkQueue` (`work_queue.rs`), the one owner of every key's state (live or not, pending,
+//! enqueues, failures, running, its requeue timer): "is either object still there?" is asked
+//! under the queue's lock, so a key's removal is atomic with the check, and a triggered key
+//! no longer live is dropped. Feeders turn informer events and triggers into keys and never
+//! wait on the queue; they run from the manager's start on every replica (background tasks of
+//! the registrar, as informers wait for readers that fall behind), while the reconciles start
+//! only once caches are synced and this replica leads, and find the keys queued meanwhile,
+//! each once.
 //!
 //! Retries: a conflict after [`CONFLICT_RETRY`], a cache behind the API server after
 //! [`CACHE_LAG_RETRY`], other failures after a per-key exponential backoff (200 ms doubling
