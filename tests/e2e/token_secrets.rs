@@ -38,17 +38,18 @@ async fn token_secrets(env: &Env, names: &[String]) -> Vec<String> {
 
 /// Asserts that the syncer's log has the deletion of each pod's token Secret in a reconcile of
 /// the pods syncer: it went with its pod, not at a sweep (which logs outside any reconcile).
-fn assert_deleted_by_reconciles(env: &Env, names: &[String]) {
-    let lines = env.syncer_lines();
+async fn assert_deleted_by_reconciles(env: &Env, names: &[String]) {
     for name in names {
         let secret = format!("secret={}/{}.sa-token", env.host_ns, env.host_name(name));
-        let deleted =
-            |line: &&String| line.contains("deleted service account tokens") && line.ends_with(&secret);
-        let line = lines.iter().find(deleted);
-        assert!(
-            line.is_some_and(|line| line.contains("reconcile{syncer=\"pods\"")),
-            "{secret}: {line:?}"
-        );
+        // The log is collected by a background thread: the line may come in just after the
+        // Secret is gone.
+        let line = eventually(&format!("the log line of {secret}'s deletion"), || async {
+            env.syncer_lines()
+                .into_iter()
+                .find(|line| line.contains("deleted service account tokens") && line.ends_with(&secret))
+        })
+        .await;
+        assert!(line.contains("reconcile{syncer=\"pods\""), "{secret}: {line}");
     }
 }
 
@@ -89,7 +90,7 @@ async fn token_secrets_go_with_pods_deleted_right_after_they_reached_the_host() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // With their pods: the sweep, which would also remove them, had no part in it.
-    assert_deleted_by_reconciles(&env, &names);
+    assert_deleted_by_reconciles(&env, &names).await;
     for name in &names {
         assert!(get(&env.host_api::<Pod>(), &env.host_name(name)).await.is_none());
     }
@@ -132,7 +133,7 @@ async fn token_secrets_orphaned_while_stopped_go_soon_after_the_next_start() {
     .await;
     // Each went in its pod's first reconcile after the start (neither pod there, the Secret
     // is), not at a sweep: these are younger than the age a sweep waits for.
-    assert_deleted_by_reconciles(&env, &names);
+    assert_deleted_by_reconciles(&env, &names).await;
 }
 
 /// How long a deleted test pod stays on the host once its delete reached it

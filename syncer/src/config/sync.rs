@@ -153,7 +153,7 @@ fn default_allowed_tolerations() -> Vec<TolerationPattern> {
 }
 
 /// Tolerations a tenant may give its pods (see
-/// [`pattern_allows`](crate::syncers::pods::security::pattern_allows)).
+/// [`pattern_allows`](crate::syncers::pods::tolerations::pattern_allows)).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TolerationPattern {
