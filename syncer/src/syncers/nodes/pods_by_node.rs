@@ -180,7 +180,16 @@ impl PodsByNode {
                 }
                 InformerEvent::Deleted(pod) => self.delete(&virtual_key_of(pod.as_ref())),
                 InformerEvent::Relisted => {
-                    let flipped = self.reset(pods.map(|pod| (virtual_key_of(pod.as_ref()), node_of(pod))));
+                    // A pod that does not decode keeps the node it had: taken for gone, it
+                    // could leave its node unused, and the fake node would be deleted.
+                    let listed = pods.try_map(|pod| (virtual_key_of(pod.as_ref()), node_of(pod)));
+                    let flipped = self.reset(listed.into_iter().map(|listed| {
+                        listed.unwrap_or_else(|err| {
+                            let key = VirtualKey::new(err.namespace, err.name);
+                            let node = self.node_of(&key);
+                            (key, node)
+                        })
+                    }));
                     let _ = ready.send(true);
                     flipped
                 }
@@ -403,5 +412,36 @@ mod tests {
         assert!(!index.is_used("n1"));
         drop(events_tx);
         task.await.unwrap();
+    }
+
+    /// A pod that does not decode at a re-list once read as gone: its node flipped to
+    /// unused, and the node syncer deleted the fake node under the pod. It keeps its node.
+    #[tokio::test]
+    async fn a_pod_that_does_not_decode_at_a_relist_keeps_its_node() {
+        let (store, mut writer) = crate::cache::cache::<Pod>(crate::cache::Storage::Encoded);
+        let (events_tx, events_rx) = Subscription::channel(4);
+        let (changes_tx, mut changes_rx) = mpsc::unbounded_channel();
+        let (ready_tx, mut ready_rx) = watch::channel(false);
+        let index = Arc::new(PodsByNode::new());
+        let task = tokio::spawn(index.clone().feed(store.clone(), events_rx, changes_tx, ready_tx));
+
+        let bound: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "team"}, "spec": {"containers": [], "nodeName": "n1"}
+        }))
+        .unwrap();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(bound));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+        events_tx.send(InformerEvent::Relisted).await.unwrap();
+        ready_rx.wait_for(|r| *r).await.unwrap();
+        assert_eq!(changes_rx.recv().await, Some(VirtualKey::cluster("n1")));
+
+        store.corrupt(&kube::runtime::reflector::ObjectRef::new("a").within("team"));
+        events_tx.send(InformerEvent::Relisted).await.unwrap();
+        drop(events_tx);
+        task.await.unwrap();
+        assert!(index.is_used("n1"), "the node stays in use");
+        assert_eq!(index.node_of(&pod("a")), Some("n1".to_string()));
+        assert_eq!(changes_rx.recv().await, None, "no node flipped");
     }
 }
