@@ -179,8 +179,12 @@ pub struct EventSyncer {
 }
 
 impl EventSyncer {
-    fn host_event(&self, namespace: &str, name: &str) -> Option<Arc<Event>> {
-        self.host_events.get(&ObjectRef::new(name).within(namespace))
+    /// The cached host event `namespace/name`; one that does not decode is an error, never
+    /// an absence (which removes its mirror).
+    fn host_event(&self, namespace: &str, name: &str) -> Result<Option<Arc<Event>>> {
+        Ok(self
+            .host_events
+            .try_get(&ObjectRef::new(name).within(namespace))?)
     }
 }
 
@@ -198,7 +202,7 @@ impl FakeSyncer for EventSyncer {
         let Some(((host_namespace, host_name), target)) = self.router.target_of(key) else {
             return Ok(Action::await_change());
         };
-        let Some(host) = self.host_event(&host_namespace, &host_name) else {
+        let Some(host) = self.host_event(&host_namespace, &host_name)? else {
             return Ok(Action::await_change());
         };
         let desired = desired_virtual_event(&host, &target);
@@ -236,12 +240,15 @@ impl FakeSyncer for EventSyncer {
         let host_namespace = self
             .mapping
             .host_namespace(key.namespace.as_deref().unwrap_or_default());
-        let host = virt
+        let host = match virt
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(HOST_EVENT_ANNOTATION))
-            .and_then(|name| self.host_event(&host_namespace, name));
+        {
+            Some(name) => self.host_event(&host_namespace, name)?,
+            None => None,
+        };
         let Some(host) = host else {
             let params = DeleteParams {
                 preconditions: virt.metadata.uid.clone().map(|uid| Preconditions {
@@ -334,5 +341,86 @@ impl EventSyncer {
                 tokio_stream::wrappers::UnboundedReceiverStream::new(keys_rx).boxed(),
             ]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::{
+        Error, RegisterContext,
+        cache::{Storage, filled},
+        config::Config,
+        syncers::from_host::shared::SYNCED_FROM_HOST_LABEL,
+    };
+
+    /// A client of an API server that never answers, and how many connections it got.
+    async fn silent_api_server() -> (kube::Client, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok(_stream) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        (client, connections)
+    }
+
+    /// A host event that does not decode once read as gone, and its virtual mirror was
+    /// deleted. Now the reconcile fails (to be retried) and sends nothing.
+    #[tokio::test]
+    async fn a_host_event_that_does_not_decode_fails_the_reconcile_and_deletes_no_mirror() {
+        let (client, connections) = silent_api_server().await;
+        let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
+        let clients = register.clients();
+        let mapping = clients.namespace_mapping().clone();
+        let host_namespace = mapping.host_namespace("team");
+        let host_event: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-x-team.17a", "namespace": host_namespace},
+            "involvedObject": {"kind": "Pod", "name": "web-x-team", "namespace": host_namespace},
+            "reason": "Scheduled"
+        }))
+        .unwrap();
+        let host_events = filled(Storage::Encoded, [host_event]);
+        host_events.corrupt(&ObjectRef::new("web-x-team.17a").within(&host_namespace));
+        let mirror: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web.17a", "namespace": "team", "uid": "0f2d4c1e-2222-4a2b-9c3d-5e6f7a8b9c0d",
+                "labels": {SYNCED_FROM_HOST_LABEL: "true"},
+                "annotations": {HOST_EVENT_ANNOTATION: "web-x-team.17a"}
+            },
+            "involvedObject": {"kind": "Pod", "name": "web", "namespace": "team"},
+            "reason": "Scheduled"
+        }))
+        .unwrap();
+        let syncer = EventSyncer {
+            router: Arc::new(EventRouter::new(mapping.clone(), clients.namespaced_translator())),
+            host_events: host_events.clone(),
+            mapping,
+            triggers: Triggers::new(Vec::new()),
+        };
+        let ctx = SyncContext::new(
+            &register,
+            filled(Storage::Encoded, [mirror.clone()]),
+            host_events,
+            "events",
+        );
+
+        // A request would hang on the listener, which never answers.
+        let reconcile = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            syncer.fake_sync(&ctx, Arc::new(mirror)),
+        );
+        let err = reconcile.await.expect("no request made").unwrap_err();
+        assert!(matches!(err, Error::CacheDecode { .. }), "{err}");
+        tokio::task::yield_now().await;
+        assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was deleted");
     }
 }
