@@ -58,7 +58,8 @@ struct KeyState {
     failures: u32,
     /// An object behind it may exist; false once forgotten while queued or running.
     live: bool,
-    /// Triggered, and its run not started yet (counted in the queue depth).
+    /// Triggered, and its run not started yet (counted in the queue depth); a due requeue
+    /// queues the key without it.
     pending: bool,
     /// In the ready queue.
     queued: bool,
@@ -320,9 +321,13 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         // `Ready(None)` (no timer) leaves the waker registered, for the next insert.
         while let Poll::Ready(Some(expired)) = runs.timers.poll_expired(cx) {
             let key = expired.into_inner();
-            if let Some(state) = keys.get_mut(&key) {
-                state.timer = None;
-                runs.trigger(state, || key);
+            let state = keys.get_mut(&key).expect("a timer's key has an entry");
+            state.timer = None;
+            // A due requeue is not a trigger: it joins the ready queue without counting in
+            // the queue depth (`vcsync_queue_depth` leaves retries out).
+            if !state.running && !state.queued {
+                state.queued = true;
+                runs.ready.push_back(key);
                 fired = true;
             }
         }

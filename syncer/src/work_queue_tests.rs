@@ -258,6 +258,35 @@ async fn the_depth_counts_keys_triggered_and_not_started_including_those_queued_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_due_requeue_waiting_for_a_slot_is_not_counted_in_the_depth_but_a_trigger_is() {
+    let gate = Arc::new(Semaphore::new(0));
+    let script = Arc::new(Script {
+        gate: Some(gate.clone()),
+        requeue: Some(Duration::from_secs(1)),
+        ..Script::default()
+    });
+    let (queue, depth, stop, runner) = start(script.clone(), 1);
+    queue.enqueue(&"a");
+    settle().await;
+    gate.add_permits(1);
+    settle().await;
+    // a waits for its requeue; b takes the only slot before a is due.
+    queue.enqueue(&"b");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(script.keys(), ["a", "b"]);
+    assert_eq!(depth.get(), 0, "a is due and waits, as a retry");
+    queue.enqueue(&"a");
+    assert_eq!(depth.get(), 1, "triggered now");
+    gate.add_permits(1);
+    settle().await;
+    assert_eq!(script.keys(), ["a", "b", "a"], "and queued once");
+    assert_eq!(depth.get(), 0);
+    gate.add_permits(10);
+    stop.send(()).unwrap();
+    runner.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_key_enqueued_during_its_run_survives_the_runs_forget_and_runs_again() {
     let gate = Arc::new(Semaphore::new(0));
     let script = Arc::new(Script {
