@@ -252,16 +252,32 @@ pub struct SyncContext<K: AnyResource> {
     syncer: String,
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 impl<K: SyncResource> SyncContext<K> {
-    /// A context of the typed kind `K` over the given caches, for tests.
-    pub(crate) fn new(
+    /// A context of the typed kind `K` over the given caches, for tests (feature
+    /// `test-util`).
+    pub fn new(
         register: &RegisterContext,
         virtual_store: Cache<K>,
         host_store: Cache<K>,
         syncer: &str,
     ) -> Self {
         Self::of_kind(register, Kind::typed(), virtual_store, host_store, syncer)
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl<K: AnyResource> SyncContext<K> {
+    /// A context of `kind` (a dynamic one, say) over the given caches, for tests (feature
+    /// `test-util`).
+    pub fn with_kind(
+        register: &RegisterContext,
+        kind: Kind<K>,
+        virtual_store: Cache<K>,
+        host_store: Cache<K>,
+        syncer: &str,
+    ) -> Self {
+        Self::of_kind(register, kind, virtual_store, host_store, syncer)
     }
 }
 

@@ -164,11 +164,11 @@ impl<K: AnyResource> Cache<K> {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-util"))]
 impl<K: AnyResource> Cache<K> {
-    /// Test hook: replaces the bytes of the encoded object at `reference` with bytes that do
-    /// not decode.
-    pub(crate) fn corrupt(&self, reference: &ObjectRef<K>) {
+    /// Test hook (feature `test-util`): replaces the bytes of the encoded object at
+    /// `reference` with bytes that do not decode.
+    pub fn corrupt(&self, reference: &ObjectRef<K>) {
         let key = key(reference.namespace.as_deref(), &reference.name);
         let mut objects = self.shared.objects.write().expect("cache lock");
         match objects.get_mut(&key) {
