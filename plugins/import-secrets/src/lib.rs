@@ -239,13 +239,16 @@ struct SecretImporter {
 }
 
 impl SecretImporter {
-    /// The copy `key` should be, if it is a target whose host secret exists.
-    fn desired(&self, key: &VirtualKey) -> Option<Secret> {
-        let host_name = self.targets.get(key)?;
+    /// The copy `key` should be, if it is a target whose host secret exists. A cached host
+    /// secret that does not decode is an error, never an absence (which removes the copy).
+    fn desired(&self, key: &VirtualKey) -> Result<Option<Secret>> {
+        let Some(host_name) = self.targets.get(key) else {
+            return Ok(None);
+        };
         let host = self
             .host
-            .get(&ObjectRef::new(host_name).within(&self.host_namespace))?;
-        Some(desired_copy(&host, key))
+            .try_get(&ObjectRef::new(host_name).within(&self.host_namespace))?;
+        Ok(host.map(|host| desired_copy(&host, key)))
     }
 }
 
@@ -274,7 +277,7 @@ impl FakeSyncer for SecretImporter {
     type Resource = Secret;
 
     async fn fake_sync_up(&self, ctx: &SyncContext<Secret>, key: &VirtualKey) -> Result<Action> {
-        let Some(desired) = self.desired(key) else {
+        let Some(desired) = self.desired(key)? else {
             return Ok(Action::await_change());
         };
         match api(ctx, key).create(&params(), &desired).await {
@@ -298,7 +301,7 @@ impl FakeSyncer for SecretImporter {
             return Ok(Action::await_change());
         }
         let key = VirtualKey::namespaced(virt.namespace().unwrap_or_default(), virt.name_any());
-        let desired = self.desired(&key);
+        let desired = self.desired(&key)?;
         if !is_imported(&virt) {
             if desired.is_some() {
                 let message = format!(
@@ -463,5 +466,73 @@ mod tests {
         assert_eq!(label_value("short"), "short");
         let long = format!("{}.-x", "a".repeat(61));
         assert_eq!(label_value(&long), "a".repeat(61));
+    }
+
+    /// A client of an API server that never answers, and how many connections it got.
+    async fn silent_api_server() -> (kube::Client, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok(_stream) = listener.accept().await {
+                    connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        (client, connections)
+    }
+
+    /// A host secret that does not decode once read as gone, and the imported copy was
+    /// deleted from the virtual cluster. Now the reconcile fails (to be retried) and sends
+    /// nothing.
+    #[tokio::test]
+    async fn a_host_secret_that_does_not_decode_fails_the_reconcile_and_deletes_no_copy() {
+        use vcsync_syncer::cache::{Storage, filled};
+
+        let (client, connections) = silent_api_server().await;
+        let register = RegisterContext::new(
+            client.clone(),
+            client,
+            vcsync_syncer::Config::new("demo", "host-ns"),
+        )
+        .unwrap();
+        let key = VirtualKey::namespaced("team-a", "pull");
+        let host_secrets = filled(Storage::Encoded, [host()]);
+        host_secrets.corrupt(&ObjectRef::new("registry").within("host-ns"));
+        let importer = SecretImporter {
+            targets: Arc::new([(key.clone(), "registry".to_string())].into()),
+            host: host_secrets,
+            host_namespace: "host-ns".into(),
+            trigger: Mutex::new(None),
+        };
+        let mut copy = desired_copy(&host(), &key);
+        copy.metadata.uid = Some("0f2d4c1e-3333-4a2b-9c3d-5e6f7a8b9c0d".into());
+        let ctx = SyncContext::new(
+            &register,
+            filled(Storage::Encoded, [copy.clone()]),
+            vcsync_syncer::cache::empty(),
+            "import-secrets",
+        );
+
+        // A request would hang on the listener, which never answers.
+        let reconcile = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            importer.fake_sync(&ctx, Arc::new(copy)),
+        );
+        let err = reconcile.await.expect("no request made").unwrap_err();
+        assert!(matches!(err, vcsync_syncer::Error::CacheDecode { .. }), "{err}");
+        assert!(matches!(
+            importer.desired(&key),
+            Err(vcsync_syncer::Error::CacheDecode { .. })
+        ));
+        tokio::task::yield_now().await;
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing was deleted"
+        );
     }
 }
