@@ -57,11 +57,17 @@ impl FromHost {
     }
 
     /// The host object mirrored at `key` (its name, in the mirrored namespace); never one of
-    /// vcsync's own copies.
-    fn host_object(&self, ctx: &SyncContext<DynamicObject>, key: &VirtualKey) -> Option<Arc<DynamicObject>> {
-        self.host
-            .get(&ctx.kind().object_ref(self.host_namespace.as_deref(), &key.name))
-            .filter(|host| !host.labels().contains_key(MANAGED_BY_LABEL))
+    /// vcsync's own copies. A cached one that does not decode is an error, never an absence
+    /// (which removes the mirror).
+    fn host_object(
+        &self,
+        ctx: &SyncContext<DynamicObject>,
+        key: &VirtualKey,
+    ) -> Result<Option<Arc<DynamicObject>>> {
+        Ok(self
+            .host
+            .try_get(&ctx.kind().object_ref(self.host_namespace.as_deref(), &key.name))?
+            .filter(|host| !host.labels().contains_key(MANAGED_BY_LABEL)))
     }
 
     /// The virtual mirror `host` should have at `key`, after the hooks for virtual objects of
@@ -89,7 +95,7 @@ impl FakeSyncer for FromHost {
 
     /// No mirror at `key`: make one if the host object is there.
     async fn fake_sync_up(&self, ctx: &SyncContext<DynamicObject>, key: &VirtualKey) -> Result<Action> {
-        let Some(host) = self.host_object(ctx, key) else {
+        let Some(host) = self.host_object(ctx, key)? else {
             return Ok(Action::await_change());
         };
         let desired = self.desired_mirror(ctx, &host, key);
@@ -117,7 +123,7 @@ impl FakeSyncer for FromHost {
         let key = vcsync_syncer::resource::virtual_key_of(virt.as_ref());
         let api = ctx.virtual_api_for(&virt);
         let kind = self.kind();
-        let Some(host) = self.host_object(ctx, &key) else {
+        let Some(host) = self.host_object(ctx, &key)? else {
             match api.delete(&key.name, &delete_params(&virt.metadata, None)).await {
                 Ok(_) => tracing::info!(%key, %kind, "removed virtual mirror"),
                 Err(err) if status_code(&err) == Some(404) => {}
@@ -232,5 +238,101 @@ mod tests {
     fn mirrors_of_namespaced_kinds_land_in_the_virtual_namespace() {
         assert_eq!(mirror_key(true, "team", "w"), VirtualKey::namespaced("team", "w"));
         assert_eq!(mirror_key(false, "team", "w"), VirtualKey::cluster("w"));
+    }
+
+    /// A client of an API server that never answers, and how many connections it got.
+    async fn silent_api_server() -> (kube::Client, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok(_stream) = listener.accept().await {
+                    connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        (client, connections)
+    }
+
+    /// A cache of `kind` kept encoded (as the built-in kinds with one object per pod are),
+    /// holding `objects`.
+    fn encoded(kind: &str, objects: &[DynamicObject]) -> Cache<DynamicObject> {
+        use kube::runtime::watcher::Event;
+        let (cache, mut writer) =
+            vcsync_syncer::cache::cache_of(kind, vcsync_syncer::cache::Storage::Encoded);
+        writer.apply_watcher_event(&Event::Init);
+        for obj in objects {
+            writer.apply_watcher_event(&Event::InitApply(obj.clone()));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+        cache
+    }
+
+    /// A host object that does not decode once read as gone, and its virtual mirror was
+    /// deleted. Now the reconcile fails (to be retried) and sends nothing.
+    #[tokio::test]
+    async fn a_host_object_that_does_not_decode_fails_the_reconcile_and_deletes_no_mirror() {
+        let (client, connections) = silent_api_server().await;
+        let register = RegisterContext::new(
+            client.clone(),
+            client,
+            vcsync_syncer::Config::new("demo", "vc-demo"),
+        )
+        .unwrap();
+        let resource = kube::api::ApiResource {
+            group: "example.com".into(),
+            version: "v1".into(),
+            api_version: "example.com/v1".into(),
+            kind: "Widget".into(),
+            plural: "widgets".into(),
+        };
+        let object = |namespace: &str, labels: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "example.com/v1", "kind": "Widget",
+                "metadata": {"name": "w", "namespace": namespace, "uid": "0f2d4c1e-4444-4a2b-9c3d-5e6f7a8b9c0d",
+                    "labels": labels},
+                "spec": {"size": 3}
+            }))
+            .unwrap()
+        };
+        let host = encoded("Widget", &[object("shared", serde_json::json!({}))]);
+        host.corrupt(&kube::runtime::reflector::ObjectRef::new_with("w", resource.clone()).within("shared"));
+        let mirror = desired_mirror(&object("shared", serde_json::json!({})), Some("team"));
+        assert!(is_mirror(&mirror.metadata));
+        let syncer = FromHost {
+            name: "crd-sync/widgets".into(),
+            served: Served {
+                resource: resource.clone(),
+                namespaced: true,
+                has_status: false,
+            },
+            host_namespace: Some("shared".into()),
+            host: host.clone(),
+            triggers: Triggers::new(Vec::new()),
+        };
+        let ctx = SyncContext::with_kind(
+            &register,
+            Kind::dynamic(resource, true),
+            encoded("Widget", std::slice::from_ref(&mirror)),
+            host,
+            "crd-sync/widgets",
+        );
+
+        // A request would hang on the listener, which never answers.
+        let reconcile = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            syncer.fake_sync(&ctx, Arc::new(mirror)),
+        );
+        let err = reconcile.await.expect("no request made").unwrap_err();
+        assert!(matches!(err, vcsync_syncer::Error::CacheDecode { .. }), "{err}");
+        tokio::task::yield_now().await;
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "nothing was deleted"
+        );
     }
 }
