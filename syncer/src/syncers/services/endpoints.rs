@@ -80,19 +80,18 @@ impl EndpointsSyncer {
         }
     }
 
-    /// Which of `ips` belong to this instance's running host pods.
-    fn owned_pod_ips(&self, ips: &HashSet<IpAddr>) -> HashSet<IpAddr> {
+    /// Which of `ips` belong to this instance's running host pods. A cached host pod that
+    /// does not decode is an error: read as absent, its addresses would be refused and the
+    /// host copy written without them.
+    fn owned_pod_ips(&self, ips: &HashSet<IpAddr>) -> Result<HashSet<IpAddr>> {
         if ips.is_empty() {
-            return HashSet::new();
+            return Ok(HashSet::new());
         }
         let mut owned = HashSet::new();
-        for pod in self
-            .host_pods
-            .state_filter(|pod| pod_ips(pod).iter().any(|ip| ips.contains(ip)))
-        {
-            owned.extend(pod_ips(&pod).into_iter().filter(|ip| ips.contains(ip)));
+        for pod_ips in self.host_pods.try_map(|pod| pod_ips(pod)) {
+            owned.extend(pod_ips?.into_iter().filter(|ip| ips.contains(ip)));
         }
-        owned
+        Ok(owned)
     }
 
     /// Only endpoints of an existing selector-less service that vcsync does not mirror.
@@ -107,7 +106,7 @@ impl EndpointsSyncer {
     }
 
     /// The host copy, and the addresses the policy refused.
-    fn desired(&self, virt: &Endpoints) -> (Endpoints, Vec<String>) {
+    fn desired(&self, virt: &Endpoints) -> Result<(Endpoints, Vec<String>)> {
         let namespace = virt.namespace().unwrap_or_default();
         let mut subsets = virt.subsets.clone();
         let named: HashSet<IpAddr> = subsets
@@ -124,7 +123,7 @@ impl EndpointsSyncer {
             .collect();
         self.addresses
             .insert(virtual_key_of(virt), named.iter().copied().collect());
-        let owned = self.owned_pod_ips(&named);
+        let owned = self.owned_pod_ips(&named)?;
         let refused = policy::police_endpoint_subsets(&self.policy, &mut subsets, |ip| owned.contains(&ip));
         for address in subsets.iter_mut().flatten().flat_map(|s| {
             s.addresses
@@ -151,7 +150,7 @@ impl EndpointsSyncer {
                 format!("addresses={}", refused.join(",")),
             );
         }
-        (Endpoints { metadata, subsets }, refused)
+        Ok((Endpoints { metadata, subsets }, refused))
     }
 
     /// Tells the tenant, on the Endpoints and on their Service, which addresses were dropped.
@@ -253,7 +252,7 @@ impl Syncer for EndpointsSyncer {
         if !self.is_wanted(&virt) {
             return Ok(Action::await_change());
         }
-        let (desired, refused) = self.desired(&virt);
+        let (desired, refused) = self.desired(&virt)?;
         let action = create_host_object(ctx, &virt, &desired).await?;
         self.report_refused(ctx, &virt, &refused).await;
         Ok(action)
@@ -269,7 +268,7 @@ impl Syncer for EndpointsSyncer {
             self.addresses.remove(&virtual_key_of(virt.as_ref()));
             return delete_object(ctx, &host).await;
         }
-        let (mut desired, refused) = self.desired(&virt);
+        let (mut desired, refused) = self.desired(&virt)?;
         if desired.subsets == host.subsets && labels_and_annotations_match(&host.metadata, &desired.metadata)
         {
             return Ok(Action::await_change());
@@ -286,5 +285,91 @@ impl Syncer for EndpointsSyncer {
 
     fn controller_modifier(&self) -> Option<&dyn ControllerModifier> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::{
+        Error,
+        cache::{Storage, filled},
+        config::Config,
+    };
+
+    /// A client of an API server that never answers, and how many connections it got.
+    async fn silent_api_server() -> (kube::Client, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok(_stream) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        (client, connections)
+    }
+
+    /// A host pod that does not decode once read as absent: its address was refused and
+    /// the host Endpoints overwritten without it. Now the reconcile fails (to be retried)
+    /// and writes nothing.
+    #[tokio::test]
+    async fn a_host_pod_that_does_not_decode_fails_the_reconcile_and_drops_no_address() {
+        let (client, connections) = silent_api_server().await;
+        let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
+        let clients = register.clients();
+        let mapping = clients.namespace_mapping().clone();
+        let host_ns = mapping.host_namespace("team");
+        let host_pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": mapping.host_object_name("team", "web"), "namespace": host_ns},
+            "status": {"phase": "Running", "podIP": "10.1.2.3", "podIPs": [{"ip": "10.1.2.3"}]}
+        }))
+        .unwrap();
+        let host_pods = filled(Storage::Encoded, [host_pod]);
+        host_pods.corrupt(&ObjectRef::new(&mapping.host_object_name("team", "web")).within(&host_ns));
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "team"},
+            "spec": {"ports": [{"port": 5432}]}
+        }))
+        .unwrap();
+        let syncer = EndpointsSyncer {
+            translator: clients.namespaced_translator(),
+            mapping: mapping.clone(),
+            virtual_services: filled(Storage::Typed, [service]),
+            host_pods,
+            policy: clients.config().sync.services.clone(),
+            addresses: Arc::default(),
+        };
+        let virt: Endpoints = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "team", "uid": "0f2d4c1e-5555-4a2b-9c3d-5e6f7a8b9c0d"},
+            "subsets": [{"addresses": [{"ip": "10.1.2.3"}], "ports": [{"port": 5432}]}]
+        }))
+        .unwrap();
+        // The host copy as synced while the pod decoded, with the address.
+        let mut host = virt.clone();
+        host.metadata = syncer.translator.host_metadata("Endpoints", &virt.metadata);
+        host.metadata.resource_version = Some("7".into());
+        let ctx = SyncContext::new(
+            &register,
+            filled(Storage::Typed, [virt.clone()]),
+            filled(Storage::Typed, [host.clone()]),
+            "endpoints",
+        );
+
+        // A request would hang on the listener, which never answers.
+        let reconcile = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            syncer.sync(&ctx, Arc::new(host), Arc::new(virt)),
+        );
+        let err = reconcile.await.expect("no request made").unwrap_err();
+        assert!(matches!(err, Error::CacheDecode { .. }), "{err}");
+        tokio::task::yield_now().await;
+        assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was written");
     }
 }
