@@ -18,7 +18,7 @@ pub mod policy;
 pub mod slices;
 pub mod translate;
 
-use std::{collections::HashSet, sync::Arc};
+use std::{cell::Cell, collections::HashSet, sync::Arc};
 
 use async_trait::async_trait;
 use dashmap::DashSet;
@@ -36,7 +36,7 @@ use vcsync_translators::{NameTranslator, VirtualKey};
 use crate::{
     Action, Caches, Clients, ControllerBuilder, ControllerModifier, RegisterContext, Result, Side,
     SyncContext, Syncer,
-    cache::Cache,
+    cache::{Cache, DecodeError},
     error::api_error,
     events::EventType,
     informer::{InformerEvent, Scope},
@@ -239,11 +239,22 @@ impl ServiceSyncer {
         }
     }
 
-    /// The virtual pod behind a host pod name, if the pod is this instance's.
-    fn host_pod_virtual_key(&self, host_ns: &str, host_pod: &str) -> Option<VirtualKey> {
+    /// The virtual pod behind a host pod name, if the pod is this instance's. A cached pod
+    /// that does not decode is recorded in `undecoded` and left out: the caller fails the
+    /// reconcile on it before writing, rather than mirror the addresses without that pod's.
+    fn host_pod_virtual_key(
+        &self,
+        host_ns: &str,
+        host_pod: &str,
+        undecoded: &Cell<Option<DecodeError>>,
+    ) -> Option<VirtualKey> {
         let pod = self
             .host_pods
-            .get(&kube::runtime::reflector::ObjectRef::new(host_pod).within(host_ns))?;
+            .try_get(&kube::runtime::reflector::ObjectRef::new(host_pod).within(host_ns))
+            .unwrap_or_else(|err| {
+                undecoded.set(Some(err));
+                None
+            })?;
         self.translator.virtual_key(pod.meta())
     }
 
@@ -268,9 +279,9 @@ impl ServiceSyncer {
             .filter(|target| target.namespace.as_deref().is_none_or(|ns| ns == host_ns))
             .filter_map(|target| target.name.as_deref())
             .any(|pod| {
-                self.host_pods
-                    .get(&kube::runtime::reflector::ObjectRef::new(pod).within(&host_ns))
-                    .is_none()
+                !self
+                    .host_pods
+                    .contains(&kube::runtime::reflector::ObjectRef::new(pod).within(&host_ns))
             })
     }
 
@@ -289,9 +300,13 @@ impl ServiceSyncer {
         let host_endpoints = self
             .host_endpoints
             .get(&kube::runtime::reflector::ObjectRef::new(&host.name_any()).within(&host_ns));
-        let subsets = host_endpoints
-            .as_ref()
-            .and_then(|h| virtual_endpoints_subsets(h, |pod| self.host_pod_virtual_key(&host_ns, pod)));
+        let undecoded = Cell::new(None);
+        let subsets = host_endpoints.as_ref().and_then(|h| {
+            virtual_endpoints_subsets(h, |pod| self.host_pod_virtual_key(&host_ns, pod, &undecoded))
+        });
+        if let Some(err) = undecoded.take() {
+            return Err(err.into());
+        }
         let observed = self.virtual_endpoints.get(
             &kube::runtime::reflector::ObjectRef::new(&key.name)
                 .within(key.namespace.as_deref().unwrap_or_default()),
@@ -466,9 +481,13 @@ impl Syncer for ServiceSyncer {
                 .into_iter()
                 .filter(|slice| slice.namespace().as_deref() == Some(host_ns.as_str()))
                 .collect();
+            let undecoded = Cell::new(None);
             let desired = slices::virtual_slices(&virt, &host.name_any(), &host_slices, |pod| {
-                self.host_pod_virtual_key(&host_ns, pod)
+                self.host_pod_virtual_key(&host_ns, pod, &undecoded)
             });
+            if let Some(err) = undecoded.take() {
+                return Err(err.into());
+            }
             let api = kube::Api::namespaced(
                 ctx.virtual_client().clone(),
                 &virt.namespace().unwrap_or_default(),
@@ -588,5 +607,105 @@ mod tests {
         assert!(!is_synced(&service));
         service.metadata.namespace = Some("other".into());
         assert!(is_synced(&service));
+    }
+
+    /// A host pod that does not decode once read as absent: its address was left out and
+    /// the virtual Endpoints overwritten without it. Now the mirror fails (the reconcile is
+    /// retried) and writes nothing.
+    #[tokio::test]
+    async fn a_host_pod_that_does_not_decode_fails_the_mirror_and_drops_no_address() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use crate::{
+            Error,
+            cache::{Storage, empty, filled},
+            config::Config,
+        };
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok(_stream) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
+        let clients = register.clients();
+        let mapping = clients.namespace_mapping().clone();
+        let (host_ns, host_pod) = (
+            mapping.host_namespace("team"),
+            mapping.host_object_name("team", "web"),
+        );
+        let translator: Arc<dyn NameTranslator> = Arc::from(clients.namespaced_translator());
+
+        let virt_pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "team", "uid": "0f2d4c1e-6666-4a2b-9c3d-5e6f7a8b9c0d"}
+        }))
+        .unwrap();
+        let pod = Pod {
+            metadata: translator.host_metadata("Pod", &virt_pod.metadata),
+            ..Pod::default()
+        };
+        let host_pods = filled(Storage::Encoded, [pod]);
+        host_pods.corrupt(&kube::runtime::reflector::ObjectRef::new(&host_pod).within(&host_ns));
+        let virt: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "team"},
+            "spec": {"selector": {"app": "db"}, "ports": [{"port": 5432}]}
+        }))
+        .unwrap();
+        let host = Service {
+            metadata: translator.host_metadata("Service", &virt.metadata),
+            ..virt.clone()
+        };
+        let host_endpoints: Endpoints = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": host.name_any(), "namespace": host_ns},
+            "subsets": [{
+                "addresses": [{"ip": "10.1.2.3", "targetRef": {"kind": "Pod", "name": host_pod, "namespace": host_ns}}],
+                "ports": [{"port": 5432}]
+            }]
+        }))
+        .unwrap();
+        // The virtual Endpoints as mirrored while the pod decoded, with the address.
+        let virtual_endpoints: Endpoints = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "team", "labels": mirrored_endpoints_labels(&virt)},
+            "subsets": [{
+                "addresses": [{"ip": "10.1.2.3", "targetRef": {"kind": "Pod", "name": "web", "namespace": "team"}}],
+                "ports": [{"port": 5432}]
+            }]
+        }))
+        .unwrap();
+        let syncer = ServiceSyncer {
+            translator,
+            host_services: filled(Storage::Typed, [host.clone()]),
+            host_endpoints: filled(Storage::Typed, [host_endpoints]),
+            virtual_endpoints: filled(Storage::Typed, [virtual_endpoints]),
+            host_pods,
+            host_slices: empty(),
+            virtual_slices: empty(),
+            virtual_services: filled(Storage::Typed, [virt.clone()]),
+            adoption_failed: DashSet::new(),
+            policy: clients.config().sync.services.clone(),
+        };
+        let ctx = SyncContext::new(
+            &register,
+            filled(Storage::Typed, [virt.clone()]),
+            filled(Storage::Typed, [host.clone()]),
+            "services",
+        );
+
+        // A request would hang on the listener, which never answers.
+        let mirror = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            syncer.mirror_endpoints(&ctx, &virt, &host),
+        );
+        let err = mirror.await.expect("no request made").unwrap_err();
+        assert!(matches!(err, Error::CacheDecode { .. }), "{err}");
+        tokio::task::yield_now().await;
+        assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was written");
     }
 }
