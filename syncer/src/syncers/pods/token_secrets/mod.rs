@@ -172,7 +172,10 @@ impl TokenSecrets {
         // A cache miss is a new pod's Secret, unless this process created it a moment ago:
         // then it is read rather than issued again. Otherwise no GET first (one round trip
         // less on every pod's way down); a create that finds the Secret reads it then.
-        let existing = match self.host_secrets.get(&ObjectRef::new(&name).within(&host_ns)) {
+        let existing = match self
+            .host_secrets
+            .try_get(&ObjectRef::new(&name).within(&host_ns))?
+        {
             Some(secret) => {
                 self.created.remove(&key);
                 Some(secret)
@@ -327,10 +330,21 @@ impl TokenSecrets {
         let account = service_account_of(virt);
         let accounts = Api::<ServiceAccount>::namespaced(ctx.virtual_client().clone(), &ns);
         let key = format!("{ns}/{account}");
+        // The CA bundle the root-CA publisher keeps in every namespace; optional. Read first:
+        // one that does not decode fails the reconcile (retried) before a token is issued,
+        // rather than write the pod's Secret without its CA.
+        let ca_cert = if with_ca {
+            self.config_maps
+                .try_get(&ObjectRef::new("kube-root-ca.crt").within(&ns))?
+                .and_then(|cm| cm.data.as_ref()?.get("ca.crt").cloned())
+        } else {
+            None
+        };
         let now = jiff::Timestamp::now();
         let mut issued = IssuedTokens {
             audiences: audiences.clone(),
             refresh_at: now + jiff::SignedDuration::from_hours(24),
+            ca_cert,
             ..IssuedTokens::default()
         };
         for (audience, seconds) in audiences {
@@ -372,13 +386,6 @@ impl TokenSecrets {
                 .tokens
                 .insert(audience.clone(), status.token.unwrap_or_default());
         }
-        if with_ca {
-            // The CA bundle the root-CA publisher keeps in every namespace; optional.
-            issued.ca_cert = self
-                .config_maps
-                .get(&ObjectRef::new("kube-root-ca.crt").within(&ns))
-                .and_then(|cm| cm.data.as_ref()?.get("ca.crt").cloned());
-        }
         Ok(issued)
     }
 
@@ -389,7 +396,11 @@ impl TokenSecrets {
             return Ok(None);
         }
         let host_ns = host.namespace().unwrap_or_default();
-        let cached = self.host_secrets.get(&ObjectRef::new(&name).within(&host_ns));
+        // One that does not decode fails the refresh: read as absent, the Secret would be
+        // replaced for audiences taken from the pod's spec, not the ones it serves.
+        let cached = self
+            .host_secrets
+            .try_get(&ObjectRef::new(&name).within(&host_ns))?;
         let state = cached.as_deref().map(TokenSecretState::of);
         let audiences = match &state {
             Some(state) if !state.audiences.is_empty() => state.audiences.clone(),
@@ -408,5 +419,72 @@ impl TokenSecrets {
                 .unwrap_or_default()
                 .max(MIN_REFRESH_DELAY),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::{
+        RegisterContext,
+        cache::{Storage, empty, filled},
+        config::Config,
+    };
+
+    /// A CA bundle that does not decode once read as absent, and the pod's token Secret was
+    /// written without its `ca.crt`. Now the issue fails (the reconcile is retried) before a
+    /// token is requested or anything written.
+    #[tokio::test]
+    async fn a_ca_bundle_that_does_not_decode_fails_the_issue_before_any_request() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok(_stream) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
+        let bundle: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kube-root-ca.crt", "namespace": "team"},
+            "data": {"ca.crt": "-----BEGIN CERTIFICATE-----"}
+        }))
+        .unwrap();
+        let config_maps = filled(Storage::Encoded, [bundle]);
+        config_maps.corrupt(&ObjectRef::new("kube-root-ca.crt").within("team"));
+        let tokens = TokenSecrets {
+            service_accounts: empty(),
+            config_maps,
+            host_secrets: empty(),
+            created: Default::default(),
+        };
+        let virt: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "team", "uid": "0f2d4c1e-7777-4a2b-9c3d-5e6f7a8b9c0d"},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]}
+        }))
+        .unwrap();
+        let audiences = token_audiences(virt.spec.as_ref().unwrap(), true);
+        assert!(!audiences.is_empty());
+        let ctx = SyncContext::new(&register, empty(), empty(), "pods");
+
+        // A request would hang on the listener, which never answers.
+        let issue = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokens.issue(&ctx, &virt, &audiences, true),
+        );
+        let err = issue.await.expect("no request made").unwrap_err();
+        assert!(matches!(err, Error::CacheDecode { .. }), "{err}");
+        tokio::task::yield_now().await;
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            0,
+            "nothing was requested or written"
+        );
     }
 }
