@@ -145,8 +145,11 @@ pub struct HostMirror<K: MirroredKind> {
 }
 
 impl<K: MirroredKind> HostMirror<K> {
-    fn host_object(&self, name: &str) -> Option<Arc<K>> {
-        self.host.get(&ObjectRef::new(name))
+    /// The host object `name`. These kinds are cached typed, which cannot fail to decode;
+    /// were one kept encoded, a failure is an error, never an absence (which removes the
+    /// mirror).
+    fn host_object(&self, name: &str) -> Result<Option<Arc<K>>> {
+        Ok(self.host.try_get(&ObjectRef::new(name))?)
     }
 }
 
@@ -165,7 +168,7 @@ impl<K: MirroredKind> FakeSyncer for HostMirror<K> {
     type Resource = K;
 
     async fn fake_sync_up(&self, ctx: &SyncContext<K>, key: &VirtualKey) -> Result<Action> {
-        let Some(host) = self.host_object(&key.name) else {
+        let Some(host) = self.host_object(&key.name)? else {
             return Ok(Action::await_change());
         };
         let kind = K::kind(&());
@@ -186,7 +189,7 @@ impl<K: MirroredKind> FakeSyncer for HostMirror<K> {
         }
         let name = virt.name_any();
         let kind = K::kind(&());
-        let host = self.host_object(&name);
+        let host = self.host_object(&name)?;
         let desired = host.as_deref().map(desired_mirror);
         match desired {
             Some(desired) if mirror_in_sync(virt.as_ref(), &desired) => Ok(Action::await_change()),
@@ -376,5 +379,59 @@ mod tests {
         let mut controller = desired.clone();
         controller.spec.as_mut().unwrap().controller = Some("other".into());
         assert!(!controller.immutable_eq(&desired));
+    }
+
+    /// A host object that does not decode (were its kind kept encoded) once read as gone,
+    /// and its virtual mirror was deleted. Now the reconcile fails (to be retried) and
+    /// sends nothing.
+    #[tokio::test]
+    async fn a_host_object_that_does_not_decode_fails_the_reconcile_and_deletes_no_mirror() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use crate::{
+            Error, RegisterContext,
+            cache::{Storage, cache, filled},
+            config::Config,
+        };
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok(_stream) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
+        let (host, mut writer) = cache::<StorageClass>(Storage::Encoded);
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(storage_class()));
+        host.corrupt(&ObjectRef::new("fast"));
+        let mirror = HostMirror::<StorageClass> {
+            host,
+            triggers: Triggers::new(Vec::new()),
+            kind: PhantomData,
+        };
+        let mut virt = desired_mirror(&storage_class());
+        virt.metadata.uid = Some("0f2d4c1e-8888-4a2b-9c3d-5e6f7a8b9c0d".into());
+        let ctx = SyncContext::new(
+            &register,
+            filled(Storage::Typed, [virt.clone()]),
+            filled(Storage::Typed, []),
+            "storageclasses",
+        );
+
+        // A request would hang on the listener, which never answers.
+        let reconcile = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            mirror.fake_sync(&ctx, Arc::new(virt)),
+        );
+        let err = reconcile.await.expect("no request made").unwrap_err();
+        assert!(matches!(err, Error::CacheDecode { .. }), "{err}");
+        tokio::task::yield_now().await;
+        assert_eq!(connections.load(Ordering::SeqCst), 0, "nothing was deleted");
     }
 }
