@@ -27,7 +27,7 @@ use super::{
     node_status::{is_vcsync_node, last_heartbeat, with_heartbeat},
 };
 use crate::{
-    cache::Cache,
+    cache::{Cache, DecodeError},
     error::{Result, Side, api_error, status_code},
     writes::{FIELD_MANAGER, write_params},
 };
@@ -134,9 +134,17 @@ impl VirtualHeartbeat {
     }
 
     fn node(&self, name: &str) -> Option<Arc<Node>> {
-        self.nodes
-            .get(&ObjectRef::new(name))
-            .filter(|n| is_vcsync_node(n) && n.metadata.deletion_timestamp.is_none())
+        self.try_node(name).ok().flatten()
+    }
+
+    /// [`Self::node`], with an error for a cached node that does not decode (nodes are
+    /// cached typed, so never today): for the garbage collection, which must not take it
+    /// for gone.
+    fn try_node(&self, name: &str) -> Result<Option<Arc<Node>>, DecodeError> {
+        Ok(self
+            .nodes
+            .try_get(&ObjectRef::new(name))?
+            .filter(|n| is_vcsync_node(n) && n.metadata.deletion_timestamp.is_none()))
     }
 
     async fn create_lease(&self, node: &Node, now: Timestamp) -> Result<()> {
@@ -282,7 +290,8 @@ impl HeartbeatTarget for VirtualHeartbeat {
             let Some(name) = lease.metadata.name.as_deref() else {
                 continue;
             };
-            if self.node(name).is_some() || !is_vcsync_lease(&lease) {
+            // A node that does not decode keeps its Lease this round.
+            if !matches!(self.try_node(name), Ok(None)) || !is_vcsync_lease(&lease) {
                 continue;
             }
             let renewed = lease
@@ -338,5 +347,62 @@ mod tests {
         };
         let lease = node_lease(&node, 40, Timestamp::UNIX_EPOCH);
         assert_eq!(lease.metadata.owner_references, None);
+    }
+
+    /// A node that does not decode (were nodes kept encoded) once read as gone, and the
+    /// garbage collection deleted its expired Lease. Now it is kept this round, no request.
+    #[tokio::test]
+    async fn the_lease_of_a_node_that_does_not_decode_is_not_collected() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use crate::cache::{Storage, filled};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        tokio::spawn({
+            let connections = connections.clone();
+            async move {
+                while let Ok(_stream) = listener.accept().await {
+                    connections.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                uid: Some("u1".into()),
+                labels: Some(
+                    [(
+                        super::super::node_status::FAKE_NODE_LABEL.to_string(),
+                        "true".to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let long_ago = Timestamp::from_second(1_700_000_000).unwrap();
+        let lease = node_lease(&node, 40, long_ago);
+        assert!(is_vcsync_lease(&lease));
+        let nodes = filled(Storage::Encoded, [node]);
+        nodes.corrupt(&ObjectRef::new("n1"));
+        let config = HeartbeatConfig {
+            renew: std::time::Duration::from_secs(10),
+            lease_duration_seconds: 40,
+            status_refresh: std::time::Duration::from_secs(60),
+        };
+        let heartbeat = VirtualHeartbeat::new(client, nodes, filled(Storage::Typed, [lease]), config);
+
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            heartbeat.collect_garbage(Timestamp::now()),
+        )
+        .await
+        .expect("no request made");
+        tokio::task::yield_now().await;
+        assert_eq!(connections.load(Ordering::SeqCst), 0, "the Lease was not deleted");
     }
 }

@@ -79,13 +79,18 @@ impl NodeSyncer {
         }
     }
 
-    fn host_node(&self, name: &str) -> Option<Arc<Node>> {
-        self.host_nodes.as_ref()?.get(&ObjectRef::new(name))
+    /// The host node `name`. Nodes are cached typed, which cannot fail to decode; were they
+    /// kept encoded, a failure is an error, never an absence (which deletes the virtual node).
+    fn host_node(&self, name: &str) -> Result<Option<Arc<Node>>> {
+        let Some(host_nodes) = self.host_nodes.as_ref() else {
+            return Ok(None);
+        };
+        Ok(host_nodes.try_get(&ObjectRef::new(name))?)
     }
 
     /// The desired node, or None when the node should not exist.
-    fn desired(&self, name: &str) -> Option<DesiredNode> {
-        let host = self.host_node(name);
+    fn desired(&self, name: &str) -> Result<Option<DesiredNode>> {
+        let host = self.host_node(name)?;
         let wanted = match self.mode {
             NodeMode::Fake => {
                 self.pods.as_ref().is_some_and(|p| p.is_used(name))
@@ -93,7 +98,7 @@ impl NodeSyncer {
             }
             NodeMode::Real => host.is_some(),
         };
-        wanted.then(|| desired_node(name, self.mode, host.as_deref(), &self.synthetic, self.kubelet))
+        Ok(wanted.then(|| desired_node(name, self.mode, host.as_deref(), &self.synthetic, self.kubelet)))
     }
 
     async fn create(&self, ctx: &SyncContext<Node>, name: &str, desired: DesiredNode) -> Result<Action> {
@@ -152,7 +157,7 @@ impl FakeSyncer for NodeSyncer {
     type Resource = Node;
 
     async fn fake_sync_up(&self, ctx: &SyncContext<Node>, key: &VirtualKey) -> Result<Action> {
-        match self.desired(&key.name) {
+        match self.desired(&key.name)? {
             Some(desired) => self.create(ctx, &key.name, desired).await,
             None => Ok(Action::await_change()),
         }
@@ -163,7 +168,7 @@ impl FakeSyncer for NodeSyncer {
             return Ok(Action::await_change());
         }
         let name = virt.metadata.name.clone().unwrap_or_default();
-        let Some(desired) = self.desired(&name) else {
+        let Some(desired) = self.desired(&name)? else {
             return self.delete(ctx, &virt).await;
         };
         let params = write_params();
@@ -252,7 +257,7 @@ mod tests {
         #[case] used: &[&str],
         #[case] marker: Option<&str>,
     ) {
-        let desired = syncer(mode, host_nodes, used).desired("n1");
+        let desired = syncer(mode, host_nodes, used).desired("n1").unwrap();
         assert_eq!(desired.is_some(), marker.is_some());
         if let (Some(desired), Some(marker)) = (desired, marker) {
             assert_eq!(desired.labels[marker], "true");
@@ -261,7 +266,10 @@ mod tests {
 
     #[test]
     fn unreadable_host_nodes_give_synthetic_data() {
-        let desired = syncer(NodeMode::Fake, None, &["n1"]).desired("n1").unwrap();
+        let desired = syncer(NodeMode::Fake, None, &["n1"])
+            .desired("n1")
+            .unwrap()
+            .unwrap();
         let ready = desired
             .status
             .conditions
@@ -270,5 +278,27 @@ mod tests {
             .find(|c| c.type_ == "Ready")
             .unwrap();
         assert!(ready.message.unwrap().contains("not readable"));
+    }
+
+    /// A host node that does not decode (were nodes kept encoded) once read as gone, and in
+    /// the real mode its virtual node was deleted. Now deciding the node is an error, which
+    /// fails the reconcile before any write.
+    #[rstest]
+    #[case::real(NodeMode::Real)]
+    #[case::fake(NodeMode::Fake)]
+    fn a_host_node_that_does_not_decode_is_an_error_not_an_unwanted_node(#[case] mode: NodeMode) {
+        let node = Node {
+            metadata: kube::api::ObjectMeta {
+                name: Some("n1".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let host = crate::cache::filled(crate::cache::Storage::Encoded, [node]);
+        host.corrupt(&ObjectRef::new("n1"));
+        let mut syncer = syncer(mode, Some(&[]), &["n1"]);
+        syncer.host_nodes = Some(host);
+        let err = syncer.desired("n1").unwrap_err();
+        assert!(matches!(err, crate::Error::CacheDecode { .. }), "{err}");
     }
 }
