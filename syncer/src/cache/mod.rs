@@ -28,9 +28,13 @@
 //! error, never an absence: [`Cache::try_get`] and [`Cache::try_map`] return it, and the
 //! controller's reconcile reads through them, so the reconcile fails and is retried with
 //! backoff instead of taking the (none, host) branch that deletes host objects. Every
-//! failure is logged and counted in `vcsync_cache_decode_errors_total`. [`Cache::get`] and
-//! [`Cache::map`] are for reads whose absence only delays (a create that meets the object, a
-//! link left out until the next change), and skip such an object after counting it.
+//! failure is logged and counted in `vcsync_cache_decode_errors_total`. [`Cache::get`],
+//! [`Cache::map`], [`Cache::state`] and [`Cache::state_filter`] are for reads whose absence
+//! only delays (a trigger, a requeue, a create that meets the object), and skip such an
+//! object after counting it. Never decide on their absence to delete an object or to write
+//! one with less (an Endpoints without an address, a Secret without its CA): read such
+//! decisions through `try_get`/`try_map`, or [`Cache::contains`] when existence is all that
+//! matters, and fail the reconcile (or skip the object in a sweep) on a failure.
 
 use std::{
     marker::PhantomData,
@@ -95,7 +99,8 @@ impl<K: AnyResource> Cache<K> {
     }
 
     /// The object at `reference`, if cached and decodable: for reads whose absence only
-    /// delays. A decode failure is logged and counted; see [`Self::try_get`].
+    /// delays, never for a decision to delete or to write less. A decode failure is logged,
+    /// counted and read as absent; see [`Self::try_get`].
     pub fn get(&self, reference: &ObjectRef<K>) -> Option<Arc<K>> {
         self.try_get(reference).ok().flatten()
     }
@@ -110,14 +115,17 @@ impl<K: AnyResource> Cache<K> {
     }
 
     /// Every cached object. For an encoded cache this decodes them all at once: to go over a
-    /// large collection, [`Cache::map`] holds one decoded object at a time.
+    /// large collection, [`Cache::map`] holds one decoded object at a time. An object that
+    /// does not decode is left out (logged and counted), as [`Self::map`] does.
     pub fn state(&self) -> Vec<Arc<K>> {
         self.map(|obj| obj.clone())
     }
 
     /// `f` of every cached object, decoding (for an encoded cache) one object at a time: a
     /// re-list of 10,000 pods then costs one decoded pod of memory, not 10,000. An object
-    /// that does not decode is skipped (logged and counted); see [`Self::try_map`].
+    /// that does not decode is skipped (logged and counted): for triggers and lookups whose
+    /// miss only delays, never for a sweep that deletes what it does not see; see
+    /// [`Self::try_map`].
     pub fn map<T>(&self, mut f: impl FnMut(&Arc<K>) -> T) -> Vec<T> {
         self.try_map(|obj| f(obj)).into_iter().flatten().collect()
     }
@@ -139,7 +147,8 @@ impl<K: AnyResource> Cache<K> {
             .collect()
     }
 
-    /// The cached objects for which `keep` holds.
+    /// The cached objects for which `keep` holds; one that does not decode is left out, as
+    /// [`Self::map`] does.
     pub fn state_filter(&self, keep: impl Fn(&K) -> bool) -> Vec<Arc<K>> {
         self.map(|obj| keep(obj).then(|| obj.clone()))
             .into_iter()
