@@ -38,6 +38,8 @@ pub mod resource;
 pub mod safety;
 pub mod sdk;
 pub mod syncers;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod work_queue;
 pub mod writes;
 

@@ -240,23 +240,6 @@ mod tests {
         assert_eq!(mirror_key(false, "team", "w"), VirtualKey::cluster("w"));
     }
 
-    /// A client of an API server that never answers, and how many connections it got.
-    async fn silent_api_server() -> (kube::Client, Arc<std::sync::atomic::AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        tokio::spawn({
-            let connections = connections.clone();
-            async move {
-                while let Ok(_stream) = listener.accept().await {
-                    connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-        });
-        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-        (client, connections)
-    }
-
     /// A cache of `kind` kept encoded (as the built-in kinds with one object per pod are),
     /// holding `objects`.
     fn encoded(kind: &str, objects: &[DynamicObject]) -> Cache<DynamicObject> {
@@ -275,7 +258,7 @@ mod tests {
     /// deleted. Now the reconcile fails (to be retried) and sends nothing.
     #[tokio::test]
     async fn a_host_object_that_does_not_decode_fails_the_reconcile_and_deletes_no_mirror() {
-        let (client, connections) = silent_api_server().await;
+        let (client, connections) = vcsync_syncer::testing::silent_api_server().await;
         let register = RegisterContext::new(
             client.clone(),
             client,

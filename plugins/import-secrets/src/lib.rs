@@ -468,23 +468,6 @@ mod tests {
         assert_eq!(label_value(&long), "a".repeat(61));
     }
 
-    /// A client of an API server that never answers, and how many connections it got.
-    async fn silent_api_server() -> (kube::Client, Arc<std::sync::atomic::AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        tokio::spawn({
-            let connections = connections.clone();
-            async move {
-                while let Ok(_stream) = listener.accept().await {
-                    connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-        });
-        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-        (client, connections)
-    }
-
     /// A host secret that does not decode once read as gone, and the imported copy was
     /// deleted from the virtual cluster. Now the reconcile fails (to be retried) and sends
     /// nothing.
@@ -492,7 +475,7 @@ mod tests {
     async fn a_host_secret_that_does_not_decode_fails_the_reconcile_and_deletes_no_copy() {
         use vcsync_syncer::cache::{Storage, filled};
 
-        let (client, connections) = silent_api_server().await;
+        let (client, connections) = vcsync_syncer::testing::silent_api_server().await;
         let register = RegisterContext::new(
             client.clone(),
             client,

@@ -346,7 +346,7 @@ impl EventSyncer {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     use super::*;
     use crate::{
@@ -356,28 +356,11 @@ mod tests {
         syncers::from_host::shared::SYNCED_FROM_HOST_LABEL,
     };
 
-    /// A client of an API server that never answers, and how many connections it got.
-    async fn silent_api_server() -> (kube::Client, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let connections = Arc::new(AtomicUsize::new(0));
-        tokio::spawn({
-            let connections = connections.clone();
-            async move {
-                while let Ok(_stream) = listener.accept().await {
-                    connections.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
-        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
-        (client, connections)
-    }
-
     /// A host event that does not decode once read as gone, and its virtual mirror was
     /// deleted. Now the reconcile fails (to be retried) and sends nothing.
     #[tokio::test]
     async fn a_host_event_that_does_not_decode_fails_the_reconcile_and_deletes_no_mirror() {
-        let (client, connections) = silent_api_server().await;
+        let (client, connections) = crate::testing::silent_api_server().await;
         let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
         let clients = register.clients();
         let mapping = clients.namespace_mapping().clone();

@@ -353,22 +353,11 @@ mod tests {
     /// garbage collection deleted its expired Lease. Now it is kept this round, no request.
     #[tokio::test]
     async fn the_lease_of_a_node_that_does_not_decode_is_not_collected() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::Ordering;
 
         use crate::cache::{Storage, filled};
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let connections = Arc::new(AtomicUsize::new(0));
-        tokio::spawn({
-            let connections = connections.clone();
-            async move {
-                while let Ok(_stream) = listener.accept().await {
-                    connections.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
-        let client = Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let (client, connections) = crate::testing::silent_api_server().await;
         let node = Node {
             metadata: ObjectMeta {
                 name: Some("n1".into()),

@@ -614,7 +614,7 @@ mod tests {
     /// retried) and writes nothing.
     #[tokio::test]
     async fn a_host_pod_that_does_not_decode_fails_the_mirror_and_drops_no_address() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::Ordering;
 
         use crate::{
             Error,
@@ -622,18 +622,7 @@ mod tests {
             config::Config,
         };
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let connections = Arc::new(AtomicUsize::new(0));
-        tokio::spawn({
-            let connections = connections.clone();
-            async move {
-                while let Ok(_stream) = listener.accept().await {
-                    connections.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
-        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let (client, connections) = crate::testing::silent_api_server().await;
         let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
         let clients = register.clients();
         let mapping = clients.namespace_mapping().clone();

@@ -1,10 +1,7 @@
 //! Tests of the [`PodSyncer`](super::PodSyncer) against API servers that count or script
 //! what they are sent.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicUsize, Ordering},
-};
+use std::sync::{Arc, Mutex, atomic::Ordering};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
@@ -26,19 +23,7 @@ use crate::{
 /// with backoff), sends nothing to either API server and the failure is counted.
 #[tokio::test]
 async fn a_virtual_pod_that_does_not_decode_fails_the_reconcile_and_deletes_nothing() {
-    // Both API servers: a listener that counts the connections made to it.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let connections = Arc::new(AtomicUsize::new(0));
-    tokio::spawn({
-        let connections = connections.clone();
-        async move {
-            while let Ok(_stream) = listener.accept().await {
-                connections.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    });
-    let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let (client, connections) = crate::testing::silent_api_server().await;
     let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
     let syncer = PodSyncer::new(register.clients(), register.caches(), register.registrar());
 

@@ -424,7 +424,7 @@ impl TokenSecrets {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     use super::*;
     use crate::{
@@ -438,18 +438,7 @@ mod tests {
     /// token is requested or anything written.
     #[tokio::test]
     async fn a_ca_bundle_that_does_not_decode_fails_the_issue_before_any_request() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let connections = Arc::new(AtomicUsize::new(0));
-        tokio::spawn({
-            let connections = connections.clone();
-            async move {
-                while let Ok(_stream) = listener.accept().await {
-                    connections.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        });
-        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let (client, connections) = crate::testing::silent_api_server().await;
         let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
         let bundle: ConfigMap = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "kube-root-ca.crt", "namespace": "team"},
