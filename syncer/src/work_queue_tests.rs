@@ -27,7 +27,50 @@ impl Script {
     }
 }
 
-/// A queue running under `script` with `concurrency`, stopped by the returned sender.
+/// A runner of `queue` with `concurrency` and `reconcile`: the queue depth it keeps, the sender
+/// that stops it and its task.
+fn run_queue<K, F>(
+    queue: &Arc<WorkQueue<K>>,
+    concurrency: usize,
+    reconcile: F,
+) -> (
+    Gauge,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
+    F: Fn(K, u32) -> BoxFuture<'static, Option<Duration>> + Send + 'static,
+{
+    let depth = Gauge::default();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = tokio::spawn({
+        let (queue, depth) = (queue.clone(), depth.clone());
+        async move {
+            queue
+                .run(concurrency, depth, stopped.map(|_| ()), reconcile)
+                .await;
+        }
+    });
+    (depth, stop, runner)
+}
+
+/// Reconciles that record their runs in `script`, wait for its gate and ask for its requeue.
+fn scripted(script: Arc<Script>) -> impl Fn(&'static str, u32) -> BoxFuture<'static, Option<Duration>> {
+    move |key, enqueued| {
+        let script = script.clone();
+        async move {
+            script.runs.lock().unwrap().push((key, enqueued, Instant::now()));
+            if let Some(gate) = &script.gate {
+                gate.acquire().await.unwrap().forget();
+            }
+            script.requeue
+        }
+        .boxed()
+    }
+}
+
+/// A new queue running under `script` with `concurrency`, stopped by the returned sender.
 fn start(
     script: Arc<Script>,
     concurrency: usize,
@@ -38,26 +81,7 @@ fn start(
     tokio::task::JoinHandle<()>,
 ) {
     let queue = Arc::new(WorkQueue::default());
-    let depth = Gauge::default();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn({
-        let (queue, depth) = (queue.clone(), depth.clone());
-        async move {
-            queue
-                .run(concurrency, depth, stopped.map(|_| ()), move |key, enqueued| {
-                    let script = script.clone();
-                    async move {
-                        script.runs.lock().unwrap().push((key, enqueued, Instant::now()));
-                        if let Some(gate) = &script.gate {
-                            gate.acquire().await.unwrap().forget();
-                        }
-                        script.requeue
-                    }
-                    .boxed()
-                })
-                .await;
-        }
-    });
+    let (depth, stop, runner) = run_queue(&queue, concurrency, scripted(script));
     (queue, depth, stop, runner)
 }
 
@@ -165,16 +189,11 @@ async fn no_more_than_concurrency_run_at_once_and_shutdown_waits_for_them() {
     for key in 0..10 {
         queue.enqueue(&key);
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn({
-        let reconcile = counting(Arc::clone(&running), Arc::clone(&most), gate.clone());
-        let queue = queue.clone();
-        async move {
-            queue
-                .run(3, Gauge::default(), stopped.map(|_| ()), reconcile)
-                .await
-        }
-    });
+    let (_, stop, runner) = run_queue(
+        &queue,
+        3,
+        counting(Arc::clone(&running), Arc::clone(&most), gate.clone()),
+    );
     settle().await;
     assert_eq!(running.load(Ordering::SeqCst), 3);
     stop.send(()).unwrap();
@@ -193,16 +212,11 @@ async fn a_concurrency_of_zero_is_unbounded() {
     for key in 0..50 {
         queue.enqueue(&key);
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn({
-        let reconcile = counting(Arc::clone(&running), Arc::clone(&most), gate.clone());
-        let queue = queue.clone();
-        async move {
-            queue
-                .run(0, Gauge::default(), stopped.map(|_| ()), reconcile)
-                .await
-        }
-    });
+    let (_, stop, runner) = run_queue(
+        &queue,
+        0,
+        counting(Arc::clone(&running), Arc::clone(&most), gate.clone()),
+    );
     settle().await;
     assert_eq!(running.load(Ordering::SeqCst), 50);
     gate.add_permits(50);
@@ -223,24 +237,7 @@ async fn the_depth_counts_keys_triggered_and_not_started_including_those_queued_
     for key in ["a", "b", "b"] {
         queue.enqueue(&key);
     }
-    let depth = Gauge::default();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn({
-        let (queue, depth, script) = (queue.clone(), depth.clone(), script.clone());
-        async move {
-            queue
-                .run(1, depth, stopped.map(|_| ()), move |key, enqueued| {
-                    let script = script.clone();
-                    async move {
-                        script.runs.lock().unwrap().push((key, enqueued, Instant::now()));
-                        script.gate.as_ref().unwrap().acquire().await.unwrap().forget();
-                        None
-                    }
-                    .boxed()
-                })
-                .await;
-        }
-    });
+    let (depth, stop, runner) = run_queue(&queue, 1, scripted(script.clone()));
     settle().await;
     assert_eq!(depth.get(), 1, "a runs, b waits");
     queue.enqueue(&"a");
@@ -405,19 +402,7 @@ async fn a_relist_runs_every_live_key_once_and_keeps_keys_of_objects_that_do_not
     queue.enqueue(&"wanted");
     queue.relist(["listed", "wanted", "listed"]);
     assert!(queue.is_live(&"wanted") && queue.is_live(&"listed"));
-    let depth = Gauge::default();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner = tokio::spawn({
-        let (queue, depth, script) = (queue.clone(), depth.clone(), script.clone());
-        async move {
-            queue
-                .run(4, depth, stopped.map(|_| ()), move |key, _| {
-                    script.runs.lock().unwrap().push((key, 0, Instant::now()));
-                    async { None }.boxed()
-                })
-                .await;
-        }
-    });
+    let (depth, stop, runner) = run_queue(&queue, 4, scripted(script.clone()));
     settle().await;
     let mut keys = script.keys();
     keys.sort();
