@@ -43,6 +43,7 @@ use std::{
 
 use kube::runtime::{reflector::ObjectRef, watcher};
 use tokio::sync::watch;
+use vcsync_translators::VirtualKey;
 
 mod encoding;
 mod error;
@@ -103,6 +104,22 @@ impl<K: AnyResource> Cache<K> {
     /// counted and read as absent; see [`Self::try_get`].
     pub fn get(&self, reference: &ObjectRef<K>) -> Option<Arc<K>> {
         self.try_get(reference).ok().flatten()
+    }
+
+    /// The virtual key of every cached object, read from the cache's own keys: nothing is
+    /// decoded (a re-list of 10,000 encoded pods names its keys without 10,000 decodes).
+    pub fn virtual_keys(&self) -> Vec<VirtualKey> {
+        self.shared
+            .objects
+            .read()
+            .expect("cache lock")
+            .keys()
+            // Names never hold a '/', so the first one ends a namespace.
+            .map(|key| match key.split_once('/') {
+                Some((namespace, name)) => VirtualKey::new(Some(namespace.to_string()), name.to_string()),
+                None => VirtualKey::new(None, key.to_string()),
+            })
+            .collect()
     }
 
     /// Whether an object is cached at `reference` (nothing decoded).

@@ -69,6 +69,25 @@ fn cluster_scoped_objects_are_found_by_name() {
     assert!(cache.get(&ObjectRef::new("n").within("x")).is_none());
 }
 
+#[rstest]
+#[case::typed(Storage::Typed)]
+#[case::encoded(Storage::Encoded)]
+fn virtual_keys_name_every_object_as_virtual_key_of_does(#[case] storage: Storage) {
+    let mut cluster_scoped = Pod::default();
+    cluster_scoped.metadata.name = Some("no-namespace".into());
+    let pod = Pod {
+        metadata: config_map("team-a", "web.v1", "").metadata,
+        ..Pod::default()
+    };
+    let objects = [cluster_scoped, pod];
+    let cache = filled(storage, objects.clone());
+    let mut keys = cache.virtual_keys();
+    keys.sort();
+    let mut expected: Vec<VirtualKey> = objects.iter().map(crate::resource::virtual_key_of).collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+}
+
 /// The compressed bytes held for every cached object, summed.
 fn stored_bytes<K>(cache: &Cache<K>) -> usize {
     let objects = cache.shared.objects.read().unwrap();

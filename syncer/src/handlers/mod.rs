@@ -21,7 +21,7 @@ use crate::{
     error::Result,
     informer::{InformerEvent, Subscription},
     registrar::{PreparedController, Registrar},
-    resource::{AnyResource, virtual_key_of},
+    resource::AnyResource,
     sdk::{FakeSyncer, Starter, Syncer},
     writes::delete_object,
 };
@@ -223,7 +223,7 @@ pub(crate) fn prepare_fake<F: FakeSyncer>(
             feeders.spawn(feed_virtual(
                 queue.clone(),
                 virtual_events,
-                move || store.map(|o| virtual_key_of(o.as_ref())),
+                move || store.virtual_keys(),
                 |_| {},
                 true,
             ));
@@ -236,7 +236,7 @@ pub(crate) fn prepare_fake<F: FakeSyncer>(
 
 fn all_keys<S: Syncer>(handler: &PairHandler<S>) -> Vec<VirtualKey> {
     let translator = handler.syncer.translator();
-    let mut keys: Vec<VirtualKey> = handler.ctx.virtual_store().map(|o| virtual_key_of(o.as_ref()));
+    let mut keys: Vec<VirtualKey> = handler.ctx.virtual_store().virtual_keys();
     keys.extend(
         handler
             .ctx
