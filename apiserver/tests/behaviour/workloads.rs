@@ -22,10 +22,19 @@ fn pod(name: &str) -> Pod {
         "spec": {"containers": [{"name": "c", "image": "nginx:1"}]}}))
 }
 
-/// POSTs a Binding of pod `name` to `node` (made first if missing: on a real control plane the
-/// pod garbage collector fails and deletes pods bound to a node that does not exist, which would
-/// race the test); the error is the HTTP status code.
+/// The node `node` of this case: one of its own, named after its namespace. On a real control
+/// plane the controllers act on a node no kubelet reports for (the pod garbage collector fails
+/// and deletes pods bound to a node that does not exist; the node lifecycle controller taints one
+/// that never posted its status, after a minute): a node shared by the cases of a run would be
+/// old enough for that, a fresh one is not.
+fn node_of(env: &Env, node: &str) -> String {
+    format!("{}-{node}", env.ns)
+}
+
+/// POSTs a Binding of pod `name` to this case's `node` (made first if missing, see
+/// [`node_of`]); the error is the HTTP status code.
 async fn bind(env: &Env, name: &str, node: &str) -> Result<(), u16> {
+    let node = &node_of(env, node);
     let nodes: Api<Node> = Api::all(env.client.clone());
     let made: Node = object(json!({"metadata": {"name": node}}));
     match nodes.create(&PostParams::default(), &made).await {
@@ -143,7 +152,7 @@ both! {
         api.create(&PostParams::default(), &pod("p")).await?;
         bind(&env, "p", "node-1").await.expect("first binding");
         let bound = api.get("p").await?;
-        assert_eq!(bound.spec.unwrap().node_name.as_deref(), Some("node-1"));
+        assert_eq!(bound.spec.unwrap().node_name, Some(node_of(&env, "node-1")));
         let scheduled = bound.status.unwrap().conditions.unwrap_or_default();
         assert!(
             scheduled
@@ -343,8 +352,9 @@ both! {
             names.sort();
             names
         };
+        let on_node = format!("spec.nodeName={}", node_of(&env, "node-1"));
         let cases = [
-            ("spec.nodeName=node-1", vec!["bound"]),
+            (on_node.as_str(), vec!["bound"]),
             ("spec.nodeName=", vec!["pending"]),
             ("spec.nodeName!=", vec!["bound"]),
             ("status.phase=Pending", vec!["bound", "pending"]),
