@@ -18,21 +18,26 @@ use crate::{
     syncers::pods::translate::PodEnvironment,
 };
 
-/// A cached virtual pod that does not decode once read as absent, and the reconcile went
-/// on to `sync_up`, which deleted its host pod. Now the reconcile fails (to be retried
-/// with backoff), sends nothing to either API server and the failure is counted.
-#[tokio::test]
-async fn a_virtual_pod_that_does_not_decode_fails_the_reconcile_and_deletes_nothing() {
-    let (client, connections) = crate::testing::silent_api_server().await;
+/// A pod syncer whose clusters are both `client`, a virtual pod `team/web` and its host twin.
+fn syncer_and_web_pod(client: kube::Client) -> (RegisterContext, PodSyncer, Pod, Pod) {
     let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
     let syncer = PodSyncer::new(register.clients(), register.caches(), register.registrar());
-
     let virt: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "web", "namespace": "team", "uid": "0f2d4c1e-1111-4a2b-9c3d-5e6f7a8b9c0d"},
         "spec": {"containers": [{"name": "app", "image": "nginx"}]}
     }))
     .unwrap();
     let host = syncer.pods.host_pod(&virt, &PodEnvironment::default());
+    (register, syncer, virt, host)
+}
+
+/// A cached virtual pod that does not decode once read as absent, and the reconcile went
+/// on to `sync_up`, which deleted its host pod. Now the reconcile fails (to be retried
+/// with backoff), sends nothing to either API server and the failure is counted.
+#[tokio::test]
+async fn a_virtual_pod_that_does_not_decode_fails_the_reconcile_and_deletes_nothing() {
+    let (client, connections) = crate::testing::silent_api_server().await;
+    let (register, syncer, virt, host) = syncer_and_web_pod(client);
     let virtual_store = filled(Storage::Encoded, [virt]);
     virtual_store.corrupt(&ObjectRef::new("web").within("team"));
     let host_store = filled(Storage::Encoded, [host]);
@@ -109,14 +114,7 @@ fn answering(status: &'static str, body: &'static str) -> (kube::Client, Arc<Mut
 /// server answering the live GET with `status`; the request lines both servers got.
 async fn sync_up_with_live(status: &'static str, body: &'static str) -> (Action, Vec<String>) {
     let (client, requests) = answering(status, body);
-    let register = RegisterContext::new(client.clone(), client, Config::new("demo", "vc-demo")).unwrap();
-    let syncer = PodSyncer::new(register.clients(), register.caches(), register.registrar());
-    let virt: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "web", "namespace": "team", "uid": "0f2d4c1e-1111-4a2b-9c3d-5e6f7a8b9c0d"},
-        "spec": {"containers": [{"name": "app", "image": "nginx"}]}
-    }))
-    .unwrap();
-    let host = syncer.pods.host_pod(&virt, &PodEnvironment::default());
+    let (register, syncer, _, host) = syncer_and_web_pod(client);
     let ctx = SyncContext::new(
         &register,
         filled(Storage::Encoded, []),
