@@ -8,17 +8,22 @@ use hyper_timeout::TimeoutConnector;
 use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioExecutor};
 use kube::{
     Client,
-    client::{Body, ClientBuilder, ConfigExt, DynBody, retry::RetryPolicy},
+    client::{Body, ClientBuilder, ConfigExt, DynBody},
     config::{KubeConfigOptions, Kubeconfig},
 };
-use tower::{BoxError, ServiceBuilder, ServiceExt, retry::RetryLayer, util::BoxService};
+use tower::{
+    BoxError, ServiceBuilder, ServiceExt,
+    util::{BoxService, option_layer},
+};
 use tower_http::trace::TraceLayer;
 use vcsync_syncer::{Side, config::ClusterConfig, metrics::Metrics};
 
-use crate::{ops::CountingLayer, rate_limit::TokenBucketLayer};
+use crate::{ops::CountingLayer, pushback::PushbackLayer, rate_limit::TokenBucketLayer};
 
 /// A client for one side: the configured kubeconfig, or in-cluster / the usual inference.
-/// Its requests are counted into `metrics`.
+/// Its requests (each attempt) are counted into `metrics`; with `qps` set, a token bucket paces
+/// them (by default none: the API server's Priority and Fairness is the brake, and its 429s make
+/// the client hold back, src/pushback.rs).
 pub async fn client_for(
     side: Side,
     cluster: &ClusterConfig,
@@ -26,10 +31,12 @@ pub async fn client_for(
 ) -> anyhow::Result<Client> {
     let config = kube_config_for(side, cluster).await?;
     let url = config.cluster_url.clone();
-    let client = client_builder(config)
+    let client = client_builder(config, Some(CountingLayer::new(side, metrics.clone())))
         .with_context(|| format!("building the {side} client for {url}"))?
-        .with_layer(&CountingLayer::new(side, metrics.clone()))
-        .with_layer(&TokenBucketLayer::new(cluster.qps, cluster.burst))
+        .with_layer(&option_layer(TokenBucketLayer::for_config(
+            cluster.qps,
+            cluster.burst,
+        )))
         .build();
     wait_until_reachable(side, &url.to_string(), &client).await;
     Ok(client)
@@ -45,18 +52,22 @@ pub async fn stream_client_for(
     let mut config = kube_config_for(side, cluster).await?;
     config.read_timeout = None;
     let url = config.cluster_url.clone();
-    Ok(client_builder(config)
-        .with_context(|| format!("building the {side} stream client for {url}"))?
-        .with_layer(&CountingLayer::new(side, metrics.clone()))
-        .build())
+    Ok(
+        client_builder(config, Some(CountingLayer::new(side, metrics.clone())))
+            .with_context(|| format!("building the {side} stream client for {url}"))?
+            .build(),
+    )
 }
 
 /// The service stack of kube's clients, as kube's `ClientBuilder::try_from(config)` builds it.
 type KubeService = BoxService<Request<Body>, Response<Box<DynBody>>, BoxError>;
 
 /// kube's client stack for `config`, as `ClientBuilder::try_from(config)` builds it (rustls,
-/// the config's timeouts, kube's retry policy, auth and extra headers, an HTTP trace span), but
-/// on TCP connections with `TCP_NODELAY` on. kube's builder takes hyper-util's `HttpConnector`
+/// the config's timeouts, auth and extra headers, an HTTP trace span), but on TCP connections
+/// with `TCP_NODELAY` on, with vcsync's handling of a server's pushback (src/pushback.rs) in
+/// place of kube's retry policy (which retries 429, 503 and 504 per request, up to 15 times,
+/// with no shared hold: both at once would retry each other's retries), and `counting` inside
+/// it, so that each attempt is counted. kube's builder takes hyper-util's `HttpConnector`
 /// as it comes, Nagle on; a stream spliced onto such a connection (an exec whose caller writes
 /// several small frames) has each small write after the first wait for the API server's
 /// delayed ACK, ~40 ms (found with `vcsync bench kubelet --kube-assets`). Single-write requests
@@ -64,7 +75,10 @@ type KubeService = BoxService<Request<Body>, Response<Box<DynBody>>, BoxError>;
 ///
 /// With a proxy configured, kube's own builder (this build has none of kube's proxy features:
 /// it says so).
-fn client_builder(config: kube::Config) -> kube::Result<ClientBuilder<KubeService>> {
+pub(crate) fn client_builder(
+    config: kube::Config,
+    counting: Option<CountingLayer>,
+) -> kube::Result<ClientBuilder<KubeService>> {
     if config.proxy_url.is_some() {
         return ClientBuilder::try_from(config);
     }
@@ -82,8 +96,9 @@ fn client_builder(config: kube::Config) -> kube::Result<ClientBuilder<KubeServic
         .option_layer(
             config
                 .default_retry
-                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
+                .then(|| PushbackLayer::new(config.cluster_url.to_string())),
         )
+        .option_layer(counting)
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .layer(TraceLayer::new_for_http())
@@ -156,7 +171,7 @@ mod tests {
         config.auth_info.token = Some("secret-token".to_string().into());
         config.auth_info.impersonate = Some("alice".into());
         config.default_namespace = "tenant".into();
-        let client = client_builder(config).unwrap().build();
+        let client = client_builder(config, None).unwrap().build();
         assert_eq!(client.default_namespace(), "tenant");
         let server = tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
@@ -181,5 +196,67 @@ mod tests {
             "{head}"
         );
         assert!(head.contains("\r\nimpersonate-user: alice\r\n"), "{head}");
+    }
+
+    /// An embedded API server and a cluster config for it (the default client settings).
+    async fn server_and_config(dir: &std::path::Path) -> (vcsync_apiserver::ApiServer, ClusterConfig) {
+        use vcsync_apiserver::{ApiServer, ServerConfig};
+        let server = ApiServer::start(ServerConfig::default()).await.unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+        let cluster = ClusterConfig {
+            kubeconfig: Some(kubeconfig),
+            ..ClusterConfig::default()
+        };
+        (server, cluster)
+    }
+
+    /// The default client retries a 429 after its Retry-After, and counts both attempts.
+    #[tokio::test]
+    async fn the_default_client_retries_a_429_and_counts_each_attempt() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use vcsync_apiserver::{Fault, Verb};
+        let dir = tempfile::tempdir().unwrap();
+        let (server, cluster) = server_and_config(dir.path()).await;
+        let metrics = Arc::new(Metrics::new());
+        let client = client_for(Side::Host, &cluster, &metrics).await.unwrap();
+        let throttle = server
+            .faults()
+            .add(Fault::on(Verb::Get, "configmaps").times(1).too_many_requests(1));
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, "default");
+        assert!(api.get_opt("missing").await.unwrap().is_none());
+        assert_eq!(throttle.fired(), 1);
+        let text = metrics.encode();
+        for code in ["429", "404"] {
+            assert!(
+                text.lines()
+                    .any(|line| line.starts_with("vcsync_api_requests_total{")
+                        && line.contains("verb=\"get\"")
+                        && line.contains("resource=\"configmaps\"")
+                        && line.contains(&format!("code=\"{code}\""))
+                        && line.ends_with(" 1")),
+                "no {code} counted:\n{text}"
+            );
+        }
+        server.shutdown().await;
+    }
+
+    /// An explicit `qps` still paces a client (the default, `qps: 0`, has no bucket:
+    /// `rate_limit::tests`).
+    #[tokio::test]
+    async fn an_explicit_qps_paces_the_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, mut cluster) = server_and_config(dir.path()).await;
+        (cluster.qps, cluster.burst) = (5, 1);
+        let metrics = Arc::new(Metrics::new());
+        let client = client_for(Side::Host, &cluster, &metrics).await.unwrap();
+        // The bucket's one token went to the reachability check: 5 more at 5 per second.
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            client.apiserver_version().await.unwrap();
+        }
+        let elapsed = start.elapsed();
+        assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
+        server.shutdown().await;
     }
 }

@@ -18,6 +18,7 @@ mod config_source;
 mod kubelet;
 mod logging;
 mod ops;
+mod pushback;
 mod rate_limit;
 mod shutdown;
 mod sidecar;

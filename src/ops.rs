@@ -84,6 +84,7 @@ impl<S> Layer<S> for CountingLayer {
 }
 
 /// The service of [`CountingLayer`].
+#[derive(Clone)]
 pub struct Counting<S> {
     inner: S,
     side: Side,
