@@ -1,5 +1,8 @@
 //! Client-side rate limiting (`qps` / `burst` in the config): a token bucket in front of the
-//! kube client, so a resync storm cannot overload an API server that others share.
+//! kube client, for an operator who wants a fixed ceiling. Off by default (`qps: 0`): as
+//! controller-runtime does since v0.21 on SIG API Machinery's advice, vcsync leaves protecting
+//! the API server to its Priority and Fairness and holds back when the server says so (429 with
+//! Retry-After, src/pushback.rs); a client-side bucket only slows a burst the server could take.
 
 use std::{
     pin::Pin,
@@ -18,6 +21,11 @@ pub struct TokenBucketLayer {
 }
 
 impl TokenBucketLayer {
+    /// The bucket of a cluster's `qps` / `burst`: none for `qps: 0` (the default).
+    pub fn for_config(qps: u32, burst: u32) -> Option<Self> {
+        (qps > 0).then(|| Self::new(qps, burst))
+    }
+
     /// `qps` tokens per second, at most `burst` saved up (at least one of each).
     pub fn new(qps: u32, burst: u32) -> Self {
         Self {
@@ -109,6 +117,16 @@ mod tests {
             service.ready().await.unwrap().call(()).await.unwrap();
         }
         start.elapsed()
+    }
+
+    #[test]
+    fn qps_zero_is_no_bucket_and_the_default() {
+        assert!(TokenBucketLayer::for_config(0, 200).is_none());
+        let default = vcsync_syncer::config::ClusterConfig::default();
+        assert_eq!(default.qps, 0);
+        assert!(TokenBucketLayer::for_config(default.qps, default.burst).is_none());
+        let explicit = TokenBucketLayer::for_config(100, 200).unwrap();
+        assert_eq!((explicit.qps, explicit.burst), (100.0, 200.0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,16 +16,18 @@ pub struct ClusterConfig {
     /// Kubeconfig context to use instead of the current one.
     #[serde(default)]
     pub context: Option<String>,
-    /// Sustained client requests per second.
+    /// Sustained client requests per second of a client-side token bucket; 0 (the default):
+    /// no client-side limit, the API server's Priority and Fairness is the brake and its 429s
+    /// (Retry-After) make the client hold back.
     #[serde(default = "default_qps")]
     pub qps: u32,
-    /// Requests allowed in a burst above `qps`.
+    /// Requests allowed in a burst above `qps` (only with `qps` above 0).
     #[serde(default = "default_burst")]
     pub burst: u32,
 }
 
 fn default_qps() -> u32 {
-    100
+    0
 }
 
 fn default_burst() -> u32 {
