@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// CPU is then the planes' processes', and the syncer's requests its own count of them.
     #[arg(long)]
     pub kube_assets: Option<PathBuf>,
+    /// Run the syncer with the shipped client configuration (no `qps`/`burst` in its
+    /// vcsync.yaml) instead of client limits too high to matter; the report's `client_limits`
+    /// says which ("default" or "unlimited").
+    #[arg(long)]
+    pub default_limits: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

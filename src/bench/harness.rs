@@ -48,12 +48,18 @@ impl Bench {
             probe.local_addr()?
         };
         let config_path = dir.join("vcsync.yaml");
-        // No client-side rate limit: the bench measures the syncer, not its token bucket (with
-        // the default 100 qps a burst of 10,000 pods would take minutes by design).
+        // Client limits too high to matter, so that the bench measures the syncer; with
+        // `--default-limits` none in the file: the shipped defaults (no client-side bucket
+        // since `qps: 0` became the default; 100 qps before, which made a burst of 10,000
+        // pods take minutes).
+        let limits = match args.default_limits {
+            true => "",
+            false => "  qps: 1000000\n  burst: 1000000\n",
+        };
         let mut config = format!(
             "instance: {INSTANCE}\nhostNamespace: {HOST_NAMESPACE}\n\
-             host:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n\
-             virtual:\n  kubeconfig: {}\n  qps: 1000000\n  burst: 1000000\n\
+             host:\n  kubeconfig: {}\n{limits}\
+             virtual:\n  kubeconfig: {}\n{limits}\
              operations:\n  address: {metrics}\n",
             host_kubeconfig.display(),
             virtual_kubeconfig.display()

@@ -77,6 +77,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     out.insert("simulated_nodes".into(), json!(args.nodes));
     out.insert("servers".into(), json!(bench.clusters.kind()));
     out.insert("concurrency".into(), json!(args.concurrency));
+    let limits = if args.default_limits {
+        "default"
+    } else {
+        "unlimited"
+    };
+    out.insert("client_limits".into(), json!(limits));
     let result = match args.scenario {
         Scenario::Burst => burst(&args, &mut bench, &mut out).await,
         Scenario::Steady => steady(&args, &mut bench, &mut out).await,
