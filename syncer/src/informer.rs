@@ -2,9 +2,10 @@
 //! syncers reading it.
 //!
 //! An informer runs a kube-runtime watcher into a [`Cache`] and fans the events out to
-//! subscribers. Caches keep only what syncers read: managed fields and kubectl's
-//! last-applied annotation are dropped on the way in, and the kinds with an object or more
-//! per pod are kept encoded (see [`crate::cache`]). Typed and dynamic kinds share the
+//! subscribers. Caches keep only what syncers read: managed fields are skipped unread while
+//! an object is decoded and kubectl's last-applied annotation dropped after (see
+//! [`crate::wire`]), and the kinds with an object or more per pod are kept encoded (see
+//! [`crate::cache`]). Typed and dynamic kinds share the
 //! informers alike: an informer is known by its kind's [`Kind::identity`] and scope.
 //!
 //! The fan-out is bounded, with backpressure, as kube-runtime's shared reflector does it:
@@ -43,9 +44,8 @@ use crate::{
     cache::{Cache, CacheWriter, Storage, cache_of},
     error::Side,
     resource::{AnyResource, Kind, SyncResource},
+    wire::{Wire, strip_unread_fields, wire_api},
 };
-
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Events one subscriber may have waiting before its informer waits for it.
 pub const SUBSCRIBER_BUFFER: usize = 1024;
@@ -167,7 +167,7 @@ impl<K: AnyResource> Informer<K> {
     }
 
     fn trim_object(&self, obj: &mut K) {
-        strip_unread_fields(obj);
+        strip_unread_fields(obj.meta_mut());
         let trims = self.trims.read().expect("trims lock");
         trims.iter().for_each(|trim| trim(obj));
     }
@@ -251,19 +251,24 @@ impl<K: AnyResource> Informer<K> {
     }
 }
 
-/// The watch of `api` with `config`, retried with kube-runtime's default backoff.
+/// The watch of `api` with `config`, retried with kube-runtime's default backoff; its objects
+/// are decoded without their managed fields (see [`crate::wire`]).
 fn watch<K: AnyResource>(
-    api: Api<K>,
+    api: Api<Wire<K>>,
     config: watcher::Config,
 ) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send {
-    watcher(api, config).default_backoff()
+    watcher(api, config)
+        .default_backoff()
+        .map(|event| event.map(unwrap_event))
 }
 
-fn strip_unread_fields<K: AnyResource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
+fn unwrap_event<K>(event: watcher::Event<Wire<K>>) -> watcher::Event<K> {
+    match event {
+        watcher::Event::Apply(Wire(obj)) => watcher::Event::Apply(obj),
+        watcher::Event::Delete(Wire(obj)) => watcher::Event::Delete(obj),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(Wire(obj)) => watcher::Event::InitApply(obj),
+        watcher::Event::InitDone => watcher::Event::InitDone,
     }
 }
 
@@ -360,36 +365,43 @@ impl Informers {
         informer
     }
 
-    fn api_for<K: AnyResource>(&self, kind: &Kind<K>, scope: &Scope) -> (Api<K>, watcher::Config, Side) {
+    fn api_for<K: AnyResource>(
+        &self,
+        kind: &Kind<K>,
+        scope: &Scope,
+    ) -> (Api<Wire<K>>, watcher::Config, Side) {
+        let api = |client: &Client, namespace: Option<&str>| {
+            wire_api::<K>(
+                client.clone(),
+                namespace.filter(|_| kind.is_namespaced()),
+                kind.dyntype(),
+            )
+        };
         match scope {
             Scope::VirtualAll => (
-                kind.api(self.virtual_client.clone(), None),
+                api(&self.virtual_client, None),
                 watcher::Config::default(),
                 Side::Virtual,
             ),
-            Scope::HostOwned => {
-                let api = kind.api(self.host_client.clone(), self.host_namespace.as_deref());
-                (
-                    api,
-                    watcher::Config::default().labels(&self.owner_selector),
-                    Side::Host,
-                )
-            }
+            Scope::HostOwned => (
+                api(&self.host_client, self.host_namespace.as_deref()),
+                watcher::Config::default().labels(&self.owner_selector),
+                Side::Host,
+            ),
             Scope::Custom {
                 side,
                 namespace,
                 labels,
             } => {
                 let client = match side {
-                    Side::Virtual => self.virtual_client.clone(),
-                    Side::Host => self.host_client.clone(),
+                    Side::Virtual => &self.virtual_client,
+                    Side::Host => &self.host_client,
                 };
-                let api = kind.api(client, namespace.as_deref());
                 let mut config = watcher::Config::default();
                 if !labels.is_empty() {
                     config = config.labels(labels);
                 }
-                (api, config, *side)
+                (api(client, namespace.as_deref()), config, *side)
             }
         }
     }

@@ -9,6 +9,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::*;
+use crate::wire::LAST_APPLIED;
 
 type WatchEvent = Result<watcher::Event<ConfigMap>, watcher::Error>;
 

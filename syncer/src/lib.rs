@@ -40,6 +40,7 @@ pub mod sdk;
 pub mod syncers;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod wire;
 mod work_queue;
 pub mod writes;
 
