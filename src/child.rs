@@ -213,6 +213,13 @@ impl Drop for SyncerChild {
 pub(crate) async fn syncer_requests(
     address: SocketAddr,
 ) -> anyhow::Result<BTreeMap<(String, String, String), u64>> {
+    Ok(vcsync_syncer::metrics::api_requests_in(
+        &syncer_metrics(address).await?,
+    ))
+}
+
+/// The syncer's `/metrics` page, as text.
+pub(crate) async fn syncer_metrics(address: SocketAddr) -> anyhow::Result<String> {
     let response = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(address)
@@ -227,5 +234,5 @@ pub(crate) async fn syncer_requests(
         .split_once("\r\n\r\n")
         .map(|(_, body)| body)
         .context("no body in the syncer's /metrics answer")?;
-    Ok(vcsync_syncer::metrics::api_requests_in(body))
+    Ok(body.to_string())
 }

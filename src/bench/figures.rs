@@ -26,6 +26,20 @@ pub(super) fn latency_fields(prefix: &str, mut ms: Vec<f64>, out: &mut BTreeMap<
     }
 }
 
+/// Reconciles per pod of each syncer, read from the syncer's `/metrics` text
+/// (`vcsync_reconciles_total{syncer="..."}`).
+pub(super) fn reconciles_per_pod(metrics: &str, pods: usize) -> Value {
+    let per_syncer: serde_json::Map<String, Value> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("vcsync_reconciles_total{syncer=\""))
+        .filter_map(|rest| rest.split_once("\"} "))
+        .filter_map(|(syncer, n)| Some((syncer.to_string(), n.trim().parse::<f64>().ok()?)))
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(syncer, n)| (syncer, json!(round3(n / pods.max(1) as f64))))
+        .collect();
+    Value::Object(per_syncer)
+}
+
 pub(super) fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }

@@ -68,6 +68,10 @@ pub(super) async fn burst(
     let stats = bench.record_process(out, n, "")?;
     out.insert("syncer_cpu_s".into(), json!(round3(stats.cpu_s - idle.cpu_s)));
     bench.record_requests(out, n, "").await?;
+    out.insert(
+        "reconciles_per_pod".into(),
+        reconciles_per_pod(&crate::child::syncer_metrics(bench.metrics).await?, n),
+    );
     let seen = lock(&bench.seen);
     out.insert(
         "pods_synced".into(),
