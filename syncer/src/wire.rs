@@ -12,18 +12,23 @@
 //! decode `Wire<K>` in place of `K`: `Wire<K>` is a [`Resource`] of `K`'s kind, so an
 //! `Api<Wire<K>>` ([`wire_api`]) addresses the same URLs. The last-applied annotation of
 //! `kubectl apply`, which no reader needs either, is dropped after decoding
-//! ([`strip_unread_fields`]); it is one string.
+//! ([`strip_unread_fields`]); it is one string. [`create`], [`replace`] and
+//! [`replace_status`] are kube's writes of the same names, their answers decoded so.
 
 use std::{
     borrow::Cow,
     fmt::{self, Debug},
 };
 
-use kube::{Api, Client, Resource, api::ObjectMeta, core::DynamicResourceScope};
+use kube::{
+    Api, Client, Resource,
+    api::{ObjectMeta, PostParams},
+    core::{DynamicResourceScope, Request},
+};
 use serde::{
     Deserialize, Deserializer, Serialize, Serializer,
     de::{
-        DeserializeSeed, IgnoredAny, MapAccess, Visitor,
+        DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor,
         value::{BorrowedStrDeserializer, StringDeserializer},
     },
 };
@@ -117,6 +122,54 @@ pub fn wire_api<K: Resource>(
         Some(ns) => Api::namespaced_with(client, ns, dyntype),
         None => Api::all_with(client, dyntype),
     }
+}
+
+/// `api.create(pp, data)`, the answer decoded as a [`Wire`] object.
+pub async fn create<K: Resource + Clone + Serialize + DeserializeOwned>(
+    api: &Api<K>,
+    pp: &PostParams,
+    data: &K,
+) -> kube::Result<K> {
+    let body = serde_json::to_vec(data).map_err(kube::Error::SerdeError)?;
+    let request = Request::new(api.resource_url()).create(pp, body);
+    send(api, request, "create").await
+}
+
+/// `api.replace(name, pp, data)`, the answer decoded as a [`Wire`] object.
+pub async fn replace<K: Resource + Clone + Serialize + DeserializeOwned>(
+    api: &Api<K>,
+    name: &str,
+    pp: &PostParams,
+    data: &K,
+) -> kube::Result<K> {
+    let body = serde_json::to_vec(data).map_err(kube::Error::SerdeError)?;
+    let request = Request::new(api.resource_url()).replace(name, pp, body);
+    send(api, request, "replace").await
+}
+
+/// `api.replace_status(name, pp, data)`, the answer decoded as a [`Wire`] object.
+pub async fn replace_status<K: Resource + Clone + Serialize + DeserializeOwned>(
+    api: &Api<K>,
+    name: &str,
+    pp: &PostParams,
+    data: &K,
+) -> kube::Result<K> {
+    let body = serde_json::to_vec(data).map_err(kube::Error::SerdeError)?;
+    let request = Request::new(api.resource_url()).replace_subresource("status", name, pp, body);
+    send(api, request, "replace_status").await
+}
+
+/// Sends `request` (named `verb` in kube's trace spans, as kube's own methods do) with `api`'s
+/// client, and decodes the answer as a [`Wire`] object.
+async fn send<K: Resource + Clone + DeserializeOwned>(
+    api: &Api<K>,
+    request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    verb: &'static str,
+) -> kube::Result<K> {
+    let mut request = request.map_err(kube::Error::BuildRequest)?;
+    request.extensions_mut().insert(verb);
+    let Wire(object) = api.clone().into_client().request::<Wire<K>>(request).await?;
+    Ok(object)
 }
 
 /// Forwards the `deserialize_*` methods a wrapper leaves alone to the deserializer it wraps.

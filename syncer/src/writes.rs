@@ -17,6 +17,7 @@ use crate::{
     events::EventType,
     resource::AnyResource,
     safety::{Admission, virtual_key_of_host},
+    wire,
 };
 
 pub use crate::resource::{FIELD_MANAGER, write_params};
@@ -159,7 +160,7 @@ pub async fn create_host_object<K: AnyResource>(
     {
         return name_taken(ctx, virt, &existing, &virtual_key).await;
     }
-    match api.create(&params, desired).await {
+    match wire::create(&api, &params, desired).await {
         Ok(_) => {
             tracing::info!(host = %key, "created host object");
             collisions.clear(&kind, &virtual_key);
@@ -218,11 +219,7 @@ pub async fn update_host_object<K: AnyResource>(
     let kind = ctx.kind().name().into_owned();
     let key = display_key(desired);
     let params = write_params();
-    match ctx
-        .host_api_for(desired)
-        .replace(&desired.name_any(), &params, desired)
-        .await
-    {
+    match wire::replace(&ctx.host_api_for(desired), &desired.name_any(), &params, desired).await {
         Ok(_) => {
             tracing::info!(host = %key, "updated host object");
             Ok(Action::await_change())

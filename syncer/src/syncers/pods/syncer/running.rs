@@ -24,6 +24,7 @@ use crate::{
         translate::{MutableFields, PodEnvironment},
         update::host_update,
     },
+    wire,
     writes::{delete_object, update_host_object, write_params},
 };
 
@@ -179,11 +180,7 @@ impl PodSyncer {
         let mut updated = virt.clone();
         updated.status = Some(status);
         let params = write_params();
-        match ctx
-            .virtual_api_for(virt)
-            .replace_status(&virt.name_any(), &params, &updated)
-            .await
-        {
+        match wire::replace_status(&ctx.virtual_api_for(virt), &virt.name_any(), &params, &updated).await {
             Ok(_) => Ok(true),
             Err(err) if status_code(&err) == Some(404) => Ok(false),
             Err(err) => Err(api_error(
@@ -227,7 +224,8 @@ impl PodSyncer {
                 ..ObjectReference::default()
             },
         };
-        let result: std::result::Result<serde_json::Value, _> = ctx
+        // The answer (a Status) is not read.
+        let result: std::result::Result<serde::de::IgnoredAny, _> = ctx
             .virtual_api_for(virt)
             .create_subresource("binding", &virt.name_any(), &PostParams::default(), &binding)
             .await;

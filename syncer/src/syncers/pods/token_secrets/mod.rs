@@ -27,6 +27,7 @@ use crate::{
     cache::Cache,
     error::{Error, Side, api_error, status_code},
     events::EventType,
+    wire,
     writes::write_params,
 };
 
@@ -281,7 +282,7 @@ impl TokenSecrets {
         let params = write_params();
         let resource_version = match existing {
             Some(secret) => secret.metadata.resource_version.clone(),
-            None => match secrets.create(&params, &desired).await {
+            None => match wire::create(&secrets, &params, &desired).await {
                 Ok(_) => {
                     if self.created.len() >= 1024 {
                         self.created.retain(|_, at| at.elapsed() < CREATED_LAG);
@@ -310,8 +311,7 @@ impl TokenSecrets {
             },
         };
         desired.metadata.resource_version = resource_version;
-        secrets
-            .replace(&name, &params, &desired)
+        wire::replace(&secrets, &name, &params, &desired)
             .await
             .map_err(api_error(Side::Host, "update", "Secret", &key))?;
         tracing::info!(secret = %key, "renewed service account tokens");
