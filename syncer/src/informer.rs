@@ -345,8 +345,9 @@ impl Informers {
                 .expect("informer type matches its TypeId key");
         }
         let name = kind.name().into_owned();
-        let (store, writer) = cache_of::<K>(&name, Storage::for_kind(&name));
         let (api, config, side) = self.api_for(&kind, &scope);
+        let (store, mut writer) = cache_of::<K>(&name, Storage::for_kind(&name));
+        writer.count_bytes_as(format!("{side}/{name}"));
         let informer = Arc::new(Informer::new(kind, store.clone(), SUBSCRIBER_BUFFER));
         let runner = informer.clone();
         self.starters

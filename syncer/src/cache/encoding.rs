@@ -32,7 +32,8 @@ impl Storage {
 }
 
 pub(super) enum Stored<K> {
-    Typed(Arc<K>),
+    /// The object, and the length of its JSON (what `vcsync_cache_bytes` counts for it).
+    Typed(Arc<K>, usize),
     Encoded {
         dictionary: Arc<Dictionary>,
         /// The JSON's length, then the JSON compressed against `dictionary`.
@@ -40,10 +41,21 @@ pub(super) enum Stored<K> {
     },
 }
 
+impl<K> Stored<K> {
+    /// The bytes `vcsync_cache_bytes` counts for this object (its key aside): its compressed
+    /// bytes, or (typed) its JSON's length.
+    pub(super) fn counted_bytes(&self) -> usize {
+        match self {
+            Stored::Typed(_, json_len) => *json_len,
+            Stored::Encoded { bytes, .. } => bytes.len(),
+        }
+    }
+}
+
 impl<K> Clone for Stored<K> {
     fn clone(&self) -> Self {
         match self {
-            Stored::Typed(obj) => Stored::Typed(obj.clone()),
+            Stored::Typed(obj, json_len) => Stored::Typed(obj.clone(), *json_len),
             Stored::Encoded { dictionary, bytes } => Stored::Encoded {
                 dictionary: dictionary.clone(),
                 bytes: bytes.clone(),
@@ -99,7 +111,7 @@ pub(super) fn decode<K: AnyResource>(
     stored: Stored<K>,
 ) -> Result<Arc<K>, DecodeError> {
     let (dictionary, bytes) = match stored {
-        Stored::Typed(obj) => return Ok(obj),
+        Stored::Typed(obj, _) => return Ok(obj),
         Stored::Encoded { dictionary, bytes } => (dictionary, bytes),
     };
     // It was encoded from a K: a failure is a bug, which the error makes loud.

@@ -84,6 +84,7 @@ pub fn cache_of<K: AnyResource>(kind: &str, storage: Storage) -> (Cache<K>, Cach
             relisting: None,
             dictionary: Arc::default(),
             samples: 0,
+            bytes: Default::default(),
         },
     )
 }

@@ -95,7 +95,7 @@ fn stored_bytes<K>(cache: &Cache<K>) -> usize {
         .values()
         .map(|stored| match stored {
             Stored::Encoded { bytes, .. } => bytes.len(),
-            Stored::Typed(_) => panic!("not encoded"),
+            Stored::Typed(..) => panic!("not encoded"),
         })
         .sum()
 }
@@ -233,4 +233,49 @@ fn the_kinds_with_one_or_more_objects_per_pod_are_encoded() {
     assert_eq!(Storage::for_kind("Pod"), Storage::Encoded);
     assert_eq!(Storage::for_kind("Secret"), Storage::Encoded);
     assert_eq!(Storage::for_kind("Service"), Storage::Typed);
+}
+
+#[rstest]
+#[case::typed(Storage::Typed, "test/typed-ConfigMap")]
+#[case::encoded(Storage::Encoded, "test/encoded-ConfigMap")]
+fn the_bytes_gauge_follows_what_the_cache_holds(#[case] storage: Storage, #[case] label: &str) {
+    use crate::metrics::{CACHE_BYTES, CacheLabels};
+    let gauge = || {
+        CACHE_BYTES
+            .get_or_create(&CacheLabels {
+                cache: label.to_string(),
+            })
+            .get()
+    };
+    let (_cache, mut writer) = cache::<ConfigMap>(storage);
+    writer.count_bytes_as(label.to_string());
+    assert_eq!(gauge(), 0);
+    writer.apply_watcher_event(&watcher::Event::Apply(config_map("a", "one", "1")));
+    let one = gauge();
+    assert!(one > "a/one".len() as i64, "{one}");
+    writer.apply_watcher_event(&watcher::Event::Apply(config_map("a", "two", "2")));
+    let two = gauge();
+    assert!(two > one, "{two} after {one}");
+    // The same object again: the key is counted once, the object's bytes replaced.
+    writer.apply_watcher_event(&watcher::Event::Apply(config_map("a", "two", "2")));
+    assert_eq!(gauge(), two);
+    writer.apply_watcher_event(&watcher::Event::Delete(config_map("a", "two", "2")));
+    assert_eq!(gauge(), one);
+    // A re-list replaces the count once it completes.
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(config_map("a", "two", "2")));
+    assert_eq!(
+        gauge(),
+        one,
+        "the cache still holds the objects from before the list"
+    );
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let dictionary = writer.dictionary.0.len() as i64;
+    assert_eq!(
+        gauge() - dictionary,
+        two - one,
+        "one object, of the size the second one had"
+    );
+    writer.apply_watcher_event(&watcher::Event::Delete(config_map("a", "two", "2")));
+    assert_eq!(gauge(), dictionary, "an empty cache counts only its dictionary");
 }

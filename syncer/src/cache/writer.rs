@@ -4,12 +4,16 @@
 use std::sync::Arc;
 
 use kube::runtime::watcher;
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::{
     encoding::{Dictionary, MAX_DICTIONARY_BYTES, MAX_SAMPLES, Storage, Stored, sample_of},
     store::{Cache, Objects, Shared, key},
 };
-use crate::resource::AnyResource;
+use crate::{
+    metrics::{CACHE_BYTES, CacheLabels},
+    resource::AnyResource,
+};
 
 /// The only writer of a cache: its informer (or a test).
 pub struct CacheWriter<K> {
@@ -19,6 +23,17 @@ pub struct CacheWriter<K> {
     /// What encoded objects are compressed against from now on, and how many samples it has.
     pub(super) dictionary: Arc<Dictionary>,
     pub(super) samples: usize,
+    /// What `vcsync_cache_bytes` counts of the cached objects, and of a list in progress.
+    pub(super) bytes: Bytes,
+}
+
+/// The bytes of a cache's objects, and the gauge they are reported to, if any.
+#[derive(Default)]
+pub(super) struct Bytes {
+    cached: usize,
+    relisting: usize,
+    /// The gauge, and what this cache added to it so far (caches may share a label).
+    gauge: Option<(Gauge, i64)>,
 }
 
 impl<K: AnyResource> CacheWriter<K> {
@@ -29,10 +44,31 @@ impl<K: AnyResource> CacheWriter<K> {
         }
     }
 
+    /// Reports this cache's bytes to `vcsync_cache_bytes{cache="<label>"}` from now on.
+    pub fn count_bytes_as(&mut self, label: String) {
+        let gauge = CACHE_BYTES.get_or_create(&CacheLabels { cache: label }).clone();
+        self.bytes.gauge = Some((gauge, 0));
+        self.report_bytes();
+    }
+
+    fn report_bytes(&mut self) {
+        let total = (self.bytes.cached + self.dictionary.0.len()) as i64;
+        if let Some((gauge, reported)) = self.bytes.gauge.as_mut() {
+            gauge.inc_by(total - *reported);
+            *reported = total;
+        }
+    }
+
     fn store(&mut self, obj: &K) -> Option<(Box<str>, Stored<K>)> {
         let name = obj.meta().name.as_deref()?;
         let stored = match self.shared.storage {
-            Storage::Typed => Stored::Typed(Arc::new(obj.clone())),
+            Storage::Typed => {
+                let json_len = match self.bytes.gauge {
+                    Some(_) => serde_json::to_vec(obj).map_or(0, |json| json.len()),
+                    None => 0,
+                };
+                Stored::Typed(Arc::new(obj.clone()), json_len)
+            }
             Storage::Encoded => self.encode(obj)?,
         };
         Some((key(obj.meta().namespace.as_deref(), name), stored))
@@ -69,31 +105,53 @@ impl<K: AnyResource> CacheWriter<K> {
         match event {
             watcher::Event::Apply(obj) => {
                 if let Some((key, stored)) = self.store(obj) {
-                    self.shared
+                    let (key_len, added) = (key.len(), stored.counted_bytes());
+                    let replaced = self
+                        .shared
                         .objects
                         .write()
                         .expect("cache lock")
                         .insert(key, stored);
+                    self.bytes.cached = counted_after(self.bytes.cached, key_len, added, replaced);
                 }
             }
             watcher::Event::Delete(obj) => {
                 if let Some(name) = obj.meta().name.as_deref() {
                     let key = key(obj.meta().namespace.as_deref(), name);
-                    self.shared.objects.write().expect("cache lock").remove(&key);
+                    let removed = self.shared.objects.write().expect("cache lock").remove(&key);
+                    if let Some(old) = removed {
+                        self.bytes.cached = self.bytes.cached.saturating_sub(key.len() + old.counted_bytes());
+                    }
                 }
             }
-            watcher::Event::Init => self.relisting = Some(Objects::default()),
+            watcher::Event::Init => {
+                self.relisting = Some(Objects::default());
+                self.bytes.relisting = 0;
+            }
             watcher::Event::InitApply(obj) => {
                 if let Some((key, stored)) = self.store(obj) {
-                    self.relisting.get_or_insert_default().insert(key, stored);
+                    let (key_len, added) = (key.len(), stored.counted_bytes());
+                    let replaced = self.relisting.get_or_insert_default().insert(key, stored);
+                    self.bytes.relisting = counted_after(self.bytes.relisting, key_len, added, replaced);
                 }
             }
             watcher::Event::InitDone => {
                 let mut listed = self.relisting.take().unwrap_or_default();
                 listed.shrink_to_fit();
                 *self.shared.objects.write().expect("cache lock") = listed;
+                self.bytes.cached = std::mem::take(&mut self.bytes.relisting);
                 self.shared.ready.send_replace(true);
             }
         }
+        self.report_bytes();
+    }
+}
+
+/// `counted` after an object of `added` bytes was put at a key of `key_len` bytes, in place of
+/// `replaced` (whose key stays counted once).
+fn counted_after<K>(counted: usize, key_len: usize, added: usize, replaced: Option<Stored<K>>) -> usize {
+    match replaced {
+        Some(old) => (counted + added).saturating_sub(old.counted_bytes()),
+        None => counted + key_len + added,
     }
 }

@@ -20,6 +20,13 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// Labels of the per-cache metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// The cache: its side and kind (`host/Pod`).
+    pub cache: String,
+}
+
 pub(crate) fn reconcile_histogram() -> Histogram {
     // 1 ms .. ~16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
