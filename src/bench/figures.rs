@@ -29,15 +29,32 @@ pub(super) fn latency_fields(prefix: &str, mut ms: Vec<f64>, out: &mut BTreeMap<
 /// Reconciles per pod of each syncer, read from the syncer's `/metrics` text
 /// (`vcsync_reconciles_total{syncer="..."}`).
 pub(super) fn reconciles_per_pod(metrics: &str, pods: usize) -> Value {
-    let per_syncer: serde_json::Map<String, Value> = metrics
+    per_pod_by_label(metrics, "vcsync_reconciles_total{syncer=\"", pods)
+}
+
+/// Bytes per pod each informer's cache holds, with their sum under `"all"`, read from the
+/// syncer's `/metrics` text (`vcsync_cache_bytes{cache="..."}`).
+pub(super) fn cache_bytes_per_pod(metrics: &str, pods: usize) -> Value {
+    let mut per_cache = per_pod_by_label(metrics, "vcsync_cache_bytes{cache=\"", pods);
+    if let Value::Object(caches) = &mut per_cache {
+        let all: f64 = caches.values().filter_map(Value::as_f64).sum();
+        caches.insert("all".into(), json!(all.round()));
+    }
+    per_cache
+}
+
+/// The non-zero samples of one single-label metric, each divided by `pods`: `prefix` is the
+/// metric's name up to its label's value.
+fn per_pod_by_label(metrics: &str, prefix: &str, pods: usize) -> Value {
+    let per_label: serde_json::Map<String, Value> = metrics
         .lines()
-        .filter_map(|line| line.strip_prefix("vcsync_reconciles_total{syncer=\""))
+        .filter_map(|line| line.strip_prefix(prefix))
         .filter_map(|rest| rest.split_once("\"} "))
-        .filter_map(|(syncer, n)| Some((syncer.to_string(), n.trim().parse::<f64>().ok()?)))
+        .filter_map(|(label, n)| Some((label.to_string(), n.trim().parse::<f64>().ok()?)))
         .filter(|(_, n)| *n > 0.0)
-        .map(|(syncer, n)| (syncer, json!(round3(n / pods.max(1) as f64))))
+        .map(|(label, n)| (label, json!(round3(n / pods.max(1) as f64))))
         .collect();
-    Value::Object(per_syncer)
+    Value::Object(per_label)
 }
 
 pub(super) fn round3(v: f64) -> f64 {

@@ -114,7 +114,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{figures::percentile, objects::pod};
+    use super::{
+        figures::{cache_bytes_per_pod, percentile, reconciles_per_pod},
+        objects::pod,
+    };
 
     #[test]
     fn percentiles_are_nearest_rank() {
@@ -131,5 +134,24 @@ mod tests {
         let refs = vcsync_translators::pod_references(&pod);
         // The config map, the secret and the (default) service account.
         assert_eq!(refs.len(), 3, "{refs:?}");
+    }
+
+    #[test]
+    fn per_pod_figures_are_read_from_the_syncers_metrics() {
+        let metrics = "# TYPE vcsync_reconciles_total counter\n\
+            vcsync_reconciles_total{syncer=\"pods\"} 40\n\
+            vcsync_reconciles_total{syncer=\"events\"} 0\n\
+            vcsync_cache_bytes{cache=\"host/Pod\"} 3000\n\
+            vcsync_cache_bytes{cache=\"virtual/Pod\"} 1000\n\
+            vcsync_cache_bytes{cache=\"host/Node\"} 0\n";
+        assert_eq!(
+            reconciles_per_pod(metrics, 10),
+            serde_json::json!({"pods": 4.0}),
+            "syncers that never ran are left out"
+        );
+        assert_eq!(
+            cache_bytes_per_pod(metrics, 10),
+            serde_json::json!({"host/Pod": 300.0, "virtual/Pod": 100.0, "all": 400.0})
+        );
     }
 }

@@ -68,10 +68,9 @@ pub(super) async fn burst(
     let stats = bench.record_process(out, n, "")?;
     out.insert("syncer_cpu_s".into(), json!(round3(stats.cpu_s - idle.cpu_s)));
     bench.record_requests(out, n, "").await?;
-    out.insert(
-        "reconciles_per_pod".into(),
-        reconciles_per_pod(&crate::child::syncer_metrics(bench.metrics).await?, n),
-    );
+    let metrics = crate::child::syncer_metrics(bench.metrics).await?;
+    out.insert("reconciles_per_pod".into(), reconciles_per_pod(&metrics, n));
+    out.insert("cache_bytes_per_pod".into(), cache_bytes_per_pod(&metrics, n));
     let seen = lock(&bench.seen);
     out.insert(
         "pods_synced".into(),
@@ -238,6 +237,11 @@ pub(super) async fn restart(
     out.insert("restart_writes".into(), json!(requests.object_writes()));
     let stats = bench.record_process(out, n, "restart_")?;
     out.insert("restart_cpu_s".into(), json!(round3(stats.cpu_s)));
+    let metrics = crate::child::syncer_metrics(bench.metrics).await?;
+    out.insert(
+        "restart_cache_bytes_per_pod".into(),
+        cache_bytes_per_pod(&metrics, n),
+    );
     // After a restart the caches hold just the objects: the cleaner figure of memory per pod.
     out.insert(
         "rss_per_pod_bytes".into(),
