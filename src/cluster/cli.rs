@@ -4,20 +4,20 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{Changed, ClusterError, ClusterStatus, Created, DriverOptions, Progress, Result, Values};
+use super::{
+    Changed, ClusterError, ClusterStatus, Created, DEFAULT_DRIVER, Driver, DriverOptions, Progress, Result,
+    Values,
+    discovery::{self, Answer, Purpose},
+};
 
 /// Flags of `vcsync cluster`.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Driver managing the cluster (see `vcsync cluster drivers`).
-    #[arg(
-        long,
-        short = 'd',
-        global = true,
-        env = "VCSYNC_CLUSTER_DRIVER",
-        default_value = "kubernetes"
-    )]
-    driver: String,
+    /// Driver managing the cluster (see `vcsync cluster drivers`). Without it, `create` uses
+    /// `kubernetes`, `list` lists the clusters of every driver, and the other commands use the
+    /// driver that has the cluster.
+    #[arg(long, short = 'd', global = true, env = "VCSYNC_CLUSTER_DRIVER")]
+    driver: Option<String>,
     /// Host cluster kubeconfig (`kubernetes`; default: KUBECONFIG, ~/.kube/config, in-cluster).
     #[arg(long, global = true)]
     kubeconfig: Option<PathBuf>,
@@ -74,7 +74,7 @@ enum ClusterCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// List the driver's clusters with their phase.
+    /// List the clusters with their driver and phase (of every driver without -d).
     List {
         #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: Format,
@@ -217,7 +217,7 @@ async fn run(args: ClusterArgs) -> Result<()> {
         data_dir: args.data_dir,
     };
     let mut progress = Progress::new(args.quiet);
-    let open = || super::driver(&args.driver, &options);
+    let chosen = args.driver.as_deref();
     let result = match args.command {
         ClusterCommand::Create {
             name,
@@ -227,7 +227,7 @@ async fn run(args: ClusterArgs) -> Result<()> {
         } => {
             super::check_name(&name)?;
             let values = read_values(values.as_deref())?;
-            let driver = open()?;
+            let driver = super::driver(chosen.unwrap_or(DEFAULT_DRIVER), &options)?;
             match driver.create(&name, &values, &progress).await? {
                 Created::New => progress.step(format!("cluster {name} created ({})", driver.name())),
                 Created::Unchanged if fail_if_exists => return Err(ClusterError::AlreadyRunning(name)),
@@ -240,19 +240,29 @@ async fn run(args: ClusterArgs) -> Result<()> {
         ClusterCommand::Delete {
             name,
             ignore_not_found,
-        } => match open()?.delete(&name, &progress).await {
-            Ok(()) => {
-                progress.step(format!("cluster {name} deleted"));
-                Ok(())
+        } => {
+            let deleted = match open_for(chosen, &name, Purpose::Delete, &options, &progress).await {
+                Ok(driver) => driver.delete(&name, &progress).await,
+                Err(err) => Err(err),
+            };
+            match deleted {
+                Ok(()) => {
+                    progress.step(format!("cluster {name} deleted"));
+                    Ok(())
+                }
+                Err(ClusterError::NotFound(_)) if ignore_not_found => {
+                    progress.step(format!("cluster {name} not found: nothing to delete"));
+                    Ok(())
+                }
+                Err(err) => Err(err),
             }
-            Err(ClusterError::NotFound(_)) if ignore_not_found => {
-                progress.step(format!("cluster {name} not found: nothing to delete"));
-                Ok(())
-            }
-            Err(err) => Err(err),
-        },
+        }
         ClusterCommand::Pause { name } => {
-            match open()?.pause(&name, &progress).await? {
+            match open_for(chosen, &name, Purpose::Use, &options, &progress)
+                .await?
+                .pause(&name, &progress)
+                .await?
+            {
                 Changed::Yes => progress.step(format!("cluster {name} paused")),
                 Changed::AlreadySo => progress.step(format!("cluster {name} already paused")),
             }
@@ -263,7 +273,7 @@ async fn run(args: ClusterArgs) -> Result<()> {
                 .as_deref()
                 .map(|path| read_values(Some(path)))
                 .transpose()?;
-            let driver = open()?;
+            let driver = open_for(chosen, &name, Purpose::Use, &options, &progress).await?;
             match driver.resume(&name, values.as_ref(), &progress).await? {
                 Changed::Yes => progress.step(format!("cluster {name} resumed")),
                 Changed::AlreadySo => progress.step(format!("cluster {name} already running")),
@@ -271,17 +281,20 @@ async fn run(args: ClusterArgs) -> Result<()> {
             wait_ready(&*driver, &name, &wait, &progress).await
         }
         ClusterCommand::List { output } => {
-            let driver = open()?;
-            let mut statuses = Vec::new();
-            for name in driver.list().await? {
-                statuses.push(driver.status(&name).await?);
-            }
+            let (statuses, unanswered) = match chosen {
+                Some(name) => (statuses_of(&*super::driver(name, &options)?).await?, Vec::new()),
+                None => list_every_driver(&options, &progress).await,
+            };
             progress.finish();
             print_statuses(&statuses, output, true);
-            Ok(())
+            if unanswered.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{}", unanswered.join("; ")).into())
+            }
         }
         ClusterCommand::Status { name, output, wait } => {
-            let driver = open()?;
+            let driver = open_for(chosen, &name, Purpose::Use, &options, &progress).await?;
             let status = driver.status(&name).await?;
             wait_ready(&*driver, &name, &wait, &progress).await?;
             let status = if wait.wait {
@@ -294,14 +307,21 @@ async fn run(args: ClusterArgs) -> Result<()> {
             Ok(())
         }
         ClusterCommand::Exists { name } => {
-            if open()?.exists(&name).await? {
+            if open_for(chosen, &name, Purpose::Use, &options, &progress)
+                .await?
+                .exists(&name)
+                .await?
+            {
                 Ok(())
             } else {
                 Err(ClusterError::NotFound(name))
             }
         }
         ClusterCommand::Connect { name, output, server } => {
-            let kubeconfig = open()?.kubeconfig(&name, server.as_deref()).await?;
+            let kubeconfig = open_for(chosen, &name, Purpose::Use, &options, &progress)
+                .await?
+                .kubeconfig(&name, server.as_deref())
+                .await?;
             if output == "-" {
                 print!("{kubeconfig}");
             } else {
@@ -359,6 +379,59 @@ async fn run(args: ClusterArgs) -> Result<()> {
     };
     progress.finish();
     result
+}
+
+/// The driver of cluster `name`: the chosen one (`-d`), or the one that has it.
+async fn open_for(
+    chosen: Option<&str>,
+    name: &str,
+    purpose: Purpose,
+    options: &DriverOptions,
+    progress: &Progress,
+) -> Result<Box<dyn Driver>> {
+    if let Some(driver) = chosen {
+        return super::driver(driver, options);
+    }
+    let mut notes = Vec::new();
+    let found = discovery::find(name, options, purpose, &mut notes).await;
+    for note in notes {
+        progress.note(note);
+    }
+    found
+}
+
+/// The status of each of `driver`'s clusters.
+async fn statuses_of(driver: &dyn Driver) -> Result<Vec<ClusterStatus>> {
+    let mut statuses = Vec::new();
+    for name in driver.list().await? {
+        statuses.push(driver.status(&name).await?);
+    }
+    Ok(statuses)
+}
+
+/// The clusters of every driver that can be asked, by name, and a line per driver that could
+/// not answer; drivers without their configuration are skipped with a note.
+async fn list_every_driver(
+    options: &DriverOptions,
+    progress: &Progress,
+) -> (Vec<ClusterStatus>, Vec<String>) {
+    let mut drivers = discovery::open_all(options);
+    let answers = discovery::ask_each(&drivers.open, |driver| Box::pin(statuses_of(driver))).await;
+    let (mut statuses, mut unanswered) = (Vec::new(), Vec::new());
+    for (driver, answer) in drivers.open.iter().zip(answers) {
+        match answer {
+            Answer::Given(found) => statuses.extend(found),
+            Answer::Skipped(err) => drivers.notes.extend(discovery::skipped(driver.name(), &err)),
+            Answer::Failed(err) => {
+                unanswered.push(format!("driver {} could not be asked: {err:#}", driver.name()))
+            }
+        }
+    }
+    for note in drivers.notes {
+        progress.note(note);
+    }
+    statuses.sort_by(|a, b| (&a.name, &a.driver).cmp(&(&b.name, &b.driver)));
+    (statuses, unanswered)
 }
 
 fn read_values(path: Option<&std::path::Path>) -> Result<Values> {

@@ -10,6 +10,7 @@
 
 pub mod cli;
 mod common;
+mod discovery;
 pub mod kubernetes;
 #[cfg(feature = "dev-tools")]
 pub mod local;
@@ -397,6 +398,9 @@ pub struct DriverRegistration {
 }
 
 inventory::collect!(DriverRegistration);
+
+/// The driver `create` uses when none is chosen.
+pub const DEFAULT_DRIVER: &str = "kubernetes";
 
 /// Registered driver names, sorted.
 pub fn driver_names() -> Vec<&'static str> {

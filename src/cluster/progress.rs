@@ -71,6 +71,18 @@ impl Progress {
         }
     }
 
+    /// A line the user should see beside the steps (a driver skipped, say); nothing when quiet.
+    pub fn note(&self, message: impl std::fmt::Display) {
+        if self.quiet {
+            return;
+        }
+        let _current = self.current.lock().unwrap();
+        match self.spinner {
+            Some(_) => eprintln!("\r\x1b[2Kvcsync: note: {message}"),
+            None => eprintln!("vcsync: note: {message}"),
+        }
+    }
+
     /// Ends the last step.
     pub fn finish(&mut self) {
         if let Some(spinner) = self.spinner.take() {

@@ -19,8 +19,10 @@ use serde::Deserialize;
 use serde_json::json;
 use vcsync_apiserver::{ApiServer, ServerConfig};
 
-/// Runs `vcsync cluster ARGS` on a blocking thread; (exit code, stdout, stderr).
-async fn vcsync(envs: &[(&str, &Path)], args: &[&str]) -> (i32, String, String) {
+/// Runs `vcsync cluster ARGS` on a blocking thread; (exit code, stdout, stderr). Hermetic: the
+/// `local` driver's state directory and the kubeconfig do not exist unless `envs` set
+/// `VCSYNC_DATA_DIR` or `KUBECONFIG` (commands without `-d` ask every driver).
+pub(crate) async fn vcsync(envs: &[(&str, &Path)], args: &[&str]) -> (i32, String, String) {
     let envs: Vec<(String, std::path::PathBuf)> = envs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_path_buf()))
@@ -30,8 +32,11 @@ async fn vcsync(envs: &[(&str, &Path)], args: &[&str]) -> (i32, String, String) 
         let out = Command::new(env!("CARGO_BIN_EXE_vcsync"))
             .arg("cluster")
             .args(&args)
-            .envs(envs)
+            .env("VCSYNC_DATA_DIR", "/nonexistent/vcsync-test-state")
+            .env("KUBECONFIG", "/nonexistent/vcsync-test-kubeconfig")
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .env_remove("VCSYNC_CLUSTER_DRIVER")
+            .envs(envs)
             .output()
             .unwrap();
         (
@@ -130,8 +135,15 @@ async fn cluster_kubernetes_driver_objects_status_pause_resume_delete_and_exit_c
     assert_eq!(run!("delete", "c1").0, 10);
     assert_eq!(run!("delete", "c1", "--ignore-not-found").0, 0);
     assert_eq!(run!("-d", "nope", "list").0, 16);
-    let (code, _, err) = vcsync(&[], &["--kubeconfig", "/nonexistent", "list"]).await;
+    let (code, _, err) = vcsync(&[], &["-d", "kubernetes", "--kubeconfig", "/nonexistent", "list"]).await;
     assert_eq!(code, 15, "{err}");
+    let (code, out, err) = vcsync(&[], &["--kubeconfig", "/nonexistent", "list"]).await;
+    assert_eq!(
+        code, 0,
+        "without -d a driver lacking its configuration is skipped: {err}"
+    );
+    assert!(err.contains("note: driver kubernetes skipped"), "{err}");
+    assert_eq!(out.lines().count(), 1, "only the header: {out}");
 
     // Create: every object is there.
     let (code, _, err) = run!("create", "c1");

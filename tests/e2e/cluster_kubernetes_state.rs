@@ -3,7 +3,7 @@
 //! (or that there is none); `detect-service-cidr` reads the host's service CIDR the way a
 //! kube-apiserver gives it away.
 
-use std::{path::Path, process::Command};
+use std::path::Path;
 
 use axum::{
     Json, Router,
@@ -21,7 +21,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::cluster::{host_for_the_driver, status_json};
+use crate::cluster::{host_for_the_driver, status_json, vcsync};
 
 /// Runs `vcsync cluster --kubeconfig KC -q ARGS` on a blocking thread; (exit code, stdout,
 /// stderr).
@@ -31,26 +31,11 @@ async fn cluster(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// [`cluster`], with progress on stderr unless `quiet`.
 async fn cluster_with(kubeconfig: &Path, quiet: bool, args: &[&str]) -> (i32, String, String) {
-    let kubeconfig = kubeconfig.to_path_buf();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_vcsync"))
-            .arg("cluster")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(quiet.then_some("-q"))
-            .args(&args)
-            .env_remove("VCSYNC_CLUSTER_DRIVER")
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
+    let kubeconfig = kubeconfig.display().to_string();
+    let mut all = vec!["--kubeconfig", kubeconfig.as_str()];
+    all.extend(quiet.then_some("-q"));
+    all.extend_from_slice(args);
+    vcsync(&[], &all).await
 }
 
 /// A claim as the StatefulSet controller makes it from the template `data`.

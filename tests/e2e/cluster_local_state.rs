@@ -22,30 +22,17 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use vcsync_translators::{MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION};
 
-use crate::env::eventually;
+use crate::{cluster::vcsync, env::eventually};
 
 const NAME: &str = "keep";
 const HOST_NAMESPACE: &str = "vcsync-keep";
 
 /// Runs `vcsync cluster -d local -q ARGS` with the data directory `data`; (exit code, stderr).
 async fn cluster(data: &Path, args: &[&str]) -> (i32, String) {
-    let data = data.to_path_buf();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_vcsync"))
-            .args(["cluster", "-d", "local", "-q"])
-            .args(&args)
-            .env("VCSYNC_DATA_DIR", data)
-            .env_remove("VCSYNC_CLUSTER_DRIVER")
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
+    let mut all = vec!["-d", "local", "-q"];
+    all.extend_from_slice(args);
+    let (code, _, stderr) = vcsync(&[("VCSYNC_DATA_DIR", data)], &all).await;
+    (code, stderr)
 }
 
 async fn client(kubeconfig: PathBuf) -> Client {
@@ -201,17 +188,12 @@ fn alive(pid: u32) -> bool {
 }
 
 async fn status_phase(data: &Path) -> String {
-    let data = data.to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_vcsync"))
-            .args(["cluster", "-d", "local", "status", NAME, "-o", "json"])
-            .env("VCSYNC_DATA_DIR", data)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let (_, out, _) = vcsync(
+        &[("VCSYNC_DATA_DIR", data)],
+        &["-d", "local", "status", NAME, "-o", "json"],
+    )
+    .await;
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     status["phase"].as_str().unwrap_or_default().to_string()
 }
 

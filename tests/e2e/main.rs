@@ -8,6 +8,7 @@ mod bad_input;
 mod bench;
 mod cli;
 mod cluster;
+mod cluster_drivers;
 mod cluster_kubernetes_state;
 mod cluster_local_state;
 mod crd_sync;
