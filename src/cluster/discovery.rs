@@ -45,10 +45,16 @@ pub fn open_all(options: &DriverOptions) -> Drivers {
     drivers
 }
 
-/// The note on a driver left out for `err`: none for one this binary cannot run.
+/// The note on a driver left out for `err`, one short line: none for one this binary cannot
+/// run; for one without its configuration, where `-d` tells what is missing.
 pub fn skipped(driver: &str, err: &ClusterError) -> Option<String> {
-    (!matches!(err, ClusterError::DriverUnavailable { .. }))
-        .then(|| format!("driver {driver} skipped: {err}"))
+    match err {
+        ClusterError::DriverUnavailable { .. } => None,
+        ClusterError::MissingDriverConfig { .. } => Some(format!(
+            "driver {driver} skipped: not configured (`-d {driver}` says what is missing)"
+        )),
+        err => Some(format!("driver {driver} skipped: {err}")),
+    }
 }
 
 /// What one driver answered.
