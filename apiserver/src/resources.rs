@@ -74,6 +74,8 @@ const BUILTIN: &[Row] = &[
     ("", "v1", "Node", "nodes", false, &["no"], &["status"], &[]),
     ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, &["pvc"], &["status"], &[]),
     ("", "v1", "PersistentVolume", "persistentvolumes", false, &["pv"], &["status"], &[]),
+    ("", "v1", "ResourceQuota", "resourcequotas", true, &["quota"], &["status"], &[]),
+    ("", "v1", "LimitRange", "limitranges", true, &["limits"], &[], &[]),
     ("coordination.k8s.io", "v1", "Lease", "leases", true, &[], &[], &[]),
     ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, &[], &[], &[]),
     ("apps", "v1", "Deployment", "deployments", true, &["deploy"], &["status"], &["all"]),

@@ -197,6 +197,8 @@ pub struct Values {
     pub persistence: PersistenceValues,
     /// `kubernetes`: the virtual cluster's own DNS.
     pub dns: DnsValues,
+    /// `kubernetes`: opt-in ResourceQuota, LimitRange and NetworkPolicy of the host namespace.
+    pub isolation: IsolationValues,
     /// `local`: simulated host nodes (default 3).
     pub nodes: Option<usize>,
     /// The vcsync.yaml of the cluster's syncer, as a mapping.
@@ -255,6 +257,52 @@ pub struct PodSecurityValues {
     pub audit: Option<String>,
     /// The version of the standards (`latest` or `v1.N`, default `latest`).
     pub version: Option<String>,
+}
+
+/// What keeps a tenant within its share of the host (`kubernetes`), each off unless enabled.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct IsolationValues {
+    /// A ResourceQuota on the host namespace.
+    pub resource_quota: ResourceQuotaValues,
+    /// A LimitRange on the host namespace: defaults for containers that set no resources.
+    pub limit_range: LimitRangeValues,
+    /// A NetworkPolicy on the tenant's pods.
+    pub network_policy: NetworkPolicyValues,
+}
+
+/// The host namespace's ResourceQuota.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ResourceQuotaValues {
+    /// Render it (default false).
+    pub enabled: Option<bool>,
+    /// `spec.hard`, merged over [`kubernetes::DEFAULT_QUOTA`]; a key set to null is removed.
+    pub hard: BTreeMap<String, Option<String>>,
+}
+
+/// The host namespace's LimitRange (one item of type Container).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LimitRangeValues {
+    /// Render it (default false).
+    pub enabled: Option<bool>,
+    /// Limits of a container that sets none, merged over the defaults; null removes a key.
+    pub default: BTreeMap<String, Option<String>>,
+    /// Requests of a container that sets none, merged over the defaults; null removes a key.
+    pub default_request: BTreeMap<String, Option<String>>,
+}
+
+/// The NetworkPolicy on the tenant's pods in the host namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct NetworkPolicyValues {
+    /// Render it (default false).
+    pub enabled: Option<bool>,
+    /// Where else the tenant's pods may connect: a CIDR (default `0.0.0.0/0`) ...
+    pub outgoing_cidr: Option<String>,
+    /// ... less these (default: the private ranges, 10/8, 172.16/12, 192.168/16, 100.64/10).
+    pub outgoing_except: Option<Vec<String>>,
 }
 
 /// The vcsync sidecar of the `kubernetes` driver.

@@ -12,7 +12,8 @@ use std::{
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{Namespace, Secret, Service, ServiceAccount},
+    core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount},
+    networking::v1::NetworkPolicy,
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
 use serde::Deserialize;
@@ -63,6 +64,9 @@ fn documents(yaml: &str) -> BTreeMap<(String, String, String), Value> {
             "Secret" => typed::<Secret>(value),
             "Service" => typed::<Service>(value),
             "StatefulSet" => typed::<StatefulSet>(value),
+            "ResourceQuota" => typed::<ResourceQuota>(value),
+            "LimitRange" => typed::<LimitRange>(value),
+            "NetworkPolicy" => typed::<NetworkPolicy>(value),
             other => panic!("unexpected kind {other}"),
         };
         let meta = &canonical["metadata"];
@@ -196,6 +200,55 @@ fn the_chart_follows_the_config_into_rbac_in_the_per_namespace_mapping() {
     )
     .unwrap();
     compare(&values);
+}
+
+#[test]
+fn the_chart_and_driver_render_the_isolation_objects_alike_with_values_merged_over_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "namespace: vcluster-my-vcluster\nisolation:\n  resourceQuota:\n    enabled: true\n    hard:\n      \
+         count/pods: \"10\"\n      services.loadbalancers: null\n  limitRange:\n    enabled: true\n    \
+         default: {memory: 2Gi}\n  networkPolicy:\n    enabled: true\n    outgoingExcept: [10.0.0.0/8]\n",
+    )
+    .unwrap();
+    compare(&values);
+    let objects = documents(&output(&mut chart("vcluster-my-vcluster", &values)));
+    let get = |kind: &str, name: &str| {
+        objects[&(
+            kind.to_string(),
+            "vcluster-my-vcluster".to_string(),
+            name.to_string(),
+        )]
+            .clone()
+    };
+    let hard = &get("ResourceQuota", "vcsync-my-vcluster")["spec"]["hard"];
+    assert_eq!(
+        (hard["count/pods"].as_str(), hard["requests.cpu"].as_str()),
+        (Some("10"), Some("10"))
+    );
+    assert!(
+        hard.get("services.loadbalancers").is_none(),
+        "null removes a default"
+    );
+    let limits = &get("LimitRange", "vcsync-my-vcluster")["spec"]["limits"][0];
+    assert_eq!(
+        (
+            limits["default"]["memory"].as_str(),
+            limits["default"]["cpu"].as_str()
+        ),
+        (Some("2Gi"), Some("1"))
+    );
+    let policy = get("NetworkPolicy", "vcsync-my-vcluster-workloads");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["vcsync.dev/managed-by"],
+        "my-vcluster"
+    );
+    assert_eq!(
+        policy["spec"]["egress"][2]["to"][0]["ipBlock"]["except"],
+        serde_json::json!(["10.0.0.0/8"])
+    );
 }
 
 /// What [`render_checked`] returns of the driver's objects.
@@ -545,6 +598,10 @@ fn the_chart_and_driver_refuse_pod_security_values_that_cannot_work() {
         (
             "config:\n  sync:\n    pods:\n      podSecurityStandard: privileged\n",
             "privileged is looser than podSecurity.enforce: baseline",
+        ),
+        (
+            "isolation:\n  resourceQuota: {enabled: true}\n",
+            "enable isolation.limitRange too",
         ),
     ] {
         std::fs::write(&values, text).unwrap();

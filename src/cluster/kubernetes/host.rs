@@ -43,7 +43,11 @@ pub(super) fn api_resource(object: &Value) -> (ApiResource, bool) {
         "ClusterRoleBinding" => "clusterrolebindings",
         "Secret" => "secrets",
         "Service" => "services",
-        _ => "statefulsets",
+        "ResourceQuota" => "resourcequotas",
+        "LimitRange" => "limitranges",
+        "NetworkPolicy" => "networkpolicies",
+        "StatefulSet" => "statefulsets",
+        other => unreachable!("the driver renders no {other}"),
     };
     let namespaced = !matches!(kind, "Namespace" | "ClusterRole" | "ClusterRoleBinding");
     (

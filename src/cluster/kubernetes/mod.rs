@@ -23,6 +23,7 @@
 //! (`--tls-san`).
 
 mod host;
+mod isolation;
 mod lifecycle;
 mod names;
 mod pod_security;
@@ -34,6 +35,9 @@ mod tests;
 
 pub use self::{
     host::KubernetesDriver,
+    isolation::{
+        DEFAULT_LIMITS, DEFAULT_OUTGOING_CIDR, DEFAULT_OUTGOING_EXCEPT, DEFAULT_QUOTA, DEFAULT_REQUESTS,
+    },
     names::{
         CLUSTER_LABEL, DEFAULT_CONTROL_PLANE_IMAGE, DEFAULT_PERSISTENCE_SIZE, DEFAULT_POD_SECURITY_LEVEL,
         DEFAULT_VCSYNC_IMAGE, NO_PERSISTENCE, kubeconfig_secret, namespace_of,

@@ -17,7 +17,7 @@ use vcsync_syncer::config::ServiceAddress;
 
 use crate::cluster::{Result, Values};
 
-use super::{names::*, pod_security::*, statefulset::*};
+use super::{isolation::isolation_objects, names::*, pod_security::*, statefulset::*};
 
 /// The host objects of cluster `name`, in apply order, as JSON.
 pub fn render(name: &str, values: &Values) -> Result<Vec<Value>> {
@@ -222,6 +222,11 @@ pub(super) fn render_with(name: &str, values: &Values, detected_cidr: Option<&st
             ..Default::default()
         }),
     );
+    for object in isolation_objects(name, &ns, &values.isolation)? {
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
+        push(&kind, &api_version, object);
+    }
     push("StatefulSet", "apps/v1", to_json(&statefulset(name, &ns, values)));
     Ok(objects)
 }
