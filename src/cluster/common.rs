@@ -8,14 +8,19 @@ use kube::{Api, Client, api::ListParams};
 
 use super::Result;
 
-/// Replaces the server URL of every cluster of a kubeconfig.
-pub fn replace_server(kubeconfig: &str, url: &str) -> Result<String> {
+/// Replaces the server URL of every cluster of a kubeconfig; with `tls_server_name`, the
+/// server's certificate is checked against that name instead of the URL's host (an address the
+/// certificate does not hold: a load balancer's, a node's, a local port-forward's).
+pub fn replace_server(kubeconfig: &str, url: &str, tls_server_name: Option<&str>) -> Result<String> {
     let mut value: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(kubeconfig).context("parsing the kubeconfig")?;
     if let Some(clusters) = value.get_mut("clusters").and_then(|c| c.as_sequence_mut()) {
         for cluster in clusters {
             if let Some(c) = cluster.get_mut("cluster").and_then(|c| c.as_mapping_mut()) {
                 c.insert("server".into(), url.into());
+                if let Some(name) = tls_server_name {
+                    c.insert("tls-server-name".into(), name.into());
+                }
             }
         }
     }

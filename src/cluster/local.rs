@@ -369,7 +369,7 @@ impl Driver for LocalDriver {
         let text =
             std::fs::read_to_string(dir.join("virtual.kubeconfig")).context("reading the kubeconfig")?;
         Ok(match server {
-            Some(url) => replace_server(&text, url)?,
+            Some(url) => replace_server(&text, url, None)?,
             None => text,
         })
     }

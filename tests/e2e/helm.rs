@@ -13,7 +13,7 @@ use std::{
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount},
-    networking::v1::NetworkPolicy,
+    networking::v1::{Ingress, NetworkPolicy},
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
 use serde::Deserialize;
@@ -67,6 +67,7 @@ fn documents(yaml: &str) -> BTreeMap<(String, String, String), Value> {
             "ResourceQuota" => typed::<ResourceQuota>(value),
             "LimitRange" => typed::<LimitRange>(value),
             "NetworkPolicy" => typed::<NetworkPolicy>(value),
+            "Ingress" => typed::<Ingress>(value),
             other => panic!("unexpected kind {other}"),
         };
         let meta = &canonical["metadata"];
@@ -248,6 +249,19 @@ fn the_chart_and_driver_render_the_isolation_objects_alike_with_values_merged_ov
     assert_eq!(
         policy["spec"]["egress"][2]["to"][0]["ipBlock"]["except"],
         serde_json::json!(["10.0.0.0/8"])
+    );
+}
+
+#[test]
+fn the_chart_and_driver_expose_the_api_server_alike() {
+    let rendered = render_checked(
+        "namespace: vcsync-my-vcluster\ncontrolPlane:\n  service:\n    type: LoadBalancer\n    nodePort: 31443\n    annotations: {lb.example/internal: \"true\"}\n  \
+         extraSans: [203.0.113.7]\n  ingress:\n    enabled: true\n    host: demo.example.com\n    ingressClassName: nginx\n",
+    );
+    let script = script(&rendered.set);
+    assert!(
+        script.contains("'--tls-san=203.0.113.7' '--tls-san=demo.example.com'"),
+        "{script}"
     );
 }
 
@@ -602,6 +616,18 @@ fn the_chart_and_driver_refuse_pod_security_values_that_cannot_work() {
         (
             "isolation:\n  resourceQuota: {enabled: true}\n",
             "enable isolation.limitRange too",
+        ),
+        (
+            "controlPlane:\n  service: {type: External}\n",
+            "controlPlane.service.type: \"External\" is not one of",
+        ),
+        (
+            "controlPlane:\n  ingress: {enabled: true}\n",
+            "controlPlane.ingress.enabled needs controlPlane.ingress.host",
+        ),
+        (
+            "controlPlane:\n  extraSans: [\"a b\"]\n",
+            "controlPlane.extraSans: \"a b\" is not a DNS name",
         ),
     ] {
         std::fs::write(&values, text).unwrap();

@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod cluster_drivers;
+mod cluster_expose;
 mod cluster_isolation;
 mod cluster_kubernetes_state;
 mod cluster_local_state;

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{Namespace, PersistentVolumeClaim, Secret},
+    core::v1::{Namespace, Node, PersistentVolumeClaim, Secret, Service},
 };
 use kube::{
     Api, Client,
@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 
 use crate::cluster::{ClusterError, DriverOptions, DriverRegistration, Progress, Result, Values};
 
-use super::names::*;
+use super::{
+    expose::{Reach, https_url, node_address, reach},
+    names::*,
+};
 
 inventory::submit! {
     DriverRegistration {
@@ -46,6 +49,7 @@ pub(super) fn api_resource(object: &Value) -> (ApiResource, bool) {
         "ResourceQuota" => "resourcequotas",
         "LimitRange" => "limitranges",
         "NetworkPolicy" => "networkpolicies",
+        "Ingress" => "ingresses",
         "StatefulSet" => "statefulsets",
         other => unreachable!("the driver renders no {other}"),
     };
@@ -143,6 +147,35 @@ impl KubernetesDriver {
             format!("persistence: PersistentVolumeClaim per replica ({size}), none created yet")
         } else {
             format!("persistence: {size} PersistentVolumeClaim {}", claims.join(", "))
+        })
+    }
+
+    /// Where a client outside the host cluster reaches cluster `name`'s API server (see
+    /// [`reach`]): the URL, and the name to check the certificate against when the URL's host
+    /// is not in it. None: only from inside the host cluster.
+    pub(super) async fn reached_at(
+        &self,
+        client: &Client,
+        name: &str,
+        ns: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        let values = self.running_values(client, name, ns).await?;
+        let service = Api::<Service>::namespaced(client.clone(), ns)
+            .get_opt(&base_name(name))
+            .await
+            .context("reading the cluster's Service")?;
+        let in_cluster_name = Some(format!("{}.{ns}.svc", base_name(name)));
+        Ok(match reach(values.as_ref(), service.as_ref()) {
+            Reach::Ingress(host) => Some((format!("https://{host}"), None)),
+            Reach::LoadBalancer(address) => Some((https_url(&address, SERVICE_PORT.into()), in_cluster_name)),
+            Reach::NodePort(port) => {
+                let nodes = Api::<Node>::all(client.clone())
+                    .list(&ListParams::default())
+                    .await
+                    .context("listing the host's nodes for the node port's address")?;
+                node_address(&nodes.items).map(|address| (https_url(&address, port), in_cluster_name))
+            }
+            Reach::InCluster => None,
         })
     }
 

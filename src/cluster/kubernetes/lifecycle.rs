@@ -358,7 +358,7 @@ impl Driver for KubernetesDriver {
             return Err(ClusterError::NotRunning(name.into()));
         }
         let ns = sts.metadata.namespace.unwrap_or_default();
-        let secret = Api::<Secret>::namespaced(client, &ns)
+        let secret = Api::<Secret>::namespaced(client.clone(), &ns)
             .get_opt(&kubeconfig_secret(name))
             .await
             .context("reading the kubeconfig Secret")?;
@@ -374,8 +374,11 @@ impl Driver for KubernetesDriver {
                 ),
             })?;
         match server {
-            Some(url) => replace_server(&text, url),
-            None => Ok(text),
+            Some(url) => replace_server(&text, url, None),
+            None => match self.reached_at(&client, name, &ns).await? {
+                Some((url, tls_server_name)) => replace_server(&text, &url, tls_server_name.as_deref()),
+                None => Ok(text),
+            },
         }
     }
 }

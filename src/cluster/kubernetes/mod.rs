@@ -22,6 +22,7 @@
 //! container waits for that IP ([`wait_for_service_ip`]) and k3s's serving certificate names it
 //! (`--tls-san`).
 
+mod expose;
 mod host;
 mod isolation;
 mod lifecycle;
@@ -34,6 +35,7 @@ mod statefulset;
 mod tests;
 
 pub use self::{
+    expose::{INGRESS_ANNOTATIONS, SERVICE_TYPES},
     host::KubernetesDriver,
     isolation::{
         DEFAULT_LIMITS, DEFAULT_OUTGOING_CIDR, DEFAULT_OUTGOING_EXCEPT, DEFAULT_QUOTA, DEFAULT_REQUESTS,

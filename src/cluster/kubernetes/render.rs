@@ -6,10 +6,9 @@ use anyhow::Context;
 use k8s_openapi::{
     ByteString,
     api::{
-        core::v1::{Namespace, Secret, Service, ServiceAccount, ServicePort, ServiceSpec},
+        core::v1::{Namespace, Secret, ServiceAccount},
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
-    apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::api::ObjectMeta;
 use serde_json::{Value, json};
@@ -17,7 +16,13 @@ use vcsync_syncer::config::ServiceAddress;
 
 use crate::cluster::{Result, Values};
 
-use super::{isolation::isolation_objects, names::*, pod_security::*, statefulset::*};
+use super::{
+    expose::{self, api_ingress, api_service},
+    isolation::isolation_objects,
+    names::*,
+    pod_security::*,
+    statefulset::*,
+};
 
 /// The host objects of cluster `name`, in apply order, as JSON.
 pub fn render(name: &str, values: &Values) -> Result<Vec<Value>> {
@@ -37,6 +42,7 @@ pub(super) fn render_with(name: &str, values: &Values, detected_cidr: Option<&st
         }
         _ => values,
     };
+    expose::check(values)?;
     let detects = explicit_service_cidr(values).is_none();
     let ns = namespace_of(name, values);
     let base = base_name(name);
@@ -203,25 +209,10 @@ pub(super) fn render_with(name: &str, values: &Values, detected_cidr: Option<&st
             ..Default::default()
         }),
     );
-    push(
-        "Service",
-        "v1",
-        to_json(&Service {
-            metadata: meta(&base, true),
-            spec: Some(ServiceSpec {
-                selector: Some(selector_labels(name)),
-                ports: Some(vec![ServicePort {
-                    name: Some("https".into()),
-                    port: SERVICE_PORT.into(),
-                    target_port: Some(IntOrString::Int(6443)),
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    );
+    push("Service", "v1", to_json(&api_service(name, &ns, values)));
+    if let Some(ingress) = api_ingress(name, &ns, values) {
+        push("Ingress", "networking.k8s.io/v1", ingress);
+    }
     for object in isolation_objects(name, &ns, &values.isolation)? {
         let kind = object["kind"].as_str().unwrap_or_default().to_owned();
         let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();

@@ -51,6 +51,11 @@ pub(super) fn k3s_args(name: &str, ns: &str, values: &Values) -> Vec<String> {
         // vcsync mirrors endpoints from the host; no node IPAM or node lifecycle of its own.
         "--kube-controller-manager-arg=controllers=*,-nodeipam,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-cloud-node-lifecycle,-endpoint,-endpointslice,-endpointslicemirroring".into(),
     ];
+    args.extend(
+        super::expose::certificate_names(values)
+            .into_iter()
+            .map(|san| format!("--tls-san={san}")),
+    );
     args.extend(values.control_plane.extra_args.iter().cloned());
     args
 }

@@ -135,3 +135,18 @@ pod-security.kubernetes.io/{{ $mode }}-version: {{ $version | quote }}
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* The names the serving certificate holds besides the Service's own (a YAML list):
+controlPlane.extraSans, then the Ingress's host; each a DNS name or an IP address. */}}
+{{- define "vcsync.certificateNames" -}}
+{{- $names := .Values.controlPlane.extraSans | default list }}
+{{- $ingress := .Values.controlPlane.ingress | default dict }}
+{{- if $ingress.enabled }}
+{{- if not $ingress.host }}{{ fail "controlPlane.ingress.enabled needs controlPlane.ingress.host" }}{{ end }}
+{{- if not (has $ingress.host $names) }}{{ $names = append $names $ingress.host }}{{ end }}
+{{- end }}
+{{- range $names }}
+{{- if not (regexMatch "^[A-Za-z0-9.:*-]+$" .) }}{{ fail (printf "controlPlane.extraSans: %q is not a DNS name or an IP address" .) }}{{ end }}
+{{- end }}
+{{- toYaml $names }}
+{{- end -}}
