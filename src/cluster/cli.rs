@@ -93,7 +93,9 @@ enum ClusterCommand {
         /// Cluster name.
         name: String,
     },
-    /// Write a kubeconfig of the virtual cluster. Paused: exit 12.
+    /// Write a kubeconfig of the virtual cluster, merge it into yours as the current context
+    /// (--update-current), or run a command against the cluster (`connect demo -- kubectl get
+    /// ns`, exiting with the command's status). Paused: exit 12.
     Connect {
         /// Cluster name.
         name: String,
@@ -103,6 +105,16 @@ enum ClusterCommand {
         /// Server URL to put in it instead of the cluster's own (e.g. after a port-forward).
         #[arg(long)]
         server: Option<String>,
+        /// Merge it into a kubeconfig file as context `vcsync-<name>` and make that current.
+        #[arg(long, conflicts_with = "command")]
+        update_current: bool,
+        /// The file --update-current writes (default: KUBECONFIG's first file, else
+        /// ~/.kube/config).
+        #[arg(long = "kube-config", requires = "update_current")]
+        kube_config: Option<PathBuf>,
+        /// A command to run with KUBECONFIG pointing at the cluster (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
     },
     /// Print the host manifests the `kubernetes` driver applies for a cluster.
     Render {
@@ -203,6 +215,8 @@ pub fn main(args: ClusterArgs) -> ExitCode {
     }
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The command `connect -- CMD` ran has said what it had to.
+        Err(ClusterError::CommandExited(status)) => ExitCode::from(status),
         Err(err) => {
             eprintln!("vcsync: {err:#}");
             ExitCode::from(err.exit_code())
@@ -317,12 +331,31 @@ async fn run(args: ClusterArgs) -> Result<()> {
                 Err(ClusterError::NotFound(name))
             }
         }
-        ClusterCommand::Connect { name, output, server } => {
+        ClusterCommand::Connect {
+            name,
+            output,
+            server,
+            update_current,
+            kube_config,
+            command,
+        } => {
             let kubeconfig = open_for(chosen, &name, Purpose::Use, &options, &progress)
                 .await?
                 .kubeconfig(&name, server.as_deref())
                 .await?;
-            if output == "-" {
+            if !command.is_empty() {
+                progress.finish();
+                return super::connect::run_with(&name, &kubeconfig, &command);
+            }
+            if update_current {
+                let file = super::kubeconfig::target_file(kube_config.as_deref())?;
+                super::connect::update_current(&name, &kubeconfig, &file)?;
+                progress.step(format!(
+                    "context {} of cluster {name} written to {} and made current",
+                    super::kubeconfig::context_name(&name),
+                    file.display()
+                ));
+            } else if output == "-" {
                 print!("{kubeconfig}");
             } else {
                 std::fs::write(&output, kubeconfig)

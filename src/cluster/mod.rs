@@ -10,7 +10,9 @@
 
 pub mod cli;
 mod common;
+mod connect;
 mod discovery;
+pub mod kubeconfig;
 pub mod kubernetes;
 #[cfg(feature = "dev-tools")]
 pub mod local;
@@ -81,6 +83,9 @@ pub enum ClusterError {
     /// Invalid input: a bad name or values file.
     #[error("{0}")]
     BadInput(String),
+    /// The command `connect NAME -- CMD` ran exited with this status (its exit code).
+    #[error("the command exited with status {0}")]
+    CommandExited(u8),
     /// Anything else (API errors, I/O).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -121,6 +126,7 @@ impl ClusterError {
                 exit::DRIVER_NOT_FOUND
             }
             ClusterError::BadInput(_) => exit::BAD_INPUT,
+            ClusterError::CommandExited(status) => *status,
             ClusterError::Other(_) => 1,
         }
     }

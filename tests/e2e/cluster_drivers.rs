@@ -51,6 +51,55 @@ async fn cluster_commands_find_the_driver_that_has_the_cluster_and_list_every_dr
     let (code, out, err) = run(&["-q", "connect", "demo"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("server:"), "{out}");
+    // connect -- CMD: the command runs against the cluster, and its status is vcsync's.
+    let kubectl = crate::kubectl::kubectl();
+    let kubectl = kubectl.to_str().unwrap();
+    let (code, out, err) = vcsync(
+        &env,
+        &["-q", "connect", "demo", "--", kubectl, "get", "ns", "-o", "name"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("namespace/default"), "{out}");
+    let (code, _, _) = vcsync(&env, &["-q", "connect", "demo", "--", "sh", "-c", "exit 7"]).await;
+    assert_eq!(code, 7);
+    // --update-current: a context in the user's kubeconfig, made current, next to theirs.
+    let mine = dir.path().join("mine.kubeconfig");
+    std::fs::write(
+        &mine,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster: {server: https://prod.example}\n\
+         contexts:\n- name: prod\n  context: {cluster: prod, user: prod}\nusers:\n- name: prod\n  user: {token: t}\n\
+         current-context: prod\n",
+    )
+    .unwrap();
+    let mine_s = mine.to_str().unwrap();
+    let (code, _, err) = vcsync(
+        &env,
+        &[
+            "-q",
+            "connect",
+            "demo",
+            "--update-current",
+            "--kube-config",
+            mine_s,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let out = std::process::Command::new(kubectl)
+        .args(["--kubeconfig", mine_s, "config", "get-contexts", "-o", "name"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "prod\nvcsync-demo");
+    let out = std::process::Command::new(kubectl)
+        .args(["--kubeconfig", mine_s, "get", "ns", "default", "-o", "name"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the current context is the cluster's: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A kubernetes cluster: create's driver without -d.
     let (code, _, err) = run(&["-q", "create", "k1"]).await;

@@ -1,0 +1,126 @@
+//! A virtual cluster's kubeconfig merged into a user's kubeconfig file as one context
+//! (`vcsync cluster connect --update-current`), the way `kubectl config` edits it: entries of
+//! the same name are replaced, everything else is kept as it was.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_yaml_ng::{Mapping, Value};
+
+use super::Result;
+
+/// The name of cluster `name`'s context (and of its cluster and user entries).
+pub fn context_name(name: &str) -> String {
+    format!("vcsync-{name}")
+}
+
+/// The kubeconfig file `--update-current` writes: `--kube-config`, else the first file of
+/// `KUBECONFIG`, else `~/.kube/config`.
+pub fn target_file(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(first) = std::env::var_os("KUBECONFIG")
+        .as_deref()
+        .and_then(|list| std::env::split_paths(list).find(|p| !p.as_os_str().is_empty()))
+    {
+        return Ok(first);
+    }
+    let home = std::env::var_os("HOME").context("no --kube-config, KUBECONFIG or HOME")?;
+    Ok(PathBuf::from(home).join(".kube/config"))
+}
+
+/// `existing` (a kubeconfig file's text, empty for a new file) with the first cluster and user
+/// of `cluster_kubeconfig` added under `context`, and that context made current.
+pub fn merge(existing: &str, cluster_kubeconfig: &str, context: &str) -> Result<String> {
+    let source: Value = serde_yaml_ng::from_str(cluster_kubeconfig).context("the cluster's kubeconfig")?;
+    let first = |list: &str, field: &str| -> Result<Value> {
+        let value = source[list][0][field].clone();
+        if value.is_null() {
+            return Err(anyhow::anyhow!("the cluster's kubeconfig has no {list}").into());
+        }
+        Ok(value)
+    };
+    let (cluster, user) = (first("clusters", "cluster")?, first("users", "user")?);
+    let mut target: Value = if existing.trim().is_empty() {
+        Value::Mapping(Mapping::new())
+    } else {
+        serde_yaml_ng::from_str(existing).context("the kubeconfig file")?
+    };
+    let map = target
+        .as_mapping_mut()
+        .context("the kubeconfig file is not a mapping")?;
+    map.entry("apiVersion".into()).or_insert("v1".into());
+    map.entry("kind".into()).or_insert("Config".into());
+    let entry = |field: &str, body: Value| {
+        let mut entry = Mapping::new();
+        entry.insert("name".into(), context.into());
+        entry.insert(field.into(), body);
+        Value::Mapping(entry)
+    };
+    let mut context_body = Mapping::new();
+    context_body.insert("cluster".into(), context.into());
+    context_body.insert("user".into(), context.into());
+    for (list, field, body) in [
+        ("clusters", "cluster", cluster),
+        ("users", "user", user),
+        ("contexts", "context", Value::Mapping(context_body)),
+    ] {
+        let entries = map.entry(list.into()).or_insert(Value::Sequence(Vec::new()));
+        if entries.is_null() {
+            *entries = Value::Sequence(Vec::new());
+        }
+        let entries = entries
+            .as_sequence_mut()
+            .with_context(|| format!("{list} in the kubeconfig file is not a list"))?;
+        entries.retain(|e| e["name"].as_str() != Some(context));
+        entries.push(entry(field, body));
+    }
+    map.insert("current-context".into(), context.into());
+    Ok(serde_yaml_ng::to_string(&target).context("kubeconfig")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    \
+        server: https://10.0.0.1:443\n    certificate-authority-data: Q0E=\nusers:\n- name: default\n  user:\n    \
+        client-certificate-data: Q0VSVA==\ncontexts:\n- name: default\n  context: {cluster: default, user: default}\n\
+        current-context: default\n";
+
+    #[test]
+    fn a_new_file_gets_one_context_made_current() {
+        let merged = merge("", CLUSTER, "vcsync-demo").unwrap();
+        let config = kube::config::Kubeconfig::from_yaml(&merged).unwrap();
+        assert_eq!(config.current_context.as_deref(), Some("vcsync-demo"));
+        assert_eq!(config.clusters.len(), 1);
+        let cluster = config.clusters[0].cluster.clone().unwrap();
+        assert_eq!(cluster.server.as_deref(), Some("https://10.0.0.1:443"));
+        assert_eq!(
+            config.contexts[0].context.as_ref().unwrap().user.as_deref(),
+            Some("vcsync-demo")
+        );
+    }
+
+    #[test]
+    fn other_entries_are_kept_and_the_clusters_own_are_replaced() {
+        let existing = "apiVersion: v1\nkind: Config\npreferences: {colors: true}\nclusters:\n- name: prod\n  cluster: {server: https://prod}\n\
+            - name: vcsync-demo\n  cluster: {server: https://old}\nusers:\n- name: prod\n  user: {token: t}\n\
+            contexts:\n- name: prod\n  context: {cluster: prod, user: prod}\ncurrent-context: prod\n";
+        let merged = merge(existing, CLUSTER, "vcsync-demo").unwrap();
+        let config = kube::config::Kubeconfig::from_yaml(&merged).unwrap();
+        let names: Vec<&str> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["prod", "vcsync-demo"]);
+        let demo = config.clusters.iter().find(|c| c.name == "vcsync-demo").unwrap();
+        assert_eq!(
+            demo.cluster.as_ref().unwrap().server.as_deref(),
+            Some("https://10.0.0.1:443")
+        );
+        assert_eq!(config.auth_infos.len(), 2);
+        assert_eq!(config.current_context.as_deref(), Some("vcsync-demo"));
+        assert!(merged.contains("colors: true"), "{merged}");
+        assert!(merge("- a list\n", CLUSTER, "vcsync-demo").is_err());
+        assert!(merge("", "clusters: []\n", "vcsync-demo").is_err());
+    }
+}
