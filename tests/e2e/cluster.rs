@@ -108,6 +108,38 @@ fn labelled(name: &str, instance: &str) -> ObjectMeta {
     }
 }
 
+/// Creates namespace `name` on the host: one the driver did not create (kept on delete).
+pub(crate) async fn create_namespace(client: &Client, name: &str) {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+}
+
+/// Publishes `kubeconfig` as cluster `cluster`'s control plane would (no control plane runs on
+/// an embedded host): the Secret `vcsync-<cluster>-kubeconfig` in `namespace`.
+pub(crate) async fn publish_kubeconfig(client: &Client, namespace: &str, cluster: &str, kubeconfig: String) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("vcsync-{cluster}-kubeconfig")),
+            ..Default::default()
+        },
+        string_data: Some([("config".to_string(), kubeconfig)].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
 pub(crate) fn status_json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout).unwrap_or_else(|err| panic!("{err}: {stdout}"))
 }
@@ -256,20 +288,7 @@ async fn cluster_kubernetes_driver_objects_status_pause_resume_delete_and_exit_c
 
     // connect: not ready until the control plane published its kubeconfig.
     assert_eq!(run!("connect", "c1").0, 14);
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: ObjectMeta {
-                    name: Some("vcsync-c1-kubeconfig".into()),
-                    ..Default::default()
-                },
-                string_data: Some([("config".to_string(), host.kubeconfig())].into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    publish_kubeconfig(&client, ns, "c1", host.kubeconfig()).await;
     let (code, out, err) = run!("connect", "c1", "--server", "https://127.0.0.1:7443");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("server: https://127.0.0.1:7443"), "{out}");

@@ -2,15 +2,15 @@
 //! points at the load balancer's address, else a node's address and the node port, checking the
 //! certificate against the Service's in-cluster name (which it holds); `--server` still wins.
 
-use k8s_openapi::api::core::v1::{Node, Secret, Service};
+use k8s_openapi::api::core::v1::{Node, Service};
 use kube::{
     Api,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
     config::Kubeconfig,
 };
 use serde_json::json;
 
-use crate::cluster::{host_for_the_driver, vcsync};
+use crate::cluster::{host_for_the_driver, publish_kubeconfig, vcsync};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connect_points_at_the_load_balancer_or_a_node_port_and_checks_the_in_cluster_name() {
@@ -45,21 +45,7 @@ async fn connect_points_at_the_load_balancer_or_a_node_port_and_checks_the_in_cl
         service.metadata.annotations.unwrap()["lb.example/internal"],
         "true"
     );
-    // The control plane publishes its kubeconfig (no control plane runs on this host).
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: ObjectMeta {
-                    name: Some("vcsync-web-kubeconfig".into()),
-                    ..Default::default()
-                },
-                string_data: Some([("config".to_string(), host.kubeconfig())].into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    publish_kubeconfig(&client, ns, "web", host.kubeconfig()).await;
     let connect = || call(run(&["connect", "web"]));
     let server_of = |out: &str| {
         let config = Kubeconfig::from_yaml(out).unwrap_or_else(|err| panic!("{err}: {out}"));

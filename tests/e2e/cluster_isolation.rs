@@ -5,31 +5,16 @@ use k8s_openapi::api::{
     core::v1::{LimitRange, Namespace, ResourceQuota},
     networking::v1::NetworkPolicy,
 };
-use kube::{
-    Api,
-    api::{ObjectMeta, PostParams},
-};
+use kube::Api;
 
-use crate::cluster::{host_for_the_driver, vcsync};
+use crate::cluster::{create_namespace, host_for_the_driver, vcsync};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kubernetes_driver_applies_the_isolation_objects_and_delete_removes_them() {
     let (_host, dir, kc, client) = host_for_the_driver().await;
     // A namespace the driver did not create, so that delete keeps it and what is left shows.
     let ns = "tenant-iso";
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_namespace(&client, ns).await;
     let values = dir.path().join("values.yaml");
     std::fs::write(
         &values,

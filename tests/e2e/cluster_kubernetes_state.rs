@@ -21,7 +21,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use crate::cluster::{host_for_the_driver, status_json, vcsync};
+use crate::cluster::{create_namespace, host_for_the_driver, status_json, vcsync};
 
 /// Runs `vcsync cluster --kubeconfig KC -q ARGS` on a blocking thread; (exit code, stdout,
 /// stderr).
@@ -70,19 +70,7 @@ async fn cluster_kubernetes_state_claim_survives_pause_and_goes_with_delete() {
     let (host, dir, kc, client) = host_for_the_driver().await;
     // A namespace the driver does not own (kept on delete), with a claim of someone else.
     let ns = "team-a";
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_namespace(&client, ns).await;
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
     claims
         .create(
