@@ -112,6 +112,17 @@ enum ClusterCommand {
         /// ~/.kube/config).
         #[arg(long = "kube-config", requires = "update_current")]
         kube_config: Option<PathBuf>,
+        /// A kubeconfig with a token of this service account (NAMESPACE/NAME, created when
+        /// missing) instead of the admin's certificate.
+        #[arg(long)]
+        service_account: Option<String>,
+        /// Bind the service account to this ClusterRole (e.g. `view`, `cluster-admin`).
+        #[arg(long, requires = "service_account")]
+        cluster_role: Option<String>,
+        /// How long the service account's token is valid: seconds, or with a unit (`90m`,
+        /// `8760h`); the API server may cap it.
+        #[arg(long, default_value = "8760h", value_parser = parse_duration, requires = "service_account")]
+        token_expiration: Duration,
         /// A command to run with KUBECONFIG pointing at the cluster (after `--`).
         #[arg(last = true)]
         command: Vec<String>,
@@ -337,12 +348,27 @@ async fn run(args: ClusterArgs) -> Result<()> {
             server,
             update_current,
             kube_config,
+            service_account,
+            cluster_role,
+            token_expiration,
             command,
         } => {
-            let kubeconfig = open_for(chosen, &name, Purpose::Use, &options, &progress)
+            let account = service_account
+                .map(|account| {
+                    super::connect::AccountRequest::parse(&account, cluster_role, token_expiration)
+                })
+                .transpose()?;
+            let mut kubeconfig = open_for(chosen, &name, Purpose::Use, &options, &progress)
                 .await?
                 .kubeconfig(&name, server.as_deref())
                 .await?;
+            if let Some(account) = &account {
+                progress.step(format!(
+                    "a token of service account {}/{}",
+                    account.namespace, account.name
+                ));
+                kubeconfig = super::connect::for_service_account(&kubeconfig, account).await?;
+            }
             if !command.is_empty() {
                 progress.finish();
                 return super::connect::run_with(&name, &kubeconfig, &command);

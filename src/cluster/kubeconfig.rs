@@ -80,6 +80,22 @@ pub fn merge(existing: &str, cluster_kubeconfig: &str, context: &str) -> Result<
     Ok(serde_yaml_ng::to_string(&target).context("kubeconfig")?)
 }
 
+/// `kubeconfig` with every user's credentials replaced by `token` (a service account's).
+pub fn with_token(kubeconfig: &str, token: &str) -> Result<String> {
+    let mut value: Value = serde_yaml_ng::from_str(kubeconfig).context("the cluster's kubeconfig")?;
+    let users = value
+        .get_mut("users")
+        .and_then(Value::as_sequence_mut)
+        .filter(|users| !users.is_empty())
+        .context("the cluster's kubeconfig has no users")?;
+    for user in users {
+        let mut credentials = Mapping::new();
+        credentials.insert("token".into(), token.into());
+        user["user"] = Value::Mapping(credentials);
+    }
+    Ok(serde_yaml_ng::to_string(&value).context("kubeconfig")?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +138,23 @@ mod tests {
         assert!(merged.contains("colors: true"), "{merged}");
         assert!(merge("- a list\n", CLUSTER, "vcsync-demo").is_err());
         assert!(merge("", "clusters: []\n", "vcsync-demo").is_err());
+    }
+
+    #[test]
+    fn a_service_accounts_token_replaces_the_admin_certificate() {
+        let text = with_token(CLUSTER, "eyJ.token").unwrap();
+        kube::config::Kubeconfig::from_yaml(&text).unwrap();
+        let value: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let user = &value["users"][0]["user"];
+        assert_eq!(user["token"].as_str(), Some("eyJ.token"));
+        assert!(
+            user.get("client-certificate-data").is_none(),
+            "the admin's certificate is gone"
+        );
+        assert_eq!(
+            value["clusters"][0]["cluster"]["server"].as_str(),
+            Some("https://10.0.0.1:443")
+        );
+        assert!(with_token("users: []\n", "t").is_err());
     }
 }

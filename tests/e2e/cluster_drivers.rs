@@ -4,7 +4,13 @@
 
 use std::path::Path;
 
-use crate::cluster::{host_for_the_driver, status_json, vcsync};
+use k8s_openapi::api::{
+    authentication::v1::{TokenReview, TokenReviewSpec},
+    rbac::v1::ClusterRoleBinding,
+};
+use kube::{Api, Client, api::PostParams, config::Kubeconfig};
+
+use crate::cluster::{host_for_the_driver, serve_rbac, status_json, vcsync};
 
 /// (name, driver) of each line of `list`'s table, header left out.
 fn listed(table: &str) -> Vec<(String, String)> {
@@ -100,6 +106,7 @@ async fn cluster_commands_find_the_driver_that_has_the_cluster_and_list_every_dr
         "the current context is the cluster's: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    service_account_tokens(&env).await;
 
     // A kubernetes cluster: create's driver without -d.
     let (code, _, err) = run(&["-q", "create", "k1"]).await;
@@ -211,4 +218,75 @@ async fn cluster_commands_find_the_driver_that_has_the_cluster_and_list_every_dr
     assert_eq!(run(&["-q", "status", "demo"]).await.0, 10);
     assert_eq!(run(&["-q", "exists", "demo"]).await.0, 10);
     assert_eq!(run(&["-q", "delete", "demo", "--ignore-not-found"]).await.0, 0);
+}
+
+/// A client of the cluster a kubeconfig text names.
+async fn client_of(kubeconfig: &str) -> Client {
+    let parsed = Kubeconfig::from_yaml(kubeconfig).unwrap_or_else(|err| panic!("{err}: {kubeconfig}"));
+    let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// `connect --service-account`: the kubeconfig carries a token of that account (the cluster's
+/// own TokenReview says whose), bound to a ClusterRole when asked.
+async fn service_account_tokens(env: &[(&str, &Path)]) {
+    let (code, out, err) = vcsync(env, &["-q", "connect", "demo", "--service-account", "default/ci"]).await;
+    assert_eq!(code, 0, "{err}");
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&out).unwrap();
+    let token = value["users"][0]["user"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    assert!(
+        value["users"][0]["user"].get("client-certificate-data").is_none(),
+        "{out}"
+    );
+    let (_, admin, _) = vcsync(env, &["-q", "connect", "demo"]).await;
+    let admin = client_of(&admin).await;
+    let review = Api::<TokenReview>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &TokenReview {
+                spec: TokenReviewSpec {
+                    token,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let status = review.status.unwrap();
+    assert_eq!(status.authenticated, Some(true));
+    assert_eq!(
+        status.user.unwrap().username.as_deref(),
+        Some("system:serviceaccount:default:ci")
+    );
+    // The embedded virtual server serves no RBAC kinds: as CRDs of the same group here.
+    serve_rbac(&admin).await;
+    let args = [
+        "-q",
+        "connect",
+        "demo",
+        "--service-account",
+        "default/ci",
+        "--cluster-role",
+        "view",
+    ];
+    let (code, _, err) = vcsync(env, &args).await;
+    assert_eq!(code, 0, "{err}");
+    let binding = Api::<ClusterRoleBinding>::all(admin)
+        .get("vcsync-connect-default-ci-view")
+        .await
+        .unwrap();
+    assert_eq!(binding.role_ref.name, "view");
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(
+        (subject.name.as_str(), subject.namespace.as_deref()),
+        ("ci", Some("default"))
+    );
+    let (code, _, err) = vcsync(env, &["-q", "connect", "demo", "--service-account", "ci"]).await;
+    assert_eq!(code, 2, "{err}");
 }
