@@ -64,12 +64,14 @@ fn merged(
 /// A quota on compute resources refuses every pod whose containers set none; with the
 /// LimitRange off, the control plane's own pod (which sets none) would never start.
 fn check(values: &IsolationValues, hard: &BTreeMap<String, String>) -> Result<()> {
+    // The resources every container must then set (an extended resource's quota, a GPU's,
+    // binds only the pods that request it).
     let limits_compute = hard.keys().any(|key| {
-        (["requests.", "limits."]
-            .iter()
-            .any(|prefix| key.starts_with(prefix))
-            && key != "requests.storage")
-            || matches!(key.as_str(), "cpu" | "memory" | "ephemeral-storage")
+        let resource = key
+            .strip_prefix("requests.")
+            .or_else(|| key.strip_prefix("limits."))
+            .unwrap_or(key);
+        matches!(resource, "cpu" | "memory" | "ephemeral-storage")
     });
     if limits_compute && !values.limit_range.enabled.unwrap_or(false) {
         return Err(ClusterError::BadInput(
@@ -209,6 +211,14 @@ mod tests {
              requests.ephemeral-storage: null\n      limits.ephemeral-storage: null\n";
         let objects = isolation_objects("demo", "ns", &values(counts_only)).unwrap();
         assert_eq!(objects.len(), 1);
+        let gpus =
+            format!("{counts_only}      requests.nvidia.com/gpu: \"4\"\n      requests.storage: 1Ti\n");
+        let objects = isolation_objects("demo", "ns", &values(&gpus)).unwrap();
+        assert_eq!(
+            objects.len(),
+            1,
+            "an extended resource's quota binds only the pods asking for it"
+        );
     }
 
     #[test]
