@@ -130,9 +130,7 @@ pub async fn create<K: Resource + Clone + Serialize + DeserializeOwned>(
     pp: &PostParams,
     data: &K,
 ) -> kube::Result<K> {
-    let body = serde_json::to_vec(data).map_err(kube::Error::SerdeError)?;
-    let request = Request::new(api.resource_url()).create(pp, body);
-    send(api, request, "create").await
+    send(api, data, "create", |request, body| request.create(pp, body)).await
 }
 
 /// `api.replace(name, pp, data)`, the answer decoded as a [`Wire`] object.
@@ -142,9 +140,10 @@ pub async fn replace<K: Resource + Clone + Serialize + DeserializeOwned>(
     pp: &PostParams,
     data: &K,
 ) -> kube::Result<K> {
-    let body = serde_json::to_vec(data).map_err(kube::Error::SerdeError)?;
-    let request = Request::new(api.resource_url()).replace(name, pp, body);
-    send(api, request, "replace").await
+    send(api, data, "replace", |request, body| {
+        request.replace(name, pp, body)
+    })
+    .await
 }
 
 /// `api.replace_status(name, pp, data)`, the answer decoded as a [`Wire`] object.
@@ -154,19 +153,23 @@ pub async fn replace_status<K: Resource + Clone + Serialize + DeserializeOwned>(
     pp: &PostParams,
     data: &K,
 ) -> kube::Result<K> {
-    let body = serde_json::to_vec(data).map_err(kube::Error::SerdeError)?;
-    let request = Request::new(api.resource_url()).replace_subresource("status", name, pp, body);
-    send(api, request, "replace_status").await
+    send(api, data, "replace_status", |request, body| {
+        request.replace_subresource("status", name, pp, body)
+    })
+    .await
 }
 
-/// Sends `request` (named `verb` in kube's trace spans, as kube's own methods do) with `api`'s
-/// client, and decodes the answer as a [`Wire`] object.
-async fn send<K: Resource + Clone + DeserializeOwned>(
+/// Sends `data` as the body of the request `build` makes of `api`'s URL (named `verb` in kube's
+/// trace spans, as kube's own methods do) with `api`'s client, and decodes the answer as a
+/// [`Wire`] object.
+async fn send<K: Resource + Clone + Serialize + DeserializeOwned>(
     api: &Api<K>,
-    request: Result<http::Request<Vec<u8>>, kube::core::request::Error>,
+    data: &K,
     verb: &'static str,
+    build: impl FnOnce(Request, Vec<u8>) -> Result<http::Request<Vec<u8>>, kube::core::request::Error>,
 ) -> kube::Result<K> {
-    let mut request = request.map_err(kube::Error::BuildRequest)?;
+    let body = serde_json::to_vec(data).map_err(kube::Error::SerdeError)?;
+    let mut request = build(Request::new(api.resource_url()), body).map_err(kube::Error::BuildRequest)?;
     request.extensions_mut().insert(verb);
     let Wire(object) = api.clone().into_client().request::<Wire<K>>(request).await?;
     Ok(object)
