@@ -332,11 +332,9 @@ async fn run(args: ClusterArgs) -> Result<()> {
             Ok(())
         }
         ClusterCommand::Exists { name } => {
-            if open_for(chosen, &name, Purpose::Use, &options, &progress)
-                .await?
-                .exists(&name)
-                .await?
-            {
+            let driver = open_for(chosen, &name, Purpose::Use, &options, &progress).await?;
+            // Without -d the driver was found by asking each whether it has the cluster.
+            if chosen.is_none() || driver.exists(&name).await? {
                 Ok(())
             } else {
                 Err(ClusterError::NotFound(name))
