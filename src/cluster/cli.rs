@@ -2,12 +2,13 @@
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 
 use super::{
     Changed, ClusterError, ClusterStatus, Created, DEFAULT_DRIVER, Driver, DriverOptions, Progress, Result,
     Values,
     discovery::{self, Answer, Purpose},
+    output::{Format, print_statuses},
 };
 
 /// Flags of `vcsync cluster`.
@@ -127,6 +128,13 @@ enum ClusterCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Save every object of the virtual cluster (all served kinds, custom resources with their
+    /// definitions; no status, events, nodes or volume data) to one compressed archive.
+    Snapshot(super::snapshot::SnapshotArgs),
+    /// Recreate a snapshot's objects in the virtual cluster (a new or emptied one): existing
+    /// objects are compared and left as they are, and the syncer re-links the host copies made
+    /// for the snapshotted objects instead of recreating them. Exit 1 if any object failed.
+    Restore(super::snapshot::RestoreArgs),
     /// Print the host manifests the `kubernetes` driver applies for a cluster.
     Render {
         /// Cluster name.
@@ -198,14 +206,6 @@ fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         "h" => Ok(Duration::from_secs(n * 3600)),
         _ => Err(format!("invalid duration {text:?} (units: ms, s, m, h)")),
     }
-}
-
-/// Output formats of `list` and `status`.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Format {
-    Table,
-    Json,
-    Yaml,
 }
 
 /// Runs `vcsync cluster ...`; returns the exit code.
@@ -356,10 +356,7 @@ async fn run(args: ClusterArgs) -> Result<()> {
                     super::connect::AccountRequest::parse(&account, cluster_role, token_expiration)
                 })
                 .transpose()?;
-            let mut kubeconfig = open_for(chosen, &name, Purpose::Use, &options, &progress)
-                .await?
-                .kubeconfig(&name, server.as_deref())
-                .await?;
+            let mut kubeconfig = kubeconfig_of(chosen, &name, server.as_deref(), &options, &progress).await?;
             if let Some(account) = &account {
                 progress.step(format!(
                     "a token of service account {}/{}",
@@ -387,6 +384,17 @@ async fn run(args: ClusterArgs) -> Result<()> {
                 progress.step(format!("kubeconfig of {name} written to {output}"));
             }
             Ok(())
+        }
+        ClusterCommand::Snapshot(args) => {
+            let kubeconfig =
+                kubeconfig_of(chosen, &args.name, args.server.as_deref(), &options, &progress).await?;
+            super::snapshot::snapshot(&args, &kubeconfig, &progress).await
+        }
+        ClusterCommand::Restore(args) => {
+            let loaded = super::snapshot::load(&args)?;
+            let kubeconfig =
+                kubeconfig_of(chosen, &args.name, args.server.as_deref(), &options, &progress).await?;
+            super::snapshot::restore(&args, loaded, &kubeconfig, &progress).await
         }
         ClusterCommand::Render { name, values } => {
             super::check_name(&name)?;
@@ -457,6 +465,18 @@ async fn open_for(
     found
 }
 
+/// A kubeconfig of cluster `name` from its driver, with `server` as its URL when given.
+async fn kubeconfig_of(
+    chosen: Option<&str>,
+    name: &str,
+    server: Option<&str>,
+    options: &DriverOptions,
+    progress: &Progress,
+) -> Result<String> {
+    let driver = open_for(chosen, name, Purpose::Use, options, progress).await?;
+    driver.kubeconfig(name, server).await
+}
+
 /// The status of each of `driver`'s clusters.
 async fn statuses_of(driver: &dyn Driver) -> Result<Vec<ClusterStatus>> {
     let mut statuses = Vec::new();
@@ -525,57 +545,5 @@ async fn wait_ready(
             });
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-fn print_statuses(statuses: &[ClusterStatus], format: Format, list: bool) {
-    match format {
-        Format::Json => {
-            let text = if list {
-                serde_json::to_string_pretty(statuses)
-            } else {
-                serde_json::to_string_pretty(&statuses[0])
-            };
-            println!("{}", text.expect("status serializes"));
-        }
-        Format::Yaml => {
-            let text = if list {
-                serde_yaml_ng::to_string(statuses)
-            } else {
-                serde_yaml_ng::to_string(&statuses[0])
-            };
-            print!("{}", text.expect("status serializes"));
-        }
-        Format::Table if list => {
-            println!(
-                "{:<24} {:<11} {:<8} {:<6} {:<6}",
-                "NAME", "DRIVER", "PHASE", "READY", "NODES"
-            );
-            for s in statuses {
-                println!(
-                    "{:<24} {:<11} {:<8} {:<6} {}/{}",
-                    s.name, s.driver, s.phase, s.ready, s.nodes_ready, s.nodes_total
-                );
-            }
-        }
-        Format::Table => {
-            let s = &statuses[0];
-            let synced: Vec<String> = s.synced_objects.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("Name:                 {}", s.name);
-            println!("Driver:               {}", s.driver);
-            println!("Phase:                {}", s.phase);
-            println!("Ready:                {}", s.ready);
-            println!("Control plane ready:  {}", s.control_plane_ready);
-            println!("Nodes (ready/total):  {}/{}", s.nodes_ready, s.nodes_total);
-            println!(
-                "Synced objects:       {}",
-                if synced.is_empty() {
-                    "none".into()
-                } else {
-                    synced.join(", ")
-                }
-            );
-            println!("Message:              {}", s.message);
-        }
     }
 }

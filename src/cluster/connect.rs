@@ -16,7 +16,7 @@ use k8s_openapi::api::{
     rbac::v1::{ClusterRoleBinding, RoleRef, Subject},
 };
 use kube::{
-    Api, Client,
+    Api,
     api::{ObjectMeta, PostParams},
 };
 
@@ -61,11 +61,7 @@ impl AccountRequest {
 /// account is created when missing, bound to the ClusterRole when one is asked for, and a token
 /// requested for it, all through `kubeconfig` itself.
 pub async fn for_service_account(kubeconfig: &str, request: &AccountRequest) -> Result<String> {
-    let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig).context("the cluster's kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
-        .await
-        .context("the cluster's kubeconfig")?;
-    let client = Client::try_from(config).context("a client of the cluster")?;
+    let client = kubeconfig::client_of(kubeconfig).await?;
     let (namespace, name) = (request.namespace.as_str(), request.name.as_str());
     let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
     let account = ServiceAccount {

@@ -1,6 +1,6 @@
 //! A virtual cluster's kubeconfig merged into a user's kubeconfig file as one context
 //! (`vcsync cluster connect --update-current`), the way `kubectl config` edits it: entries of
-//! the same name are replaced, everything else is kept as it was.
+//! the same name are replaced, everything else is kept as it was; and clients from one.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,15 @@ use anyhow::Context;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::Result;
+
+/// A client of the cluster a kubeconfig's text describes (its current context).
+pub async fn client_of(kubeconfig: &str) -> Result<kube::Client> {
+    let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig).context("the cluster's kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
+        .await
+        .context("the cluster's kubeconfig")?;
+    Ok(kube::Client::try_from(config).context("a client of the cluster")?)
+}
 
 /// The name of cluster `name`'s context (and of its cluster and user entries).
 pub fn context_name(name: &str) -> String {

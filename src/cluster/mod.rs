@@ -1,5 +1,5 @@
 //! `vcsync cluster`: the lifecycle of whole virtual clusters (create, delete, pause, resume,
-//! list, status, exists, connect) through pluggable drivers.
+//! list, status, exists, connect, snapshot, restore) through pluggable drivers.
 //!
 //! Drivers register themselves with [`inventory::submit!`] of a [`DriverRegistration`] in their
 //! own module; the core looks them up by name and never names one. An unknown name is
@@ -18,7 +18,9 @@ pub mod kubernetes;
 pub mod local;
 #[cfg(not(feature = "dev-tools"))]
 mod local_unavailable;
+mod output;
 mod progress;
+pub mod snapshot;
 mod values;
 
 use std::{collections::BTreeMap, path::PathBuf};

@@ -71,6 +71,15 @@ impl Progress {
         }
     }
 
+    /// Shows how far the current step got as a bar on a terminal (`what [####    ] 3/8`);
+    /// nothing otherwise (logs see the steps).
+    pub fn count(&self, what: &str, done: usize, total: usize) {
+        if self.quiet || self.spinner.is_none() {
+            return;
+        }
+        *self.current.lock().unwrap() = Some(format!("{what} {}", bar(done, total)));
+    }
+
     /// A line the user should see beside the steps (a driver skipped, say); nothing when quiet.
     pub fn note(&self, message: impl std::fmt::Display) {
         if self.quiet {
@@ -95,8 +104,33 @@ impl Progress {
     }
 }
 
+/// `[#####     ] 5/10`: 20 cells.
+fn bar(done: usize, total: usize) -> String {
+    const CELLS: usize = 20;
+    let filled = (done.min(total) * CELLS).checked_div(total).unwrap_or(CELLS);
+    format!(
+        "[{}{}] {done}/{total}",
+        "#".repeat(filled),
+        " ".repeat(CELLS - filled)
+    )
+}
+
 impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bar_fills_in_proportion_and_never_overflows() {
+        assert_eq!(super::bar(0, 10), format!("[{}] 0/10", " ".repeat(20)));
+        assert_eq!(
+            super::bar(5, 10),
+            format!("[{}{}] 5/10", "#".repeat(10), " ".repeat(10))
+        );
+        assert_eq!(super::bar(12, 10), format!("[{}] 12/10", "#".repeat(20)));
+        assert_eq!(super::bar(0, 0), format!("[{}] 0/0", "#".repeat(20)));
     }
 }

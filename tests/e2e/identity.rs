@@ -39,7 +39,7 @@ where
 }
 
 /// Every host object of the kinds the tenant's workload left there.
-async fn host_objects(env: &Env) -> BTreeMap<String, String> {
+pub(crate) async fn host_objects(env: &Env) -> BTreeMap<String, String> {
     let mut all = owned::<Pod>(env).await;
     all.extend(owned::<ConfigMap>(env).await);
     all.extend(owned::<Secret>(env).await);
@@ -82,7 +82,7 @@ async fn pod_with_data(env: &Env, pod_name: &str) {
 }
 
 /// The tenant's workload: a pod with a ConfigMap and a Secret, a claim and a service, synced.
-async fn workload(env: &Env) -> BTreeMap<String, String> {
+pub(crate) async fn workload(env: &Env) -> BTreeMap<String, String> {
     pod_with_data(env, "web").await;
     let pp = PostParams::default();
     env.virt_api::<PersistentVolumeClaim>()
@@ -114,7 +114,7 @@ async fn workload(env: &Env) -> BTreeMap<String, String> {
 }
 
 /// The identity of the virtual cluster: its `kube-system` namespace's UID.
-async fn virtual_cluster_uid(env: &Env) -> Option<String> {
+pub(crate) async fn virtual_cluster_uid(env: &Env) -> Option<String> {
     Api::<Namespace>::all(env.virt.clone())
         .get("kube-system")
         .await
@@ -131,7 +131,7 @@ async fn host_deletes(address: &str) -> u64 {
         .sum()
 }
 
-async fn start(env: &Env, dir: &std::path::Path, extra: &str) -> (Syncer, String) {
+pub(crate) async fn start(env: &Env, dir: &std::path::Path, extra: &str) -> (Syncer, String) {
     let mut syncer = Syncer::start(env, dir, env.host_kubeconfig(), extra);
     let address = syncer.ops_address().await;
     eventually("/readyz answers 200", || async {

@@ -13,6 +13,7 @@ pub mod labels;
 pub mod names;
 pub mod ownership;
 pub mod references;
+pub mod restored;
 pub mod translator;
 
 pub use indices::ReferenceIndex;
@@ -30,6 +31,7 @@ pub use ownership::{
     OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, OBJECT_UID_ANNOTATION, Ownership, RESERVED_PREFIX,
 };
 pub use references::{PodSite, RefKind, RefTarget, pod_references, visit_pod_sites, visit_pod_sites_mut};
+pub use restored::{RESTORED_UID_ANNOTATION, is_copy_of_restored};
 pub use translator::{
     ClusterScopedTranslator, HostNamespaceTranslator, NameTranslator, NamespaceMapping, NamespacedTranslator,
     PerNamespaceTranslator,

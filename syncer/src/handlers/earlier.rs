@@ -31,7 +31,7 @@ impl<S: crate::Syncer> PairHandler<S> {
             guard.forget_earlier(&kind, key);
             return Ok(None);
         };
-        match guard.verdict(&kind, key, host.meta(), virt.is_some()) {
+        match guard.verdict(&kind, key, host.meta(), virt.map(|v| v.meta())) {
             Verdict::Sync => Ok(None),
             // Deleted once: the delete event (or, for a pod in its grace period, the one that
             // ends it) brings the namesake's reconcile; deleting again would only write.

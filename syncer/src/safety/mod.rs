@@ -30,7 +30,9 @@ use std::{
 use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use vcsync_translators::{OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, VirtualKey};
+use vcsync_translators::{
+    OBJECT_NAME_ANNOTATION, OBJECT_NAMESPACE_ANNOTATION, VirtualKey, is_copy_of_restored,
+};
 
 use crate::{
     events::{EventRecorder, EventType},
@@ -235,13 +237,27 @@ impl HostGuard {
         witnessed.insert((kind.to_string(), key.clone()), now);
     }
 
-    /// What to do with the host `kind` object `host` of virtual key `key`, whose virtual
-    /// namesake exists or not (`virtual_present`).
-    pub fn verdict(&self, kind: &str, key: &VirtualKey, host: &ObjectMeta, virtual_present: bool) -> Verdict {
+    /// What to do with the host `kind` object `host` of virtual key `key`, given its virtual
+    /// namesake's metadata when it exists.
+    pub fn verdict(
+        &self,
+        kind: &str,
+        key: &VirtualKey,
+        host: &ObjectMeta,
+        virt: Option<&ObjectMeta>,
+    ) -> Verdict {
         let Lineage::Earlier { uid } = identity::lineage(self.identity.as_ref(), host) else {
             self.forget_earlier(kind, key);
             return Verdict::Sync;
         };
+        // `vcsync cluster restore` recreated the very object this copy was made for: whatever
+        // the policy, the copy is its own and is re-linked (updated in place).
+        if virt.is_some_and(|virt| is_copy_of_restored(virt, host)) {
+            tracing::info!(kind, key = %key, earlier = ?uid, "re-linking the host copy of a restored object");
+            self.forget_earlier(kind, key);
+            return Verdict::Sync;
+        }
+        let virtual_present = virt.is_some();
         // A namespace is a container both clusters' copies may live in: pruning one whose
         // namesake exists would delete the current cluster's objects with it, so it re-links.
         if virtual_present && (self.policy.adopts() || (kind == "Namespace" && self.policy.prunes())) {

@@ -1,5 +1,5 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use vcsync_translators::CLUSTER_UID_ANNOTATION;
+use vcsync_translators::{CLUSTER_UID_ANNOTATION, OBJECT_UID_ANNOTATION, RESTORED_UID_ANNOTATION};
 
 use super::*;
 
@@ -45,6 +45,11 @@ fn host(cluster: &str, name: &str) -> ObjectMeta {
     }
 }
 
+/// A virtual namesake of a host copy, made by the tenant (not restored).
+fn namesake() -> ObjectMeta {
+    ObjectMeta::default()
+}
+
 fn key(name: &str) -> VirtualKey {
     VirtualKey::namespaced("default", name)
 }
@@ -53,15 +58,15 @@ fn key(name: &str) -> VirtualKey {
 fn an_earlier_clusters_copy_is_kept_and_reported_by_default() {
     let (guard, metrics) = guard(EarlierCopies::default());
     assert_eq!(
-        guard.verdict("ConfigMap", &key("a"), &host("now", "a"), false),
+        guard.verdict("ConfigMap", &key("a"), &host("now", "a"), None),
         Verdict::Sync
     );
     assert_eq!(
-        guard.verdict("ConfigMap", &key("b"), &host("before", "b"), false),
+        guard.verdict("ConfigMap", &key("b"), &host("before", "b"), None),
         Verdict::Keep
     );
     assert_eq!(
-        guard.verdict("ConfigMap", &key("b"), &host("before", "b"), true),
+        guard.verdict("ConfigMap", &key("b"), &host("before", "b"), Some(&namesake())),
         Verdict::Keep,
         "not even over a namesake"
     );
@@ -91,7 +96,7 @@ fn adoption_re_links_copies_with_a_namesake_and_keeps_the_others() {
         ..EarlierCopies::default()
     });
     assert_eq!(
-        guard.verdict("Pod", &key("web"), &host("before", "web"), true),
+        guard.verdict("Pod", &key("web"), &host("before", "web"), Some(&namesake())),
         Verdict::Sync
     );
     assert_eq!(
@@ -100,7 +105,12 @@ fn adoption_re_links_copies_with_a_namesake_and_keeps_the_others() {
         "a re-linked pod of another UID is replaced as usual"
     );
     assert_eq!(
-        guard.verdict("ConfigMap", &key("web"), &host("before", "web"), true),
+        guard.verdict(
+            "ConfigMap",
+            &key("web"),
+            &host("before", "web"),
+            Some(&namesake())
+        ),
         Verdict::Sync
     );
     assert_eq!(
@@ -109,7 +119,7 @@ fn adoption_re_links_copies_with_a_namesake_and_keeps_the_others() {
         "a re-linked config map is updated, never deleted"
     );
     assert_eq!(
-        guard.verdict("Pod", &key("old"), &host("before", "old"), false),
+        guard.verdict("Pod", &key("old"), &host("before", "old"), None),
         Verdict::Keep
     );
     assert_eq!(
@@ -119,13 +129,46 @@ fn adoption_re_links_copies_with_a_namesake_and_keeps_the_others() {
 }
 
 #[test]
+fn a_restored_objects_copy_is_re_linked_whatever_the_policy_and_others_are_not() {
+    let restored_from = |uid: &str| ObjectMeta {
+        annotations: Some([(RESTORED_UID_ANNOTATION.to_string(), uid.to_string())].into()),
+        ..ObjectMeta::default()
+    };
+    let mut copy = host("before", "web");
+    copy.annotations
+        .as_mut()
+        .unwrap()
+        .insert(OBJECT_UID_ANNOTATION.to_string(), "old-web".to_string());
+    for policy in [
+        EarlierCopies::default(),
+        EarlierCopies {
+            prune: true,
+            ..EarlierCopies::default()
+        },
+    ] {
+        let (guard, _) = guard(policy);
+        assert_eq!(
+            guard.verdict("Pod", &key("web"), &copy, Some(&restored_from("old-web"))),
+            Verdict::Sync,
+            "{policy:?}"
+        );
+        assert_eq!(guard.earlier_objects(), 0);
+        assert_ne!(
+            guard.verdict("Pod", &key("web"), &copy, Some(&restored_from("another-uid"))),
+            Verdict::Sync,
+            "restored from another object: {policy:?}"
+        );
+    }
+}
+
+#[test]
 fn pruning_deletes_earlier_copies_and_adopt_and_prune_keeps_namesakes() {
     let (prune, _) = guard(EarlierCopies {
         prune: true,
         ..EarlierCopies::default()
     });
     assert_eq!(
-        prune.verdict("Pod", &key("web"), &host("before", "web"), true),
+        prune.verdict("Pod", &key("web"), &host("before", "web"), Some(&namesake())),
         Verdict::Prune
     );
     assert_eq!(
@@ -138,11 +181,11 @@ fn pruning_deletes_earlier_copies_and_adopt_and_prune_keeps_namesakes() {
         restore: false,
     });
     assert_eq!(
-        both.verdict("Pod", &key("web"), &host("before", "web"), true),
+        both.verdict("Pod", &key("web"), &host("before", "web"), Some(&namesake())),
         Verdict::Sync
     );
     assert_eq!(
-        both.verdict("Pod", &key("old"), &host("before", "old"), false),
+        both.verdict("Pod", &key("old"), &host("before", "old"), None),
         Verdict::Prune
     );
 }
@@ -220,11 +263,11 @@ fn restoring_implies_adopting() {
     });
     assert!(guard.restores());
     assert_eq!(
-        guard.verdict("ConfigMap", &key("a"), &host("before", "a"), true),
+        guard.verdict("ConfigMap", &key("a"), &host("before", "a"), Some(&namesake())),
         Verdict::Sync
     );
     assert_eq!(
-        guard.verdict("ConfigMap", &key("b"), &host("before", "b"), false),
+        guard.verdict("ConfigMap", &key("b"), &host("before", "b"), None),
         Verdict::Keep
     );
 }
@@ -246,11 +289,16 @@ fn pruning_never_deletes_a_host_namespace_the_current_cluster_uses() {
         ..ObjectMeta::default()
     };
     assert_eq!(
-        prune.verdict("Namespace", &VirtualKey::cluster("default"), &ns("default"), true),
+        prune.verdict(
+            "Namespace",
+            &VirtualKey::cluster("default"),
+            &ns("default"),
+            Some(&namesake())
+        ),
         Verdict::Sync
     );
     assert_eq!(
-        prune.verdict("Namespace", &VirtualKey::cluster("gone"), &ns("gone"), false),
+        prune.verdict("Namespace", &VirtualKey::cluster("gone"), &ns("gone"), None),
         Verdict::Prune
     );
 }

@@ -23,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::ResourceExt;
-use vcsync_translators::{NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, VirtualKey};
+use vcsync_translators::{
+    NameTranslator, NamespacedTranslator, OBJECT_UID_ANNOTATION, VirtualKey, is_copy_of_restored,
+};
 
 use self::host_service::HostServiceIp;
 use super::{reference_gate::ReferenceGate, token_secrets::TokenSecrets, translate::PodTranslator};
@@ -142,14 +144,17 @@ impl PodSyncer {
     }
 
     /// Whether `host` was made for this very virtual pod, not for an earlier one of the same
-    /// name (a StatefulSet's replacement pod, say).
+    /// name (a StatefulSet's replacement pod, say); a pod `vcsync cluster restore` recreated is
+    /// the twin of the copy made for the pod it was snapshotted from.
     fn is_twin(host: &Pod, virt: &Pod) -> bool {
         let host_uid = host
             .metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(OBJECT_UID_ANNOTATION));
-        host_uid.is_none() || host_uid == virt.metadata.uid.as_ref()
+        host_uid.is_none()
+            || host_uid == virt.metadata.uid.as_ref()
+            || is_copy_of_restored(&virt.metadata, &host.metadata)
     }
 }
 

@@ -1,0 +1,117 @@
+//! Reading a virtual cluster into a snapshot: every kind it serves that can be listed and
+//! created (custom resources and their definitions included), page by page.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use k8s_openapi::{api::core::v1::Namespace, jiff};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, ListParams},
+    discovery::{Discovery, Scope, verbs},
+};
+
+use super::{
+    archive::{Entry, FORMAT, Manifest, Resource, VERSION},
+    order::restore_order,
+    prepare::{drop_derived, for_snapshot, left_out},
+};
+use crate::cluster::{Progress, Result};
+
+/// Objects a list page asks for.
+const PAGE: u32 = 500;
+
+/// The kinds `client`'s cluster serves that a snapshot holds, sorted.
+async fn kinds(client: &Client) -> Result<Vec<Resource>> {
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .context("discovering the cluster's API")?;
+    let mut kinds: Vec<Resource> = discovery
+        .groups()
+        .flat_map(|group| group.recommended_resources())
+        .filter(|(_, caps)| caps.supports_operation(verbs::LIST) && caps.supports_operation(verbs::CREATE))
+        .map(|(served, caps)| Resource {
+            group: served.group,
+            version: served.version,
+            kind: served.kind,
+            plural: served.plural,
+            namespaced: caps.scope == Scope::Namespaced,
+        })
+        .filter(|resource| left_out(resource).is_none())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    Ok(kinds)
+}
+
+/// Every object of `resource`, in the snapshot's form.
+async fn objects_of(client: &Client, resource: &Resource) -> Result<Vec<Entry>> {
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource.api_resource());
+    let mut params = ListParams::default().limit(PAGE);
+    let mut entries = Vec::new();
+    loop {
+        let page = match api.list(&params).await {
+            Ok(page) => page,
+            // Gone since discovery (a definition deleted meanwhile): nothing to keep.
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(entries),
+            Err(err) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("listing {}", resource.count_key()))
+                    .into());
+            }
+        };
+        for object in page.items {
+            let value = serde_json::to_value(object).context("encoding an object")?;
+            if let Some(object) = for_snapshot(resource, value) {
+                entries.push(Entry {
+                    resource: resource.clone(),
+                    object,
+                });
+            }
+        }
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(entries),
+        }
+    }
+}
+
+/// A snapshot of the cluster `client` reaches, named `cluster` in its manifest: the entries in
+/// the order a restore creates them.
+pub async fn take(client: &Client, cluster: &str, progress: &Progress) -> Result<(Manifest, Vec<Entry>)> {
+    progress.step(format!("discovering the kinds cluster {cluster} serves"));
+    let kinds = kinds(client).await?;
+    let created = jiff::Timestamp::now().to_string();
+    let cluster_uid = Api::<Namespace>::all(client.clone())
+        .get_opt("kube-system")
+        .await
+        .context("reading namespace kube-system")?
+        .and_then(|ns| ns.metadata.uid);
+    let server_version = client.apiserver_version().await.ok().map(|info| info.git_version);
+    progress.step(format!("reading the objects of {} kinds", kinds.len()));
+    let mut entries = Vec::new();
+    for (done, resource) in kinds.iter().enumerate() {
+        progress.count("reading objects, kind by kind", done, kinds.len());
+        entries.extend(objects_of(client, resource).await?);
+    }
+    drop_derived(&mut entries);
+    let order = restore_order(&entries);
+    let mut slots: Vec<Option<Entry>> = entries.into_iter().map(Some).collect();
+    let entries: Vec<Entry> = order.into_iter().filter_map(|i| slots[i].take()).collect();
+    let mut counts = BTreeMap::new();
+    for entry in &entries {
+        *counts.entry(entry.resource.count_key()).or_insert(0) += 1;
+    }
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        cluster: cluster.into(),
+        cluster_uid,
+        created,
+        server_version,
+        objects: entries.len(),
+        counts,
+    };
+    Ok((manifest, entries))
+}
