@@ -26,8 +26,8 @@ pub fn left_out(resource: &Resource) -> Option<&'static str> {
 
 /// Removes the entries a controller or the syncer derives from others: EndpointSlices a
 /// controller manages, the Endpoints of services with a selector (mirrored up by the syncer; a
-/// selector-less service's Endpoints are the tenant's and stay), and the `kube-root-ca.crt`
-/// ConfigMaps.
+/// selector-less service's Endpoints are the tenant's and stay), the `kube-root-ca.crt`
+/// ConfigMaps and the trust bundles of the control plane's own signers.
 pub fn drop_derived(entries: &mut Vec<Entry>) {
     let selected: std::collections::HashSet<(String, String)> = entries
         .iter()
@@ -50,6 +50,10 @@ pub fn drop_derived(entries: &mut Vec<Entry>) {
             .is_none(),
         // Published into every namespace by the control plane, with its own CA.
         ("", "ConfigMap") => e.name() != "kube-root-ca.crt",
+        // The control plane publishes the bundles of its own signers (and only it may).
+        ("certificates.k8s.io", "ClusterTrustBundle") => !e.object["spec"]["signerName"]
+            .as_str()
+            .is_some_and(|signer| signer.starts_with("kubernetes.io/")),
         ("", "Endpoints") => {
             let key = (
                 e.namespace().unwrap_or_default().to_string(),
@@ -320,6 +324,15 @@ mod tests {
                 resource("", "ConfigMap", "configmaps"),
                 json!({"metadata": {"name": "kube-root-ca.crt", "namespace": "shop"}}),
             ),
+            entry(
+                resource("certificates.k8s.io", "ClusterTrustBundle", "clustertrustbundles"),
+                json!({"metadata": {"name": "kubernetes.io:kube-apiserver-serving:abc"},
+                    "spec": {"signerName": "kubernetes.io/kube-apiserver-serving"}}),
+            ),
+            entry(
+                resource("certificates.k8s.io", "ClusterTrustBundle", "clustertrustbundles"),
+                json!({"metadata": {"name": "example.com:ca:x"}, "spec": {"signerName": "example.com/ca"}}),
+            ),
         ];
         drop_derived(&mut entries);
         let kept: Vec<String> = entries.iter().map(Entry::display).collect();
@@ -329,7 +342,8 @@ mod tests {
                 "Service shop/web",
                 "Service shop/external",
                 "Endpoints shop/external",
-                "EndpointSlice shop/mine"
+                "EndpointSlice shop/mine",
+                "ClusterTrustBundle example.com:ca:x"
             ]
         );
     }

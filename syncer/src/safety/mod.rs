@@ -108,6 +108,9 @@ pub enum Admission {
     Held,
 }
 
+/// The ConfigMap the control plane publishes into every namespace with its root CA.
+const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
+
 /// A virtual deletion seen by a watch is remembered this long: enough for its host delete.
 const WITNESS_TTL: Duration = Duration::from_secs(600);
 
@@ -250,10 +253,15 @@ impl HostGuard {
             self.forget_earlier(kind, key);
             return Verdict::Sync;
         };
-        // `vcsync cluster restore` recreated the very object this copy was made for: whatever
-        // the policy, the copy is its own and is re-linked (updated in place).
-        if virt.is_some_and(|virt| is_copy_of_restored(virt, host)) {
-            tracing::info!(kind, key = %key, earlier = ?uid, "re-linking the host copy of a restored object");
+        // `vcsync cluster restore` recreated the very object this copy was made for, or this is
+        // the control plane's own root CA bundle, which holds nothing of the tenant's and whose
+        // earlier content verifies no server now: whatever the policy, the copy is re-linked
+        // to its namesake (updated in place).
+        let relinked = virt.is_some_and(|virt| {
+            is_copy_of_restored(virt, host) || (kind == "ConfigMap" && key.name == ROOT_CA_CONFIG_MAP)
+        });
+        if relinked {
+            tracing::info!(kind, key = %key, earlier = ?uid, "re-linking the host copy of a restored or control-plane object");
             self.forget_earlier(kind, key);
             return Verdict::Sync;
         }

@@ -162,6 +162,31 @@ fn a_restored_objects_copy_is_re_linked_whatever_the_policy_and_others_are_not()
 }
 
 #[test]
+fn the_control_planes_root_ca_bundle_follows_the_new_cluster_whatever_the_policy() {
+    let (guard, _) = guard(EarlierCopies::default());
+    let root_ca = host("before", "kube-root-ca.crt");
+    assert_eq!(
+        guard.verdict("ConfigMap", &key("kube-root-ca.crt"), &root_ca, Some(&namesake())),
+        Verdict::Sync
+    );
+    assert_eq!(
+        guard.verdict("ConfigMap", &key("kube-root-ca.crt"), &root_ca, None),
+        Verdict::Keep,
+        "without a namesake it is kept like any other copy"
+    );
+    assert_eq!(
+        guard.verdict(
+            "Secret",
+            &key("kube-root-ca.crt"),
+            &host("before", "kube-root-ca.crt"),
+            Some(&namesake())
+        ),
+        Verdict::Keep,
+        "only the ConfigMap"
+    );
+}
+
+#[test]
 fn pruning_deletes_earlier_copies_and_adopt_and_prune_keeps_namesakes() {
     let (prune, _) = guard(EarlierCopies {
         prune: true,
