@@ -26,6 +26,7 @@ use crate::{
     config::Config,
     events::EventRecorder,
     hooks::Hooks,
+    host_owner::{HostOwner, watch_owner},
     indices::{Indices, PodReferences},
     informer::{Informer, Informers, Scope},
     resource::{AnyResource, Kind, SyncResource},
@@ -131,6 +132,7 @@ pub struct Oversight {
     events: EventRecorder,
     hooks: Hooks,
     host_guard: Arc<HostGuard>,
+    host_owner: Arc<HostOwner>,
 }
 
 impl Oversight {
@@ -147,6 +149,11 @@ impl Oversight {
     /// What stands between the syncers and a wiped host (see [`crate::safety`]).
     pub fn host_guard(&self) -> &Arc<HostGuard> {
         &self.host_guard
+    }
+
+    /// The owner of the host copies, if configured (see [`crate::host_owner`]).
+    pub fn host_owner(&self) -> &HostOwner {
+        &self.host_owner
     }
 }
 
@@ -187,6 +194,19 @@ impl RegisterContext {
             &ownership.label_selector(),
         );
         let events = EventRecorder::new(virtual_client.clone(), "vcsync");
+        let registrar = Registrar::default();
+        let host_owner = match &config.host_owner {
+            Some(name) => {
+                let (owner, task, mut listed) =
+                    watch_owner(host_client.clone(), &config.host_namespace, name);
+                registrar.spawn_background(task);
+                registrar.add_readiness(async move {
+                    let _ = listed.wait_for(|listed| *listed).await;
+                });
+                owner
+            }
+            None => Arc::new(HostOwner::none()),
+        };
         Ok(Self {
             clients: Clients {
                 inner: Arc::new(ClientsInner {
@@ -205,8 +225,9 @@ impl RegisterContext {
                 events,
                 hooks: Hooks::default(),
                 host_guard: Arc::new(guard),
+                host_owner,
             },
-            registrar: Registrar::default(),
+            registrar,
         })
     }
 

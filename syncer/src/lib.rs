@@ -24,6 +24,7 @@ pub mod error;
 pub mod events;
 mod handlers;
 pub mod hooks;
+pub mod host_owner;
 pub mod indices;
 pub mod informer;
 pub mod kubelet_config;

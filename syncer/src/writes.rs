@@ -15,6 +15,7 @@ use crate::{
     context::SyncContext,
     error::{Error, Result, Side, api_error, status_code},
     events::EventType,
+    host_owner::give_owner,
     resource::AnyResource,
     safety::{Admission, virtual_key_of_host},
     wire,
@@ -160,7 +161,8 @@ pub async fn create_host_object<K: AnyResource>(
     {
         return name_taken(ctx, virt, &existing, &virtual_key).await;
     }
-    match wire::create(&api, &params, desired).await {
+    let desired = owned(ctx, desired);
+    match wire::create(&api, &params, desired.as_ref()).await {
         Ok(_) => {
             tracing::info!(host = %key, "created host object");
             collisions.clear(&kind, &virtual_key);
@@ -219,7 +221,15 @@ pub async fn update_host_object<K: AnyResource>(
     let kind = ctx.kind().name().into_owned();
     let key = display_key(desired);
     let params = write_params();
-    match wire::replace(&ctx.host_api_for(desired), &desired.name_any(), &params, desired).await {
+    let desired = owned(ctx, desired);
+    match wire::replace(
+        &ctx.host_api_for(&desired),
+        &desired.name_any(),
+        &params,
+        desired.as_ref(),
+    )
+    .await
+    {
         Ok(_) => {
             tracing::info!(host = %key, "updated host object");
             Ok(Action::await_change())
@@ -231,6 +241,39 @@ pub async fn update_host_object<K: AnyResource>(
             }
             Err(error)
         }
+    }
+}
+
+/// Gives `host`, a copy written without it (by an older vcsync, or before `hostOwner` was set),
+/// the owner reference the host copies carry; Some(action) when it wrote (the write's event
+/// brings the next reconcile), None when there was nothing to do.
+pub async fn own_host_copy<K: AnyResource>(ctx: &SyncContext<K>, host: &K) -> Result<Option<Action>> {
+    let key = display_key(host);
+    let wrote = give_owner(&ctx.host_api_for(host), ctx.oversight().host_owner(), host)
+        .await
+        .map_err(api_error(
+            Side::Host,
+            "set the owner of",
+            &ctx.kind().name(),
+            &key,
+        ))?;
+    Ok(wrote.then(|| {
+        tracing::info!(host = %key, "host copy now owned by the hostOwner ConfigMap");
+        Action::await_change()
+    }))
+}
+
+/// `desired` with the owner reference the host copies carry (see [`crate::host_owner`]), when
+/// it is to carry one it lacks.
+fn owned<'a, K: AnyResource>(ctx: &SyncContext<K>, desired: &'a K) -> std::borrow::Cow<'a, K> {
+    let owner = ctx.oversight().host_owner();
+    match owner.missing_from(desired.meta()) {
+        Some(_) => {
+            let mut stamped = desired.clone();
+            owner.stamp(stamped.meta_mut());
+            std::borrow::Cow::Owned(stamped)
+        }
+        None => std::borrow::Cow::Borrowed(desired),
     }
 }
 

@@ -21,6 +21,7 @@ mod env;
 mod faults;
 mod from_host;
 mod helm;
+mod host_owner;
 mod identity;
 mod kinds;
 mod kubectl;

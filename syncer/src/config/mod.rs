@@ -63,6 +63,11 @@ pub struct Config {
     /// What protects the tenant's host objects: earlier clusters' copies, the mass-deletion brake.
     #[serde(default)]
     pub safety: crate::safety::SafetyConfig,
+    /// A ConfigMap in `hostNamespace` that owns every host copy in that namespace, so that
+    /// deleting it (with the Helm release or the cluster) lets the host's garbage collector
+    /// delete the copies (see [`crate::host_owner`]). None: copies have no owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_owner: Option<String>,
     /// Plugin sections, by plugin name (see [`crate::plugin`]).
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, PluginSection>,
@@ -97,6 +102,7 @@ impl Config {
             kubelet: Default::default(),
             leader_election: Default::default(),
             safety: Default::default(),
+            host_owner: None,
             plugins: Default::default(),
         }
     }

@@ -23,7 +23,7 @@ use crate::{
     registrar::{PreparedController, Registrar},
     resource::AnyResource,
     sdk::{FakeSyncer, Starter, Syncer},
-    writes::delete_object,
+    writes::{delete_object, own_host_copy},
 };
 
 /// The cached virtual object of `key`; an object that does not decode fails the reconcile,
@@ -113,7 +113,10 @@ impl<S: Syncer> KeyHandler for PairHandler<S> {
                     self.syncer.sync_terminating(&self.ctx, virt, host).await
                 }
                 (Some(virt), None) => self.syncer.sync_down(&self.ctx, virt).await,
-                (Some(virt), Some(host)) => self.syncer.sync(&self.ctx, host, virt).await,
+                (Some(virt), Some(host)) => match own_host_copy(&self.ctx, &host).await? {
+                    Some(action) => Ok(action),
+                    None => self.syncer.sync(&self.ctx, host, virt).await,
+                },
                 (None, Some(host)) => match self.syncer.up_syncer() {
                     Some(up) => up.sync_up(&self.ctx, host).await,
                     None if self.virtual_exists_live(key).await? => {

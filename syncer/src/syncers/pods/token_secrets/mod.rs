@@ -27,6 +27,7 @@ use crate::{
     cache::Cache,
     error::{Error, Side, api_error, status_code},
     events::EventType,
+    host_owner::give_owner,
     wire,
     writes::write_params,
 };
@@ -275,6 +276,7 @@ impl TokenSecrets {
         else {
             return Ok(());
         };
+        ctx.oversight().host_owner().stamp(&mut desired.metadata);
         let name = desired.name_any();
         let host_ns = desired.namespace().unwrap_or_default();
         let key = format!("{host_ns}/{name}");
@@ -401,6 +403,16 @@ impl TokenSecrets {
         let cached = self
             .host_secrets
             .try_get(&ObjectRef::new(&name).within(&host_ns))?;
+        if let Some(secret) = cached.as_deref() {
+            // One written before `hostOwner` was set gets the owner (a conflict: just rewritten,
+            // owned then).
+            let secrets: Api<Secret> = Api::namespaced(ctx.host_client().clone(), &host_ns);
+            match give_owner(&secrets, ctx.oversight().host_owner(), secret).await {
+                Ok(_) => {}
+                Err(err) if status_code(&err) == Some(409) => {}
+                Err(err) => return Err(api_error(Side::Host, "set the owner of", "Secret", &name)(err)),
+            }
+        }
         let state = cached.as_deref().map(TokenSecretState::of);
         let audiences = match &state {
             Some(state) if !state.audiences.is_empty() => state.audiences.clone(),
