@@ -33,6 +33,10 @@ pub struct Values {
     pub dns: DnsValues,
     /// `kubernetes`: opt-in ResourceQuota, LimitRange and NetworkPolicy of the host namespace.
     pub isolation: IsolationValues,
+    /// `kubernetes`: the tenant's host copies are owned by ConfigMap `vcsync-<name>-owner`
+    /// (config `hostOwner`), so deleting the cluster's objects (`helm uninstall`) lets the host's
+    /// garbage collector delete them (default true; the single namespace mapping only).
+    pub set_owner: Option<bool>,
     /// `local`: simulated host nodes (default 3).
     pub nodes: Option<usize>,
     /// The vcsync.yaml of the cluster's syncer, as a mapping.

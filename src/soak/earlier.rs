@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use vcsync_syncer::{Config, syncers::pods::token::TOKEN_POD_UID_ANNOTATION};
-use vcsync_translators::OBJECT_UID_ANNOTATION;
+use vcsync_translators::{OBJECT_NAME_ANNOTATION, OBJECT_UID_ANNOTATION};
 
 use super::{
     check::{Observed, Snapshot, change, owned, token_secret_of},
@@ -22,10 +22,15 @@ use super::{
 /// record, so a change since then is caught.
 ///
 /// A pod being deleted is not recorded: its deletion was decided for the earlier cluster and
-/// goes on. Neither is a token Secret whose pod is not recorded (it goes with its pod).
+/// goes on. Neither is a token Secret whose pod is not recorded (it goes with its pod), nor a
+/// copy of the control plane's `kube-root-ca.crt`, which follows the new cluster's by design.
 pub(super) fn record(config: &Config, host: &BTreeMap<Key, Observed>, earlier: &mut BTreeMap<Key, Observed>) {
     let kept = |o: &Observed| owned(config, o) && !o.terminating;
-    for (key, object) in host.iter().filter(|(_, o)| kept(o)) {
+    let root_ca = |key: &Key, o: &Observed| {
+        key.kind == Kind::ConfigMap
+            && o.annotations.get(OBJECT_NAME_ANNOTATION).map(String::as_str) == Some("kube-root-ca.crt")
+    };
+    for (key, object) in host.iter().filter(|(key, o)| kept(o) && !root_ca(key, o)) {
         if let Some((pod, _)) = token_secret_of(config, object) {
             let pod = Key {
                 kind: Kind::Pod,

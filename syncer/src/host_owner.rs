@@ -21,7 +21,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource,
-    api::{Patch, PatchParams},
+    api::PostParams,
     runtime::{WatchStreamExt, watcher},
 };
 use tokio::sync::watch;
@@ -98,32 +98,28 @@ pub fn with_owner(meta: &mut ObjectMeta, owner: OwnerReference) -> bool {
 }
 
 /// Gives `object`, a host copy written without it, the owner reference the copies carry;
-/// true if it wrote. The whole list is written (a merge patch replaces lists) at the version
-/// read, so a concurrent change makes it fail rather than lose a reference.
+/// true if it wrote. The live object is read and replaced (vcsync holds no `patch` grant, and a
+/// cached copy may be trimmed), at the version read: a concurrent change makes it fail.
 pub async fn give_owner<K>(api: &Api<K>, owner: &HostOwner, object: &K) -> kube::Result<bool>
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let meta = object.meta();
     if meta.deletion_timestamp.is_some() || owner.missing_from(meta).is_none() {
         return Ok(false);
     }
-    let mut meta = meta.clone();
-    owner.stamp(&mut meta);
-    let patch = serde_json::json!({"metadata": {
-        "ownerReferences": meta.owner_references,
-        "resourceVersion": meta.resource_version,
-    }});
-    let params = PatchParams {
-        field_manager: Some(crate::resource::FIELD_MANAGER.to_string()),
-        ..PatchParams::default()
+    let name = meta.name.clone().unwrap_or_default();
+    let Some(mut live) = api.get_opt(&name).await? else {
+        return Ok(false);
     };
-    api.patch(
-        meta.name.as_deref().unwrap_or_default(),
-        &params,
-        &Patch::Merge(&patch),
-    )
-    .await?;
+    if !owner.stamp(live.meta_mut()) {
+        return Ok(false);
+    }
+    let params = PostParams {
+        field_manager: Some(crate::resource::FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    api.replace(&name, &params, &live).await?;
     Ok(true)
 }
 

@@ -109,6 +109,11 @@ fn uses(config: &Config) -> Vec<Use> {
             !sync.config_maps.enabled,
             namespaced("", "configmaps", Access::Record),
         ),
+        // The owner of the host copies (`hostOwner`) is watched.
+        (
+            !sync.config_maps.enabled && config.host_owner.is_some(),
+            namespaced("", "configmaps", Read),
+        ),
         (sync.services.enabled, namespaced("", "services", Write)),
         // Selector-less services' Endpoints go down; selector services' come up.
         (sync.services.enabled, namespaced("", "endpoints", Write)),
@@ -420,6 +425,17 @@ kubelet:
         let rbac = host_rbac(&config("sync:\n  configMaps: {enabled: false}\n"), "vcsync");
         let rules = rbac.role.unwrap().0.rules.unwrap();
         assert_eq!(granted(&rules, "", "configmaps"), RECORD);
+        let owned = host_rbac(
+            &config("hostOwner: vcsync-demo-owner\nsync:\n  configMaps: {enabled: false}\n"),
+            "vcsync",
+        );
+        let mut verbs = granted(&owned.role.unwrap().0.rules.unwrap(), "", "configmaps");
+        verbs.sort();
+        assert_eq!(
+            verbs,
+            ["create", "get", "get", "list", "update", "watch"],
+            "the owner is watched"
+        );
     }
 
     #[test]

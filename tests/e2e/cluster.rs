@@ -199,6 +199,12 @@ async fn cluster_kubernetes_driver_objects_status_pause_resume_delete_and_exit_c
         config.contains("instance: c1") && config.contains("hostNamespace: vcsync-c1"),
         "{config}"
     );
+    // The owner of the tenant's host copies (setOwner, on by default).
+    assert!(config.contains("hostOwner: vcsync-c1-owner"), "{config}");
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("vcsync-c1-owner")
+        .await
+        .unwrap();
     let sts = Api::<StatefulSet>::namespaced(client.clone(), ns);
     let set = sts.get("vcsync-c1").await.unwrap();
     let containers: Vec<String> = set
@@ -503,7 +509,7 @@ fn cluster_render_matches_deploy_manifests_and_parses_into_typed_objects() {
         typed!("Namespace" => Namespace, "ServiceAccount" => ServiceAccount, "Role" => Role,
             "RoleBinding" => RoleBinding, "ClusterRole" => ClusterRole,
             "ClusterRoleBinding" => ClusterRoleBinding, "Secret" => Secret, "Service" => Service,
-            "StatefulSet" => StatefulSet);
+            "StatefulSet" => StatefulSet, "ConfigMap" => ConfigMap);
         kinds.push(kind);
     }
     for kind in [
@@ -512,6 +518,7 @@ fn cluster_render_matches_deploy_manifests_and_parses_into_typed_objects() {
         "Role",
         "RoleBinding",
         "Secret",
+        "ConfigMap",
         "Service",
         "StatefulSet",
     ] {

@@ -12,7 +12,7 @@ use std::{
 
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount},
+    core::v1::{ConfigMap, LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount},
     networking::v1::{Ingress, NetworkPolicy},
     rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
 };
@@ -62,6 +62,7 @@ fn documents(yaml: &str) -> BTreeMap<(String, String, String), Value> {
             "ClusterRole" => typed::<ClusterRole>(value),
             "ClusterRoleBinding" => typed::<ClusterRoleBinding>(value),
             "Secret" => typed::<Secret>(value),
+            "ConfigMap" => typed::<ConfigMap>(value),
             "Service" => typed::<Service>(value),
             "StatefulSet" => typed::<StatefulSet>(value),
             "ResourceQuota" => typed::<ResourceQuota>(value),
@@ -187,6 +188,56 @@ fn compare_in(release_namespace: &str, values: &Path) {
 #[test]
 fn the_chart_renders_what_the_kubernetes_driver_applies_for_the_example_values() {
     compare(&root().join("deploy/examples/values.yaml"));
+}
+
+#[test]
+fn the_chart_and_driver_own_the_host_copies_by_a_config_map_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.yaml");
+    let owner_of = |objects: &BTreeMap<(String, String, String), Value>| {
+        let owner = objects
+            .keys()
+            .find(|(kind, _, _)| kind == "ConfigMap")
+            .map(|(_, _, name)| name.clone());
+        let config = objects
+            .iter()
+            .find(|((kind, _, name), _)| kind == "Secret" && name.ends_with("-config"))
+            .map(|(_, secret)| secret["data"]["vcsync.yaml"].clone())
+            .unwrap();
+        (owner, config["hostOwner"].as_str().map(str::to_string))
+    };
+    for (text, expected) in [
+        (
+            "namespace: vcluster-my-vcluster
+",
+            (Some("vcsync-my-vcluster-owner"), Some("vcsync-my-vcluster-owner")),
+        ),
+        (
+            "namespace: vcluster-my-vcluster
+setOwner: false
+",
+            (None, None),
+        ),
+        (
+            "namespace: vcluster-my-vcluster
+config:
+  hostOwner: my-anchor
+",
+            (None, Some("my-anchor")),
+        ),
+    ] {
+        std::fs::write(&values, text).unwrap();
+        compare(&values);
+        let rendered: BTreeMap<_, _> = documents(&output(&mut driver_render(&values)))
+            .into_iter()
+            .map(|(key, object)| {
+                let object = normalize(&key.0, object);
+                (key, object)
+            })
+            .collect();
+        let (owner, configured) = owner_of(&rendered);
+        assert_eq!((owner.as_deref(), configured.as_deref()), expected, "{text}");
+    }
 }
 
 #[test]

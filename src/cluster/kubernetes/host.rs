@@ -45,6 +45,7 @@ pub(super) fn api_resource(object: &Value) -> (ApiResource, bool) {
         "ClusterRole" => "clusterroles",
         "ClusterRoleBinding" => "clusterrolebindings",
         "Secret" => "secrets",
+        "ConfigMap" => "configmaps",
         "Service" => "services",
         "ResourceQuota" => "resourcequotas",
         "LimitRange" => "limitranges",

@@ -51,6 +51,10 @@ pub(super) fn base_name(name: &str) -> String {
 pub(super) fn config_secret(name: &str) -> String {
     format!("vcsync-{name}-config")
 }
+/// The ConfigMap that owns the tenant's host copies (`setOwner`).
+pub(super) fn owner_config_map(name: &str) -> String {
+    format!("vcsync-{name}-owner")
+}
 /// The Secret the control plane publishes its kubeconfig in (key `config`).
 pub fn kubeconfig_secret(name: &str) -> String {
     format!("vcsync-{name}-kubeconfig")

@@ -6,7 +6,7 @@ use anyhow::Context;
 use k8s_openapi::{
     ByteString,
     api::{
-        core::v1::{Namespace, Secret, ServiceAccount},
+        core::v1::{ConfigMap, Namespace, Secret, ServiceAccount},
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
 };
@@ -60,6 +60,13 @@ pub(super) fn render_with(name: &str, values: &Values, detected_cidr: Option<&st
     if !values.config.as_ref().is_some_and(|c| c.contains_key("kubelet")) {
         config.kubelet.listen = Some(KUBELET_LISTEN.parse().expect("a socket address"));
         config.kubelet.client_ca_file = Some(K3S_CLIENT_CA.into());
+    }
+    // The tenant's host copies are owned by a ConfigMap of the cluster's, unless the values
+    // say otherwise or name an owner of their own.
+    let owner =
+        (values.set_owner != Some(false) && config.host_owner.is_none()).then(|| owner_config_map(name));
+    if owner.is_some() {
+        config.host_owner = owner.clone();
     }
     let config_yaml = serde_yaml_ng::to_string(&config).context("config")?;
     let meta = |object_name: &str, namespaced: bool| ObjectMeta {
@@ -209,6 +216,21 @@ pub(super) fn render_with(name: &str, values: &Values, detected_cidr: Option<&st
             ..Default::default()
         }),
     );
+    if let Some(owner) = owner {
+        let mut owner_meta = meta(&owner, true);
+        owner_meta.annotations = Some(BTreeMap::from([(
+            "vcsync.dev/purpose".to_string(),
+            "owns the virtual cluster's host copies: deleting it deletes them".to_string(),
+        )]));
+        push(
+            "ConfigMap",
+            "v1",
+            to_json(&ConfigMap {
+                metadata: owner_meta,
+                ..Default::default()
+            }),
+        );
+    }
     push("Service", "v1", to_json(&api_service(name, &ns, values)));
     if let Some(ingress) = api_ingress(name, &ns, values) {
         push("Ingress", "networking.k8s.io/v1", ingress);
