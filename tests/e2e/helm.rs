@@ -20,11 +20,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use vcsync_syncer::config::ServiceAddress;
 
-fn root() -> &'static Path {
+pub(crate) fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn helm() -> String {
+pub(crate) fn helm() -> String {
     std::env::var("VCSYNC_HELM").unwrap_or_else(|_| "helm".into())
 }
 

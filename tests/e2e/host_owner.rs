@@ -117,3 +117,65 @@ async fn host_copies_are_owned_by_the_host_owner_and_collected_with_it() {
     })
     .await;
 }
+
+/// Runs helm against the host cluster of `env`; panics with its output when it fails.
+fn helm(env: &Env, args: &[&str]) {
+    let out = std::process::Command::new(crate::helm::helm())
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(env.host_kubeconfig())
+        .output()
+        .expect("running helm (install it or set VCSYNC_HELM)");
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn helm_uninstall_lets_the_hosts_garbage_collector_delete_the_tenants_host_copies() {
+    let mut env = Env::new().await;
+    if env.embedded().is_some() || env.syncer_ns != env.host_ns {
+        eprintln!("skipped: needs a real host (its garbage collector) and the single mapping");
+        return;
+    }
+    // The release is the cluster: its name is the instance, its namespace the host namespace.
+    let chart = crate::helm::root().join("deploy/chart/vcsync");
+    let release = env.instance.clone();
+    helm(
+        &env,
+        &[
+            "install",
+            &release,
+            chart.to_str().unwrap(),
+            "--namespace",
+            &env.syncer_ns,
+            "--set",
+            "persistence.enabled=false,replicas=0,podSecurity.enforce=",
+        ],
+    );
+    let owner = format!("vcsync-{release}-owner");
+    Api::<ConfigMap>::namespaced(env.host.clone(), &env.syncer_ns)
+        .get(&owner)
+        .await
+        .expect("the chart's owner ConfigMap");
+    // The test's syncer stands in for the release's (whose control plane does not run here).
+    env.start_syncer(&format!("hostOwner: {owner}\n")).await;
+    app(&env, "web").await;
+    eventually("the app's copies owned by the release", || async {
+        let all = all_copies(&env).await;
+        (all.len() >= 4 && all.iter().all(|(_, owners)| owners.len() == 1)).then_some(())
+    })
+    .await;
+    env.stop_syncer().await;
+    helm(
+        &env,
+        &["uninstall", &release, "--namespace", &env.syncer_ns, "--wait"],
+    );
+    eventually("no host copy left after the uninstall", || async {
+        all_copies(&env).await.is_empty().then_some(())
+    })
+    .await;
+}
