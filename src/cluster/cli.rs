@@ -9,6 +9,7 @@ use super::{
     Values,
     discovery::{self, Answer, Purpose},
     output::{Format, print_statuses},
+    reach::reach,
 };
 
 /// Flags of `vcsync cluster`.
@@ -96,38 +97,10 @@ enum ClusterCommand {
     },
     /// Write a kubeconfig of the virtual cluster, merge it into yours as the current context
     /// (--update-current), or run a command against the cluster (`connect demo -- kubectl get
-    /// ns`, exiting with the command's status). Paused: exit 12.
-    Connect {
-        /// Cluster name.
-        name: String,
-        /// Where to write it (`-`: stdout).
-        #[arg(long, short = 'o', default_value = "-")]
-        output: String,
-        /// Server URL to put in it instead of the cluster's own (e.g. after a port-forward).
-        #[arg(long)]
-        server: Option<String>,
-        /// Merge it into a kubeconfig file as context `vcsync-<name>` and make that current.
-        #[arg(long, conflicts_with = "command")]
-        update_current: bool,
-        /// The file --update-current writes (default: KUBECONFIG's first file, else
-        /// ~/.kube/config).
-        #[arg(long = "kube-config", requires = "update_current")]
-        kube_config: Option<PathBuf>,
-        /// A kubeconfig with a token of this service account (NAMESPACE/NAME, created when
-        /// missing) instead of the admin's certificate.
-        #[arg(long)]
-        service_account: Option<String>,
-        /// Bind the service account to this ClusterRole (e.g. `view`, `cluster-admin`).
-        #[arg(long, requires = "service_account")]
-        cluster_role: Option<String>,
-        /// How long the service account's token is valid: seconds, or with a unit (`90m`,
-        /// `8760h`); the API server may cap it.
-        #[arg(long, default_value = "8760h", value_parser = parse_duration, requires = "service_account")]
-        token_expiration: Duration,
-        /// A command to run with KUBECONFIG pointing at the cluster (after `--`).
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
+    /// ns`, exiting with the command's status). A `kubernetes` cluster reachable only inside its
+    /// host is reached through a port-forward to its control plane's pod, which runs until the
+    /// command ends (or, without one, until Ctrl+C). Paused: exit 12.
+    Connect(super::connect::ConnectArgs),
     /// Save every object of the virtual cluster (all served kinds, custom resources with their
     /// definitions; no status, events, nodes or volume data) to one compressed archive.
     Snapshot(super::snapshot::SnapshotArgs),
@@ -189,23 +162,8 @@ struct WaitArgs {
     #[arg(long)]
     wait: bool,
     /// How long --wait waits: seconds, or with a unit (`90s`, `5m`).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = super::connect::parse_duration)]
     timeout: Duration,
-}
-
-fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("invalid duration {text:?} (units: ms, s, m, h)")),
-    }
 }
 
 /// Runs `vcsync cluster ...`; returns the exit code.
@@ -340,60 +298,21 @@ async fn run(args: ClusterArgs) -> Result<()> {
                 Err(ClusterError::NotFound(name))
             }
         }
-        ClusterCommand::Connect {
-            name,
-            output,
-            server,
-            update_current,
-            kube_config,
-            service_account,
-            cluster_role,
-            token_expiration,
-            command,
-        } => {
-            let account = service_account
-                .map(|account| {
-                    super::connect::AccountRequest::parse(&account, cluster_role, token_expiration)
-                })
-                .transpose()?;
-            let mut kubeconfig = kubeconfig_of(chosen, &name, server.as_deref(), &options, &progress).await?;
-            if let Some(account) = &account {
-                progress.step(format!(
-                    "a token of service account {}/{}",
-                    account.namespace, account.name
-                ));
-                kubeconfig = super::connect::for_service_account(&kubeconfig, account).await?;
-            }
-            if !command.is_empty() {
-                progress.finish();
-                return super::connect::run_with(&name, &kubeconfig, &command);
-            }
-            if update_current {
-                let file = super::kubeconfig::target_file(kube_config.as_deref())?;
-                super::connect::update_current(&name, &kubeconfig, &file)?;
-                progress.step(format!(
-                    "context {} of cluster {name} written to {} and made current",
-                    super::kubeconfig::context_name(&name),
-                    file.display()
-                ));
-            } else if output == "-" {
-                print!("{kubeconfig}");
-            } else {
-                std::fs::write(&output, kubeconfig)
-                    .map_err(|err| anyhow::anyhow!("writing {output}: {err}"))?;
-                progress.step(format!("kubeconfig of {name} written to {output}"));
-            }
-            Ok(())
+        ClusterCommand::Connect(args) => {
+            let driver = open_for(chosen, &args.name, Purpose::Use, &options, &progress).await?;
+            super::connect::connect(args, &*driver, &mut progress).await
         }
         ClusterCommand::Snapshot(args) => {
-            let kubeconfig =
-                kubeconfig_of(chosen, &args.name, args.server.as_deref(), &options, &progress).await?;
+            let driver = open_for(chosen, &args.name, Purpose::Use, &options, &progress).await?;
+            let (kubeconfig, _forward) =
+                reach(&*driver, &args.name, args.server.as_deref(), 0, &progress).await?;
             super::snapshot::snapshot(&args, &kubeconfig, &progress).await
         }
         ClusterCommand::Restore(args) => {
             let loaded = super::snapshot::load(&args)?;
-            let kubeconfig =
-                kubeconfig_of(chosen, &args.name, args.server.as_deref(), &options, &progress).await?;
+            let driver = open_for(chosen, &args.name, Purpose::Use, &options, &progress).await?;
+            let (kubeconfig, _forward) =
+                reach(&*driver, &args.name, args.server.as_deref(), 0, &progress).await?;
             super::snapshot::restore(&args, loaded, &kubeconfig, &progress).await
         }
         ClusterCommand::Render { name, values } => {
@@ -463,18 +382,6 @@ async fn open_for(
         progress.note(note);
     }
     found
-}
-
-/// A kubeconfig of cluster `name` from its driver, with `server` as its URL when given.
-async fn kubeconfig_of(
-    chosen: Option<&str>,
-    name: &str,
-    server: Option<&str>,
-    options: &DriverOptions,
-    progress: &Progress,
-) -> Result<String> {
-    let driver = open_for(chosen, name, Purpose::Use, options, progress).await?;
-    driver.kubeconfig(name, server).await
 }
 
 /// The status of each of `driver`'s clusters.

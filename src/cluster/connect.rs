@@ -1,12 +1,14 @@
-//! What `vcsync cluster connect` does with a cluster's kubeconfig besides printing it: trade the
-//! admin's certificate for a service account's token, run a command against the cluster, or
-//! merge it into the user's kubeconfig file.
+//! `vcsync cluster connect`: a kubeconfig of the cluster that works from here (through a
+//! port-forward when only the cluster's host reaches it), printed, written, merged into the
+//! user's kubeconfig file, or handed to a command; optionally with a service account's token
+//! instead of the admin's certificate.
 
 use std::{
     io::Write,
     os::unix::{fs::OpenOptionsExt, process::ExitStatusExt},
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -20,7 +22,117 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 
-use super::{ClusterError, Result, kubeconfig};
+use clap::Args;
+
+use super::{ClusterError, Driver, Progress, Result, kubeconfig, reach::reach};
+
+/// Flags of `vcsync cluster connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Cluster name.
+    pub name: String,
+    /// Where to write it (`-`: stdout).
+    #[arg(long, short = 'o', default_value = "-")]
+    output: String,
+    /// Server URL to put in it instead of the cluster's own; no port-forward then.
+    #[arg(long)]
+    server: Option<String>,
+    /// The local port of the port-forward (`kubernetes` clusters reachable only inside their
+    /// host); 0: any free port.
+    #[arg(long, default_value_t = 0)]
+    local_port: u16,
+    /// Merge it into a kubeconfig file as context `vcsync-<name>` and make that current.
+    #[arg(long, conflicts_with = "command")]
+    update_current: bool,
+    /// The file --update-current writes (default: KUBECONFIG's first file, else
+    /// ~/.kube/config).
+    #[arg(long = "kube-config", requires = "update_current")]
+    kube_config: Option<PathBuf>,
+    /// A kubeconfig with a token of this service account (NAMESPACE/NAME, created when
+    /// missing) instead of the admin's certificate.
+    #[arg(long)]
+    service_account: Option<String>,
+    /// Bind the service account to this ClusterRole (e.g. `view`, `cluster-admin`).
+    #[arg(long, requires = "service_account")]
+    cluster_role: Option<String>,
+    /// How long the service account's token is valid: seconds, or with a unit (`90m`,
+    /// `8760h`); the API server may cap it.
+    #[arg(long, default_value = "8760h", value_parser = parse_duration, requires = "service_account")]
+    token_expiration: Duration,
+    /// A command to run with KUBECONFIG pointing at the cluster (after `--`).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+/// Runs `vcsync cluster connect` for cluster `args.name` of `driver`.
+pub async fn connect(args: ConnectArgs, driver: &dyn Driver, progress: &mut Progress) -> Result<()> {
+    let name = args.name.clone();
+    let account = args
+        .service_account
+        .as_deref()
+        .map(|account| AccountRequest::parse(account, args.cluster_role.clone(), args.token_expiration))
+        .transpose()?;
+    let (mut config, forward) =
+        reach(driver, &name, args.server.as_deref(), args.local_port, progress).await?;
+    if let Some(account) = &account {
+        progress.step(format!(
+            "a token of service account {}/{}",
+            account.namespace, account.name
+        ));
+        config = for_service_account(&config, account).await?;
+    }
+    if !args.command.is_empty() {
+        progress.finish();
+        let command = args.command;
+        // The forward serves on the runtime while the command runs on a thread of its own.
+        let ran = tokio::task::spawn_blocking(move || run_with(&name, &config, &command))
+            .await
+            .map_err(|err| anyhow::anyhow!("running the command: {err}"))?;
+        drop(forward);
+        return ran;
+    }
+    if args.update_current {
+        let file = kubeconfig::target_file(args.kube_config.as_deref())?;
+        update_current(&name, &config, &file)?;
+        progress.step(format!(
+            "context {} of cluster {name} written to {} and made current",
+            kubeconfig::context_name(&name),
+            file.display()
+        ));
+    } else if args.output == "-" {
+        print!("{config}");
+        std::io::stdout().flush().context("writing the kubeconfig")?;
+    } else {
+        std::fs::write(&args.output, &config)
+            .map_err(|err| anyhow::anyhow!("writing {}: {err}", args.output))?;
+        progress.step(format!("kubeconfig of {name} written to {}", args.output));
+    }
+    if let Some(forward) = forward {
+        progress.note(format!(
+            "the kubeconfig reaches cluster {name} through {} while this runs; press Ctrl+C to stop",
+            forward.local
+        ));
+        progress.finish();
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl+C")?;
+    }
+    Ok(())
+}
+
+/// A duration flag: seconds, or with a unit (`ms`, `s`, `m`, `h`).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("invalid duration {text:?} (units: ms, s, m, h)")),
+    }
+}
 
 /// `--service-account NS/NAME [--cluster-role ROLE]`: whose token the kubeconfig carries.
 pub struct AccountRequest {

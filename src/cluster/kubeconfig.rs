@@ -18,6 +18,39 @@ pub async fn client_of(kubeconfig: &str) -> Result<kube::Client> {
     Ok(kube::Client::try_from(config).context("a client of the cluster")?)
 }
 
+/// Whether `kubeconfig`'s (first) server is an address only the cluster's host resolves: a
+/// Service's in-cluster name (`<service>.<namespace>.svc[.cluster.local]`).
+pub fn only_inside_its_host(kubeconfig: &str) -> bool {
+    server_host(kubeconfig).is_some_and(|host| host.ends_with(".svc") || host.contains(".svc."))
+}
+
+fn server_host(kubeconfig: &str) -> Option<String> {
+    let value: Value = serde_yaml_ng::from_str(kubeconfig).ok()?;
+    let server = value["clusters"][0]["cluster"]["server"].as_str()?;
+    let uri: http::Uri = server.parse().ok()?;
+    uri.host().map(str::to_string)
+}
+
+/// `kubeconfig` pointed at `127.0.0.1:port` (a port-forward to its server), the server's
+/// certificate still checked against the name it was published with.
+pub fn through_local_port(kubeconfig: &str, port: u16) -> Result<String> {
+    let value: Value = serde_yaml_ng::from_str(kubeconfig).context("the cluster's kubeconfig")?;
+    let server = value["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .context("the cluster's kubeconfig has no server")?;
+    let uri: http::Uri = server.parse().context("the kubeconfig's server")?;
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let name = uri.host().filter(|_| scheme == "https");
+    let already = value["clusters"][0]["cluster"]["tls-server-name"]
+        .as_str()
+        .is_some();
+    super::common::replace_server(
+        kubeconfig,
+        &format!("{scheme}://127.0.0.1:{port}"),
+        name.filter(|_| !already),
+    )
+}
+
 /// The name of cluster `name`'s context (and of its cluster and user entries).
 pub fn context_name(name: &str) -> String {
     format!("vcsync-{name}")
@@ -165,5 +198,44 @@ mod tests {
             Some("https://10.0.0.1:443")
         );
         assert!(with_token("users: []\n", "t").is_err());
+    }
+}
+
+#[cfg(test)]
+mod forward_tests {
+    use super::*;
+
+    const PUBLISHED: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n    \
+        server: https://vcsync-demo.vcsync-demo.svc:443\n    certificate-authority-data: Q0E=\n\
+        users: []\ncontexts: []\n";
+
+    #[test]
+    fn an_in_cluster_server_goes_through_the_local_port_with_its_name_checked() {
+        assert!(only_inside_its_host(PUBLISHED));
+        assert!(only_inside_its_host(
+            &PUBLISHED.replace(".svc:443", ".svc.cluster.local:443")
+        ));
+        assert!(!only_inside_its_host(
+            &PUBLISHED.replace("vcsync-demo.vcsync-demo.svc", "203.0.113.7")
+        ));
+        assert!(!only_inside_its_host(
+            &PUBLISHED.replace("vcsync-demo.vcsync-demo.svc", "api.example.com")
+        ));
+        let local = through_local_port(PUBLISHED, 41234).unwrap();
+        let value: Value = serde_yaml_ng::from_str(&local).unwrap();
+        let cluster = &value["clusters"][0]["cluster"];
+        assert_eq!(cluster["server"].as_str(), Some("https://127.0.0.1:41234"));
+        assert_eq!(
+            cluster["tls-server-name"].as_str(),
+            Some("vcsync-demo.vcsync-demo.svc")
+        );
+        assert_eq!(cluster["certificate-authority-data"].as_str(), Some("Q0E="));
+        let plain = through_local_port(&PUBLISHED.replace("https://", "http://"), 80).unwrap();
+        let value: Value = serde_yaml_ng::from_str(&plain).unwrap();
+        assert_eq!(
+            value["clusters"][0]["cluster"]["server"].as_str(),
+            Some("http://127.0.0.1:80")
+        );
+        assert!(value["clusters"][0]["cluster"]["tls-server-name"].is_null());
     }
 }

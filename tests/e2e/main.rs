@@ -8,6 +8,7 @@ mod bad_input;
 mod bench;
 mod cli;
 mod cluster;
+mod cluster_connect;
 mod cluster_drivers;
 mod cluster_expose;
 mod cluster_isolation;

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{Namespace, Node, PersistentVolumeClaim, Secret, Service},
+    core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service},
 };
 use kube::{
     Api, Client,
@@ -106,6 +106,55 @@ impl KubernetesDriver {
             .await
             .context("listing StatefulSets")?;
         Ok(list.items.into_iter().next())
+    }
+
+    /// A running pod of the cluster's control plane (a ready one first), by name.
+    pub(super) async fn control_plane_pod(
+        &self,
+        client: &Client,
+        name: &str,
+        sts: &StatefulSet,
+    ) -> Result<String> {
+        let ns = sts.metadata.namespace.clone().unwrap_or_default();
+        let selector = sts
+            .spec
+            .selector
+            .match_labels
+            .as_ref()
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .context("listing the control plane's pods")?;
+        let running: Vec<&Pod> = pods
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .collect();
+        let ready = |pod: &Pod| {
+            pod.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        running
+            .iter()
+            .copied()
+            .find(|pod| ready(pod))
+            .or(running.first().copied())
+            .and_then(|pod| pod.metadata.name.clone())
+            .ok_or_else(|| ClusterError::NotReady {
+                name: name.into(),
+                detail: format!("no running control-plane pod in namespace {ns} to forward to"),
+            })
     }
 
     /// Where the control plane keeps its state, for the status message.

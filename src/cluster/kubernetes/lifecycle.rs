@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::cluster::{
     Changed, ClusterError, ClusterStatus, Created, Driver, Phase, Progress, Result, Values,
     common::{replace_server, synced_counts},
+    port_forward::{Forward, start as start_forward},
 };
 
 use super::{host::*, names::*, render::*, service_cidr::*};
@@ -380,5 +381,22 @@ impl Driver for KubernetesDriver {
                 None => Ok(text),
             },
         }
+    }
+
+    /// A port-forward to the control plane's pod (its API server's port), unless the cluster
+    /// is exposed (its kubeconfig then names the external address).
+    async fn forward_api_server(&self, name: &str, local_port: u16) -> Result<Option<Forward>> {
+        let client = self.client().await?;
+        let Some(sts) = self.find(&client, name).await? else {
+            return Err(ClusterError::NotFound(name.into()));
+        };
+        let ns = sts.metadata.namespace.clone().unwrap_or_default();
+        if self.reached_at(&client, name, &ns).await?.is_some() {
+            return Ok(None);
+        }
+        let pod = self.control_plane_pod(&client, name, &sts).await?;
+        Ok(Some(
+            start_forward(client, &ns, &pod, API_SERVER_PORT, local_port).await?,
+        ))
     }
 }

@@ -24,6 +24,8 @@ pub(super) const DETECTED_CIDR_DIR: &str = "/run/vcsync";
 pub(super) const DETECTED_CIDR_FILE: &str = "/run/vcsync/service-cidr";
 pub(super) const SERVICE_IP_FILE: &str = "/run/vcsync/service-ip";
 pub(super) const DETECTED_VOLUME: &str = "detected";
+/// The port the control plane's API server (k3s) listens on in its pod.
+pub(super) const API_SERVER_PORT: u16 = 6443;
 /// Port of the cluster's Service (the virtual API server's 6443 behind it).
 pub(super) const SERVICE_PORT: u16 = 443;
 

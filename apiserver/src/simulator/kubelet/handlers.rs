@@ -15,7 +15,10 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use super::process::{Action, Container, Session};
 use super::routes::{self, Asking, Refusal, Route};
 use super::upgrade::{self, Service, Upgrade};
-use super::{LINGER, Stopping, logs, portforward, remotecommand, resource_metrics, spdy, stats, websocket};
+use super::{
+    LINGER, Stopping, logs, portforward, portforward_ws, remotecommand, resource_metrics, spdy, stats,
+    websocket,
+};
 use crate::objects::Objects;
 use crate::resources::ResourceDef;
 use crate::selectors::{FieldSelector, Selectors};
@@ -86,7 +89,9 @@ impl Node {
                 };
                 self.remote_command(request, &query, container, uid, Action::Attach)
             }
-            Route::PortForward { namespace, pod, uid } => self.port_forward(request, namespace, pod, uid),
+            Route::PortForward { namespace, pod, uid } => {
+                self.port_forward(request, &query, namespace, pod, uid)
+            }
         };
         result.unwrap_or_else(refused)
     }
@@ -212,6 +217,7 @@ impl Node {
     fn port_forward(
         self: &Arc<Self>,
         mut request: Request<Incoming>,
+        query: &[(String, String)],
         namespace: String,
         pod: String,
         uid: Option<String>,
@@ -225,6 +231,21 @@ impl Node {
             Asking::PortForward,
         )?;
         let upgrade = negotiate(&request, Service::PortForward)?;
+        // The channel subprotocols name their ports in the query (the SPDY ones per stream).
+        let channel_ports = match &upgrade {
+            Upgrade::WebSocket { protocol, .. }
+                if protocol.as_deref() != Some(upgrade::PORT_FORWARD_TUNNEL) =>
+            {
+                let ports = portforward_ws::ports(query)
+                    .map_err(|message| Refusal::new(StatusCode::BAD_REQUEST, message))?;
+                let targets = ports
+                    .into_iter()
+                    .map(|port| (port, portforward_ws::target(stored.as_deref(), port)))
+                    .collect();
+                Some(targets)
+            }
+            _ => None,
+        };
         let on_upgrade = hyper::upgrade::on(&mut request);
         let switched = upgrade.clone();
         let name = format!("{namespace}/{pod}");
@@ -232,6 +253,10 @@ impl Node {
             let Ok(upgraded) = on_upgrade.await else { return };
             let io = TokioIo::new(upgraded);
             match upgrade {
+                Upgrade::WebSocket { protocol, .. } if let Some(ports) = channel_ports => {
+                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                    portforward_ws::serve(ws, protocol, ports, name).await;
+                }
                 Upgrade::WebSocket { .. } => {
                     let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
                     let (bytes, mut carrier) = portforward::tunnel(ws);

@@ -5,7 +5,8 @@
 //! tests does (`tests/control-plane/cmd/fake-kubelet`): `/containerLogs` ([`logs`]), `/exec`
 //! and `/attach` ([`shell`]) over WebSocket channel protocols ([`websocket`]) or SPDY
 //! ([`remotecommand`]), `/portForward` echoing every port over SPDY or the SPDY-in-WebSocket
-//! tunnel ([`portforward`]), `/healthz`, and the usage of the running pods: `/stats/summary`
+//! tunnel ([`portforward`]) or the WebSocket channel framing ([`portforward_ws`], where a pod's
+//! annotation may point a port at a loopback address instead), `/healthz`, and the usage of the running pods: `/stats/summary`
 //! and `/runningpods/` ([`stats`]), `/metrics/resource` ([`resource_metrics`]).
 //!
 //! Only pods the store shows bound to the node are served (404 otherwise); nothing is kept per
@@ -14,6 +15,7 @@
 mod handlers;
 mod logs;
 mod portforward;
+mod portforward_ws;
 mod process;
 mod remotecommand;
 mod resource_metrics;

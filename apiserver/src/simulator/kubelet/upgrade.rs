@@ -35,6 +35,15 @@ pub(crate) const CHANNEL_SUBPROTOCOLS: [&str; 5] = [
 /// The WebSocket subprotocol that carries a port-forwarding SPDY connection.
 pub(crate) const PORT_FORWARD_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
+/// WebSocket subprotocols of port forwarding: the SPDY tunnel (kubectl), and the binary and
+/// base64 channel framings a kubelet serves too (kube-rs asks for v5 first, which a kubelet's
+/// port forwarding does not speak, then v4).
+pub(crate) const PORT_FORWARD_SUBPROTOCOLS: [&str; 3] = [
+    PORT_FORWARD_TUNNEL,
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+];
+
 /// The negotiated upgrade.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Upgrade {
@@ -70,7 +79,7 @@ pub(crate) fn negotiate(headers: &HeaderMap, service: Service) -> Result<Upgrade
         let requested = values(headers, header::SEC_WEBSOCKET_PROTOCOL);
         let supported: &[&str] = match service {
             Service::RemoteCommand => &CHANNEL_SUBPROTOCOLS,
-            Service::PortForward => &[PORT_FORWARD_TUNNEL],
+            Service::PortForward => &PORT_FORWARD_SUBPROTOCOLS,
         };
         let protocol = match requested.iter().find(|p| supported.contains(&p.as_str())) {
             Some(protocol) => Some(protocol.clone()),
@@ -198,6 +207,16 @@ mod tests {
         assert!(matches!(bare, Upgrade::WebSocket { protocol: None, .. }));
         assert!(!switching_headers(&bare).contains_key("sec-websocket-protocol"));
         assert!(negotiate(&headers(&WEBSOCKET), Service::PortForward).is_err());
+        let mut kube_rs = headers(&WEBSOCKET);
+        kube_rs.append(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("v5.channel.k8s.io, v4.channel.k8s.io"),
+        );
+        assert!(
+            matches!(negotiate(&kube_rs, Service::PortForward),
+                Ok(Upgrade::WebSocket { protocol: Some(p), .. }) if p == "v4.channel.k8s.io"),
+            "port forwarding speaks v4, not v5"
+        );
 
         let mut tunnel = headers(&WEBSOCKET);
         tunnel.append(
