@@ -10,8 +10,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Result;
-
 /// A running forward: connections to `local` reach the pod's port.
 pub struct Forward {
     /// The loopback address that reaches the pod's port.
@@ -35,7 +33,7 @@ pub async fn start(
     pod: &str,
     port: u16,
     local_port: u16,
-) -> Result<Forward> {
+) -> anyhow::Result<Forward> {
     let listener = TcpListener::bind(("127.0.0.1", local_port))
         .await
         .with_context(|| format!("listening on 127.0.0.1:{local_port}"))?;
