@@ -35,7 +35,7 @@ async fn cluster(data: &Path, args: &[&str]) -> (i32, String) {
     (code, stderr)
 }
 
-async fn client(kubeconfig: PathBuf) -> Client {
+pub(crate) async fn client(kubeconfig: PathBuf) -> Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
@@ -162,7 +162,7 @@ async fn create_app(virt: &Client, prefix: &str) -> Vec<(&'static str, String)> 
     vec![("configmap", cm), ("secret", secret), ("pvc", pvc), ("pod", pod)]
 }
 
-async fn kube_system_uid(virt: &Client) -> String {
+pub(crate) async fn kube_system_uid(virt: &Client) -> String {
     Api::<Namespace>::all(virt.clone())
         .get("kube-system")
         .await

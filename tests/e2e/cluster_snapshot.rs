@@ -3,10 +3,7 @@
 //! (a new cluster, as after losing etcd), and the restore brings every object back while the
 //! syncer re-links the host copies made for them: 0 differences, 0 host pods recreated.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, path::Path};
 
 use k8s_openapi::{
     api::{
@@ -25,7 +22,11 @@ use serde_json::json;
 use vcsync::cluster::snapshot::{archive, prepare};
 use vcsync_translators::{CLUSTER_UID_ANNOTATION, MANAGED_BY_LABEL, OBJECT_NAME_ANNOTATION};
 
-use crate::{cluster::vcsync, env::eventually};
+use crate::{
+    cluster::vcsync,
+    cluster_local_state::{client, kube_system_uid},
+    env::eventually,
+};
 
 const NAME: &str = "snap";
 const HOST_NAMESPACE: &str = "vcsync-snap";
@@ -35,14 +36,6 @@ async fn cluster(data: &Path, args: &[&str]) -> (i32, String, String) {
     let mut all = vec!["-d", "local", "-q"];
     all.extend_from_slice(args);
     vcsync(&[("VCSYNC_DATA_DIR", data)], &all).await
-}
-
-async fn client(kubeconfig: PathBuf) -> Client {
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
 }
 
 fn object<K: DeserializeOwned>(value: serde_json::Value) -> K {
@@ -183,15 +176,6 @@ async fn running(virt: &Client) -> bool {
             .items
             .iter()
             .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-}
-
-async fn kube_system_uid(virt: &Client) -> String {
-    Api::<Namespace>::all(virt.clone())
-        .get("kube-system")
-        .await
-        .unwrap()
-        .uid()
-        .unwrap()
 }
 
 /// The archive's objects in the form a comparison sees, by kind and name.
