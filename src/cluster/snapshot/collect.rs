@@ -8,7 +8,8 @@ use k8s_openapi::{api::core::v1::Namespace, jiff};
 use kube::{
     Api, Client,
     api::{DynamicObject, ListParams},
-    discovery::{Discovery, Scope, verbs},
+    core::GroupVersion,
+    discovery::{Scope, verbs},
 };
 
 use super::{
@@ -21,14 +22,39 @@ use crate::cluster::{Progress, Result};
 /// Objects a list page asks for.
 const PAGE: u32 = 500;
 
-/// The kinds `client`'s cluster serves that a snapshot holds, sorted.
-async fn kinds(client: &Client) -> Result<Vec<Resource>> {
-    let discovery = Discovery::new(client.clone())
-        .run()
+/// The kinds `client`'s cluster serves that a snapshot holds, sorted. A group whose API does
+/// not answer (an aggregated API whose server is down: metrics, say, which stores nothing) is
+/// left out with a note rather than failing the snapshot.
+async fn kinds(client: &Client, progress: &Progress) -> Result<Vec<Resource>> {
+    let mut groups = vec![
+        kube::discovery::group(client, "")
+            .await
+            .context("discovering the core API")?,
+    ];
+    let listed = client
+        .list_api_groups()
         .await
-        .context("discovering the cluster's API")?;
-    let mut kinds: Vec<Resource> = discovery
-        .groups()
+        .context("discovering the API groups")?;
+    for group in listed.groups {
+        let Some(version) = group
+            .preferred_version
+            .or_else(|| group.versions.first().cloned())
+        else {
+            continue;
+        };
+        let Ok(served) = version.group_version.parse::<GroupVersion>() else {
+            continue;
+        };
+        match kube::discovery::pinned_group(client, &served).await {
+            Ok(found) => groups.push(found),
+            Err(err) => progress.note(format!(
+                "{} left out of the snapshot: its API did not answer ({err})",
+                version.group_version
+            )),
+        }
+    }
+    let mut kinds: Vec<Resource> = groups
+        .iter()
         .flat_map(|group| group.recommended_resources())
         .filter(|(_, caps)| caps.supports_operation(verbs::LIST) && caps.supports_operation(verbs::CREATE))
         .map(|(served, caps)| Resource {
@@ -81,7 +107,7 @@ async fn objects_of(client: &Client, resource: &Resource) -> Result<Vec<Entry>> 
 /// the order a restore creates them.
 pub async fn take(client: &Client, cluster: &str, progress: &Progress) -> Result<(Manifest, Vec<Entry>)> {
     progress.step(format!("discovering the kinds cluster {cluster} serves"));
-    let kinds = kinds(client).await?;
+    let kinds = kinds(client, progress).await?;
     let created = jiff::Timestamp::now().to_string();
     let cluster_uid = Api::<Namespace>::all(client.clone())
         .get_opt("kube-system")
