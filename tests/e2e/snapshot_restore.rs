@@ -43,14 +43,16 @@ async fn a_restore_into_a_replaced_cluster_re_links_every_host_copy_and_recreate
     let dir = tempfile::tempdir().unwrap();
     let (mut syncer, _) = start(&env, dir.path(), "").await;
     let before = workload(&env).await;
+    // On real control planes, an aggregated API whose server does not exist: its group is
+    // listed and does not answer, which must leave it out rather than fail the snapshot. It is
+    // removed right after (the shared plane's namespace deletions would wait on it).
+    let services = kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService"),
+        "apiservices",
+    );
+    let api_services = kube::Api::<kube::api::DynamicObject>::all_with(env.virt.clone(), &services);
     if env.embedded().is_none() {
-        // An aggregated API whose server does not exist: its group is listed and does not
-        // answer, which must leave it out rather than fail the snapshot.
-        let services = kube::core::ApiResource::from_gvk_with_plural(
-            &kube::core::GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService"),
-            "apiservices",
-        );
-        let broken: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        let broken = serde_json::from_value(serde_json::json!({
             "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
             "metadata": {"name": "v1.broken.example.com"},
             "spec": {"group": "broken.example.com", "version": "v1", "groupPriorityMinimum": 100,
@@ -58,13 +60,17 @@ async fn a_restore_into_a_replaced_cluster_re_links_every_host_copy_and_recreate
                 "service": {"namespace": "default", "name": "nowhere", "port": 443}}
         }))
         .unwrap();
-        kube::Api::<kube::api::DynamicObject>::all_with(env.virt.clone(), &services)
-            .create(&Default::default(), &broken)
+        api_services.create(&Default::default(), &broken).await.unwrap();
+    }
+    let progress = Progress::silent();
+    let taken = take(&env.virt, "e2e", &progress).await;
+    if env.embedded().is_none() {
+        api_services
+            .delete("v1.broken.example.com", &Default::default())
             .await
             .unwrap();
     }
-    let progress = Progress::silent();
-    let (manifest, entries) = take(&env.virt, "e2e", &progress).await.unwrap();
+    let (manifest, entries) = taken.unwrap();
     assert_eq!(manifest.objects, entries.len());
     assert!(manifest.counts.contains_key("v1/Pod"), "{:?}", manifest.counts);
     syncer.terminate().await;

@@ -21,6 +21,9 @@ use crate::cluster::{Progress, Result};
 
 /// Objects a list page asks for.
 const PAGE: u32 = 500;
+/// How long one API group's discovery may take: an aggregated API whose server is gone can hold
+/// a request until the client's read timeout (minutes).
+const GROUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The kinds `client`'s cluster serves that a snapshot holds, sorted. A group whose API does
 /// not answer (an aggregated API whose server is down: metrics, say, which stores nothing) is
@@ -45,11 +48,16 @@ async fn kinds(client: &Client, progress: &Progress) -> Result<Vec<Resource>> {
         let Ok(served) = version.group_version.parse::<GroupVersion>() else {
             continue;
         };
-        match kube::discovery::pinned_group(client, &served).await {
-            Ok(found) => groups.push(found),
-            Err(err) => progress.note(format!(
+        match tokio::time::timeout(GROUP_TIMEOUT, kube::discovery::pinned_group(client, &served)).await {
+            Ok(Ok(found)) => groups.push(found),
+            Ok(Err(err)) => progress.note(format!(
                 "{} left out of the snapshot: its API did not answer ({err})",
                 version.group_version
+            )),
+            Err(_) => progress.note(format!(
+                "{} left out of the snapshot: its API did not answer within {}s",
+                version.group_version,
+                GROUP_TIMEOUT.as_secs()
             )),
         }
     }
