@@ -138,6 +138,8 @@ pub async fn run(
 fn server_config(name: &str) -> ServerConfig {
     ServerConfig {
         name: name.into(),
+        // Its virtual side runs no controllers: a Deployment there says so.
+        warn_without_controllers: name == "virtual",
         ..ServerConfig::default()
     }
 }
@@ -145,13 +147,20 @@ fn server_config(name: &str) -> ServerConfig {
 fn print_welcome(clusters: &ClusterPair, host_kc: &Path, virtual_kc: &Path, nodes: usize) {
     let (h, v) = (host_kc.display(), virtual_kc.display());
     let nodes_hint = if nodes > 0 { "; kubectl get nodes" } else { "" };
+    let controllers = match clusters.kind() {
+        "embedded" => {
+            "none: a Deployment, Job or StatefulSet is stored and makes no pods (--kube-assets runs them)"
+        }
+        _ => "kube-controller-manager",
+    };
     println!(
         "vcsync dev is running (Ctrl-C to stop).\n\
          \n  {}\
          \n  virtual kubeconfig: {v}\
          \n  host kubeconfig:    {h}\
          \n  host namespace:     {DEV_NAMESPACE}\
-         \n  host nodes:         {nodes} (pods stay Pending without)\n\
+         \n  host nodes:         {nodes} (pods stay Pending without)\
+         \n  virtual controllers: {controllers}\n\
          \nTry, in another terminal:\
          \n  export KUBECONFIG={v}\
          \n  kubectl create configmap app-config --from-literal=greeting=hello\

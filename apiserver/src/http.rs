@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub addr: SocketAddr,
     /// What the server presents when it calls a node's kubelet.
     pub kubelet_identity: Arc<crate::kubelet::identity::KubeletClientIdentity>,
+    /// Whether creates of workload kinds say that no controller makes their pods.
+    pub warn_without_controllers: bool,
 }
 
 /// The router: everything goes through [`handle`].
@@ -407,8 +409,11 @@ async fn resource(
             let mut object = decode_body(content_type, &body)?;
             let raw = crate::field_validation::is_json(content_type).then_some(&body[..]);
             let fields = crate::field_validation::checker(objects, &def, raw_query, "CreateOptions")?;
-            let warnings = fields.body(raw, &mut object)?;
+            let mut warnings = fields.body(raw, &mut object)?;
             let created = crate::managed_fields::with_writer(writer, || objects.create(&def, ns, object))?;
+            if shared.warn_without_controllers {
+                warnings.extend(crate::no_controllers::warning(&def));
+            }
             let mut response = json_response(StatusCode::CREATED, &created);
             crate::field_validation::add_warnings(&mut response, &warnings);
             Ok(response)

@@ -30,6 +30,7 @@ mod kubeconfig;
 mod kubelet;
 mod managed_fields;
 mod namespace_content;
+mod no_controllers;
 mod objects;
 mod openapi;
 mod patch;
@@ -81,6 +82,9 @@ pub struct ServerConfig {
     /// resourceVersion of before the restart get 410 Gone. Changes of the last fraction of a
     /// second before an unclean stop (kill -9) are lost.
     pub state_dir: Option<PathBuf>,
+    /// Creates of workload kinds (Deployments, Jobs, ...) get a `Warning` header saying that no
+    /// controller here makes pods of them (`vcsync dev`'s virtual server; default false).
+    pub warn_without_controllers: bool,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +95,7 @@ impl Default for ServerConfig {
             watch_history: 10_000,
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             state_dir: None,
+            warn_without_controllers: false,
         }
     }
 }
@@ -165,6 +170,7 @@ impl ApiServer {
             counters: counters::LiveCounters::default(),
             shutdown: stopped.clone(),
             addr,
+            warn_without_controllers: config.warn_without_controllers,
         });
         let app = http::router(shared.clone());
         let mut signal = stopped;

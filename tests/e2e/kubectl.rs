@@ -135,3 +135,50 @@ async fn kubectl_workflow_in_the_virtual_cluster_is_mirrored_on_the_host() {
     })
     .await;
 }
+
+/// `vcsync dev`'s virtual server runs no controllers, and says so when a workload is created:
+/// kubectl prints the server's warning; a ConfigMap gets none, and neither does a server not
+/// configured to warn.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_on_a_server_without_controllers_gets_a_warning() {
+    let warned = vcsync_apiserver::ApiServer::start(vcsync_apiserver::ServerConfig {
+        name: "virtual".into(),
+        warn_without_controllers: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let plain = vcsync_apiserver::ApiServer::start(Default::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_of = |server: &vcsync_apiserver::ApiServer, file: &str, args: &[&str]| {
+        let kubeconfig = dir.path().join(file);
+        std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let out = Command::new(kubectl())
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args(&args)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                String::from_utf8_lossy(&out.stderr).into_owned()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let deployment = ["create", "deployment", "web", "--image=nginx"];
+    let err = stderr_of(&warned, "warned", &deployment).await;
+    assert!(
+        err.contains("Warning: this API server runs no controllers: the Deployment is stored"),
+        "{err}"
+    );
+    let err = stderr_of(&warned, "warned", &["create", "configmap", "c"]).await;
+    assert!(!err.contains("Warning"), "{err}");
+    let err = stderr_of(&plain, "plain", &deployment).await;
+    assert!(!err.contains("Warning"), "{err}");
+}
