@@ -149,7 +149,7 @@ fn print_welcome(clusters: &ClusterPair, host_kc: &Path, virtual_kc: &Path, node
     let nodes_hint = if nodes > 0 { "; kubectl get nodes" } else { "" };
     let controllers = match clusters.kind() {
         "embedded" => {
-            "none: a Deployment, Job or StatefulSet is stored and makes no pods (--kube-assets runs them)"
+            "none: a Deployment or StatefulSet is stored and makes no pods (--kube-assets runs them)"
         }
         _ => "kube-controller-manager",
     };
