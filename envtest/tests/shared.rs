@@ -73,9 +73,12 @@ fn two_test_processes_of_a_run_share_one_plane_which_ends_with_the_run() {
         .unwrap();
     assert!(output.status.success(), "the children failed");
     let stdout = String::from_utf8_lossy(&output.stdout);
+    // The children's lines interleave with the test harness's fragments ("test result: ok"
+    // then the other child's line, then "."): the marker is looked for anywhere, and each
+    // child writes its line in one piece.
     let kubeconfigs: Vec<&str> = stdout
-        .lines()
-        .filter_map(|line| line.strip_prefix("KUBECONFIG="))
+        .match_indices("KUBECONFIG=")
+        .filter_map(|(at, marker)| stdout[at + marker.len()..].split_whitespace().next())
         .collect();
     assert_eq!(kubeconfigs.len(), 2, "both children report a plane: {stdout}");
     assert_eq!(kubeconfigs[0], kubeconfigs[1], "one plane for the run");
