@@ -15,7 +15,7 @@ use crate::{
     context::SyncContext,
     error::{Error, Result, Side, api_error, status_code},
     events::EventType,
-    host_owner::give_owner,
+    host_owner::{give_owner, with_owner},
     resource::AnyResource,
     safety::{Admission, virtual_key_of_host},
     wire,
@@ -248,8 +248,13 @@ pub async fn update_host_object<K: AnyResource>(
 /// the owner reference the host copies carry; Some(action) when it wrote (the write's event
 /// brings the next reconcile), None when there was nothing to do.
 pub async fn own_host_copy<K: AnyResource>(ctx: &SyncContext<K>, host: &K) -> Result<Option<Action>> {
+    let owner = ctx.oversight().host_owner();
+    // Every reconcile of a pair comes here: nothing more than this check unless there is work.
+    if owner.missing_from(host.meta()).is_none() {
+        return Ok(None);
+    }
     let key = display_key(host);
-    let wrote = give_owner(&ctx.host_api_for(host), ctx.oversight().host_owner(), host)
+    let wrote = give_owner(&ctx.host_api_for(host), owner, host)
         .await
         .map_err(api_error(
             Side::Host,
@@ -266,11 +271,10 @@ pub async fn own_host_copy<K: AnyResource>(ctx: &SyncContext<K>, host: &K) -> Re
 /// `desired` with the owner reference the host copies carry (see [`crate::host_owner`]), when
 /// it is to carry one it lacks.
 fn owned<'a, K: AnyResource>(ctx: &SyncContext<K>, desired: &'a K) -> std::borrow::Cow<'a, K> {
-    let owner = ctx.oversight().host_owner();
-    match owner.missing_from(desired.meta()) {
-        Some(_) => {
+    match ctx.oversight().host_owner().missing_from(desired.meta()) {
+        Some(reference) => {
             let mut stamped = desired.clone();
-            owner.stamp(stamped.meta_mut());
+            with_owner(stamped.meta_mut(), reference);
             std::borrow::Cow::Owned(stamped)
         }
         None => std::borrow::Cow::Borrowed(desired),

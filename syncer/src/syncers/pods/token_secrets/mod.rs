@@ -403,11 +403,14 @@ impl TokenSecrets {
         let cached = self
             .host_secrets
             .try_get(&ObjectRef::new(&name).within(&host_ns))?;
-        if let Some(secret) = cached.as_deref() {
+        let owner = ctx.oversight().host_owner();
+        if let Some(secret) = cached.as_deref()
+            && owner.missing_from(&secret.metadata).is_some()
+        {
             // One written before `hostOwner` was set gets the owner (a conflict: just rewritten,
             // owned then).
             let secrets: Api<Secret> = Api::namespaced(ctx.host_client().clone(), &host_ns);
-            match give_owner(&secrets, ctx.oversight().host_owner(), secret).await {
+            match give_owner(&secrets, owner, secret).await {
                 Ok(_) => {}
                 Err(err) if status_code(&err) == Some(409) => {}
                 Err(err) => return Err(api_error(Side::Host, "set the owner of", "Secret", &name)(err)),
