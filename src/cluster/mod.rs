@@ -20,6 +20,7 @@ pub mod local;
 mod local_unavailable;
 mod output;
 pub mod port_forward;
+mod private_file;
 mod progress;
 mod reach;
 pub mod snapshot;
@@ -239,9 +240,9 @@ pub trait Driver: Send + Sync {
     }
     /// A kubeconfig of the virtual cluster. Paused: [`ClusterError::NotRunning`].
     async fn kubeconfig(&self, name: &str, server: Option<&str>) -> Result<String>;
-    /// A forward from `127.0.0.1:local_port` (0: any) to the cluster's API server, for when its
-    /// kubeconfig names an address reachable only inside the cluster's host; None when this
-    /// driver's kubeconfigs work from here as they are (the default).
+    /// A forward from `127.0.0.1:local_port` (0: any) to the cluster's API server; asked for
+    /// when its kubeconfig names an address reachable only inside the cluster's host. None when
+    /// this driver's kubeconfigs work from here as they are (the default).
     async fn forward_api_server(&self, name: &str, local_port: u16) -> Result<Option<port_forward::Forward>> {
         let _ = (name, local_port);
         Ok(None)

@@ -383,17 +383,15 @@ impl Driver for KubernetesDriver {
         }
     }
 
-    /// A port-forward to the control plane's pod (its API server's port), unless the cluster
-    /// is exposed (its kubeconfig then names the external address).
+    /// A port-forward to the control plane's pod (its API server's port). Asked for only when
+    /// the kubeconfig names the in-cluster Service: an exposed cluster's names its external
+    /// address ([`Driver::kubeconfig`]).
     async fn forward_api_server(&self, name: &str, local_port: u16) -> Result<Option<Forward>> {
         let client = self.client().await?;
         let Some(sts) = self.find(&client, name).await? else {
             return Err(ClusterError::NotFound(name.into()));
         };
         let ns = sts.metadata.namespace.clone().unwrap_or_default();
-        if self.reached_at(&client, name, &ns).await?.is_some() {
-            return Ok(None);
-        }
         let pod = self.control_plane_pod(&client, name, &sts).await?;
         Ok(Some(
             start_forward(client, &ns, &pod, API_SERVER_PORT, local_port).await?,
