@@ -5,7 +5,7 @@
 
 use std::{
     io::Write,
-    os::unix::{fs::OpenOptionsExt, process::ExitStatusExt},
+    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -24,7 +24,7 @@ use kube::{
 
 use clap::Args;
 
-use super::{ClusterError, Driver, Progress, Result, kubeconfig, reach::reach};
+use super::{ClusterError, Driver, Progress, Result, kubeconfig, private_file, reach::reach};
 
 /// Flags of `vcsync cluster connect`.
 #[derive(Debug, Args)]
@@ -239,14 +239,8 @@ fn create_or_keep<K>(created: kube::Result<K>) -> kube::Result<()> {
 
 /// Writes `text` to `path`, readable by its owner only (it holds credentials).
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(text.as_bytes())
+    private_file::create(path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

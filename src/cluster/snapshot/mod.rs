@@ -21,14 +21,13 @@ pub mod prepare;
 
 use std::{
     io::Write,
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
 use anyhow::Context;
 use clap::Args;
 
-use super::{ClusterError, Progress, Result, kubeconfig::client_of};
+use super::{ClusterError, Progress, Result, kubeconfig::client_of, private_file};
 
 /// Flags of `vcsync cluster snapshot`.
 #[derive(Debug, Args)]
@@ -93,13 +92,7 @@ pub async fn snapshot(args: &SnapshotArgs, kubeconfig: &str, progress: &Progress
 /// returns its size.
 fn write_private(path: &Path, write: impl FnOnce(&std::fs::File) -> std::io::Result<()>) -> Result<u64> {
     let partial = path.with_extension(format!("partial-{}", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&partial)
-        .with_context(|| format!("writing {}", partial.display()))?;
+    let file = private_file::create(&partial).with_context(|| format!("writing {}", partial.display()))?;
     let written = write(&file)
         .and_then(|()| file.sync_all())
         .and_then(|()| file.metadata())
