@@ -21,34 +21,31 @@ pub async fn client_of(kubeconfig: &str) -> Result<kube::Client> {
 /// Whether `kubeconfig`'s (first) server is an address only the cluster's host resolves: a
 /// Service's in-cluster name (`<service>.<namespace>.svc[.cluster.local]`).
 pub fn only_inside_its_host(kubeconfig: &str) -> bool {
-    server_host(kubeconfig).is_some_and(|host| host.ends_with(".svc") || host.contains(".svc."))
+    first_cluster(kubeconfig)
+        .ok()
+        .and_then(|(uri, _)| uri.host().map(str::to_string))
+        .is_some_and(|host| host.ends_with(".svc") || host.contains(".svc."))
 }
 
-fn server_host(kubeconfig: &str) -> Option<String> {
-    let value: Value = serde_yaml_ng::from_str(kubeconfig).ok()?;
-    let server = value["clusters"][0]["cluster"]["server"].as_str()?;
-    let uri: http::Uri = server.parse().ok()?;
-    uri.host().map(str::to_string)
+/// The server of `kubeconfig`'s first cluster, and whether that cluster names a
+/// `tls-server-name`.
+fn first_cluster(kubeconfig: &str) -> Result<(http::Uri, bool)> {
+    let value: Value = serde_yaml_ng::from_str(kubeconfig).context("the cluster's kubeconfig")?;
+    let cluster = &value["clusters"][0]["cluster"];
+    let server = cluster["server"]
+        .as_str()
+        .context("the cluster's kubeconfig has no server")?;
+    let uri = server.parse().context("the kubeconfig's server")?;
+    Ok((uri, cluster["tls-server-name"].as_str().is_some()))
 }
 
 /// `kubeconfig` pointed at `127.0.0.1:port` (a port-forward to its server), the server's
 /// certificate still checked against the name it was published with.
 pub fn through_local_port(kubeconfig: &str, port: u16) -> Result<String> {
-    let value: Value = serde_yaml_ng::from_str(kubeconfig).context("the cluster's kubeconfig")?;
-    let server = value["clusters"][0]["cluster"]["server"]
-        .as_str()
-        .context("the cluster's kubeconfig has no server")?;
-    let uri: http::Uri = server.parse().context("the kubeconfig's server")?;
+    let (uri, named) = first_cluster(kubeconfig)?;
     let scheme = uri.scheme_str().unwrap_or("https");
-    let name = uri.host().filter(|_| scheme == "https");
-    let already = value["clusters"][0]["cluster"]["tls-server-name"]
-        .as_str()
-        .is_some();
-    super::common::replace_server(
-        kubeconfig,
-        &format!("{scheme}://127.0.0.1:{port}"),
-        name.filter(|_| !already),
-    )
+    let name = uri.host().filter(|_| scheme == "https" && !named);
+    super::common::replace_server(kubeconfig, &format!("{scheme}://127.0.0.1:{port}"), name)
 }
 
 /// The name of cluster `name`'s context (and of its cluster and user entries).

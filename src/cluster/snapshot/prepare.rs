@@ -186,32 +186,27 @@ pub fn comparable(resource: &Resource, object: Value) -> Value {
 
 /// The first path where `a` and `b` differ (`/spec/replicas`), if they do.
 pub fn first_difference(a: &Value, b: &Value) -> Option<String> {
+    /// Whether `a` and `b` differ; `path` then ends with where.
     fn walk(a: &Value, b: &Value, path: &mut String) -> bool {
+        // `a` and `b` under `segment`: the path keeps the segment only where they differ.
+        let mut child = |segment: &dyn std::fmt::Display, a: &Value, b: &Value| {
+            let len = path.len();
+            path.push_str(&format!("/{segment}"));
+            let differs = walk(a, b, path);
+            if !differs {
+                path.truncate(len);
+            }
+            differs
+        };
+        let null = Value::Null;
         match (a, b) {
             (Value::Object(x), Value::Object(y)) => {
                 let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-                keys.into_iter().any(|key| {
-                    let len = path.len();
-                    path.push('/');
-                    path.push_str(key);
-                    let null = Value::Null;
-                    let differs = walk(x.get(key).unwrap_or(&null), y.get(key).unwrap_or(&null), path);
-                    if !differs {
-                        path.truncate(len);
-                    }
-                    differs
-                })
+                keys.into_iter()
+                    .any(|key| child(key, x.get(key).unwrap_or(&null), y.get(key).unwrap_or(&null)))
             }
             (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
-                x.iter().zip(y).enumerate().any(|(i, (x, y))| {
-                    let len = path.len();
-                    path.push_str(&format!("/{i}"));
-                    let differs = walk(x, y, path);
-                    if !differs {
-                        path.truncate(len);
-                    }
-                    differs
-                })
+                x.iter().zip(y).enumerate().any(|(i, (x, y))| child(&i, x, y))
             }
             _ => a != b,
         }
@@ -393,6 +388,18 @@ mod tests {
         assert_eq!(
             first_difference(&a, &comparable(&configmaps, changed)).as_deref(),
             Some("/data/k")
+        );
+        assert_eq!(
+            first_difference(
+                &json!({"spec": {"ports": [{"port": 80}, {"port": 443}]}}),
+                &json!({"spec": {"ports": [{"port": 80}, {"port": 8443}]}})
+            )
+            .as_deref(),
+            Some("/spec/ports/1/port")
+        );
+        assert_eq!(
+            first_difference(&json!([1]), &json!([1, 2])).as_deref(),
+            Some("/")
         );
     }
 }
