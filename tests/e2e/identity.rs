@@ -82,7 +82,7 @@ async fn pod_with_data(env: &Env, pod_name: &str) {
 }
 
 /// The tenant's workload: a pod with a ConfigMap and a Secret, a claim and a service, synced.
-pub(crate) async fn workload(env: &Env) -> BTreeMap<String, String> {
+async fn workload(env: &Env) -> BTreeMap<String, String> {
     pod_with_data(env, "web").await;
     let pp = PostParams::default();
     env.virt_api::<PersistentVolumeClaim>()
@@ -141,18 +141,25 @@ pub(crate) async fn start(env: &Env, dir: &std::path::Path, extra: &str) -> (Syn
     (syncer, address)
 }
 
-/// The tenant's workload synced, then the syncer stopped and the virtual server replaced by
-/// an empty one: the environment, the syncer's directory and the host objects (None against
-/// clusters started elsewhere, whose virtual cluster cannot be replaced here).
-async fn workload_of_a_lost_cluster() -> Option<(Env, tempfile::TempDir, BTreeMap<String, String>)> {
-    let mut env = Env::new().await;
+/// The tenant's workload synced by a running syncer, in an environment whose virtual cluster
+/// can be replaced: the environment, the syncer's directory, the syncer and the host objects
+/// (None against clusters started elsewhere, whose virtual cluster cannot be replaced here).
+pub(crate) async fn synced_workload() -> Option<(Env, tempfile::TempDir, Syncer, BTreeMap<String, String>)> {
+    let env = Env::new().await;
     if !env.can_replace_virtual_cluster() {
         eprintln!("skipped: replacing the virtual cluster needs clusters of the run's own");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (mut syncer, _) = start(&env, dir.path(), "").await;
+    let (syncer, _) = start(&env, dir.path(), "").await;
     let before = workload(&env).await;
+    Some((env, dir, syncer, before))
+}
+
+/// [`synced_workload`], then the syncer stopped and the virtual server replaced by an empty
+/// one.
+async fn workload_of_a_lost_cluster() -> Option<(Env, tempfile::TempDir, BTreeMap<String, String>)> {
+    let (mut env, dir, mut syncer, before) = synced_workload().await?;
     syncer.terminate().await;
     env.replace_virtual_server_empty().await;
     Some((env, dir, before))
@@ -165,14 +172,9 @@ async fn settle() {
 
 #[tokio::test]
 async fn a_virtual_cluster_restarted_empty_deletes_nothing_on_the_host_and_says_so() {
-    let mut env = Env::new().await;
-    if !env.can_replace_virtual_cluster() {
-        eprintln!("skipped: replacing the virtual cluster needs clusters of the run's own");
+    let Some((mut env, dir, mut syncer, before)) = synced_workload().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (mut syncer, _) = start(&env, dir.path(), "").await;
-    let before = workload(&env).await;
+    };
     assert!(
         before.keys().any(|k| k.starts_with("PersistentVolumeClaim/")),
         "{before:?}"

@@ -13,7 +13,7 @@ use vcsync_translators::{CLUSTER_UID_ANNOTATION, MANAGED_BY_LABEL, OBJECT_UID_AN
 
 use crate::{
     env::{Env, eventually, get},
-    identity::{host_objects, start, virtual_cluster_uid, workload},
+    identity::{host_objects, start, synced_workload, virtual_cluster_uid},
 };
 
 /// Whether every host copy of this instance (but the token Secrets, which are the syncer's own)
@@ -35,14 +35,9 @@ async fn all_stamped(env: &Env, uid: &str) -> bool {
 
 #[tokio::test]
 async fn a_restore_into_a_replaced_cluster_re_links_every_host_copy_and_recreates_none() {
-    let mut env = Env::new().await;
-    if !env.can_replace_virtual_cluster() {
-        eprintln!("skipped: replacing the virtual cluster needs clusters of the run's own");
+    let Some((mut env, dir, mut syncer, before)) = synced_workload().await else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (mut syncer, _) = start(&env, dir.path(), "").await;
-    let before = workload(&env).await;
+    };
     // On real control planes, an aggregated API whose server does not exist: its group is
     // listed and does not answer, which must leave it out rather than fail the snapshot. It is
     // removed right after (the shared plane's namespace deletions would wait on it).
